@@ -1,0 +1,1 @@
+"""castore: a content-addressed, deduplicating file store with Filetracker semantics."""

@@ -1,0 +1,146 @@
+"""A blob backend on a local filesystem: one file per blob under a fan-out tree.
+
+Layout below the backend's folder::
+
+    ab/cd/abcd…(32 hex)   stored bytes of one blob, read-only, never rewritten in place
+    .staging/tmp-…        blobs being written; leftovers of a crash are swept by age
+
+A blob file appears only by ``rename`` of a complete, fsynced staging file, followed
+by an fsync of its folder, so a crash at any point leaves either no file or the whole
+file under its key (``docs/design.md``, "Write order").
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from ..errors import MissingBlob
+from ..keys import BlobKey, is_valid_key
+from .base import BlobBackend, StagedBlob
+
+__all__ = ["FileBlobBackend", "key_to_relpath"]
+
+STAGING = ".staging"
+
+
+def key_to_relpath(key: BlobKey) -> str:
+    """Where a key lives below the backend folder: ``ab/cd/abcd…``."""
+    return f"{key[:2]}/{key[2:4]}/{key}"
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a folder so that a rename or create inside it survives a crash."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _FileStaged(StagedBlob):
+    def __init__(self, directory: Path) -> None:
+        fd, name = tempfile.mkstemp(prefix="tmp-", dir=directory)
+        self.path: Path | None = Path(name)
+        self._file = os.fdopen(fd, "wb", buffering=0)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            written = self._file.write(view)
+            assert written is not None
+            view = view[written:]
+
+    def finish(self) -> int:
+        size = self._file.tell()
+        os.fchmod(self._file.fileno(), 0o444)
+        os.fsync(self._file.fileno())
+        self._file.close()
+        return size
+
+    def abort(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        if self.path is not None:
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
+            self.path = None
+
+
+class FileBlobBackend(BlobBackend):
+    """Blobs as files below ``directory`` (created if needed)."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+        self._staging = self.directory / STAGING
+        self._staging.mkdir(parents=True, exist_ok=True)
+
+    def path_of(self, key: BlobKey) -> Path:
+        return self.directory / key_to_relpath(key)
+
+    def stage(self) -> StagedBlob:
+        return _FileStaged(self._staging)
+
+    def publish(self, staged: StagedBlob, key: BlobKey) -> None:
+        assert isinstance(staged, _FileStaged) and staged.path is not None
+        final = self.path_of(key)
+        self._make_parents(final.parent)
+        os.replace(staged.path, final)
+        staged.path = None
+        fsync_dir(final.parent)
+
+    def _make_parents(self, folder: Path) -> None:
+        if folder.is_dir():
+            return
+        for level in (folder.parent, folder):
+            try:
+                level.mkdir()
+            except FileExistsError:
+                continue
+            fsync_dir(level.parent)
+
+    def open(self, key: BlobKey) -> BinaryIO:
+        try:
+            return open(self.path_of(key), "rb")
+        except FileNotFoundError:
+            raise MissingBlob(f"blob {key} is missing from {self.directory}") from None
+
+    def delete(self, key: BlobKey) -> None:
+        try:
+            self.path_of(key).unlink()
+        except FileNotFoundError:
+            pass
+
+    def stored_size(self, key: BlobKey) -> int:
+        try:
+            return self.path_of(key).stat().st_size
+        except FileNotFoundError:
+            raise MissingBlob(f"blob {key} is missing from {self.directory}") from None
+
+    def __contains__(self, key: object) -> bool:
+        return is_valid_key(key) and self.path_of(key).is_file()  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[BlobKey]:
+        for first in sorted(os.listdir(self.directory)):
+            if len(first) != 2:
+                continue
+            for second in sorted(os.listdir(self.directory / first)):
+                for name in os.listdir(self.directory / first / second):
+                    if is_valid_key(name):
+                        yield BlobKey(name)
+
+    def sweep_staging(self, older_than: float) -> int:
+        removed = 0
+        for entry in os.scandir(self._staging):
+            try:
+                if entry.stat().st_mtime < older_than:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed

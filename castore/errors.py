@@ -1,0 +1,97 @@
+"""Every error castore raises on purpose, in one place.
+
+The tree::
+
+    CastoreError
+    ├── InvalidName (ValueError)          a name the store refuses; nothing was changed
+    │   ├── InvalidPath                   the path part breaks a path rule
+    │   └── InvalidVersion                the ``@version`` part is not a valid version
+    ├── NotFound (FileNotFoundError)      no such path in the store
+    │   └── VersionNotFound               the path exists, that version is not retained
+    ├── StoreNotFound                     no store at that root (run ``castore init``)
+    ├── IntegrityError                    stored data does not match its key or size
+    │   ├── CorruptBlob                   a blob's bytes do not hash to its key
+    │   ├── MissingBlob                   metadata names a blob the backend does not have
+    │   └── HashCollision                 same key, different size: refused, nothing stored
+    └── SourceError                       the content source was short, unreadable or wrong size
+
+Each message is one line and says what went wrong with which name.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CastoreError",
+    "InvalidName",
+    "InvalidPath",
+    "InvalidVersion",
+    "NotFound",
+    "VersionNotFound",
+    "StoreNotFound",
+    "IntegrityError",
+    "CorruptBlob",
+    "MissingBlob",
+    "HashCollision",
+    "SourceError",
+]
+
+
+class CastoreError(Exception):
+    """Base class of every error castore raises on purpose."""
+
+
+class InvalidName(CastoreError, ValueError):
+    """A name (path with optional ``@version``) that the store refuses."""
+
+
+class InvalidPath(InvalidName):
+    """The path part of a name breaks a path rule (see :mod:`castore.names`)."""
+
+
+class InvalidVersion(InvalidName):
+    """The version part of a name, or a version argument, is not a valid version."""
+
+
+class NotFound(CastoreError, FileNotFoundError):
+    """No file is stored under this path."""
+
+    def __init__(self, path: str, message: str | None = None) -> None:
+        super().__init__(message or f"not found: {path}")
+        self.path = path
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class VersionNotFound(NotFound):
+    """The path exists but the requested version is not (or no longer) retained."""
+
+    def __init__(self, path: str, version: int, current: int | None = None) -> None:
+        extra = f" (current version is {current})" if current is not None else ""
+        super().__init__(path, f"version {version} of {path} not found{extra}")
+        self.version = version
+        self.current = current
+
+
+class StoreNotFound(CastoreError):
+    """There is no castore store at the given root."""
+
+
+class IntegrityError(CastoreError):
+    """Stored data does not match what the metadata says about it."""
+
+
+class CorruptBlob(IntegrityError):
+    """A blob's bytes do not hash to its key, or have the wrong length."""
+
+
+class MissingBlob(IntegrityError):
+    """The metadata references a blob the blob backend does not hold."""
+
+
+class HashCollision(IntegrityError):
+    """Two different contents produced the same key; the put was refused."""
+
+
+class SourceError(CastoreError):
+    """The content given to a put could not be read as promised."""

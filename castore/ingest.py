@@ -1,0 +1,233 @@
+"""Turning a put's source into a prepared blob: hashed, maybe compressed, staged.
+
+This is where blob bytes are produced. Nothing here touches the metadata: the
+result, a :class:`Prepared`, is handed to the store, which records it in one
+transaction and only then publishes staged bytes under their key.
+
+* Small contents (at most ``inline_max`` bytes) are read whole, compressed when it
+  pays, and kept as bytes to be stored inline in the metadata row.
+* Large contents are streamed in 1 MiB chunks into a staged backend blob; the codec
+  is chosen from a sample of the first chunk.
+* When the source can be read twice (bytes, seekable files), a large content is
+  hashed first and not written at all when a live blob already has that key.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import BinaryIO, Union
+
+import zstandard
+
+from .blobs.base import BlobBackend, StagedBlob
+from .codec import Codec, compress_if_worth, worth_compressing
+from .errors import SourceError
+from .keys import BlobKey, Hasher
+
+__all__ = ["Source", "Prepared", "Ingest", "CHUNK_SIZE"]
+
+Source = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]", BinaryIO]
+"""What a put accepts: the content itself, a local file's path, or a binary file object."""
+
+CHUNK_SIZE = 1 << 20
+
+
+@dataclass
+class Prepared:
+    """A content ready to be recorded: its key and, unless already stored, its stored bytes."""
+
+    key: BlobKey
+    size: int
+    codec: Codec
+    stored_size: int
+    inline: bytes | None = None
+    """Stored bytes of a small blob, to be kept in the metadata row."""
+    staged: StagedBlob | None = None
+    """Stored bytes of a large blob, finished but not yet published."""
+
+    @property
+    def has_bytes(self) -> bool:
+        """False when only the key is known (a live blob already holds this content)."""
+        return self.inline is not None or self.staged is not None
+
+    def discard(self) -> None:
+        if self.staged is not None:
+            self.staged.abort()
+
+
+@dataclass
+class _Opened:
+    stream: BinaryIO | None
+    data: memoryview | None
+    rewind_to: int | None
+    """Offset to seek back to for a second pass; None when the stream reads once."""
+
+
+@contextmanager
+def _open_source(source: Source) -> Iterator[_Opened]:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        yield _Opened(None, memoryview(source).cast("B"), 0)
+        return
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            stream = open(source, "rb")
+        except OSError as e:
+            raise SourceError(f"cannot read {os.fspath(source)!r}: {e.strerror}") from None
+        with stream:
+            yield _Opened(stream, None, 0)
+        return
+    if not hasattr(source, "read"):
+        raise TypeError(f"cannot store a {type(source).__name__}: give bytes, a path or a binary file")
+    rewind_to: int | None = None
+    try:
+        if source.seekable():
+            rewind_to = source.tell()
+    except (OSError, ValueError, AttributeError):
+        rewind_to = None
+    yield _Opened(source, None, rewind_to)
+
+
+def _read_up_to(stream: BinaryIO, size: int) -> bytes:
+    """Read until ``size`` bytes or end of stream (a read may return less than asked)."""
+    parts = []
+    remaining = size
+    while remaining > 0:
+        chunk = stream.read(remaining)
+        if not chunk:
+            break
+        if isinstance(chunk, str):
+            raise SourceError("the source is a text stream; open files in binary mode")
+        parts.append(chunk)
+        remaining -= len(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _chunks(stream: BinaryIO, head: bytes | memoryview) -> Iterator[memoryview]:
+    """``head`` and then the rest of ``stream``, as chunks of at most :data:`CHUNK_SIZE`."""
+    view = memoryview(head)
+    for start in range(0, len(view), CHUNK_SIZE):
+        yield view[start : start + CHUNK_SIZE]
+    readinto = getattr(stream, "readinto", None)
+    if readinto is None:
+        while chunk := stream.read(CHUNK_SIZE):
+            yield memoryview(chunk)
+        return
+    buffer = memoryview(bytearray(CHUNK_SIZE))
+    while n := readinto(buffer):
+        yield buffer[:n]
+
+
+def _memory_chunks(data: memoryview) -> Iterator[memoryview]:
+    for start in range(0, len(data), CHUNK_SIZE):
+        yield data[start : start + CHUNK_SIZE]
+
+
+class Ingest:
+    """Prepares blobs for one store: its seed, its blob backend, its size and codec policy."""
+
+    def __init__(self, seed: int, backend: BlobBackend, *, inline_max: int, level: int) -> None:
+        self.seed = seed
+        self.backend = backend
+        self.inline_max = inline_max
+        self.level = level
+
+    def prepare(
+        self,
+        source: Source,
+        *,
+        expected_size: int | None = None,
+        live_size: Callable[[BlobKey], int | None] | None = None,
+        force_bytes: bool = False,
+    ) -> Prepared:
+        """Read ``source`` once (or twice, see the module doc) and prepare its blob.
+
+        ``expected_size``: the size the caller was promised; a different size raises
+        SourceError and stores nothing. ``live_size(key)`` answers whether a live blob
+        already has that key; ``force_bytes`` always produces stored bytes.
+        """
+        with _open_source(source) as opened:
+            head: bytes | memoryview
+            if opened.data is not None:
+                head = opened.data[: self.inline_max + 1]
+            else:
+                assert opened.stream is not None
+                head = _read_up_to(opened.stream, self.inline_max + 1)
+            if len(head) <= self.inline_max:
+                return self._small(bytes(head), expected_size)
+            return self._large(opened, head, expected_size, None if force_bytes else live_size)
+
+    def _check_size(self, size: int, expected_size: int | None) -> None:
+        if expected_size is not None and size != expected_size:
+            raise SourceError(f"content is {size} bytes, {expected_size} were promised")
+
+    def _small(self, data: bytes, expected_size: int | None) -> Prepared:
+        self._check_size(len(data), expected_size)
+        hasher = Hasher(self.seed)
+        hasher.update(data)
+        codec, stored = compress_if_worth(data, self.level)
+        return Prepared(hasher.key(), len(data), codec, len(stored), inline=stored)
+
+    def _large(
+        self,
+        opened: _Opened,
+        head: bytes | memoryview,
+        expected_size: int | None,
+        live_size: Callable[[BlobKey], int | None] | None,
+    ) -> Prepared:
+        known: tuple[BlobKey, int] | None = None
+        if live_size is not None and opened.rewind_to is not None:
+            hasher = Hasher(self.seed)
+            for chunk in self._pass(opened, head, first=True):
+                hasher.update(chunk)
+            self._check_size(hasher.size, expected_size)
+            known = (hasher.key(), hasher.size)
+            if live_size(known[0]) == known[1]:
+                return Prepared(known[0], known[1], Codec.RAW, 0)
+        codec = Codec.ZSTD if worth_compressing(head, self.level) else Codec.RAW
+        chunks = self._pass(opened, head, first=known is None)
+        return self._write(chunks, codec, expected_size, known)
+
+    def _pass(self, opened: _Opened, head: bytes | memoryview, *, first: bool) -> Iterator[memoryview]:
+        """The content's chunks; a second pass seeks back to where the first began."""
+        if opened.data is not None:
+            return _memory_chunks(opened.data)
+        assert opened.stream is not None
+        if first:
+            return _chunks(opened.stream, head)
+        assert opened.rewind_to is not None
+        opened.stream.seek(opened.rewind_to)
+        return _chunks(opened.stream, b"")
+
+    def _write(
+        self,
+        chunks: Iterator[memoryview],
+        codec: Codec,
+        expected_size: int | None,
+        known: tuple[BlobKey, int] | None,
+    ) -> Prepared:
+        staged = self.backend.stage()
+        try:
+            hasher = Hasher(self.seed)
+            if codec is Codec.ZSTD:
+                compressor = zstandard.ZstdCompressor(level=self.level).compressobj()
+                for chunk in chunks:
+                    hasher.update(chunk)
+                    staged.write(compressor.compress(chunk))
+                staged.write(compressor.flush())
+            else:
+                for chunk in chunks:
+                    hasher.update(chunk)
+                    staged.write(chunk)
+            self._check_size(hasher.size, expected_size)
+            key = hasher.key()
+            if known is not None and known != (key, hasher.size):
+                raise SourceError("the source changed while it was being stored")
+            stored_size = staged.finish()
+        except BaseException:
+            staged.abort()
+            raise
+        return Prepared(key, hasher.size, codec, stored_size, staged=staged)
+

@@ -1,0 +1,1 @@
+"""Metadata: which path holds which blob at which version, through SQLAlchemy only."""

@@ -1,0 +1,86 @@
+"""The metadata schema as SQLAlchemy ORM models; Alembic migrations are made from these.
+
+Tables (see ``docs/design.md``, "Metadata schema"):
+
+* ``settings`` — the store's own config: key seed, retention, inline threshold.
+* ``blobs`` — one row per distinct content: key, sizes, codec, inline bytes of small
+  blobs, and ``refcount`` = the number of ``versions`` rows naming it.
+* ``paths`` — the current version of every stored path (what reads and lists use).
+* ``versions`` — every retained version of every path, the current one included.
+
+Changing anything here needs a new Alembic revision, a bump of
+:data:`castore.metadata.migrate.SCHEMA_REVISION` and a "Changes" entry in the design doc.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, ForeignKey, Integer, LargeBinary, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = ["Base", "Setting", "Blob", "PathEntry", "Version", "PATH_LENGTH"]
+
+PATH_LENGTH = 4096
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Setting(Base):
+    """One named value of the store's config."""
+
+    __tablename__ = "settings"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Blob(Base):
+    """One distinct content, stored once."""
+
+    __tablename__ = "blobs"
+
+    key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    """Logical (original) size in bytes."""
+    stored_size: Mapped[int] = mapped_column(BigInteger)
+    """Size of the stored bytes (after compression, if any)."""
+    codec: Mapped[str] = mapped_column(String(8))
+    data: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    """The stored bytes of a small blob kept inline; NULL when the blob backend holds them."""
+    refcount: Mapped[int] = mapped_column(BigInteger)
+    """How many ``versions`` rows name this blob; 0 means collectable."""
+    created: Mapped[int] = mapped_column(BigInteger)
+    """Unix time of the first put of this content."""
+
+
+class PathEntry(Base):
+    """The current version of a path."""
+
+    __tablename__ = "paths"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    path: Mapped[str] = mapped_column(String(PATH_LENGTH), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    blob_key: Mapped[str] = mapped_column(ForeignKey("blobs.key"))
+    nversions: Mapped[int] = mapped_column(Integer)
+    """How many ``versions`` rows this path has (kept so retention costs no COUNT)."""
+
+
+class Version(Base):
+    """One retained version of a path."""
+
+    __tablename__ = "versions"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    path: Mapped[str] = mapped_column(ForeignKey("paths.path"), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    blob_key: Mapped[str] = mapped_column(ForeignKey("blobs.key"))

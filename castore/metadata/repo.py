@@ -1,0 +1,423 @@
+"""Reads and writes of the metadata tables, as small SQLAlchemy Core statements.
+
+This module knows tables and rows, not Filetracker rules: the store composes the
+primitives of :class:`WriteTxn` inside one transaction and decides what they mean
+(which version wins, when a blob must be published). Statements are built once at
+import; SQLAlchemy caches their compiled form, which keeps a put at a handful of
+cheap executions (see ``benchmarks/core.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, case, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ..codec import Codec
+from ..keys import BlobKey
+from .engine import make_engines
+from .migrate import ensure_schema
+from .models import Blob, PathEntry, Setting, Version
+
+__all__ = ["BlobRow", "Entry", "Current", "Acquired", "Usage", "WriteTxn", "MetadataRepo"]
+
+blobs = Blob.__table__
+paths = PathEntry.__table__
+versions = Version.__table__
+settings = Setting.__table__
+
+
+@dataclass(frozen=True)
+class BlobRow:
+    """What the metadata knows of one blob."""
+
+    key: BlobKey
+    size: int
+    stored_size: int
+    codec: Codec
+    data: bytes | None
+    """Inline stored bytes, or None when the blob backend holds them."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One version of one path and the blob it names."""
+
+    path: str
+    version: int
+    blob: BlobRow
+
+
+@dataclass(frozen=True)
+class Current:
+    """The current state of a path, as a write transaction sees it."""
+
+    version: int
+    blob_key: BlobKey
+    nversions: int
+
+
+@dataclass(frozen=True)
+class Acquired:
+    """The blob row after a reference was taken on it."""
+
+    refcount: int
+    size: int
+    inline: bool
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Space accounting of a store (see :meth:`castore.store.Store.usage`)."""
+
+    files: int
+    logical_bytes: int
+    versions: int
+    retained_bytes: int
+    blobs: int
+    blob_bytes: int
+    stored_bytes: int
+    inline_blobs: int
+    unreferenced_blobs: int
+
+    @property
+    def dedup_ratio(self) -> float:
+        """Retained logical bytes per stored byte (1.0 for an empty store)."""
+        return self.retained_bytes / self.stored_bytes if self.stored_bytes else 1.0
+
+
+_INLINE_LENGTH = func.coalesce(func.length(blobs.c.data), -1).label("inline_length")
+"""-1 for a blob kept by the backend, else the length of its inline bytes."""
+
+_BLOB_COLUMNS = (blobs.c.key, blobs.c.size, blobs.c.stored_size, blobs.c.codec, blobs.c.data)
+
+
+def _blob_row(row: Any) -> BlobRow:
+    return BlobRow(BlobKey(row.key), row.size, row.stored_size, Codec(row.codec), row.data)
+
+
+# -- prebuilt statements (bind parameters by name) ---------------------------------
+
+_SELECT_CURRENT = (
+    select(paths.c.version, paths.c.blob_key, paths.c.nversions)
+    .where(paths.c.path == bindparam("p"))
+    .with_for_update()
+)
+_SELECT_CURRENT_ENTRY = (
+    select(paths.c.path, paths.c.version, *_BLOB_COLUMNS)
+    .join(blobs, blobs.c.key == paths.c.blob_key)
+    .where(paths.c.path == bindparam("p"))
+)
+_SELECT_VERSION_ENTRY = (
+    select(versions.c.path, versions.c.version, *_BLOB_COLUMNS)
+    .join(blobs, blobs.c.key == versions.c.blob_key)
+    .where(versions.c.path == bindparam("p"), versions.c.version == bindparam("v"))
+)
+_SELECT_LIVE_BLOB = select(blobs.c.size).where(blobs.c.key == bindparam("k"), blobs.c.refcount > 0)
+_INSERT_PATH = paths.insert().values(
+    path=bindparam("p"), version=bindparam("v"), blob_key=bindparam("k"), nversions=1
+)
+_UPDATE_PATH = (
+    update(paths)
+    .where(paths.c.path == bindparam("p"))
+    .values(version=bindparam("v"), blob_key=bindparam("k"), nversions=bindparam("nv"))
+)
+_INSERT_VERSION = versions.insert().values(
+    path=bindparam("p"), version=bindparam("v"), blob_key=bindparam("k")
+)
+_UPDATE_VERSION = (
+    update(versions)
+    .where(versions.c.path == bindparam("p"), versions.c.version == bindparam("v"))
+    .values(blob_key=bindparam("k"))
+)
+_OLDEST_VERSIONS = (
+    select(versions.c.version, versions.c.blob_key)
+    .where(versions.c.path == bindparam("p"))
+    .order_by(versions.c.version)
+    .limit(bindparam("n"))
+)
+_DELETE_VERSIONS_UP_TO = delete(versions).where(
+    versions.c.path == bindparam("p"), versions.c.version <= bindparam("v")
+)
+_VERSION_KEYS = select(versions.c.blob_key).where(versions.c.path == bindparam("p"))
+_DELETE_ALL_VERSIONS = delete(versions).where(versions.c.path == bindparam("p"))
+_DELETE_PATH = delete(paths).where(paths.c.path == bindparam("p"))
+_RELEASE_BLOB = (
+    update(blobs)
+    .where(blobs.c.key == bindparam("k"))
+    .values(refcount=blobs.c.refcount - bindparam("n"))
+)
+_UNREFERENCED = (
+    select(blobs.c.key, _INLINE_LENGTH, blobs.c.stored_size)
+    .where(blobs.c.refcount == 0)
+    .limit(bindparam("limit"))
+    .with_for_update()
+)
+_DELETE_UNREFERENCED = delete(blobs).where(blobs.c.key == bindparam("k"), blobs.c.refcount == 0)
+
+
+def _acquire_statement(dialect: str) -> Any:
+    """Insert a blob row with refcount 1, or add one reference to the existing row."""
+    insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}.get(dialect)
+    if insert is None:
+        raise NotImplementedError(f"castore metadata does not support the {dialect} dialect yet")
+    statement = insert(blobs).values(
+        key=bindparam("k"),
+        size=bindparam("b_size"),
+        stored_size=bindparam("b_stored_size"),
+        codec=bindparam("b_codec"),
+        data=bindparam("b_data"),
+        refcount=1,
+        created=bindparam("b_created"),
+    )
+    # A row at refcount 0 may be half collected (its bytes already deleted): reviving it
+    # takes the new representation, and the store then publishes the new bytes.
+    dead = blobs.c.refcount == 0
+    revive = {
+        column: case((dead, getattr(statement.excluded, column)), else_=blobs.c[column])
+        for column in ("codec", "stored_size", "data")
+    }
+    return statement.on_conflict_do_update(
+        index_elements=[blobs.c.key], set_={"refcount": blobs.c.refcount + 1, **revive}
+    ).returning(
+        # Not "data IS [NOT] NULL": SQLite 3.40 gets both wrong inside this RETURNING.
+        blobs.c.refcount, blobs.c.size, _INLINE_LENGTH
+    )
+
+
+class WriteTxn:
+    """Primitive row operations inside one write transaction (see :meth:`MetadataRepo.write`)."""
+
+    def __init__(self, connection: Connection, acquire_statement: Any) -> None:
+        self._c = connection
+        self._acquire = acquire_statement
+
+    def current(self, path: str) -> Current | None:
+        """The current version of ``path``, locked for this transaction."""
+        row = self._c.execute(_SELECT_CURRENT, {"p": path}).first()
+        return None if row is None else Current(row.version, BlobKey(row.blob_key), row.nversions)
+
+    def acquire_blob(
+        self,
+        key: BlobKey,
+        *,
+        size: int,
+        stored_size: int,
+        codec: Codec,
+        data: bytes | None,
+        now: int,
+    ) -> Acquired:
+        """Take one reference on ``key``, creating its row if needed."""
+        params = {
+            "k": key,
+            "b_size": size,
+            "b_stored_size": stored_size,
+            "b_codec": codec.value,
+            "b_data": data,
+            "b_created": now,
+        }
+        row = self._c.execute(self._acquire, params).one()
+        return Acquired(row.refcount, row.size, row.inline_length >= 0)
+
+    def release_blob(self, key: BlobKey, count: int = 1) -> None:
+        """Drop ``count`` references on ``key``; rows reaching 0 wait for garbage collection."""
+        self._c.execute(_RELEASE_BLOB, {"k": key, "n": count})
+
+    def add_path(self, path: str, version: int, key: BlobKey) -> None:
+        """Record a new path with its first version."""
+        self._c.execute(_INSERT_PATH, {"p": path, "v": version, "k": key})
+        self._c.execute(_INSERT_VERSION, {"p": path, "v": version, "k": key})
+
+    def add_version(self, path: str, version: int, key: BlobKey, nversions: int) -> None:
+        """Make ``version`` the current version of an existing path."""
+        self._c.execute(_UPDATE_PATH, {"p": path, "v": version, "k": key, "nv": nversions})
+        self._c.execute(_INSERT_VERSION, {"p": path, "v": version, "k": key})
+
+    def replace_current(self, path: str, current: Current, key: BlobKey) -> None:
+        """Point the current version of ``path`` at another blob."""
+        params = {"p": path, "v": current.version, "k": key, "nv": current.nversions}
+        self._c.execute(_UPDATE_PATH, params)
+        self._c.execute(_UPDATE_VERSION, params)
+
+    def drop_oldest(self, path: str, count: int) -> list[BlobKey]:
+        """Delete the ``count`` oldest versions of ``path``; return their blob keys."""
+        rows = self._c.execute(_OLDEST_VERSIONS, {"p": path, "n": count}).all()
+        if rows:
+            self._c.execute(_DELETE_VERSIONS_UP_TO, {"p": path, "v": rows[-1].version})
+        return [BlobKey(row.blob_key) for row in rows]
+
+    def drop_path(self, path: str) -> list[BlobKey]:
+        """Delete ``path`` with all its versions; return their blob keys."""
+        keys = [BlobKey(k) for k in self._c.execute(_VERSION_KEYS, {"p": path}).scalars()]
+        self._c.execute(_DELETE_ALL_VERSIONS, {"p": path})
+        self._c.execute(_DELETE_PATH, {"p": path})
+        return keys
+
+    def unreferenced_blobs(self, limit: int) -> list[tuple[BlobKey, bool, int]]:
+        """Up to ``limit`` blobs with no reference: ``(key, inline, stored_size)``."""
+        rows = self._c.execute(_UNREFERENCED, {"limit": limit}).all()
+        return [(BlobKey(row.key), row.inline_length >= 0, row.stored_size) for row in rows]
+
+    def forget_blob(self, key: BlobKey) -> bool:
+        """Delete the row of an unreferenced blob; False if it was referenced again."""
+        return self._c.execute(_DELETE_UNREFERENCED, {"k": key}).rowcount == 1
+
+    def bulk_add_paths(self, rows: list[tuple[str, int]], key: BlobKey) -> None:
+        """Add many new paths (``(path, version)``) naming one existing blob, in one go.
+
+        For bulk imports and the metadata-scale benchmark.
+        """
+        self._c.execute(paths.insert(), [{"path": p, "version": v, "blob_key": key, "nversions": 1} for p, v in rows])
+        self._c.execute(versions.insert(), [{"path": p, "version": v, "blob_key": key} for p, v in rows])
+        self._c.execute(
+            update(blobs).where(blobs.c.key == key).values(refcount=blobs.c.refcount + len(rows))
+        )
+
+
+class MetadataRepo:
+    """The metadata database of one store."""
+
+    LIST_PAGE = 1000
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._reader, self._writer = make_engines(url)
+        ensure_schema(self._writer)
+        self._acquire = _acquire_statement(self._writer.dialect.name)
+
+    def close(self) -> None:
+        self._reader.dispose()
+        self._writer.dispose()
+
+    @contextmanager
+    def write(self) -> Iterator[WriteTxn]:
+        """One write transaction: commits when the block ends, rolls back on any error."""
+        with self._writer.begin() as connection:
+            yield WriteTxn(connection, self._acquire)
+
+    # -- settings ---------------------------------------------------------------
+
+    def settings(self) -> dict[str, str]:
+        with self._reader.connect() as c:
+            return {row.name: row.value for row in c.execute(select(settings))}
+
+    def init_settings(self, values: dict[str, str]) -> dict[str, str]:
+        """Store the settings that are not set yet; return all settings."""
+        with self._writer.begin() as c:
+            present = {row.name for row in c.execute(select(settings.c.name))}
+            missing = [{"name": k, "value": v} for k, v in values.items() if k not in present]
+            if missing:
+                c.execute(settings.insert(), missing)
+        return self.settings()
+
+    # -- reads ------------------------------------------------------------------
+
+    def entry(self, path: str, version: int | None = None) -> Entry | None:
+        """The current (or the given) version of ``path`` with its blob, or None."""
+        with self._reader.connect() as c:
+            if version is None:
+                row = c.execute(_SELECT_CURRENT_ENTRY, {"p": path}).first()
+            else:
+                row = c.execute(_SELECT_VERSION_ENTRY, {"p": path, "v": version}).first()
+        return None if row is None else Entry(row.path, row.version, _blob_row(row))
+
+    def current_version(self, path: str) -> int | None:
+        with self._reader.connect() as c:
+            return c.execute(select(paths.c.version).where(paths.c.path == path)).scalar()
+
+    def live_blob_size(self, key: BlobKey) -> int | None:
+        """The size of ``key`` if it is stored and referenced, else None."""
+        with self._reader.connect() as c:
+            return c.execute(_SELECT_LIVE_BLOB, {"k": key}).scalar()
+
+    def history(self, path: str) -> list[Entry]:
+        """Every retained version of ``path``, newest first."""
+        query = (
+            select(versions.c.path, versions.c.version, *_BLOB_COLUMNS)
+            .join(blobs, blobs.c.key == versions.c.blob_key)
+            .where(versions.c.path == path)
+            .order_by(versions.c.version.desc())
+        )
+        with self._reader.connect() as c:
+            return [Entry(row.path, row.version, _blob_row(row)) for row in c.execute(query)]
+
+    def list(self, low: str, high: str, max_version: int | None = None) -> Iterator[Entry]:
+        """Current entries with ``low <= path < high``, in path order, page by page."""
+        after = None
+        while True:
+            conditions = [paths.c.path < high]
+            conditions.append(paths.c.path > after if after is not None else paths.c.path >= low)
+            if max_version is not None:
+                conditions.append(paths.c.version <= max_version)
+            query = (
+                select(paths.c.path, paths.c.version, blobs.c.key, blobs.c.size, blobs.c.stored_size,
+                       blobs.c.codec)
+                .join(blobs, blobs.c.key == paths.c.blob_key)
+                .where(and_(*conditions))
+                .order_by(paths.c.path)
+                .limit(self.LIST_PAGE)
+            )
+            with self._reader.connect() as c:
+                rows = c.execute(query).all()
+            for row in rows:
+                blob = BlobRow(BlobKey(row.key), row.size, row.stored_size, Codec(row.codec), None)
+                yield Entry(row.path, row.version, blob)
+            if len(rows) < self.LIST_PAGE:
+                return
+            after = rows[-1].path
+
+    def usage(self) -> Usage:
+        with self._reader.connect() as c:
+            files, logical = c.execute(
+                select(func.count(), func.coalesce(func.sum(blobs.c.size), 0)).select_from(
+                    paths.join(blobs, blobs.c.key == paths.c.blob_key)
+                )
+            ).one()
+            nversions, retained = c.execute(
+                select(func.count(), func.coalesce(func.sum(blobs.c.size), 0)).select_from(
+                    versions.join(blobs, blobs.c.key == versions.c.blob_key)
+                )
+            ).one()
+            live = blobs.c.refcount > 0
+            nblobs, blob_bytes, stored, inline = c.execute(
+                select(
+                    func.count(),
+                    func.coalesce(func.sum(blobs.c.size), 0),
+                    func.coalesce(func.sum(blobs.c.stored_size), 0),
+                    func.coalesce(func.sum(case((_INLINE_LENGTH >= 0, 1), else_=0)), 0),
+                ).where(live)
+            ).one()
+            unreferenced = c.execute(select(func.count()).where(blobs.c.refcount == 0)).scalar_one()
+        return Usage(files, logical, nversions, retained, nblobs, blob_bytes, stored, inline, unreferenced)
+
+    def refcount(self, key: BlobKey) -> int | None:
+        """The stored reference count of ``key`` (None: no row). For checks and tests."""
+        with self._reader.connect() as c:
+            return c.execute(select(blobs.c.refcount).where(blobs.c.key == key)).scalar()
+
+    def recount(self) -> dict[BlobKey, tuple[int, int]]:
+        """``key -> (stored refcount, versions rows naming it)`` for every mismatch (fsck)."""
+        counted = (
+            select(versions.c.blob_key, func.count().label("n")).group_by(versions.c.blob_key).subquery()
+        )
+        query = (
+            select(blobs.c.key, blobs.c.refcount, func.coalesce(counted.c.n, 0))
+            .outerjoin(counted, counted.c.blob_key == blobs.c.key)
+            .where(blobs.c.refcount != func.coalesce(counted.c.n, 0))
+        )
+        with self._reader.connect() as c:
+            return {BlobKey(k): (rc, n) for k, rc, n in c.execute(query)}
+
+    def all_entries(self) -> Iterator[Entry]:
+        """Every retained version of every path (for checks), without inline data."""
+        query = select(versions.c.path, versions.c.version, *_BLOB_COLUMNS).join(
+            blobs, blobs.c.key == versions.c.blob_key
+        )
+        with self._reader.connect() as c:
+            rows = c.execute(query).all()
+        for row in rows:
+            yield Entry(row.path, row.version, _blob_row(row))

@@ -1,0 +1,424 @@
+"""The store: Filetracker semantics over a blob backend and a metadata database.
+
+Every public method checks its input first (nothing is changed by a bad name),
+then does its I/O in small private steps: prepare the blob, record it in one
+metadata transaction, publish its bytes. The rules live here and only here:
+
+* ``put`` with a version older than the current one is ignored and returns the
+  current versioned name; an equal version replaces the content; no version means
+  "now" (Unix seconds).
+* ``delete`` with a version removes the path (and its history) only when that
+  version is not older than the current one.
+* the last ``retention`` versions of each path stay readable as ``path@version``.
+
+``docs/design.md`` explains why the order of steps keeps the store consistent when
+a process is killed at any point, and when several processes share one store.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .blobs.base import BlobBackend
+from .blobs.fs import FileBlobBackend
+from .codec import DEFAULT_LEVEL
+from .errors import HashCollision, InvalidVersion, MissingBlob, NotFound, StoreNotFound, VersionNotFound
+from .ingest import Ingest, Prepared, Source
+from .keys import BlobKey, new_seed
+from .metadata.repo import BlobRow, Entry, MetadataRepo, Usage
+from .names import check_prefix, check_version, child_range, parse_name, versioned_name
+from .reading import BlobReader
+
+__all__ = ["Store", "FileInfo", "GcReport", "DEFAULT_RETENTION", "DEFAULT_INLINE_MAX", "METADATA_FILE"]
+
+DEFAULT_RETENTION = 10
+DEFAULT_INLINE_MAX = 128 * 1024
+"""Contents up to this size live inline in the metadata database (see docs/design.md)."""
+METADATA_FILE = "metadata.sqlite3"
+BLOBS_DIR = "blobs"
+LOCK_FILE = ".lock"
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """One version of one stored file."""
+
+    path: str
+    version: int
+    size: int
+    key: BlobKey
+    stored_size: int
+    codec: str
+
+    @property
+    def name(self) -> str:
+        """The versioned name, ``path@version``."""
+        return versioned_name(self.path, self.version)
+
+    @classmethod
+    def of(cls, entry: Entry) -> FileInfo:
+        blob = entry.blob
+        return cls(entry.path, entry.version, blob.size, blob.key, blob.stored_size, blob.codec.value)
+
+
+@dataclass(frozen=True)
+class GcReport:
+    """What a garbage collection removed."""
+
+    blobs: int
+    stored_bytes: int
+    staging_files: int
+
+
+class _NeedBytes(Exception):
+    """The live blob a put counted on was collected before the put's transaction."""
+
+
+@contextmanager
+def _root_lock(root: Path) -> Iterator[None]:
+    """Serialise store creation and migrations between processes."""
+    with open(root / LOCK_FILE, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class _ClassOrInstanceMethod:
+    """One attribute name, two methods: one when called on the class, one on an instance.
+
+    The public API reads ``Store.open(root)`` to open a store and ``store.open(name)``
+    to open a stored file, as ``open`` does for files; this descriptor keeps both.
+    """
+
+    def __init__(self, on_class: Any, on_instance: Callable[..., Any]) -> None:
+        self._on_class = on_class
+        self._on_instance = on_instance
+        self.__doc__ = on_instance.__doc__
+
+    def __get__(self, instance: object, owner: type) -> Any:
+        if instance is None:
+            return self._on_class.__get__(owner, owner)
+        return self._on_instance.__get__(instance, owner)
+
+
+class Store:
+    """A content-addressed, deduplicating file store with Filetracker names and versions."""
+
+    def __init__(
+        self,
+        metadata: MetadataRepo,
+        blobs: BlobBackend,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        settings = metadata.settings()
+        if "seed" not in settings:
+            raise StoreNotFound(f"the metadata at {metadata.url} has no castore store (run castore init)")
+        self.metadata = metadata
+        self.blobs = blobs
+        self.clock = clock
+        self.seed = int(settings["seed"])
+        self.retention = int(settings["retention"])
+        self._ingest = Ingest(
+            self.seed, blobs, inline_max=int(settings["inline_max"]), level=int(settings["zstd_level"])
+        )
+
+    # -- opening ------------------------------------------------------------------
+
+    @classmethod
+    def open_root(cls, root: str | os.PathLike[str], create: bool = False, **options: Any) -> Store:
+        """Open the store at folder ``root``: SQLite metadata and a blob folder inside it.
+
+        With ``create=True`` a missing store is made (see :meth:`init_metadata` for the
+        settings ``options`` may give). Opening an older store upgrades its schema.
+        """
+        root = Path(root)
+        database = root / METADATA_FILE
+        if not database.exists():
+            if not create:
+                raise StoreNotFound(f"no castore store at {root} (run: castore --root {root} init)")
+            root.mkdir(parents=True, exist_ok=True)
+        with _root_lock(root):
+            metadata = MetadataRepo(f"sqlite:///{database}")
+            if create:
+                cls.init_metadata(metadata, **options)
+        return cls(metadata, FileBlobBackend(root / BLOBS_DIR), **_store_options(options))
+
+    @staticmethod
+    def init_metadata(
+        metadata: MetadataRepo,
+        *,
+        retention: int = DEFAULT_RETENTION,
+        inline_max: int = DEFAULT_INLINE_MAX,
+        zstd_level: int = DEFAULT_LEVEL,
+        **_: Any,
+    ) -> None:
+        """Write a new store's settings (a fresh secret seed); keeps those already set."""
+        if retention < 1:
+            raise ValueError("retention must keep at least one version")
+        metadata.init_settings(
+            {
+                "seed": str(new_seed()),
+                "retention": str(retention),
+                "inline_max": str(inline_max),
+                "zstd_level": str(zstd_level),
+            }
+        )
+
+    def close(self) -> None:
+        self.metadata.close()
+        self.blobs.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- writing ------------------------------------------------------------------
+
+    def put(
+        self,
+        name: str,
+        source: Source,
+        version: int | None = None,
+        *,
+        expected_size: int | None = None,
+    ) -> str:
+        """Store ``source`` under ``name``; return the versioned name now current.
+
+        ``name`` may carry ``@version``, or ``version`` may be given (not both with
+        different values); without either the version is the current Unix time. An
+        older version than the current one is ignored: the current name is returned
+        and the source is not read.
+        """
+        path, version = self._name_and_version(name, version)
+        if version is None:
+            version = int(self.clock())
+        current = self.metadata.current_version(path)
+        if current is not None and current > version:
+            return versioned_name(path, current)
+        prepared = self._ingest.prepare(
+            source, expected_size=expected_size, live_size=self.metadata.live_blob_size
+        )
+        try:
+            try:
+                return self._record_put(path, version, prepared)
+            except _NeedBytes:
+                prepared = self._ingest.prepare(source, expected_size=expected_size, force_bytes=True)
+                return self._record_put(path, version, prepared)
+        finally:
+            prepared.discard()
+
+    def _record_put(self, path: str, version: int, prepared: Prepared) -> str:
+        """One transaction: compare versions, reference the blob, point the path at it."""
+        with self.metadata.write() as txn:
+            current = txn.current(path)
+            if current is not None and current.version > version:
+                return versioned_name(path, current.version)
+            acquired = txn.acquire_blob(
+                prepared.key,
+                size=prepared.size,
+                stored_size=prepared.stored_size,
+                codec=prepared.codec,
+                data=prepared.inline,
+                now=int(self.clock()),
+            )
+            if acquired.size != prepared.size:
+                raise HashCollision(
+                    f"key {prepared.key} is stored with {acquired.size} bytes; "
+                    f"refusing a different content of {prepared.size} bytes for {path}"
+                )
+            if acquired.refcount == 1 and not acquired.inline:
+                # New, or revived from 0 (its bytes may be gone): publish ours.
+                self._publish(prepared)
+            if current is None:
+                txn.add_path(path, version, prepared.key)
+            elif current.version == version:
+                txn.replace_current(path, current, prepared.key)
+                txn.release_blob(current.blob_key)
+            else:
+                txn.add_version(path, version, prepared.key, min(current.nversions + 1, self.retention))
+                excess = current.nversions + 1 - self.retention
+                if excess > 0:
+                    self._release(txn, txn.drop_oldest(path, excess))
+        return versioned_name(path, version)
+
+    def _publish(self, prepared: Prepared) -> None:
+        if prepared.staged is not None:
+            self.blobs.publish(prepared.staged, prepared.key)
+        elif prepared.inline is not None:
+            self.blobs.put_bytes(prepared.key, prepared.inline)
+        else:
+            raise _NeedBytes()
+
+    @staticmethod
+    def _release(txn: Any, keys: list[BlobKey]) -> None:
+        for key, count in Counter(keys).items():
+            txn.release_blob(key, count)
+
+    def delete(self, name: str, version: int | None = None) -> bool:
+        """Remove ``name`` with its whole history; return False when ignored.
+
+        With a version (in the name or as ``version``) the path is removed only if
+        that version is not older than the current one. Raises NotFound when the
+        path is not stored.
+        """
+        path, version = self._name_and_version(name, version)
+        with self.metadata.write() as txn:
+            current = txn.current(path)
+            if current is None:
+                raise NotFound(path)
+            if version is not None and version < current.version:
+                return False
+            self._release(txn, txn.drop_path(path))
+        return True
+
+    # -- reading ------------------------------------------------------------------
+
+    def open_file(self, name: str) -> BlobReader:
+        """A binary stream of the content of ``name`` (current version, or ``@version``)."""
+        entry = self._entry(name)
+        try:
+            return self._reader(entry)
+        except MissingBlob:
+            # A concurrent delete and garbage collection may have removed it since
+            # the lookup: look again, and report what is true now.
+            again = self._entry(name)
+            if again.blob.key == entry.blob.key:
+                raise
+            return self._reader(again)
+
+    def read_bytes(self, name: str) -> bytes:
+        """The whole content of ``name``."""
+        with self.open_file(name) as reader:
+            return reader.read()
+
+    def stat(self, name: str) -> FileInfo:
+        """What is stored under ``name`` (current version, or ``@version``)."""
+        return FileInfo.of(self._entry(name))
+
+    def exists(self, name: str) -> bool:
+        """True when ``name`` (or that version of it) is stored."""
+        try:
+            self._entry(name)
+        except NotFound:
+            return False
+        return True
+
+    def versions(self, name: str) -> list[FileInfo]:
+        """Every retained version of a path, newest first; NotFound if none."""
+        path, _ = self._name_and_version(name, None)
+        history = self.metadata.history(path)
+        if not history:
+            raise NotFound(path)
+        return [FileInfo.of(entry) for entry in history]
+
+    def list(self, prefix: str = "/", *, max_version: int | None = None) -> Iterator[FileInfo]:
+        """Current files below directory ``prefix``, in path order.
+
+        ``max_version`` keeps only files whose current version is not newer.
+        """
+        low, high = child_range(check_prefix(prefix))
+        if max_version is not None:
+            check_version(max_version)
+        for entry in self.metadata.list(low, high, max_version):
+            yield FileInfo.of(entry)
+
+    def usage(self) -> Usage:
+        """Logical bytes (current and retained), stored bytes, blob counts, dedup ratio."""
+        return self.metadata.usage()
+
+    open = _ClassOrInstanceMethod(open_root, open_file)
+    """``Store.open(root, create=False)`` opens a store; ``store.open(name)`` opens a file."""
+
+    # -- maintenance ---------------------------------------------------------------
+
+    def collect_garbage(self, *, staging_grace: float = 3600.0, batch: int = 500) -> GcReport:
+        """Remove blobs no version references, and staging files older than the grace.
+
+        Safe while other processes put and delete: a blob is forgotten only in a
+        transaction that sees it unreferenced (``docs/design.md``, "Garbage collection").
+        """
+        removed = freed = 0
+        while True:
+            with self.metadata.write() as txn:
+                candidates = txn.unreferenced_blobs(batch)
+                for key, inline, stored_size in candidates:
+                    if not inline:
+                        self.blobs.delete(key)
+                    if txn.forget_blob(key):
+                        removed += 1
+                        freed += stored_size
+            if len(candidates) < batch:
+                break
+        staging = self.blobs.sweep_staging(self.clock() - staging_grace)
+        return GcReport(removed, freed, staging)
+
+    def check(self) -> list[str]:
+        """Read every retained version back and verify it; return the problems found.
+
+        Also compares each blob's reference count with the versions naming it.
+        """
+        problems = []
+        for entry in self.metadata.all_entries():
+            name = versioned_name(entry.path, entry.version)
+            try:
+                with self._reader(entry) as reader:
+                    while reader.read(1 << 20):
+                        pass
+            except Exception as e:  # noqa: BLE001 - every failure is a finding
+                problems.append(f"{name}: {e}")
+        for key, (stored, counted) in self.metadata.recount().items():
+            problems.append(f"blob {key}: refcount {stored}, but {counted} versions name it")
+        return problems
+
+    # -- private steps ---------------------------------------------------------------
+
+    def _name_and_version(self, name: str, version: int | None) -> tuple[str, int | None]:
+        parsed = parse_name(name)
+        if version is not None:
+            check_version(version)
+            if parsed.version is not None and parsed.version != version:
+                raise InvalidVersion(f"{name!r} names version {parsed.version}, but version={version} was given")
+            return parsed.path, version
+        return parsed.path, parsed.version
+
+    def _entry(self, name: str) -> Entry:
+        path, version = self._name_and_version(name, None)
+        entry = self.metadata.entry(path, version)
+        if entry is not None:
+            return entry
+        if version is not None:
+            current = self.metadata.current_version(path)
+            if current is not None:
+                raise VersionNotFound(path, version, current)
+        raise NotFound(path)
+
+    def _reader(self, entry: Entry) -> BlobReader:
+        blob: BlobRow = entry.blob
+        stored = io.BytesIO(blob.data) if blob.data is not None else self.blobs.open(blob.key)
+        return BlobReader(
+            stored,
+            codec=blob.codec,
+            key=blob.key,
+            size=blob.size,
+            seed=self.seed,
+            name=versioned_name(entry.path, entry.version),
+            version=entry.version,
+        )
+
+
+def _store_options(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if k == "clock"}
