@@ -1,1 +1,47 @@
-"""castore: a content-addressed, deduplicating file store with Filetracker semantics."""
+"""castore: a content-addressed, deduplicating file store with Filetracker semantics.
+
+The public API in one import::
+
+    from castore import Store
+    with Store.open("castore-data", create=True) as store:
+        name = store.put("/problems/1/a.in", b"1 2\n")      # '/problems/1/a.in@1700000000'
+        store.read_bytes(name)
+"""
+
+from .errors import (
+    CastoreError,
+    CorruptBlob,
+    HashCollision,
+    IntegrityError,
+    InvalidName,
+    InvalidPath,
+    InvalidVersion,
+    MissingBlob,
+    NotFound,
+    SourceError,
+    StoreNotFound,
+    VersionNotFound,
+)
+from .names import Name, parse_name, versioned_name
+from .store import FileInfo, GcReport, Store
+
+__all__ = [
+    "Store",
+    "FileInfo",
+    "GcReport",
+    "Name",
+    "parse_name",
+    "versioned_name",
+    "CastoreError",
+    "InvalidName",
+    "InvalidPath",
+    "InvalidVersion",
+    "NotFound",
+    "VersionNotFound",
+    "StoreNotFound",
+    "IntegrityError",
+    "CorruptBlob",
+    "MissingBlob",
+    "HashCollision",
+    "SourceError",
+]

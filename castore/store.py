@@ -206,9 +206,11 @@ class Store:
         path, version = self._name_and_version(name, version)
         if version is None:
             version = int(self.clock())
-        current = self.metadata.current_version(path)
-        if current is not None and current > version:
-            return versioned_name(path, current)
+        if not isinstance(source, (bytes, bytearray, memoryview)):
+            # Do not read a stream that an older version would throw away.
+            current = self.metadata.current_version(path)
+            if current is not None and current > version:
+                return versioned_name(path, current)
         prepared = self._ingest.prepare(
             source, expected_size=expected_size, live_size=self.metadata.live_blob_size
         )

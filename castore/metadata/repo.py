@@ -117,6 +117,7 @@ _SELECT_VERSION_ENTRY = (
     .join(blobs, blobs.c.key == versions.c.blob_key)
     .where(versions.c.path == bindparam("p"), versions.c.version == bindparam("v"))
 )
+_SELECT_CURRENT_VERSION = select(paths.c.version).where(paths.c.path == bindparam("p"))
 _SELECT_LIVE_BLOB = select(blobs.c.size).where(blobs.c.key == bindparam("k"), blobs.c.refcount > 0)
 _INSERT_PATH = paths.insert().values(
     path=bindparam("p"), version=bindparam("v"), blob_key=bindparam("k"), nversions=1
@@ -327,7 +328,7 @@ class MetadataRepo:
 
     def current_version(self, path: str) -> int | None:
         with self._reader.connect() as c:
-            return c.execute(select(paths.c.version).where(paths.c.path == path)).scalar()
+            return c.execute(_SELECT_CURRENT_VERSION, {"p": path}).scalar()
 
     def live_blob_size(self, key: BlobKey) -> int | None:
         """The size of ``key`` if it is stored and referenced, else None."""

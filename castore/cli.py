@@ -1,0 +1,376 @@
+"""The ``castore`` command: thin click commands over :class:`castore.store.Store`.
+
+Exit codes (also in the README):
+
+====  ==================================================
+0     success
+1     any other error
+2     bad usage (unknown option, missing argument)
+3     not found: no such path, or that version is not retained
+4     invalid name or version
+5     no store at ``--root`` (run ``castore init``)
+6     integrity problem: corrupt or missing blob, hash collision, failed check
+7     the local source or destination could not be read or written
+====  ==================================================
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
+
+import click
+from tqdm import tqdm
+
+from .errors import CastoreError, IntegrityError, InvalidName, NotFound, SourceError, StoreNotFound
+from .store import FileInfo, Store
+
+__all__ = ["main", "cli"]
+
+EXIT_NOT_FOUND = 3
+EXIT_INVALID = 4
+EXIT_NO_STORE = 5
+EXIT_INTEGRITY = 6
+EXIT_IO = 7
+
+PROGRESS_MIN_BYTES = 32 << 20
+"""Show a progress bar for transfers at least this large (when stderr is a terminal)."""
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CastoreClickError(click.ClickException):
+    """A one-line error with castore's exit code for its kind."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _exit_code(error: Exception) -> int:
+    for kind, code in (
+        (NotFound, EXIT_NOT_FOUND),
+        (InvalidName, EXIT_INVALID),
+        (StoreNotFound, EXIT_NO_STORE),
+        (IntegrityError, EXIT_INTEGRITY),
+        (SourceError, EXIT_IO),
+        (OSError, EXIT_IO),
+    ):
+        if isinstance(error, kind):
+            return code
+    return 1
+
+
+@contextmanager
+def _errors_as_exit_codes() -> Iterator[None]:
+    try:
+        yield
+    except (CastoreError, OSError) as e:
+        raise CastoreClickError(str(e), _exit_code(e)) from e
+
+
+class Context:
+    """What every command gets: where the store is and how to print."""
+
+    def __init__(self, root: Path, as_json: bool) -> None:
+        self.root = root
+        self.as_json = as_json
+
+    def store(self, create: bool = False) -> Store:
+        return Store.open(self.root, create=create)
+
+    def emit(self, data: Any, text: str) -> None:
+        if self.as_json:
+            click.echo(json.dumps(data, sort_keys=True))
+        else:
+            click.echo(text)
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+def _info(info: FileInfo) -> dict[str, Any]:
+    return {**asdict(info), "name": info.name}
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def _progress(total: int, description: str) -> tqdm:  # type: ignore[type-arg]
+    show = total >= PROGRESS_MIN_BYTES and sys.stderr.isatty()
+    return tqdm(total=total, desc=description, unit="B", unit_scale=True, disable=not show, leave=False)
+
+
+class _CountingReader:
+    """A binary reader that advances a progress bar."""
+
+    def __init__(self, inner: BinaryIO, bar: tqdm) -> None:  # type: ignore[type-arg]
+        self._inner = inner
+        self._bar = bar
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._inner.read(size)
+        self._bar.update(len(data))
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._inner.readinto(buffer)  # type: ignore[attr-defined]
+        self._bar.update(n)
+        return n
+
+    def seekable(self) -> bool:
+        return False
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default="castore-data",
+    show_default=True,
+    envvar="CASTORE_ROOT",
+    help="Store folder (env CASTORE_ROOT).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.version_option(package_name="castore")
+@click.pass_context
+def cli(ctx: click.Context, root: Path, as_json: bool) -> None:
+    """castore: a content-addressed, deduplicating file store.
+
+    Names are absolute paths, optionally with @version: /problems/1/a.in@1700000000.
+    """
+    ctx.obj = Context(root, as_json)
+
+
+@cli.command()
+@pass_context
+def init(c: Context) -> None:
+    """Create a store at --root (or upgrade an existing one).
+
+    Example: castore --root ./castore-data init
+    """
+    with _errors_as_exit_codes(), c.store(create=True):
+        pass
+    c.emit({"root": str(c.root)}, f"castore store ready at {c.root}")
+
+
+@cli.command()
+@click.argument("local", type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("name")
+@pass_context
+def put(c: Context, local: str, name: str) -> None:
+    """Store a local file (or - for stdin) under NAME; print the versioned name.
+
+    Example: castore put tests/1a.in /problems/12/tests/1a.in
+    """
+    with _errors_as_exit_codes(), c.store() as store:
+        if local == "-":
+            stored = store.put(name, sys.stdin.buffer)
+        else:
+            size = os.path.getsize(local)
+            if size >= PROGRESS_MIN_BYTES and sys.stderr.isatty():
+                with open(local, "rb") as f, _progress(size, "put") as bar:
+                    stored = store.put(name, _CountingReader(f, bar))  # type: ignore[arg-type]
+            else:
+                stored = store.put(name, local)
+    c.emit({"name": stored}, stored)
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("local", required=False, default="-", type=click.Path(dir_okay=False, allow_dash=True))
+@pass_context
+def get(c: Context, name: str, local: str) -> None:
+    """Write the content of NAME to LOCAL (default: stdout).
+
+    Example: castore get /problems/12/tests/1a.in@1700000000 1a.in
+    """
+    with _errors_as_exit_codes(), c.store() as store, store.open(name) as reader:
+        if local == "-":
+            _copy(reader, sys.stdout.buffer, reader.size)
+            return
+        partial = Path(f"{local}.castore-partial")
+        try:
+            with open(partial, "wb") as out:
+                _copy(reader, out, reader.size)
+            os.replace(partial, local)
+        finally:
+            partial.unlink(missing_ok=True)
+    if c.as_json:
+        c.emit({"name": reader.name, "local": local, "size": reader.size}, "")
+
+
+def _copy(reader: BinaryIO, out: BinaryIO, size: int) -> None:
+    with _progress(size, "get") as bar:
+        while chunk := reader.read(1 << 20):
+            out.write(chunk)
+            bar.update(len(chunk))
+
+
+@cli.command()
+@click.argument("name")
+@pass_context
+def cat(c: Context, name: str) -> None:
+    """Print the content of NAME to stdout.
+
+    Example: castore cat /problems/12/tests/1a.out
+    """
+    with _errors_as_exit_codes(), c.store() as store, store.open(name) as reader:
+        _copy(reader, sys.stdout.buffer, reader.size)
+
+
+@cli.command(name="ls")
+@click.argument("prefix", required=False, default="/")
+@click.option("--max-version", type=int, default=None, help="Only files whose version is not newer.")
+@pass_context
+def ls(c: Context, prefix: str, max_version: int | None) -> None:
+    """List the current files below PREFIX (a folder; default /).
+
+    Example: castore ls /problems/12
+    """
+    with _errors_as_exit_codes(), c.store() as store:
+        for info in store.list(prefix, max_version=max_version):
+            c.emit(_info(info), f"{info.name}\t{info.size}")
+
+
+@cli.command()
+@click.argument("name")
+@pass_context
+def rm(c: Context, name: str) -> None:
+    """Remove NAME with its history (with @version: only if not older than the current).
+
+    Example: castore rm /eval/3/17/out
+    """
+    with _errors_as_exit_codes(), c.store() as store:
+        removed = store.delete(name)
+    c.emit({"name": name, "removed": removed}, "removed" if removed else "kept: a newer version is stored")
+
+
+@cli.command()
+@click.argument("name")
+@pass_context
+def stat(c: Context, name: str) -> None:
+    """Show version, size, key and storage of NAME.
+
+    Example: castore stat /problems/12/tests/1a.in
+    """
+    with _errors_as_exit_codes(), c.store() as store:
+        info = store.stat(name)
+    text = "\n".join(
+        [
+            f"name:    {info.name}",
+            f"version: {info.version} ({time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(min(info.version, 2**37)))} UTC)",
+            f"size:    {info.size}",
+            f"stored:  {info.stored_size} ({info.codec})",
+            f"key:     {info.key}",
+        ]
+    )
+    c.emit(_info(info), text)
+
+
+@cli.command()
+@click.argument("name")
+@pass_context
+def log(c: Context, name: str) -> None:
+    """List the retained versions of NAME, newest first.
+
+    Example: castore log /problems/12/tests/1a.in
+    """
+    with _errors_as_exit_codes(), c.store() as store:
+        history = store.versions(name)
+    if c.as_json:
+        c.emit([_info(i) for i in history], "")
+    else:
+        for info in history:
+            click.echo(f"{info.name}\t{info.size}\t{info.key}")
+
+
+@cli.command()
+@pass_context
+def du(c: Context) -> None:
+    """Show logical vs stored bytes and the deduplication ratio.
+
+    Example: castore du
+    """
+    with _errors_as_exit_codes(), c.store() as store:
+        usage = store.usage()
+    data = {**asdict(usage), "dedup_ratio": round(usage.dedup_ratio, 4)}
+    text = "\n".join(
+        [
+            f"files:          {usage.files} ({usage.versions} versions retained)",
+            f"logical bytes:  {_human(usage.logical_bytes)} current, {_human(usage.retained_bytes)} retained",
+            f"blobs:          {usage.blobs} ({usage.inline_blobs} inline), {_human(usage.blob_bytes)} distinct",
+            f"stored bytes:   {_human(usage.stored_bytes)}",
+            f"dedup ratio:    {usage.dedup_ratio:.2f}x (retained / stored)",
+            f"collectable:    {usage.unreferenced_blobs} blobs (castore gc)",
+        ]
+    )
+    c.emit(data, text)
+
+
+@cli.command()
+@click.option("--staging-grace", type=float, default=3600.0, show_default=True,
+              help="Seconds before an abandoned staging file is removed.")
+@pass_context
+def gc(c: Context, staging_grace: float) -> None:
+    """Remove blobs no retained version references.
+
+    Example: castore gc
+    """
+    with _errors_as_exit_codes(), c.store() as store:
+        report = store.collect_garbage(staging_grace=staging_grace)
+    c.emit(asdict(report), f"removed {report.blobs} blobs ({_human(report.stored_bytes)}), "
+                           f"{report.staging_files} staging files")
+
+
+@cli.command()
+@pass_context
+def check(c: Context) -> None:
+    """Read back and verify every retained version; exit 6 on any problem.
+
+    Example: castore check
+    """
+    with _errors_as_exit_codes(), c.store() as store:
+        problems = store.check()
+    c.emit({"problems": problems}, "\n".join(problems) or "ok")
+    if problems:
+        raise CastoreClickError(f"{len(problems)} problems found", EXIT_INTEGRITY)
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("prefix")
+@pass_context
+def ingest(c: Context, folder: Path, prefix: str) -> None:
+    """Store every file below FOLDER under PREFIX, keeping relative paths.
+
+    The version of each file is its modification time (whole seconds).
+    Example: castore ingest ./packages /packages
+    """
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    base = prefix.rstrip("/")
+    total = sum(p.stat().st_size for p in files)
+    with _errors_as_exit_codes(), c.store() as store:
+        show = len(files) > 1 and sys.stderr.isatty()
+        with tqdm(total=total, unit="B", unit_scale=True, desc="ingest", disable=not show, leave=False) as bar:
+            for p in files:
+                store.put(f"{base}/{p.relative_to(folder).as_posix()}", p, version=int(p.stat().st_mtime))
+                bar.update(p.stat().st_size)
+    c.emit({"files": len(files), "bytes": total}, f"ingested {len(files)} files ({_human(total)})")
+
+
+def main() -> None:
+    """Entry point of the ``castore`` console script."""
+    cli(prog_name="castore")

@@ -1,0 +1,112 @@
+"""One contract, run against every blob backend."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from castore.blobs.base import BlobBackend
+from castore.blobs.fs import FileBlobBackend, key_to_relpath
+from castore.blobs.memory import MemoryBlobBackend
+from castore.errors import MissingBlob
+from castore.keys import BlobKey, check_key
+
+KEY_A = BlobKey("a" * 32)
+KEY_B = BlobKey("0123456789abcdef" * 2)
+
+
+class BackendContract:
+    """Subclasses provide ``backend``; every test here must hold for each backend."""
+
+    @pytest.fixture
+    def backend(self, tmp_path: Path) -> BlobBackend:
+        raise NotImplementedError
+
+    def test_absent_key(self, backend: BlobBackend) -> None:
+        assert KEY_A not in backend
+        with pytest.raises(MissingBlob):
+            backend.open(KEY_A)
+        with pytest.raises(MissingBlob):
+            backend.stored_size(KEY_A)
+        backend.delete(KEY_A)  # deleting nothing is fine
+        assert list(backend) == []
+
+    def test_stage_then_publish(self, backend: BlobBackend) -> None:
+        staged = backend.stage()
+        staged.write(b"hello ")
+        staged.write(memoryview(b"world"))
+        assert staged.finish() == 11
+        assert KEY_A not in backend  # not visible before publish
+        backend.publish(staged, KEY_A)
+        staged.abort()  # harmless after publish
+        assert KEY_A in backend
+        with backend.open(KEY_A) as f:
+            assert f.read() == b"hello world"
+        assert backend.stored_size(KEY_A) == 11
+        assert list(backend) == [KEY_A]
+
+    def test_abort_leaves_nothing(self, backend: BlobBackend) -> None:
+        staged = backend.stage()
+        staged.write(b"x" * 1000)
+        staged.abort()
+        staged.abort()
+        assert list(backend) == []
+
+    def test_publish_is_idempotent(self, backend: BlobBackend) -> None:
+        backend.put_bytes(KEY_B, b"same")
+        backend.put_bytes(KEY_B, b"same")
+        assert list(backend) == [KEY_B]
+        with backend.open(KEY_B) as f:
+            assert f.read() == b"same"
+
+    def test_delete(self, backend: BlobBackend) -> None:
+        backend.put_bytes(KEY_A, b"1")
+        backend.put_bytes(KEY_B, b"2")
+        backend.delete(KEY_A)
+        assert KEY_A not in backend and KEY_B in backend
+        assert sorted(backend) == [KEY_B]
+
+    def test_invalid_keys_are_never_present(self, backend: BlobBackend) -> None:
+        assert "../etc/passwd" not in backend
+        assert 42 not in backend
+
+
+class TestMemoryBackend(BackendContract):
+    @pytest.fixture
+    def backend(self, tmp_path: Path) -> BlobBackend:
+        return MemoryBlobBackend()
+
+
+class TestFileBackend(BackendContract):
+    @pytest.fixture
+    def backend(self, tmp_path: Path) -> BlobBackend:
+        return FileBlobBackend(tmp_path / "blobs")
+
+    def test_layout_and_read_only_files(self, backend: FileBlobBackend) -> None:  # type: ignore[override]
+        backend.put_bytes(KEY_B, b"data")
+        path = backend.directory / "01" / "23" / KEY_B
+        assert path.is_file()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o444
+        assert key_to_relpath(KEY_B) == f"01/23/{KEY_B}"
+
+    def test_staging_files_are_swept_by_age(self, backend: FileBlobBackend) -> None:  # type: ignore[override]
+        staged = backend.stage()
+        staged.write(b"abandoned")
+        leftovers = list((backend.directory / ".staging").iterdir())
+        assert len(leftovers) == 1
+        assert backend.sweep_staging(time.time() - 3600) == 0
+        old = time.time() - 7200
+        os.utime(leftovers[0], (old, old))
+        assert backend.sweep_staging(time.time() - 3600) == 1
+        assert list((backend.directory / ".staging").iterdir()) == []
+
+
+def test_check_key() -> None:
+    assert check_key(KEY_A) == KEY_A
+    for bad in ["A" * 32, "a" * 31, "g" * 32, "../" + "a" * 29, None]:
+        with pytest.raises(ValueError):
+            check_key(bad)
