@@ -1,0 +1,5 @@
+"""``python -m castore`` runs the castore command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,55 @@
+"""Code run in child processes by the crash and multi-process tests."""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+
+from castore.store import Store
+
+
+def content_for(path: str, version: int, size: int | None = None) -> bytes:
+    """Deterministic content of ``path@version``: equal versions always carry equal bytes.
+
+    Without ``size``, the size too is drawn from the name: small, inline or large.
+    """
+    rng = random.Random(f"{path}@{version}")
+    if size is None:
+        size = rng.choice([10, 5_000, 200_000]) + rng.randrange(1000)
+    return rng.randbytes(size)
+
+
+def put_forever(root: str, size: int, ready: "object") -> None:
+    """Put large contents in a loop until killed."""
+    with Store.open(Path(root)) as store:
+        ready.set()  # type: ignore[attr-defined]
+        version = 0
+        while True:
+            version += 1
+            path = f"/crash/{version % 5}"
+            # Alternate compressible and incompressible contents, and both source kinds.
+            data = content_for(path, version, size)
+            if version % 2:
+                data = b"".join(b"%d\n" % b for b in data[: size // 4])
+            store.put(path, data if version % 3 else memoryview(data), version=version)
+            if version % 7 == 0:
+                store.delete(f"/crash/{(version + 1) % 5}")
+                store.collect_garbage(staging_grace=0)
+
+
+def put_random_versions(root: str, seed: int, paths: int, puts: int, log: str) -> None:
+    """Put ``puts`` times to random paths with random versions; log what was attempted."""
+    rng = random.Random(seed)
+    attempted = []
+    with Store.open(Path(root)) as store:
+        for _ in range(puts):
+            path = f"/mp/{rng.randrange(paths)}"
+            version = rng.randrange(1_000)
+            store.put(path, content_for(path, version), version=version)
+            attempted.append(f"{path} {version}")
+    Path(log).write_text("\n".join(attempted))
+
+
+if __name__ == "__main__":
+    put_forever(sys.argv[1], int(sys.argv[2]), None)

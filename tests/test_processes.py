@@ -1,0 +1,64 @@
+"""Several processes on one store, and processes killed with SIGKILL in the middle of puts."""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import time
+from pathlib import Path
+
+from castore.store import Store
+
+from . import _workers
+
+SPAWN = multiprocessing.get_context("spawn")
+
+
+def test_sigkill_during_large_puts_leaves_a_consistent_store(store_root: Path, store: Store) -> None:
+    rng = random.Random(7)
+    for round_ in range(6):
+        ready = SPAWN.Event()
+        child = SPAWN.Process(target=_workers.put_forever, args=(str(store_root), 6 << 20, ready))
+        child.start()
+        assert ready.wait(30), "the child did not open the store"
+        time.sleep(rng.uniform(0.05, 0.6))
+        child.kill()
+        child.join(10)
+        assert child.exitcode == -9
+        with Store.open(store_root) as reopened:
+            problems = reopened.check()
+            assert problems == [], f"round {round_}: {problems}"
+            for info in reopened.list("/crash"):
+                # Every path names a complete blob whose bytes hash to its key.
+                assert len(reopened.read_bytes(info.name)) == info.size
+    with Store.open(store_root) as reopened:
+        assert len(list(reopened.list("/crash"))) > 0, "no put ever completed"
+        reopened.collect_garbage(staging_grace=0)
+        assert reopened.check() == []
+        staging = store_root / "blobs" / ".staging"
+        assert list(staging.iterdir()) == []
+
+
+def test_four_processes_end_with_the_highest_version_per_path(store_root: Path, store: Store, tmp_path: Path) -> None:
+    logs = [tmp_path / f"log{i}" for i in range(4)]
+    children = [
+        SPAWN.Process(target=_workers.put_random_versions, args=(str(store_root), i, 12, 80, str(logs[i])))
+        for i in range(4)
+    ]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(120)
+        assert child.exitcode == 0
+    highest: dict[str, int] = {}
+    for log in logs:
+        for line in log.read_text().splitlines():
+            path, version = line.split()
+            highest[path] = max(highest.get(path, -1), int(version))
+    listed = {info.path: info for info in store.list("/mp")}
+    assert set(listed) == set(highest)
+    for path, version in highest.items():
+        assert listed[path].version == version
+        assert store.read_bytes(path) == _workers.content_for(path, version)
+    assert store.metadata.recount() == {}
+    assert store.check() == []
