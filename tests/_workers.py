@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import sys
 from pathlib import Path
 
 from castore.store import Store
@@ -21,18 +20,21 @@ def content_for(path: str, version: int, size: int | None = None) -> bytes:
 
 
 def put_forever(root: str, size: int, ready: "object") -> None:
-    """Put large contents in a loop until killed."""
+    """Put large contents in a loop until killed; set ``ready`` after the first put."""
+    rng = random.Random(root)
+    noise = rng.randbytes(size)
+    text = b"".join(b"%d %d\n" % (rng.randrange(10**9), rng.randrange(1000)) for _ in range(size // 14))
     with Store.open(Path(root)) as store:
-        ready.set()  # type: ignore[attr-defined]
         version = 0
         while True:
             version += 1
             path = f"/crash/{version % 5}"
-            # Alternate compressible and incompressible contents, and both source kinds.
-            data = content_for(path, version, size)
-            if version % 2:
-                data = b"".join(b"%d\n" % b for b in data[: size // 4])
+            # Alternate incompressible and compressible contents, and two source kinds;
+            # the version header makes every content distinct.
+            data = b"%d\n" % version + (noise if version % 2 else text)
             store.put(path, data if version % 3 else memoryview(data), version=version)
+            if version == 1:
+                ready.set()  # type: ignore[attr-defined]
             if version % 7 == 0:
                 store.delete(f"/crash/{(version + 1) % 5}")
                 store.collect_garbage(staging_grace=0)
@@ -50,6 +52,3 @@ def put_random_versions(root: str, seed: int, paths: int, puts: int, log: str) -
             attempted.append(f"{path} {version}")
     Path(log).write_text("\n".join(attempted))
 
-
-if __name__ == "__main__":
-    put_forever(sys.argv[1], int(sys.argv[2]), None)

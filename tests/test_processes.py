@@ -20,8 +20,8 @@ def test_sigkill_during_large_puts_leaves_a_consistent_store(store_root: Path, s
         ready = SPAWN.Event()
         child = SPAWN.Process(target=_workers.put_forever, args=(str(store_root), 6 << 20, ready))
         child.start()
-        assert ready.wait(30), "the child did not open the store"
-        time.sleep(rng.uniform(0.05, 0.6))
+        assert ready.wait(60), "the child did not complete its first put"
+        time.sleep(rng.uniform(0.0, 0.4))
         child.kill()
         child.join(10)
         assert child.exitcode == -9
