@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar, cast
 
 import click
 from tqdm import tqdm
@@ -32,7 +32,7 @@ from tqdm import tqdm
 from .errors import CastoreError, IntegrityError, InvalidName, NotFound, SourceError, StoreNotFound
 from .store import FileInfo, Store
 
-__all__ = ["main", "cli"]
+__all__ = ["cli", "main"]
 
 EXIT_NOT_FOUND = 3
 EXIT_INVALID = 4
@@ -51,7 +51,7 @@ class CastoreClickError(click.ClickException):
 
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        self.exit_code = exit_code  # type: ignore[misc]
 
 
 def _exit_code(error: Exception) -> int:
@@ -84,7 +84,8 @@ class Context:
         self.as_json = as_json
 
     def store(self, create: bool = False) -> Store:
-        return Store.open(self.root, create=create)
+        store: Store = Store.open(self.root, create=create)
+        return store
 
     def emit(self, data: Any, text: str) -> None:
         if self.as_json:
@@ -108,7 +109,7 @@ def _human(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-def _progress(total: int, description: str) -> tqdm:  # type: ignore[type-arg]
+def _progress(total: int, description: str) -> tqdm:
     show = total >= PROGRESS_MIN_BYTES and sys.stderr.isatty()
     return tqdm(total=total, desc=description, unit="B", unit_scale=True, disable=not show, leave=False)
 
@@ -116,7 +117,7 @@ def _progress(total: int, description: str) -> tqdm:  # type: ignore[type-arg]
 class _CountingReader:
     """A binary reader that advances a progress bar."""
 
-    def __init__(self, inner: BinaryIO, bar: tqdm) -> None:  # type: ignore[type-arg]
+    def __init__(self, inner: BinaryIO, bar: tqdm) -> None:
         self._inner = inner
         self._bar = bar
 
@@ -126,7 +127,7 @@ class _CountingReader:
         return data
 
     def readinto(self, buffer: Any) -> int:
-        n = self._inner.readinto(buffer)  # type: ignore[attr-defined]
+        n: int = self._inner.readinto(buffer)  # type: ignore[attr-defined]
         self._bar.update(n)
         return n
 
@@ -182,7 +183,7 @@ def put(c: Context, local: str, name: str) -> None:
             size = os.path.getsize(local)
             if size >= PROGRESS_MIN_BYTES and sys.stderr.isatty():
                 with open(local, "rb") as f, _progress(size, "put") as bar:
-                    stored = store.put(name, _CountingReader(f, bar))  # type: ignore[arg-type]
+                    stored = store.put(name, cast(BinaryIO, _CountingReader(f, bar)))
             else:
                 stored = store.put(name, local)
     c.emit({"name": stored}, stored)

@@ -16,14 +16,14 @@ from typing import BinaryIO
 import zstandard
 
 __all__ = [
-    "Codec",
     "DEFAULT_LEVEL",
     "MIN_SAVING",
     "SAMPLE_SIZE",
-    "worth_compressing",
+    "Codec",
     "compress_if_worth",
-    "decoding_reader",
     "decode_bytes",
+    "decoding_reader",
+    "worth_compressing",
 ]
 
 DEFAULT_LEVEL = 1
@@ -67,7 +67,7 @@ def decoding_reader(stored: BinaryIO, codec: Codec) -> BinaryIO:
     """Wrap a reader of stored bytes so that it yields the original bytes."""
     if codec is Codec.RAW:
         return stored
-    return zstandard.ZstdDecompressor().stream_reader(stored, read_across_frames=True)  # type: ignore[return-value]
+    return zstandard.ZstdDecompressor().stream_reader(stored, read_across_frames=True)
 
 
 def decode_bytes(stored: bytes, codec: Codec) -> bytes:

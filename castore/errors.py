@@ -22,17 +22,17 @@ from __future__ import annotations
 
 __all__ = [
     "CastoreError",
+    "CorruptBlob",
+    "HashCollision",
+    "IntegrityError",
     "InvalidName",
     "InvalidPath",
     "InvalidVersion",
-    "NotFound",
-    "VersionNotFound",
-    "StoreNotFound",
-    "IntegrityError",
-    "CorruptBlob",
     "MissingBlob",
-    "HashCollision",
+    "NotFound",
     "SourceError",
+    "StoreNotFound",
+    "VersionNotFound",
 ]
 
 

@@ -27,7 +27,7 @@ from .codec import Codec, compress_if_worth, worth_compressing
 from .errors import SourceError
 from .keys import BlobKey, Hasher
 
-__all__ = ["Source", "Prepared", "Ingest", "CHUNK_SIZE"]
+__all__ = ["CHUNK_SIZE", "Ingest", "Prepared", "Source"]
 
 Source = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]", BinaryIO]
 """What a put accepts: the content itself, a local file's path, or a binary file object."""
@@ -73,7 +73,7 @@ def _open_source(source: Source) -> Iterator[_Opened]:
         return
     if isinstance(source, (str, os.PathLike)):
         try:
-            stream = open(source, "rb")
+            stream = open(source, "rb")  # noqa: SIM115 - closed by the with below
         except OSError as e:
             raise SourceError(f"cannot read {os.fspath(source)!r}: {e.strerror}") from None
         with stream:

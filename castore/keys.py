@@ -14,7 +14,7 @@ from typing import NewType
 
 import xxhash
 
-__all__ = ["BlobKey", "KEY_HEX_LENGTH", "is_valid_key", "check_key", "new_seed", "Hasher"]
+__all__ = ["KEY_HEX_LENGTH", "BlobKey", "Hasher", "check_key", "is_valid_key", "new_seed"]
 
 BlobKey = NewType("BlobKey", str)
 """32 lowercase hex digits: xxh3-128 of the original (uncompressed) bytes."""

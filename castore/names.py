@@ -30,13 +30,13 @@ __all__ = [
     "MAX_VERSION",
     "Name",
     "check_path",
-    "is_valid_path",
-    "check_version",
-    "parse_version",
-    "parse_name",
-    "versioned_name",
     "check_prefix",
+    "check_version",
     "child_range",
+    "is_valid_path",
+    "parse_name",
+    "parse_version",
+    "versioned_name",
 ]
 
 MAX_PATH_BYTES = 4096
@@ -144,7 +144,7 @@ def check_prefix(prefix: str) -> str:
     """
     if prefix in ("", "/"):
         return "/"
-    stripped = prefix[:-1] if prefix.endswith("/") else prefix
+    stripped = prefix.removesuffix("/")
     return check_path(stripped) + "/"
 
 

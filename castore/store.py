@@ -17,6 +17,7 @@ a process is killed at any point, and when several processes share one store.
 
 from __future__ import annotations
 
+import builtins
 import fcntl
 import io
 import os
@@ -26,7 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from .blobs.base import BlobBackend
 from .blobs.fs import FileBlobBackend
@@ -38,7 +39,7 @@ from .metadata.repo import BlobRow, Entry, MetadataRepo, Usage
 from .names import check_prefix, check_version, child_range, parse_name, versioned_name
 from .reading import BlobReader
 
-__all__ = ["Store", "FileInfo", "GcReport", "DEFAULT_RETENTION", "DEFAULT_INLINE_MAX", "METADATA_FILE"]
+__all__ = ["DEFAULT_INLINE_MAX", "DEFAULT_RETENTION", "METADATA_FILE", "FileInfo", "GcReport", "Store"]
 
 DEFAULT_RETENTION = 10
 DEFAULT_INLINE_MAX = 128 * 1024
@@ -180,7 +181,7 @@ class Store:
         self.metadata.close()
         self.blobs.close()
 
-    def __enter__(self) -> Store:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -368,7 +369,7 @@ class Store:
         staging = self.blobs.sweep_staging(self.clock() - staging_grace)
         return GcReport(removed, freed, staging)
 
-    def check(self) -> list[str]:
+    def check(self) -> builtins.list[str]:
         """Read every retained version back and verify it; return the problems found.
 
         Also compares each blob's reference count with the versions naming it.

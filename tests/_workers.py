@@ -19,7 +19,7 @@ def content_for(path: str, version: int, size: int | None = None) -> bytes:
     return rng.randbytes(size)
 
 
-def put_forever(root: str, size: int, ready: "object") -> None:
+def put_forever(root: str, size: int, ready: object) -> None:
     """Put large contents in a loop until killed; set ``ready`` after the first put."""
     rng = random.Random(root)
     noise = rng.randbytes(size)

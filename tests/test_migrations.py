@@ -6,10 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 
+from alembic import command
 from castore.metadata.migrate import SCHEMA_REVISION, alembic_config, alembic_dir, current_revision
 from castore.metadata.repo import MetadataRepo
 from castore.store import Store

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 
-__all__ = ["make_engines", "BUSY_TIMEOUT_MS"]
+__all__ = ["BUSY_TIMEOUT_MS", "make_engines"]
 
 BUSY_TIMEOUT_MS = 60_000
 """How long a SQLite connection waits for another process's write lock."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, inspect, text
 
-__all__ = ["SCHEMA_REVISION", "alembic_dir", "alembic_config", "current_revision", "ensure_schema"]
+__all__ = ["SCHEMA_REVISION", "alembic_config", "alembic_dir", "current_revision", "ensure_schema"]
 
 SCHEMA_REVISION = "0001"
 """The Alembic head revision this code is written for."""

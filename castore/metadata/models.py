@@ -17,7 +17,7 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, ForeignKey, Integer, LargeBinary, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "Setting", "Blob", "PathEntry", "Version", "PATH_LENGTH"]
+__all__ = ["PATH_LENGTH", "Base", "Blob", "PathEntry", "Setting", "Version"]
 
 PATH_LENGTH = 4096
 
@@ -66,7 +66,7 @@ class PathEntry(Base):
     """The current version of a path."""
 
     __tablename__ = "paths"
-    __table_args__ = {"sqlite_with_rowid": False}
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 - SQLAlchemy's declarative hook
 
     path: Mapped[str] = mapped_column(String(PATH_LENGTH), primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger)
@@ -79,7 +79,7 @@ class Version(Base):
     """One retained version of a path."""
 
     __tablename__ = "versions"
-    __table_args__ = {"sqlite_with_rowid": False}
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 - SQLAlchemy's declarative hook
 
     path: Mapped[str] = mapped_column(ForeignKey("paths.path"), primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger, primary_key=True)

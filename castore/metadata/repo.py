@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, and_, bindparam, case, delete, func, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, case, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..codec import Codec
@@ -23,12 +23,12 @@ from .engine import make_engines
 from .migrate import ensure_schema
 from .models import Blob, PathEntry, Setting, Version
 
-__all__ = ["BlobRow", "Entry", "Current", "Acquired", "Usage", "WriteTxn", "MetadataRepo"]
+__all__ = ["Acquired", "BlobRow", "Current", "Entry", "MetadataRepo", "Usage", "WriteTxn"]
 
-blobs = Blob.__table__
-paths = PathEntry.__table__
-versions = Version.__table__
-settings = Setting.__table__
+blobs = cast(Table, Blob.__table__)
+paths = cast(Table, PathEntry.__table__)
+versions = cast(Table, Version.__table__)
+settings = cast(Table, Setting.__table__)
 
 
 @dataclass(frozen=True)
@@ -163,10 +163,10 @@ _DELETE_UNREFERENCED = delete(blobs).where(blobs.c.key == bindparam("k"), blobs.
 
 def _acquire_statement(dialect: str) -> Any:
     """Insert a blob row with refcount 1, or add one reference to the existing row."""
-    insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}.get(dialect)
+    insert: Any = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}.get(dialect)
     if insert is None:
         raise NotImplementedError(f"castore metadata does not support the {dialect} dialect yet")
-    statement = insert(blobs).values(
+    statement: Any = insert(blobs).values(
         key=bindparam("k"),
         size=bindparam("b_size"),
         stored_size=bindparam("b_stored_size"),
@@ -253,7 +253,8 @@ class WriteTxn:
 
     def drop_path(self, path: str) -> list[BlobKey]:
         """Delete ``path`` with all its versions; return their blob keys."""
-        keys = [BlobKey(k) for k in self._c.execute(_VERSION_KEYS, {"p": path}).scalars()]
+        rows: Any = self._c.execute(_VERSION_KEYS, {"p": path}).scalars().all()
+        keys = [BlobKey(str(k)) for k in rows]
         self._c.execute(_DELETE_ALL_VERSIONS, {"p": path})
         self._c.execute(_DELETE_PATH, {"p": path})
         return keys
@@ -393,7 +394,8 @@ class MetadataRepo:
                 ).where(live)
             ).one()
             unreferenced = c.execute(select(func.count()).where(blobs.c.refcount == 0)).scalar_one()
-        return Usage(files, logical, nversions, retained, nblobs, blob_bytes, stored, inline, unreferenced)
+        counts = (files, logical, nversions, retained, nblobs, blob_bytes, stored, inline, unreferenced)
+        return Usage(*(int(n) for n in counts))  # type: ignore[call-overload]
 
     def refcount(self, key: BlobKey) -> int | None:
         """The stored reference count of ``key`` (None: no row). For checks and tests."""
@@ -411,7 +413,7 @@ class MetadataRepo:
             .where(blobs.c.refcount != func.coalesce(counted.c.n, 0))
         )
         with self._reader.connect() as c:
-            return {BlobKey(k): (rc, n) for k, rc, n in c.execute(query)}
+            return {BlobKey(str(k)): (int(rc), int(n)) for k, rc, n in c.execute(query)}  # type: ignore[call-overload]
 
     def all_entries(self) -> Iterator[Entry]:
         """Every retained version of every path (for checks), without inline data."""
