@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, BinaryIO, Self
 
 from .blobs.base import BlobBackend
 from .blobs.fs import FileBlobBackend
@@ -302,6 +302,16 @@ class Store:
             if again.blob.key == entry.blob.key:
                 raise
             return self._reader(again)
+
+    def open_stored(self, name: str) -> tuple[FileInfo, BinaryIO]:
+        """The stored bytes of ``name`` as kept (raw, or one zstd frame), with its info.
+
+        For servers that send a zstd frame to clients that accept it, without recompressing.
+        """
+        entry = self._entry(name)
+        blob = entry.blob
+        stored = io.BytesIO(blob.data) if blob.data is not None else self.blobs.open(blob.key)
+        return FileInfo.of(entry), stored
 
     def read_bytes(self, name: str) -> bytes:
         """The whole content of ``name``."""

@@ -14,11 +14,15 @@ ensure_venv() {
     fi
     local stamp=.venv/.castore-installed
     local want
-    want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+    want=$(cat pyproject.toml scripts/env.sh | sha256sum | cut -d' ' -f1)
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
         echo "castore: installing the project and its dev tools into .venv" >&2
         .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
         .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+        # The original Filetracker client for the compatibility tests. --no-deps: its
+        # server-only dependency bsddb3 would need Berkeley DB headers; the client's own
+        # dependencies (requests, six, progressbar2) come with .[dev].
+        .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps 'filetracker==2.3.3'
         echo "$want" > "$stamp"
     fi
 }

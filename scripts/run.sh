@@ -1,14 +1,10 @@
 #!/usr/bin/env bash
-# Install castore, create the embedded store ./castore-data (SQLite + blob folder) in the
-# current folder, store every file of FOLDER (default: this project's tree) under /ingest,
-# and print the space report. Usage: bash scripts/run.sh [FOLDER]
+# Install castore and serve the embedded store ./castore-data (SQLite + blob folder, in the
+# current folder) over HTTP with the Filetracker v2 protocol on 127.0.0.1:9999, until
+# Ctrl-C or SIGTERM. Extra arguments go to `castore serve` (e.g. --port 8000 --workers 2).
 here=$(pwd)
 source "$(dirname "$0")/env.sh"
 project=$(pwd)
 ensure_venv
 cd "$here"
-folder=${1:-$project}
-castore="$project/.venv/bin/castore"
-"$castore" init
-"$castore" ingest "$folder" /ingest
-"$castore" du
+exec "$project/.venv/bin/castore" --root "${CASTORE_ROOT:-castore-data}" serve --host 127.0.0.1 --port 9999 "$@"

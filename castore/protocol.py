@@ -1,0 +1,79 @@
+"""The Filetracker v2 wire format: pure helpers shared by the server and the client.
+
+Versions travel as RFC 2822 dates (``email.utils.formatdate``), so only whole seconds
+survive; ``Logical-Size`` carries the original size when a body is compressed.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+
+from .errors import InvalidName, InvalidVersion
+from .names import MAX_VERSION, check_path, check_version
+
+__all__ = [
+    "PROTOCOL_VERSIONS",
+    "accepted_encodings",
+    "format_version",
+    "parse_version_date",
+    "path_from_url",
+]
+
+PROTOCOL_VERSIONS = [2]
+
+_LARGEST_DATE = 253402300799  # 9999-12-31T23:59:59Z: what an RFC 2822 date can say
+
+
+def format_version(version: int) -> str:
+    """A version as an RFC 2822 date: ``Thu, 01 Jan 1970 00:16:40 -0000`` for 1000."""
+    if not 0 <= version <= _LARGEST_DATE:
+        raise InvalidVersion(f"version {version} cannot be sent as an HTTP date")
+    return email.utils.formatdate(version)
+
+
+def parse_version_date(text: str | None) -> int:
+    """Parse an RFC 2822 date (``?last_modified=``) into an integer version."""
+    if not text:
+        raise InvalidVersion('"?last_modified=" is required')
+    parsed = email.utils.parsedate_tz(text)
+    if parsed is None:
+        raise InvalidVersion(f"invalid last_modified date {text!r}")
+    try:
+        version = int(email.utils.mktime_tz(parsed))
+    except (OverflowError, ValueError):
+        raise InvalidVersion(f"invalid last_modified date {text!r}") from None
+    if not 0 <= version <= MAX_VERSION:
+        raise InvalidVersion(f"last_modified {text!r} is before 1970")
+    return check_version(version)
+
+
+def path_from_url(rest: str) -> str:
+    """The store path for the part of a URL after ``/files/``: ``a/b`` gives ``/a/b``.
+
+    The URL must not carry a version (``@``): Filetracker sends versions as dates.
+    """
+    path = "/" + rest
+    if "@" in path:
+        raise InvalidName(f"invalid path {path!r}: versions go in last_modified, not in the URL")
+    return check_path(path)
+
+
+_TOKEN = re.compile(r"\s*([A-Za-z0-9_*-]+)\s*(?:;\s*q\s*=\s*([0-9.]+))?\s*")
+
+
+def accepted_encodings(header: str | None) -> set[str]:
+    """Content codings a client accepts (``q=0`` excluded), lowercased."""
+    accepted = set()
+    for part in (header or "").split(","):
+        match = _TOKEN.fullmatch(part)
+        if not match:
+            continue
+        coding, quality = match.group(1).lower(), match.group(2)
+        try:
+            if quality is not None and float(quality) == 0:
+                continue
+        except ValueError:
+            continue
+        accepted.add(coding)
+    return accepted

@@ -1,0 +1,449 @@
+"""The HTTP server: the Filetracker v2 protocol over a castore store (Starlette ASGI app).
+
+Handlers only translate HTTP to store calls and back; errors become statuses in one
+place (:func:`_error_response`), always with a one-line ``X-Exception`` header and
+never a traceback. Blocking store calls run in worker threads.
+
+Endpoints (``docs/protocol.md`` has the details):
+
+* ``GET /version`` — ``{"protocol_versions": [2]}``
+* ``GET|HEAD|PUT|DELETE /files/<path>`` — content, with ``?last_modified=<RFC 2822>``
+* ``GET /list/<dir>`` — current files below a folder, one relative path per line
+* ``GET /health``, ``GET /metrics`` — liveness and Prometheus metrics
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import time
+import zlib
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, BinaryIO, cast
+
+import anyio
+import anyio.to_thread
+import zstandard
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .codec import Codec
+from .errors import CastoreError, HashCollision, IntegrityError, InvalidName, NotFound, SourceError
+from .metrics import Metrics
+from .names import check_prefix, parse_name
+from .protocol import PROTOCOL_VERSIONS, accepted_encodings, format_version, parse_version_date, path_from_url
+from .reading import BlobReader
+from .store import Store
+
+__all__ = ["CHUNK_SIZE", "app_from_environment", "create_app"]
+
+CHUNK_SIZE = 1 << 20
+"""Bytes per chunk when streaming a file to a client."""
+GZIP_LEVEL = 1
+
+
+class _HTTPError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _one_line(message: str) -> str:
+    line = " ".join(str(message).split())
+    return line.encode("latin-1", "replace").decode("latin-1")[:500]
+
+
+def _error_response(error: Exception) -> Response:
+    """The one place where exceptions become HTTP statuses."""
+    if isinstance(error, _HTTPError):
+        status = error.status
+    elif isinstance(error, NotFound):
+        status = 404
+    elif isinstance(error, (InvalidName, SourceError)):
+        status = 400
+    elif isinstance(error, HashCollision):
+        status = 409
+    elif isinstance(error, (IntegrityError, CastoreError)):
+        status = 500
+    else:
+        status, error = 500, Exception(f"internal error: {type(error).__name__}")
+    message = _one_line(str(error))
+    return PlainTextResponse(message + "\n", status_code=status, headers={"X-Exception": message})
+
+
+class _UploadReader(io.RawIOBase):
+    """A blocking, decoded view of a request body, read from a worker thread.
+
+    Counts the bytes received against ``Content-Length``, decodes ``gzip``/``zstd``
+    content codings, and checks a ``SHA256-Checksum`` hint at the end: any mismatch
+    raises SourceError before the store records anything.
+    """
+
+    def __init__(
+        self,
+        chunks: AsyncIterator[bytes],
+        *,
+        encoding: str,
+        content_length: int | None,
+        sha256: str | None,
+    ) -> None:
+        super().__init__()
+        self._chunks = chunks
+        self._content_length = content_length
+        self._received = 0
+        self._sha256 = hashlib.sha256() if sha256 else None
+        self._expected_sha256 = (sha256 or "").lower()
+        self._encoding = encoding
+        if encoding == "gzip":
+            self._decoder: Any = zlib.decompressobj(wbits=31)
+        elif encoding == "zstd":
+            self._decoder = zstandard.ZstdDecompressor().decompressobj()
+        else:
+            self._decoder = None
+        self._pending = memoryview(b"")
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    async def _next_chunk(self) -> bytes | None:
+        try:
+            return await self._chunks.__anext__()
+        except StopAsyncIteration:
+            return None
+        except ClientDisconnect:
+            raise SourceError("the upload was cut short: the client disconnected") from None
+
+    def _fill(self) -> None:
+        raw = anyio.from_thread.run(self._next_chunk)
+        if raw is None:
+            self._finish()
+            return
+        self._received += len(raw)
+        if self._content_length is not None and self._received > self._content_length:
+            raise SourceError("the body is longer than its Content-Length")
+        try:
+            data = self._decoder.decompress(raw) if self._decoder is not None else raw
+        except (zlib.error, zstandard.ZstdError) as e:
+            raise SourceError(f"the {self._encoding} body cannot be decoded: {e}") from None
+        if self._sha256 is not None:
+            self._sha256.update(data)
+        self._pending = memoryview(data)
+
+    def _finish(self) -> None:
+        self._eof = True
+        if self._content_length is not None and self._received < self._content_length:
+            raise SourceError(f"the body has {self._received} of its {self._content_length} bytes")
+        if self._decoder is not None and not self._decoder.eof:
+            raise SourceError(f"the {self._encoding} body is truncated")
+        if self._sha256 is not None and self._sha256.hexdigest() != self._expected_sha256:
+            raise SourceError("the body does not match its SHA256-Checksum")
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending and not self._eof:
+            self._fill()
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+
+def _int_header(request: Request, name: str) -> int | None:
+    value = request.headers.get(name)
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise _HTTPError(400, f"invalid {name} header {value!r}")
+    return int(value)
+
+
+def _parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """``bytes=a-b`` → ``(start, end_exclusive)``; None when the header is unusable."""
+    if not header.startswith("bytes=") or "," in header:
+        return None
+    first, _, last = header[6:].strip().partition("-")
+    try:
+        if first == "":
+            length = int(last)
+            if length <= 0:
+                return None
+            return max(size - length, 0), size
+        start = int(first)
+        end = int(last) + 1 if last else size
+    except ValueError:
+        return None
+    if start >= size or end <= start:
+        raise _HTTPError(416, f"range {header!r} is not satisfiable for {size} bytes")
+    return start, min(end, size)
+
+
+def _iterate(reader: BlobReader | Any, *, skip: int = 0, limit: int | None = None) -> Iterator[bytes]:
+    """Read a stream in chunks (in a worker thread, via Starlette), then close it."""
+    try:
+        while skip > 0:
+            skipped = len(reader.read(min(skip, CHUNK_SIZE)))
+            if not skipped:
+                return
+            skip -= skipped
+        remaining = limit
+        while remaining is None or remaining > 0:
+            chunk = reader.read(CHUNK_SIZE if remaining is None else min(remaining, CHUNK_SIZE))
+            if not chunk:
+                return
+            if remaining is not None:
+                remaining -= len(chunk)
+            yield chunk
+    finally:
+        reader.close()
+
+
+def _gzip(reader: BlobReader) -> Iterator[bytes]:
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+    for chunk in _iterate(reader):
+        if out := compressor.compress(chunk):
+            yield out
+    yield compressor.flush()
+
+
+class FiletrackerApp:
+    """Request handlers bound to one store."""
+
+    def __init__(self, store: Store, *, fallback_url: str | None, metrics: Metrics) -> None:
+        self.store = store
+        self.fallback_url = fallback_url.rstrip("/") if fallback_url else None
+        self.metrics = metrics
+
+    async def version(self, request: Request) -> Response:
+        return JSONResponse({"protocol_versions": PROTOCOL_VERSIONS})
+
+    async def files(self, request: Request) -> Response:
+        path = path_from_url(request.path_params["path"])
+        method = request.method
+        if method in ("GET", "HEAD"):
+            return await self._get(request, path)
+        if method == "PUT":
+            return await self._put(request, path)
+        return await self._delete(request, path)
+
+    async def _get(self, request: Request, path: str) -> Response:
+        try:
+            reader: BlobReader = await anyio.to_thread.run_sync(self.store.open, path)
+        except NotFound:
+            if self.fallback_url is not None:
+                return RedirectResponse(f"{self.fallback_url}/files{path}", status_code=307)
+            raise
+        headers = {
+            "Last-Modified": format_version(reader.version),
+            "Logical-Size": str(reader.size),
+            "Accept-Ranges": "bytes",
+            "ETag": f'"{reader.key}"',
+        }
+        media = "application/octet-stream"
+        if request.method == "HEAD":
+            reader.close()
+            headers["Content-Length"] = str(reader.size)
+            return Response(status_code=200, headers=headers, media_type=media)
+        range_header = request.headers.get("range")
+        if range_header:
+            span = _parse_range(range_header, reader.size)
+            if span is not None:
+                start, end = span
+                headers["Content-Range"] = f"bytes {start}-{end - 1}/{reader.size}"
+                headers["Content-Length"] = str(end - start)
+                body = _iterate(reader, skip=start, limit=end - start)
+                return StreamingResponse(body, status_code=206, headers=headers, media_type=media)
+        accepted = accepted_encodings(request.headers.get("accept-encoding"))
+        codec = await anyio.to_thread.run_sync(lambda: self.store.stat(reader.name).codec)
+        if codec == Codec.ZSTD.value and "zstd" in accepted:
+            reader.close()
+            info, stored = await anyio.to_thread.run_sync(self.store.open_stored, reader.name)
+            headers.update({"Content-Encoding": "zstd", "Content-Length": str(info.stored_size)})
+            return StreamingResponse(_iterate(stored), headers=headers, media_type=media)
+        if codec == Codec.ZSTD.value and "gzip" in accepted:
+            headers["Content-Encoding"] = "gzip"
+            return StreamingResponse(_gzip(reader), headers=headers, media_type=media)
+        headers["Content-Length"] = str(reader.size)
+        return StreamingResponse(_iterate(reader), headers=headers, media_type=media)
+
+    async def _put(self, request: Request, path: str) -> Response:
+        version = parse_version_date(request.query_params.get("last_modified"))
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("identity", "gzip", "zstd"):
+            raise _HTTPError(415, f"unsupported Content-Encoding {encoding!r}")
+        content_length = _int_header(request, "content-length")
+        logical_size = _int_header(request, "logical-size")
+        if logical_size is None and encoding == "identity":
+            logical_size = content_length
+        body = _UploadReader(
+            request.stream(),
+            encoding=encoding,
+            content_length=content_length,
+            sha256=request.headers.get("sha256-checksum"),
+        )
+        name = await anyio.to_thread.run_sync(
+            lambda: self.store.put(path, cast(BinaryIO, body), version, expected_size=logical_size)
+        )
+        stored = parse_name(name).version
+        assert stored is not None
+        return Response(status_code=200, headers={"Last-Modified": format_version(stored)}, media_type="text/plain")
+
+    async def _delete(self, request: Request, path: str) -> Response:
+        version = parse_version_date(request.query_params.get("last_modified"))
+        await anyio.to_thread.run_sync(self.store.delete, path, version)
+        return Response(status_code=200, media_type="text/plain")
+
+    async def list(self, request: Request) -> Response:
+        raw = request.path_params.get("path", "")
+        directory = check_prefix("/" + raw.strip("/") if raw.strip("/") else "/")
+        text = request.query_params.get("last_modified")
+        cutoff = parse_version_date(text) if text else int(time.time())
+
+        def collect() -> list[str]:
+            if directory != "/":
+                if self.store.exists(directory.rstrip("/")):
+                    raise _HTTPError(400, "Path doesn't exist or is not a directory")
+                if next(self.store.list(directory), None) is None:
+                    raise _HTTPError(400, "Path doesn't exist or is not a directory")
+            return [info.path[len(directory):] for info in self.store.list(directory, max_version=cutoff)]
+
+        paths = await anyio.to_thread.run_sync(collect)
+        return Response("".join(p + "\n" for p in paths), media_type="text/plain; charset=utf-8")
+
+    async def health(self, request: Request) -> Response:
+        try:
+            await anyio.to_thread.run_sync(self.store.exists, "/health-check")
+        except Exception as e:  # noqa: BLE001 - any failure means unhealthy
+            return JSONResponse({"status": "error", "error": _one_line(str(e))}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        usage = await anyio.to_thread.run_sync(self.store.usage)
+        return PlainTextResponse(self.metrics.render(usage), media_type="text/plain; version=0.0.4")
+
+
+class _Metered:
+    """ASGI middleware: counts requests, bytes in and out, and latency."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        state = {"status": 500, "bytes_out": 0, "bytes_in": 0}
+
+        async def counting_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                state["bytes_in"] += len(message.get("body", b""))
+            return message
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state["status"] = message["status"]
+            elif message["type"] == "http.response.body":
+                state["bytes_out"] += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, counting_send)
+        finally:
+            self.metrics.observe(
+                scope.get("method", "?"),
+                int(state["status"]),
+                time.perf_counter() - started,
+                int(state["bytes_in"]),
+                int(state["bytes_out"]),
+            )
+
+
+def create_app(
+    store: Store,
+    *,
+    fallback_url: str | None = None,
+    prefix: str = "",
+) -> ASGIApp:
+    """The ASGI app serving ``store``; ``prefix`` (e.g. ``/ft``) mounts it below a path."""
+    metrics = Metrics()
+    handlers = FiletrackerApp(store, fallback_url=fallback_url, metrics=metrics)
+    routes: list[BaseRoute] = [
+        Route("/version", handlers.version, methods=["GET"]),
+        Route("/version/", handlers.version, methods=["GET"]),
+        Route("/files/{path:path}", handlers.files, methods=["GET", "HEAD", "PUT", "DELETE"]),
+        Route("/list", handlers.list, methods=["GET"]),
+        Route("/list/{path:path}", handlers.list, methods=["GET"]),
+        Route("/health", handlers.health, methods=["GET"]),
+        Route("/metrics", handlers.metrics_endpoint, methods=["GET"]),
+    ]
+    if prefix.strip("/"):
+        routes = [Mount("/" + prefix.strip("/"), routes=routes)]
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 404)
+        detail = "method not allowed" if status == 405 else f"unknown endpoint {request.url.path!r}"
+        response = _error_response(_HTTPError(status, detail))
+        if status == 405 and hasattr(exc, "headers") and exc.headers:
+            response.headers.update(exc.headers)
+        return response
+
+    async def error(request: Request, exc: Exception) -> Response:
+        return _error_response(exc)
+
+    handlers_by_error: dict[Any, Any] = {
+        404: not_found,
+        405: not_found,
+        CastoreError: error,
+        _HTTPError: error,
+        Exception: error,  # unexpected: a one-line 500, logged by uvicorn
+    }
+    app = Starlette(routes=routes, exception_handlers=handlers_by_error)
+    app.state.store = store
+    return _Metered(app, metrics)
+
+
+def app_from_environment() -> ASGIApp:
+    """App factory for uvicorn workers: ``CASTORE_ROOT``, ``CASTORE_FALLBACK_URL``, ``CASTORE_URL_PREFIX``."""
+    store = Store.open(os.environ.get("CASTORE_ROOT", "castore-data"), create=True)
+    return create_app(
+        store,
+        fallback_url=os.environ.get("CASTORE_FALLBACK_URL") or None,
+        prefix=os.environ.get("CASTORE_URL_PREFIX", ""),
+    )
+
+
+def serve(
+    root: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 9999,
+    workers: int = 1,
+    prefix: str = "",
+    fallback_url: str | None = None,
+    log_level: str = "warning",
+) -> None:
+    """Run the server in the foreground until SIGTERM or SIGINT (uvicorn)."""
+    import uvicorn
+
+    Store.open(root, create=True).close()  # create or migrate once, before workers start
+    os.environ["CASTORE_ROOT"] = os.path.abspath(root)
+    os.environ["CASTORE_URL_PREFIX"] = prefix
+    if fallback_url:
+        os.environ["CASTORE_FALLBACK_URL"] = fallback_url
+    uvicorn.run(
+        "castore.server:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+

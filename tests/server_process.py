@@ -1,0 +1,51 @@
+"""Start a real ``castore serve`` process on 127.0.0.1 for tests, and stop it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def castore_server(root: Path, *extra: str) -> Iterator[str]:
+    """Run ``castore --root ROOT serve`` on a free loopback port; yield its base URL."""
+    port = free_port()
+    command = [sys.executable, "-m", "castore", "--root", str(root), "serve", "--port", str(port), *extra]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ})
+    prefix = next((extra[i + 1] for i, a in enumerate(extra) if a == "--prefix"), "")
+    url = f"http://127.0.0.1:{port}{prefix.rstrip('/')}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(url + "/version", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                output = process.stdout.read().decode() if process.stdout else ""
+                raise RuntimeError(f"castore serve did not start: {output}")
+            time.sleep(0.05)
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
