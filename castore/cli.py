@@ -378,11 +378,13 @@ def ingest(c: Context, folder: Path, prefix: str) -> None:
 @click.option("--workers", default=1, show_default=True, type=int, help="Worker processes.")
 @click.option("--prefix", default="", help="URL prefix, e.g. /ft behind a reverse proxy.")
 @click.option("--fallback-url", default=None, help="Redirect GET/HEAD of missing files to this old server.")
+@click.option("--gzip/--no-gzip", default=False, show_default=True,
+              help="gzip compressible files on the fly for clients that accept gzip but not zstd.")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @pass_context
 def serve(c: Context, host: str, port: int, workers: int, prefix: str, fallback_url: str | None,
-          log_level: str) -> None:
+          gzip: bool, log_level: str) -> None:
     """Serve the store over HTTP with the Filetracker v2 protocol (until SIGTERM).
 
     Example: castore serve --port 9999   # then FILETRACKER_URL=http://127.0.0.1:9999
@@ -391,7 +393,7 @@ def serve(c: Context, host: str, port: int, workers: int, prefix: str, fallback_
 
     with _errors_as_exit_codes():
         run_server(str(c.root), host=host, port=port, workers=workers, prefix=prefix,
-                   fallback_url=fallback_url, log_level=log_level)
+                   fallback_url=fallback_url, gzip=gzip, log_level=log_level)
 
 
 def main() -> None:

@@ -40,6 +40,7 @@ class BlobReader(io.RawIOBase):
         self._decoded = decoding_reader(stored, codec)
         self._hasher: Hasher | None = Hasher(seed)
         self.key = key
+        self.codec = codec
         self.size = size
         self.name = name
         self.version = version

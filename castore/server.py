@@ -44,6 +44,10 @@ __all__ = ["CHUNK_SIZE", "app_from_environment", "create_app"]
 CHUNK_SIZE = 1 << 20
 """Bytes per chunk when streaming a file to a client."""
 GZIP_LEVEL = 1
+MAX_REQUEST_HEAD = 64 * 1024
+"""Largest request line + headers accepted, in bytes."""
+SMALL_BODY = 1 << 20
+"""Files up to this size are read whole and sent in one response body."""
 
 
 class _HTTPError(Exception):
@@ -212,8 +216,9 @@ def _gzip(reader: BlobReader) -> Iterator[bytes]:
 class FiletrackerApp:
     """Request handlers bound to one store."""
 
-    def __init__(self, store: Store, *, fallback_url: str | None, metrics: Metrics) -> None:
+    def __init__(self, store: Store, *, fallback_url: str | None, metrics: Metrics, gzip: bool) -> None:
         self.store = store
+        self.gzip = gzip
         self.fallback_url = fallback_url.rstrip("/") if fallback_url else None
         self.metrics = metrics
 
@@ -229,9 +234,20 @@ class FiletrackerApp:
             return await self._put(request, path)
         return await self._delete(request, path)
 
+    def _open(self, path: str, want_body: bool, accept_zstd: bool) -> tuple[BlobReader, bytes | None]:
+        """Open a file; read it whole at once when it is small and goes out decoded."""
+        reader = self.store.open(path)
+        passthrough = accept_zstd and reader.codec is Codec.ZSTD
+        if want_body and reader.size <= SMALL_BODY and not passthrough:
+            with reader:
+                return reader, reader.read()
+        return reader, None
+
     async def _get(self, request: Request, path: str) -> Response:
+        plain = request.method == "GET" and "range" not in request.headers
+        accepted = accepted_encodings(request.headers.get("accept-encoding"))
         try:
-            reader: BlobReader = await anyio.to_thread.run_sync(self.store.open, path)
+            reader, body = await anyio.to_thread.run_sync(self._open, path, plain, "zstd" in accepted)
         except NotFound:
             if self.fallback_url is not None:
                 return RedirectResponse(f"{self.fallback_url}/files{path}", status_code=307)
@@ -254,16 +270,17 @@ class FiletrackerApp:
                 start, end = span
                 headers["Content-Range"] = f"bytes {start}-{end - 1}/{reader.size}"
                 headers["Content-Length"] = str(end - start)
-                body = _iterate(reader, skip=start, limit=end - start)
-                return StreamingResponse(body, status_code=206, headers=headers, media_type=media)
-        accepted = accepted_encodings(request.headers.get("accept-encoding"))
-        codec = await anyio.to_thread.run_sync(lambda: self.store.stat(reader.name).codec)
+                part = _iterate(reader, skip=start, limit=end - start)
+                return StreamingResponse(part, status_code=206, headers=headers, media_type=media)
+        if body is not None:
+            return Response(body, headers=headers, media_type=media)
+        codec = reader.codec.value
         if codec == Codec.ZSTD.value and "zstd" in accepted:
             reader.close()
             info, stored = await anyio.to_thread.run_sync(self.store.open_stored, reader.name)
             headers.update({"Content-Encoding": "zstd", "Content-Length": str(info.stored_size)})
             return StreamingResponse(_iterate(stored), headers=headers, media_type=media)
-        if codec == Codec.ZSTD.value and "gzip" in accepted:
+        if codec == Codec.ZSTD.value and "gzip" in accepted and self.gzip:
             headers["Content-Encoding"] = "gzip"
             return StreamingResponse(_gzip(reader), headers=headers, media_type=media)
         headers["Content-Length"] = str(reader.size)
@@ -369,10 +386,16 @@ def create_app(
     *,
     fallback_url: str | None = None,
     prefix: str = "",
+    gzip: bool = False,
 ) -> ASGIApp:
-    """The ASGI app serving ``store``; ``prefix`` (e.g. ``/ft``) mounts it below a path."""
+    """The ASGI app serving ``store``; ``prefix`` (e.g. ``/ft``) mounts it below a path.
+
+    ``gzip``: compress compressible large files on the fly for clients that accept gzip
+    but not zstd. Off by default: gzip -1 runs at ~110 MB/s here, slower than sending the
+    bytes as they are on loopback or a LAN (see ``benchmarks/server.py``).
+    """
     metrics = Metrics()
-    handlers = FiletrackerApp(store, fallback_url=fallback_url, metrics=metrics)
+    handlers = FiletrackerApp(store, fallback_url=fallback_url, metrics=metrics, gzip=gzip)
     routes: list[BaseRoute] = [
         Route("/version", handlers.version, methods=["GET"]),
         Route("/version/", handlers.version, methods=["GET"]),
@@ -415,6 +438,7 @@ def app_from_environment() -> ASGIApp:
         store,
         fallback_url=os.environ.get("CASTORE_FALLBACK_URL") or None,
         prefix=os.environ.get("CASTORE_URL_PREFIX", ""),
+        gzip=os.environ.get("CASTORE_GZIP") == "1",
     )
 
 
@@ -426,6 +450,7 @@ def serve(
     workers: int = 1,
     prefix: str = "",
     fallback_url: str | None = None,
+    gzip: bool = False,
     log_level: str = "warning",
 ) -> None:
     """Run the server in the foreground until SIGTERM or SIGINT (uvicorn)."""
@@ -436,6 +461,7 @@ def serve(
     os.environ["CASTORE_URL_PREFIX"] = prefix
     if fallback_url:
         os.environ["CASTORE_FALLBACK_URL"] = fallback_url
+    os.environ["CASTORE_GZIP"] = "1" if gzip else "0"
     uvicorn.run(
         "castore.server:app_from_environment",
         factory=True,
@@ -445,5 +471,9 @@ def serve(
         log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=10,
+        # h11, not httptools: h11 refuses a request head over this size (httptools took
+        # a 200 KB header without complaint), which bounds memory per connection.
+        http="h11",
+        h11_max_incomplete_event_size=MAX_REQUEST_HEAD,
     )
 

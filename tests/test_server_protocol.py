@@ -29,7 +29,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def url(root: Path) -> Iterator[str]:
-    with castore_server(root) as base:
+    with castore_server(root, "--gzip") as base:
         yield base
 
 
@@ -152,7 +152,7 @@ def test_huge_header_is_refused_and_server_lives(url: str, http: httpx.Client) -
 
 
 def test_content_negotiation(http: httpx.Client) -> None:
-    text = b"".join(b"%d %d\n" % (i, i * i) for i in range(50_000))
+    text = b"".join(b"%d %d\n" % (i, i * i) for i in range(150_000))  # > 1 MiB: streamed
     put(http, "/neg/text", text)
     r = http.get("/files/neg/text", headers={"Accept-Encoding": "zstd"})
     assert r.headers["content-encoding"] == "zstd" and int(r.headers["content-length"]) < len(text)
@@ -220,3 +220,7 @@ def test_prefix_and_fallback(tmp_path: Path, url: str, http: httpx.Client) -> No
         assert client.get("/files/old/only-here", follow_redirects=True).content == b"from the old server"
         assert put(client, "/new/f", b"x").status_code == 200
         assert client.get("/files/new/f").content == b"x"
+        text = b"1 2 3 4 5 6 7 8 9\n" * 200_000
+        assert put(client, "/new/text", text).status_code == 200
+        r = client.get("/files/new/text", headers={"Accept-Encoding": "gzip"})  # no --gzip here
+        assert "content-encoding" not in r.headers and r.content == text
