@@ -185,6 +185,10 @@ class Ingest:
             self._check_size(hasher.size, expected_size)
             known = (hasher.key(), hasher.size)
             if live_size(known[0]) == known[1]:
+                # Leave the stream where it began: if the blob is collected before the
+                # put records it, the store prepares again from the same source.
+                if opened.stream is not None:
+                    opened.stream.seek(opened.rewind_to)
                 return Prepared(known[0], known[1], Codec.RAW, 0)
         codec = Codec.ZSTD if worth_compressing(head, self.level) else Codec.RAW
         chunks = self._pass(opened, head, first=known is None)

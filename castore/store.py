@@ -309,9 +309,7 @@ class Store:
         For servers that send a zstd frame to clients that accept it, without recompressing.
         """
         entry = self._entry(name)
-        blob = entry.blob
-        stored = io.BytesIO(blob.data) if blob.data is not None else self.blobs.open(blob.key)
-        return FileInfo.of(entry), stored
+        return FileInfo.of(entry), self._stored_bytes(entry.blob)
 
     def read_bytes(self, name: str) -> bytes:
         """The whole content of ``name``."""
@@ -419,11 +417,14 @@ class Store:
                 raise VersionNotFound(path, version, current)
         raise NotFound(path)
 
+    def _stored_bytes(self, blob: BlobRow) -> BinaryIO:
+        """The stored bytes of a blob: its inline row data, or its backend file."""
+        return io.BytesIO(blob.data) if blob.data is not None else self.blobs.open(blob.key)
+
     def _reader(self, entry: Entry) -> BlobReader:
         blob: BlobRow = entry.blob
-        stored = io.BytesIO(blob.data) if blob.data is not None else self.blobs.open(blob.key)
         return BlobReader(
-            stored,
+            self._stored_bytes(blob),
             codec=blob.codec,
             key=blob.key,
             size=blob.size,

@@ -80,3 +80,19 @@ def test_small_files_live_inline(store: Store) -> None:
     store.put("/s", b"tiny", version=1)
     assert store.usage().inline_blobs == 1
     assert blob_files(store) == []
+
+
+def test_blob_collected_between_hashing_and_recording(store: Store, tmp_path: Path) -> None:
+    """A put that only hashed (the blob looked live) prepares again from the same file object."""
+    content = os.urandom(300_000)
+    local = tmp_path / "c.bin"
+    local.write_bytes(content)
+    store.put("/first", content, version=1)
+    key = store.stat("/first").key
+    store.delete("/first")
+    store.collect_garbage()  # the blob is gone, but the put below is told it is live
+    store.metadata.live_blob_size = lambda k: len(content) if k == key else None  # type: ignore[method-assign]
+    with open(local, "rb") as f:
+        assert store.put("/second", f, version=1) == "/second@1"
+    assert store.read_bytes("/second") == content
+    assert store.check() == []
