@@ -31,6 +31,7 @@ class BlobReader(io.RawIOBase):
         codec: Codec,
         key: BlobKey,
         size: int,
+        stored_size: int,
         seed: int,
         name: str,
         version: int,
@@ -42,6 +43,7 @@ class BlobReader(io.RawIOBase):
         self.key = key
         self.codec = codec
         self.size = size
+        self.stored_size = stored_size
         self.name = name
         self.version = version
 
@@ -82,6 +84,20 @@ class BlobReader(io.RawIOBase):
         while chunk := self.read(1 << 20):
             chunks.append(chunk)
         return b"".join(chunks)
+
+    def take_stored(self) -> BinaryIO:
+        """Hand over the stored bytes as kept (raw, or one zstd frame) instead of decoding.
+
+        Only before anything was read; the reader is closed and the caller owns the stream.
+        For servers that send a zstd frame to clients that accept it, without recompressing.
+        """
+        if self._hasher is None or self._hasher.size:
+            raise ValueError("take_stored() after reading")
+        stored = self._stored
+        # Drop the decoder without closing it: closing it would close ``stored`` too.
+        self._stored = self._decoded = io.BytesIO()
+        self.close()
+        return stored
 
     def close(self) -> None:
         if not self.closed:

@@ -276,10 +276,8 @@ class FiletrackerApp:
             return Response(body, headers=headers, media_type=media)
         codec = reader.codec.value
         if codec == Codec.ZSTD.value and "zstd" in accepted:
-            reader.close()
-            info, stored = await anyio.to_thread.run_sync(self.store.open_stored, reader.name)
-            headers.update({"Content-Encoding": "zstd", "Content-Length": str(info.stored_size)})
-            return StreamingResponse(_iterate(stored), headers=headers, media_type=media)
+            headers.update({"Content-Encoding": "zstd", "Content-Length": str(reader.stored_size)})
+            return StreamingResponse(_iterate(reader.take_stored()), headers=headers, media_type=media)
         if codec == Codec.ZSTD.value and "gzip" in accepted and self.gzip:
             headers["Content-Encoding"] = "gzip"
             return StreamingResponse(_gzip(reader), headers=headers, media_type=media)

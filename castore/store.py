@@ -303,14 +303,6 @@ class Store:
                 raise
             return self._reader(again)
 
-    def open_stored(self, name: str) -> tuple[FileInfo, BinaryIO]:
-        """The stored bytes of ``name`` as kept (raw, or one zstd frame), with its info.
-
-        For servers that send a zstd frame to clients that accept it, without recompressing.
-        """
-        entry = self._entry(name)
-        return FileInfo.of(entry), self._stored_bytes(entry.blob)
-
     def read_bytes(self, name: str) -> bytes:
         """The whole content of ``name``."""
         with self.open_file(name) as reader:
@@ -428,6 +420,7 @@ class Store:
             codec=blob.codec,
             key=blob.key,
             size=blob.size,
+            stored_size=blob.stored_size,
             seed=self.seed,
             name=versioned_name(entry.path, entry.version),
             version=entry.version,
