@@ -13,7 +13,9 @@ The tree::
     │   ├── CorruptBlob                   a blob's bytes do not hash to its key
     │   ├── MissingBlob                   metadata names a blob the backend does not have
     │   └── HashCollision                 same key, different size: refused, nothing stored
-    └── SourceError                       the content source was short, unreadable or wrong size
+    ├── SourceError                       the content source was short, unreadable or wrong size
+    └── FiletrackerError                  a client call failed; ``status`` is the HTTP status, if any
+        └── FileNotAvailable (NotFound)   the server (or cache) has no such file or version
 
 Each message is one line and says what went wrong with which name.
 """
@@ -23,6 +25,8 @@ from __future__ import annotations
 __all__ = [
     "CastoreError",
     "CorruptBlob",
+    "FileNotAvailable",
+    "FiletrackerError",
     "HashCollision",
     "IntegrityError",
     "InvalidName",
@@ -95,3 +99,27 @@ class HashCollision(IntegrityError):
 
 class SourceError(CastoreError):
     """The content given to a put could not be read as promised."""
+
+
+class FiletrackerError(CastoreError):
+    """A :class:`castore.client.Client` call failed, named as Filetracker's client names it.
+
+    ``status`` is the HTTP status when a server answered (messages start with
+    ``HTTP/<status>:`` like Filetracker's, so code matching ``"404" in str(e)`` keeps
+    working), else None (connection refused, timeout, a short or corrupt response).
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class FileNotAvailable(FiletrackerError, NotFound):
+    """The file, or the requested version of it, is not available (HTTP 404)."""
+
+    def __init__(self, path: str, message: str | None = None, status: int | None = 404) -> None:
+        NotFound.__init__(self, path, message or f"File not available: {path}")
+        self.status = status

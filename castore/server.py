@@ -127,6 +127,8 @@ class _UploadReader(io.RawIOBase):
         if raw is None:
             self._finish()
             return
+        if not raw:
+            return  # Starlette ends a body with an empty chunk; a finished zstd decoder refuses it
         self._received += len(raw)
         if self._content_length is not None and self._received > self._content_length:
             raise SourceError("the body is longer than its Content-Length")
@@ -223,7 +225,9 @@ class FiletrackerApp:
         self.metrics = metrics
 
     async def version(self, request: Request) -> Response:
-        return JSONResponse({"protocol_versions": PROTOCOL_VERSIONS})
+        # Filetracker clients read only protocol_versions; castore's client looks for
+        # the "castore" key to know it may send zstd and chunked uploads.
+        return JSONResponse({"protocol_versions": PROTOCOL_VERSIONS, "castore": {"upload_encodings": ["zstd", "gzip"]}})
 
     async def files(self, request: Request) -> Response:
         path = path_from_url(request.path_params["path"])
@@ -318,12 +322,10 @@ class FiletrackerApp:
         cutoff = parse_version_date(text) if text else int(time.time())
 
         def collect() -> list[str]:
-            if directory != "/":
-                if self.store.exists(directory.rstrip("/")):
-                    raise _HTTPError(400, "Path doesn't exist or is not a directory")
-                if next(self.store.list(directory), None) is None:
-                    raise _HTTPError(400, "Path doesn't exist or is not a directory")
-            return [info.path[len(directory):] for info in self.store.list(directory, max_version=cutoff)]
+            try:
+                return self.store.list_folder(directory, max_version=cutoff)
+            except NotFound:
+                raise _HTTPError(400, "Path doesn't exist or is not a directory") from None
 
         paths = await anyio.to_thread.run_sync(collect)
         return Response("".join(p + "\n" for p in paths), media_type="text/plain; charset=utf-8")

@@ -339,6 +339,17 @@ class Store:
         for entry in self.metadata.list(low, high, max_version):
             yield FileInfo.of(entry)
 
+    def list_folder(self, folder: str, *, max_version: int | None = None) -> builtins.list[str]:
+        """Paths of the current files below ``folder``, relative to it (Filetracker's list).
+
+        Raises NotFound when ``folder`` holds no file at all (it is not a folder here),
+        whatever ``max_version`` filters out; the root ``/`` is always a folder.
+        """
+        directory = check_prefix(folder if folder.endswith("/") else folder + "/")
+        if directory != "/" and next(self.list(directory), None) is None:
+            raise NotFound(folder, f"not a folder: {folder}")
+        return [info.path[len(directory):] for info in self.list(directory, max_version=max_version)]
+
     def usage(self) -> Usage:
         """Logical bytes (current and retained), stored bytes, blob counts, dedup ratio."""
         return self.metadata.usage()

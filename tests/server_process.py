@@ -22,9 +22,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def castore_server(root: Path, *extra: str) -> Iterator[str]:
-    """Run ``castore --root ROOT serve`` on a free loopback port; yield its base URL."""
-    port = free_port()
+def castore_server(root: Path, *extra: str, port: int | None = None) -> Iterator[str]:
+    """Run ``castore --root ROOT serve`` on loopback (a free port by default); yield its base URL."""
+    port = port or free_port()
     command = [sys.executable, "-m", "castore", "--root", str(root), "serve", "--port", str(port), *extra]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ})
     prefix = next((extra[i + 1] for i, a in enumerate(extra) if a == "--prefix"), "")

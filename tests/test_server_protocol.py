@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+import zstandard
 
 from castore.store import Store
 
@@ -61,7 +62,7 @@ def raw_request(url: str, request: bytes, *, close_write: bool = False) -> bytes
 
 def test_version_endpoint(http: httpx.Client) -> None:
     for path in ("/version", "/version/"):
-        assert http.get(path).json() == {"protocol_versions": [2]}
+        assert http.get(path).json()["protocol_versions"] == [2]
 
 
 def test_put_get_head_with_headers(http: httpx.Client) -> None:
@@ -94,6 +95,21 @@ def test_gzip_upload_with_hints(http: httpx.Client, root: Path) -> None:
                                                      "Logical-Size": str(len(content))})
     assert r.status_code == 200
     assert http.get("/files/p/gz", headers={"Accept-Encoding": "identity"}).content == content
+
+
+def test_zstd_upload_whole_and_chunked(http: httpx.Client) -> None:
+    content = b"6 7 8 9\n" * 50_000
+    frame = zstandard.ZstdCompressor(level=1, write_checksum=True).compress(content)
+    r = put(http, "/p/zst", frame, **{"Content-Encoding": "zstd", "Logical-Size": str(len(content))})
+    assert r.status_code == 200
+    assert http.get("/files/p/zst", headers={"Accept-Encoding": "identity"}).content == content
+    pieces = [frame[i:i + 1000] for i in range(0, len(frame), 1000)]
+    r = http.put("/files/p/zst-chunked", params={"last_modified": V2000}, content=iter(pieces),
+                 headers={"Content-Encoding": "zstd"})
+    assert r.status_code == 200 and http.get("/files/p/zst-chunked").content == content
+    cut = put(http, "/p/zst-cut", frame[:-10], **{"Content-Encoding": "zstd"})
+    assert cut.status_code == 400 and "truncated" in cut.headers["x-exception"]
+    assert http.get("/files/p/zst-cut").status_code == 404
 
 
 def test_lying_hints_are_refused_and_store_nothing(http: httpx.Client) -> None:

@@ -1,0 +1,295 @@
+"""The client's local cache: a folder of files shared by every process on a machine.
+
+Layout (the same as Filetracker 2.x's client cache, so an existing cache keeps working)::
+
+    <cache_dir>/files/<path>    the content of <path>; its mtime is its version
+    <cache_dir>/locks/<path>    empty lock files (``flock``): shared to read, exclusive to write
+    <cache_dir>/tmp/            files being written, renamed into files/ when complete
+
+A file appears in ``files/`` only whole: it is written under ``tmp/``, given its version
+as mtime, then renamed. Readers take the shared lock, writers the exclusive one, so a
+file is downloaded once when several processes want it at the same time. Access time
+is set on every hit, which is what :meth:`LocalCache.clean` evicts by.
+
+A file handed out as a hard link (see :meth:`LocalCache.link_to`) shares its inode with
+the cache: write a new file rather than modifying it in place. A modification in place
+changes its mtime, so the cache then no longer serves it for the old version.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, NamedTuple, TypeVar
+
+from .names import check_path, versioned_name
+
+__all__ = ["CacheEntry", "CleanReport", "LocalCache"]
+
+T = TypeVar("T")
+
+STALE_TEMP_SECONDS = 3600.0
+"""Temporary files older than this are left over by killed processes; clean removes them."""
+
+
+class CacheEntry(NamedTuple):
+    """One cached file, as Filetracker's ``DataStore.FileInfoEntry``: versioned name, mtime, size."""
+
+    name: str
+    mtime: float
+    size: int
+
+
+@dataclass(frozen=True)
+class CleanReport:
+    """What :meth:`LocalCache.clean` found and did."""
+
+    files_before: int
+    bytes_before: int
+    files_removed: int
+    bytes_removed: int
+
+
+class LocalCache:
+    """Cached files under ``root``; ``locks_dir`` defaults to ``<root>/locks``."""
+
+    def __init__(self, root: str | os.PathLike[str], locks_dir: str | os.PathLike[str] | None = None) -> None:
+        self.root = Path(root)
+        self.files = self.root / "files"
+        self.locks = Path(locks_dir) if locks_dir is not None else self.root / "locks"
+        self.tmp = self.root / "tmp"
+
+    def __repr__(self) -> str:
+        return f"LocalCache({str(self.root)!r})"
+
+    def file_path(self, path: str) -> Path:
+        """Where ``path`` (a valid store path) is kept."""
+        return self.files / check_path(path).lstrip("/")
+
+    # -- locks -----------------------------------------------------------------------------
+
+    @contextmanager
+    def locked(self, path: str, *, exclusive: bool) -> Iterator[None]:
+        """Hold ``path``'s lock: shared for reading, exclusive for writing or deleting."""
+        lock_path = self.locks / check_path(path).lstrip("/")
+        fd = _retry_on_missing_parent(lambda: os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666), lock_path)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def version(self, path: str) -> int | None:
+        """The version of the cached ``path``, or None when it is not cached."""
+        try:
+            return int(os.stat(self.file_path(path)).st_mtime)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def lookup(self, path: str, version: int | None) -> Path | None:
+        """The cached file of ``path@version`` (any version when None), marked as used; else None.
+
+        Call with the lock held.
+        """
+        file = self.file_path(path)
+        try:
+            cached = int(os.stat(file).st_mtime)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if version is not None and cached != version:
+            return None
+        with suppress(OSError):
+            os.utime(file, (time.time(), cached))  # access time drives eviction
+        return file
+
+    def link_to(self, file: Path, destination: str | os.PathLike[str], *, link: bool = True) -> None:
+        """Put a cached file at ``destination``: a hard link when possible, else a copy.
+
+        ``destination`` is replaced whole: it is never seen half-written.
+        """
+        destination = Path(destination)
+        temporary = destination.with_name(f".{destination.name}.castore-{os.getpid()}-{time.monotonic_ns()}")
+        try:
+            if link:
+                try:
+                    os.link(file, temporary)
+                except OSError as e:
+                    if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                        raise
+                    shutil.copyfile(file, temporary)
+            else:
+                shutil.copyfile(file, temporary)
+            os.replace(temporary, destination)
+        except BaseException:
+            with suppress(OSError):
+                os.unlink(temporary)
+            raise
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def add_stream(self, path: str, stream: BinaryIO, version: int) -> Path:
+        """Cache ``stream``'s content (a download: the origin's truth) as ``path@version``.
+
+        Replaces whatever is cached, even a "newer" file: a file whose mtime is newer
+        than the origin's current version was modified in place, or the origin
+        deleted it and took an older one since. Call with the exclusive lock held.
+        """
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=self.tmp, prefix="add-", delete=False) as out:
+            try:
+                shutil.copyfileobj(stream, out, 1 << 20)
+            except BaseException:
+                out.close()
+                os.unlink(out.name)
+                raise
+        return self._install(path, Path(out.name), version, keep_newer=False)
+
+    def add_file(self, path: str, source: str | os.PathLike[str], version: int) -> Path:
+        """Cache a copy of the local file ``source`` as ``path@version`` (exclusive lock held).
+
+        A newer cached version is kept: an older version never replaces it.
+        """
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=self.tmp, prefix="add-")
+        os.close(fd)
+        try:
+            shutil.copyfile(source, name)
+        except BaseException:
+            os.unlink(name)
+            raise
+        return self._install(path, Path(name), version, keep_newer=True)
+
+    def _install(self, path: str, temporary: Path, version: int, *, keep_newer: bool) -> Path:
+        """Rename a complete temporary file into place with its version as mtime."""
+        file = self.file_path(path)
+        try:
+            current = self.version(path)
+            if keep_newer and current is not None and current > version:
+                os.unlink(temporary)
+                return file
+            os.utime(temporary, (time.time(), version))
+            _retry_on_missing_parent(lambda: os.replace(temporary, file), file)
+        except BaseException:
+            with suppress(OSError):
+                os.unlink(temporary)
+            raise
+        return file
+
+    def delete(self, path: str, version: int | None = None) -> bool:
+        """Remove the cached ``path`` (only if it is at ``version``, when given); True if removed."""
+        file = self.file_path(path)
+        with self.locked(path, exclusive=True):
+            cached = self.version(path)
+            if cached is None or (version is not None and cached != version):
+                return False
+            os.unlink(file)
+        self._prune(file.parent, self.files)
+        with suppress(OSError):
+            os.unlink(self.locks / path.lstrip("/"))
+        self._prune((self.locks / path.lstrip("/")).parent, self.locks)
+        return True
+
+    @staticmethod
+    def _prune(folder: Path, top: Path) -> None:
+        """Remove empty folders from ``folder`` up to (not including) ``top``."""
+        while folder != top and top in folder.parents:
+            try:
+                folder.rmdir()
+            except OSError:
+                return
+            folder = folder.parent
+
+    # -- listing and eviction ----------------------------------------------------------------
+
+    def entries(self) -> Iterator[CacheEntry]:
+        """Every cached file as (versioned name, mtime, size), in no particular order."""
+        for directory, _, names in os.walk(self.files):
+            for name in names:
+                file = Path(directory, name)
+                try:
+                    info = file.stat()
+                except FileNotFoundError:
+                    continue
+                path = "/" + file.relative_to(self.files).as_posix()
+                yield CacheEntry(versioned_name(path, int(info.st_mtime)), info.st_mtime, info.st_size)
+
+    def clean(self, max_bytes: int, *, keep_fraction: float = 0.5, dry_run: bool = False) -> CleanReport:
+        """Evict least recently used files once the cache holds ``max_bytes`` or more.
+
+        Removes files, oldest access first, until at most ``keep_fraction`` of
+        ``max_bytes`` is left; a file being read or written at that moment is skipped.
+        Temporary files left by killed processes are removed too.
+        """
+        self._remove_stale_temporaries()
+        files: list[tuple[float, int, Path]] = []
+        for directory, _, names in os.walk(self.files):
+            for name in names:
+                file = Path(directory, name)
+                with suppress(FileNotFoundError):
+                    info = file.stat()
+                    files.append((info.st_atime, info.st_size, file))
+        total = sum(size for _, size, _ in files)
+        removed = removed_bytes = 0
+        if total >= max_bytes:
+            target = max_bytes * keep_fraction
+            for _, size, file in sorted(files, key=lambda item: item[0]):
+                if total - removed_bytes <= target:
+                    break
+                if dry_run or self._evict(file):
+                    removed += 1
+                    removed_bytes += size
+        return CleanReport(len(files), total, removed, removed_bytes)
+
+    def _evict(self, file: Path) -> bool:
+        path = "/" + file.relative_to(self.files).as_posix()
+        lock_path = self.locks / path.lstrip("/")
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:
+            fd = -1
+        try:
+            if fd >= 0:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return False  # in use right now
+            try:
+                os.unlink(file)
+            except FileNotFoundError:
+                return False
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        self._prune(file.parent, self.files)
+        return True
+
+    def _remove_stale_temporaries(self) -> None:
+        cutoff = time.time() - STALE_TEMP_SECONDS
+        with suppress(FileNotFoundError):
+            for entry in os.scandir(self.tmp):
+                with suppress(OSError):
+                    if entry.stat().st_mtime < cutoff:
+                        os.unlink(entry.path)
+
+
+def _retry_on_missing_parent(action: Callable[[], T], target: Path) -> T:
+    """Run ``action``, creating ``target``'s parent folders first if they are missing.
+
+    Retried because another process may prune an empty folder between the two steps.
+    """
+    for _ in range(10):
+        try:
+            return action()
+        except FileNotFoundError:
+            target.parent.mkdir(parents=True, exist_ok=True)
+    return action()

@@ -1,0 +1,369 @@
+"""A drop-in for ``filetracker.client.Client`` 2.3.3, faster, on castore or Filetracker servers.
+
+A client has an *origin* that holds the files and, optionally, a local *cache*:
+
+* origin: a server (:class:`~castore.remote.Remote`, from ``remote_url``) or an embedded
+  :class:`~castore.store.Store` (no server at all, for development and tests);
+* cache: a :class:`~castore.cache.LocalCache` folder (``cache_dir``) shared by every
+  process on the machine.
+
+The cache-then-origin rule lives in one method, :meth:`Client._from_cache`, and is
+Filetracker's: a *versioned* name is served from the cache when the cache has exactly
+that version; an unversioned name always asks the origin (when there is one) for its
+current version. Differences from Filetracker's client, all invisible to its callers:
+files come out of the cache as hard links instead of copies, uploads to castore are
+zstd-compressed (not gzip -9) and not hashed with SHA-256 on the client (the server
+hashes what it receives), connections are kept alive, and a cache hit returns
+``path@version`` (Filetracker returns ``path@version@version``).
+
+Errors are :class:`~castore.errors.FiletrackerError` (``HTTP/404: ...`` and so on);
+a missing file raises its subclass :class:`~castore.errors.FileNotAvailable`, which
+is also a ``FileNotFoundError``. Invalid names raise ``ValueError``, as Filetracker's.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any, BinaryIO, Final, Protocol
+
+from .cache import CacheEntry, LocalCache
+from .errors import FileNotAvailable, FiletrackerError, NotFound, SourceError
+from .names import parse_name, versioned_name
+from .remote import DEFAULT_TIMEOUT, Remote, RemoteFile
+from .store import Store
+
+__all__ = ["AUTO", "CacheEntry", "Client", "FileNotAvailable", "FiletrackerError", "LocalCache", "Origin", "Remote"]
+
+log = logging.getLogger(__name__)
+
+
+class _Auto:
+    def __repr__(self) -> str:
+        return "AUTO"
+
+
+AUTO: Final = _Auto()
+"""Default for ``local_store``/``remote_store``: build one from the other arguments.
+
+The string ``"auto"`` (Filetracker's spelling) means the same.
+"""
+
+
+class Origin(Protocol):
+    """Where a client's files live: a server, or a store in this process."""
+
+    def stat(self, path: str) -> RemoteFile: ...
+
+    def open(self, path: str) -> tuple[RemoteFile, BinaryIO]: ...
+
+    def put(self, path: str, source: str | os.PathLike[str], version: int, *, compress: bool = True) -> int: ...
+
+    def delete(self, path: str, version: int) -> None: ...
+
+    def list(self, subpath: str, cutoff: int | None = None) -> list[str]: ...
+
+
+class EmbeddedOrigin:
+    """A :class:`Store` opened in this process, answering as a server would."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def __repr__(self) -> str:
+        return f"EmbeddedOrigin({self.store!r})"
+
+    def stat(self, path: str) -> RemoteFile:
+        try:
+            info = self.store.stat(path)
+        except NotFound:
+            raise FileNotAvailable(path) from None
+        return RemoteFile(info.version, info.size)
+
+    def open(self, path: str) -> tuple[RemoteFile, BinaryIO]:
+        try:
+            reader = self.store.open(path)
+        except NotFound:
+            raise FileNotAvailable(path) from None
+        return RemoteFile(reader.version, reader.size), reader
+
+    def put(self, path: str, source: str | os.PathLike[str], version: int, *, compress: bool = True) -> int:
+        with open(source, "rb") as f:
+            return parse_name(self.store.put(path, f, version)).version or version
+
+    def delete(self, path: str, version: int) -> None:
+        try:
+            self.store.delete(path, version)
+        except NotFound:
+            raise FileNotAvailable(path) from None
+
+    def list(self, subpath: str, cutoff: int | None = None) -> list[str]:
+        try:
+            return self.store.list_folder(subpath or "/", max_version=cutoff)
+        except NotFound:
+            raise FiletrackerError(f"{subpath}: Path doesn't exist or is not a directory", status=400) from None
+
+
+def _default_cache_dir() -> str:
+    return os.environ.get("FILETRACKER_DIR") or os.path.expanduser("~/.filetracker-store")
+
+
+class Client:
+    """Filetracker's client API over a castore (or Filetracker) server and a local cache.
+
+    Arguments are Filetracker's, with the same defaults: ``cache_dir`` is
+    ``$FILETRACKER_DIR`` or ``~/.filetracker-store``, ``remote_url`` is
+    ``$FILETRACKER_URL``; ``local_store=None`` turns the cache off, ``remote_store=None``
+    makes a local-only client. ``remote_store`` may also be a :class:`Store` (an
+    embedded store, no server) or a :class:`Remote`. ``lock_manager`` is accepted for
+    compatibility: the cache always locks.
+
+    Keyword-only: ``link_files`` (hand out cached files as hard links; False copies),
+    ``timeout`` (seconds per socket operation).
+    """
+
+    def __init__(
+        self,
+        local_store: LocalCache | _Auto | str | None = AUTO,
+        remote_store: Origin | Store | _Auto | str | None = AUTO,
+        lock_manager: Any = AUTO,
+        cache_dir: str | os.PathLike[str] | None = None,
+        remote_url: str | None = None,
+        locks_dir: str | os.PathLike[str] | None = None,
+        *,
+        link_files: bool = True,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        if _is_auto(local_store):
+            local_store = LocalCache(cache_dir or _default_cache_dir(), locks_dir)
+        if _is_auto(remote_store):
+            url = remote_url or os.environ.get("FILETRACKER_URL")
+            remote_store = Remote(url, timeout=timeout) if url else None
+        elif isinstance(remote_store, Store):
+            remote_store = EmbeddedOrigin(remote_store)
+        if local_store is None and remote_store is None:
+            raise ValueError("a Client needs a local cache, an origin (remote_url or a store), or both")
+        assert not isinstance(local_store, (_Auto, str)) and not isinstance(remote_store, (_Auto, str))
+        self.local_store: LocalCache | None = local_store
+        self.remote_store: Origin | None = remote_store
+        self.link_files = link_files
+
+    def __repr__(self) -> str:
+        return f"Client(local_store={self.local_store!r}, remote_store={self.remote_store!r})"
+
+    def close(self) -> None:
+        """Close idle connections (they are also closed when the client is collected)."""
+        close = getattr(self.remote_store, "close", None)
+        if close is not None:
+            close()
+
+    # -- the cache-then-origin rule, written once -------------------------------------
+
+    @contextmanager
+    def _locked(self, path: str, *, exclusive: bool) -> Iterator[None]:
+        with self.local_store.locked(path, exclusive=exclusive) if self.local_store else nullcontext():
+            yield
+
+    def _from_cache(self, path: str, version: int | None, force_refresh: bool = False) -> Path | None:
+        """The cached file that may serve ``path@version``, or None (lock held by the caller).
+
+        Unversioned names are served from the cache only by a client with no origin.
+        """
+        if self.local_store is None or force_refresh:
+            return None
+        if version is None and self.remote_store is not None:
+            return None
+        return self.local_store.lookup(path, version)
+
+    def _origin(self, path: str) -> Origin:
+        if self.remote_store is None:
+            raise FileNotAvailable(path)
+        return self.remote_store
+
+    def _download(self, path: str, version: int | None) -> tuple[RemoteFile, BinaryIO]:
+        """Open ``path`` at the origin; the version must be ``version`` when one is asked for."""
+        info, stream = self._origin(path).open(path)
+        if version is not None and info.version != version:
+            stream.close()
+            raise FileNotAvailable(
+                path, f"Version {version} of {path} not available. Server has {info.version}", status=None
+            )
+        return info, stream
+
+    def _fetch_into_cache(self, path: str, version: int | None, force_refresh: bool) -> Path:
+        """A cache file of ``path@version``, downloaded unless already there (exclusive lock held)."""
+        assert self.local_store is not None
+        if not force_refresh:
+            hit = self.local_store.lookup(path, version) if version is not None else None
+            if hit is not None:
+                return hit  # another process fetched it while this one waited for the lock
+        info, stream = self._download(path, version)
+        with stream:
+            return self.local_store.add_stream(path, stream, info.version)
+
+    # -- Filetracker's API ---------------------------------------------------------------
+
+    def get_file(
+        self, name: str, save_to: str | os.PathLike[str], add_to_cache: bool = True, force_refresh: bool = False
+    ) -> str:
+        """Save the content of ``name`` at the local path ``save_to``; return its versioned name."""
+        path, version = _split(name)
+        with self._locked(path, exclusive=False):
+            hit = self._from_cache(path, version, force_refresh)
+            if hit is not None:
+                assert self.local_store is not None
+                self.local_store.link_to(hit, save_to, link=self.link_files)
+                return versioned_name(path, _file_version(hit))
+        self._origin(path)
+        if self.local_store is not None and add_to_cache:
+            try:
+                with self._locked(path, exclusive=True):
+                    cached = self._fetch_into_cache(path, version, force_refresh)
+                    self.local_store.link_to(cached, save_to, link=self.link_files)
+                    return versioned_name(path, _file_version(cached))
+            except FiletrackerError:
+                raise  # the origin's answer (404, version mismatch, no connection)
+            except (OSError, SourceError) as e:  # the cache is an optimisation: go around it
+                log.warning("castore: cannot cache %s (%s); downloading it directly", path, e)
+        info, stream = self._download(path, version)
+        with stream:
+            _write_whole(stream, Path(save_to))
+        return versioned_name(path, info.version)
+
+    def get_stream(
+        self, name: str, force_refresh: bool = False, serve_from_cache: bool = False
+    ) -> tuple[BinaryIO, str]:
+        """A readable binary stream of ``name`` and its versioned name."""
+        path, version = _split(name)
+        with self._locked(path, exclusive=False):
+            hit = self._from_cache(path, version, force_refresh)
+            if hit is not None:
+                return open(hit, "rb"), versioned_name(path, _file_version(hit))
+        if serve_from_cache and self.local_store is not None:
+            wanted = version if version is not None else self._origin(path).stat(path).version
+            with self._locked(path, exclusive=True):
+                cached = self._fetch_into_cache(path, wanted, force_refresh)
+                return open(cached, "rb"), versioned_name(path, _file_version(cached))
+        info, stream = self._download(path, version)
+        return stream, versioned_name(path, info.version)
+
+    def file_version(self, name: str) -> int:
+        """The current version of ``name``'s path (a version in ``name`` is ignored)."""
+        path, _ = _split(name)
+        if self.remote_store is not None:
+            return self.remote_store.stat(path).version
+        with self._locked(path, exclusive=False):
+            hit = self._from_cache(path, None)
+            if hit is None:
+                raise FileNotAvailable(path)
+            return _file_version(hit)
+
+    def file_size(self, name: str, force_refresh: bool = False) -> int:
+        """The size in bytes of the (uncompressed) content of ``name``."""
+        path, version = _split(name)
+        with self._locked(path, exclusive=False):
+            hit = self._from_cache(path, version, force_refresh)
+            if hit is not None:
+                return hit.stat().st_size
+        return self._origin(path).stat(path).size
+
+    def put_file(
+        self,
+        name: str,
+        filename: str | os.PathLike[str],
+        to_local_store: bool = True,
+        to_remote_store: bool = True,
+        compress_hint: bool = True,
+    ) -> str:
+        """Store the local file ``filename`` as ``name``; return the versioned name now stored.
+
+        Without a version in ``name`` the version is now (this machine's clock). When
+        the origin already has a newer version the put is ignored and that version is
+        returned, as by Filetracker.
+        """
+        path, version = _split(name)
+        local = to_local_store and self.local_store is not None
+        remote = to_remote_store and self.remote_store is not None
+        if not local and not remote:
+            raise ValueError("put_file needs to_local_store or to_remote_store with that store configured")
+        if not os.path.isfile(filename):
+            raise FiletrackerError(f"{os.fspath(filename)}: no such local file")
+        if version is None:
+            version = int(time.time())
+        stored = version
+        if remote:
+            assert self.remote_store is not None
+            stored = self.remote_store.put(path, filename, version, compress=compress_hint)
+        if local and stored == version:
+            assert self.local_store is not None
+            try:
+                with self._locked(path, exclusive=True):
+                    cached = self.local_store.add_file(path, filename, version)
+                    if not remote:
+                        stored = _file_version(cached)  # a newer cached version was kept
+            except OSError:
+                if not remote:
+                    raise  # the cache is the only store: its failure is the put's failure
+                log.warning("castore: stored %s but could not cache it", path, exc_info=True)
+        return versioned_name(path, stored)
+
+    def delete_file(self, name: str) -> None:
+        """Delete ``name`` (only if not newer than its version, when it has one)."""
+        path, version = _split(name)
+        removed = self.local_store.delete(path, version) if self.local_store is not None else False
+        if self.remote_store is not None:
+            self.remote_store.delete(path, version if version is not None else int(time.time()))
+        elif not removed:
+            raise FileNotAvailable(path)
+
+    def list_local_files(self) -> list[CacheEntry]:
+        """Every file in the local cache: ``(versioned name, mtime, size)`` entries."""
+        return list(self.local_store.entries()) if self.local_store is not None else []
+
+    def list_remote_files(
+        self, version_cutoff_timestamp: int | None = None, subpath: str = "", absolute_paths: bool = False
+    ) -> list[str]:
+        """Paths of the origin's files below ``subpath`` (no leading ``/``), versions ≤ the cutoff.
+
+        Relative to ``subpath``, or to the root with ``absolute_paths``.
+        """
+        if self.remote_store is None:
+            return []
+        if subpath and not subpath.startswith("/"):
+            raise FiletrackerError(f"HTTP/400: subpath must start with '/', not {subpath!r}", status=400)
+        paths = self.remote_store.list(subpath, version_cutoff_timestamp)
+        if absolute_paths and subpath.strip("/"):
+            prefix = subpath.strip("/") + "/"
+            return [prefix + path for path in paths]
+        return paths
+
+
+def _is_auto(value: object) -> bool:
+    return value is AUTO or value == "auto"
+
+
+def _split(name: str) -> tuple[str, int | None]:
+    parsed = parse_name(name)
+    return parsed.path, parsed.version
+
+
+def _file_version(file: Path) -> int:
+    return int(file.stat().st_mtime)
+
+
+def _write_whole(stream: BinaryIO, destination: Path) -> None:
+    """Write ``stream`` to ``destination``, replacing it only once complete."""
+    temporary = destination.with_name(f".{destination.name}.castore-{os.getpid()}-{time.monotonic_ns()}")
+    try:
+        with open(temporary, "wb") as out:
+            shutil.copyfileobj(stream, out, 1 << 20)
+        os.replace(temporary, destination)
+    except BaseException:
+        if temporary.exists():
+            temporary.unlink()
+        raise
