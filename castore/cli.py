@@ -18,18 +18,25 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar, cast
 
 import click
+from click.core import ParameterSource
 from tqdm import tqdm
 
+from .cache import LocalCache
+from .client import Client, default_cache_dir
 from .errors import CastoreError, IntegrityError, InvalidName, NotFound, SourceError, StoreNotFound
+from .names import parse_name, versioned_name
 from .store import FileInfo, Store
 
 __all__ = ["cli", "main"]
@@ -77,11 +84,23 @@ def _errors_as_exit_codes() -> Iterator[None]:
 
 
 class Context:
-    """What every command gets: where the store is and how to print."""
+    """What every command gets: where the store is (a local root or a server URL) and how to print."""
 
-    def __init__(self, root: Path, as_json: bool) -> None:
+    def __init__(self, root: Path, as_json: bool, url: str | None = None) -> None:
         self.root = root
         self.as_json = as_json
+        self.url = url
+
+    def client(self) -> Client | None:
+        """A remote-only client when ``--url`` is in effect, else None (use the local store)."""
+        if self.url is None:
+            return None
+        return Client(local_store=None, remote_url=self.url)
+
+    def local_only(self, command: str) -> None:
+        """Refuse a command the Filetracker protocol cannot carry when ``--url`` is in effect."""
+        if self.url is not None:
+            raise CastoreClickError(f"castore {command} needs a local store (--root), not --url {self.url}", 2)
 
     def store(self, create: bool = False) -> Store:
         store: Store = Store.open(self.root, create=create)
@@ -144,15 +163,27 @@ class _CountingReader:
     envvar="CASTORE_ROOT",
     help="Store folder (env CASTORE_ROOT).",
 )
+@click.option(
+    "--url",
+    default=None,
+    envvar=["CASTORE_URL", "FILETRACKER_URL"],
+    help="Work against this server instead of --root (env CASTORE_URL, FILETRACKER_URL). "
+    "put, get, cat, ls, rm, stat and ingest work remotely.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.version_option(package_name="castore")
 @click.pass_context
-def cli(ctx: click.Context, root: Path, as_json: bool) -> None:
+def cli(ctx: click.Context, root: Path, url: str | None, as_json: bool) -> None:
     """castore: a content-addressed, deduplicating file store.
 
     Names are absolute paths, optionally with @version: /problems/1/a.in@1700000000.
+    A --root given on the command line wins over a URL from the environment.
     """
-    ctx.obj = Context(root, as_json)
+    if url is not None and ctx.get_parameter_source("root") is ParameterSource.COMMANDLINE:
+        if ctx.get_parameter_source("url") is ParameterSource.COMMANDLINE:
+            raise click.UsageError("give --root or --url, not both")
+        url = None
+    ctx.obj = Context(root, as_json, url or None)
 
 
 @cli.command()
@@ -162,6 +193,7 @@ def init(c: Context) -> None:
 
     Example: castore --root ./castore-data init
     """
+    c.local_only("init")
     with _errors_as_exit_codes(), c.store(create=True):
         pass
     c.emit({"root": str(c.root)}, f"castore store ready at {c.root}")
@@ -176,6 +208,12 @@ def put(c: Context, local: str, name: str) -> None:
 
     Example: castore put tests/1a.in /problems/12/tests/1a.in
     """
+    client = c.client()
+    if client is not None:
+        with _errors_as_exit_codes():
+            stored = _remote_put(client, local, name)
+        c.emit({"name": stored}, stored)
+        return
     with _errors_as_exit_codes(), c.store() as store:
         if local == "-":
             stored = store.put(name, sys.stdin.buffer)
@@ -198,6 +236,18 @@ def get(c: Context, name: str, local: str) -> None:
 
     Example: castore get /problems/12/tests/1a.in@1700000000 1a.in
     """
+    client = c.client()
+    if client is not None:
+        with _errors_as_exit_codes():
+            if local == "-":
+                stream, stored = client.get_stream(name)
+                with stream:
+                    shutil.copyfileobj(stream, sys.stdout.buffer, 1 << 20)
+            else:
+                stored = client.get_file(name, local)
+        if c.as_json and local != "-":
+            c.emit({"name": stored, "local": local, "size": os.path.getsize(local)}, "")
+        return
     with _errors_as_exit_codes(), c.store() as store, store.open(name) as reader:
         if local == "-":
             _copy(reader, sys.stdout.buffer, reader.size)
@@ -228,6 +278,13 @@ def cat(c: Context, name: str) -> None:
 
     Example: castore cat /problems/12/tests/1a.out
     """
+    client = c.client()
+    if client is not None:
+        with _errors_as_exit_codes():
+            stream, _ = client.get_stream(name)
+            with stream:
+                shutil.copyfileobj(stream, sys.stdout.buffer, 1 << 20)
+        return
     with _errors_as_exit_codes(), c.store() as store, store.open(name) as reader:
         _copy(reader, sys.stdout.buffer, reader.size)
 
@@ -239,8 +296,16 @@ def cat(c: Context, name: str) -> None:
 def ls(c: Context, prefix: str, max_version: int | None) -> None:
     """List the current files below PREFIX (a folder; default /).
 
-    Example: castore ls /problems/12
+    Example: castore ls /problems/12   (with --url: paths only, no versions or sizes)
     """
+    client = c.client()
+    if client is not None:
+        with _errors_as_exit_codes():
+            folder = "/" + prefix.strip("/") if prefix.strip("/") else ""
+            paths = client.list_remote_files(max_version, folder, absolute_paths=True)
+        for path in sorted(paths):
+            c.emit({"path": "/" + path}, "/" + path)
+        return
     with _errors_as_exit_codes(), c.store() as store:
         for info in store.list(prefix, max_version=max_version):
             c.emit(_info(info), f"{info.name}\t{info.size}")
@@ -254,8 +319,13 @@ def rm(c: Context, name: str) -> None:
 
     Example: castore rm /eval/3/17/out
     """
-    with _errors_as_exit_codes(), c.store() as store:
-        removed = store.delete(name)
+    client = c.client()
+    if client is not None:
+        with _errors_as_exit_codes():
+            removed = _remote_delete(client, name)
+    else:
+        with _errors_as_exit_codes(), c.store() as store:
+            removed = store.delete(name)
     c.emit({"name": name, "removed": removed}, "removed" if removed else "kept: a newer version is stored")
 
 
@@ -265,8 +335,17 @@ def rm(c: Context, name: str) -> None:
 def stat(c: Context, name: str) -> None:
     """Show version, size, key and storage of NAME.
 
-    Example: castore stat /problems/12/tests/1a.in
+    Example: castore stat /problems/12/tests/1a.in   (with --url: version and size only)
     """
+    client = c.client()
+    if client is not None:
+        with _errors_as_exit_codes():
+            path = parse_name(name).path
+            version, size = client.file_version(path), client.file_size(path)
+        stored = versioned_name(path, version)
+        c.emit({"name": stored, "path": path, "version": version, "size": size},
+               f"name:    {stored}\nversion: {version}\nsize:    {size}")
+        return
     with _errors_as_exit_codes(), c.store() as store:
         info = store.stat(name)
     text = "\n".join(
@@ -289,6 +368,7 @@ def log(c: Context, name: str) -> None:
 
     Example: castore log /problems/12/tests/1a.in
     """
+    c.local_only("log")
     with _errors_as_exit_codes(), c.store() as store:
         history = store.versions(name)
     if c.as_json:
@@ -305,6 +385,7 @@ def du(c: Context) -> None:
 
     Example: castore du
     """
+    c.local_only("du")
     with _errors_as_exit_codes(), c.store() as store:
         usage = store.usage()
     data = {**asdict(usage), "dedup_ratio": round(usage.dedup_ratio, 4)}
@@ -330,6 +411,7 @@ def gc(c: Context, staging_grace: float) -> None:
 
     Example: castore gc
     """
+    c.local_only("gc")
     with _errors_as_exit_codes(), c.store() as store:
         report = store.collect_garbage(staging_grace=staging_grace)
     c.emit(asdict(report), f"removed {report.blobs} blobs ({_human(report.stored_bytes)}), "
@@ -343,6 +425,7 @@ def check(c: Context) -> None:
 
     Example: castore check
     """
+    c.local_only("check")
     with _errors_as_exit_codes(), c.store() as store:
         problems = store.check()
     c.emit({"problems": problems}, "\n".join(problems) or "ok")
@@ -363,11 +446,15 @@ def ingest(c: Context, folder: Path, prefix: str) -> None:
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     base = prefix.rstrip("/")
     total = sum(p.stat().st_size for p in files)
-    with _errors_as_exit_codes(), c.store() as store:
+    client = c.client()
+    with _errors_as_exit_codes(), c.store() if client is None else nullcontext() as store:
+        put_one: Callable[[str, Path], object] = (
+            client.put_file if client is not None else lambda name, p: cast(Store, store).put(name, p)
+        )
         show = len(files) > 1 and sys.stderr.isatty()
         with tqdm(total=total, unit="B", unit_scale=True, desc="ingest", disable=not show, leave=False) as bar:
             for p in files:
-                store.put(f"{base}/{p.relative_to(folder).as_posix()}", p, version=int(p.stat().st_mtime))
+                put_one(versioned_name(f"{base}/{p.relative_to(folder).as_posix()}", int(p.stat().st_mtime)), p)
                 bar.update(p.stat().st_size)
     c.emit({"files": len(files), "bytes": total}, f"ingested {len(files)} files ({_human(total)})")
 
@@ -391,9 +478,75 @@ def serve(c: Context, host: str, port: int, workers: int, prefix: str, fallback_
     """
     from .server import serve as run_server
 
+    c.local_only("serve")
     with _errors_as_exit_codes():
         run_server(str(c.root), host=host, port=port, workers=workers, prefix=prefix,
                    fallback_url=fallback_url, gzip=gzip, log_level=log_level)
+
+
+@cli.command(name="cache-clean")
+@click.option("--cache-dir", "cache_dirs", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+              help="A client cache folder (repeatable; default $FILETRACKER_DIR or ~/.filetracker-store).")
+@click.option("--max-size", required=True, help="Clean once a cache holds this much, e.g. 8G, 512M, 1G512M.")
+@click.option("--keep", default=50.0, show_default=True, type=click.FloatRange(0, 100),
+              help="Percent of --max-size left after cleaning.")
+@click.option("--every", default=None, type=float, help="Repeat every this many seconds (run as a daemon).")
+@click.option("--dry-run", is_flag=True, help="Report what would be removed; remove nothing.")
+@pass_context
+def cache_clean(c: Context, cache_dirs: tuple[Path, ...], max_size: str, keep: float, every: float | None,
+                dry_run: bool) -> None:
+    """Evict least recently used files from client caches (replaces filetracker-cache-cleaner).
+
+    Example: castore cache-clean --cache-dir /var/cache/castore --max-size 8G --keep 50
+    """
+    try:
+        limit = parse_size(max_size)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--max-size") from None
+    caches = [LocalCache(d) for d in cache_dirs] or [LocalCache(default_cache_dir())]
+    while True:
+        for cache in caches:
+            with _errors_as_exit_codes():
+                report = cache.clean(limit, keep_fraction=keep / 100, dry_run=dry_run)
+            verb = "would remove" if dry_run else "removed"
+            c.emit({"cache_dir": str(cache.root), "dry_run": dry_run, **asdict(report)},
+                   f"{cache.root}: {report.files_before} files, {_human(report.bytes_before)}; "
+                   f"{verb} {report.files_removed} files, {_human(report.bytes_removed)}")
+        if every is None:
+            return
+        time.sleep(every)
+
+
+_SIZE_PART = r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?"
+
+
+def parse_size(text: str) -> int:
+    """Bytes in a size such as ``8G``, ``512M``, ``1G512M``, ``2GiB`` or ``1000`` (binary units)."""
+    if not re.fullmatch(f"(?:{_SIZE_PART})+", text.strip(), re.IGNORECASE):
+        raise ValueError(f"not a size: {text!r} (use e.g. 8G, 512M, 1G512M)")
+    scale = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    parts = re.findall(_SIZE_PART, text.strip(), re.IGNORECASE)
+    return int(sum(float(number) * scale[unit.upper()] for number, unit in parts))
+
+
+def _remote_put(client: Client, local: str, name: str) -> str:
+    if local != "-":
+        return client.put_file(name, local)
+    with tempfile.NamedTemporaryFile(prefix="castore-stdin-") as spool:
+        shutil.copyfileobj(sys.stdin.buffer, spool, 1 << 20)
+        spool.flush()
+        return client.put_file(name, spool.name)
+
+
+def _remote_delete(client: Client, name: str) -> bool:
+    """Delete over HTTP; False when the server kept a newer version (the protocol answers 200 both ways)."""
+    client.delete_file(name)
+    parsed = parse_name(name)
+    try:
+        client.file_version(parsed.path)
+    except NotFound:
+        return True
+    return False  # still there: a newer version was kept (or a put came right after)
 
 
 def main() -> None:

@@ -38,7 +38,7 @@ from .names import parse_name, versioned_name
 from .remote import DEFAULT_TIMEOUT, Remote, RemoteFile
 from .store import Store
 
-__all__ = ["AUTO", "CacheEntry", "Client", "FileNotAvailable", "FiletrackerError", "LocalCache", "Origin", "Remote"]
+__all__ = ["AUTO", "CacheEntry", "Client", "FileNotAvailable", "FiletrackerError", "LocalCache", "Origin", "Remote", "default_cache_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,8 @@ class EmbeddedOrigin:
             raise FiletrackerError(f"{subpath}: Path doesn't exist or is not a directory", status=400) from None
 
 
-def _default_cache_dir() -> str:
+def default_cache_dir() -> str:
+    """Filetracker's default cache folder: ``$FILETRACKER_DIR``, else ``~/.filetracker-store``."""
     return os.environ.get("FILETRACKER_DIR") or os.path.expanduser("~/.filetracker-store")
 
 
@@ -140,7 +141,7 @@ class Client:
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         if _is_auto(local_store):
-            local_store = LocalCache(cache_dir or _default_cache_dir(), locks_dir)
+            local_store = LocalCache(cache_dir or default_cache_dir(), locks_dir)
         if _is_auto(remote_store):
             url = remote_url or os.environ.get("FILETRACKER_URL")
             remote_store = Remote(url, timeout=timeout) if url else None

@@ -12,7 +12,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from castore.cli import cli
+from castore.cache import LocalCache
+from castore.cli import cli, parse_size
+
+from .server_process import castore_server
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,3 +99,104 @@ def test_every_command_is_documented_in_the_readme() -> None:
     readme = (ROOT / "README.md").read_text()
     for command in cli.commands:
         assert f"castore {command}" in readme or f"`{command}`" in readme, f"README does not mention {command}"
+
+
+# -- against a server (--url) ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    with castore_server(tmp_path_factory.mktemp("cli-remote") / "store") as url:
+        yield url
+
+
+def test_commands_against_a_server(server_url: str, tmp_path: Path) -> None:
+    runner = CliRunner()
+
+    def remote(*args: str, input: bytes | None = None, code: int = 0):  # type: ignore[no-untyped-def]
+        result = runner.invoke(cli, ["--url", server_url, *args], input=input)
+        assert result.exit_code == code, (result.output, result.exception)
+        return result
+
+    local = tmp_path / "in.txt"
+    local.write_bytes(b"1 2 3\n" * 1000)
+    assert remote("put", str(local), "/r/a.in@2000").output.strip() == "/r/a.in@2000"
+    assert remote("put", "-", "/r/b.in@5", input=b"from stdin").output.strip() == "/r/b.in@5"
+    assert remote("cat", "/r/b.in").stdout_bytes == b"from stdin"
+    remote("get", "/r/a.in@2000", str(tmp_path / "out"))
+    assert (tmp_path / "out").read_bytes() == local.read_bytes()
+    assert remote("ls", "/r").output.split() == ["/r/a.in", "/r/b.in"]
+    assert json.loads(remote("--json", "stat", "/r/a.in").output) == {
+        "name": "/r/a.in@2000", "path": "/r/a.in", "version": 2000, "size": 6000}
+    assert "kept" in remote("rm", "/r/a.in@1000").output  # older than the stored version
+    assert "removed" in remote("rm", "/r/a.in@2000").output
+    assert "404" in remote("cat", "/r/a.in", code=3).output
+    remote("stat", "/r/../x", code=4)
+    for command in ("log /r/b.in", "du", "gc", "check", "init", "serve"):
+        assert "needs a local store" in remote(*command.split(), code=2).output
+    folder = tmp_path / "pkg"
+    (folder / "t").mkdir(parents=True)
+    (folder / "t" / "1.in").write_bytes(b"one")
+    os.utime(folder / "t" / "1.in", (1000, 1000))
+    remote("ingest", str(folder), "/pkg")
+    assert remote("--json", "stat", "/pkg/t/1.in").output.count('"version": 1000') == 1
+
+
+def test_url_from_environment_and_root_precedence(server_url: str, tmp_path: Path) -> None:
+    runner = CliRunner()
+    env = {"FILETRACKER_URL": server_url}
+    put = runner.invoke(cli, ["put", "-", "/env/x@7"], input=b"x", env=env)
+    assert put.exit_code == 0 and put.output.strip() == "/env/x@7"
+    local = runner.invoke(cli, ["--root", str(tmp_path / "local"), "init"], env=env)
+    assert local.exit_code == 0  # a --root typed on the command line beats a URL from the environment
+    both = runner.invoke(cli, ["--root", str(tmp_path), "--url", server_url, "ls"])
+    assert both.exit_code == 2 and "not both" in both.output
+    down = runner.invoke(cli, ["--url", "http://127.0.0.1:1", "cat", "/x"])
+    assert down.exit_code == 1 and "Error making HTTP request" in down.output
+
+
+# -- cache-clean ----------------------------------------------------------------------------
+
+
+def test_cache_clean_evicts_least_recently_used(tmp_path: Path) -> None:
+    cache = LocalCache(tmp_path / "cache")
+    source = tmp_path / "src"
+    for i in range(10):
+        source.write_bytes(bytes([i]) * 1000)
+        file = cache.add_file(f"/c/f{i}", source, 100 + i)
+        os.utime(file, (1_000_000 + (i * 7919) % 10, 100 + i))  # access order: a shuffle of 0..9
+    by_access = sorted(range(10), key=lambda i: (i * 7919) % 10)
+    runner = CliRunner()
+    args = ["cache-clean", "--cache-dir", str(tmp_path / "cache")]
+    dry = runner.invoke(cli, [*args, "--max-size", "5000", "--keep", "40", "--dry-run"])
+    assert dry.exit_code == 0 and "would remove 8 files" in dry.output
+    assert len(list(cache.entries())) == 10
+    assert runner.invoke(cli, [*args, "--max-size", "20K"]).output.count("removed 0 files") == 1
+    done = runner.invoke(cli, ["--json", *args, "--max-size", "5000", "--keep", "40"])
+    assert done.exit_code == 0 and json.loads(done.output)["files_removed"] == 8
+    left = sorted(entry.name for entry in cache.entries())
+    assert left == sorted(f"/c/f{i}@{100 + i}" for i in by_access[8:])  # the two most recently used
+    assert runner.invoke(cli, [*args, "--max-size", "lots"]).exit_code == 2
+
+
+def test_cache_clean_skips_a_file_in_use(tmp_path: Path) -> None:
+    cache = LocalCache(tmp_path / "cache")
+    source = tmp_path / "src"
+    source.write_bytes(b"x" * 100)
+    cache.add_file("/busy", source, 1)
+    cache.add_file("/idle", source, 1)
+    with cache.locked("/busy", exclusive=False):
+        report = cache.clean(100, keep_fraction=0)
+    assert report.files_removed == 1 and [e.name for e in cache.entries()] == ["/busy@1"]
+
+
+@pytest.mark.parametrize("text, expected", [("8G", 8 << 30), ("512M", 512 << 20), ("1G512M", (1 << 30) + (512 << 20)),
+                                            ("1000", 1000), ("2GiB", 2 << 30), ("1.5K", 1536)])
+def test_parse_size(text: str, expected: int) -> None:
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "G", "8X", "-1", "1 G 5"])
+def test_parse_size_refuses(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_size(text)
