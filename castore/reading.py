@@ -46,6 +46,8 @@ class BlobReader(io.RawIOBase):
         self.stored_size = stored_size
         self.name = name
         self.version = version
+        self.in_memory = isinstance(stored, io.BytesIO)
+        """True when the stored bytes came from the metadata row (no file I/O to read them)."""
 
     def readable(self) -> bool:
         return True
