@@ -4,25 +4,58 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON=${PYTHON:-python3}
 
-ensure_venv() {
-    if [ ! -x .venv/bin/python ]; then
-        if ! "$PYTHON" -m venv .venv 2>/dev/null; then
+_stamp_of() {
+    cat pyproject.toml scripts/env.sh | sha256sum | cut -d' ' -f1
+}
+
+# make_venv DIR PYTHON DJANGO_SPEC: a venv with castore[dev,django], that Django, and
+# the original Filetracker client for the compatibility tests (--no-deps: its server-only
+# dependency bsddb3 would need Berkeley DB headers; requests, six and progressbar2 come
+# with .[dev]).
+make_venv() {
+    local dir=$1 python=$2 django=$3
+    if [ ! -x "$dir/bin/python" ]; then
+        if ! "$python" -m venv "$dir" 2>/dev/null; then
             echo "castore: installing python3-venv with apt-get" >&2
             apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
-            rm -rf .venv && "$PYTHON" -m venv .venv
+            rm -rf "$dir" && "$python" -m venv "$dir"
         fi
     fi
-    local stamp=.venv/.castore-installed
+    local stamp=$dir/.castore-installed
     local want
-    want=$(cat pyproject.toml scripts/env.sh | sha256sum | cut -d' ' -f1)
+    want=$(_stamp_of)
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-        echo "castore: installing the project and its dev tools into .venv" >&2
-        .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
-        .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
-        # The original Filetracker client for the compatibility tests. --no-deps: its
-        # server-only dependency bsddb3 would need Berkeley DB headers; the client's own
-        # dependencies (requests, six, progressbar2) come with .[dev].
-        .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps 'filetracker==2.3.3'
+        echo "castore: installing the project, $django and the dev tools into $dir" >&2
+        "$dir/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
+        "$dir/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev,django]' "$django"
+        "$dir/bin/python" -m pip install -q --disable-pip-version-check --no-deps 'filetracker==2.3.3'
         echo "$want" > "$stamp"
     fi
+}
+
+ensure_venv() {
+    make_venv .venv "$PYTHON" 'django>=5.2,<5.3'   # Django 5.2 LTS, what OIOIOI pins
+}
+
+# A Python >= 3.12 for the Django 6.x run (Django 6 dropped Python 3.11): $PYTHON_DJANGO6,
+# else python3.13/python3.12 on PATH, else the newest pyenv-installed 3.12+.
+find_python_for_django6() {
+    local candidate
+    for candidate in "${PYTHON_DJANGO6:-}" python3.14 python3.13 python3.12 \
+            $(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.1[2-9]*/bin/python3 2>/dev/null | sort -rV); do
+        # pyenv shims exist for versions that are not active: run it to be sure
+        if [ -n "$candidate" ] && "$candidate" -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null; then
+            command -v "$candidate"; return 0
+        fi
+    done
+    return 1
+}
+
+ensure_django6_venv() {
+    local python
+    if ! python=$(find_python_for_django6); then
+        echo "castore: no Python >= 3.12 found for the Django 6.x tests (set PYTHON_DJANGO6)" >&2
+        return 1
+    fi
+    make_venv .venv-django6 "$python" 'django>=6.0,<7'
 }

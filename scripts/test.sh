@@ -1,5 +1,12 @@
 #!/usr/bin/env bash
-# Install everything the tests need, then run the whole test suite (extra args go to pytest).
+# Install everything the tests need, then run the whole test suite (extra args go to pytest):
+# all of it with Django 5.2 LTS on Python 3.11, then the Django bridge tests again with the
+# newest Django 6.x on Python 3.12+.
 source "$(dirname "$0")/env.sh"
 ensure_venv
-exec .venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest "$@"
+if [ $# -eq 0 ]; then
+    ensure_django6_venv
+    echo "castore: the Django bridge tests with $(.venv-django6/bin/python -m django --version | sed 's/^/Django /')" >&2
+    .venv-django6/bin/python -m pytest -q -p no:cacheprovider tests/bridge
+fi

@@ -30,6 +30,6 @@ def test_mypy_strict() -> None:
 
 
 def test_ruff() -> None:
-    done = subprocess.run([sys.executable, "-m", "ruff", "check", "castore", "tests", "benchmarks"],
+    done = subprocess.run([sys.executable, "-m", "ruff", "check", "castore", "django_bridge", "tests", "benchmarks"],
                           cwd=ROOT, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout

@@ -1,0 +1,141 @@
+"""The castore client a Django project uses, built once from its settings.
+
+``settings.FILETRACKER_CLIENT_FACTORY`` names the factory (a dotted path or a callable);
+:func:`get_client` calls it once per process and hands the result to sioworkers (when
+installed) so that in-process judging shares it. Changing the setting (for instance
+with ``override_settings`` in tests) forgets the cached client.
+
+Factories:
+
+* :func:`local_store_factory` — an embedded store at ``settings.CASTORE_ROOT``; no server
+  (the default, for development and tests);
+* :func:`remote_storage_factory` — a castore (or Filetracker) server at
+  ``settings.FILETRACKER_URL`` with a local cache at ``settings.FILETRACKER_CACHE_ROOT``;
+* :func:`memory_store_factory` — a throw-away store in a temporary folder, for tests.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+from django.utils.module_loading import import_string
+
+from castore.blobs.memory import MemoryBlobBackend
+from castore.client import Client
+from castore.metadata.repo import MetadataRepo
+from castore.store import Store
+
+__all__ = [
+    "DEFAULT_FACTORY",
+    "client_types",
+    "get_client",
+    "local_store_factory",
+    "memory_store_factory",
+    "remote_storage_factory",
+    "reset_client",
+]
+
+DEFAULT_FACTORY = "django_bridge.client.local_store_factory"
+
+_lock = threading.Lock()
+_client: Any = None
+
+
+def client_types() -> tuple[type, ...]:
+    """Classes a factory may return: castore's client, and Filetracker's where installed."""
+    types: list[type] = [Client]
+    try:
+        from filetracker.client import Client as FiletrackerClient
+    except ImportError:
+        pass
+    else:
+        types.append(FiletrackerClient)
+    return tuple(types)
+
+
+def _factory() -> Callable[[], Any]:
+    factory: Any = getattr(settings, "FILETRACKER_CLIENT_FACTORY", DEFAULT_FACTORY)
+    if isinstance(factory, str):
+        try:
+            factory = import_string(factory)
+        except ImportError as e:
+            raise ImproperlyConfigured(f"The FILETRACKER_CLIENT_FACTORY setting cannot be imported: {e}") from e
+    if not callable(factory):
+        raise ImproperlyConfigured(f"The FILETRACKER_CLIENT_FACTORY setting refers to non-callable: {factory!r}")
+    return factory
+
+
+def get_client() -> Any:
+    """The process's client, built by ``settings.FILETRACKER_CLIENT_FACTORY`` on first use."""
+    global _client
+    with _lock:
+        if _client is None:
+            client = _factory()()
+            if not isinstance(client, client_types()):
+                raise ImproperlyConfigured(
+                    f"The factory pointed by FILETRACKER_CLIENT_FACTORY returned non-FiletrackerClient: {client!r}"
+                )
+            _share_with_sioworkers(client)
+            _client = client
+        return _client
+
+
+def reset_client() -> None:
+    """Forget the cached client; the next :func:`get_client` builds a new one."""
+    global _client
+    with _lock:
+        _client = None
+
+
+@receiver(setting_changed)
+def _on_setting_changed(*, setting: str, **_: Any) -> None:
+    if setting in ("FILETRACKER_CLIENT_FACTORY", "FILETRACKER_URL", "FILETRACKER_CACHE_ROOT", "CASTORE_ROOT"):
+        reset_client()
+
+
+def _share_with_sioworkers(client: Any) -> None:
+    """Let sioworkers' in-process judging use the same client, as OIOIOI does."""
+    try:
+        import sio.workers.ft
+    except ImportError:
+        return
+    sio.workers.ft.set_instance(client)
+
+
+def _required(name: str) -> Any:
+    value = getattr(settings, name, None)
+    if not value:
+        raise ImproperlyConfigured(f"settings.{name} must be set for this FILETRACKER_CLIENT_FACTORY")
+    return value
+
+
+def remote_storage_factory() -> Client:
+    """A client of the server at ``FILETRACKER_URL``, caching in ``FILETRACKER_CACHE_ROOT``."""
+    return Client(remote_url=_required("FILETRACKER_URL"), cache_dir=_required("FILETRACKER_CACHE_ROOT"))
+
+
+def local_store_factory() -> Client:
+    """A client of an embedded store at ``CASTORE_ROOT`` (default ``<BASE_DIR>/castore-data``)."""
+    root = getattr(settings, "CASTORE_ROOT", None)
+    if not root:
+        root = os.path.join(str(getattr(settings, "BASE_DIR", ".")), "castore-data")
+    return Client(local_store=None, remote_store=Store.open(root, create=True))
+
+
+def memory_store_factory() -> Client:
+    """A client of a new throw-away store: blobs in memory, metadata in a temporary folder."""
+    folder = tempfile.mkdtemp(prefix="castore-django-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    metadata = MetadataRepo(f"sqlite:///{os.path.join(folder, 'metadata.sqlite3')}")
+    Store.init_metadata(metadata)
+    return Client(local_store=None, remote_store=Store(metadata, MemoryBlobBackend()))

@@ -1,0 +1,136 @@
+"""The storage contract, with each client a project may configure: embedded, in memory, remote."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.exceptions import SuspiciousFileOperation
+from django.core.files.base import ContentFile
+from django.db.migrations.writer import MigrationWriter
+from django.test import override_settings
+from django.utils import timezone
+
+from django_bridge.client import get_client
+from django_bridge.filename import FiletrackerFilename
+from django_bridge.storage import FiletrackerStorage, UnsafeName
+
+from ..server_process import castore_server
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with castore_server(tmp_path_factory.mktemp("django-remote") / "store") as url:
+        yield url
+
+
+@pytest.fixture(params=["memory", "embedded", "remote", "filetracker-dummy"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FiletrackerStorage]:
+    """The default storage, with FILETRACKER_CLIENT_FACTORY set for each kind of client."""
+    factories: dict[str, dict[str, Any]] = {
+        "memory": {"FILETRACKER_CLIENT_FACTORY": "django_bridge.client.memory_store_factory"},
+        "embedded": {"FILETRACKER_CLIENT_FACTORY": "django_bridge.client.local_store_factory",
+                     "CASTORE_ROOT": str(tmp_path / "root")},
+        "filetracker-dummy": {"FILETRACKER_CLIENT_FACTORY": "filetracker.client.dummy.DummyClient"},
+    }
+    if request.param == "remote":
+        url = request.getfixturevalue("server_url")
+        factories["remote"] = {"FILETRACKER_CLIENT_FACTORY": "django_bridge.client.remote_storage_factory",
+                               "FILETRACKER_URL": url, "FILETRACKER_CACHE_ROOT": str(tmp_path / "cache")}
+    with override_settings(**factories[request.param]):
+        yield FiletrackerStorage(prefix=f"/contract{tmp_path.name}")
+
+
+def test_save_open_exists_size_delete(storage: FiletrackerStorage) -> None:
+    name = storage.save("my/path", ContentFile(b"eloziom"))
+    assert isinstance(name, FiletrackerFilename) and name == "my/path" and name.version is not None
+    assert storage.exists("my/path") and storage.exists(name.versioned_name)
+    assert not storage.exists("my/other")
+    with storage.open("my/path", "rb") as f:
+        assert f.read() == b"eloziom"
+    assert storage.open("my/path").size == 7
+    assert storage.size("my/path") == 7
+    storage.delete("my/path")
+    assert not storage.exists("my/path")
+    with pytest.raises(Exception):  # noqa: B017 - castore: FileNotFoundError; Filetracker's clients: their own
+        storage.open("my/path", "rb").read()
+    storage.delete("my/path")  # deleting a missing file is a no-op, as in Django's storages
+
+
+def test_missing_file_is_file_not_found_with_castore_clients(storage: FiletrackerStorage) -> None:
+    if type(get_client()).__module__.startswith("filetracker"):
+        pytest.skip("Filetracker's own clients raise their own errors")
+    with pytest.raises(FileNotFoundError):
+        storage.open("nothing/here")
+
+
+def test_times_are_aware(storage: FiletrackerStorage) -> None:
+    storage.save("t", ContentFile(b"x"))
+    for method in (storage.get_modified_time, storage.get_created_time, storage.get_accessed_time):
+        when = method("t")
+        assert timezone.is_aware(when) and abs((timezone.now() - when).total_seconds()) < 30
+
+
+def test_taken_names_get_a_suffix_and_reuploads_are_deduplicated(storage: FiletrackerStorage) -> None:
+    first = storage.save("dir/a.tar.gz", ContentFile(b"same"))
+    second = storage.save("dir/a.tar.gz", ContentFile(b"same"))
+    assert first == "dir/a.tar.gz" and second != first and second.startswith("dir/a_")
+    assert second.endswith(".tar.gz")
+    assert storage.open(second).read() == b"same"
+
+
+def test_listdir(storage: FiletrackerStorage) -> None:
+    if type(get_client()).__module__.startswith("filetracker"):
+        pytest.skip("Filetracker's dummy client cannot list")
+    for name in ("l/a.txt", "l/b.txt", "l/sub/c.txt", "l/sub/deeper/d.txt"):
+        storage.save(name, ContentFile(name.encode()))
+    assert storage.listdir("l") == (["sub"], ["a.txt", "b.txt"])
+    assert storage.listdir("l/sub") == (["deeper"], ["c.txt"])
+    assert storage.listdir("") == (["l"], [])
+    with pytest.raises(FileNotFoundError):
+        storage.listdir("nowhere")
+
+
+@pytest.mark.parametrize("name", ["/absolute/path", "../x", "a/../../x", "a/./b", "a//b", "a\0b", ""])
+def test_unsafe_names_never_reach_the_store(storage: FiletrackerStorage, name: str) -> None:
+    with pytest.raises((ValueError, SuspiciousFileOperation)):
+        storage.save(name, ContentFile(b"evil"))
+    with pytest.raises((ValueError, SuspiciousFileOperation)):
+        storage.open(name)
+    with pytest.raises((ValueError, SuspiciousFileOperation)):
+        storage.exists(name)
+
+
+def test_unsafe_name_is_both_kinds_of_error() -> None:
+    assert issubclass(UnsafeName, ValueError) and issubclass(UnsafeName, SuspiciousFileOperation)
+
+
+def test_writing_modes_and_local_paths_are_refused(storage: FiletrackerStorage) -> None:
+    storage.save("w", ContentFile(b"x"))
+    for mode in ("w", "wb", "r+b", "a", "x"):
+        with pytest.raises(ValueError):
+            storage.open("w", mode)
+    with pytest.raises(NotImplementedError):
+        storage.path("w")
+
+
+def test_url_points_at_the_raw_file_view(storage: FiletrackerStorage) -> None:
+    name = storage.save("u/report.txt", ContentFile(b"x"))
+    assert storage.url(name) == f"/file/{name.versioned_name}/"
+    assert storage.url("u/report.txt") == "/file/u/report.txt/"
+
+
+def test_prefix_must_be_absolute() -> None:
+    with pytest.raises(ValueError):
+        FiletrackerStorage(prefix="relative")
+
+
+def test_storage_deconstructs_for_migrations() -> None:
+    storage = FiletrackerStorage(prefix="/ft")
+    path, _args, kwargs = storage.deconstruct()
+    assert path == "django_bridge.storage.FiletrackerStorage" and kwargs == {"prefix": "/ft"}
+    code, imports = MigrationWriter.serialize(storage)
+    assert code == "django_bridge.storage.FiletrackerStorage(prefix='/ft')"
+    assert "import django_bridge.storage" in imports
