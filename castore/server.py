@@ -14,8 +14,6 @@ Endpoints (``docs/protocol.md`` has the details):
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
 import time
 import zlib
@@ -24,7 +22,6 @@ from typing import Any, BinaryIO, cast
 
 import anyio
 import anyio.to_thread
-import zstandard
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
@@ -39,6 +36,7 @@ from .names import check_prefix, parse_name
 from .protocol import PROTOCOL_VERSIONS, accepted_encodings, format_version, parse_version_date, path_from_url
 from .reading import BlobReader
 from .store import Store
+from .upload import RequestBody, UploadReader
 
 __all__ = ["CHUNK_SIZE", "app_from_environment", "create_app"]
 
@@ -76,92 +74,6 @@ def _error_response(error: Exception) -> Response:
         status, error = 500, Exception(f"internal error: {type(error).__name__}")
     message = _one_line(str(error))
     return PlainTextResponse(message + "\n", status_code=status, headers={"X-Exception": message})
-
-
-class _UploadReader(io.RawIOBase):
-    """A blocking, decoded view of a request body, read from a worker thread.
-
-    The body comes either as the request's async stream (each chunk fetched from the
-    event loop) or, for a small body, as the list of chunks already received.
-
-    Counts the bytes received against ``Content-Length``, decodes ``gzip``/``zstd``
-    content codings, and checks a ``SHA256-Checksum`` hint at the end: any mismatch
-    raises SourceError before the store records anything.
-    """
-
-    def __init__(
-        self,
-        chunks: AsyncIterator[bytes] | list[bytes],
-        *,
-        encoding: str,
-        content_length: int | None,
-        sha256: str | None,
-    ) -> None:
-        super().__init__()
-        self._chunks = chunks
-        self._content_length = content_length
-        self._received = 0
-        self._sha256 = hashlib.sha256() if sha256 else None
-        self._expected_sha256 = (sha256 or "").lower()
-        self._encoding = encoding
-        if encoding == "gzip":
-            self._decoder: Any = zlib.decompressobj(wbits=31)
-        elif encoding == "zstd":
-            self._decoder = zstandard.ZstdDecompressor().decompressobj()
-        else:
-            self._decoder = None
-        self._pending = memoryview(b"")
-        self._eof = False
-
-    def readable(self) -> bool:
-        return True
-
-    async def _next_chunk(self) -> bytes | None:
-        assert not isinstance(self._chunks, list)
-        try:
-            return await self._chunks.__anext__()
-        except StopAsyncIteration:
-            return None
-        except ClientDisconnect:
-            raise SourceError("the upload was cut short: the client disconnected") from None
-
-    def _fill(self) -> None:
-        if isinstance(self._chunks, list):  # a small body, received before the worker thread started
-            raw = self._chunks.pop(0) if self._chunks else None
-        else:
-            raw = anyio.from_thread.run(self._next_chunk)
-        if raw is None:
-            self._finish()
-            return
-        if not raw:
-            return  # Starlette ends a body with an empty chunk; a finished zstd decoder refuses it
-        self._received += len(raw)
-        if self._content_length is not None and self._received > self._content_length:
-            raise SourceError("the body is longer than its Content-Length")
-        try:
-            data = self._decoder.decompress(raw) if self._decoder is not None else raw
-        except (zlib.error, zstandard.ZstdError) as e:
-            raise SourceError(f"the {self._encoding} body cannot be decoded: {e}") from None
-        if self._sha256 is not None:
-            self._sha256.update(data)
-        self._pending = memoryview(data)
-
-    def _finish(self) -> None:
-        self._eof = True
-        if self._content_length is not None and self._received < self._content_length:
-            raise SourceError(f"the body has {self._received} of its {self._content_length} bytes")
-        if self._decoder is not None and not self._decoder.eof:
-            raise SourceError(f"the {self._encoding} body is truncated")
-        if self._sha256 is not None and self._sha256.hexdigest() != self._expected_sha256:
-            raise SourceError("the body does not match its SHA256-Checksum")
-
-    def readinto(self, buffer: Any) -> int:
-        while not self._pending and not self._eof:
-            self._fill()
-        n = min(len(buffer), len(self._pending))
-        buffer[:n] = self._pending[:n]
-        self._pending = self._pending[n:]
-        return n
 
 
 async def _receive_whole(request: Request) -> list[bytes]:
@@ -333,10 +245,10 @@ class FiletrackerApp:
         chunks: AsyncIterator[bytes] | list[bytes] = request.stream()
         if content_length is not None and content_length <= SMALL_BODY:
             chunks = await _receive_whole(request)  # saves a thread hop per chunk
-        body = _UploadReader(
-            chunks,
+        body = UploadReader(
+            RequestBody(chunks, content_length),
             encoding=encoding,
-            content_length=content_length,
+            logical_size=logical_size,
             sha256=request.headers.get("sha256-checksum"),
         )
         name = await anyio.to_thread.run_sync(

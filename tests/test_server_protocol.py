@@ -99,17 +99,56 @@ def test_gzip_upload_with_hints(http: httpx.Client, root: Path) -> None:
 
 def test_zstd_upload_whole_and_chunked(http: httpx.Client) -> None:
     content = b"6 7 8 9\n" * 50_000
+    size = {"Logical-Size": str(len(content))}
     frame = zstandard.ZstdCompressor(level=1, write_checksum=True).compress(content)
-    r = put(http, "/p/zst", frame, **{"Content-Encoding": "zstd", "Logical-Size": str(len(content))})
+    r = put(http, "/p/zst", frame, **{"Content-Encoding": "zstd", **size})
     assert r.status_code == 200
     assert http.get("/files/p/zst", headers={"Accept-Encoding": "identity"}).content == content
     pieces = [frame[i:i + 1000] for i in range(0, len(frame), 1000)]
     r = http.put("/files/p/zst-chunked", params={"last_modified": V2000}, content=iter(pieces),
-                 headers={"Content-Encoding": "zstd"})
+                 headers={"Content-Encoding": "zstd", **size})
     assert r.status_code == 200 and http.get("/files/p/zst-chunked").content == content
-    cut = put(http, "/p/zst-cut", frame[:-10], **{"Content-Encoding": "zstd"})
-    assert cut.status_code == 400 and "truncated" in cut.headers["x-exception"]
-    assert http.get("/files/p/zst-cut").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [("truncated", "truncated"), ("no size", "Logical-Size"), ("garbage after", "cannot be decoded"),
+     ("corrupt", "cannot be decoded"), ("bigger than said", "more than its Logical-Size")],
+)
+def test_bad_zstd_bodies_store_nothing(http: httpx.Client, case: str, expected: str) -> None:
+    content = b"1 2 3\n" * 100_000
+    frame = zstandard.ZstdCompressor(level=1, write_checksum=True).compress(content)
+    headers = {"Content-Encoding": "zstd", "Logical-Size": str(len(content))}
+    if case == "truncated":
+        frame = frame[:-10]
+    elif case == "no size":
+        del headers["Logical-Size"]
+    elif case == "garbage after":
+        frame += b"garbage!"
+    elif case == "corrupt":
+        frame = frame[:len(frame) // 2] + bytes([frame[len(frame) // 2] ^ 0xFF]) + frame[len(frame) // 2 + 1:]
+    else:
+        headers["Logical-Size"] = str(len(content) - 1)
+    r = put(http, f"/p/zst-bad-{case}", frame, **headers)
+    assert r.status_code == 400 and expected in r.headers["x-exception"], r.headers.get("x-exception")
+    assert http.get(f"/files/p/zst-bad-{case}").status_code == 404
+
+
+@pytest.mark.parametrize("encoding", ["zstd", "gzip"])
+def test_a_compression_bomb_is_stopped_by_its_logical_size(http: httpx.Client, encoding: str) -> None:
+    zeros = b"\0" * (256 << 20)
+    body = zstandard.ZstdCompressor(level=3).compress(zeros) if encoding == "zstd" else gzip.compress(zeros, 9)
+    assert len(body) < 300_000
+    r = put(http, f"/p/bomb-{encoding}", body, **{"Content-Encoding": encoding, "Logical-Size": "1000"})
+    assert r.status_code == 400 and "more than its Logical-Size" in r.headers["x-exception"]
+    assert http.get("/version").status_code == 200
+
+
+def test_gzip_body_with_trailing_data_is_refused(http: httpx.Client) -> None:
+    r = put(http, "/p/gz-trailing", gzip.compress(b"abc") + b"junk", **{"Content-Encoding": "gzip"})
+    assert r.status_code == 400 and "after its end" in r.headers["x-exception"]
+    r = put(http, "/p/gz-cut", gzip.compress(b"abc" * 1000)[:-6], **{"Content-Encoding": "gzip"})
+    assert r.status_code == 400 and "truncated" in r.headers["x-exception"]
 
 
 def test_lying_hints_are_refused_and_store_nothing(http: httpx.Client) -> None:
