@@ -23,6 +23,7 @@ __all__ = [
     "compress_if_worth",
     "decode_bytes",
     "decoding_reader",
+    "pays",
     "worth_compressing",
 ]
 
@@ -41,7 +42,8 @@ class Codec(str, enum.Enum):
     ZSTD = "zstd"
 
 
-def _pays(original: int, compressed: int) -> bool:
+def pays(original: int, compressed: int) -> bool:
+    """Whether storing ``compressed`` bytes instead of ``original`` saves :data:`MIN_SAVING`."""
     return compressed <= original * (1 - MIN_SAVING)
 
 
@@ -50,7 +52,7 @@ def worth_compressing(sample: bytes | memoryview, level: int = DEFAULT_LEVEL) ->
     head = bytes(sample[:SAMPLE_SIZE])
     if not head:
         return False
-    return _pays(len(head), len(zstandard.ZstdCompressor(level=level).compress(head)))
+    return pays(len(head), len(zstandard.ZstdCompressor(level=level).compress(head)))
 
 
 def compress_if_worth(data: bytes, level: int = DEFAULT_LEVEL) -> tuple[Codec, bytes]:
@@ -58,7 +60,7 @@ def compress_if_worth(data: bytes, level: int = DEFAULT_LEVEL) -> tuple[Codec, b
     if not data:
         return Codec.RAW, data
     packed = zstandard.ZstdCompressor(level=level).compress(data)
-    if _pays(len(data), len(packed)):
+    if pays(len(data), len(packed)):
         return Codec.ZSTD, packed
     return Codec.RAW, data
 

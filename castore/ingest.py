@@ -10,20 +10,24 @@ transaction and only then publishes staged bytes under their key.
   is chosen from a sample of the first chunk.
 * When the source can be read twice (bytes, seekable files), a large content is
   hashed first and not written at all when a live blob already has that key.
+* A content that arrives already compressed as zstd (:meth:`Ingest.prepare_zstd`, an
+  upload from castore's client) is decoded only to be hashed and counted; the frame
+  itself becomes the stored bytes, so the server does not compress it again.
 """
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import BinaryIO, Union
+from typing import Any, BinaryIO, Union, cast
 
 import zstandard
 
 from .blobs.base import BlobBackend, StagedBlob
-from .codec import Codec, compress_if_worth, worth_compressing
+from .codec import Codec, compress_if_worth, decoding_reader, pays, worth_compressing
 from .errors import SourceError
 from .keys import BlobKey, Hasher
 
@@ -120,6 +124,56 @@ def _chunks(stream: BinaryIO, head: bytes | memoryview) -> Iterator[memoryview]:
         yield buffer[:n]
 
 
+class _Recorder(io.RawIOBase):
+    """Reads a stream for a decoder, keeping (or passing to ``sink``) every byte read.
+
+    ``limit`` bounds the bytes read: a frame may be a little larger than its content
+    (incompressible data), never much larger (e.g. padded with skippable frames).
+    """
+
+    def __init__(self, inner: BinaryIO, *, limit: int) -> None:
+        super().__init__()
+        self._inner = inner
+        self._kept: list[bytes] = []
+        self._total = 0
+        self._limit = limit
+        self.sink: Callable[[bytes], None] | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._inner.read(len(buffer))
+        if not data:
+            return 0
+        if isinstance(data, str):
+            raise SourceError("the source is a text stream; open files in binary mode")
+        buffer[: len(data)] = data
+        self._total += len(data)
+        if self._total > self._limit:
+            raise SourceError("the zstd frame is far larger than the content it claims to hold")
+        if self.sink is not None:
+            self.sink(data)
+        else:
+            self._kept.append(bytes(data))
+        return len(data)
+
+    def take(self) -> bytes:
+        """The bytes read so far, plus the rest of the stream (which must be empty of frames)."""
+        while self.read(CHUNK_SIZE):
+            pass
+        kept, self._kept = b"".join(self._kept), []
+        return kept
+
+
+def _decoded_read(decoded: BinaryIO, size: int) -> bytes:
+    """Up to ``size`` decoded bytes; zstd errors become SourceError."""
+    try:
+        return _read_up_to(decoded, size)
+    except zstandard.ZstdError as e:
+        raise SourceError(f"the zstd content cannot be decoded: {e}") from None
+
+
 def _memory_chunks(data: memoryview) -> Iterator[memoryview]:
     for start in range(0, len(data), CHUNK_SIZE):
         yield data[start : start + CHUNK_SIZE]
@@ -158,6 +212,51 @@ class Ingest:
             if len(head) <= self.inline_max:
                 return self._small(bytes(head), expected_size)
             return self._large(opened, head, expected_size, None if force_bytes else live_size)
+
+    def prepare_zstd(self, frame: BinaryIO, *, size: int) -> Prepared:
+        """Prepare a content given as zstd frame(s) decoding to exactly ``size`` bytes.
+
+        The frame is kept as the stored bytes (for a small content only when it saves
+        enough, as :func:`~castore.codec.compress_if_worth` decides). Decoding is
+        bounded: it stops with SourceError as soon as it passes ``size``.
+        """
+        recorder = _Recorder(frame, limit=size + size // 128 + 65536)  # above zstd's worst case
+        decoded = decoding_reader(cast(BinaryIO, recorder), Codec.ZSTD)
+        hasher = Hasher(self.seed)
+        if size <= self.inline_max:
+            data = self._decode_all(decoded, size)
+            hasher.update(data)
+            stored = recorder.take()
+            if pays(size, len(stored)):
+                return Prepared(hasher.key(), size, Codec.ZSTD, len(stored), inline=stored)
+            return Prepared(hasher.key(), size, Codec.RAW, size, inline=data)
+        staged = self.backend.stage()
+        recorder.sink = staged.write
+        try:
+            self._decode_into(decoded, hasher, size)
+            stored_size = staged.finish()
+        except BaseException:
+            staged.abort()
+            raise
+        return Prepared(hasher.key(), size, Codec.ZSTD, stored_size, staged=staged)
+
+    @staticmethod
+    def _decode_all(decoded: BinaryIO, size: int) -> bytes:
+        data = _decoded_read(decoded, size + 1)
+        if len(data) > size:
+            raise SourceError(f"the zstd content decodes to more than the {size} bytes promised")
+        if len(data) < size:
+            raise SourceError(f"the zstd content is truncated: {len(data)} of {size} bytes")
+        return data
+
+    @staticmethod
+    def _decode_into(decoded: BinaryIO, hasher: Hasher, size: int) -> None:
+        while chunk := _decoded_read(decoded, CHUNK_SIZE):
+            hasher.update(chunk)
+            if hasher.size > size:
+                raise SourceError(f"the zstd content decodes to more than the {size} bytes promised")
+        if hasher.size != size:
+            raise SourceError(f"the zstd content is truncated: {hasher.size} of {size} bytes")
 
     def _check_size(self, size: int, expected_size: int | None) -> None:
         if expected_size is not None and size != expected_size:

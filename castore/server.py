@@ -245,15 +245,19 @@ class FiletrackerApp:
         chunks: AsyncIterator[bytes] | list[bytes] = request.stream()
         if content_length is not None and content_length <= SMALL_BODY:
             chunks = await _receive_whole(request)  # saves a thread hop per chunk
-        body = UploadReader(
-            RequestBody(chunks, content_length),
-            encoding=encoding,
-            logical_size=logical_size,
-            sha256=request.headers.get("sha256-checksum"),
-        )
-        name = await anyio.to_thread.run_sync(
-            lambda: self.store.put(path, cast(BinaryIO, body), version, expected_size=logical_size)
-        )
+        raw = RequestBody(chunks, content_length)
+        sha256 = request.headers.get("sha256-checksum")
+        if encoding == "zstd" and logical_size is not None and sha256 is None:
+            # castore's client: keep its frame as the stored bytes, decode only to verify
+            size = logical_size
+            name = await anyio.to_thread.run_sync(
+                lambda: self.store.put_zstd(path, cast(BinaryIO, raw), version, size=size)
+            )
+        else:
+            body = UploadReader(raw, encoding=encoding, logical_size=logical_size, sha256=sha256)
+            name = await anyio.to_thread.run_sync(
+                lambda: self.store.put(path, cast(BinaryIO, body), version, expected_size=logical_size)
+            )
         stored = parse_name(name).version
         assert stored is not None
         return Response(status_code=200, headers={"Last-Modified": format_version(stored)}, media_type="text/plain")

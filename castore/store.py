@@ -208,10 +208,9 @@ class Store:
         if version is None:
             version = int(self.clock())
         if not isinstance(source, (bytes, bytearray, memoryview)):
-            # Do not read a stream that an older version would throw away.
-            current = self.metadata.current_version(path)
-            if current is not None and current > version:
-                return versioned_name(path, current)
+            newer = self._newer_than(path, version)
+            if newer is not None:
+                return newer  # do not read a stream that an older version would throw away
         prepared = self._ingest.prepare(
             source, expected_size=expected_size, live_size=self.metadata.live_blob_size
         )
@@ -223,6 +222,30 @@ class Store:
                 return self._record_put(path, version, prepared)
         finally:
             prepared.discard()
+
+    def put_zstd(self, name: str, frame: BinaryIO, version: int | None = None, *, size: int) -> str:
+        """Store a content given as a zstd frame decoding to ``size`` bytes; like :meth:`put`.
+
+        The frame is decoded to be hashed and checked (SourceError, storing nothing, if
+        it does not decode to exactly ``size`` bytes) and kept as the stored bytes, so a
+        content a client compressed is not compressed again.
+        """
+        path, version = self._name_and_version(name, version)
+        if version is None:
+            version = int(self.clock())
+        newer = self._newer_than(path, version)
+        if newer is not None:
+            return newer
+        prepared = self._ingest.prepare_zstd(frame, size=size)
+        try:
+            return self._record_put(path, version, prepared)
+        finally:
+            prepared.discard()
+
+    def _newer_than(self, path: str, version: int) -> str | None:
+        """The current versioned name if it is newer than ``version`` (a put would be ignored)."""
+        current = self.metadata.current_version(path)
+        return versioned_name(path, current) if current is not None and current > version else None
 
     def _record_put(self, path: str, version: int, prepared: Prepared) -> str:
         """One transaction: compare versions, reference the blob, point the path at it."""

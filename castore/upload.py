@@ -26,12 +26,13 @@ import anyio.from_thread
 import zstandard
 from starlette.requests import ClientDisconnect
 
+from .codec import Codec, decoding_reader
 from .errors import SourceError
 
 __all__ = ["DECODE_READ", "RequestBody", "UploadReader"]
 
 DECODE_READ = 1 << 20
-"""Compressed bytes the zstd decoder pulls from the body at a time."""
+"""Compressed bytes the gzip decoder pulls from the body at a time."""
 
 
 class RequestBody(io.RawIOBase):
@@ -126,7 +127,7 @@ class UploadReader(io.RawIOBase):
         if encoding == "zstd":
             if logical_size is None:
                 raise SourceError("a zstd body needs a Logical-Size header")
-            self._decoded = zstandard.ZstdDecompressor().stream_reader(cast(BinaryIO, raw), read_size=DECODE_READ)
+            self._decoded = decoding_reader(cast(BinaryIO, raw), Codec.ZSTD)
         elif encoding == "gzip":
             self._decoded = _GzipReader(raw)
         elif encoding == "identity":
