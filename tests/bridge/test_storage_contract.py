@@ -13,7 +13,6 @@ from django.db.migrations.writer import MigrationWriter
 from django.test import override_settings
 from django.utils import timezone
 
-from django_bridge.client import get_client
 from django_bridge.filename import FiletrackerFilename
 from django_bridge.storage import FiletrackerStorage, UnsafeName
 
@@ -26,21 +25,32 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(params=["memory", "embedded", "remote", "filetracker-dummy"])
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FiletrackerStorage]:
-    """The default storage, with FILETRACKER_CLIENT_FACTORY set for each kind of client."""
+def _storage_of(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FiletrackerStorage]:
+    """The default storage, with FILETRACKER_CLIENT_FACTORY set for one kind of client."""
     factories: dict[str, dict[str, Any]] = {
         "memory": {"FILETRACKER_CLIENT_FACTORY": "django_bridge.client.memory_store_factory"},
         "embedded": {"FILETRACKER_CLIENT_FACTORY": "django_bridge.client.local_store_factory",
                      "CASTORE_ROOT": str(tmp_path / "root")},
         "filetracker-dummy": {"FILETRACKER_CLIENT_FACTORY": "filetracker.client.dummy.DummyClient"},
     }
-    if request.param == "remote":
+    if kind == "remote":
         url = request.getfixturevalue("server_url")
         factories["remote"] = {"FILETRACKER_CLIENT_FACTORY": "django_bridge.client.remote_storage_factory",
                                "FILETRACKER_URL": url, "FILETRACKER_CACHE_ROOT": str(tmp_path / "cache")}
-    with override_settings(**factories[request.param]):
+    with override_settings(**factories[kind]):
         yield FiletrackerStorage(prefix=f"/contract{tmp_path.name}")
+
+
+@pytest.fixture(params=["memory", "embedded", "remote", "filetracker-dummy"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FiletrackerStorage]:
+    """Each client a project may configure, Filetracker's in-memory DummyClient included."""
+    yield from _storage_of(request.param, request, tmp_path)
+
+
+@pytest.fixture(params=["memory", "embedded", "remote"])
+def castore_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FiletrackerStorage]:
+    """castore's own clients (Filetracker's dummy client cannot list, and has its own errors)."""
+    yield from _storage_of(request.param, request, tmp_path)
 
 
 def test_save_open_exists_size_delete(storage: FiletrackerStorage) -> None:
@@ -59,11 +69,9 @@ def test_save_open_exists_size_delete(storage: FiletrackerStorage) -> None:
     storage.delete("my/path")  # deleting a missing file is a no-op, as in Django's storages
 
 
-def test_missing_file_is_file_not_found_with_castore_clients(storage: FiletrackerStorage) -> None:
-    if type(get_client()).__module__.startswith("filetracker"):
-        pytest.skip("Filetracker's own clients raise their own errors")
+def test_missing_file_is_file_not_found_with_castore_clients(castore_storage: FiletrackerStorage) -> None:
     with pytest.raises(FileNotFoundError):
-        storage.open("nothing/here")
+        castore_storage.open("nothing/here")
 
 
 def test_times_are_aware(storage: FiletrackerStorage) -> None:
@@ -81,9 +89,8 @@ def test_taken_names_get_a_suffix_and_reuploads_are_deduplicated(storage: Filetr
     assert storage.open(second).read() == b"same"
 
 
-def test_listdir(storage: FiletrackerStorage) -> None:
-    if type(get_client()).__module__.startswith("filetracker"):
-        pytest.skip("Filetracker's dummy client cannot list")
+def test_listdir(castore_storage: FiletrackerStorage) -> None:
+    storage = castore_storage
     for name in ("l/a.txt", "l/b.txt", "l/sub/c.txt", "l/sub/deeper/d.txt"):
         storage.save(name, ContentFile(name.encode()))
     assert storage.listdir("l") == (["sub"], ["a.txt", "b.txt"])
@@ -134,3 +141,16 @@ def test_storage_deconstructs_for_migrations() -> None:
     code, imports = MigrationWriter.serialize(storage)
     assert code == "django_bridge.storage.FiletrackerStorage(prefix='/ft')"
     assert "import django_bridge.storage" in imports
+
+
+@pytest.mark.django_db
+def test_storages_options_configure_the_default_storage() -> None:
+    from django.core.files.storage import default_storage
+
+    from .conftest import embedded_store
+
+    storages = {"default": {"BACKEND": "django_bridge.storage.FiletrackerStorage", "OPTIONS": {"prefix": "/ft"}}}
+    with override_settings(STORAGES=storages):
+        assert default_storage.prefix == "/ft"
+        name = default_storage.save("a/b.txt", ContentFile(b"x"))
+        assert embedded_store().read_bytes(f"/ft/{name.versioned_name}") == b"x"
