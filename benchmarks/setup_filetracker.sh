@@ -4,6 +4,9 @@
 # server needs the [server] extra (gevent).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if .venv-filetracker/bin/python -c 'import filetracker.servers.run, gevent, bsddb3' 2>/dev/null; then
+    exit 0  # already installed
+fi
 if ! dpkg -s libdb-dev >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq libdb-dev >/dev/null
 fi

@@ -4,6 +4,8 @@
 # newest Django 6.x on Python 3.12+.
 source "$(dirname "$0")/env.sh"
 ensure_venv
+# Filetracker 2.3.3's own server, a real peer for tests/compat (Debian's libdb-dev for bsddb3)
+bash benchmarks/setup_filetracker.sh >/dev/null
 .venv/bin/python -m pytest "$@"
 if [ $# -eq 0 ]; then
     ensure_django6_venv

@@ -1,0 +1,67 @@
+"""castore's client against the original Filetracker 2.3.3 server: the drop-in works both ways.
+
+Needs Filetracker's server in ``.venv-filetracker`` (``bash benchmarks/setup_filetracker.sh``,
+which ``scripts/test.sh`` runs); skipped when it is not installed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from benchmarks.server import FT_VENV, filetracker_server, running
+from castore.client import Client
+from castore.errors import FileNotAvailable, FiletrackerError
+
+pytestmark = pytest.mark.skipif(
+    not (FT_VENV / "bin/filetracker-server").exists(),
+    reason="Filetracker's server is not installed (bash benchmarks/setup_filetracker.sh)",
+)
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    work = tmp_path_factory.mktemp("filetracker-server")
+    with running(*filetracker_server(work / "data", work / "server.log")) as base:
+        yield base
+
+
+@pytest.fixture
+def client(url: str, tmp_path: Path) -> Client:
+    return Client(cache_dir=tmp_path / "cache", remote_url=url)
+
+
+@pytest.mark.parametrize("kind", ["small text", "large text", "large random", "empty"])
+def test_put_get_roundtrip(client: Client, tmp_path: Path, kind: str) -> None:
+    content = {"small text": b"1 2 3\n" * 1000, "large text": b"4 5 6\n" * 600_000,
+               "large random": os.urandom(3 << 20), "empty": b""}[kind]
+    assert client.remote_store is not None and not client.remote_store.is_castore()  # type: ignore[attr-defined]
+    source = tmp_path / "source"
+    source.write_bytes(content)
+    path = f"/castore-client/{kind.replace(' ', '-')}"
+    assert client.put_file(f"{path}@1000", source) == f"{path}@1000"
+    out = tmp_path / "out"
+    assert client.get_file(path, out, add_to_cache=False) == f"{path}@1000"
+    assert out.read_bytes() == content
+    stream, name = client.get_stream(path)
+    assert stream.read() == content and name == f"{path}@1000"
+    assert client.file_size(path) == len(content) and client.file_version(path) == 1000
+
+
+def test_versions_listing_and_deletes(client: Client, tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    source.write_bytes(b"two")
+    assert client.put_file("/cc/v@2000", source) == "/cc/v@2000"
+    source.write_bytes(b"one")
+    assert client.put_file("/cc/v@1000", source) == "/cc/v@2000"  # older: ignored by the server
+    assert client.get_stream("/cc/v")[0].read() == b"two"
+    assert client.list_remote_files(subpath="/cc") == ["v"]
+    client.delete_file("/cc/v@2000")
+    with pytest.raises(FileNotAvailable) as info:
+        client.file_version("/cc/v")
+    assert "404" in str(info.value)
+    with pytest.raises(FiletrackerError):
+        client.list_remote_files(subpath="/cc/nothing")
