@@ -7,7 +7,7 @@ Setup once (installs Berkeley DB headers with apt-get and Filetracker's server i
 
 Run::
 
-    .venv/bin/python benchmarks/server.py            # --small 500 --large 5 by default
+    .venv/bin/python benchmarks/server.py    # --small 300 --large 4 --rounds 3 by default
 
 Both servers run on 127.0.0.1 on free ports, each with its own data folder. Three runs,
 each with a remote-only client (as judging machines use it) and fresh file names:
@@ -26,6 +26,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -181,8 +182,9 @@ def filetracker_client_ceiling(small: list[Path]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--small", type=int, default=500)
-    parser.add_argument("--large", type=int, default=5)
+    parser.add_argument("--small", type=int, default=300)
+    parser.add_argument("--large", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     if not (FT_VENV / "bin/filetracker-server").exists():
         sys.exit("Filetracker's server is not installed: run bash benchmarks/setup_filetracker.sh")
@@ -204,15 +206,26 @@ def main() -> None:
         out = work / "out"
         out.mkdir()
         ceiling = filetracker_client_ceiling(files["small"])
-        with running(*castore_server(work / "castore")) as url:
-            ft_on_castore = run_suite(FiletrackerClient(local_store=None, remote_url=url), files, out, "fc")
-            castore = run_suite(CastoreClient(local_store=None, remote_url=url), files, out, "cc")
-        with running(*filetracker_server(work / "filetracker", work / "ft.log")) as url:
-            baseline = run_suite(FiletrackerClient(local_store=None, remote_url=url), files, out, "ff")
+        runs: dict[str, list[dict[str, float]]] = {"baseline": [], "ft_on_castore": [], "castore": []}
+        with running(*castore_server(work / "castore")) as castore_url, \
+                running(*filetracker_server(work / "filetracker", work / "ft.log")) as ft_url:
+            suites = {
+                "baseline": lambda: FiletrackerClient(local_store=None, remote_url=ft_url),
+                "ft_on_castore": lambda: FiletrackerClient(local_store=None, remote_url=castore_url),
+                "castore": lambda: CastoreClient(local_store=None, remote_url=castore_url),
+            }
+            for round_ in range(args.rounds):  # interleaved, so that drifts of the machine hit all three
+                for label, make_client in suites.items():
+                    runs[label].append(run_suite(make_client(), files, out, f"{label}{round_}"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    print(f"{args.small} x 64 KiB, {args.large} x 16 MiB per kind; 2 server workers each; remote-only clients")
+    baseline, ft_on_castore, castore = (
+        {figure: statistics.median(run[figure] for run in runs[label]) for figure in runs[label][0]}
+        for label in ("baseline", "ft_on_castore", "castore")
+    )
+    print(f"{args.small} x 64 KiB, {args.large} x 16 MiB per kind, medians of {args.rounds} interleaved rounds; "
+          "remote-only clients; castore 2 workers, Filetracker its default 2 x cores gevent workers")
     print(f"{'figure':<26} {'FT client':>10} {'FT client':>10} {'ratio':>7} {'castore':>10} {'ratio':>7}")
     print(f"{'':<26} {'-> FT':>10} {'-> castore':>10} {'':>7} {'-> castore':>10} {'':>7}")
     for figure, base in baseline.items():
