@@ -22,6 +22,7 @@ import errno
 import fcntl
 import os
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -92,9 +93,10 @@ class LocalCache:
     def version(self, path: str) -> int | None:
         """The version of the cached ``path``, or None when it is not cached."""
         try:
-            return int(os.stat(self.file_path(path)).st_mtime)
+            info = os.stat(self.file_path(path))
         except (FileNotFoundError, NotADirectoryError):
             return None
+        return int(info.st_mtime) if stat.S_ISREG(info.st_mode) else None  # a folder: other paths
 
     def lookup(self, path: str, version: int | None) -> Path | None:
         """The cached file of ``path@version`` (any version when None), marked as used; else None.
@@ -102,11 +104,8 @@ class LocalCache:
         Call with the lock held.
         """
         file = self.file_path(path)
-        try:
-            cached = int(os.stat(file).st_mtime)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        if version is not None and cached != version:
+        cached = self.version(path)
+        if cached is None or (version is not None and cached != version):
             return None
         with suppress(OSError):
             os.utime(file, (time.time(), cached))  # access time drives eviction

@@ -28,7 +28,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Final, Protocol
 
@@ -166,20 +166,37 @@ class Client:
     # -- the cache-then-origin rule, written once -------------------------------------
 
     @contextmanager
-    def _locked(self, path: str, *, exclusive: bool) -> Iterator[None]:
-        with self.local_store.locked(path, exclusive=exclusive) if self.local_store else nullcontext():
-            yield
+    def _cache_locked(self, path: str, *, exclusive: bool) -> Iterator[LocalCache | None]:
+        """The cache, with ``path``'s lock held; None when there is no cache or it cannot hold ``path``.
 
-    def _from_cache(self, path: str, version: int | None, force_refresh: bool = False) -> Path | None:
+        A path the cache folder cannot hold (``/a/b`` is cached as a file and ``/a/b/c``
+        is asked for) is served as if there were no cache, not as an error: the cache is
+        an optimisation, unless it is the only store (then its error is the call's).
+        """
+        cache, stack = self.local_store, ExitStack()
+        if cache is not None:
+            try:
+                stack.enter_context(cache.locked(path, exclusive=exclusive))
+            except OSError as e:
+                if self.remote_store is None:
+                    raise
+                log.warning("castore: the cache cannot hold %s (%s); going around it", path, e)
+                cache = None
+        with stack:
+            yield cache
+
+    def _from_cache(
+        self, cache: LocalCache | None, path: str, version: int | None, force_refresh: bool = False
+    ) -> Path | None:
         """The cached file that may serve ``path@version``, or None (lock held by the caller).
 
         Unversioned names are served from the cache only by a client with no origin.
         """
-        if self.local_store is None or force_refresh:
+        if cache is None or force_refresh:
             return None
         if version is None and self.remote_store is not None:
             return None
-        return self.local_store.lookup(path, version)
+        return cache.lookup(path, version)
 
     def _origin(self, path: str) -> Origin:
         if self.remote_store is None:
@@ -196,16 +213,15 @@ class Client:
             )
         return info, stream
 
-    def _fetch_into_cache(self, path: str, version: int | None, force_refresh: bool) -> Path:
+    def _fetch_into_cache(self, cache: LocalCache, path: str, version: int | None, force_refresh: bool) -> Path:
         """A cache file of ``path@version``, downloaded unless already there (exclusive lock held)."""
-        assert self.local_store is not None
         if not force_refresh:
-            hit = self.local_store.lookup(path, version) if version is not None else None
+            hit = cache.lookup(path, version) if version is not None else None
             if hit is not None:
                 return hit  # another process fetched it while this one waited for the lock
         info, stream = self._download(path, version)
         with stream:
-            return self.local_store.add_stream(path, stream, info.version)
+            return cache.add_stream(path, stream, info.version)
 
     # -- Filetracker's API ---------------------------------------------------------------
 
@@ -214,19 +230,19 @@ class Client:
     ) -> str:
         """Save the content of ``name`` at the local path ``save_to``; return its versioned name."""
         path, version = _split(name)
-        with self._locked(path, exclusive=False):
-            hit = self._from_cache(path, version, force_refresh)
-            if hit is not None:
-                assert self.local_store is not None
-                self.local_store.link_to(hit, save_to, link=self.link_files)
+        with self._cache_locked(path, exclusive=False) as cache:
+            hit = self._from_cache(cache, path, version, force_refresh)
+            if cache is not None and hit is not None:
+                cache.link_to(hit, save_to, link=self.link_files)
                 return versioned_name(path, _file_version(hit))
         self._origin(path)
         if self.local_store is not None and add_to_cache:
             try:
-                with self._locked(path, exclusive=True):
-                    cached = self._fetch_into_cache(path, version, force_refresh)
-                    self.local_store.link_to(cached, save_to, link=self.link_files)
-                    return versioned_name(path, _file_version(cached))
+                with self._cache_locked(path, exclusive=True) as cache:
+                    if cache is not None:
+                        cached = self._fetch_into_cache(cache, path, version, force_refresh)
+                        cache.link_to(cached, save_to, link=self.link_files)
+                        return versioned_name(path, _file_version(cached))
             except FiletrackerError:
                 raise  # the origin's answer (404, version mismatch, no connection)
             except (OSError, SourceError) as e:  # the cache is an optimisation: go around it
@@ -241,15 +257,16 @@ class Client:
     ) -> tuple[BinaryIO, str]:
         """A readable binary stream of ``name`` and its versioned name."""
         path, version = _split(name)
-        with self._locked(path, exclusive=False):
-            hit = self._from_cache(path, version, force_refresh)
+        with self._cache_locked(path, exclusive=False) as cache:
+            hit = self._from_cache(cache, path, version, force_refresh)
             if hit is not None:
                 return open(hit, "rb"), versioned_name(path, _file_version(hit))
         if serve_from_cache and self.local_store is not None:
             wanted = version if version is not None else self._origin(path).stat(path).version
-            with self._locked(path, exclusive=True):
-                cached = self._fetch_into_cache(path, wanted, force_refresh)
-                return open(cached, "rb"), versioned_name(path, _file_version(cached))
+            with self._cache_locked(path, exclusive=True) as cache:
+                if cache is not None:
+                    cached = self._fetch_into_cache(cache, path, wanted, force_refresh)
+                    return open(cached, "rb"), versioned_name(path, _file_version(cached))
         info, stream = self._download(path, version)
         return stream, versioned_name(path, info.version)
 
@@ -258,8 +275,8 @@ class Client:
         path, _ = _split(name)
         if self.remote_store is not None:
             return self.remote_store.stat(path).version
-        with self._locked(path, exclusive=False):
-            hit = self._from_cache(path, None)
+        with self._cache_locked(path, exclusive=False) as cache:
+            hit = self._from_cache(cache, path, None)
             if hit is None:
                 raise FileNotAvailable(path)
             return _file_version(hit)
@@ -267,8 +284,8 @@ class Client:
     def file_size(self, name: str, force_refresh: bool = False) -> int:
         """The size in bytes of the (uncompressed) content of ``name``."""
         path, version = _split(name)
-        with self._locked(path, exclusive=False):
-            hit = self._from_cache(path, version, force_refresh)
+        with self._cache_locked(path, exclusive=False) as cache:
+            hit = self._from_cache(cache, path, version, force_refresh)
             if hit is not None:
                 return hit.stat().st_size
         return self._origin(path).stat(path).size
@@ -301,22 +318,29 @@ class Client:
             assert self.remote_store is not None
             stored = self.remote_store.put(path, filename, version, compress=compress_hint)
         if local and stored == version:
-            assert self.local_store is not None
             try:
-                with self._locked(path, exclusive=True):
-                    cached = self.local_store.add_file(path, filename, version)
-                    if not remote:
-                        stored = _file_version(cached)  # a newer cached version was kept
-            except OSError:
+                with self._cache_locked(path, exclusive=True) as cache:
+                    if cache is not None:
+                        cached = cache.add_file(path, filename, version)
+                        if not remote:
+                            stored = _file_version(cached)  # a newer cached version was kept
+            except OSError as e:
                 if not remote:
                     raise  # the cache is the only store: its failure is the put's failure
-                log.warning("castore: stored %s but could not cache it", path, exc_info=True)
+                log.warning("castore: stored %s but could not cache it (%s)", path, e)
         return versioned_name(path, stored)
 
     def delete_file(self, name: str) -> None:
         """Delete ``name`` (only if not newer than its version, when it has one)."""
         path, version = _split(name)
-        removed = self.local_store.delete(path, version) if self.local_store is not None else False
+        removed = False
+        if self.local_store is not None:
+            try:
+                removed = self.local_store.delete(path, version)
+            except OSError as e:
+                if self.remote_store is None:
+                    raise
+                log.warning("castore: could not remove %s from the cache (%s)", path, e)
         if self.remote_store is not None:
             self.remote_store.delete(path, version if version is not None else int(time.time()))
         elif not removed:

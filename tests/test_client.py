@@ -361,3 +361,20 @@ def test_a_bad_download_raises_and_writes_nothing(answer: bytes, tmp_path: Path)
         assert not (tmp_path / "out").exists()
         with pytest.raises(FiletrackerError):
             client.get_stream("/x")[0].read()
+
+
+def test_a_path_that_is_also_a_folder_goes_around_the_cache(two_clients: tuple[Client, Client], local: MakeFile,
+                                                             tmp_path: Path) -> None:
+    cached, _ = two_clients
+    top = unique("nest")
+    # the cache folder cannot hold both: /x/b is a file there, /x/b/c would need it to be a folder
+    assert cached.put_file(f"{top}/b@5", local(b"outer")) == f"{top}/b@5"
+    assert cached.put_file(f"{top}/b/c@5", local(b"inner")) == f"{top}/b/c@5"
+    for name, content in ((f"{top}/b@5", b"outer"), (f"{top}/b/c@5", b"inner"), (f"{top}/b/c", b"inner")):
+        assert cached.get_file(name, tmp_path / "out") == name.split("@")[0] + "@5"
+        assert (tmp_path / "out").read_bytes() == content
+        assert cached.get_stream(name, serve_from_cache=True)[0].read() == content
+        assert cached.file_size(name) == len(content)
+    cached.delete_file(f"{top}/b/c@5")
+    with pytest.raises(FileNotAvailable):
+        cached.file_version(f"{top}/b/c")

@@ -29,7 +29,7 @@ from castore.errors import FileNotAvailable, FiletrackerError
 
 from .server_process import castore_server
 
-NAMES = st.sampled_from(["a", "b", "d/c", "d/e/f"])
+NAMES = st.sampled_from(["a", "b", "d", "d/c", "d/e/f"])  # "d" is also a folder
 VERSIONS = st.integers(min_value=1, max_value=6)
 CONTENTS = st.one_of(
     st.binary(max_size=40),
