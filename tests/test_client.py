@@ -378,3 +378,13 @@ def test_a_path_that_is_also_a_folder_goes_around_the_cache(two_clients: tuple[C
     cached.delete_file(f"{top}/b/c@5")
     with pytest.raises(FileNotAvailable):
         cached.file_version(f"{top}/b/c")
+
+
+@pytest.mark.parametrize("leaf", ["a b.txt", "ł ż.txt", "q?x=1", "h#sh", "100%25", "50%", "a+b", "a;b", "a&b=c", "'\"", "~x"])
+def test_names_that_need_url_quoting(client: Client, local: MakeFile, leaf: str) -> None:
+    folder = unique("odd")
+    name = client.put_file(f"{folder}/{leaf}@5", local(b"data"))
+    assert name == f"{folder}/{leaf}@5"
+    stream, versioned = client.get_stream(f"{folder}/{leaf}")
+    assert stream.read() == b"data" and versioned == name
+    assert client.list_remote_files(subpath=folder) == [leaf]
