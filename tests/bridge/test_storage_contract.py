@@ -154,3 +154,9 @@ def test_storages_options_configure_the_default_storage() -> None:
         assert default_storage.prefix == "/ft"
         name = default_storage.save("a/b.txt", ContentFile(b"x"))
         assert embedded_store().read_bytes(f"/ft/{name.versioned_name}") == b"x"
+
+
+def test_read_using_cache(castore_storage: FiletrackerStorage) -> None:
+    name = castore_storage.save("cached/statement.pdf", ContentFile(b"%PDF"))
+    with castore_storage.read_using_cache(name) as f:
+        assert f.read() == b"%PDF" and f.size == 4

@@ -177,3 +177,17 @@ def test_filename_keeps_the_version() -> None:
     assert pickle.loads(pickle.dumps(name)).versioned_name == "tests/x.txt@1234"
     with pytest.raises(ValueError):
         FiletrackerFilename("a/b@x1")
+
+
+def test_rows_copied_by_reference_share_the_stored_file() -> None:
+    problem = Problem.objects.create(name="p")
+    original = Test(problem=problem)
+    original.input_file.save("0a.in", ContentFile(b"5 6\n"))
+    original.save()
+    before = embedded_store().usage()
+    copy = Test.objects.get(pk=original.pk)
+    copy.pk = None  # how OIOIOI copies tests between problem instances
+    copy.save()
+    assert column(Test, copy.pk, "input_file") == column(Test, original.pk, "input_file")
+    assert embedded_store().usage() == before  # no upload
+    assert Test.objects.get(pk=copy.pk).input_file.read_using_cache().read() == b"5 6\n"
