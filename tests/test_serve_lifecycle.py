@@ -1,0 +1,62 @@
+"""castore serve with several workers: answers soon after start, and SIGTERM stops every process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from .server_process import free_port
+
+
+def children(pid: int) -> set[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except FileNotFoundError:
+        return set()
+    return {int(p) for p in text.split()}
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/stat").read_text().split()[2] if Path(f"/proc/{pid}/stat").exists() else "X"
+    return status != "Z"
+
+
+def test_workers_start_and_all_stop_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    command = [sys.executable, "-m", "castore", "--root", str(tmp_path / "store"), "serve",
+               "--port", str(port), "--workers", "2"]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    started = time.monotonic()
+    try:
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).json() == {"status": "ok"}:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None and time.monotonic() - started < 30, "castore serve did not come up"
+            time.sleep(0.02)
+        print(f"answered {time.monotonic() - started:.2f} s after start")  # see the issue: "within a second"
+        workers = children(server.pid)
+        assert len(workers) >= 2
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output = server.communicate(timeout=30)[0].decode()
+    assert server.returncode in (0, -signal.SIGTERM), output
+    deadline = time.monotonic() + 10
+    while any(alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(w) for w in workers), "a worker outlived SIGTERM"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))  # the port is free again
