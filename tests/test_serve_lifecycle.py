@@ -50,6 +50,8 @@ def test_workers_start_and_all_stop_on_sigterm(tmp_path: Path) -> None:
         print(f"answered {time.monotonic() - started:.2f} s after start")  # see the issue: "within a second"
         workers = children(server.pid)
         assert len(workers) >= 2
+        httpx.put(f"http://127.0.0.1:{port}/files/x", params={"last_modified": "Thu, 01 Jan 1970 00:16:40 -0000"},
+                  content=b"x" * 1000).raise_for_status()
     finally:
         server.send_signal(signal.SIGTERM)
         output = server.communicate(timeout=30)[0].decode()
@@ -60,3 +62,5 @@ def test_workers_start_and_all_stop_on_sigterm(tmp_path: Path) -> None:
     assert not any(alive(w) for w in workers), "a worker outlived SIGTERM"
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))  # the port is free again
+    wal = tmp_path / "store" / "metadata.sqlite3-wal"
+    assert not wal.exists() or wal.stat().st_size == 0  # the store was closed: its log folded back
