@@ -27,7 +27,8 @@ from typing import Any, BinaryIO, Union, cast
 import zstandard
 
 from .blobs.base import BlobBackend, StagedBlob
-from .codec import Codec, compress_if_worth, decoding_reader, pays, worth_compressing
+from .codec import Codec, compress_if_worth, pays, worth_compressing
+from .content_coding import decoded
 from .errors import SourceError
 from .keys import BlobKey, Hasher
 
@@ -166,14 +167,6 @@ class _Recorder(io.RawIOBase):
         return kept
 
 
-def _decoded_read(decoded: BinaryIO, size: int) -> bytes:
-    """Up to ``size`` decoded bytes; zstd errors become SourceError."""
-    try:
-        return _read_up_to(decoded, size)
-    except zstandard.ZstdError as e:
-        raise SourceError(f"the zstd content cannot be decoded: {e}") from None
-
-
 def _memory_chunks(data: memoryview) -> Iterator[memoryview]:
     for start in range(0, len(data), CHUNK_SIZE):
         yield data[start : start + CHUNK_SIZE]
@@ -221,10 +214,10 @@ class Ingest:
         bounded: it stops with SourceError as soon as it passes ``size``.
         """
         recorder = _Recorder(frame, limit=size + size // 128 + 65536)  # above zstd's worst case
-        decoded = decoding_reader(cast(BinaryIO, recorder), Codec.ZSTD)
+        content = decoded(cast(BinaryIO, recorder), "zstd")
         hasher = Hasher(self.seed)
         if size <= self.inline_max:
-            data = self._decode_all(decoded, size)
+            data = self._decode_all(content, size)
             hasher.update(data)
             stored = recorder.take()
             if pays(size, len(stored)):
@@ -233,7 +226,7 @@ class Ingest:
         staged = self.backend.stage()
         recorder.sink = staged.write
         try:
-            self._decode_into(decoded, hasher, size)
+            self._decode_into(content, hasher, size)
             stored_size = staged.finish()
         except BaseException:
             staged.abort()
@@ -241,8 +234,8 @@ class Ingest:
         return Prepared(hasher.key(), size, Codec.ZSTD, stored_size, staged=staged)
 
     @staticmethod
-    def _decode_all(decoded: BinaryIO, size: int) -> bytes:
-        data = _decoded_read(decoded, size + 1)
+    def _decode_all(content: BinaryIO, size: int) -> bytes:
+        data = _read_up_to(content, size + 1)
         if len(data) > size:
             raise SourceError(f"the zstd content decodes to more than the {size} bytes promised")
         if len(data) < size:
@@ -250,8 +243,8 @@ class Ingest:
         return data
 
     @staticmethod
-    def _decode_into(decoded: BinaryIO, hasher: Hasher, size: int) -> None:
-        while chunk := _decoded_read(decoded, CHUNK_SIZE):
+    def _decode_into(content: BinaryIO, hasher: Hasher, size: int) -> None:
+        while chunk := _read_up_to(content, CHUNK_SIZE):
             hasher.update(chunk)
             if hasher.size > size:
                 raise SourceError(f"the zstd content decodes to more than the {size} bytes promised")

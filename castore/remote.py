@@ -25,16 +25,16 @@ import select
 import socket
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 from urllib.parse import quote, urlsplit
 
 import zstandard
 
 from .codec import DEFAULT_LEVEL, SAMPLE_SIZE, worth_compressing
-from .errors import FileNotAvailable, FiletrackerError
+from .content_coding import decoded
+from .errors import FileNotAvailable, FiletrackerError, SourceError
 from .protocol import format_version, parse_version_date
 
 __all__ = ["DEFAULT_TIMEOUT", "Remote", "RemoteFile"]
@@ -148,66 +148,44 @@ class _Response:
 
 
 class _DecodedBody(io.RawIOBase):
-    """The body of a GET, decoded from zstd or gzip, checked against ``Logical-Size``.
+    """The body of a GET, decoded (:mod:`castore.content_coding`), checked against ``Logical-Size``.
 
     A short or undecodable body raises FiletrackerError instead of looking like a
-    smaller file.
+    smaller file; a body that decodes past its size stops there.
     """
 
-    def __init__(self, response: _Response, name: str, size: int | None) -> None:
+    def __init__(self, response: _Response, name: str, size: int) -> None:
         super().__init__()
         self._response = response
         self._name = name
         self._expected = size
         encoding = (response.header("Content-Encoding") or "identity").strip().lower()
-        if encoding == "zstd":
-            self._decoder: Any = zstandard.ZstdDecompressor().decompressobj()
-        elif encoding == "gzip":
-            self._decoder = zlib.decompressobj(wbits=31)
-        elif encoding == "identity":
-            self._decoder = None
-        else:
+        try:
+            self._decoded = decoded(cast(BinaryIO, response.raw), encoding)
+        except SourceError as e:
             response.release()
-            raise FiletrackerError(f"{name}: the server sent an unknown Content-Encoding {encoding!r}")
-        self._pending = memoryview(b"")
+            raise FiletrackerError(f"{name}: the server sent an unknown Content-Encoding ({e})") from None
         self._delivered = 0
-        self._eof = False
 
     def readable(self) -> bool:
         return True
 
-    def _fill(self) -> None:
+    def readinto(self, buffer: Any) -> int:
         try:
-            raw = self._response.raw.read(IO_CHUNK)
+            n: int = self._decoded.readinto(buffer)  # type: ignore[attr-defined]
         except (http.client.IncompleteRead, OSError) as e:
             self.close()
             raise FiletrackerError(f"{self._name}: the download was cut short ({e})") from None
-        if not raw:
-            self._finish()
-            return
-        try:
-            data = self._decoder.decompress(raw) if self._decoder is not None else raw
-        except (zlib.error, zstandard.ZstdError) as e:
+        except SourceError as e:
             self.close()
             raise FiletrackerError(f"{self._name}: the download cannot be decoded ({e})") from None
-        self._pending = memoryview(data)
-
-    def _finish(self) -> None:
-        self._eof = True
-        self._response.release()
-        complete = self._decoder is None or self._decoder.eof
-        if not complete or (self._expected is not None and self._delivered != self._expected):
-            raise FiletrackerError(
-                f"{self._name}: the download has {self._delivered} bytes, the server announced {self._expected}"
-            )
-
-    def readinto(self, buffer: Any) -> int:
-        while not self._pending and not self._eof:
-            self._fill()
-        n = min(len(buffer), len(self._pending))
-        buffer[:n] = self._pending[:n]
-        self._pending = self._pending[n:]
         self._delivered += n
+        if n == 0 or self._delivered > self._expected:
+            self._response.release()
+            if self._delivered != self._expected:
+                raise FiletrackerError(
+                    f"{self._name}: the download has {self._delivered} bytes, the server announced {self._expected}"
+                )
         return n
 
     def close(self) -> None:

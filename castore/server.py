@@ -30,6 +30,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .codec import Codec
+from .content_coding import CODINGS
 from .errors import CastoreError, HashCollision, IntegrityError, InvalidName, NotFound, SourceError
 from .http_protocol import BoundedHttpToolsProtocol
 from .metrics import Metrics
@@ -237,7 +238,7 @@ class FiletrackerApp:
     async def _put(self, request: Request, path: str) -> Response:
         version = parse_version_date(request.query_params.get("last_modified"))
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
-        if encoding not in ("identity", "gzip", "zstd"):
+        if encoding not in CODINGS:
             raise _HTTPError(415, f"unsupported Content-Encoding {encoding!r}")
         content_length = _int_header(request, "content-length")
         logical_size = _int_header(request, "logical-size")

@@ -4,8 +4,8 @@ Two layers, read from a worker thread:
 
 * :class:`RequestBody` — the raw bytes, fetched chunk by chunk from the event loop (or
   from a list, for a small body received whole), checked against ``Content-Length``;
-* :class:`UploadReader` — those bytes decoded (``identity``, ``gzip`` or ``zstd``),
-  checked against the ``Logical-Size`` and ``SHA256-Checksum`` hints.
+* :class:`UploadReader` — those bytes decoded (:mod:`castore.content_coding`), checked
+  against the ``Logical-Size`` and ``SHA256-Checksum`` hints.
 
 Every mismatch raises :class:`~castore.errors.SourceError` before the store records
 anything. A read never decodes more than the caller asked for, so a small compressed
@@ -18,21 +18,16 @@ from __future__ import annotations
 
 import hashlib
 import io
-import zlib
 from collections.abc import AsyncIterator
 from typing import Any, BinaryIO, cast
 
 import anyio.from_thread
-import zstandard
 from starlette.requests import ClientDisconnect
 
-from .codec import Codec, decoding_reader
+from .content_coding import decoded
 from .errors import SourceError
 
-__all__ = ["DECODE_READ", "RequestBody", "UploadReader"]
-
-DECODE_READ = 1 << 20
-"""Compressed bytes the gzip decoder pulls from the body at a time."""
+__all__ = ["RequestBody", "UploadReader"]
 
 
 class RequestBody(io.RawIOBase):
@@ -81,38 +76,6 @@ class RequestBody(io.RawIOBase):
         return n
 
 
-class _GzipReader(io.RawIOBase):
-    """gzip decoding that returns at most what is asked for at each read."""
-
-    def __init__(self, raw: io.RawIOBase) -> None:
-        super().__init__()
-        self._raw = raw
-        self._decoder = zlib.decompressobj(wbits=31)
-        self._input = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while True:
-            if self._decoder.eof:
-                if self._decoder.unused_data or self._input or self._raw.read(1):
-                    raise SourceError("the gzip body has data after its end")
-                return 0
-            if not self._input:
-                self._input = self._raw.read(DECODE_READ) or b""
-                if not self._input:
-                    raise SourceError("the gzip body is truncated")
-            try:
-                data = self._decoder.decompress(self._input, len(buffer))
-            except zlib.error as e:
-                raise SourceError(f"the gzip body cannot be decoded: {e}") from None
-            self._input = self._decoder.unconsumed_tail
-            if data:
-                buffer[: len(data)] = data
-                return len(data)
-
-
 class UploadReader(io.RawIOBase):
     """The decoded content of a PUT, checked against its hints as it is read."""
 
@@ -123,26 +86,15 @@ class UploadReader(io.RawIOBase):
         self._sha256 = hashlib.sha256() if sha256 else None
         self._expected_sha256 = (sha256 or "").lower()
         self._delivered = 0
-        self._decoded: Any
-        if encoding == "zstd":
-            if logical_size is None:
-                raise SourceError("a zstd body needs a Logical-Size header")
-            self._decoded = decoding_reader(cast(BinaryIO, raw), Codec.ZSTD)
-        elif encoding == "gzip":
-            self._decoded = _GzipReader(raw)
-        elif encoding == "identity":
-            self._decoded = raw
-        else:
-            raise SourceError(f"unsupported Content-Encoding {encoding!r}")
+        if encoding == "zstd" and logical_size is None:
+            raise SourceError("a zstd body needs a Logical-Size header")
+        self._decoded = decoded(cast(BinaryIO, raw), encoding)
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
-        try:
-            n: int = self._decoded.readinto(buffer)
-        except zstandard.ZstdError as e:
-            raise SourceError(f"the zstd body cannot be decoded: {e}") from None
+        n: int = self._decoded.readinto(buffer)  # type: ignore[attr-defined]
         if n:
             self._delivered += n
             if self._logical_size is not None and self._delivered > self._logical_size:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import zstandard
 
 from castore.client import Client
 from castore.errors import FileNotAvailable, FiletrackerError
@@ -340,6 +341,7 @@ def _one_answer_server(answer: bytes) -> Iterator[str]:
         listener.close()
 
 
+BOMB = zstandard.ZstdCompressor(level=3).compress(b"\0" * (64 << 20))
 HEAD = b"HTTP/1.1 200 OK\r\nLast-Modified: Thu, 01 Jan 1970 00:16:40 -0000\r\nConnection: close\r\n"
 
 
@@ -350,8 +352,10 @@ HEAD = b"HTTP/1.1 200 OK\r\nLast-Modified: Thu, 01 Jan 1970 00:16:40 -0000\r\nCo
         HEAD + b"Content-Length: 5\r\nLogical-Size: 10\r\n\r\n12345",  # smaller than announced
         HEAD + b"Content-Length: 5\r\nLogical-Size: 5\r\nContent-Encoding: zstd\r\n\r\nnope!",  # not zstd
         HEAD + b"Content-Length: 5\r\nLogical-Size: 5\r\nContent-Encoding: br\r\n\r\n12345",  # unknown coding
+        HEAD + b"Content-Length: %d\r\nLogical-Size: 5\r\nContent-Encoding: zstd\r\n\r\n%s"
+        % (len(BOMB), BOMB),  # decodes far past its size: stopped there
     ],
-    ids=["truncated", "short", "corrupt", "unknown-coding"],
+    ids=["truncated", "short", "corrupt", "unknown-coding", "bomb"],
 )
 def test_a_bad_download_raises_and_writes_nothing(answer: bytes, tmp_path: Path) -> None:
     for base in _one_answer_server(answer):
