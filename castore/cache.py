@@ -33,7 +33,7 @@ from typing import BinaryIO, NamedTuple, TypeVar
 
 from .names import check_path, versioned_name
 
-__all__ = ["CacheEntry", "CleanReport", "LocalCache"]
+__all__ = ["CacheEntry", "CleanReport", "LocalCache", "replaced_whole"]
 
 T = TypeVar("T")
 
@@ -77,13 +77,19 @@ class LocalCache:
 
     # -- locks -----------------------------------------------------------------------------
 
+    def _lock_path(self, path: str) -> Path:
+        return self.locks / check_path(path).lstrip("/")
+
     @contextmanager
-    def locked(self, path: str, *, exclusive: bool) -> Iterator[None]:
-        """Hold ``path``'s lock: shared for reading, exclusive for writing or deleting."""
-        lock_path = self.locks / check_path(path).lstrip("/")
+    def locked(self, path: str, *, exclusive: bool, wait: bool = True) -> Iterator[None]:
+        """Hold ``path``'s lock: shared for reading, exclusive for writing or deleting.
+
+        With ``wait=False`` a lock held by another process raises BlockingIOError.
+        """
+        lock_path = self._lock_path(path)
         fd = _retry_on_missing_parent(lambda: os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666), lock_path)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if wait else fcntl.LOCK_NB))
             yield
         finally:
             os.close(fd)
@@ -116,23 +122,15 @@ class LocalCache:
 
         ``destination`` is replaced whole: it is never seen half-written.
         """
-        destination = Path(destination)
-        temporary = destination.with_name(f".{destination.name}.castore-{os.getpid()}-{time.monotonic_ns()}")
-        try:
+        with replaced_whole(destination) as temporary:
             if link:
                 try:
                     os.link(file, temporary)
+                    return
                 except OSError as e:
                     if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
                         raise
-                    shutil.copyfile(file, temporary)
-            else:
-                shutil.copyfile(file, temporary)
-            os.replace(temporary, destination)
-        except BaseException:
-            with suppress(OSError):
-                os.unlink(temporary)
-            raise
+            shutil.copyfile(file, temporary)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -193,9 +191,10 @@ class LocalCache:
                 return False
             os.unlink(file)
         self._prune(file.parent, self.files)
+        lock_path = self._lock_path(path)
         with suppress(OSError):
-            os.unlink(self.locks / path.lstrip("/"))
-        self._prune((self.locks / path.lstrip("/")).parent, self.locks)
+            os.unlink(lock_path)
+        self._prune(lock_path.parent, self.locks)
         return True
 
     @staticmethod
@@ -251,24 +250,21 @@ class LocalCache:
 
     def _evict(self, file: Path) -> bool:
         path = "/" + file.relative_to(self.files).as_posix()
-        lock_path = self.locks / path.lstrip("/")
         try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+            with self.locked(path, exclusive=True, wait=False):
+                return self._remove_evicted(file)
+        except BlockingIOError:
+            return False  # in use right now
         except OSError:
-            fd = -1
+            # no lock file can exist there (a cached file sits where its folder would be):
+            # nobody can lock it either, so remove it unlocked
+            return self._remove_evicted(file)
+
+    def _remove_evicted(self, file: Path) -> bool:
         try:
-            if fd >= 0:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    return False  # in use right now
-            try:
-                os.unlink(file)
-            except FileNotFoundError:
-                return False
-        finally:
-            if fd >= 0:
-                os.close(fd)
+            os.unlink(file)
+        except FileNotFoundError:
+            return False
         self._prune(file.parent, self.files)
         return True
 
@@ -279,6 +275,24 @@ class LocalCache:
                 with suppress(OSError):
                     if entry.stat().st_mtime < cutoff:
                         os.unlink(entry.path)
+
+
+@contextmanager
+def replaced_whole(destination: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary path beside ``destination`` that replaces it once the block ends without error.
+
+    Readers of ``destination`` never see it half-written; on an error the temporary file
+    is removed and ``destination`` is left as it was.
+    """
+    destination = Path(destination)
+    temporary = destination.with_name(f".{destination.name}.castore-{os.getpid()}-{time.monotonic_ns()}")
+    try:
+        yield temporary
+        os.replace(temporary, destination)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 def _retry_on_missing_parent(action: Callable[[], T], target: Path) -> T:

@@ -32,7 +32,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Final, Protocol
 
-from .cache import CacheEntry, LocalCache
+from .cache import CacheEntry, LocalCache, replaced_whole
 from .errors import FileNotAvailable, FiletrackerError, NotFound, SourceError
 from .names import parse_name, versioned_name
 from .remote import DEFAULT_TIMEOUT, Remote, RemoteFile
@@ -383,12 +383,5 @@ def _file_version(file: Path) -> int:
 
 def _write_whole(stream: BinaryIO, destination: Path) -> None:
     """Write ``stream`` to ``destination``, replacing it only once complete."""
-    temporary = destination.with_name(f".{destination.name}.castore-{os.getpid()}-{time.monotonic_ns()}")
-    try:
-        with open(temporary, "wb") as out:
-            shutil.copyfileobj(stream, out, 1 << 20)
-        os.replace(temporary, destination)
-    except BaseException:
-        if temporary.exists():
-            temporary.unlink()
-        raise
+    with replaced_whole(destination) as temporary, open(temporary, "wb") as out:
+        shutil.copyfileobj(stream, out, 1 << 20)
