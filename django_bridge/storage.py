@@ -128,9 +128,12 @@ class FiletrackerStorage(Storage):
         return self._save(name, content)
 
     def _save(self, name: str, content: Any) -> FiletrackerFilename:
-        path = self._make_filetracker_path(name)
+        return self._upload(self._make_filetracker_path(name), content)
+
+    def _upload(self, store_name: str, content: Any) -> FiletrackerFilename:
+        """Put ``content`` at ``store_name`` (a store path, maybe ``@version``); the name stored."""
         with _local_file(content) as filename:
-            stored = self.client.put_file(path, filename, to_local_store=False)
+            stored = self.client.put_file(store_name, filename, to_local_store=False)
         return FiletrackerFilename(self._cut_prefix(stored))
 
     def save_replacing(self, name: str, content: Any) -> FiletrackerFilename:
@@ -143,11 +146,10 @@ class FiletrackerStorage(Storage):
         if split_versioned(name)[1] is not None:
             raise ValueError(f"give save_replacing an unversioned name, not {name!r}")
         version = int(time.time())
-        with _local_file(content) as filename:
-            stored = self.client.put_file(f"{path}@{version}", filename, to_local_store=False)
-        if split_versioned(stored)[1] != version:
+        stored = self._upload(f"{path}@{version}", content)
+        if stored.version != version:
             return self.save(name, content)
-        return FiletrackerFilename(self._cut_prefix(stored))
+        return stored
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -87,8 +87,5 @@ class Command(BaseCommand):
             if options.get("verbosity", 1) >= 2:
                 self.stdout.write(f"  {path}@{version}")
             if not dry_run:
-                try:
-                    client.delete_file(f"{path}@{version}")  # a newer version (a re-upload) survives
-                except Exception as e:
-                    if not is_missing(e):
-                        raise
+                # at that version: a newer one (a re-upload) survives; a missing file is no error
+                storage.delete(f"{storage._cut_prefix(path)}@{version}")
