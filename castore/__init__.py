@@ -13,6 +13,9 @@ Over HTTP, with the API of Filetracker's client (``castore.client``)::
     client = Client(remote_url="http://127.0.0.1:9999", cache_dir="/var/cache/castore")
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     CastoreError,
     CorruptBlob,
@@ -30,7 +33,27 @@ from .errors import (
     VersionNotFound,
 )
 from .names import Name, parse_name, versioned_name
-from .store import FileInfo, GcReport, Store
+
+_LAZY = {"FileInfo": "store", "GcReport": "store", "Store": "store"}
+"""Members imported on first use (PEP 562): ``castore.store`` pulls in SQLAlchemy, which a
+judging machine that only uses ``castore.client`` never needs (~0.5 s of start-up)."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'castore' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+if TYPE_CHECKING:
+    from .store import FileInfo, GcReport, Store
 
 __all__ = [
     "CastoreError",

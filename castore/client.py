@@ -26,17 +26,22 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, Final, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, Protocol
 
 from .cache import CacheEntry, LocalCache, replaced_whole
 from .errors import FileNotAvailable, FiletrackerError, NotFound, SourceError
 from .names import parse_name, versioned_name
 from .remote import DEFAULT_TIMEOUT, Remote, RemoteFile
-from .store import Store
+
+if TYPE_CHECKING:  # importing castore.store pulls in SQLAlchemy: only when a Store is used
+    from typing_extensions import TypeIs
+
+    from .store import Store
 
 __all__ = ["AUTO", "CacheEntry", "Client", "FileNotAvailable", "FiletrackerError", "LocalCache", "Origin", "Remote", "default_cache_dir"]
 
@@ -109,6 +114,13 @@ class EmbeddedOrigin:
             raise FiletrackerError(f"{subpath}: Path doesn't exist or is not a directory", status=400) from None
 
 
+def _is_store(value: object) -> TypeIs[Store]:
+    """True for a :class:`Store`, without importing ``castore.store`` (an object cannot be
+    a Store unless that module was imported already)."""
+    store_module = sys.modules.get("castore.store")
+    return store_module is not None and isinstance(value, store_module.Store)
+
+
 def default_cache_dir() -> str:
     """Filetracker's default cache folder: ``$FILETRACKER_DIR``, else ``~/.filetracker-store``."""
     return os.environ.get("FILETRACKER_DIR") or os.path.expanduser("~/.filetracker-store")
@@ -145,7 +157,7 @@ class Client:
         if _is_auto(remote_store):
             url = remote_url or os.environ.get("FILETRACKER_URL")
             remote_store = Remote(url, timeout=timeout) if url else None
-        elif isinstance(remote_store, Store):
+        elif _is_store(remote_store):
             remote_store = EmbeddedOrigin(remote_store)
         if local_store is None and remote_store is None:
             raise ValueError("a Client needs a local cache, an origin (remote_url or a store), or both")
