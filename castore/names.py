@@ -110,6 +110,9 @@ def check_version(version: object) -> int:
 def parse_version(text: str) -> int:
     """Parse decimal version text (``"1700000000"``); raise InvalidVersion otherwise."""
     if not isinstance(text, str) or not _DIGITS.fullmatch(text):
+        if isinstance(text, str) and re.fullmatch(r"[0-9]+", text):
+            raise InvalidVersion(f"invalid version {text[:24]}{'…' if len(text) > 24 else ''}: too large "
+                                 "(at most 2**63-1)")
         raise InvalidVersion(f"invalid version {text!r}: must be decimal digits")
     return check_version(int(text))
 

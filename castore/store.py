@@ -39,7 +39,10 @@ from .metadata.repo import BlobRow, Entry, MetadataRepo, Usage
 from .names import check_prefix, check_version, child_range, parse_name, versioned_name
 from .reading import BlobReader
 
-__all__ = ["DEFAULT_INLINE_MAX", "DEFAULT_RETENTION", "METADATA_FILE", "FileInfo", "GcReport", "Store"]
+__all__ = ["DEFAULT_INLINE_MAX", "DEFAULT_RETENTION", "METADATA_FILE", "SETTINGS", "FileInfo", "GcReport", "Store"]
+
+SETTINGS = ("retention", "inline_max", "zstd_level")
+"""What a store chooses at creation (``Store.open(root, create=True, retention=3)``)."""
 
 DEFAULT_RETENTION = 10
 DEFAULT_INLINE_MAX = 128 * 1024
@@ -138,12 +141,25 @@ class Store:
     # -- opening ------------------------------------------------------------------
 
     @classmethod
-    def open_root(cls, root: str | os.PathLike[str], create: bool = False, **options: Any) -> Store:
+    def open_root(
+        cls,
+        root: str | os.PathLike[str],
+        create: bool = False,
+        *,
+        clock: Callable[[], float] = time.time,
+        **settings: int,
+    ) -> Store:
         """Open the store at folder ``root``: SQLite metadata and a blob folder inside it.
 
-        With ``create=True`` a missing store is made (see :meth:`init_metadata` for the
-        settings ``options`` may give). Opening an older store upgrades its schema.
+        With ``create=True`` a missing store is made with the given ``settings``
+        (:data:`SETTINGS`: ``retention``, ``inline_max``, ``zstd_level``); an existing
+        store keeps its own, and a setting that differs from it raises ValueError rather
+        than being ignored. An unknown setting (a typo such as ``retension``) raises
+        TypeError. Opening an older store upgrades its schema.
         """
+        _check_settings(settings)
+        if settings and not create:
+            raise ValueError(f"store settings are chosen at creation: pass create=True with {sorted(settings)}")
         root = Path(root)
         database = root / METADATA_FILE
         if not database.exists():
@@ -153,8 +169,14 @@ class Store:
         with _root_lock(root):
             metadata = MetadataRepo(f"sqlite:///{database}")
             if create:
-                cls.init_metadata(metadata, **options)
-        return cls(metadata, FileBlobBackend(root / BLOBS_DIR), **_store_options(options))
+                cls.init_metadata(metadata, **settings)
+        store = cls(metadata, FileBlobBackend(root / BLOBS_DIR), clock=clock)
+        differing = {k: v for k, v in settings.items() if store.settings()[k] != v}
+        if differing:
+            store.close()
+            kept = ", ".join(f"{k}={store.settings()[k]}" for k in sorted(differing))
+            raise ValueError(f"the store at {root} already exists with {kept}; settings are chosen at creation")
+        return store
 
     @staticmethod
     def init_metadata(
@@ -163,11 +185,9 @@ class Store:
         retention: int = DEFAULT_RETENTION,
         inline_max: int = DEFAULT_INLINE_MAX,
         zstd_level: int = DEFAULT_LEVEL,
-        **_: Any,
     ) -> None:
         """Write a new store's settings (a fresh secret seed); keeps those already set."""
-        if retention < 1:
-            raise ValueError("retention must keep at least one version")
+        _check_settings({"retention": retention, "inline_max": inline_max, "zstd_level": zstd_level})
         metadata.init_settings(
             {
                 "seed": str(new_seed()),
@@ -176,6 +196,10 @@ class Store:
                 "zstd_level": str(zstd_level),
             }
         )
+
+    def settings(self) -> dict[str, int]:
+        """The store's settings chosen at creation: ``retention``, ``inline_max``, ``zstd_level``."""
+        return {"retention": self.retention, "inline_max": self._ingest.inline_max, "zstd_level": self._ingest.level}
 
     def close(self) -> None:
         self.metadata.close()
@@ -461,5 +485,12 @@ class Store:
         )
 
 
-def _store_options(options: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in options.items() if k == "clock"}
+def _check_settings(settings: dict[str, Any]) -> None:
+    """TypeError for an unknown setting name, ValueError for a value out of range."""
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown:
+        raise TypeError(f"unknown store setting(s) {', '.join(unknown)} (known: {', '.join(SETTINGS)})")
+    for name, low, high in (("retention", 1, 1 << 31), ("inline_max", 0, 1 << 30), ("zstd_level", 1, 22)):
+        value = settings.get(name, low)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"{name} must be an integer in {low}..{high}, not {value!r}")

@@ -11,7 +11,11 @@ Factories:
   (the default, for development and tests);
 * :func:`remote_storage_factory` — a castore (or Filetracker) server at
   ``settings.FILETRACKER_URL`` with a local cache at ``settings.FILETRACKER_CACHE_ROOT``;
-* :func:`memory_store_factory` — a throw-away store in a temporary folder, for tests.
+* :func:`memory_store_factory` — a throw-away store in a temporary folder, for tests
+  only: every file is gone when the process ends, so outside a test run it raises
+  ``ImproperlyConfigured``. A test run is recognised the way Django marks one:
+  ``django.test.utils.setup_test_environment()`` (called by ``manage.py test`` and by
+  pytest-django) installs ``django.core.mail.outbox``.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ __all__ = [
     "memory_store_factory",
     "remote_storage_factory",
     "reset_client",
+    "running_tests",
 ]
 
 DEFAULT_FACTORY = "django_bridge.client.local_store_factory"
@@ -112,6 +117,13 @@ def _share_with_sioworkers(client: Any) -> None:
     sio.workers.ft.set_instance(client)
 
 
+def running_tests() -> bool:
+    """True inside a Django test run (``manage.py test``, pytest-django): it installs ``mail.outbox``."""
+    from django.core import mail
+
+    return hasattr(mail, "outbox")
+
+
 def _required(name: str) -> Any:
     value = getattr(settings, name, None)
     if not value:
@@ -121,7 +133,11 @@ def _required(name: str) -> Any:
 
 def remote_storage_factory() -> Client:
     """A client of the server at ``FILETRACKER_URL``, caching in ``FILETRACKER_CACHE_ROOT``."""
-    return Client(remote_url=_required("FILETRACKER_URL"), cache_dir=_required("FILETRACKER_CACHE_ROOT"))
+    url = _required("FILETRACKER_URL")
+    try:
+        return Client(remote_url=url, cache_dir=_required("FILETRACKER_CACHE_ROOT"))
+    except ValueError as e:  # a URL that is not http://host[:port][/prefix]
+        raise ImproperlyConfigured(f"settings.FILETRACKER_URL: {e}") from None
 
 
 def local_store_factory() -> Client:
@@ -133,7 +149,17 @@ def local_store_factory() -> Client:
 
 
 def memory_store_factory() -> Client:
-    """A client of a new throw-away store: blobs in memory, metadata in a temporary folder."""
+    """A client of a new throw-away store: blobs in memory, metadata in a temporary folder.
+
+    Tests only: raises ImproperlyConfigured outside a Django test run (see the module's
+    docstring), because a file saved through it is lost when the process ends.
+    """
+    if not running_tests():
+        raise ImproperlyConfigured(
+            "FILETRACKER_CLIENT_FACTORY is memory_store_factory, which loses every file when the process "
+            "ends; it is for tests only. Use django_bridge.client.local_store_factory (embedded store at "
+            "CASTORE_ROOT) or remote_storage_factory (FILETRACKER_URL)."
+        )
     folder = tempfile.mkdtemp(prefix="castore-django-")
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     metadata = MetadataRepo(f"sqlite:///{os.path.join(folder, 'metadata.sqlite3')}")

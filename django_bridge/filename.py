@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Self
 
+from castore.names import parse_version
+
 __all__ = ["FiletrackerFilename", "split_versioned"]
 
 
@@ -11,14 +13,16 @@ def split_versioned(name: str) -> tuple[str, int | None]:
     """``"a/b.txt@17"`` → ``("a/b.txt", 17)``; ``"a/b.txt"`` → ``("a/b.txt", None)``.
 
     The version is what follows the last ``@`` of the last path segment, and must be a
-    non-negative integer (ValueError otherwise), as in Filetracker's ``split_name``.
+    non-negative integer in ASCII digits (ValueError otherwise: castore's own rule,
+    :func:`castore.names.parse_version`, which refuses ``"²"`` that ``str.isdigit`` takes).
     """
     base, at, version = name.rpartition("@")
     if not at or "/" in version:
         return name, None
-    if not version.isdigit():
-        raise ValueError(f"invalid version {version!r} in file name {name!r}")
-    return base, int(version)
+    try:
+        return base, parse_version(version)
+    except ValueError as e:
+        raise ValueError(f"{e} in file name {name!r}") from None
 
 
 class FiletrackerFilename(str):

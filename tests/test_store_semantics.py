@@ -237,3 +237,18 @@ def test_stores_get_different_seeds(make_store) -> None:  # type: ignore[no-unty
     assert a.seed != b.seed
     assert a.put("/f", b"same", version=1) and b.put("/f", b"same", version=1)
     assert a.stat("/f").key != b.stat("/f").key
+
+
+def test_unknown_or_conflicting_settings_raise(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="retension"):
+        Store.open(tmp_path / "s", create=True, retension=3)
+    assert not (tmp_path / "s").exists()  # nothing was created
+    with Store.open(tmp_path / "s", create=True, retention=3, inline_max=10, zstd_level=3) as s:
+        assert s.settings() == {"retention": 3, "inline_max": 10, "zstd_level": 3}
+    with pytest.raises(ValueError, match="retention=3"):
+        Store.open(tmp_path / "s", create=True, retention=5)
+    with pytest.raises(ValueError, match="create=True"):
+        Store.open(tmp_path / "s", retention=3)
+    with pytest.raises(ValueError, match="zstd_level"):
+        Store.open(tmp_path / "t", create=True, zstd_level=0)
+    assert not (tmp_path / "t").exists()

@@ -1,9 +1,12 @@
 """Settings of the small Django project the bridge tests run in (pytest-django)."""
 
+import atexit
+import shutil
 import tempfile
 from pathlib import Path
 
 BASE_DIR = Path(tempfile.mkdtemp(prefix="castore-django-tests-"))
+atexit.register(shutil.rmtree, BASE_DIR, ignore_errors=True)  # one per run, gone with the run
 SECRET_KEY = "tests-only"
 DEBUG = False
 USE_TZ = True
