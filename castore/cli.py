@@ -1,17 +1,32 @@
-"""The ``castore`` command: thin click commands over :class:`castore.store.Store`.
+"""The ``castore`` command: thin click commands over :class:`castore.client.Client` and :class:`Store`.
 
-Exit codes (also in the README):
+One behaviour, local or remote: ``put``, ``get``, ``cat``, ``ls``, ``rm``, ``stat`` and
+``ingest`` go through :class:`castore.client.Client`, whose origin is the embedded store
+at ``--root`` or the server at ``--url``; only ``init``, ``log``, ``du``, ``gc``,
+``check`` and ``serve`` open the :class:`~castore.store.Store` itself.
+
+Every expected error is one line (``Error: …`` on stderr, or ``{"error": …, "code": …}``
+on stdout with ``--json``) and one of these exit codes (also in the README):
 
 ====  ==================================================
 0     success
 1     any other error
-2     bad usage (unknown option, missing argument)
-3     not found: no such path, or that version is not retained
+2     bad usage (unknown option, missing argument, bad --url, a command --url cannot do)
+3     not found: no such path or folder, or that version is not retained
 4     invalid name or version
 5     no store at ``--root`` (run ``castore init``)
 6     integrity problem: corrupt or missing blob, hash collision, failed check
-7     the local source or destination could not be read or written
+7     a local file or folder could not be read or written
+8     ``--strict``: a newer version was already stored, so this one was not
+9     network: the server cannot be reached, or ``serve`` cannot listen on its address
+141   stdout was closed early (``castore ls | head -1``), quietly, as Unix tools do
 ====  ==================================================
+
+Shared helpers for commands (also for those other modules add at the end of this file):
+:func:`fail` (one line, exit code), :func:`exit_code_for` (an exception's exit code),
+:class:`CliError`, :meth:`Context.emit`/:meth:`Context.warn`, and :func:`progress` (a
+bar of files, bytes, rate and ETA, for uploads and downloads). Heavy imports (SQLAlchemy,
+Starlette, tqdm) happen inside commands, so ``castore --help`` starts fast.
 """
 
 from __future__ import annotations
@@ -19,51 +34,107 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
+import stat as stat_module
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
-from dataclasses import asdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar, cast
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, NoReturn
 
 import click
 from click.core import ParameterSource
-from tqdm import tqdm
 
-from .cache import LocalCache
-from .client import Client, default_cache_dir
-from .errors import CastoreError, IntegrityError, InvalidName, NotFound, SourceError, StoreNotFound
-from .names import parse_name, versioned_name
-from .store import FileInfo, Store
+from .errors import (
+    CastoreError,
+    FileNotAvailable,
+    FiletrackerError,
+    IntegrityError,
+    InvalidName,
+    NotFound,
+    SourceError,
+    StoreNotFound,
+)
+from .names import check_prefix, parse_name, versioned_name
 
-__all__ = ["cli", "main"]
+if TYPE_CHECKING:
+    from .client import Client
+    from .store import FileInfo, Store
 
+__all__ = [
+    "EXIT_CODES",
+    "CliError",
+    "Context",
+    "Progress",
+    "cli",
+    "exit_code_for",
+    "fail",
+    "main",
+    "parse_size",
+    "progress",
+]
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
 EXIT_INVALID = 4
 EXIT_NO_STORE = 5
 EXIT_INTEGRITY = 6
 EXIT_IO = 7
+EXIT_KEPT = 8
+EXIT_NETWORK = 9
+EXIT_BROKEN_PIPE = 141
+
+EXIT_CODES = {
+    0: "success",
+    EXIT_ERROR: "any other error",
+    EXIT_USAGE: "bad usage: unknown option, missing argument, bad --url, a command --url cannot do",
+    EXIT_NOT_FOUND: "not found: no such path or folder, or that version is not retained",
+    EXIT_INVALID: "invalid name or version",
+    EXIT_NO_STORE: "no store at --root (run castore init)",
+    EXIT_INTEGRITY: "integrity problem: corrupt or missing blob, hash collision, failed check",
+    EXIT_IO: "a local file or folder could not be read or written",
+    EXIT_KEPT: "--strict: a newer version was already stored, so this one was not",
+    EXIT_NETWORK: "network: the server cannot be reached, or serve cannot listen on its address",
+    EXIT_BROKEN_PIPE: "stdout was closed early (castore ls | head -1); nothing is printed",
+}
+"""Every exit code of the ``castore`` command and what it means (the README's table)."""
 
 PROGRESS_MIN_BYTES = 32 << 20
 """Show a progress bar for transfers at least this large (when stderr is a terminal)."""
 
-F = TypeVar("F", bound=Callable[..., Any])
+IO_CHUNK = 1 << 20
 
 
-class CastoreClickError(click.ClickException):
-    """A one-line error with castore's exit code for its kind."""
+# -- errors: one line, one documented exit code ---------------------------------------------
 
-    def __init__(self, message: str, exit_code: int) -> None:
+
+class CliError(click.ClickException):
+    """A one-line error with castore's exit code for its kind; with ``--json`` printed as JSON."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_ERROR) -> None:
         super().__init__(message)
         self.exit_code = exit_code  # type: ignore[misc]
 
+    def show(self, file: IO[Any] | None = None) -> None:
+        context = click.get_current_context(silent=True)
+        obj = context.find_object(Context) if context is not None else None
+        if obj is not None and obj.as_json:
+            click.echo(json.dumps({"error": self.format_message(), "code": self.exit_code}, sort_keys=True))
+        else:
+            click.echo(f"Error: {self.format_message()}", err=True)
 
-def _exit_code(error: Exception) -> int:
+
+def fail(message: str, exit_code: int = EXIT_ERROR) -> NoReturn:
+    """Stop the command with a one-line error and a documented exit code (see :data:`EXIT_CODES`)."""
+    raise CliError(message, exit_code)
+
+
+def exit_code_for(error: BaseException) -> int:
+    """The documented exit code of an exception a library call raised."""
     for kind, code in (
-        (NotFound, EXIT_NOT_FOUND),
+        (NotFound, EXIT_NOT_FOUND),  # before FiletrackerError: FileNotAvailable is both
         (InvalidName, EXIT_INVALID),
         (StoreNotFound, EXIT_NO_STORE),
         (IntegrityError, EXIT_INTEGRITY),
@@ -72,15 +143,121 @@ def _exit_code(error: Exception) -> int:
     ):
         if isinstance(error, kind):
             return code
-    return 1
+    if isinstance(error, FiletrackerError) and error.status is None:
+        return EXIT_NETWORK  # no server answered (refused, timed out, cut short)
+    return EXIT_ERROR
+
+
+def _message_for(error: BaseException) -> str:
+    """One line for an error, the same whether the store is local or behind a server."""
+    if isinstance(error, FileNotAvailable) and error.status == 404:
+        return f"not found: {error.path}"  # not the server's "HTTP/404: ..." plus its body
+    if isinstance(error, OSError) and error.strerror and error.filename is not None:
+        return f"{error.filename}: {error.strerror}"
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
 @contextmanager
-def _errors_as_exit_codes() -> Iterator[None]:
+def errors_as_exit_codes() -> Iterator[None]:
+    """Turn castore's errors and OS errors raised inside the block into one-line :class:`CliError`."""
     try:
         yield
     except (CastoreError, OSError) as e:
-        raise CastoreClickError(str(e), _exit_code(e)) from e
+        if isinstance(e, BrokenPipeError):
+            raise
+        raise CliError(_message_for(e), exit_code_for(e)) from e
+
+
+class _Group(click.Group):
+    """castore's command group: expected errors of every command become one line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            with errors_as_exit_codes():
+                return super().invoke(ctx)
+        except BrokenPipeError:
+            _quiet_broken_pipe()
+        except click.ClickException as e:
+            obj = ctx.find_object(Context)
+            if isinstance(e, CliError) or obj is None or not obj.as_json:
+                raise
+            raise CliError(e.format_message(), e.exit_code) from e  # a usage error, as JSON
+        except (click.exceptions.Exit, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception as e:
+            if os.environ.get("CASTORE_DEBUG") == "1":
+                raise
+            raise CliError(f"{type(e).__name__}: {_message_for(e)} (CASTORE_DEBUG=1 shows the traceback)") from e
+
+
+def _quiet_broken_pipe() -> NoReturn:
+    """The reader of stdout went away (``castore ls | head -1``): exit at once, print nothing more."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the flush at exit does not complain again
+    except (OSError, ValueError, AttributeError):
+        pass
+    sys.exit(EXIT_BROKEN_PIPE)
+
+
+# -- progress: files, bytes, rate, ETA -----------------------------------------------------------
+
+
+@dataclass
+class Progress:
+    """A progress bar on stderr (tqdm), or nothing when it is off; ``update(n)`` counts bytes."""
+
+    bar: Any = None
+    files_total: int = 0
+    files_done: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+    def update(self, n: int) -> None:
+        if self.bar is not None and n > 0:
+            self.bar.update(n)
+
+    def file_done(self, **counts: int) -> None:
+        """One more file finished; ``counts`` (e.g. ``kept=1``) are added to the bar's postfix."""
+        self.files_done += 1
+        for key, value in counts.items():
+            self.extra[key] = self.extra.get(key, 0) + value
+        if self.bar is not None:
+            shown = {k: v for k, v in self.extra.items() if v}
+            self.bar.set_postfix(files=f"{self.files_done}/{self.files_total}", **shown, refresh=False)
+
+
+def _progress_wanted(total_bytes: int, files: int) -> bool:
+    """``$CASTORE_PROGRESS`` = 1 forces the bar, 0 hides it; else on a terminal, for big or many files."""
+    forced = os.environ.get("CASTORE_PROGRESS", "")
+    if forced in ("0", "1"):
+        return forced == "1"
+    return sys.stderr.isatty() and (total_bytes >= PROGRESS_MIN_BYTES or files > 1)
+
+
+@contextmanager
+def progress(description: str, total_bytes: int | None, files: int = 1) -> Iterator[Progress]:
+    """A progress bar of bytes (rate and ETA) and files for a transfer in either direction.
+
+    Shown on stderr when it is a terminal and the transfer is large or has several files
+    (``$CASTORE_PROGRESS=1`` forces it, ``0`` hides it). ``total_bytes`` None: unknown.
+    """
+    if not _progress_wanted(total_bytes or 0, files):
+        yield Progress(files_total=files)
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total_bytes, desc=description, unit="B", unit_scale=True, unit_divisor=1024,
+              leave=False, file=sys.stderr, dynamic_ncols=True, mininterval=0.2) as bar:
+        yield Progress(bar=bar, files_total=files)
+
+
+def _copy(source: BinaryIO, out: BinaryIO, bar: Progress) -> None:
+    while chunk := source.read(IO_CHUNK):
+        out.write(chunk)
+        bar.update(len(chunk))
+
+
+# -- the context every command gets -------------------------------------------------------------
 
 
 class Context:
@@ -91,33 +268,45 @@ class Context:
         self.as_json = as_json
         self.url = url
 
-    def client(self) -> Client | None:
-        """A remote-only client when ``--url`` is in effect, else None (use the local store)."""
+    def client(self) -> Client:
+        """A client without a cache whose origin is the server at ``--url`` or the store at ``--root``."""
+        from .client import Client
+
         if self.url is None:
-            return None
-        return Client(local_store=None, remote_url=self.url)
+            return Client(local_store=None, remote_store=self.store())
+        try:
+            client = Client(local_store=None, remote_url=self.url)
+        except ValueError as e:
+            fail(f"--url: {e}", EXIT_USAGE)
+        click.get_current_context().call_on_close(client.close)
+        return client
 
     def local_only(self, command: str) -> None:
         """Refuse a command the Filetracker protocol cannot carry when ``--url`` is in effect."""
         if self.url is not None:
-            raise CastoreClickError(f"castore {command} needs a local store (--root), not --url {self.url}", 2)
+            fail(f"castore {command} needs a local store (--root), not --url {self.url}", EXIT_USAGE)
 
-    def store(self, create: bool = False) -> Store:
-        store: Store = Store.open(self.root, create=create)
+    def store(self, create: bool = False, **settings: int) -> Store:
+        """The store at ``--root``, closed when the command ends."""
+        from .store import Store
+
+        store: Store = Store.open(self.root, create=create, **settings)
+        click.get_current_context().call_on_close(store.close)
         return store
 
-    def emit(self, data: Any, text: str) -> None:
+    def emit(self, data: Any, text: str | None) -> None:
+        """Print ``data`` as one JSON line with ``--json``, else ``text`` (nothing when None)."""
         if self.as_json:
             click.echo(json.dumps(data, sort_keys=True))
-        else:
+        elif text is not None:
             click.echo(text)
+
+    def warn(self, text: str) -> None:
+        """A one-line notice on stderr (not an error): e.g. ``kept: a newer version @N is stored``."""
+        click.echo(text, err=True)
 
 
 pass_context = click.make_pass_decorator(Context)
-
-
-def _info(info: FileInfo) -> dict[str, Any]:
-    return {**asdict(info), "name": info.name}
 
 
 def _human(n: float) -> str:
@@ -128,33 +317,17 @@ def _human(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-def _progress(total: int, description: str) -> tqdm:
-    show = total >= PROGRESS_MIN_BYTES and sys.stderr.isatty()
-    return tqdm(total=total, desc=description, unit="B", unit_scale=True, disable=not show, leave=False)
+def _info(info: FileInfo) -> dict[str, Any]:
+    return {**asdict(info), "name": info.name}
 
 
-class _CountingReader:
-    """A binary reader that advances a progress bar."""
-
-    def __init__(self, inner: BinaryIO, bar: tqdm) -> None:
-        self._inner = inner
-        self._bar = bar
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._inner.read(size)
-        self._bar.update(len(data))
-        return data
-
-    def readinto(self, buffer: Any) -> int:
-        n: int = self._inner.readinto(buffer)  # type: ignore[attr-defined]
-        self._bar.update(n)
-        return n
-
-    def seekable(self) -> bool:
-        return False
+strict_option = click.option(
+    "--strict", is_flag=True,
+    help=f"Exit {EXIT_KEPT} when a newer version is already stored (the older one is never stored).",
+)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--root",
     type=click.Path(file_okay=False, path_type=Path),
@@ -168,9 +341,9 @@ class _CountingReader:
     default=None,
     envvar=["CASTORE_URL", "FILETRACKER_URL"],
     help="Work against this server instead of --root (env CASTORE_URL, FILETRACKER_URL). "
-    "put, get, cat, ls, rm, stat and ingest work remotely.",
+    "put, get, cat, ls, rm, stat and ingest work remotely, with the same output.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts (errors too: {error, code}).")
 @click.version_option(package_name="castore")
 @click.pass_context
 def cli(ctx: click.Context, root: Path, url: str | None, as_json: bool) -> None:
@@ -178,6 +351,9 @@ def cli(ctx: click.Context, root: Path, url: str | None, as_json: bool) -> None:
 
     Names are absolute paths, optionally with @version: /problems/1/a.in@1700000000.
     A --root given on the command line wins over a URL from the environment.
+    Exit codes are listed in the README ("Command line").
+
+    Example: castore --root ./castore-data init && castore put a.in /problems/1/a.in
     """
     if url is not None and ctx.get_parameter_source("root") is ParameterSource.COMMANDLINE:
         if ctx.get_parameter_source("url") is ParameterSource.COMMANDLINE:
@@ -187,44 +363,84 @@ def cli(ctx: click.Context, root: Path, url: str | None, as_json: bool) -> None:
 
 
 @cli.command()
+@click.option("--retention", type=click.IntRange(1), default=None, help="Versions kept per path (default 10).")
+@click.option("--inline-max", type=click.IntRange(0), default=None,
+              help="Largest content kept inline in the database, in bytes (default 131072).")
+@click.option("--zstd-level", type=click.IntRange(1, 22), default=None, help="zstd level for blobs (default 1).")
 @pass_context
-def init(c: Context) -> None:
-    """Create a store at --root (or upgrade an existing one).
+def init(c: Context, retention: int | None, inline_max: int | None, zstd_level: int | None) -> None:
+    """Create a store at --root (or upgrade an existing one's schema).
 
-    Example: castore --root ./castore-data init
+    The settings are chosen at creation; giving one that differs from an existing
+    store's is an error.
+
+    Example: castore --root ./castore-data init --retention 3
     """
     c.local_only("init")
-    with _errors_as_exit_codes(), c.store(create=True):
-        pass
-    c.emit({"root": str(c.root)}, f"castore store ready at {c.root}")
+    given = {k: v for k, v in (("retention", retention), ("inline_max", inline_max),
+                               ("zstd_level", zstd_level)) if v is not None}
+    try:
+        store = c.store(create=True, **given)
+    except ValueError as e:
+        fail(str(e), EXIT_USAGE)
+    c.emit({"root": str(c.root), **store.settings()},
+           f"castore store ready at {c.root} ("
+           + ", ".join(f"{k}={v}" for k, v in store.settings().items()) + ")")
+
+
+def _check_kept(c: Context, wanted: str, stored: str, strict: bool, undone: str = "was not stored") -> bool:
+    """Say so on stderr when a put (or rm) was ignored because a newer version is stored; True if so.
+
+    With ``strict`` that is an error, exit :data:`EXIT_KEPT`.
+    """
+    if stored == wanted:
+        return False
+    current = parse_name(stored).version
+    c.warn(f"kept: a newer version @{current} is stored ({wanted} {undone})")
+    if strict:
+        fail(f"{wanted} {undone}: a newer version @{current} is stored", EXIT_KEPT)
+    return True
 
 
 @cli.command()
 @click.argument("local", type=click.Path(dir_okay=False, allow_dash=True))
 @click.argument("name")
+@strict_option
 @pass_context
-def put(c: Context, local: str, name: str) -> None:
-    """Store a local file (or - for stdin) under NAME; print the versioned name.
+def put(c: Context, local: str, name: str, strict: bool) -> None:
+    """Store a local file (or - for stdin) under NAME; print the versioned name now stored.
+
+    Without @version the version is now. An older version than the stored one is not
+    stored (Filetracker's rule): stderr says "kept: a newer version @N is stored", and
+    --strict makes that exit 8.
 
     Example: castore put tests/1a.in /problems/12/tests/1a.in
     """
+    import tempfile
+
+    parsed = parse_name(name)
+    wanted = versioned_name(parsed.path, parsed.version if parsed.version is not None else int(time.time()))
     client = c.client()
-    if client is not None:
-        with _errors_as_exit_codes():
-            stored = _remote_put(client, local, name)
-        c.emit({"name": stored}, stored)
-        return
-    with _errors_as_exit_codes(), c.store() as store:
-        if local == "-":
-            stored = store.put(name, sys.stdin.buffer)
-        else:
-            size = os.path.getsize(local)
-            if size >= PROGRESS_MIN_BYTES and sys.stderr.isatty():
-                with open(local, "rb") as f, _progress(size, "put") as bar:
-                    stored = store.put(name, cast(BinaryIO, _CountingReader(f, bar)))
-            else:
-                stored = store.put(name, local)
-    c.emit({"name": stored}, stored)
+    if local == "-":
+        with tempfile.NamedTemporaryFile(prefix="castore-stdin-") as spool:
+            with progress("put", None) as bar:
+                _copy(sys.stdin.buffer, spool, bar)  # type: ignore[arg-type]
+            spool.flush()
+            stored = client.put_file(wanted, spool.name)
+    else:
+        if not os.path.isfile(local):
+            fail(f"{local}: no such local file", EXIT_IO)
+        with progress("put", os.path.getsize(local)) as bar:
+            stored = client.put_file(wanted, local, progress=bar.update)
+    kept = _check_kept(c, wanted, stored, strict)
+    c.emit({"name": stored, "kept_newer": kept}, stored)
+
+
+def _open_for_reading(c: Context, name: str) -> tuple[BinaryIO, str, int | None]:
+    """A stream of NAME's content, its versioned name and (when known) its size."""
+    stream, stored = c.client().get_stream(name)
+    size = getattr(stream, "size", None) or getattr(getattr(stream, "raw", None), "size", None)
+    return stream, stored, size
 
 
 @cli.command()
@@ -232,42 +448,23 @@ def put(c: Context, local: str, name: str) -> None:
 @click.argument("local", required=False, default="-", type=click.Path(dir_okay=False, allow_dash=True))
 @pass_context
 def get(c: Context, name: str, local: str) -> None:
-    """Write the content of NAME to LOCAL (default: stdout).
+    """Write the content of NAME to LOCAL (default: stdout), replacing LOCAL only once complete.
 
     Example: castore get /problems/12/tests/1a.in@1700000000 1a.in
     """
-    client = c.client()
-    if client is not None:
-        with _errors_as_exit_codes():
-            if local == "-":
-                stream, stored = client.get_stream(name)
-                with stream:
-                    shutil.copyfileobj(stream, sys.stdout.buffer, 1 << 20)
-            else:
-                stored = client.get_file(name, local)
-        if c.as_json and local != "-":
-            c.emit({"name": stored, "local": local, "size": os.path.getsize(local)}, "")
-        return
-    with _errors_as_exit_codes(), c.store() as store, store.open(name) as reader:
+    from .cache import replaced_whole
+
+    stream, stored, size = _open_for_reading(c, name)
+    with stream, progress("get", size) as bar:
         if local == "-":
-            _copy(reader, sys.stdout.buffer, reader.size)
+            _copy(stream, sys.stdout.buffer, bar)
             return
-        partial = Path(f"{local}.castore-partial")
         try:
-            with open(partial, "wb") as out:
-                _copy(reader, out, reader.size)
-            os.replace(partial, local)
-        finally:
-            partial.unlink(missing_ok=True)
-    if c.as_json:
-        c.emit({"name": reader.name, "local": local, "size": reader.size}, "")
-
-
-def _copy(reader: BinaryIO, out: BinaryIO, size: int) -> None:
-    with _progress(size, "get") as bar:
-        while chunk := reader.read(1 << 20):
-            out.write(chunk)
-            bar.update(len(chunk))
+            with replaced_whole(local) as temporary, open(temporary, "wb") as out:
+                _copy(stream, out, bar)
+        except OSError as e:  # named after the destination, not the file written aside
+            fail(f"{local}: {e.strerror or e}", EXIT_IO)
+    c.emit({"name": stored, "local": local, "size": os.path.getsize(local)}, None)
 
 
 @cli.command()
@@ -278,104 +475,143 @@ def cat(c: Context, name: str) -> None:
 
     Example: castore cat /problems/12/tests/1a.out
     """
-    client = c.client()
-    if client is not None:
-        with _errors_as_exit_codes():
-            stream, _ = client.get_stream(name)
-            with stream:
-                shutil.copyfileobj(stream, sys.stdout.buffer, 1 << 20)
-        return
-    with _errors_as_exit_codes(), c.store() as store, store.open(name) as reader:
-        _copy(reader, sys.stdout.buffer, reader.size)
+    stream, _, size = _open_for_reading(c, name)
+    with stream, progress("cat", size) as bar:
+        _copy(stream, sys.stdout.buffer, bar)
+
+
+def _list(c: Context, client: Client, prefix: str, max_version: int | None) -> list[str]:
+    """Absolute paths of the current files below folder PREFIX; not-a-folder is exit 3."""
+    from .names import check_version
+
+    folder = check_prefix(prefix).rstrip("/")
+    if max_version is not None:
+        check_version(max_version)
+    try:
+        paths = client.list_remote_files(max_version, folder, absolute_paths=True)
+    except FiletrackerError as e:
+        if e.status == 400:
+            fail(f"not a folder: {folder}", EXIT_NOT_FOUND)
+        raise
+    return sorted("/" + p.lstrip("/") for p in paths)
 
 
 @cli.command(name="ls")
 @click.argument("prefix", required=False, default="/")
 @click.option("--max-version", type=int, default=None, help="Only files whose version is not newer.")
+@click.option("-l", "--long", "long", is_flag=True, help="Also the version and size of each file.")
 @pass_context
-def ls(c: Context, prefix: str, max_version: int | None) -> None:
-    """List the current files below PREFIX (a folder; default /).
+def ls(c: Context, prefix: str, max_version: int | None, long: bool) -> None:
+    """List the current files below the folder PREFIX (default /), one path per line.
 
-    Example: castore ls /problems/12   (with --url: paths only, no versions or sizes)
+    A PREFIX that holds no file is "not found" (exit 3). With -l each line is
+    NAME@VERSION<TAB>SIZE (one more request per file with --url).
+
+    Example: castore ls -l /problems/12
     """
     client = c.client()
-    if client is not None:
-        with _errors_as_exit_codes():
-            folder = "/" + prefix.strip("/") if prefix.strip("/") else ""
-            paths = client.list_remote_files(max_version, folder, absolute_paths=True)
-        for path in sorted(paths):
-            c.emit({"path": "/" + path}, "/" + path)
-        return
-    with _errors_as_exit_codes(), c.store() as store:
-        for info in store.list(prefix, max_version=max_version):
-            c.emit(_info(info), f"{info.name}\t{info.size}")
+    for path in _list(c, client, prefix, max_version):
+        if not long:
+            c.emit({"path": path}, path)
+            continue
+        try:
+            version, size = client.file_version(path), client.file_size(path)
+        except NotFound:
+            continue  # removed since the listing
+        name = versioned_name(path, version)
+        c.emit({"name": name, "path": path, "version": version, "size": size}, f"{name}\t{size}")
+
+
+def _delete(c: Context, client: Client, name: str) -> int | None:
+    """Delete NAME; None when removed, else the newer version that was kept."""
+    client.delete_file(name)
+    path = parse_name(name).path
+    try:
+        return client.file_version(path)  # still there: a newer version was kept
+    except NotFound:
+        return None
 
 
 @cli.command()
 @click.argument("name")
+@click.option("-r", "--recursive", is_flag=True, help="NAME is a folder: remove every file below it.")
+@click.option("-y", "--yes", is_flag=True, help="With -r, do not ask for confirmation.")
+@strict_option
 @pass_context
-def rm(c: Context, name: str) -> None:
-    """Remove NAME with its history (with @version: only if not older than the current).
+def rm(c: Context, name: str, recursive: bool, yes: bool, strict: bool) -> None:
+    """Remove NAME with its history (NAME@V: only if V is not older than the stored version).
 
-    Example: castore rm /eval/3/17/out
+    With -r, NAME is a folder and every file below it is removed, after a confirmation
+    (--yes skips it; without a terminal --yes is required).
+
+    Example: castore rm /eval/3/17/out;  castore rm -r --yes /eval/3
     """
     client = c.client()
-    if client is not None:
-        with _errors_as_exit_codes():
-            removed = _remote_delete(client, name)
-    else:
-        with _errors_as_exit_codes(), c.store() as store:
-            removed = store.delete(name)
-    c.emit({"name": name, "removed": removed}, "removed" if removed else "kept: a newer version is stored")
+    if not recursive:
+        kept = _delete(c, client, name)
+        if kept is not None:
+            _check_kept(c, name, versioned_name(parse_name(name).path, kept), strict, "was not removed")
+        c.emit({"name": name, "removed": kept is None}, f"removed {name}" if kept is None else None)
+        return
+    paths = _list(c, client, name, None)
+    if not yes:
+        if not sys.stdin.isatty():
+            fail(f"rm -r would remove {len(paths)} files below {name}: confirm with --yes", EXIT_USAGE)
+        click.confirm(f"Remove {len(paths)} files below {name}?", abort=True, err=True)
+    removed = kept_count = 0
+    with progress("rm", None, files=len(paths)) as bar:
+        for path in paths:
+            try:
+                kept = _delete(c, client, path)
+            except NotFound:
+                kept = None  # removed by someone else meanwhile
+            removed += kept is None
+            kept_count += kept is not None
+            bar.file_done()
+    c.emit({"folder": name, "removed": removed, "kept": kept_count},
+           f"removed {removed} files below {name}" + (f", kept {kept_count} newer" if kept_count else ""))
+    if kept_count and strict:
+        fail(f"{kept_count} files below {name} have a newer version and were kept", EXIT_KEPT)
 
 
 @cli.command()
 @click.argument("name")
 @pass_context
 def stat(c: Context, name: str) -> None:
-    """Show version, size, key and storage of NAME.
+    """Show the current version and size of NAME (NAME@V: fails unless V is current).
 
-    Example: castore stat /problems/12/tests/1a.in   (with --url: version and size only)
+    Stored size, codec and key: castore log NAME.
+
+    Example: castore stat /problems/12/tests/1a.in
     """
+    from .errors import VersionNotFound
+
     client = c.client()
-    if client is not None:
-        with _errors_as_exit_codes():
-            path = parse_name(name).path
-            version, size = client.file_version(path), client.file_size(path)
-        stored = versioned_name(path, version)
-        c.emit({"name": stored, "path": path, "version": version, "size": size},
-               f"name:    {stored}\nversion: {version}\nsize:    {size}")
-        return
-    with _errors_as_exit_codes(), c.store() as store:
-        info = store.stat(name)
-    text = "\n".join(
-        [
-            f"name:    {info.name}",
-            f"version: {info.version} ({time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(min(info.version, 2**37)))} UTC)",
-            f"size:    {info.size}",
-            f"stored:  {info.stored_size} ({info.codec})",
-            f"key:     {info.key}",
-        ]
-    )
-    c.emit(_info(info), text)
+    parsed = parse_name(name)
+    version, size = client.file_version(parsed.path), client.file_size(parsed.path)
+    if parsed.version is not None and parsed.version != version:
+        raise VersionNotFound(parsed.path, parsed.version, version)
+    stored = versioned_name(parsed.path, version)
+    date = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(min(version, 2**37)))
+    c.emit({"name": stored, "path": parsed.path, "version": version, "size": size},
+           f"name:    {stored}\nversion: {version} ({date} UTC)\nsize:    {size}")
 
 
 @cli.command()
 @click.argument("name")
 @pass_context
 def log(c: Context, name: str) -> None:
-    """List the retained versions of NAME, newest first.
+    """List the retained versions of NAME, newest first: name, size, stored size, codec, key.
 
     Example: castore log /problems/12/tests/1a.in
     """
     c.local_only("log")
-    with _errors_as_exit_codes(), c.store() as store:
-        history = store.versions(name)
+    history = c.store().versions(name)
     if c.as_json:
-        c.emit([_info(i) for i in history], "")
+        c.emit([_info(i) for i in history], None)
     else:
         for info in history:
-            click.echo(f"{info.name}\t{info.size}\t{info.key}")
+            click.echo(f"{info.name}\t{info.size}\t{info.stored_size}\t{info.codec}\t{info.key}")
 
 
 @cli.command()
@@ -386,8 +622,7 @@ def du(c: Context) -> None:
     Example: castore du
     """
     c.local_only("du")
-    with _errors_as_exit_codes(), c.store() as store:
-        usage = store.usage()
+    usage = c.store().usage()
     data = {**asdict(usage), "dedup_ratio": round(usage.dedup_ratio, 4)}
     text = "\n".join(
         [
@@ -407,13 +642,12 @@ def du(c: Context) -> None:
               help="Seconds before an abandoned staging file is removed.")
 @pass_context
 def gc(c: Context, staging_grace: float) -> None:
-    """Remove blobs no retained version references.
+    """Remove blobs no retained version references (run it after manage.py collectgarbage).
 
     Example: castore gc
     """
     c.local_only("gc")
-    with _errors_as_exit_codes(), c.store() as store:
-        report = store.collect_garbage(staging_grace=staging_grace)
+    report = c.store().collect_garbage(staging_grace=staging_grace)
     c.emit(asdict(report), f"removed {report.blobs} blobs ({_human(report.stored_bytes)}), "
                            f"{report.staging_files} staging files")
 
@@ -426,62 +660,149 @@ def check(c: Context) -> None:
     Example: castore check
     """
     c.local_only("check")
-    with _errors_as_exit_codes(), c.store() as store:
-        problems = store.check()
-    c.emit({"problems": problems}, "\n".join(problems) or "ok")
+    store = c.store()
+    usage = store.usage()
+    problems = store.check()
+    c.emit({"versions": usage.versions, "blobs": usage.blobs, "problems": problems},
+           "\n".join([*problems, f"checked {usage.versions} versions, {usage.blobs} blobs: "
+                      + (f"{len(problems)} problems" if problems else "ok")]))
     if problems:
-        raise CastoreClickError(f"{len(problems)} problems found", EXIT_INTEGRITY)
+        fail(f"{len(problems)} problems found", EXIT_INTEGRITY)
+
+
+@dataclass
+class _Walk:
+    """What ``ingest`` found below a folder: regular files to store, and what it skipped."""
+
+    files: list[tuple[Path, os.stat_result]] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def _walk(folder: Path, follow_symlinks: bool) -> _Walk:
+    """Regular files below ``folder`` (sorted); links are skipped unless followed, FIFOs etc. always."""
+    found = _Walk()
+
+    def fail_walk(error: OSError) -> None:
+        raise error
+
+    for top, dirs, names in os.walk(folder, onerror=fail_walk, followlinks=follow_symlinks):
+        dirs.sort()
+        for entry in [*sorted(names), *(d for d in dirs if os.path.islink(os.path.join(top, d)))]:
+            path = Path(top, entry)
+            info = path.lstat()
+            if stat_module.S_ISLNK(info.st_mode):
+                if not follow_symlinks:
+                    found.skipped.append((path, "symlink"))
+                    continue
+                try:
+                    info = path.stat()
+                except OSError:
+                    found.skipped.append((path, "broken symlink"))
+                    continue
+                if stat_module.S_ISDIR(info.st_mode):
+                    continue  # os.walk descends into it
+            if stat_module.S_ISREG(info.st_mode):
+                found.files.append((path, info))
+            elif not stat_module.S_ISDIR(info.st_mode):
+                found.skipped.append((path, "not a regular file"))
+    found.files.sort()
+    return found
 
 
 @cli.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("prefix")
+@click.option("--follow-symlinks", is_flag=True, help="Store what symbolic links point to (off: skip them).")
+@strict_option
 @pass_context
-def ingest(c: Context, folder: Path, prefix: str) -> None:
-    """Store every file below FOLDER under PREFIX, keeping relative paths.
+def ingest(c: Context, folder: Path, prefix: str, follow_symlinks: bool, strict: bool) -> None:
+    """Store every regular file below FOLDER under PREFIX, keeping relative paths.
 
-    The version of each file is its modification time (whole seconds).
+    The version of each file is its modification time (whole seconds). Symbolic links
+    (unless --follow-symlinks), FIFOs, sockets and devices are skipped and listed on
+    stderr. A file whose stored version is newer is kept as stored and counted.
+
     Example: castore ingest ./packages /packages
     """
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
-    base = prefix.rstrip("/")
-    total = sum(p.stat().st_size for p in files)
+    base = check_prefix(prefix).rstrip("/")
+    walk = _walk(folder, follow_symlinks)
+    for path, why in walk.skipped:
+        c.warn(f"skipped ({why}): {path}")
     client = c.client()
-    with _errors_as_exit_codes(), c.store() if client is None else nullcontext() as store:
-        put_one: Callable[[str, Path], object] = (
-            client.put_file if client is not None else lambda name, p: cast(Store, store).put(name, p)
-        )
-        show = len(files) > 1 and sys.stderr.isatty()
-        with tqdm(total=total, unit="B", unit_scale=True, desc="ingest", disable=not show, leave=False) as bar:
-            for p in files:
-                put_one(versioned_name(f"{base}/{p.relative_to(folder).as_posix()}", int(p.stat().st_mtime)), p)
-                bar.update(p.stat().st_size)
-    c.emit({"files": len(files), "bytes": total}, f"ingested {len(files)} files ({_human(total)})")
+    total = sum(info.st_size for _, info in walk.files)
+    kept: list[str] = []
+    with progress("ingest", total, files=len(walk.files)) as bar:
+        for path, info in walk.files:
+            wanted = versioned_name(f"{base}/{path.relative_to(folder).as_posix()}", int(info.st_mtime))
+            stored = client.put_file(wanted, path, progress=bar.update)
+            if stored != wanted:
+                kept.append(stored)
+                c.warn(f"kept: a newer version @{parse_name(stored).version} is stored ({wanted} was not stored)")
+            bar.file_done(kept=int(stored != wanted))
+    stored_count = len(walk.files) - len(kept)
+    c.emit({"files": stored_count, "bytes": total, "kept_newer": len(kept), "skipped": len(walk.skipped)},
+           f"ingested {stored_count} files ({_human(total)}), {len(kept)} kept (a newer version is stored), "
+           f"{len(walk.skipped)} skipped")
+    if kept and strict:
+        fail(f"{len(kept)} files not stored: a newer version is stored", EXIT_KEPT)
+
+
+def _can_listen(host: str, port: int) -> str | None:
+    """None when ``host:port`` can be bound now, else why not (checked before anything starts)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as e:
+        return str(e)
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as e:
+            return e.strerror or str(e)
+    return None
 
 
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=9999, show_default=True, type=int, help="Port to listen on.")
-@click.option("--workers", default=1, show_default=True, type=int, help="Worker processes.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1), help="Worker processes.")
 @click.option("--prefix", default="", help="URL prefix, e.g. /ft behind a reverse proxy.")
 @click.option("--fallback-url", default=None, help="Redirect GET/HEAD of missing files to this old server.")
 @click.option("--gzip/--no-gzip", default=False, show_default=True,
               help="gzip compressible files on the fly for clients that accept gzip but not zstd.")
+@click.option("--init", "create", is_flag=True, help="Create the store at --root if there is none.")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @pass_context
 def serve(c: Context, host: str, port: int, workers: int, prefix: str, fallback_url: str | None,
-          gzip: bool, log_level: str) -> None:
-    """Serve the store over HTTP with the Filetracker v2 protocol (until SIGTERM).
+          gzip: bool, create: bool, log_level: str) -> None:
+    """Serve the store at --root over HTTP, Filetracker v2 protocol, until SIGTERM or Ctrl-C.
 
-    Example: castore serve --port 9999   # then FILETRACKER_URL=http://127.0.0.1:9999
+    A missing store is an error (exit 5) unless --init is given, so that a mistyped
+    --root does not serve a new, empty store. Prints one line on start: URL, store,
+    workers, version.
+
+    Example: castore --root ./castore-data serve --init --port 9999   # FILETRACKER_URL=http://127.0.0.1:9999
     """
-    from .server import serve as run_server
+    from importlib.metadata import version
+
+    from .store import Store
 
     c.local_only("serve")
-    with _errors_as_exit_codes():
-        run_server(str(c.root), host=host, port=port, workers=workers, prefix=prefix,
-                   fallback_url=fallback_url, gzip=gzip, log_level=log_level)
+    Store.open(c.root, create=create).close()  # create (with --init) or migrate once, before workers start
+    problem = _can_listen(host, port)
+    if problem is not None:
+        fail(f"cannot listen on {host}:{port}: {problem}", EXIT_NETWORK)
+    shown_host = f"[{host}]" if ":" in host else host
+    c.warn(f"castore {version('castore')} serving {c.root.resolve()} at http://{shown_host}:{port}"
+           f"{prefix.rstrip('/')} ({workers} worker{'s' if workers > 1 else ''})")
+    from .server import serve as run_server
+
+    run_server(str(c.root), host=host, port=port, workers=workers, prefix=prefix,
+               fallback_url=fallback_url, gzip=gzip, log_level=log_level)
 
 
 @cli.command(name="cache-clean")
@@ -499,6 +820,9 @@ def cache_clean(c: Context, cache_dirs: tuple[Path, ...], max_size: str, keep: f
 
     Example: castore cache-clean --cache-dir /var/cache/castore --max-size 8G --keep 50
     """
+    from .cache import LocalCache
+    from .client import default_cache_dir
+
     try:
         limit = parse_size(max_size)
     except ValueError as e:
@@ -506,8 +830,7 @@ def cache_clean(c: Context, cache_dirs: tuple[Path, ...], max_size: str, keep: f
     caches = [LocalCache(d) for d in cache_dirs] or [LocalCache(default_cache_dir())]
     while True:
         for cache in caches:
-            with _errors_as_exit_codes():
-                report = cache.clean(limit, keep_fraction=keep / 100, dry_run=dry_run)
+            report = cache.clean(limit, keep_fraction=keep / 100, dry_run=dry_run)
             verb = "would remove" if dry_run else "removed"
             c.emit({"cache_dir": str(cache.root), "dry_run": dry_run, **asdict(report)},
                    f"{cache.root}: {report.files_before} files, {_human(report.bytes_before)}; "
@@ -529,26 +852,9 @@ def parse_size(text: str) -> int:
     return int(sum(float(number) * scale[unit.upper()] for number, unit in parts))
 
 
-def _remote_put(client: Client, local: str, name: str) -> str:
-    if local != "-":
-        return client.put_file(name, local)
-    with tempfile.NamedTemporaryFile(prefix="castore-stdin-") as spool:
-        shutil.copyfileobj(sys.stdin.buffer, spool, 1 << 20)
-        spool.flush()
-        return client.put_file(name, spool.name)
-
-
-def _remote_delete(client: Client, name: str) -> bool:
-    """Delete over HTTP; False when the server kept a newer version (the protocol answers 200 both ways)."""
-    client.delete_file(name)
-    parsed = parse_name(name)
-    try:
-        client.file_version(parsed.path)
-    except NotFound:
-        return True
-    return False  # still there: a newer version was kept (or a put came right after)
-
-
 def main() -> None:
     """Entry point of the ``castore`` console script."""
     cli(prog_name="castore")
+
+
+# -- commands added by other features go below, each block using the helpers above ----------------

@@ -28,22 +28,25 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Final, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, Protocol, cast
 
 from .cache import CacheEntry, LocalCache, replaced_whole
 from .errors import FileNotAvailable, FiletrackerError, NotFound, SourceError
 from .names import parse_name, versioned_name
-from .remote import DEFAULT_TIMEOUT, Remote, RemoteFile
+from .remote import DEFAULT_TIMEOUT, ProgressReader, Remote, RemoteFile
 
 if TYPE_CHECKING:  # importing castore.store pulls in SQLAlchemy: only when a Store is used
     from typing_extensions import TypeIs
 
     from .store import Store
 
-__all__ = ["AUTO", "CacheEntry", "Client", "FileNotAvailable", "FiletrackerError", "LocalCache", "Origin", "Remote", "default_cache_dir"]
+__all__ = [
+    "AUTO", "CacheEntry", "Client", "FileNotAvailable", "FiletrackerError", "LocalCache", "Origin", "ProgressReader",
+    "Remote", "default_cache_dir",
+]
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +70,13 @@ class Origin(Protocol):
 
     def open(self, path: str) -> tuple[RemoteFile, BinaryIO]: ...
 
-    def put(self, path: str, source: str | os.PathLike[str], version: int, *, compress: bool = True) -> int: ...
+    def put(self, path: str, source: str | os.PathLike[str], version: int, *, compress: bool = True) -> int:
+        """Store the file ``source`` as ``path@version``; the version now current.
+
+        May also take ``progress=callable``, called with each number of bytes read
+        (:class:`Remote` and :class:`EmbeddedOrigin` do; the client passes it only when given).
+        """
+        ...
 
     def delete(self, path: str, version: int) -> None: ...
 
@@ -97,9 +106,18 @@ class EmbeddedOrigin:
             raise FileNotAvailable(path) from None
         return RemoteFile(reader.version, reader.size), reader
 
-    def put(self, path: str, source: str | os.PathLike[str], version: int, *, compress: bool = True) -> int:
+    def put(
+        self,
+        path: str,
+        source: str | os.PathLike[str],
+        version: int,
+        *,
+        compress: bool = True,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
         with open(source, "rb") as f:
-            return parse_name(self.store.put(path, f, version)).version or version
+            reader = f if progress is None else cast(BinaryIO, ProgressReader(f, progress))
+            return parse_name(self.store.put(path, reader, version)).version or version
 
     def delete(self, path: str, version: int) -> None:
         try:
@@ -309,12 +327,15 @@ class Client:
         to_local_store: bool = True,
         to_remote_store: bool = True,
         compress_hint: bool = True,
+        *,
+        progress: Callable[[int], None] | None = None,
     ) -> str:
         """Store the local file ``filename`` as ``name``; return the versioned name now stored.
 
         Without a version in ``name`` the version is now (this machine's clock). When
         the origin already has a newer version the put is ignored and that version is
-        returned, as by Filetracker.
+        returned, as by Filetracker. ``progress`` (keyword-only, castore's own) is called
+        with each number of bytes of ``filename`` sent to the origin.
         """
         path, version = _split(name)
         local = to_local_store and self.local_store is not None
@@ -328,7 +349,8 @@ class Client:
         stored = version
         if remote:
             assert self.remote_store is not None
-            stored = self.remote_store.put(path, filename, version, compress=compress_hint)
+            options: dict[str, Any] = {"progress": progress} if progress is not None else {}
+            stored = self.remote_store.put(path, filename, version, compress=compress_hint, **options)
         if local and stored == version:
             try:
                 with self._cache_locked(path, exclusive=True) as cache:

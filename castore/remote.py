@@ -37,7 +37,7 @@ from .content_coding import decoded
 from .errors import FileNotAvailable, FiletrackerError, SourceError
 from .protocol import format_version, parse_version_date
 
-__all__ = ["DEFAULT_TIMEOUT", "Remote", "RemoteFile"]
+__all__ = ["DEFAULT_TIMEOUT", "ProgressReader", "Remote", "RemoteFile"]
 
 DEFAULT_TIMEOUT = 300.0
 """Seconds a socket may wait for the server (Filetracker's own server allows 300)."""
@@ -159,6 +159,8 @@ class _DecodedBody(io.RawIOBase):
         self._response = response
         self._name = name
         self._expected = size
+        self.size = size
+        """The logical size the server announced (for progress bars)."""
         encoding = (response.header("Content-Encoding") or "identity").strip().lower()
         try:
             self._decoded = decoded(cast(BinaryIO, response.raw), encoding)
@@ -191,6 +193,43 @@ class _DecodedBody(io.RawIOBase):
     def close(self) -> None:
         if not self.closed:
             self._response.release()
+        super().close()
+
+
+def _no_progress(_: int) -> None:
+    pass
+
+
+class ProgressReader(io.RawIOBase):
+    """A binary file that reports each number of bytes read to a callback (for progress bars).
+
+    Seeking is passed through, so a store that reads a seekable source twice still can.
+    """
+
+    def __init__(self, inner: BinaryIO, progress: Callable[[int], None]) -> None:
+        super().__init__()
+        self._inner = inner
+        self._progress = progress
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n: int = self._inner.readinto(buffer)  # type: ignore[attr-defined]
+        self._progress(n)
+        return n
+
+    def seekable(self) -> bool:
+        return self._inner.seekable()
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._inner.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._inner.tell()
+
+    def close(self) -> None:
+        self._inner.close()
         super().close()
 
 
@@ -359,19 +398,36 @@ class Remote:
         stream = io.BufferedReader(_DecodedBody(response, path, info.size), buffer_size=IO_CHUNK)
         return info, stream
 
-    def put(self, path: str, source: str | os.PathLike[str], version: int, *, compress: bool = True) -> int:
-        """Upload the file at ``source`` as ``path@version``; the version the server now has."""
+    def put(
+        self,
+        path: str,
+        source: str | os.PathLike[str],
+        version: int,
+        *,
+        compress: bool = True,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Upload the file at ``source`` as ``path@version``; the version the server now has.
+
+        ``progress`` is called with each number of bytes of ``source`` read for sending.
+        """
         size = os.stat(source).st_size
-        upload = self._upload_for(source, size, compress and self.is_castore())
+        upload = self._upload_for(source, size, compress and self.is_castore(), progress or _no_progress)
         response = self._send("PUT", self._files_url(path, version), upload)
         response.read_all()
         _check_status(response, path)
         return _version_of(response, path)
 
-    def _upload_for(self, source: str | os.PathLike[str], size: int, compress: bool) -> _Upload:
+    def _upload_for(
+        self, source: str | os.PathLike[str], size: int, compress: bool, progress: Callable[[int], None]
+    ) -> _Upload:
         headers = {"Logical-Size": str(size)}
+
+        def opened() -> BinaryIO:
+            return cast(BinaryIO, ProgressReader(open(source, "rb"), progress))
+
         if size <= SMALL_UPLOAD:
-            with open(source, "rb") as f:
+            with opened() as f:
                 data = f.read()
             if len(data) != size:
                 raise FiletrackerError(f"{os.fspath(source)} changed size while being read")
@@ -383,12 +439,12 @@ class Remote:
             sample = f.read(SAMPLE_SIZE)
         if compress and worth_compressing(sample, self._zstd_level):
             def compressed() -> Iterator[bytes]:
-                with open(source, "rb") as f:
+                with opened() as f:
                     yield from _zstd_chunks(f, self._zstd_level)
 
             return _Upload({**headers, "Content-Encoding": "zstd"}, compressed)
 
-        return _Upload({**headers, "Content-Length": str(size)}, lambda: open(source, "rb"))
+        return _Upload({**headers, "Content-Length": str(size)}, opened)
 
     def delete(self, path: str, version: int) -> None:
         """Delete ``path`` unless the server has a version newer than ``version``."""

@@ -23,9 +23,9 @@ def free_port() -> int:
 
 @contextmanager
 def castore_server(root: Path, *extra: str, port: int | None = None) -> Iterator[str]:
-    """Run ``castore --root ROOT serve`` on loopback (a free port by default); yield its base URL."""
+    """Run ``castore --root ROOT serve --init`` on loopback (a free port by default); yield its base URL."""
     port = port or free_port()
-    command = [sys.executable, "-m", "castore", "--root", str(root), "serve", "--port", str(port), *extra]
+    command = [sys.executable, "-m", "castore", "--root", str(root), "serve", "--init", "--port", str(port), *extra]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ})
     prefix = next((extra[i + 1] for i, a in enumerate(extra) if a == "--prefix"), "")
     url = f"http://127.0.0.1:{port}{prefix.rstrip('/')}"

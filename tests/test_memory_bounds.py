@@ -36,7 +36,7 @@ def body(block: bytes, total: int) -> Iterator[bytes]:
 def test_big_transfers_do_not_grow_the_server(tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "castore", "--root", str(tmp_path / "store"), "serve",
+    server = subprocess.Popen([sys.executable, "-m", "castore", "--root", str(tmp_path / "store"), "serve", "--init",
                                "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30

@@ -34,7 +34,7 @@ def alive(pid: int) -> bool:
 
 def test_workers_start_and_all_stop_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
-    command = [sys.executable, "-m", "castore", "--root", str(tmp_path / "store"), "serve",
+    command = [sys.executable, "-m", "castore", "--root", str(tmp_path / "store"), "serve", "--init",
                "--port", str(port), "--workers", "2"]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     started = time.monotonic()
