@@ -113,14 +113,14 @@ IO_CHUNK = 1 << 20
 class CliError(click.ClickException):
     """A one-line error with castore's exit code for its kind; with ``--json`` printed as JSON."""
 
-    def __init__(self, message: str, exit_code: int = EXIT_ERROR) -> None:
+    def __init__(self, message: str, exit_code: int = EXIT_ERROR, *, as_json: bool = False) -> None:
         super().__init__(message)
         self.exit_code = exit_code  # type: ignore[misc]
+        self.as_json = as_json
+        """Print as ``{"error": …, "code": …}`` (set from ``--json`` by the group)."""
 
     def show(self, file: IO[Any] | None = None) -> None:
-        context = click.get_current_context(silent=True)
-        obj = context.find_object(Context) if context is not None else None
-        if obj is not None and obj.as_json:
+        if self.as_json:
             click.echo(json.dumps({"error": self.format_message(), "code": self.exit_code}, sort_keys=True))
         else:
             click.echo(f"Error: {self.format_message()}", err=True)
@@ -179,15 +179,20 @@ class _Group(click.Group):
             _quiet_broken_pipe()
         except click.ClickException as e:
             obj = ctx.find_object(Context)
-            if isinstance(e, CliError) or obj is None or not obj.as_json:
+            if obj is None or not obj.as_json:
                 raise
-            raise CliError(e.format_message(), e.exit_code) from e  # a usage error, as JSON
+            if isinstance(e, CliError):
+                e.as_json = True
+                raise
+            raise CliError(e.format_message(), e.exit_code, as_json=True) from e  # a usage error, as JSON
         except (click.exceptions.Exit, click.Abort, KeyboardInterrupt):
             raise
         except Exception as e:
             if os.environ.get("CASTORE_DEBUG") == "1":
                 raise
-            raise CliError(f"{type(e).__name__}: {_message_for(e)} (CASTORE_DEBUG=1 shows the traceback)") from e
+            obj = ctx.find_object(Context)
+            raise CliError(f"{type(e).__name__}: {_message_for(e)} (CASTORE_DEBUG=1 shows the traceback)",
+                           as_json=obj is not None and obj.as_json) from e
 
 
 def _quiet_broken_pipe() -> NoReturn:
@@ -223,7 +228,7 @@ class Progress:
             self.extra[key] = self.extra.get(key, 0) + value
         if self.bar is not None:
             shown = {k: v for k, v in self.extra.items() if v}
-            self.bar.set_postfix(files=f"{self.files_done}/{self.files_total}", **shown, refresh=False)
+            self.bar.set_postfix(files=f"{self.files_done}/{self.files_total}", **shown)
 
 
 def _progress_wanted(total_bytes: int, files: int) -> bool:
@@ -760,6 +765,7 @@ def _can_listen(host: str, port: int) -> str | None:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
         try:
             probe.bind(address)
+            probe.listen(1)
         except OSError as e:
             return e.strerror or str(e)
     return None
