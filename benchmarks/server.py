@@ -87,7 +87,8 @@ def running(command: list[str], url: str, env: dict[str, str]) -> Iterator[str]:
 
 def castore_server(data: Path) -> tuple[list[str], str, dict[str, str]]:
     port = free_port()
-    command = [str(ROOT / ".venv/bin/castore"), "--root", str(data), "serve", "--port", str(port), "--workers", "2"]
+    command = [str(ROOT / ".venv/bin/castore"), "--root", str(data), "serve", "--init", "--port", str(port),
+               "--workers", "2"]
     return command, f"http://127.0.0.1:{port}", dict(os.environ)
 
 

@@ -57,3 +57,13 @@ def test_a_test_run_leaves_no_temporary_folder(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert not list(tmp_path.glob("castore-django-*")), list(tmp_path.iterdir())
+
+
+def test_manage_py_check_reports_the_memory_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    call_command("check")  # inside a test run the memory store is fine
+    monkeypatch.delattr(mail, "outbox")
+    with pytest.raises(SystemCheckError, match="django_bridge.E001"):
+        call_command("check")
