@@ -490,8 +490,9 @@ def _list(c: Context, client: Client, prefix: str, max_version: int | None) -> l
     from .names import check_version
 
     folder = check_prefix(prefix).rstrip("/")
-    if max_version is not None:
-        check_version(max_version)
+    if max_version is None:
+        max_version = int(time.time())  # the protocol's default, given here so both origins agree
+    check_version(max_version)
     try:
         paths = client.list_remote_files(max_version, folder, absolute_paths=True)
     except FiletrackerError as e:
@@ -503,7 +504,8 @@ def _list(c: Context, client: Client, prefix: str, max_version: int | None) -> l
 
 @cli.command(name="ls")
 @click.argument("prefix", required=False, default="/")
-@click.option("--max-version", type=int, default=None, help="Only files whose version is not newer.")
+@click.option("--max-version", type=int, default=None,
+              help="Only files whose version is not newer (default: now, as Filetracker's list).")
 @click.option("-l", "--long", "long", is_flag=True, help="Also the version and size of each file.")
 @pass_context
 def ls(c: Context, prefix: str, max_version: int | None, long: bool) -> None:
