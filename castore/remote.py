@@ -210,20 +210,25 @@ class ProgressReader(io.RawIOBase):
         super().__init__()
         self._inner = inner
         self._progress = progress
+        self._position = self._reported = 0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
         n: int = self._inner.readinto(buffer)  # type: ignore[attr-defined]
-        self._progress(n)
+        self._position += n
+        if self._position > self._reported:  # a second pass over the same bytes is not counted again
+            self._progress(self._position - self._reported)
+            self._reported = self._position
         return n
 
     def seekable(self) -> bool:
         return self._inner.seekable()
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        return self._inner.seek(offset, whence)
+        self._position = self._inner.seek(offset, whence)
+        return self._position
 
     def tell(self) -> int:
         return self._inner.tell()
