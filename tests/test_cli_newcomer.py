@@ -268,3 +268,15 @@ def test_importing_the_cli_loads_no_server_or_database_library() -> None:
             "print(sorted(m for m in ('sqlalchemy', 'starlette', 'uvicorn', 'tqdm', 'zstandard') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_progress_counts_each_byte_once_over_two_passes(tmp_path: Path) -> None:
+    """The store hashes a seekable source, then reads it again: the bar must still end at its size."""
+    import io
+
+    from castore.remote import ProgressReader
+
+    seen: list[int] = []
+    reader = ProgressReader(io.BytesIO(b"x" * 1000), seen.append)
+    assert reader.read(600) and reader.read() and reader.seek(0) == 0 and len(reader.read()) == 1000
+    assert sum(seen) == 1000
