@@ -32,7 +32,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .codec import Codec
 from .content_coding import CODINGS
 from .errors import CastoreError, HashCollision, IntegrityError, InvalidName, NotFound, SourceError
-from .http_protocol import BoundedHttpToolsProtocol
 from .metrics import Metrics
 from .names import check_prefix, parse_name
 from .protocol import PROTOCOL_VERSIONS, accepted_encodings, format_version, parse_version_date, path_from_url
@@ -418,8 +417,8 @@ def serve(
     gzip: bool = False,
     log_level: str = "warning",
 ) -> None:
-    """Run the server in the foreground until SIGTERM or SIGINT (uvicorn)."""
-    import uvicorn
+    """Run the server in the foreground until SIGTERM or SIGINT (``castore.serving``)."""
+    from .serving import run
 
     Store.open(root, create=True).close()  # create or migrate once, before workers start
     os.environ["CASTORE_ROOT"] = os.path.abspath(root)
@@ -427,15 +426,4 @@ def serve(
     if fallback_url:
         os.environ["CASTORE_FALLBACK_URL"] = fallback_url
     os.environ["CASTORE_GZIP"] = "1" if gzip else "0"
-    uvicorn.run(
-        "castore.server:app_from_environment",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
-        access_log=False,
-        timeout_graceful_shutdown=10,
-        http=BoundedHttpToolsProtocol,  # httptools, with a bound on the request head
-    )
-
+    run("castore.server:app_from_environment", host=host, port=port, workers=workers, log_level=log_level)
