@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn_worker import UvicornWorker
@@ -46,7 +46,7 @@ class PerWorkerApp:
 class _Worker(UvicornWorker):  # type: ignore[misc]
     """uvicorn's gunicorn worker with castore's HTTP protocol (the 431 bound on request heads)."""
 
-    CONFIG_KWARGS: dict[str, Any] = {"loop": "auto", "http": BoundedHttpToolsProtocol, "lifespan": "on"}
+    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {"loop": "auto", "http": BoundedHttpToolsProtocol, "lifespan": "on"}
 
 
 def _factory(path: str) -> Callable[[], ASGIApp]:
