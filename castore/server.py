@@ -396,7 +396,7 @@ def create_app(
 
 def app_from_environment() -> ASGIApp:
     """App factory for uvicorn workers: ``CASTORE_ROOT``, ``CASTORE_FALLBACK_URL``, ``CASTORE_URL_PREFIX``."""
-    store = Store.open(os.environ.get("CASTORE_ROOT", "castore-data"), create=True)
+    store = Store.open(os.environ.get("CASTORE_ROOT", "castore-data"))  # made by `castore init`/`serve --init`
     return create_app(
         store,
         fallback_url=os.environ.get("CASTORE_FALLBACK_URL") or None,
@@ -417,10 +417,12 @@ def serve(
     gzip: bool = False,
     log_level: str = "warning",
 ) -> None:
-    """Run the server in the foreground until SIGTERM or SIGINT (``castore.serving``)."""
+    """Run the server in the foreground until SIGTERM or SIGINT (``castore.serving``).
+
+    The store at ``root`` must exist and be migrated (``castore serve`` opens it once first).
+    """
     from .serving import run
 
-    Store.open(root, create=True).close()  # create or migrate once, before workers start
     os.environ["CASTORE_ROOT"] = os.path.abspath(root)
     os.environ["CASTORE_URL_PREFIX"] = prefix
     if fallback_url:
