@@ -463,5 +463,7 @@ class Remote:
         url += "?last_modified=" + quote(format_version(int(time.time()) if cutoff is None else cutoff))
         response = self._send("GET", url)
         _check_status(response, subpath)
-        return [line for line in response.read_all().decode("utf-8").splitlines() if line]
+        # "\n" only: Filetracker 2.3.3's double-encoded names may hold U+0085, which
+        # str.splitlines() would also break on
+        return [line for line in response.read_all().decode("utf-8").split("\n") if line]
 

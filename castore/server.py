@@ -10,6 +10,9 @@ Endpoints (``docs/protocol.md`` has the details):
 * ``GET|HEAD|PUT|DELETE /files/<path>`` — content, with ``?last_modified=<RFC 2822>``
 * ``GET /list/<dir>`` — current files below a folder, one relative path per line
 * ``GET /health``, ``GET /metrics`` — liveness and Prometheus metrics
+
+With ``migrate_from`` the app moves files in from an old Filetracker server as they
+are asked for (:mod:`castore.migration.live`).
 """
 
 from __future__ import annotations
@@ -31,8 +34,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .codec import Codec
 from .content_coding import CODINGS
-from .errors import CastoreError, HashCollision, IntegrityError, InvalidName, NotFound, SourceError
+from .errors import (
+    CastoreError,
+    FiletrackerError,
+    HashCollision,
+    IntegrityError,
+    InvalidName,
+    NotFound,
+    SourceError,
+)
 from .metrics import Metrics
+from .migration.live import LiveMigration
 from .names import check_prefix, parse_name
 from .protocol import PROTOCOL_VERSIONS, accepted_encodings, format_version, parse_version_date, path_from_url
 from .reading import BlobReader
@@ -69,6 +81,8 @@ def _error_response(error: Exception) -> Response:
         status = 400
     elif isinstance(error, HashCollision):
         status = 409
+    elif isinstance(error, FiletrackerError):
+        status = 502  # the old server of a live migration failed
     elif isinstance(error, (IntegrityError, CastoreError)):
         status = 500
     else:
@@ -145,8 +159,17 @@ def _gzip(reader: BlobReader) -> Iterator[bytes]:
 class FiletrackerApp:
     """Request handlers bound to one store."""
 
-    def __init__(self, store: Store, *, fallback_url: str | None, metrics: Metrics, gzip: bool) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        fallback_url: str | None,
+        metrics: Metrics,
+        gzip: bool,
+        migration: LiveMigration | None = None,
+    ) -> None:
         self.store = store
+        self.migration = migration
         self.gzip = gzip
         self.fallback_url = fallback_url.rstrip("/") if fallback_url else None
         self.metrics = metrics
@@ -199,9 +222,12 @@ class FiletrackerApp:
                 small = await anyio.to_thread.run_sync(self._open, path, plain, "zstd" in accepted)
             reader, body = small
         except NotFound:
-            if self.fallback_url is not None:
+            if self.migration is not None and await self.migration.fetch(path):
+                reader, body = await anyio.to_thread.run_sync(self._open, path, plain, "zstd" in accepted)
+            elif self.fallback_url is not None:
                 return RedirectResponse(f"{self.fallback_url}/files{path}", status_code=307)
-            raise
+            else:
+                raise
         headers = {
             "Last-Modified": format_version(reader.version),
             "Logical-Size": str(reader.size),
@@ -265,7 +291,8 @@ class FiletrackerApp:
 
     async def _delete(self, request: Request, path: str) -> Response:
         version = parse_version_date(request.query_params.get("last_modified"))
-        await anyio.to_thread.run_sync(self.store.delete, path, version)
+        delete = self.store.delete if self.migration is None else self.migration.delete
+        await anyio.to_thread.run_sync(delete, path, version)
         return Response(status_code=200, media_type="text/plain")
 
     async def list(self, request: Request) -> Response:
@@ -276,6 +303,8 @@ class FiletrackerApp:
 
         def collect() -> list[str]:
             try:
+                if self.migration is not None:
+                    return self.migration.list_folder(directory, cutoff)
                 return self.store.list_folder(directory, max_version=cutoff)
             except NotFound:
                 raise _HTTPError(400, "Path doesn't exist or is not a directory") from None
@@ -292,7 +321,8 @@ class FiletrackerApp:
 
     async def metrics_endpoint(self, request: Request) -> Response:
         usage = await anyio.to_thread.run_sync(self.store.usage)
-        return PlainTextResponse(self.metrics.render(usage), media_type="text/plain; version=0.0.4")
+        text = self.metrics.render(usage) + (self.migration.render_metrics() if self.migration else "")
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
 
 class _Metered:
@@ -341,6 +371,7 @@ def create_app(
     prefix: str = "",
     gzip: bool = False,
     close_store: bool = False,
+    migrate_from: str | None = None,
 ) -> ASGIApp:
     """The ASGI app serving ``store``; ``prefix`` (e.g. ``/ft``) mounts it below a path.
 
@@ -350,9 +381,12 @@ def create_app(
     ``gzip``: compress compressible large files on the fly for clients that accept gzip
     but not zstd. Off by default: gzip -1 runs at ~110 MB/s here, slower than sending the
     bytes as they are on loopback or a LAN (see ``benchmarks/server.py``).
+
+    ``migrate_from``: an old Filetracker server whose files move in on a miss.
     """
     metrics = Metrics()
-    handlers = FiletrackerApp(store, fallback_url=fallback_url, metrics=metrics, gzip=gzip)
+    migration = LiveMigration(store, migrate_from) if migrate_from else None
+    handlers = FiletrackerApp(store, fallback_url=fallback_url, metrics=metrics, gzip=gzip, migration=migration)
     routes: list[BaseRoute] = [
         Route("/version", handlers.version, methods=["GET"]),
         Route("/version/", handlers.version, methods=["GET"]),
@@ -386,6 +420,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
+        if migration is not None:
+            migration.close()
         if close_store:
             store.close()
 
@@ -395,7 +431,8 @@ def create_app(
 
 
 def app_from_environment() -> ASGIApp:
-    """App factory for uvicorn workers: ``CASTORE_ROOT``, ``CASTORE_FALLBACK_URL``, ``CASTORE_URL_PREFIX``."""
+    """App factory for uvicorn workers: ``CASTORE_ROOT``, ``CASTORE_FALLBACK_URL``, ``CASTORE_URL_PREFIX``,
+    ``CASTORE_MIGRATE_FROM``."""
     store = Store.open(os.environ.get("CASTORE_ROOT", "castore-data"))  # made by `castore init`/`serve --init`
     return create_app(
         store,
@@ -403,6 +440,7 @@ def app_from_environment() -> ASGIApp:
         prefix=os.environ.get("CASTORE_URL_PREFIX", ""),
         gzip=os.environ.get("CASTORE_GZIP") == "1",
         close_store=True,
+        migrate_from=os.environ.get("CASTORE_MIGRATE_FROM") or None,
     )
 
 
@@ -416,6 +454,7 @@ def serve(
     fallback_url: str | None = None,
     gzip: bool = False,
     log_level: str = "warning",
+    migrate_from: str | None = None,
 ) -> None:
     """Run the server in the foreground until SIGTERM or SIGINT (``castore.serving``).
 
@@ -428,4 +467,6 @@ def serve(
     if fallback_url:
         os.environ["CASTORE_FALLBACK_URL"] = fallback_url
     os.environ["CASTORE_GZIP"] = "1" if gzip else "0"
+    if migrate_from:
+        os.environ["CASTORE_MIGRATE_FROM"] = migrate_from
     run("castore.server:app_from_environment", host=host, port=port, workers=workers, log_level=log_level)

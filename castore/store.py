@@ -31,7 +31,7 @@ from typing import Any, BinaryIO, Self
 
 from .blobs.base import BlobBackend
 from .blobs.fs import FileBlobBackend
-from .codec import DEFAULT_LEVEL
+from .codec import DEFAULT_LEVEL, Codec
 from .errors import HashCollision, InvalidVersion, MissingBlob, NotFound, StoreNotFound, VersionNotFound
 from .ingest import Ingest, Prepared, Source
 from .keys import BlobKey, new_seed
@@ -265,6 +265,24 @@ class Store:
             return self._record_put(path, version, prepared)
         finally:
             prepared.discard()
+
+    def put_existing(self, name: str, key: BlobKey, version: int | None = None) -> str | None:
+        """Point ``name`` at the content already stored under ``key``, without reading it.
+
+        For imports that know two paths share one content (Filetracker's link targets).
+        Returns the versioned name now current, like :meth:`put`, or None when no live
+        blob has that key (then the caller must :meth:`put` the bytes).
+        """
+        path, version = self._name_and_version(name, version)
+        if version is None:
+            version = int(self.clock())
+        size = self.metadata.live_blob_size(key)
+        if size is None:
+            return None
+        try:
+            return self._record_put(path, version, Prepared(key, size, Codec.RAW, 0))
+        except _NeedBytes:
+            return None  # collected since the lookup: the transaction was rolled back
 
     def _newer_than(self, path: str, version: int) -> str | None:
         """The current versioned name if it is newer than ``version`` (a put would be ignored)."""

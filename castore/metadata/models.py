@@ -7,6 +7,8 @@ Tables (see ``docs/design.md``, "Metadata schema"):
   blobs, and ``refcount`` = the number of ``versions`` rows naming it.
 * ``paths`` — the current version of every stored path (what reads and lists use).
 * ``versions`` — every retained version of every path, the current one included.
+* ``deletions`` — paths deleted while moving in from a Filetracker server
+  (``castore serve --migrate-from``): the old server's copy must not come back.
 
 Changing anything here needs a new Alembic revision, a bump of
 :data:`castore.metadata.migrate.SCHEMA_REVISION` and a "Changes" entry in the design doc.
@@ -17,7 +19,7 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, ForeignKey, Integer, LargeBinary, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["PATH_LENGTH", "Base", "Blob", "PathEntry", "Setting", "Version"]
+__all__ = ["PATH_LENGTH", "Base", "Blob", "Deletion", "PathEntry", "Setting", "Version"]
 
 PATH_LENGTH = 4096
 
@@ -84,3 +86,18 @@ class Version(Base):
     path: Mapped[str] = mapped_column(ForeignKey("paths.path"), primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     blob_key: Mapped[str] = mapped_column(ForeignKey("blobs.key"))
+
+
+class Deletion(Base):
+    """A path deleted in castore while a Filetracker server's files were moving in.
+
+    Versions of ``path`` on the old server up to ``version`` are dead: neither a live
+    migration's fetch-on-miss nor an import may bring them back.
+    """
+
+    __tablename__ = "deletions"
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 - SQLAlchemy's declarative hook
+
+    path: Mapped[str] = mapped_column(String(PATH_LENGTH), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    """The version the delete carried (its time when it carried none)."""

@@ -21,7 +21,7 @@ from ..codec import Codec
 from ..keys import BlobKey
 from .engine import make_engines
 from .migrate import ensure_schema
-from .models import Blob, PathEntry, Setting, Version
+from .models import Blob, Deletion, PathEntry, Setting, Version
 
 __all__ = ["Acquired", "BlobRow", "Current", "Entry", "MetadataRepo", "Usage", "WriteTxn"]
 
@@ -29,6 +29,7 @@ blobs = cast(Table, Blob.__table__)
 paths = cast(Table, PathEntry.__table__)
 versions = cast(Table, Version.__table__)
 settings = cast(Table, Setting.__table__)
+deletions = cast(Table, Deletion.__table__)
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,7 @@ _UNREFERENCED = (
     .limit(bindparam("limit"))
     .with_for_update()
 )
+_SELECT_DELETION = select(deletions.c.version).where(deletions.c.path == bindparam("p"))
 _DELETE_UNREFERENCED = delete(blobs).where(blobs.c.key == bindparam("k"), blobs.c.refcount == 0)
 
 
@@ -424,3 +426,27 @@ class MetadataRepo:
             rows = c.execute(query).all()
         for row in rows:
             yield Entry(row.path, row.version, _blob_row(row))
+
+    # -- deletions remembered while moving in from Filetracker ------------------------
+
+    def remember_deletion(self, path: str, version: int) -> None:
+        """Record that ``path`` was deleted at ``version`` (the highest such version is kept)."""
+        with self._writer.begin() as c:
+            known = c.execute(_SELECT_DELETION, {"p": path}).scalar()
+            if known is None:
+                c.execute(deletions.insert().values(path=path, version=version))
+            elif known < version:
+                c.execute(update(deletions).where(deletions.c.path == path).values(version=version))
+
+    def deletion(self, path: str) -> int | None:
+        """The version ``path`` was deleted at while moving in, or None."""
+        with self._reader.connect() as c:
+            return c.execute(_SELECT_DELETION, {"p": path}).scalar()
+
+    def deletions(self, low: str, high: str) -> dict[str, int]:
+        """Remembered deletions with ``low <= path < high``."""
+        query = select(deletions.c.path, deletions.c.version).where(
+            deletions.c.path >= low, deletions.c.path < high
+        )
+        with self._reader.connect() as c:
+            return {row.path: int(row.version) for row in c.execute(query)}

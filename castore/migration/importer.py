@@ -1,0 +1,322 @@
+"""Copy every file of a Filetracker source into a castore store, with its version.
+
+The rules, so that an import can be killed and re-run, and can run beside
+``castore serve`` on the same store:
+
+* a path castore already has at the same version is skipped (a re-run resumes), and
+  one it has at a newer version is left alone (the store's version rules would ignore
+  the older put anyway; checking first saves reading it);
+* a path deleted in castore while moving in (remembered in the ``deletions`` table by
+  ``castore serve --migrate-from``) is not brought back; a deletion that lands while
+  its put is in flight is applied again right after the put;
+* each put is one store transaction, so a kill leaves every path either imported or
+  not (staged leftovers are swept by ``castore gc``);
+* a content met again under another path (the same Filetracker blob) is linked to
+  the stored blob without being decompressed again; castore hashes every content it
+  stores the first time it stores it;
+* anything unreadable (broken link, corrupt gzip, a file gone from the server) is a
+  :class:`~castore.migration.sources.Problem` in the report; the import goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, BinaryIO
+
+from ..errors import NotFound
+from ..keys import BlobKey
+from ..names import parse_name
+from ..store import Store
+from .sources import Item, Problem, Source
+
+__all__ = ["ImportReport", "Importer", "Outcome", "deleted_in_castore", "undo_if_deleted"]
+
+_CHUNK = 1 << 20
+
+
+class Outcome(Enum):
+    """What happened to one item."""
+
+    IMPORTED = "imported"
+    LINKED = "linked"
+    """Imported without reading: its content was already stored for another path."""
+    ALREADY = "already"
+    """castore has the same version already (a re-run, or the live migration fetched it)."""
+    NEWER = "newer"
+    """castore has a newer version: left alone."""
+    DELETED = "deleted"
+    """Deleted in castore while moving in: not brought back."""
+    PROBLEM = "problem"
+
+
+@dataclass
+class ImportReport:
+    """The summary of one import (``--json`` prints :meth:`as_dict`)."""
+
+    source: str
+    files: int = 0
+    """Files the source listed (problems included)."""
+    imported: int = 0
+    """Versions stored by this run (``linked`` included)."""
+    linked: int = 0
+    already: int = 0
+    newer_in_castore: int = 0
+    deleted_in_castore: int = 0
+    logical_bytes: int = 0
+    """Logical size of the versions this run stored."""
+    stored_bytes: int = 0
+    """How much the store's stored bytes grew during the run."""
+    seconds: float = 0.0
+    verified: int | None = None
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def dedup_ratio(self) -> float:
+        """Logical bytes imported per stored byte added (1.0 when nothing was added)."""
+        return self.logical_bytes / self.stored_bytes if self.stored_bytes > 0 else 1.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "files": self.files,
+            "imported": self.imported,
+            "linked": self.linked,
+            "already": self.already,
+            "newer_in_castore": self.newer_in_castore,
+            "deleted_in_castore": self.deleted_in_castore,
+            "logical_bytes": self.logical_bytes,
+            "stored_bytes": self.stored_bytes,
+            "dedup_ratio": round(self.dedup_ratio, 3),
+            "seconds": round(self.seconds, 3),
+            "files_per_second": round(self.imported / self.seconds, 1) if self.seconds else None,
+            "mb_per_second": round(self.logical_bytes / 1e6 / self.seconds, 2) if self.seconds else None,
+            "verified": self.verified,
+            "problems": [{"where": p.where, "reason": p.reason} for p in self.problems],
+        }
+
+
+def deleted_in_castore(store: Store, path: str, version: int) -> bool:
+    """True when ``path`` was deleted in castore at ``version`` or later, while moving in."""
+    deleted = store.metadata.deletion(path)
+    return deleted is not None and version <= deleted
+
+
+def undo_if_deleted(store: Store, path: str, version: int) -> bool:
+    """Remove ``path@version`` again if a deletion covering it was remembered meanwhile.
+
+    The delete handler remembers a deletion before it deletes, so a put that raced
+    with it either was deleted by it or sees the deletion here.
+    """
+    if not deleted_in_castore(store, path, version):
+        return False
+    try:
+        store.delete(path, version)  # only if castore's version is still this one
+    except NotFound:
+        pass
+    return True
+
+
+@dataclass
+class _Done:
+    item: Item | None
+    outcome: Outcome
+    size: int = 0
+    problem: Problem | None = None
+
+
+ProgressHook = Callable[[Outcome, int], None]
+"""Called (from the importing thread) after each item with its outcome and logical size."""
+
+
+class Importer:
+    """Imports one source into one store with ``jobs`` threads."""
+
+    def __init__(self, store: Store, source: Source, *, jobs: int = 4) -> None:
+        if jobs < 1:
+            raise ValueError("jobs must be at least 1")
+        self.store = store
+        self.source = source
+        self.jobs = jobs
+        self._keys: dict[str, tuple[BlobKey, int]] = {}
+        """Filetracker blob digest -> castore key and size, for contents seen before."""
+        self._keys_lock = threading.Lock()
+        self.done: list[Item] = []
+        """Items castore now holds at the source's version (what ``verify`` re-reads)."""
+
+    # -- importing -----------------------------------------------------------------------
+
+    def run(self, progress: ProgressHook | None = None) -> ImportReport:
+        report = ImportReport(self.source.description)
+        started = time.perf_counter()
+        stored_before = self.store.usage().stored_bytes
+        for result in self._results(self.source.items(), self._import_one):
+            report.files += 1
+            self._count(report, result)
+            if progress is not None:
+                progress(result.outcome, result.size)
+        report.stored_bytes = max(self.store.usage().stored_bytes - stored_before, 0)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _results(self, entries: Iterator[Item | Problem], work: Callable[[Item], _Done]) -> Iterator[_Done]:
+        """Run ``work`` on every item in a bounded thread pool; problems pass straight through."""
+        with ThreadPoolExecutor(self.jobs, thread_name_prefix="castore-import") as pool:
+            pending: set[Future[_Done]] = set()
+            for entry in entries:
+                if isinstance(entry, Problem):
+                    yield _Done(None, Outcome.PROBLEM, problem=entry)
+                    continue
+                pending.add(pool.submit(self._guarded, work, entry))
+                if len(pending) >= 2 * self.jobs:
+                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    yield from (f.result() for f in finished)
+            for future in pending:
+                yield future.result()
+
+    @staticmethod
+    def _guarded(work: Callable[[Item], _Done], item: Item) -> _Done:
+        try:
+            return work(item)
+        except Exception as e:  # noqa: BLE001 - every failure is reported, the import goes on
+            return _Done(item, Outcome.PROBLEM, problem=Problem(item.where, _reason(item, e)))
+
+    def _count(self, report: ImportReport, result: _Done) -> None:
+        outcome = result.outcome
+        if outcome is Outcome.PROBLEM:
+            assert result.problem is not None
+            report.problems.append(result.problem)
+            return
+        assert result.item is not None
+        if outcome in (Outcome.IMPORTED, Outcome.LINKED, Outcome.ALREADY):
+            self.done.append(result.item)
+        if outcome in (Outcome.IMPORTED, Outcome.LINKED):
+            report.imported += 1
+            report.logical_bytes += result.size
+            report.linked += outcome is Outcome.LINKED
+        elif outcome is Outcome.ALREADY:
+            report.already += 1
+        elif outcome is Outcome.NEWER:
+            report.newer_in_castore += 1
+        elif outcome is Outcome.DELETED:
+            report.deleted_in_castore += 1
+
+    def _skip(self, item: Item, version: int) -> Outcome | None:
+        """Why ``item`` at ``version`` needs no put, or None when it must be stored."""
+        if deleted_in_castore(self.store, item.path, version):
+            return Outcome.DELETED
+        current = self.store.metadata.current_version(item.path)
+        if current is None or current < version:
+            return None
+        if current == version and item.digest is not None and item.digest not in self._keys:
+            # a re-run: learn the key of this blob, so other paths sharing it are linked
+            try:
+                info = self.store.stat(item.path)
+            except NotFound:
+                return None
+            if info.version == version:
+                with self._keys_lock:
+                    self._keys.setdefault(item.digest, (info.key, info.size))
+        return Outcome.ALREADY if current == version else Outcome.NEWER
+
+    def _import_one(self, item: Item) -> _Done:
+        if item.version is not None:
+            skip = self._skip(item, item.version)
+            if skip is not None:
+                return _Done(item, skip)
+            linked = self._link(item, item.version)
+            if linked is not None:
+                return linked
+        opened = self.source.open(item)
+        with opened.stream:
+            skip = self._skip(item, opened.version) if opened.version != item.version else None
+            if skip is not None:
+                return _Done(item, skip)
+            name = self.store.put(item.path, opened.stream, opened.version, expected_size=opened.size)
+        return self._recorded(item, name, opened.version, linked=False)
+
+    def _link(self, item: Item, version: int) -> _Done | None:
+        """Import ``item`` by pointing it at a content stored before, if it was."""
+        known = self._keys.get(item.digest) if item.digest is not None else None
+        if known is None:
+            return None
+        name = self.store.put_existing(item.path, known[0], version)
+        return None if name is None else self._recorded(item, name, version, linked=True, size=known[1])
+
+    def _recorded(self, item: Item, name: str, version: int, *, linked: bool, size: int | None = None) -> _Done:
+        if parse_name(name).version != version:
+            return _Done(item, Outcome.NEWER)  # a newer version arrived meanwhile
+        if undo_if_deleted(self.store, item.path, version):
+            return _Done(item, Outcome.DELETED)
+        if size is None:
+            info = self.store.stat(name)
+            size = info.size
+            if item.digest is not None:
+                with self._keys_lock:
+                    self._keys.setdefault(item.digest, (info.key, info.size))
+        stamped = item if item.version is not None else Item(item.path, item.where, version, item.digest)
+        return _Done(stamped, Outcome.LINKED if linked else Outcome.IMPORTED, size)
+
+    # -- verifying ---------------------------------------------------------------------------
+
+    def verify(self, progress: ProgressHook | None = None) -> list[Problem]:
+        """Re-read every imported path from castore and compare it with the source.
+
+        A path whose version changed in castore since the import (a client put or
+        deleted it) is not a difference.
+        """
+        problems = []
+        for result in self._results(iter(self.done), self._verify_one):
+            if result.problem is not None:
+                problems.append(result.problem)
+            if progress is not None:
+                progress(result.outcome, result.size)
+        return problems
+
+    def _verify_one(self, item: Item) -> _Done:
+        assert item.version is not None
+        try:
+            info = self.store.stat(item.path)
+        except NotFound:
+            return _Done(item, Outcome.DELETED)
+        if info.version != item.version:
+            return _Done(item, Outcome.NEWER)
+        opened = self.source.open(item)
+        with opened.stream, self.store.open(versioned_name_of(item)) as stored:
+            source_digest, source_size = _digest(opened.stream)
+            castore_digest, castore_size = _digest(stored)
+        if opened.version != item.version:
+            return _Done(item, Outcome.NEWER)  # the source changed since the import
+        if (source_digest, source_size) != (castore_digest, castore_size):
+            reason = f"differs from castore's {item.path}@{item.version} ({source_size} vs {castore_size} bytes)"
+            return _Done(item, Outcome.PROBLEM, problem=Problem(item.where, reason))
+        return _Done(item, Outcome.ALREADY, source_size)
+
+
+def versioned_name_of(item: Item) -> str:
+    assert item.version is not None
+    return f"{item.path}@{item.version}"
+
+
+def _digest(stream: BinaryIO) -> tuple[bytes, int]:
+    hasher = hashlib.sha256()
+    size = 0
+    while chunk := stream.read(_CHUNK):
+        hasher.update(chunk)
+        size += len(chunk)
+    return hasher.digest(), size
+
+
+def _reason(item: Item, error: Exception) -> str:
+    """One line saying what went wrong, naming the blob file when there is one."""
+    # the first line only: a Filetracker server's error body is a whole traceback
+    text = " ".join(str(error).split("\n", 1)[0].split())[:300] or type(error).__name__
+    if isinstance(error, (OSError, EOFError)) or type(error).__module__ == "zlib":
+        what = f"blob {item.content}" if item.content else "content"
+        return f"unreadable or corrupt {what}: {type(error).__name__}: {text}"
+    return f"{type(error).__name__}: {text}"

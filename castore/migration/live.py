@@ -1,0 +1,231 @@
+"""Live migration: ``castore serve --migrate-from URL`` moves files in as they are asked for.
+
+* A GET or HEAD of a path castore lacks fetches it from the old Filetracker server,
+  stores it with the old server's version, and the same request serves it from castore.
+  Concurrent requests for one missing path in one worker process wait for a single
+  fetch (:meth:`LiveMigration.fetch`). Workers do not coordinate: two workers may
+  fetch the same path at once, and both puts store the same content at the same
+  version, which the store's version rules make harmless (an equal version replaces
+  the content with itself).
+* PUT and DELETE go to castore only. A DELETE is remembered (the ``deletions`` table)
+  before castore deletes, so the old server's copy never comes back: not through a
+  fetch-on-miss, not through ``castore import-filetracker`` running beside the server.
+* ``/list/`` answers castore's paths merged with the old server's, less the deleted ones.
+
+The old server is reached with castore's own Filetracker client (:class:`~castore.remote.Remote`),
+whose calls block: the server runs them in worker threads.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import anyio
+import anyio.to_thread
+
+from ..errors import FileNotAvailable, FiletrackerError, NotFound
+from ..names import check_path, child_range
+from ..remote import Remote
+from ..store import Store
+from .importer import deleted_in_castore, undo_if_deleted
+from .sources import FAR_FUTURE, real_name
+
+__all__ = ["LiveMigration", "MigrationStatus", "migration_status"]
+
+
+@dataclass
+class _Flight:
+    """One fetch in progress; requests for the same path wait for it."""
+
+    done: anyio.Event = field(default_factory=anyio.Event)
+    error: BaseException | None = None
+    found: bool = False
+
+
+class LiveMigration:
+    """The migrating half of one server process: fetch on miss, deletions, merged lists."""
+
+    def __init__(self, store: Store, url: str, *, timeout: float = 300.0) -> None:
+        self.store = store
+        self.remote = Remote(url, timeout=timeout)
+        self._flights: dict[str, _Flight] = {}
+        self._lock = threading.Lock()
+        self.fetched = 0
+        """Paths fetched from the old server and stored."""
+        self.fetched_bytes = 0
+        self.missing = 0
+        """Misses the old server did not have either."""
+        self.not_resurrected = 0
+        """Misses the old server had, but that were deleted in castore."""
+
+    def close(self) -> None:
+        self.remote.close()
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def fetch(self, path: str) -> bool:
+        """Bring ``path`` in from the old server; True when castore has it now.
+
+        Raises FiletrackerError when the old server cannot be asked (down, 5xx).
+        """
+        flight = self._flights.get(path)
+        if flight is not None:
+            await flight.done.wait()
+            if flight.error is not None:
+                raise flight.error
+            return flight.found
+        flight = self._flights[path] = _Flight()
+        try:
+            flight.found = await anyio.to_thread.run_sync(self._fetch, path)
+        except BaseException as e:
+            flight.error = e
+            raise
+        finally:
+            del self._flights[path]
+            flight.done.set()
+        return flight.found
+
+    def _fetch(self, path: str) -> bool:
+        if self.store.exists(path):
+            return True  # another worker (or an import) brought it meanwhile
+        try:
+            info, stream = self.remote.open(path)
+        except FileNotAvailable:
+            self._count("missing")
+            return False
+        with stream:
+            if deleted_in_castore(self.store, path, info.version):
+                self._count("not_resurrected")
+                return False
+            self.store.put(path, stream, info.version, expected_size=info.size)
+        if undo_if_deleted(self.store, path, info.version):
+            self._count("not_resurrected")
+            return False
+        self._count("fetched", info.size)
+        return True
+
+    def _count(self, counter: str, size: int = 0) -> None:
+        with self._lock:
+            setattr(self, counter, getattr(self, counter) + 1)
+            if counter == "fetched":
+                self.fetched_bytes += size
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def delete(self, path: str, version: int | None) -> bool:
+        """Delete in castore and remember it; like :meth:`Store.delete`, NotFound if neither side has it.
+
+        A path only the old server has is not fetched to be deleted: the remembered
+        deletion is enough to keep it out.
+        """
+        when = version if version is not None else int(time.time())
+        self.store.metadata.remember_deletion(path, when)  # before deleting: see undo_if_deleted
+        try:
+            return self.store.delete(path, version)
+        except NotFound:
+            try:
+                old = self.remote.stat(path)
+            except FileNotAvailable:
+                raise NotFound(path) from None
+            return old.version <= when
+
+    # -- listing ---------------------------------------------------------------------------
+
+    def list_folder(self, directory: str, cutoff: int) -> list[str]:
+        """Both sides' paths below ``directory`` (ends with ``/``), relative to it, sorted.
+
+        NotFound when neither side has such a folder.
+        """
+        try:
+            ours: list[str] | None = self.store.list_folder(directory, max_version=cutoff)
+        except NotFound:
+            ours = None
+        try:
+            listed: list[str] | None = self.remote.list(directory, cutoff)
+        except FiletrackerError as e:
+            if e.status not in (400, 404):
+                raise
+            listed = None  # not a folder on the old server
+        if ours is None and listed is None:
+            raise NotFound(directory, f"not a folder: {directory}")
+        merged = set(ours or ())
+        low, high = child_range(directory)
+        deleted = self.store.metadata.deletions(low, high)
+        for name in listed or ():
+            relative = "/".join(real_name(part) for part in name.split("/"))
+            if directory + relative not in deleted:
+                merged.add(relative)
+        return sorted(merged)
+
+    def render_metrics(self) -> str:
+        """Prometheus counters of this process's live migration."""
+        counters = {
+            "castore_migration_fetched_total": ("Paths fetched from the old server on a miss.", self.fetched),
+            "castore_migration_fetched_bytes_total": ("Logical bytes fetched on a miss.", self.fetched_bytes),
+            "castore_migration_missing_total": ("Misses the old server did not have.", self.missing),
+            "castore_migration_not_resurrected_total": (
+                "Misses deleted in castore, not brought back.", self.not_resurrected),
+        }
+        lines = []
+        for name, (help_text, value) in counters.items():
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter", f"{name} {value}"]
+        return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class MigrationStatus:
+    """How far moving in from an old server has come (``castore migrate status``)."""
+
+    old_files: int
+    moved: int
+    """Old paths castore has, at the old version or newer."""
+    deleted: int
+    """Old paths deleted in castore while moving in."""
+    left: list[str]
+    """Old paths castore does not have yet (or has at an older version)."""
+    problems: list[str]
+
+    def as_dict(self) -> dict[str, object]:
+        return {"old_files": self.old_files, "moved": self.moved, "deleted": self.deleted,
+                "left": len(self.left), "problems": self.problems}
+
+
+def migration_status(store: Store, url: str, *, versions: bool = False) -> MigrationStatus:
+    """Compare the old server's listing with the store.
+
+    ``versions``: also ask the old server for the version of each path castore has,
+    and count a path castore has at an older version as left (one HEAD per path).
+    """
+    remote = Remote(url)
+    try:
+        names = remote.list("/", FAR_FUTURE)
+        moved = deleted = 0
+        left: list[str] = []
+        problems: list[str] = []
+        for name in names:
+            path = "/" + "/".join(real_name(part) for part in name.split("/"))
+            try:
+                check_path(path)
+            except ValueError as e:
+                problems.append(str(e))
+                continue
+            current = store.metadata.current_version(path)
+            if current is None:
+                if store.metadata.deletion(path) is not None:
+                    deleted += 1
+                else:
+                    left.append(path)
+                continue
+            if versions:
+                try:
+                    if remote.stat(path).version > current:
+                        left.append(path)
+                        continue
+                except FileNotAvailable:
+                    pass
+            moved += 1
+        return MigrationStatus(len(names), moved, deleted, left, problems)
+    finally:
+        remote.close()

@@ -1,0 +1,257 @@
+"""Where Filetracker's files come from: a 2.x data folder, a 1.x plain folder, a 2.x server.
+
+A source lists *items* (a castore path, and its version when the listing knows it) and
+opens them one at a time; everything it cannot make sense of is a :class:`Problem`
+(where, and why), never an exception that stops an import.
+
+Filetracker 2.x data folder (``filetracker.servers.storage.FileStorage``)::
+
+    DIR/links/<path>            symlink -> ../../blobs/<xx>/<sha256>; its own (lstat)
+                                mtime is the version
+    DIR/blobs/<xx>/<sha256>     the content, gzip-compressed, one file per content
+    DIR/db/, DIR/locks/         Berkeley DB refcounts and flock files: not needed
+
+Filetracker 2.3.3 keeps a non-ASCII name double-encoded, both under ``links/`` and in
+``/list/`` answers: the UTF-8 bytes of the name taken as Latin-1 characters and encoded
+to UTF-8 again. :func:`real_name` undoes that.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import stat
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import quote
+
+from ..errors import CastoreError
+from ..names import check_path, check_version
+from ..remote import Remote
+
+__all__ = [
+    "FAR_FUTURE",
+    "FolderV1",
+    "FolderV2",
+    "Item",
+    "Opened",
+    "Problem",
+    "ServerSource",
+    "Source",
+    "real_name",
+]
+
+FAR_FUTURE = 253402300799
+"""9999-12-31T23:59:59Z: a ``/list/`` cutoff that lists every version, even future ones
+(without a cutoff Filetracker lists only versions up to the current time)."""
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def real_name(stored: str) -> str:
+    """Undo Filetracker 2.3.3's double encoding of a name, where it round-trips.
+
+    ``"/names/zaÅ¼Ã³Å\\x82Ä\\x87"`` gives ``"/names/zażółć"``; a name that is not
+    double-encoded (plain ASCII, or real non-ASCII text) comes back unchanged.
+    """
+    try:
+        return stored.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return stored
+
+
+@dataclass(frozen=True)
+class Item:
+    """One file a source offers."""
+
+    path: str
+    """The castore path (real name, checked)."""
+    where: str
+    """Where it is in the source, for reports: a link's file path, or a URL."""
+    version: int | None = None
+    """Known from the listing (folders); None when only opening tells (servers)."""
+    digest: str | None = None
+    """The SHA-256 a Filetracker link target names: items with equal digests share one blob."""
+    content: str | None = None
+    """The file holding the bytes (a blob), when it is not ``where`` itself."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something a source could not import: where it is and why."""
+
+    where: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.reason}"
+
+
+@dataclass
+class Opened:
+    """An opened item: its version, its size when known, and a stream of its content."""
+
+    version: int
+    size: int | None
+    stream: BinaryIO
+
+
+class Source(ABC):
+    """Files to import, listed and opened; safe to open from several threads at once."""
+
+    description: str
+
+    @abstractmethod
+    def count(self) -> int | None:
+        """How many items (and problems) :meth:`items` will yield, for a progress bar."""
+
+    @abstractmethod
+    def items(self) -> Iterator[Item | Problem]:
+        """Every file, in a stable order, or a problem found while listing."""
+
+    @abstractmethod
+    def open(self, item: Item) -> Opened:
+        """Open ``item`` for reading (the stream raises on a corrupt content)."""
+
+    def close(self) -> None:
+        """Release connections; the source is not used afterwards."""
+
+
+def _walk_files(top: Path) -> Iterator[Path]:
+    """Every non-directory under ``top`` (symlinks not followed), in sorted order."""
+    for folder, dirs, files in os.walk(top, followlinks=False):
+        dirs.sort()
+        base = Path(folder)
+        linked_dirs = [d for d in dirs if (base / d).is_symlink()]
+        for name in sorted(files + linked_dirs):
+            yield base / name
+        dirs[:] = [d for d in dirs if d not in linked_dirs]
+
+
+def _checked_path(parts: tuple[str, ...], where: str) -> str | Problem:
+    path = "/" + "/".join(parts)
+    try:
+        return check_path(path)
+    except CastoreError as e:
+        return Problem(where, str(e))
+
+
+class FolderV2(Source):
+    """A Filetracker 2.x server's data folder (``filetracker-server -d DIR``), read directly."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.links = self.root / "links"
+        self.blobs = self.root / "blobs"
+        if not self.links.is_dir():
+            raise ValueError(f"{self.root} is not a Filetracker 2.x data folder: it has no links/ folder")
+        self.description = str(self.root)
+
+    def count(self) -> int:
+        return sum(1 for _ in _walk_files(self.links))
+
+    def items(self) -> Iterator[Item | Problem]:
+        for link in _walk_files(self.links):
+            yield self._item(link)
+
+    def _item(self, link: Path) -> Item | Problem:
+        where = str(link)
+        try:
+            info = link.lstat()
+            if not stat.S_ISLNK(info.st_mode):
+                return Problem(where, "not a symlink: a Filetracker 2.x link must point at a blob")
+            target = os.readlink(link)
+        except OSError as e:
+            return Problem(where, f"unreadable link: {e.strerror}")
+        digest = os.path.basename(target)
+        if not _SHA256.fullmatch(digest):
+            return Problem(where, f"broken link: target {target!r} does not name a blob")
+        blob = self.blobs / digest[:2] / digest
+        if not blob.is_file():
+            return Problem(where, f"broken link: its blob {blob} is missing")
+        parts = tuple(real_name(part) for part in link.relative_to(self.links).parts)
+        path = _checked_path(parts, where)
+        if isinstance(path, Problem):
+            return path
+        try:
+            version = check_version(int(info.st_mtime))
+        except CastoreError as e:
+            return Problem(where, str(e))
+        return Item(path, where, version, digest, str(blob))
+
+    def open(self, item: Item) -> Opened:
+        assert item.version is not None and item.content is not None
+        return Opened(item.version, None, gzip.open(item.content, "rb"))  # type: ignore[arg-type]
+
+
+class FolderV1(Source):
+    """A Filetracker 1.x folder: plain files under a root, version = the file's mtime."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise ValueError(f"{self.root} is not a folder")
+        self.description = str(self.root)
+
+    def count(self) -> int:
+        return sum(1 for _ in _walk_files(self.root))
+
+    def items(self) -> Iterator[Item | Problem]:
+        for file in _walk_files(self.root):
+            where = str(file)
+            try:
+                info = file.stat()
+            except OSError as e:
+                yield Problem(where, f"unreadable: {e.strerror}")
+                continue
+            if not stat.S_ISREG(info.st_mode):
+                yield Problem(where, "not a regular file")
+                continue
+            path = _checked_path(file.relative_to(self.root).parts, where)
+            if isinstance(path, Problem):
+                yield path
+                continue
+            try:
+                yield Item(path, where, check_version(int(info.st_mtime)))
+            except CastoreError as e:
+                yield Problem(where, str(e))
+
+    def open(self, item: Item) -> Opened:
+        assert item.version is not None
+        stream = open(item.where, "rb")  # noqa: SIM115 - the importer closes it
+        return Opened(item.version, os.fstat(stream.fileno()).st_size, stream)
+
+
+class ServerSource(Source):
+    """A running Filetracker 2.x server (``GET /list/`` and ``GET /files/...``)."""
+
+    def __init__(self, url: str, *, timeout: float = 300.0) -> None:
+        self.remote = Remote(url, timeout=timeout)
+        self.description = self.remote.base_url
+        self._names: list[str] | None = None
+
+    def names(self) -> list[str]:
+        """Every name the server lists (as it lists them: relative, maybe double-encoded)."""
+        if self._names is None:
+            self._names = self.remote.list("/", FAR_FUTURE)
+        return self._names
+
+    def count(self) -> int:
+        return len(self.names())
+
+    def items(self) -> Iterator[Item | Problem]:
+        for listed in self.names():
+            where = f"{self.description}/files/{quote(listed)}"
+            path = _checked_path(tuple(real_name(part) for part in listed.split("/")), where)
+            yield path if isinstance(path, Problem) else Item(path, where)
+
+    def open(self, item: Item) -> Opened:
+        info, stream = self.remote.open(item.path)
+        return Opened(info.version, info.size, stream)
+
+    def close(self) -> None:
+        self.remote.close()
