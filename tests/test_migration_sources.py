@@ -1,0 +1,113 @@
+"""Filetracker sources and the importer on hand-made folders (no Filetracker install needed).
+
+tests/compat/test_filetracker_import.py does the same against a real Filetracker 2.3.3.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from castore.migration import FolderV2, Importer, Item, Problem, real_name
+from castore.migration.importer import Outcome
+from castore.store import Store
+
+
+@given(st.text())
+def test_real_name_undoes_double_encoding(name: str) -> None:
+    try:
+        mangled = name.encode("utf-8").decode("latin-1")
+    except UnicodeEncodeError:  # lone surrogates: not a name anyone stored
+        return
+    assert real_name(mangled) == name
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127)))
+def test_real_name_keeps_ascii(name: str) -> None:
+    assert real_name(name) == name
+
+
+def test_real_name_keeps_names_that_are_not_double_encoded() -> None:
+    assert real_name("/zażółć/jaźń.in") == "/zażółć/jaźń.in"
+    assert real_name("/caf\u00e9") == "/caf\u00e9"  # one Latin-1 char alone is not UTF-8
+
+
+def _ft_put(root: Path, name: str, content: bytes, version: int) -> Path:
+    """Store like Filetracker 2.3.3: a gzip blob, a symlink with a double-encoded name, lutime."""
+    digest = hashlib.sha256(content).hexdigest()
+    blob = root / "blobs" / digest[:2] / digest
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    blob.write_bytes(gzip.compress(content))
+    mangled = name.encode("utf-8").decode("latin-1").encode("utf-8")
+    link = os.fsencode(root / "links") + mangled
+    os.makedirs(os.path.dirname(link), exist_ok=True)
+    os.symlink(os.path.relpath(blob, os.path.dirname(os.fsdecode(link))), link)
+    os.utime(link, (version, version), follow_symlinks=False)
+    return Path(os.fsdecode(link))
+
+
+def test_folder_v2_items_and_problems(tmp_path: Path) -> None:
+    root = tmp_path / "ft"
+    (root / "links").mkdir(parents=True)
+    _ft_put(root, "/a/zażółć.in", b"z", 1000)
+    _ft_put(root, "/a/ą.out", b"a", 1001)
+    dangling = _ft_put(root, "/b/gone", b"gone", 1002)
+    os.unlink(root / "blobs" / hashlib.sha256(b"gone").hexdigest()[:2] / hashlib.sha256(b"gone").hexdigest())
+    (root / "links/b/plain").write_bytes(b"not a link")
+    os.symlink("/etc/passwd", root / "links/b/elsewhere")
+    found = list(FolderV2(root).items())
+    items = {i.path: i for i in found if isinstance(i, Item)}
+    problems = {p.where: p.reason for p in found if isinstance(p, Problem)}
+    assert set(items) == {"/a/zażółć.in", "/a/ą.out"}
+    assert items["/a/ą.out"].version == 1001
+    assert items["/a/ą.out"].digest == hashlib.sha256(b"a").hexdigest()
+    assert "missing" in problems[str(dangling)]
+    assert "not a symlink" in problems[str(root / "links/b/plain")]
+    assert "does not name a blob" in problems[str(root / "links/b/elsewhere")]
+    assert FolderV2(root).count() == 5
+
+
+def test_shared_blobs_are_linked_and_a_deletion_is_kept(tmp_path: Path, store: Store) -> None:
+    root = tmp_path / "ft"
+    (root / "links").mkdir(parents=True)
+    big = os.urandom(200_000)
+    first = _ft_put(root, "/same/0", big, 2000)
+    for k in range(1, 5):
+        os.symlink(os.readlink(first), root / f"links/same/{k}")
+        os.utime(root / f"links/same/{k}", (2000 + k, 2000 + k), follow_symlinks=False)
+    _ft_put(root, "/deleted", b"old", 10)
+    store.metadata.remember_deletion("/deleted", 20)
+    report = Importer(store, FolderV2(root), jobs=1).run()  # with more, two may read one blob at once
+    assert (report.imported, report.linked, report.deleted_in_castore) == (5, 4, 1)
+    assert report.logical_bytes == 5 * len(big) and report.stored_bytes <= len(big) + 1000
+    assert not store.exists("/deleted")
+    assert all(store.read_bytes(f"/same/{k}@{2000 + k}") == big for k in range(5))
+
+
+def test_put_existing(store: Store) -> None:
+    store.put("/a", b"x" * 300_000, 5)
+    key = store.stat("/a").key
+    assert store.put_existing("/b", key, 7) == "/b@7"
+    assert store.read_bytes("/b") == b"x" * 300_000
+    assert store.put_existing("/b", key, 6) == "/b@7"  # older: ignored, like put
+    store.delete("/a")
+    store.delete("/b")
+    store.collect_garbage()
+    assert store.put_existing("/c", key, 1) is None and not store.exists("/c")
+
+
+def test_outcomes_are_reported(tmp_path: Path, store: Store) -> None:
+    root = tmp_path / "ft"
+    (root / "links").mkdir(parents=True)
+    _ft_put(root, "/x", b"x", 100)
+    importer = Importer(store, FolderV2(root))
+    seen: list[Outcome] = []
+    importer.run(lambda outcome, size: seen.append(outcome))
+    importer.run(lambda outcome, size: seen.append(outcome))
+    assert seen == [Outcome.IMPORTED, Outcome.ALREADY]
+    assert importer.verify() == []
