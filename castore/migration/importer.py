@@ -21,17 +21,16 @@ The rules, so that an import can be killed and re-run, and can run beside
 from __future__ import annotations
 
 import hashlib
-import threading
+import io
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from ..errors import NotFound
-from ..keys import BlobKey
-from ..names import parse_name
+from ..names import child_range, parse_name, versioned_name
 from ..store import Store
 from .sources import Item, Problem, Source
 
@@ -143,9 +142,10 @@ class Importer:
         self.store = store
         self.source = source
         self.jobs = jobs
-        self._keys: dict[str, tuple[BlobKey, int]] = {}
-        """Filetracker blob digest -> castore key and size, for contents seen before."""
-        self._keys_lock = threading.Lock()
+        self._seen: dict[str, str] = {}
+        """Filetracker blob digest -> the versioned name it was first stored (or found) as."""
+        self._deleted: dict[str, int] = {}
+        """Deletions remembered when the run began (later ones are caught after each put)."""
         self.done: list[Item] = []
         """Items castore now holds at the source's version (what ``verify`` re-reads)."""
 
@@ -155,6 +155,7 @@ class Importer:
         report = ImportReport(self.source.description)
         started = time.perf_counter()
         stored_before = self.store.usage().stored_bytes
+        self._deleted = self.store.metadata.deletions(*child_range("/"))
         for result in self._results(self.source.items(), self._import_one):
             report.files += 1
             self._count(report, result)
@@ -208,20 +209,15 @@ class Importer:
 
     def _skip(self, item: Item, version: int) -> Outcome | None:
         """Why ``item`` at ``version`` needs no put, or None when it must be stored."""
-        if deleted_in_castore(self.store, item.path, version):
+        deleted = self._deleted.get(item.path)
+        if deleted is not None and version <= deleted:
             return Outcome.DELETED
         current = self.store.metadata.current_version(item.path)
         if current is None or current < version:
             return None
-        if current == version and item.digest is not None and item.digest not in self._keys:
-            # a re-run: learn the key of this blob, so other paths sharing it are linked
-            try:
-                info = self.store.stat(item.path)
-            except NotFound:
-                return None
-            if info.version == version:
-                with self._keys_lock:
-                    self._keys.setdefault(item.digest, (info.key, info.size))
+        if current == version and item.digest is not None:
+            # a re-run: other paths sharing this blob can be linked to it
+            self._seen.setdefault(item.digest, versioned_name(item.path, version))
         return Outcome.ALREADY if current == version else Outcome.NEWER
 
     def _import_one(self, item: Item) -> _Done:
@@ -237,28 +233,30 @@ class Importer:
             skip = self._skip(item, opened.version) if opened.version != item.version else None
             if skip is not None:
                 return _Done(item, skip)
-            name = self.store.put(item.path, opened.stream, opened.version, expected_size=opened.size)
-        return self._recorded(item, name, opened.version, linked=False)
+            counted = _Counted(opened.stream)
+            name = self.store.put(item.path, cast(BinaryIO, counted), opened.version, expected_size=opened.size)
+        done = self._recorded(item, name, opened.version, linked=False, size=counted.size)
+        if done.outcome is Outcome.IMPORTED and item.digest is not None:
+            self._seen.setdefault(item.digest, name)
+        return done
 
     def _link(self, item: Item, version: int) -> _Done | None:
         """Import ``item`` by pointing it at a content stored before, if it was."""
-        known = self._keys.get(item.digest) if item.digest is not None else None
-        if known is None:
+        first = self._seen.get(item.digest) if item.digest is not None else None
+        if first is None:
             return None
-        name = self.store.put_existing(item.path, known[0], version)
-        return None if name is None else self._recorded(item, name, version, linked=True, size=known[1])
+        try:
+            info = self.store.stat(first)  # that version: its content, whatever came since
+        except NotFound:
+            return None
+        name = self.store.put_existing(item.path, info.key, version)
+        return None if name is None else self._recorded(item, name, version, linked=True, size=info.size)
 
-    def _recorded(self, item: Item, name: str, version: int, *, linked: bool, size: int | None = None) -> _Done:
+    def _recorded(self, item: Item, name: str, version: int, *, linked: bool, size: int) -> _Done:
         if parse_name(name).version != version:
             return _Done(item, Outcome.NEWER)  # a newer version arrived meanwhile
         if undo_if_deleted(self.store, item.path, version):
             return _Done(item, Outcome.DELETED)
-        if size is None:
-            info = self.store.stat(name)
-            size = info.size
-            if item.digest is not None:
-                with self._keys_lock:
-                    self._keys.setdefault(item.digest, (info.key, info.size))
         stamped = item if item.version is not None else Item(item.path, item.where, version, item.digest)
         return _Done(stamped, Outcome.LINKED if linked else Outcome.IMPORTED, size)
 
@@ -296,6 +294,29 @@ class Importer:
             reason = f"differs from castore's {item.path}@{item.version} ({source_size} vs {castore_size} bytes)"
             return _Done(item, Outcome.PROBLEM, problem=Problem(item.where, reason))
         return _Done(item, Outcome.ALREADY, source_size)
+
+
+class _Counted(io.RawIOBase):
+    """A stream that counts the bytes read through it (the logical size of an import)."""
+
+    def __init__(self, inner: BinaryIO) -> None:
+        super().__init__()
+        self._inner = inner
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        readinto = getattr(self._inner, "readinto", None)
+        if readinto is not None:
+            n: int = readinto(buffer)
+        else:
+            data = self._inner.read(len(buffer))
+            n = len(data)
+            buffer[:n] = data
+        self.size += n
+        return n
 
 
 def versioned_name_of(item: Item) -> str:

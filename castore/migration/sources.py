@@ -19,6 +19,7 @@ to UTF-8 again. :func:`real_name` undoes that.
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import re
 import stat
@@ -26,7 +27,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 from ..errors import CastoreError
@@ -140,6 +141,29 @@ def _checked_path(parts: tuple[str, ...], where: str) -> str | Problem:
         return Problem(where, str(e))
 
 
+class _OnePass(io.RawIOBase):
+    """A gzip blob read once, front to back.
+
+    ``GzipFile`` says it is seekable, which makes the store hash a large content in a
+    first pass and seek back (decompressing it again) to skip writing a content it
+    already has; an import finds those by Filetracker's digests instead.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self._inner = gzip.open(path, "rb")  # noqa: SIM115 - closed by close()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        return self._inner.readinto(buffer)
+
+    def close(self) -> None:
+        self._inner.close()
+        super().close()
+
+
 class FolderV2(Source):
     """A Filetracker 2.x server's data folder (``filetracker-server -d DIR``), read directly."""
 
@@ -185,7 +209,7 @@ class FolderV2(Source):
 
     def open(self, item: Item) -> Opened:
         assert item.version is not None and item.content is not None
-        return Opened(item.version, None, gzip.open(item.content, "rb"))  # type: ignore[arg-type]
+        return Opened(item.version, None, io.BufferedReader(_OnePass(item.content), 1 << 20))
 
 
 class FolderV1(Source):
