@@ -111,3 +111,15 @@ def test_outcomes_are_reported(tmp_path: Path, store: Store) -> None:
     importer.run(lambda outcome, size: seen.append(outcome))
     assert seen == [Outcome.IMPORTED, Outcome.ALREADY]
     assert importer.verify() == []
+
+
+def test_verify_reports_a_difference(tmp_path: Path, store: Store) -> None:
+    root = tmp_path / "ft"
+    (root / "links").mkdir(parents=True)
+    link = _ft_put(root, "/v", b"original", 100)
+    _ft_put(root, "/w", b"other", 100)
+    importer = Importer(store, FolderV2(root))
+    assert importer.run().imported == 2
+    (link.parent / os.readlink(link)).write_bytes(gzip.compress(b"changed"))
+    problems = importer.verify()
+    assert [p.where for p in problems] == [str(link)] and "differs" in problems[0].reason
