@@ -40,7 +40,9 @@ class _Flight:
     """One fetch in progress; requests for the same path wait for it."""
 
     done: anyio.Event = field(default_factory=anyio.Event)
-    error: BaseException | None = None
+    finished: bool = False
+    """False when the fetching request was cancelled before it finished."""
+    error: Exception | None = None
     found: bool = False
 
 
@@ -70,17 +72,19 @@ class LiveMigration:
 
         Raises FiletrackerError when the old server cannot be asked (down, 5xx).
         """
-        flight = self._flights.get(path)
-        if flight is not None:
+        while (flight := self._flights.get(path)) is not None:
             await flight.done.wait()
-            if flight.error is not None:
-                raise flight.error
-            return flight.found
+            if flight.finished:
+                if flight.error is not None:
+                    raise flight.error
+                return flight.found
+            # the request that was fetching it was cancelled: fetch it for this one
         flight = self._flights[path] = _Flight()
         try:
             flight.found = await anyio.to_thread.run_sync(self._fetch, path)
-        except BaseException as e:
-            flight.error = e
+            flight.finished = True
+        except Exception as e:
+            flight.error, flight.finished = e, True
             raise
         finally:
             del self._flights[path]
