@@ -123,3 +123,21 @@ def test_verify_reports_a_difference(tmp_path: Path, store: Store) -> None:
     (link.parent / os.readlink(link)).write_bytes(gzip.compress(b"changed"))
     problems = importer.verify()
     assert [p.where for p in problems] == [str(link)] and "differs" in problems[0].reason
+
+
+def test_migrating_server_answers_502_when_the_old_server_is_down(store: Store) -> None:
+    from starlette.testclient import TestClient
+
+    from castore.server import create_app
+    from tests.server_process import free_port
+
+    store.put("/here", b"here", 5)
+    old = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    with TestClient(create_app(store, migrate_from=old)) as http:
+        assert http.get("/files/here").content == b"here"  # what castore has needs no old server
+        for response in (http.get("/files/missing"), http.head("/files/missing"), http.get("/list/"),
+                         http.delete("/files/missing", params={"last_modified": "Thu, 01 Jan 1970 00:00:09 -0000"})):
+            assert response.status_code == 502
+            assert response.headers["x-exception"].startswith(f"the old server {old} failed")
+        assert "castore_migration_fetched_total 0" in http.get("/metrics").text
+    assert not store.exists("/missing") and store.metadata.deletion("/missing") is None  # nothing changed

@@ -438,6 +438,13 @@ class MetadataRepo:
             elif known < version:
                 c.execute(update(deletions).where(deletions.c.path == path).values(version=version))
 
+    def restore_deletion(self, path: str, version: int | None) -> None:
+        """Put back what :meth:`deletion` said before a failed delete (None: no row)."""
+        with self._writer.begin() as c:
+            c.execute(delete(deletions).where(deletions.c.path == path))
+            if version is not None:
+                c.execute(deletions.insert().values(path=path, version=version))
+
     def deletion(self, path: str) -> int | None:
         """The version ``path`` was deleted at while moving in, or None."""
         with self._reader.connect() as c:

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import anyio
 import anyio.to_thread
@@ -33,6 +35,8 @@ from .importer import deleted_in_castore, undo_if_deleted
 from .sources import FAR_FUTURE, real_name
 
 __all__ = ["LiveMigration", "MigrationStatus", "migration_status"]
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -81,7 +85,7 @@ class LiveMigration:
             # the request that was fetching it was cancelled: fetch it for this one
         flight = self._flights[path] = _Flight()
         try:
-            flight.found = await anyio.to_thread.run_sync(self._fetch, path)
+            flight.found = await anyio.to_thread.run_sync(self._short_errors, self._fetch, path)
             flight.finished = True
         except Exception as e:
             flight.error, flight.finished = e, True
@@ -90,6 +94,17 @@ class LiveMigration:
             del self._flights[path]
             flight.done.set()
         return flight.found
+
+    def _short_errors(self, call: Callable[[str], T], path: str) -> T:
+        """Run ``call``; an old server's failure becomes one short line (its body may be a traceback)."""
+        try:
+            return call(path)
+        except FileNotAvailable:
+            raise
+        except FiletrackerError as e:
+            first = str(e).split("\n", 1)[0][:200]
+            raise FiletrackerError(f"the old server {self.remote.base_url} failed for {path}: {first}",
+                                   status=e.status) from None
 
     def _fetch(self, path: str) -> bool:
         if self.store.exists(path):
@@ -119,25 +134,40 @@ class LiveMigration:
     # -- writes ----------------------------------------------------------------------------
 
     def delete(self, path: str, version: int | None) -> bool:
+        """See :meth:`_delete`; the old server's failures in one short line."""
+        return self._short_errors(lambda p: self._delete(p, version), path)
+
+    def _delete(self, path: str, version: int | None) -> bool:
         """Delete in castore and remember it; like :meth:`Store.delete`, NotFound if neither side has it.
 
         A path only the old server has is not fetched to be deleted: the remembered
         deletion is enough to keep it out.
         """
         when = version if version is not None else int(time.time())
-        self.store.metadata.remember_deletion(path, when)  # before deleting: see undo_if_deleted
+        metadata = self.store.metadata
+        before = metadata.deletion(path)
+        metadata.remember_deletion(path, when)  # before deleting: see undo_if_deleted
         try:
             return self.store.delete(path, version)
         except NotFound:
-            try:
-                old = self.remote.stat(path)
-            except FileNotAvailable:
-                raise NotFound(path) from None
-            return old.version <= when
+            pass
+        try:
+            old = self.remote.stat(path)
+        except FileNotAvailable:
+            metadata.restore_deletion(path, before)  # a failed request changes nothing
+            raise NotFound(path) from None
+        except Exception:
+            metadata.restore_deletion(path, before)
+            raise
+        return old.version <= when
 
     # -- listing ---------------------------------------------------------------------------
 
     def list_folder(self, directory: str, cutoff: int) -> list[str]:
+        """See :meth:`_list_folder`; the old server's failures in one short line."""
+        return self._short_errors(lambda d: self._list_folder(d, cutoff), directory)
+
+    def _list_folder(self, directory: str, cutoff: int) -> list[str]:
         """Both sides' paths below ``directory`` (ends with ``/``), relative to it, sorted.
 
         NotFound when neither side has such a folder.
