@@ -269,8 +269,9 @@ class ServerSource(Source):
 
     def items(self) -> Iterator[Item | Problem]:
         for listed in self.names():
-            where = f"{self.description}/files/{quote(listed)}"
-            path = _checked_path(tuple(real_name(part) for part in listed.split("/")), where)
+            parts = tuple(real_name(part) for part in listed.split("/"))
+            where = f"{self.description}/files/{quote('/'.join(parts))}"
+            path = _checked_path(parts, where)
             yield path if isinstance(path, Problem) else Item(path, where)
 
     def open(self, item: Item) -> Opened:
