@@ -60,6 +60,7 @@ from .names import check_prefix, parse_name, versioned_name
 
 if TYPE_CHECKING:
     from .client import Client
+    from .metadata.report import DedupReport, GroupUsage
     from .store import FileInfo, Store
 
 __all__ = [
@@ -622,29 +623,6 @@ def log(c: Context, name: str) -> None:
 
 
 @cli.command()
-@pass_context
-def du(c: Context) -> None:
-    """Show logical vs stored bytes and the deduplication ratio.
-
-    Example: castore du
-    """
-    c.local_only("du")
-    usage = c.store().usage()
-    data = {**asdict(usage), "dedup_ratio": round(usage.dedup_ratio, 4)}
-    text = "\n".join(
-        [
-            f"files:          {usage.files} ({usage.versions} versions retained)",
-            f"logical bytes:  {_human(usage.logical_bytes)} current, {_human(usage.retained_bytes)} retained",
-            f"blobs:          {usage.blobs} ({usage.inline_blobs} inline), {_human(usage.blob_bytes)} distinct",
-            f"stored bytes:   {_human(usage.stored_bytes)}",
-            f"dedup ratio:    {usage.dedup_ratio:.2f}x (retained / stored)",
-            f"collectable:    {usage.unreferenced_blobs} blobs (castore gc)",
-        ]
-    )
-    c.emit(data, text)
-
-
-@cli.command()
 @click.option("--staging-grace", type=float, default=3600.0, show_default=True,
               help="Seconds before an abandoned staging file is removed.")
 @pass_context
@@ -992,3 +970,125 @@ def main() -> None:
 
 
 # -- commands added by other features go below, each block using the helpers above ----------------
+
+
+# -- du: usage, and the dedup report of a prefix (issue #12) -----------------------------
+
+DU_SORT_KEYS = ("name", "files", "versions", "logical", "retained", "stored", "freed", "shared", "ratio")
+"""``castore du --sort`` choices: :data:`castore.metadata.report.SORT_KEYS` (kept here so that
+``castore --help`` does not import SQLAlchemy; a test checks they agree)."""
+
+
+@cli.command()
+@click.argument("prefix", required=False)
+@click.option("--by", "depth", type=click.IntRange(0, 64), default=None, metavar="DEPTH",
+              help="Group the paths below PREFIX by their first DEPTH segments (default 1).")
+@click.option("--sort", type=click.Choice(DU_SORT_KEYS), default="name", show_default=True,
+              help="Order of the groups: by name, or by that figure, largest first.")
+@click.option("--top", type=click.IntRange(0, 10_000), default=10, show_default=True, metavar="N",
+              help="How many of the most shared contents to list.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (as the global --json does).")
+@pass_context
+def du(c: Context, prefix: str | None, depth: int | None, sort: str, top: int, as_json: bool) -> None:
+    """Show logical vs stored bytes; with PREFIX or --by, who shares what below PREFIX.
+
+    Without arguments: the store's totals and deduplication ratio. With PREFIX (default /)
+    or --by: one row per group of paths (their first DEPTH segments below PREFIX) with
+    files, versions, logical and retained bytes, stored bytes, what deleting the group
+    frees and what it shares with paths outside it, then the most shared contents and
+    the groups holding them. Counted over every retained version.
+
+    Example: castore du /contests --by 1 --sort freed
+    """
+    c.local_only("du")
+    c.as_json = c.as_json or as_json
+    if prefix is None and depth is None:
+        _du_totals(c)
+        return
+    report = c.store().dedup_report(prefix or "/", depth=1 if depth is None else depth, top=top)
+    groups = report.sorted_groups(sort)
+    c.emit(_report_json(report, groups, sort), _report_text(report, groups))
+
+
+def _du_totals(c: Context) -> None:
+    usage = c.store().usage()
+    data = {**asdict(usage), "dedup_ratio": round(usage.dedup_ratio, 4)}
+    text = "\n".join(
+        [
+            f"files:          {usage.files} ({usage.versions} versions retained)",
+            f"logical bytes:  {_human(usage.logical_bytes)} current, {_human(usage.retained_bytes)} retained",
+            f"blobs:          {usage.blobs} ({usage.inline_blobs} inline), {_human(usage.blob_bytes)} distinct",
+            f"stored bytes:   {_human(usage.stored_bytes)}",
+            f"dedup ratio:    {usage.dedup_ratio:.2f}x (retained / stored)",
+            f"collectable:    {usage.unreferenced_blobs} blobs (castore gc)",
+        ]
+    )
+    c.emit(data, text)
+
+
+def _group_json(group: GroupUsage) -> dict[str, Any]:
+    return {**asdict(group), "dedup_ratio": round(group.dedup_ratio, 4)}
+
+
+def _report_json(report: DedupReport, groups: list[GroupUsage], sort: str) -> dict[str, Any]:
+    return {
+        "prefix": report.prefix,
+        "by": report.depth,
+        "sort": sort,
+        "total": _group_json(report.total),
+        "groups": [_group_json(g) for g in groups],
+        "shared": [
+            {
+                "example_path": s.example_path,
+                "size": s.size,
+                "stored_size": s.stored_size,
+                "references": s.references,
+                "prefix_references": s.prefix_references,
+                "outside_references": s.outside_references,
+                "saved_bytes": s.saved_bytes,
+                "group_count": s.group_count,
+                "groups": [{"group": g, "references": n} for g, n in s.groups],
+            }
+            for s in report.shared
+        ],
+    }
+
+
+_GROUPS_SHOWN = 6
+"""Groups named per shared content in the table (--json names up to 20)."""
+
+_REPORT_COLUMNS = ("GROUP", "FILES", "VERSIONS", "LOGICAL", "RETAINED", "STORED", "FREED IF DELETED", "SHARED", "DEDUP")
+
+
+def _report_row(name: str, g: GroupUsage) -> tuple[str, ...]:
+    sizes = (g.logical_bytes, g.retained_bytes, g.stored_bytes, g.freed_bytes, g.shared_bytes)
+    return (name, str(g.files), str(g.versions), *map(_human, sizes), f"{g.dedup_ratio:.2f}x")
+
+
+def _report_text(report: DedupReport, groups: list[GroupUsage]) -> str:
+    rows = [_REPORT_COLUMNS, *(_report_row(g.group, g) for g in groups)]
+    rows.append(_report_row(f"all of {report.prefix}", report.total))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_REPORT_COLUMNS))]
+
+    def line(row: tuple[str, ...]) -> str:
+        cells = [row[0].ljust(widths[0]), *(cell.rjust(w) for cell, w in zip(row[1:], widths[1:], strict=True))]
+        return "  ".join(cells).rstrip()
+
+    out = [line(row) for row in rows[:-1]]
+    out += ["-" * len(line(rows[0])), line(rows[-1]), ""]
+    out.append("freed if deleted: stored bytes only this group's versions name (after castore gc);")
+    out.append("shared: stored bytes also named outside the group; dedup: retained / stored.")
+    if report.shared:
+        out += ["", f"Most shared contents (by logical bytes saved), {len(report.shared)} shown:"]
+        for n, s in enumerate(report.shared, 1):
+            holders = ", ".join(f"{g} ({k})" for g, k in s.groups[:_GROUPS_SHOWN])
+            if s.group_count > min(len(s.groups), _GROUPS_SHOWN):
+                holders += f", ... {s.group_count} groups in all"
+            if s.outside_references:
+                holders += f"; {s.outside_references} outside {report.prefix}"
+            out.append(f"{n:3}. {_human(s.size)} (stored {_human(s.stored_size)}), {s.references} versions: "
+                       f"{holders}")
+            out.append(f"     e.g. {s.example_path}")
+    else:
+        out += ["", f"No content is shared between groups or with paths outside {report.prefix}."]
+    return "\n".join(out)

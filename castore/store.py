@@ -36,6 +36,7 @@ from .errors import HashCollision, InvalidVersion, MissingBlob, NotFound, StoreN
 from .ingest import Ingest, Prepared, Source
 from .keys import BlobKey, new_seed
 from .metadata.repo import BlobRow, Entry, MetadataRepo, Usage
+from .metadata.report import DedupReport
 from .names import check_prefix, check_version, child_range, parse_name, versioned_name
 from .reading import BlobReader
 
@@ -415,9 +416,46 @@ class Store:
             raise NotFound(folder, f"not a folder: {folder}")
         return [info.path[len(directory):] for info in self.list(directory, max_version=max_version)]
 
+    def children(
+        self, folder: str = "/", *, after: str | None = None, limit: int = 1000
+    ) -> builtins.list[tuple[str, FileInfo | None]]:
+        """Up to ``limit`` names directly below ``folder``, in name order, resuming after ``after``.
+
+        Each is ``(name, info)``: a file with its current version, or ``("sub/", None)``
+        for a subfolder. Unlike :meth:`list`, the cost does not grow with the files
+        below the subfolders.
+        """
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        low, high = child_range(check_prefix(folder))
+        found = self.metadata.children(low, high, after=after, limit=limit)
+        return [(child.name, None if child.entry is None else FileInfo.of(child.entry)) for child in found]
+
+    def same_content(self, name: str, *, limit: int = 20) -> builtins.list[str]:
+        """Up to ``limit`` other retained versions (``path@version``) with the content of ``name``."""
+        entry = self._entry(name)
+        found = self.metadata.paths_naming(entry.blob.key, limit=limit + 1)
+        others = [versioned_name(p, v) for p, v in found if (p, v) != (entry.path, entry.version)]
+        return others[:limit]
+
     def usage(self) -> Usage:
         """Logical bytes (current and retained), stored bytes, blob counts, dedup ratio."""
         return self.metadata.usage()
+
+    def dedup_report(self, prefix: str = "/", *, depth: int = 1, top: int = 10) -> DedupReport:
+        """Which groups below folder ``prefix`` share which stored bytes.
+
+        Paths are grouped by their first ``depth`` segments below ``prefix``; each group
+        says what deleting it would free and what it shares with paths outside it, and
+        the ``top`` most shared contents are listed with the groups naming them
+        (definitions in :mod:`castore.metadata.report`).
+        """
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
+            raise ValueError(f"depth must be a non-negative integer, not {depth!r}")
+        if isinstance(top, bool) or not isinstance(top, int) or top < 0:
+            raise ValueError(f"top must be a non-negative integer, not {top!r}")
+        low, high = child_range(check_prefix(prefix))
+        return self.metadata.dedup_report(low, high, depth=depth, top=top)
 
     open = _ClassOrInstanceMethod(open_root, open_file)
     """``Store.open(root, create=False)`` opens a store; ``store.open(name)`` opens a file."""

@@ -9,6 +9,7 @@ cheap executions (see ``benchmarks/core.py``).
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,8 +23,9 @@ from ..keys import BlobKey
 from .engine import make_engines
 from .migrate import ensure_schema
 from .models import Blob, Deletion, PathEntry, Setting, Version
+from .report import DedupReport, dedup_report
 
-__all__ = ["Acquired", "BlobRow", "Current", "Entry", "MetadataRepo", "Usage", "WriteTxn"]
+__all__ = ["Acquired", "BlobRow", "Child", "Current", "Entry", "MetadataRepo", "Usage", "WriteTxn"]
 
 blobs = cast(Table, Blob.__table__)
 paths = cast(Table, PathEntry.__table__)
@@ -51,6 +53,16 @@ class Entry:
     path: str
     version: int
     blob: BlobRow
+
+
+@dataclass(frozen=True)
+class Child:
+    """One entry of a folder: a file (with its current version) or a subfolder."""
+
+    name: str
+    """The segment below the folder; a subfolder's name ends with ``/``."""
+    entry: Entry | None
+    """The file's current version (without inline data); None for a subfolder."""
 
 
 @dataclass(frozen=True)
@@ -374,6 +386,59 @@ class MetadataRepo:
                 return
             after = rows[-1].path
 
+    def children(self, low: str, high: str, *, after: str | None = None, limit: int = 1000) -> builtins.list[Child]:
+        """Up to ``limit`` files and subfolders directly below the folder ``low``, by name.
+
+        ``[low, high)`` is the folder's range; ``after`` resumes after that child name.
+        A skip scan: a page of rows is read from the primary key, files are taken from
+        it, and a subfolder costs one more page started past its whole range, so a
+        folder above a million files lists in a few dozen index lookups.
+        """
+        found: builtins.list[Child] = []
+        lower, inclusive = low, True
+        if after is not None:
+            # past the file ``after``, or past the whole subfolder ``after/``
+            lower, inclusive = (low + after[:-1] + "0", True) if after.endswith("/") else (low + after, False)
+        page = 64
+        with self._reader.connect() as c:
+            while len(found) < limit:
+                start = paths.c.path >= lower if inclusive else paths.c.path > lower
+                query = (
+                    select(paths.c.path, paths.c.version, *_BLOB_COLUMNS[:4])
+                    .join(blobs, blobs.c.key == paths.c.blob_key)
+                    .where(start, paths.c.path < high)
+                    .order_by(paths.c.path)
+                    .limit(page)
+                )
+                rows = c.execute(query).all()
+                for row in rows:
+                    rest = row.path[len(low):]
+                    folder, slash, _ = rest.partition("/")
+                    if slash:
+                        found.append(Child(folder + "/", None))
+                        lower, inclusive = low + folder + "0", True  # past every path below it
+                        break
+                    blob = BlobRow(BlobKey(row.key), row.size, row.stored_size, Codec(row.codec), None)
+                    found.append(Child(rest, Entry(row.path, row.version, blob)))
+                    lower, inclusive = row.path, False
+                    if len(found) == limit:
+                        break
+                else:
+                    if len(rows) < page:
+                        break
+        return found
+
+    def paths_naming(self, key: BlobKey, *, limit: int) -> builtins.list[tuple[str, int]]:
+        """Up to ``limit`` retained versions ``(path, version)`` naming blob ``key``, in path order."""
+        query = (
+            select(versions.c.path, versions.c.version)
+            .where(versions.c.blob_key == key)
+            .order_by(versions.c.path, versions.c.version)
+            .limit(limit)
+        )
+        with self._reader.connect() as c:
+            return [(row.path, int(row.version)) for row in c.execute(query)]
+
     def usage(self) -> Usage:
         with self._reader.connect() as c:
             files, logical = c.execute(
@@ -398,6 +463,11 @@ class MetadataRepo:
             unreferenced = c.execute(select(func.count()).where(blobs.c.refcount == 0)).scalar_one()
         counts = (files, logical, nversions, retained, nblobs, blob_bytes, stored, inline, unreferenced)
         return Usage(*(int(n) for n in counts))  # type: ignore[call-overload]
+
+    def dedup_report(self, low: str, high: str, *, depth: int, top: int) -> DedupReport:
+        """Per-group sharing of the paths in ``[low, high)`` (see :mod:`castore.metadata.report`)."""
+        with self._reader.connect() as c, c.begin():
+            return dedup_report(c, low, high, depth=depth, top=top)
 
     def refcount(self, key: BlobKey) -> int | None:
         """The stored reference count of ``key`` (None: no row). For checks and tests."""
