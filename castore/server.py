@@ -10,6 +10,7 @@ Endpoints (``docs/protocol.md`` has the details):
 * ``GET|HEAD|PUT|DELETE /files/<path>`` — content, with ``?last_modified=<RFC 2822>``
 * ``GET /list/<dir>`` — current files below a folder, one relative path per line
 * ``GET /health``, ``GET /metrics`` — liveness and Prometheus metrics
+* ``GET /ui/`` — a read-only web page (:mod:`castore.ui`)
 
 With ``migrate_from`` the app moves files in from an old Filetracker server as they
 are asked for (:mod:`castore.migration.live`).
@@ -49,6 +50,7 @@ from .names import check_prefix, parse_name
 from .protocol import PROTOCOL_VERSIONS, accepted_encodings, format_version, parse_version_date, path_from_url
 from .reading import BlobReader
 from .store import Store
+from .ui import ui_mount
 from .upload import RequestBody, UploadReader
 
 __all__ = ["CHUNK_SIZE", "app_from_environment", "create_app"]
@@ -395,6 +397,7 @@ def create_app(
         Route("/list/{path:path}", handlers.list, methods=["GET"]),
         Route("/health", handlers.health, methods=["GET"]),
         Route("/metrics", handlers.metrics_endpoint, methods=["GET"]),
+        ui_mount(store),  # the read-only web page, /ui/ (castore/ui.py)
     ]
     if prefix.strip("/"):
         routes = [Mount("/" + prefix.strip("/"), routes=routes)]

@@ -1,0 +1,202 @@
+"""The read-only web page at ``/ui/``: browse folders, a file's versions, usage, dedup report.
+
+Server-rendered HTML (Jinja2 templates in ``castore/templates/``, no JavaScript), mounted
+inside the server's app by :func:`ui_mount`, so it sits behind whatever guards the API
+(URL prefix, access tokens). Every store call runs in a worker thread.
+
+Paths go into links percent-encoded (:func:`quote_path`) and into text through Jinja2's
+autoescaping, so a name with spaces, ``%``, ``#``, ``?``, quotes or ``<script>`` shows as
+itself and links to itself. Blob keys never appear: the key of a known content lets
+whoever sees it work at the store's secret seed; the page shows a short one-way
+:func:`content_id` instead, enough to see which versions hold the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import anyio.to_thread
+import jinja2
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.templating import Jinja2Templates
+
+from .errors import InvalidName, NotFound
+from .metadata.report import SORT_KEYS
+from .names import check_prefix, parse_name, parse_version, versioned_name
+from .reading import BlobReader
+from .store import Store
+
+__all__ = ["FOLDER_PAGE", "content_id", "quote_path", "ui_mount"]
+
+FOLDER_PAGE = 500
+"""Entries per page of a folder listing."""
+SAME_CONTENT = 20
+"""Other paths shown as sharing a file's content."""
+REPORT_ROWS = 1000
+"""Groups shown by the dedup report page (the CLI shows them all)."""
+CHUNK = 1 << 20
+
+
+def quote_path(path: str) -> str:
+    """``path`` percent-encoded for a URL path, keeping its ``/`` separators."""
+    return quote(path, safe="/")
+
+
+def content_id(key: str) -> str:
+    """A short one-way id of a blob key: equal contents, equal ids; the key is not recoverable."""
+    return hashlib.sha256(b"castore-ui-content-id\0" + key.encode()).hexdigest()[:12]
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def _when(version: int) -> str:
+    """A version as a UTC date, when it reads as Unix seconds."""
+    if 0 < version < 2**37:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(version))
+    return ""
+
+
+def _crumbs(path: str) -> list[tuple[str, str]]:
+    """``(segment, folder)`` for every folder above ``path``, the root first."""
+    parts = path.strip("/").split("/") if path.strip("/") else []
+    return [(part, "/" + "/".join(parts[: i + 1]) + "/") for i, part in enumerate(parts)]
+
+
+def _templates() -> Jinja2Templates:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters.update({"human": _human, "when": _when, "q": quote_path, "content_id": content_id})
+    return Jinja2Templates(env=env)
+
+
+class _Pages:
+    """The page handlers, bound to one store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.templates = _templates()
+
+    def _render(self, request: Request, template: str, status: int = 200, **context: Any) -> Response:
+        ui = request.scope.get("root_path", "").rstrip("/")  # where this mount lives, e.g. /ft/ui
+        base = ui.removesuffix("/ui")
+        context.update(ui=ui, base=base, crumbs=context.get("crumbs", []))
+        headers = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
+                   "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'"}
+        return self.templates.TemplateResponse(request, template, context, status_code=status, headers=headers)
+
+    def _problem(self, request: Request, status: int, message: str) -> Response:
+        return self._render(request, "problem.html", status, title="Not found" if status == 404 else "Error",
+                            message=message)
+
+    async def index(self, request: Request) -> Response:
+        usage = await anyio.to_thread.run_sync(self.store.usage)
+        return self._render(request, "index.html", title="castore", usage=usage, sort_keys=SORT_KEYS)
+
+    async def browse(self, request: Request) -> Response:
+        raw = request.path_params["path"]
+        after = request.query_params.get("after") or None
+        try:
+            folder = check_prefix("/" + raw)
+        except InvalidName as e:
+            return self._problem(request, 400, str(e))
+        if not raw.endswith("/") and raw:
+            return RedirectResponse(request.scope["root_path"] + "/browse" + quote_path(folder), status_code=307)
+        children = await anyio.to_thread.run_sync(
+            lambda: self.store.children(folder, after=after, limit=FOLDER_PAGE + 1)
+        )
+        if not children and folder != "/" and after is None:
+            return self._problem(request, 404, f"no folder {folder}")
+        # the next page starts after the last name shown
+        more = children[FOLDER_PAGE - 1][0] if len(children) > FOLDER_PAGE else None
+        return self._render(request, "folder.html", title=folder, folder=folder, children=children[:FOLDER_PAGE],
+                            more=more, crumbs=_crumbs(folder))
+
+    async def file(self, request: Request) -> Response:
+        try:
+            path = parse_name("/" + request.path_params["path"], allow_version=False).path
+        except InvalidName as e:
+            return self._problem(request, 400, str(e))
+
+        def collect() -> tuple[Any, list[str]]:
+            history = self.store.versions(path)
+            return history, self.store.same_content(versioned_name(path, history[0].version), limit=SAME_CONTENT)
+
+        try:
+            history, same = await anyio.to_thread.run_sync(collect)
+        except NotFound as e:
+            return self._problem(request, 404, str(e))
+        current = history[0]
+        parent = path.rsplit("/", 1)[0] + "/"
+        return self._render(request, "file.html", title=path, path=path, current=current, history=history,
+                            same=same, same_limit=SAME_CONTENT, crumbs=_crumbs(parent),
+                            name=path.rsplit("/", 1)[1])
+
+    async def download(self, request: Request) -> Response:
+        try:
+            path = parse_name("/" + request.path_params["path"], allow_version=False).path
+            version = parse_version(request.query_params.get("version", ""))
+            reader = await anyio.to_thread.run_sync(self.store.open, versioned_name(path, version))
+        except NotFound as e:
+            return self._problem(request, 404, str(e))
+        except InvalidName as e:
+            return self._problem(request, 400, str(e))
+        filename = quote(path.rsplit("/", 1)[1], safe="")
+        headers = {"Content-Length": str(reader.size), "Content-Disposition": f"attachment; filename*=UTF-8''{filename}",
+                   "X-Content-Type-Options": "nosniff"}
+        return StreamingResponse(_chunks(reader), headers=headers, media_type="application/octet-stream")
+
+    async def report(self, request: Request) -> Response:
+        params = request.query_params
+        prefix = params.get("prefix") or "/"
+        sort = params.get("sort") or "name"
+        try:
+            depth = int(params.get("by") or "1")
+            if not 0 <= depth <= 64:
+                raise ValueError("--by must be between 0 and 64")
+            if sort not in SORT_KEYS:
+                raise ValueError(f"sort must be one of {', '.join(SORT_KEYS)}")
+            report = await anyio.to_thread.run_sync(lambda: self.store.dedup_report(prefix, depth=depth, top=10))
+        except ValueError as e:  # InvalidName is a ValueError
+            return self._problem(request, 400, str(e))
+        groups = report.sorted_groups(sort)
+        return self._render(request, "report.html", title=f"Dedup report of {report.prefix}", report=report,
+                            groups=groups[:REPORT_ROWS], hidden=max(len(groups) - REPORT_ROWS, 0), depth=depth,
+                            sort=sort, sort_keys=SORT_KEYS, crumbs=_crumbs(report.prefix))
+
+
+def _chunks(reader: BlobReader) -> Iterator[bytes]:
+    """The content, chunk by chunk (Starlette runs this iterator in a worker thread)."""
+    with reader:
+        while chunk := reader.read(CHUNK):
+            yield chunk
+
+
+def ui_mount(store: Store) -> Mount:
+    """The ``/ui`` routes for ``store``, to add to the server app's routes."""
+    pages = _Pages(store)
+    return Mount(
+        "/ui",
+        routes=[
+            Route("/", pages.index, methods=["GET"]),
+            Route("/browse/{path:path}", pages.browse, methods=["GET"]),
+            Route("/file/{path:path}", pages.file, methods=["GET"]),
+            Route("/download/{path:path}", pages.download, methods=["GET"]),
+            Route("/report", pages.report, methods=["GET"]),
+        ],
+    )
