@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import anyio.to_thread
@@ -28,6 +28,7 @@ from starlette.routing import Mount, Route
 from starlette.templating import Jinja2Templates
 
 from .errors import InvalidName, NotFound
+from .metadata.repo import Usage
 from .metadata.report import SORT_KEYS
 from .names import check_prefix, parse_name, parse_version, versioned_name
 from .reading import BlobReader
@@ -41,7 +42,11 @@ SAME_CONTENT = 20
 """Other paths shown as sharing a file's content."""
 REPORT_ROWS = 1000
 """Groups shown by the dedup report page (the CLI shows them all)."""
+USAGE_TTL = 30.0
+"""Seconds the usage summary is reused: on a million paths it costs seconds of CPU."""
 CHUNK = 1 << 20
+
+T = TypeVar("T")
 
 
 def quote_path(path: str) -> str:
@@ -91,6 +96,15 @@ class _Pages:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.templates = _templates()
+        self._usage: tuple[float, Usage] | None = None
+        self._heavy: anyio.CapacityLimiter | None = None
+
+    async def _run_heavy(self, function: Callable[[], T]) -> T:
+        """Run a whole-store query in a thread, one at a time: a reload storm of the
+        report on a large store queues up instead of taking every core."""
+        if self._heavy is None:
+            self._heavy = anyio.CapacityLimiter(1)
+        return await anyio.to_thread.run_sync(function, limiter=self._heavy)
 
     def _render(self, request: Request, template: str, status: int = 200, **context: Any) -> Response:
         ui = request.scope.get("root_path", "").rstrip("/")  # where this mount lives, e.g. /ft/ui
@@ -105,8 +119,11 @@ class _Pages:
                             message=message)
 
     async def index(self, request: Request) -> Response:
-        usage = await anyio.to_thread.run_sync(self.store.usage)
-        return self._render(request, "index.html", title="castore", usage=usage, sort_keys=SORT_KEYS)
+        now = time.monotonic()
+        if self._usage is None or now - self._usage[0] > USAGE_TTL:
+            self._usage = (now, await self._run_heavy(self.store.usage))
+        return self._render(request, "index.html", title="castore", usage=self._usage[1], usage_ttl=USAGE_TTL,
+                            sort_keys=SORT_KEYS)
 
     async def browse(self, request: Request) -> Response:
         raw = request.path_params["path"]
@@ -171,7 +188,7 @@ class _Pages:
                 raise ValueError("--by must be between 0 and 64")
             if sort not in SORT_KEYS:
                 raise ValueError(f"sort must be one of {', '.join(SORT_KEYS)}")
-            report = await anyio.to_thread.run_sync(lambda: self.store.dedup_report(prefix, depth=depth, top=10))
+            report = await self._run_heavy(lambda: self.store.dedup_report(prefix, depth=depth, top=10))
         except ValueError as e:  # InvalidName is a ValueError
             return self._problem(request, 400, str(e))
         groups = report.sorted_groups(sort)

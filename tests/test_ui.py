@@ -87,16 +87,19 @@ def client(served: tuple[Store, httpx.Client]) -> httpx.Client:
     return served[1]
 
 
-def test_index_shows_usage(store: Store, client: httpx.Client) -> None:
-    store.put("/usage/a/1", b"x" * 100, 1)
-    store.put("/usage/b/1", b"x" * 100, 1)
-    usage = store.usage()
-    page = client.get("/ui/")
-    assert page.status_code == 200
-    assert page.headers["content-type"].startswith("text/html")
-    assert f"{usage.files} ({usage.versions} versions retained)" in page.text
-    assert "Browse the files" in page.text
-    assert client.get("/ui", follow_redirects=True).url.path == "/ui/"
+def test_index_shows_usage(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "s", create=True) as store:
+        store.put("/usage/a/1", b"x" * 100, 1)
+        store.put("/usage/b/1", b"x" * 100, 1)
+        store.put("/usage/b/1", b"y" * 100, 2)
+    with castore_server(tmp_path / "s") as url, httpx.Client(base_url=url) as client:
+        page = client.get("/ui/")
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        assert "2 (3 versions retained)" in page.text
+        assert "200 B current, 300 B retained" in page.text
+        assert "Browse the files" in page.text
+        assert client.get("/ui", follow_redirects=True).url.path == "/ui/"
 
 
 @pytest.mark.parametrize("path", ODD)
