@@ -314,3 +314,17 @@ def test_du_bad_input(cli_root: Path) -> None:
     assert "invalid path" in invoke(cli_root, "du", "/a//b", "--by", "1", code=4)
     invoke(cli_root, "du", "/contests", "--by", "-1", code=2)
     invoke(cli_root, "du", "/contests", "--sort", "size", code=2)
+
+
+def test_groups_named_per_shared_content_are_bounded(tmp_path: Path) -> None:
+    root = tmp_path / "wide"
+    with Store.open(root, create=True) as store:
+        for i in range(25):
+            store.put(f"/w/g{i:02d}/same.in", b"one content everywhere", 1)
+        shared = store.dedup_report("/w", depth=1).shared
+    assert [(s.group_count, len(s.groups), s.references) for s in shared] == [(25, 20, 25)]
+    assert shared[0].groups[0] == ("/w/g00/", 1) and shared[0].groups[-1] == ("/w/g19/", 1)
+    data = json.loads(invoke(root, "du", "/w", "--json"))
+    assert (data["by"], data["shared"][0]["group_count"], len(data["shared"][0]["groups"])) == (1, 25, 20)
+    text = invoke(root, "du", "/w")
+    assert "/w/g05/ (1), ... 25 groups in all" in text and "/w/g06/" not in text.split("Most shared")[1]
