@@ -328,3 +328,10 @@ def test_groups_named_per_shared_content_are_bounded(tmp_path: Path) -> None:
     assert (data["by"], data["shared"][0]["group_count"], len(data["shared"][0]["groups"])) == (1, 25, 20)
     text = invoke(root, "du", "/w")
     assert "/w/g05/ (1), ... 25 groups in all" in text and "/w/g06/" not in text.split("Most shared")[1]
+
+
+def test_cli_sort_choices_are_the_reports() -> None:
+    from castore.cli import DU_SORT_KEYS
+    from castore.metadata.report import SORT_KEYS
+
+    assert DU_SORT_KEYS == SORT_KEYS
