@@ -1,0 +1,317 @@
+"""The deduplication benchmark's table, report (Markdown) and plots (PNG, matplotlib)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+MiB = 1 << 20
+MB = 1e6
+PLOTS = {"disk": "disk.png", "throughput": "throughput.png", "growth": "growth.png"}
+
+
+def machine(path: Path) -> dict[str, str]:
+    """Cores, memory, filesystem of ``path``, kernel and Python: what the figures depend on."""
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+        kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                   if line.startswith("MemTotal:"))
+        memory = f"{kib / (1 << 20):.1f} GiB RAM"
+    except (OSError, StopIteration):
+        memory = "unknown RAM"
+    fs = subprocess.run(["findmnt", "-no", "SOURCE,FSTYPE,OPTIONS", "-T", str(path)],
+                        capture_output=True, text=True, check=False).stdout.strip() or "unknown"
+    return {"cpus": str(os.cpu_count()), "cpu": model or platform.processor(), "memory": memory,
+            "filesystem": fs, "kernel": platform.release(), "python": platform.python_version()}
+
+
+def figures(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per system that ran, with the derived ratios."""
+    logical = data["corpus"]["logical_bytes"]
+    distinct_bytes = data["corpus"]["distinct_bytes"]
+    rows = []
+    for r in data["results"]:
+        if r["skipped"]:
+            continue
+        disk = r["disk_per_year"][-1]
+        unique = r["unique_bytes"]
+        if unique is None:
+            if r["system"] == "filetracker" and r["blobs"] == data["corpus"]["distinct"]:
+                unique = distinct_bytes  # whole-file dedup, one blob per distinct content
+            elif r["system"] in ("cp", "tar-zstd"):
+                unique = logical
+        rows.append({
+            "system": r["system"], "disk": disk, "logical": logical, "overall": logical / disk,
+            "dedup": logical / unique if unique else None, "compression": unique / disk if unique else None,
+            "ingest_s": r["ingest_seconds"], "ingest_mbs": logical / r["ingest_seconds"] / MB,
+            "read_s": r["read_seconds"], "read_mbs": logical / r["read_seconds"] / MB,
+            "rss": r["peak_rss"], "rss_of": r["rss_of"], "blobs": r["blobs"], "verified": r["verified"],
+        })
+    return rows
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+TABLE_HEAD = ("system", "disk MiB", "logical/disk", "dedup", "compression", "ingest s", "ingest MB/s",
+              "read s", "read MB/s", "peak RSS MiB", "blobs", "restored")
+
+
+def table_rows(data: dict[str, Any]) -> list[tuple[str, ...]]:
+    rows = []
+    for f in figures(data):
+        blobs = "–" if f["blobs"] is None else f"{f['blobs']:,}"
+        rows.append((f["system"], _fmt(f["disk"] / MiB, 1), _fmt(f["overall"]), _fmt(f["dedup"]),
+                     _fmt(f["compression"]), _fmt(f["ingest_s"], 1), _fmt(f["ingest_mbs"], 1),
+                     _fmt(f["read_s"], 1), _fmt(f["read_mbs"], 1), _fmt(f["rss"] / MiB, 0), blobs,
+                     f["verified"]))
+    return rows
+
+
+def print_table(data: dict[str, Any]) -> None:
+    corpus = data["corpus"]
+    print(f"\ncorpus {data['scale']}: {corpus['files']:,} files, {corpus['logical_bytes'] / MiB:,.1f} MiB logical, "
+          f"{corpus['distinct']:,} distinct contents ({corpus['distinct_bytes'] / MiB:,.1f} MiB)")
+    rows = [TABLE_HEAD, *table_rows(data)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_HEAD))]
+    for row in rows:
+        print("  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+    for r in data["results"]:
+        if r["skipped"]:
+            print(f"{r['system']}: skipped: {r['skipped']}")
+    for line in targets(data):
+        print(line)
+
+
+def _by_name(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {f["system"]: f for f in figures(data)}
+
+
+def targets(data: dict[str, Any]) -> list[str]:
+    """The issue's targets, each with its measured figure (only for systems that ran)."""
+    f = _by_name(data)
+    distinct = data["corpus"]["distinct"]
+    lines = []
+    castore = f.get("castore-embedded") or f.get("castore-http")
+
+    def check(label: str, value: float, limit: float, above: bool) -> None:
+        ok = value >= limit if above else value <= limit
+        lines.append(f"- {label}: **{value:.3g}** ({'≥' if above else '≤'} {limit:g}: "
+                     f"{'met' if ok else 'MISSED'})")
+
+    if castore and "filetracker" in f:
+        check("castore disk / Filetracker disk", castore["disk"] / f["filetracker"]["disk"], 0.5, False)
+    if castore and "cp" in f:
+        check("castore disk / plain copy disk", castore["disk"] / f["cp"]["disk"], 0.1, False)
+    for name in ("castore-embedded", "castore-http"):
+        if name in f:
+            blobs = f[name]["blobs"]
+            lines.append(f"- {name} blobs: **{blobs:,}**, distinct contents in the corpus: {distinct:,} "
+                         f"({'equal' if blobs == distinct else 'NOT EQUAL'})")
+    if "castore-http" in f and "filetracker" in f:
+        check("castore over HTTP ingest / Filetracker ingest (MB/s)",
+              f["castore-http"]["ingest_mbs"] / f["filetracker"]["ingest_mbs"], 10, True)
+    if "castore-embedded" in f and "cp" in f:
+        check("castore embedded ingest / cp + sync (MB/s)",
+              f["castore-embedded"]["ingest_mbs"] / f["cp"]["ingest_mbs"], 0.5, True)
+    return lines
+
+
+def subfile(data: dict[str, Any]) -> list[str]:
+    """What restic and borg (sub-file dedup) save over castore, overall and on each part."""
+    f = _by_name(data)
+    castore = f.get("castore-embedded") or f.get("castore-http")
+    if not castore:
+        return []
+    lines = []
+    for name in ("restic", "borg"):
+        if name in f:
+            diff = 1 - f[name]["disk"] / castore["disk"]
+            word = "less" if diff > 0 else "more"
+            lines.append(f"- {name} uses **{abs(diff) * 100:.1f} % {word}** disk than castore on the whole corpus "
+                         f"({f[name]['disk'] / MiB:,.1f} MiB against {castore['disk'] / MiB:,.1f} MiB).")
+    corpus = data["corpus"]
+    lines.append(f"- Sub-file redundancy the corpus holds by construction: {corpus['tail_shared_bytes'] / MiB:,.1f} "
+                 f"MiB of its {corpus['distinct_bytes'] / MiB:,.1f} MiB of distinct contents "
+                 f"({corpus['tail_shared_bytes'] / corpus['distinct_bytes'] * 100:.1f} %) repeat the beginning of "
+                 "another input (tail-changed inputs); near-identical submissions add a little more.")
+    if data.get("parts"):
+        lines.append("")
+        systems = [n for n in ("castore-embedded", "restic", "borg") if n in next(iter(data["parts"].values()))]
+        lines.append("| part of the corpus, stored alone | files | logical MiB | "
+                     + " | ".join(f"{n} MiB" for n in systems) + " |")
+        lines.append("|---|---:|---:|" + "---:|" * len(systems))
+        for part, row in data["parts"].items():
+            lines.append(f"| {part} | {row['files']:,} | {row['logical'] / MiB:,.1f} | "
+                         + " | ".join(f"{row[n] / MiB:,.2f}" for n in systems) + " |")
+    best = min((f[n]["disk"] for n in ("restic", "borg") if n in f), default=None)
+    if best is not None:
+        saving = 1 - best / castore["disk"]
+        verdict = ("would save more than 20 %" if saving > 0.2 else "would save less than 20 %")
+        lines.append("")
+        lines.append(f"Sub-file dedup (the better of restic and borg, with their own compression) "
+                     f"{verdict} over castore on this corpus: **{saving * 100:.1f} %**.")
+    return lines
+
+
+def plots(data: dict[str, Any], out: Path) -> list[Path]:
+    """Write the three PNG plots into ``out``; return their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = figures(data)
+    names = [r["system"] for r in rows]
+    colors = {n: plt.get_cmap("tab10")(i) for i, n in enumerate(
+        ["castore-embedded", "castore-http", "filetracker", "cp", "tar-zstd", "restic", "borg"])}
+    written = []
+    logical = data["corpus"]["logical_bytes"] / MiB
+    scale = data["scale"]
+
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    values = [r["disk"] / MiB for r in rows]
+    bars = ax.barh(names, values, color=[colors.get(n, "grey") for n in names])
+    ax.bar_label(bars, labels=[f"{v:,.0f} MiB" if v >= 10 else f"{v:,.1f} MiB" for v in values], padding=3)
+    ax.axvline(logical, color="black", linestyle="--", linewidth=1)
+    ax.text(logical, len(names) - 0.5, f" logical {logical:,.0f} MiB", va="center", ha="right")
+    ax.invert_yaxis()
+    ax.set_xlabel("disk used (MiB, du of the data folder)")
+    ax.set_title(f"Disk used for the whole corpus ({scale} scale)")
+    ax.set_xlim(0, max(values + [logical]) * 1.25)
+    fig.tight_layout()
+    written.append(out / PLOTS["disk"])
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(8, 4.6))
+    ys = range(len(names))
+    ingest = [r["ingest_mbs"] for r in rows]
+    read = [r["read_mbs"] for r in rows]
+    b1 = ax.barh([y - 0.2 for y in ys], ingest, height=0.4, label="ingest", color="tab:blue")
+    b2 = ax.barh([y + 0.2 for y in ys], read, height=0.4, label="read back", color="tab:orange")
+    ax.bar_label(b1, labels=[f"{v:,.0f}" for v in ingest], padding=3, fontsize=8)
+    ax.bar_label(b2, labels=[f"{v:,.0f}" for v in read], padding=3, fontsize=8)
+    ax.set_yticks(list(ys), names)
+    ax.invert_yaxis()
+    ax.set_xlabel("MB/s of logical bytes (one client, whole corpus)")
+    ax.set_xlim(0, max(ingest + read) * 1.18)
+    ax.set_title(f"Ingest and read-back throughput ({scale} scale)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    written.append(out / PLOTS["throughput"])
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(8, 4.6))
+    xs = [v / MiB for v in data["logical_per_year"]]
+    for r in data["results"]:
+        if r["skipped"]:
+            continue
+        ax.plot(xs, [d / MiB for d in r["disk_per_year"]], marker="o", label=r["system"],
+                color=colors.get(r["system"], "grey"))
+    ax.plot(xs, xs, linestyle=":", color="black", label="logical")
+    for x, year in zip(xs, data["years"]):
+        ax.annotate(year, (x, 0), xytext=(0, 4), textcoords="offset points", ha="center", fontsize=7,
+                    xycoords=("data", "axes fraction"))
+    ax.set_yscale("log")
+    ax.set_xlabel("logical bytes stored so far (MiB), contest-years added one after another")
+    ax.set_ylabel("disk used (MiB, log scale)")
+    ax.set_title(f"Disk used as the corpus grows ({scale} scale)")
+    ax.legend(fontsize=8, ncol=2)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    written.append(out / PLOTS["growth"])
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+    return written
+
+
+def write_report(data: dict[str, Any], out: Path) -> Path:
+    """``out/report.md`` and its plots."""
+    out.mkdir(parents=True, exist_ok=True)
+    plots(data, out)
+    m, corpus = data["machine"], data["corpus"]
+    lines = [
+        f"# Deduplication benchmark, {data['scale']} scale, {data['date'][:10]}",
+        "",
+        (f"Made with `{data['command']}` (corpus seed {data['seed']}) in {data['seconds'] / 60:.1f} minutes. "
+        "Timings come from one run on a machine other jobs shared: compare systems within this report, "
+        "not with other runs."),
+        "",
+        "## Machine",
+        "",
+        f"- {m['cpus']} cores ({m['cpu']}), {m['memory']}",
+        f"- filesystem of the scratch folder: `{m['filesystem']}`",
+        f"- Linux {m['kernel']}, Python {m['python']}",
+        "",
+        "## Corpus",
+        "",
+        (f"{corpus['files']:,} files, **{corpus['logical_bytes'] / MiB:,.1f} MiB logical**, "
+        f"**{corpus['distinct']:,} distinct contents** ({corpus['distinct_bytes'] / MiB:,.1f} MiB): "
+        f"whole-file dedup alone could keep {corpus['distinct_bytes'] / corpus['logical_bytes'] * 100:.1f} % of the "
+        f"bytes. {len(data['years'])} contest-years, ingested one after another. "
+        "What repeats and why is described in `benchmarks/corpus.py`."),
+        "",
+        "## Systems and versions",
+        "",
+    ]
+    from benchmarks.systems import SYSTEMS
+
+    for r in data["results"]:
+        description = SYSTEMS[r["system"]].description if r["system"] in SYSTEMS else ""
+        if r["skipped"]:
+            lines.append(f"- **{r['system']}**: skipped: {r['skipped']}")
+        else:
+            lines.append(f"- **{r['system']}**: {r['version']}. {description}.")
+    lines += ["", "## Results", "", "| " + " | ".join(TABLE_HEAD) + " |",
+              "|---|" + "---:|" * (len(TABLE_HEAD) - 2) + "---|"]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(data)]
+    lines += [
+        "",
+        ("*disk*: `du -sB1` of the system's data folder (metadata, folders and indexes included). "
+        "*logical/disk* = overall saving; *dedup* = logical / bytes kept after dedup (before compression), "
+        "*compression* = those bytes / disk, where the system tells (castore: its usage; restic: `stats "
+        "--mode raw-data`; borg: `info`; Filetracker: whole-file dedup, so the distinct contents). "
+        "*ingest*: storing every file, one contest-year after another, with each system's durability "
+        "(cp: an fsync of every copy; tar: a sync of each archive). *read*: restoring every file into an "
+        "empty folder, no fsync; *restored* compares every restored file with the corpus. *peak RSS*: of "
+        "the process for castore-embedded, of the tool for the command-line systems, the sum of the "
+        "server's processes for castore-http and Filetracker."),
+        "",
+        "## Targets (issue #14)",
+        "",
+        *targets(data),
+        "",
+        "## Where sub-file dedup (restic, borg) saves more than castore",
+        "",
+        *subfile(data),
+        "",
+        "## Plots",
+        "",
+        f"![disk used per system]({PLOTS['disk']})",
+        "",
+        f"![ingest and read throughput]({PLOTS['throughput']})",
+        "",
+        f"![disk used as the corpus grows]({PLOTS['growth']})",
+        "",
+        "## Reproduce",
+        "",
+        "```",
+        "bash benchmarks/setup_filetracker.sh       # Filetracker 2.3.3's server in .venv-filetracker",
+        "apt-get install -y restic borgbackup       # optional: skipped when missing",
+        f".venv/bin/python -m benchmarks run --scale {data['scale']}",
+        "```",
+        "",
+    ]
+    report = out / "report.md"
+    report.write_text("\n".join(lines))
+    return report
