@@ -75,7 +75,9 @@ def part_sizes(corpus: Corpus, src: Path, work: Path, names: list[str]) -> dict[
         for rel in files:
             (folder / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src / rel, folder / rel)
-        row = {"files": len(files), "logical": sum((folder / rel).stat().st_size for rel in files)}
+        digests = tree_digests(folder)
+        row = {"files": len(files), "logical": sum(size for size, _ in digests.values()),
+               "distinct": sum(size for size, _ in set(digests.values()))}
         years = sorted(p.name for p in folder.iterdir())
         for name in names:
             system = SYSTEMS[name]()

@@ -9,15 +9,18 @@ because deduplication only pays where contents repeat the way they do in real li
   smaller (one answer per line). A package also holds a checker (source and a compiled
   binary), model solutions, a statement (a PDF: an incompressible blob) and the
   uploaded package archive (a zip: incompressible, and a new one for every upload).
-* **Re-uploads**: a problem package is uploaded again with a few tests changed (fixed
-  last lines of an input, or a test regenerated); the unchanged files are the same
-  contents under new paths (``.../package-2/...``), the archive is all new.
+* **Re-uploads**: a problem package is uploaded again with 1-3 tests changed (fixed
+  last lines of an input, or a test regenerated), 0-3 times while it is prepared (1.2
+  times on average); the unchanged files are the same contents under new paths
+  (``.../package-2/...``), the archive is all new.
 * **Reuse across contests**: a problem from an earlier contest or year appears again in
-  a later one (``/contests/<c>/problems/<p>/...``) with the very same package.
+  a later one (``/contests/<c>/problems/<p>/...``) with the very same package (30 % of
+  a contest's problems), and the last contest of each year is a copy of
+  an earlier contest (a mirror or training round: all its packages again, new submissions).
 * **Generator outputs shared across problems**: the same generator with the same seed
   (a random tree, a big random permutation) gives the same input in several problems.
 * **Submissions**: many small, near-identical sources per problem (a contestant's edits
-  between two submissions), and some submitted twice unchanged.
+  between two submissions, six submissions per contestant), 15 % submitted again unchanged.
 * **Tail-changed inputs**: in each problem, one large input differs from another only
   in its last lines (the same graph, other queries): what whole-file dedup cannot
   catch and content-defined chunking can.
@@ -72,6 +75,9 @@ SCALES = {
 }
 
 INPUT_KINDS = ("ints_small", "ints_large", "graph", "matrix", "strings", "grid")
+PARTS = {"tail": "tail-changed test inputs", "answers": "test outputs", "code": "sources (solutions, checkers, "
+         "submissions)", "submission": "sources (solutions, checkers, submissions)", "exe": "compiled checkers",
+         "pdf": "statements (PDF)", "zip": "package archives"}
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,11 @@ class Recipe:
     seed: int
     base: Recipe | None = None
     tail: int = 0
+
+    @property
+    def part(self) -> str:
+        """Which part of a contest's files this content is, for the report."""
+        return PARTS.get(self.kind, "test inputs")
 
 
 @dataclass
@@ -141,6 +152,9 @@ class Corpus:
                 cache[recipe] = data
             sizes.distinct += 1
             sizes.distinct_bytes += len(data)
+            part = sizes.by_part.setdefault(recipe.part, [0, 0, 0, 0])
+            part[2] += 1
+            part[3] += len(data)
             if recipe.kind == "tail":
                 assert recipe.base is not None
                 sizes.tail_shared_bytes += len(data) - recipe.tail
@@ -149,6 +163,8 @@ class Corpus:
                 target.write_bytes(data)
                 sizes.files += 1
                 sizes.logical_bytes += len(data)
+                part[0] += 1
+                part[1] += len(data)
         return sizes
 
 
@@ -161,6 +177,8 @@ class Sizes:
     distinct: int = 0
     distinct_bytes: int = 0
     tail_shared_bytes: int = 0
+    by_part: dict[str, list[int]] = field(default_factory=dict)
+    """Part of the corpus -> [files, logical bytes, distinct contents, distinct bytes]."""
 
 
 def _depth(recipe: Recipe) -> int:

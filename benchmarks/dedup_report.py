@@ -152,6 +152,13 @@ def subfile(data: dict[str, Any]) -> list[str]:
         for part, row in data["parts"].items():
             lines.append(f"| {part} | {row['files']:,} | {row['logical'] / MiB:,.1f} | "
                          + " | ".join(f"{row[n] / MiB:,.2f}" for n in systems) + " |")
+    tail_part = next((row for part, row in data.get("parts", {}).items() if part.startswith("tail")), None)
+    if tail_part and "castore-embedded" in tail_part and tail_part.get("distinct"):
+        bound = tail_part["castore-embedded"] * corpus["tail_shared_bytes"] / tail_part["distinct"]
+        lines.append("")
+        lines.append(f"Perfect sub-file dedup of the tail-changed inputs would save castore at most about "
+                     f"**{bound / MiB:,.1f} MiB**, {bound / castore['disk'] * 100:.1f} % of its disk: their shared "
+                     "beginnings, compressed as castore compresses that part.")
     best = min((f[n]["disk"] for n in ("restic", "borg") if n in f), default=None)
     if best is not None:
         saving = 1 - best / castore["disk"]
@@ -168,6 +175,7 @@ def plots(data: dict[str, Any], out: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     rows = figures(data)
     names = [r["system"] for r in rows]
@@ -223,6 +231,10 @@ def plots(data: dict[str, Any], out: Path) -> list[Path]:
         ax.annotate(year, (x, 0), xytext=(0, 4), textcoords="offset points", ha="center", fontsize=7,
                     xycoords=("data", "axes fraction"))
     ax.set_yscale("log")
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:.1f}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="y", which="minor", labelsize=7)
     ax.set_xlabel("logical bytes stored so far (MiB), contest-years added one after another")
     ax.set_ylabel("disk used (MiB, log scale)")
     ax.set_title(f"Disk used as the corpus grows ({scale} scale)")
@@ -233,6 +245,19 @@ def plots(data: dict[str, Any], out: Path) -> list[Path]:
     fig.savefig(written[-1], dpi=110)
     plt.close(fig)
     return written
+
+
+def corpus_parts(data: dict[str, Any]) -> list[str]:
+    """The corpus by part: how much each repeats (a table), when the run recorded it."""
+    parts = data["corpus"].get("by_part")
+    if not parts:
+        return []
+    lines = ["| part | files | logical MiB | distinct contents | distinct MiB | logical / distinct |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for part, (files, logical, distinct, distinct_bytes) in sorted(parts.items(), key=lambda kv: -kv[1][3]):
+        lines.append(f"| {part} | {files:,} | {logical / MiB:,.1f} | {distinct:,} | {distinct_bytes / MiB:,.1f} | "
+                     f"{logical / distinct_bytes:.2f} |")
+    return [*lines, ""]
 
 
 def write_report(data: dict[str, Any], out: Path) -> Path:
@@ -261,6 +286,7 @@ def write_report(data: dict[str, Any], out: Path) -> Path:
         f"bytes. {len(data['years'])} contest-years, ingested one after another. "
         "What repeats and why is described in `benchmarks/corpus.py`."),
         "",
+        *corpus_parts(data),
         "## Systems and versions",
         "",
     ]
@@ -279,7 +305,7 @@ def write_report(data: dict[str, Any], out: Path) -> Path:
         "",
         ("*disk*: `du -sB1` of the system's data folder (metadata, folders and indexes included). "
         "*logical/disk* = overall saving; *dedup* = logical / bytes kept after dedup (before compression), "
-        "*compression* = those bytes / disk, where the system tells (castore: its usage; restic: `stats "
+        "*compression* = those bytes / disk (so repository overhead counts against it), where the system tells (castore: its usage; restic: `stats "
         "--mode raw-data`; borg: `info`; Filetracker: whole-file dedup, so the distinct contents). "
         "*ingest*: storing every file, one contest-year after another, with each system's durability "
         "(cp: an fsync of every copy; tar: a sync of each archive). *read*: restoring every file into an "

@@ -72,7 +72,7 @@ def du(path: Path) -> int:
 
 
 def measured(command: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None,
-             stdout: Any = subprocess.DEVNULL) -> tuple[float, int]:
+             stdout: Any = subprocess.DEVNULL, stderr: Any = subprocess.PIPE) -> tuple[float, int]:
     """Run ``command``; return its wall seconds and peak RSS in bytes.
 
     The RSS comes from GNU time when installed: ``wait4`` of a child forked from this
@@ -84,9 +84,8 @@ def measured(command: list[str], *, env: dict[str, str] | None = None, cwd: Path
         if TIME.exists():
             wrapped = [str(TIME), "-f", "%M", "-o", rss_file.name, *command]
         start = time.perf_counter()
-        process = subprocess.Popen(wrapped, env=env, cwd=cwd, stdout=stdout, stderr=subprocess.PIPE)
-        assert process.stderr is not None
-        err = process.stderr.read()
+        process = subprocess.Popen(wrapped, env=env, cwd=cwd, stdout=stdout, stderr=stderr)
+        err = process.stderr.read() if process.stderr is not None else b"(its errors are above)"
         _, status, usage = os.wait4(process.pid, 0)
         seconds = time.perf_counter() - start
         process.returncode = os.waitstatus_to_exitcode(status)
@@ -102,7 +101,8 @@ def tool_version(command: list[str]) -> str:
         out = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"unknown ({e})"
-    return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) else "unknown"
+    text = (out.stdout or out.stderr).strip()
+    return text.splitlines()[0].strip("* ") if text else "unknown"
 
 
 def castore_version() -> str:
@@ -158,8 +158,13 @@ def run_worker(spec: dict[str, Any], work: Path) -> tuple[dict[str, Any], int]:
     spec_file, result_file = work / "worker-spec.json", work / "worker-result.json"
     spec_file.write_text(json.dumps({**spec, "result": str(result_file)}))
     _, rss = measured([sys.executable, "-m", "benchmarks.systems", str(spec_file)], cwd=ROOT,
-                      stdout=None)
+                      stdout=None, stderr=None)  # its progress lines go to stderr
     return json.loads(result_file.read_text()), rss
+
+
+def _progress(system: str, year: str, done: int, total: int) -> None:
+    if done and done % 500 == 0:
+        print(f"  [{system}] {year}: {done:,} of {total:,} files", file=sys.stderr, flush=True)
 
 
 def worker(spec: dict[str, Any]) -> None:
@@ -188,16 +193,18 @@ def worker(spec: dict[str, Any]) -> None:
         start = time.perf_counter()
         if system == "castore-embedded":
             with Store.open(data) as store:
-                for f in files:
+                for i, f in enumerate(files):
                     name = "/" + str(f.relative_to(src / year))
                     store.put(name, f, version=1)
                     names.append((name, Path(year) / name.lstrip("/")))
+                    _progress(system, year, i, len(files))
         else:
             with contextlib.redirect_stdout(io.StringIO()):
-                for f in files:
+                for i, f in enumerate(files):
                     name = "/" + str(f.relative_to(src / year))
                     client.put_file(name, str(f))
                     names.append((name, Path(year) / name.lstrip("/")))
+                    _progress(system, year, i, len(files))
         result["ingest"] += time.perf_counter() - start
         result["disk"].append(du(data))
         print(f"  [{system}] {year}: {len(files):,} files in {time.perf_counter() - start:.1f} s",
@@ -219,6 +226,8 @@ def worker(spec: dict[str, Any]) -> None:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 client.get_file(name, str(target))
     result["read"] = time.perf_counter() - start
+    if spec["read_back"]:
+        print(f"  [{system}] read back {len(names):,} files", file=sys.stderr, flush=True)
     if system.startswith("castore"):
         with Store.open(data) as store:
             usage = store.usage()

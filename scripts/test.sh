@@ -11,6 +11,10 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
     echo "castore: installing chromium and chromium-driver with apt-get" >&2
     apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
+# restic and borg, the deduplication benchmark's sub-file references (its test runs them when present)
+if ! command -v restic >/dev/null || ! command -v borg >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq restic borgbackup >/dev/null
+fi
 .venv/bin/python -m pytest "$@"
 if [ $# -eq 0 ]; then
     ensure_django6_venv
