@@ -70,8 +70,8 @@ SCALES = {
                    input_size=(2 * KiB, 256 * KiB), submissions_per_problem=4, shared_generator_outputs=2),
     "default": Scale("default", years=4, contests_per_year=3, problems_per_contest=3, tests=(10, 80),
                      input_size=(4 * KiB, 8 * MiB), submissions_per_problem=30, shared_generator_outputs=6),
-    "large": Scale("large", years=8, contests_per_year=6, problems_per_contest=6, tests=(10, 80),
-                   input_size=(4 * KiB, 64 * MiB), submissions_per_problem=150, shared_generator_outputs=20),
+    "large": Scale("large", years=6, contests_per_year=4, problems_per_contest=3, tests=(10, 80),
+                   input_size=(4 * KiB, 64 * MiB), submissions_per_problem=100, shared_generator_outputs=12),
 }
 
 INPUT_KINDS = ("ints_small", "ints_large", "graph", "matrix", "strings", "grid")

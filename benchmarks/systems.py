@@ -409,7 +409,8 @@ class Restic(System):
         stats = subprocess.run(["restic", "stats", "--json", "--mode", "raw-data"], env=env, check=True,
                                capture_output=True, text=True).stdout
         raw = json.loads(stats)
-        result.unique_bytes = raw.get("total_uncompressed_size") or raw.get("total_size")
+        # restic 0.14 tells only the stored (compressed) size; later versions also the uncompressed one
+        result.unique_bytes = raw.get("total_uncompressed_size")
         # restic stores the absolute path of what it backed up: move the years to out/
         restored = out / src.relative_to(src.anchor)
         for year in years:
