@@ -15,12 +15,15 @@ on stdout with ``--json``) and one of these exit codes (also in the README):
 3     not found: no such path or folder, or that version is not retained
 4     invalid name or version
 5     no store at ``--root`` (run ``castore init``)
-6     integrity problem: corrupt or missing blob, hash collision, failed check
+6     integrity problem: corrupt or missing blob, hash collision; check could not run
 7     a local file or folder could not be read or written
 8     ``--strict``: a newer version was already stored, so this one was not
 9     network: the server cannot be reached, or ``serve`` cannot listen on its address
 141   stdout was closed early (``castore ls | head -1``), quietly, as Unix tools do
 ====  ==================================================
+
+``castore check`` has its own statuses: 0 clean, 1 every problem repaired, 2 damage
+remains (see :mod:`castore.maintenance`); 5 and 6 when it cannot run.
 
 Shared helpers for commands (also for those other modules add at the end of this file):
 :func:`fail` (one line, exit code), :func:`exit_code_for` (an exception's exit code),
@@ -60,6 +63,7 @@ from .names import check_prefix, parse_name, versioned_name
 
 if TYPE_CHECKING:
     from .client import Client
+    from .maintenance import CheckReport
     from .metadata.report import DedupReport, GroupUsage
     from .store import FileInfo, Store
 
@@ -637,24 +641,6 @@ def gc(c: Context, staging_grace: float) -> None:
                            f"{report.staging_files} staging files")
 
 
-@cli.command()
-@pass_context
-def check(c: Context) -> None:
-    """Read back and verify every retained version; exit 6 on any problem.
-
-    Example: castore check
-    """
-    c.local_only("check")
-    store = c.store()
-    usage = store.usage()
-    problems = store.check()
-    c.emit({"versions": usage.versions, "blobs": usage.blobs, "problems": problems},
-           "\n".join([*problems, f"checked {usage.versions} versions, {usage.blobs} blobs: "
-                      + (f"{len(problems)} problems" if problems else "ok")]))
-    if problems:
-        fail(f"{len(problems)} problems found", EXIT_INTEGRITY)
-
-
 @dataclass
 class _Walk:
     """What ``ingest`` found below a folder: regular files to store, and what it skipped."""
@@ -1092,3 +1078,104 @@ def _report_text(report: DedupReport, groups: list[GroupUsage]) -> str:
     else:
         out += ["", f"No content is shared between groups or with paths outside {report.prefix}."]
     return "\n".join(out)
+
+
+# -- castore check (castore/maintenance.py) --------------------------------------------------------
+
+
+class _CheckBar:
+    """A tqdm bar on stderr (on a terminal only) for the blob pass of ``castore check``."""
+
+    def __init__(self, verify: bool) -> None:
+        self.verify = verify
+        self.bar: Any = None
+
+    def start(self, blobs: int, logical_bytes: int) -> None:
+        from tqdm import tqdm
+
+        if self.verify:
+            self.bar = tqdm(total=logical_bytes, desc="verify", unit="B", unit_scale=True,
+                            disable=not sys.stderr.isatty(), leave=False)
+        else:
+            self.bar = tqdm(total=blobs, desc="check", unit=" blobs", disable=not sys.stderr.isatty(), leave=False)
+
+    def advance(self, blobs: int, logical_bytes: int) -> None:
+        if self.bar is not None:
+            self.bar.update(logical_bytes if self.verify else blobs)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _check_text(report: CheckReport) -> str:
+    lines = [
+        f"paths:          {report.paths}",
+        f"versions:       {report.versions}",
+        f"blobs:          {report.blobs} checked, {report.unreferenced_blobs} unreferenced (castore gc collects them)",
+        f"bytes checked:  {_human(report.stored_bytes_checked)} stored present"
+        + (f"; {_human(report.verified_bytes)} verified in {report.seconds:.1f} s "
+           f"({report.verify_rate / 1e6:.1f} MB/s)" if report.verify_content else ""),
+        f"orphan files:   {report.orphan_files}"
+        + (f" ({report.orphan_files_removed} removed; younger than the grace period: kept)" if report.repair
+           else " (--repair removes those older than the grace period)" if report.orphan_files else ""),
+    ]
+    if report.staging_files_removed is not None:
+        lines.append(f"staging files:  {report.staging_files_removed} removed")
+    if report.digests_added is not None:
+        lines.append(f"chunk digests:  {report.digests_added} added")
+    lines.append(f"problems:       {report.problem_count}" + (f" ({report.repaired_count} repaired)" if report.repair else ""))
+    lines += [f"  {p.kind}: {p}" for p in report.problems]
+    if report.problem_count > len(report.problems):
+        lines.append(f"  … and {report.problem_count - len(report.problems)} more")
+    if report.lost_count:
+        lines.append(f"lost:           {report.lost_count} versions whose blob is missing or corrupt (kept, not dropped)")
+        lines += [f"  {name}" for name in report.lost]
+        if report.lost_count > len(report.lost):
+            lines.append(f"  … and {report.lost_count - len(report.lost)} more")
+    status = {0: "clean", 1: "repaired", 2: "DAMAGE REMAINS"}[report.exit_code]
+    lines.append(f"status:         {status} (exit {report.exit_code})")
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.option("--verify-content", is_flag=True, help="Also decode every blob and verify it against its key.")
+@click.option("--repair", is_flag=True,
+              help="Fix reference counts, remove old orphan and staging files, add missing chunk digests.")
+@click.option("--grace", type=click.FloatRange(min=0), default=3600.0, show_default=True,
+              help="Seconds an orphan or staging file must be old before --repair removes it.")
+@click.option("--json", "check_json", is_flag=True, help="Print the report as one JSON object.")
+@pass_context
+def check(c: Context, verify_content: bool, repair: bool, grace: float, check_json: bool) -> None:
+    """Check the metadata and the blobs page by page; --repair fixes what can be fixed.
+
+    Paths whose blob is missing or corrupt are listed, never dropped.
+
+    \b
+    Exit status:
+      0  clean
+      1  problems were found and all repaired
+      2  damage remains (a lost blob, a problem --repair cannot fix, or
+         problems found without --repair); also bad usage
+      5  no store at --root;  6  the check could not run (e.g. a metadata read error)
+
+    Example: castore check --verify-content --repair
+    """
+    from .maintenance import check as run_check
+
+    c.local_only("check")
+    bar = _CheckBar(verify_content)
+    try:
+        report = run_check(c.store(), verify_content=verify_content, repair=repair, grace=grace, progress=bar)
+    except StoreNotFound as e:
+        fail(str(e), EXIT_NO_STORE)
+    except Exception as e:  # noqa: BLE001 - a check that cannot finish must not exit 1 ("repaired")
+        message = " ".join(str(e).split())[:300]
+        fail(f"check could not finish: {type(e).__name__}: {message}", EXIT_INTEGRITY)
+    finally:
+        bar.close()
+    if check_json or c.as_json:
+        click.echo(json.dumps(report.as_dict(), sort_keys=True))
+    else:
+        click.echo(_check_text(report))
+    click.get_current_context().exit(report.exit_code)

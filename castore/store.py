@@ -473,33 +473,29 @@ class Store:
             with self.metadata.write() as txn:
                 candidates = txn.unreferenced_blobs(batch)
                 for key, inline, stored_size in candidates:
+                    # The row goes first: a file is deleted only once the database agreed
+                    # (still unreferenced); if the commit then fails, a row at 0 without
+                    # its file is allowed (a reviving put publishes its own bytes).
+                    if not txn.forget_blob(key):
+                        continue
                     if not inline:
                         self.blobs.delete(key)
-                    if txn.forget_blob(key):
-                        removed += 1
-                        freed += stored_size
+                    removed += 1
+                    freed += stored_size
             if len(candidates) < batch:
                 break
         staging = self.blobs.sweep_staging(self.clock() - staging_grace)
         return GcReport(removed, freed, staging)
 
     def check(self) -> builtins.list[str]:
-        """Read every retained version back and verify it; return the problems found.
+        """Verify every referenced blob's content and the reference counts; return the problems.
 
-        Also compares each blob's reference count with the versions naming it.
+        Changes nothing. ``castore check`` (:func:`castore.maintenance.check`) has the
+        counts, the lost paths and the repairs.
         """
-        problems = []
-        for entry in self.metadata.all_entries():
-            name = versioned_name(entry.path, entry.version)
-            try:
-                with self._reader(entry) as reader:
-                    while reader.read(1 << 20):
-                        pass
-            except Exception as e:  # noqa: BLE001 - every failure is a finding
-                problems.append(f"{name}: {e}")
-        for key, (stored, counted) in self.metadata.recount().items():
-            problems.append(f"blob {key}: refcount {stored}, but {counted} versions name it")
-        return problems
+        from .maintenance import check
+
+        return [str(problem) for problem in check(self, verify_content=True).problems]
 
     # -- private steps ---------------------------------------------------------------
 
@@ -528,7 +524,10 @@ class Store:
         return io.BytesIO(blob.data) if blob.data is not None else self.blobs.open(blob.key)
 
     def _reader(self, entry: Entry) -> BlobReader:
-        blob: BlobRow = entry.blob
+        return self.open_blob(entry.blob, versioned_name(entry.path, entry.version), entry.version)
+
+    def open_blob(self, blob: BlobRow, name: str, version: int = 0) -> BlobReader:
+        """A verifying reader of one blob row's content (``name`` is for error messages)."""
         return BlobReader(
             self._stored_bytes(blob),
             codec=blob.codec,
@@ -536,8 +535,8 @@ class Store:
             size=blob.size,
             stored_size=blob.stored_size,
             seed=self.seed,
-            name=versioned_name(entry.path, entry.version),
-            version=entry.version,
+            name=name,
+            version=version,
         )
 
 

@@ -59,6 +59,14 @@ class BlobBackend:
         """Size of the stored bytes of ``key``; raise MissingBlob when absent."""
         raise NotImplementedError(self.stored_size)
 
+    def modified(self, key: BlobKey) -> float:
+        """When ``key`` was last written (Unix time); raise MissingBlob when absent.
+
+        ``castore check --repair`` removes a file no row knows only once it is older
+        than a grace period, so that it never races a put that is about to record it.
+        """
+        raise NotImplementedError(self.modified)
+
     def __contains__(self, key: object) -> bool:
         raise NotImplementedError(self.__contains__)
 

@@ -122,6 +122,12 @@ class FileBlobBackend(BlobBackend):
         except FileNotFoundError:
             raise MissingBlob(f"blob {key} is missing from {self.directory}") from None
 
+    def modified(self, key: BlobKey) -> float:
+        try:
+            return self.path_of(key).stat().st_mtime
+        except FileNotFoundError:
+            raise MissingBlob(f"blob {key} is missing from {self.directory}") from None
+
     def __contains__(self, key: object) -> bool:
         return is_valid_key(key) and self.path_of(key).is_file()  # type: ignore[arg-type]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -35,6 +36,7 @@ class MemoryBlobBackend(BlobBackend):
 
     def __init__(self) -> None:
         self._blobs: dict[BlobKey, bytes] = {}
+        self._written: dict[BlobKey, float] = {}
         self._lock = threading.Lock()
 
     def stage(self) -> StagedBlob:
@@ -44,7 +46,8 @@ class MemoryBlobBackend(BlobBackend):
         assert isinstance(staged, _MemoryStaged) and staged.buffer is not None
         data = staged.buffer.getvalue()
         with self._lock:
-            self._blobs.setdefault(key, data)
+            if self._blobs.setdefault(key, data) is data:
+                self._written[key] = time.time()
         staged.abort()
 
     def open(self, key: BlobKey) -> BinaryIO:
@@ -57,6 +60,7 @@ class MemoryBlobBackend(BlobBackend):
     def delete(self, key: BlobKey) -> None:
         with self._lock:
             self._blobs.pop(key, None)
+            self._written.pop(key, None)
 
     def stored_size(self, key: BlobKey) -> int:
         with self._lock:
@@ -64,6 +68,13 @@ class MemoryBlobBackend(BlobBackend):
         if data is None:
             raise MissingBlob(f"blob {key} is missing from the memory backend")
         return len(data)
+
+    def modified(self, key: BlobKey) -> float:
+        with self._lock:
+            written = self._written.get(key)
+        if written is None:
+            raise MissingBlob(f"blob {key} is missing from the memory backend")
+        return written
 
     def __contains__(self, key: object) -> bool:
         with self._lock:

@@ -25,7 +25,8 @@ from .migrate import ensure_schema
 from .models import Blob, Deletion, PathEntry, Setting, Version
 from .report import DedupReport, dedup_report
 
-__all__ = ["Acquired", "BlobRow", "Child", "Current", "Entry", "MetadataRepo", "Usage", "WriteTxn"]
+__all__ = ["Acquired", "BlobRow", "BlobState", "Child", "Counts", "Current", "Entry", "MetadataRepo", "Usage",
+           "WriteTxn"]
 
 blobs = cast(Table, Blob.__table__)
 paths = cast(Table, PathEntry.__table__)
@@ -81,6 +82,38 @@ class Acquired:
     refcount: int
     size: int
     inline: bool
+
+
+@dataclass(frozen=True)
+class BlobState:
+    """A blob row as the maintenance scans see it."""
+
+    key: BlobKey
+    size: int
+    stored_size: int
+    codec: Codec
+    refcount: int
+    inline_length: int | None
+    """Length of the inline bytes; None when the blob backend holds them."""
+    data: bytes | None
+    """The inline bytes, when asked for (``with_data``)."""
+
+    @property
+    def row(self) -> BlobRow:
+        return BlobRow(self.key, self.size, self.stored_size, self.codec, self.data)
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Row counts of a store (see :meth:`MetadataRepo.counts`)."""
+
+    paths: int
+    versions: int
+    blobs: int
+    live_blobs: int
+    live_bytes: int
+    """Logical bytes of the referenced blobs."""
+    live_stored_bytes: int
 
 
 @dataclass(frozen=True)
@@ -204,6 +237,16 @@ def _acquire_statement(dialect: str) -> Any:
     )
 
 
+def _file_blobs(engine_or_connection: Any, keys: list[BlobKey]) -> set[BlobKey]:
+    query = select(blobs.c.key).where(blobs.c.key.in_(keys), blobs.c.data.is_(None))
+    if isinstance(engine_or_connection, Connection):
+        found: list[str] = list(engine_or_connection.execute(query).scalars())
+    else:
+        with engine_or_connection.connect() as c:
+            found = list(c.execute(query).scalars())
+    return {BlobKey(k) for k in found}
+
+
 class WriteTxn:
     """Primitive row operations inside one write transaction (see :meth:`MetadataRepo.write`)."""
 
@@ -282,6 +325,44 @@ class WriteTxn:
         """Delete the row of an unreferenced blob; False if it was referenced again."""
         return self._c.execute(_DELETE_UNREFERENCED, {"k": key}).rowcount == 1
 
+    def file_blobs(self, keys: list[BlobKey]) -> set[BlobKey]:
+        """Like :meth:`MetadataRepo.file_blobs`, inside this transaction (for deciding to delete)."""
+        return _file_blobs(self._c, keys)
+
+    def recount_blobs(self, keys: list[BlobKey]) -> dict[BlobKey, tuple[int, int]]:
+        """Set the refcount of each of ``keys`` (that has a row) to the versions naming it.
+
+        Returns ``key -> (old, new)`` for the rows changed. Counted inside this write
+        transaction, so no put or delete can slip in between counting and writing.
+        """
+        counted: dict[str, int] = {
+            row[0]: int(row[1])
+            for row in self._c.execute(
+                select(versions.c.blob_key, func.count()).where(versions.c.blob_key.in_(keys))
+                .group_by(versions.c.blob_key)
+            )
+        }
+        stored: dict[str, int] = {
+            row[0]: int(row[1])
+            for row in self._c.execute(select(blobs.c.key, blobs.c.refcount).where(blobs.c.key.in_(keys)))
+        }
+        changed: dict[BlobKey, tuple[int, int]] = {}
+        for key, old in stored.items():
+            new = int(counted.get(key, 0))
+            if old != new:
+                self._c.execute(update(blobs).where(blobs.c.key == key).values(refcount=new))
+                changed[BlobKey(key)] = (int(old), new)
+        return changed
+
+    def recount_path(self, path: str) -> tuple[int, int] | None:
+        """Set ``nversions`` of ``path`` to its number of versions rows; ``(old, new)`` if changed."""
+        old = self._c.execute(select(paths.c.nversions).where(paths.c.path == path)).scalar()
+        new = self._c.execute(select(func.count()).where(versions.c.path == path)).scalar_one()
+        if old is None or old == new:
+            return None
+        self._c.execute(update(paths).where(paths.c.path == path).values(nversions=new))
+        return int(old), int(new)
+
     def bulk_add_paths(self, rows: list[tuple[str, int]], key: BlobKey) -> None:
         """Add many new paths (``(path, version)``) naming one existing blob, in one go.
 
@@ -298,6 +379,10 @@ class MetadataRepo:
     """The metadata database of one store."""
 
     LIST_PAGE = 1000
+    SCAN_PAGE = 1000
+    """Rows per query of the maintenance scans (:meth:`blob_page` and friends); tests make it small."""
+    SCAN_DATA_PAGE = 64
+    """Rows per page when inline bytes come along (64 × 128 KiB = 8 MiB at most)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -475,27 +560,135 @@ class MetadataRepo:
             return c.execute(select(blobs.c.refcount).where(blobs.c.key == key)).scalar()
 
     def recount(self) -> dict[BlobKey, tuple[int, int]]:
-        """``key -> (stored refcount, versions rows naming it)`` for every mismatch (fsck)."""
+        """``key -> (stored refcount, versions rows naming it)`` for every mismatch (for tests)."""
+        return {key: (stored or 0, counted) for key, stored, counted in self.refcount_mismatches()}
+
+    # -- scans for castore check (page by page: memory does not grow with the store) --
+
+    def counts(self) -> Counts:
+        """How many paths, versions and blobs (live, inline) the store has."""
+        live = blobs.c.refcount > 0
+        with self._reader.connect() as c:
+            npaths = c.execute(select(func.count()).select_from(paths)).scalar_one()
+            nversions = c.execute(select(func.count()).select_from(versions)).scalar_one()
+            nblobs, nlive, size, stored = c.execute(
+                select(
+                    func.count(),
+                    func.coalesce(func.sum(case((live, 1), else_=0)), 0),
+                    func.coalesce(func.sum(case((live, blobs.c.size), else_=0)), 0),
+                    func.coalesce(func.sum(case((live, blobs.c.stored_size), else_=0)), 0),
+                )
+            ).one()
+        numbers: list[Any] = [npaths, nversions, nblobs, nlive, size, stored]
+        return Counts(*(int(n) for n in numbers))
+
+    def blob_page(self, after: BlobKey | None, *, with_data: bool, limit: int | None = None) -> builtins.list[BlobState]:
+        """Up to ``limit`` (default :attr:`SCAN_PAGE`) referenced blobs with keys after ``after``, in key order.
+
+        ``with_data`` also fetches inline bytes; such pages hold at most
+        :attr:`SCAN_DATA_PAGE` rows, so a page never holds more than a few MiB.
+        """
+        if limit is None:
+            limit = min(self.SCAN_PAGE, self.SCAN_DATA_PAGE) if with_data else self.SCAN_PAGE
+        columns = [blobs.c.key, blobs.c.size, blobs.c.stored_size, blobs.c.codec, blobs.c.refcount, _INLINE_LENGTH]
+        if with_data:
+            columns.append(blobs.c.data)
+        query = select(*columns).where(blobs.c.refcount > 0).order_by(blobs.c.key).limit(limit)
+        if after is not None:
+            query = query.where(blobs.c.key > after)
+        with self._reader.connect() as c:
+            rows = c.execute(query).all()
+        return [
+            BlobState(
+                BlobKey(row.key), row.size, row.stored_size, Codec(row.codec), row.refcount,
+                None if row.inline_length < 0 else int(row.inline_length),
+                row.data if with_data else None,
+            )
+            for row in rows
+        ]
+
+    def refcount_mismatches(self) -> Iterator[tuple[BlobKey, int | None, int]]:
+        """``(key, stored refcount, versions rows naming it)`` wherever the two differ.
+
+        The stored refcount is None when versions name a key that has no blob row at
+        all. SQLite groups the ``versions`` table itself (in its temporary storage);
+        only mismatches reach Python.
+        """
         counted = (
             select(versions.c.blob_key, func.count().label("n")).group_by(versions.c.blob_key).subquery()
         )
-        query = (
+        with_row = (
             select(blobs.c.key, blobs.c.refcount, func.coalesce(counted.c.n, 0))
             .outerjoin(counted, counted.c.blob_key == blobs.c.key)
             .where(blobs.c.refcount != func.coalesce(counted.c.n, 0))
         )
-        with self._reader.connect() as c:
-            return {BlobKey(str(k)): (int(rc), int(n)) for k, rc, n in c.execute(query)}  # type: ignore[call-overload]
-
-    def all_entries(self) -> Iterator[Entry]:
-        """Every retained version of every path (for checks), without inline data."""
-        query = select(versions.c.path, versions.c.version, *_BLOB_COLUMNS).join(
-            blobs, blobs.c.key == versions.c.blob_key
+        without_row = (
+            select(counted.c.blob_key, counted.c.n)
+            .outerjoin(blobs, blobs.c.key == counted.c.blob_key)
+            .where(blobs.c.key.is_(None))
         )
         with self._reader.connect() as c:
-            rows = c.execute(query).all()
-        for row in rows:
-            yield Entry(row.path, row.version, _blob_row(row))
+            for row in c.execute(with_row):
+                yield BlobKey(str(row[0])), int(row[1]), int(row[2])
+            for row in c.execute(without_row):
+                yield BlobKey(str(row[0])), None, int(row[1])
+
+    def path_mismatches(self) -> Iterator[tuple[str, str]]:
+        """``(path, problem)`` for paths whose row disagrees with their ``versions`` rows.
+
+        Invariant 1 (the current version has a ``versions`` row naming the same blob)
+        and ``nversions`` (the number of ``versions`` rows of the path).
+        """
+        counted = select(versions.c.path, func.count().label("n")).group_by(versions.c.path).subquery()
+        current = versions.alias("current")
+        query = (
+            select(paths.c.path, paths.c.version, paths.c.blob_key, paths.c.nversions,
+                   func.coalesce(counted.c.n, 0).label("n"), current.c.blob_key.label("version_key"))
+            .outerjoin(counted, counted.c.path == paths.c.path)
+            .outerjoin(current, and_(current.c.path == paths.c.path, current.c.version == paths.c.version))
+            .where(
+                (paths.c.nversions != func.coalesce(counted.c.n, 0))
+                | current.c.blob_key.is_(None)
+                | (current.c.blob_key != paths.c.blob_key)
+            )
+        )
+        with self._reader.connect() as c:
+            for row in c.execute(query):
+                if row.version_key is None:
+                    yield row.path, f"its current version {row.version} has no versions row"
+                elif row.version_key != row.blob_key:
+                    yield row.path, f"its current version {row.version} names two different blobs"
+                if row.nversions != row.n:
+                    yield row.path, f"nversions is {row.nversions}, but it has {row.n} versions rows"
+
+    def versions_naming(self, keys: builtins.list[BlobKey]) -> Iterator[tuple[str, int, BlobKey]]:
+        """``(path, version, key)`` of every retained version naming one of ``keys``, in path order.
+
+        ``versions`` has no index on ``blob_key``: this scans the table, in pages.
+        """
+        after: tuple[str, int] | None = None
+        while True:
+            query = (
+                select(versions.c.path, versions.c.version, versions.c.blob_key)
+                .where(versions.c.blob_key.in_(keys))
+                .order_by(versions.c.path, versions.c.version)
+                .limit(self.SCAN_PAGE)
+            )
+            if after is not None:
+                query = query.where(
+                    (versions.c.path > after[0]) | and_(versions.c.path == after[0], versions.c.version > after[1])
+                )
+            with self._reader.connect() as c:
+                rows = c.execute(query).all()
+            for row in rows:
+                yield row.path, int(row.version), BlobKey(row.blob_key)
+            if len(rows) < self.SCAN_PAGE:
+                return
+            after = (rows[-1].path, int(rows[-1].version))
+
+    def file_blobs(self, keys: builtins.list[BlobKey]) -> set[BlobKey]:
+        """Those of ``keys`` whose row says the blob backend holds their bytes (not inline)."""
+        return _file_blobs(self._reader, keys)
 
     # -- deletions remembered while moving in from Filetracker ------------------------
 
