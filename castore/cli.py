@@ -294,7 +294,9 @@ class Context:
     def local_only(self, command: str) -> None:
         """Refuse a command the Filetracker protocol cannot carry when ``--url`` is in effect."""
         if self.url is not None:
-            fail(f"castore {command} needs a local store (--root), not --url {self.url}", EXIT_USAGE)
+            from .remote import redact_url
+
+            fail(f"castore {command} needs a local store (--root), not --url {redact_url(self.url)}", EXIT_USAGE)
 
     def store(self, create: bool = False, **settings: int) -> Store:
         """The store at ``--root``, closed when the command ends."""
@@ -1179,3 +1181,73 @@ def check(c: Context, verify_content: bool, repair: bool, grace: float, check_js
     else:
         click.echo(_check_text(report))
     click.get_current_context().exit(report.exit_code)
+
+
+# -- castore token (castore/tokens.py) ---------------------------------------------------------------
+
+
+@cli.group()
+def token() -> None:
+    """Manage the server's access tokens (off until the first one exists).
+
+    Once a token exists, castore serve answers only requests that carry one (GET /health
+    stays open): Filetracker's client with FILETRACKER_URL=http://any:TOKEN@host:9999,
+    castore's with the same URL or CASTORE_TOKEN. Roles: read (GET, HEAD, /metrics),
+    write (also PUT, DELETE), admin (everything). Servers notice new and revoked tokens
+    within 5 seconds.
+
+    Example: castore token create --role write --name judge-1
+    """
+
+
+@token.command(name="create")
+@click.option("--role", required=True, type=click.Choice(["read", "write", "admin"]), help="What the token may do.")
+@click.option("--name", default=None, help="A name to list and revoke it by (default: ROLE-<random>).")
+@pass_context
+def token_create(c: Context, role: str, name: str | None) -> None:
+    """Create a token and print it: it is shown only this once (only its hash is kept).
+
+    Example: castore token create --role read --name grader
+    """
+    from .tokens import create_token
+
+    c.local_only("token create")
+    try:
+        name, secret = create_token(c.store().metadata, role, name)
+    except ValueError as e:
+        fail(str(e), EXIT_INVALID)
+    if c.as_json:
+        c.emit({"name": name, "role": role, "token": secret}, "")
+        return
+    click.echo(secret)
+    click.echo(f"castore: token {name!r} ({role}) created; it cannot be shown again.", err=True)
+
+
+@token.command(name="list")
+@pass_context
+def token_list(c: Context) -> None:
+    """List the tokens: name, role, creation time (never the tokens themselves).
+
+    Example: castore token list
+    """
+    c.local_only("token list")
+    rows = c.store().metadata.tokens()
+    for row in rows:
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(row.created))
+        c.emit({"name": row.name, "role": row.role, "created": row.created}, f"{row.name}\t{row.role}\t{created} UTC")
+
+
+@token.command(name="revoke")
+@click.argument("name")
+@pass_context
+def token_revoke(c: Context, name: str) -> None:
+    """Delete the token called NAME; servers refuse it within 5 seconds.
+
+    Example: castore token revoke grader
+    """
+    from .tokens import revoke_token
+
+    c.local_only("token revoke")
+    if not revoke_token(c.store().metadata, name):
+        fail(f"no token named {name!r}", EXIT_NOT_FOUND)
+    c.emit({"name": name, "revoked": True}, f"revoked {name}")

@@ -155,7 +155,8 @@ class Client:
     compatibility: the cache always locks.
 
     Keyword-only: ``link_files`` (hand out cached files as hard links; False copies),
-    ``timeout`` (seconds per socket operation).
+    ``timeout`` (seconds per socket operation), ``token`` (the server's access token;
+    else the one in ``remote_url``'s userinfo, else ``$CASTORE_TOKEN``).
     """
 
     def __init__(
@@ -169,12 +170,13 @@ class Client:
         *,
         link_files: bool = True,
         timeout: float = DEFAULT_TIMEOUT,
+        token: str | None = None,
     ) -> None:
         if _is_auto(local_store):
             local_store = LocalCache(cache_dir or default_cache_dir(), locks_dir)
         if _is_auto(remote_store):
             url = remote_url or os.environ.get("FILETRACKER_URL")
-            remote_store = Remote(url, timeout=timeout) if url else None
+            remote_store = Remote(url, timeout=timeout, token=token) if url else None
         elif _is_store(remote_store):
             remote_store = EmbeddedOrigin(remote_store)
         if local_store is None and remote_store is None:

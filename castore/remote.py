@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import zstandard
 
@@ -37,7 +37,7 @@ from .content_coding import decoded
 from .errors import FileNotAvailable, FiletrackerError, SourceError
 from .protocol import format_version, parse_version_date
 
-__all__ = ["DEFAULT_TIMEOUT", "ProgressReader", "Remote", "RemoteFile"]
+__all__ = ["DEFAULT_TIMEOUT", "ProgressReader", "Remote", "RemoteFile", "redact_url"]
 
 DEFAULT_TIMEOUT = 300.0
 """Seconds a socket may wait for the server (Filetracker's own server allows 300)."""
@@ -274,19 +274,47 @@ def _zstd_chunks(source: BinaryIO, level: int) -> Iterator[bytes]:
         yield out
 
 
+def redact_url(url: str) -> str:
+    """``url`` with its credentials (a token) replaced by ``***``, for messages."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+
+
 class Remote:
     """A Filetracker v2 server at ``base_url`` (a prefix path such as ``/ft`` is kept).
 
     Thread-safe and fork-safe; one instance reuses its connections for every call.
+
+    Access token (``castore token create``), sent as ``Authorization: Bearer``: ``token``,
+    else the one in the URL (``http://any:TOKEN@host:9999``, the password, or the user
+    name when there is no password), else ``$CASTORE_TOKEN``. It is never sent to
+    another server (a redirect target) and never shown in messages.
     """
 
-    def __init__(self, base_url: str, *, timeout: float = DEFAULT_TIMEOUT, zstd_level: int = DEFAULT_LEVEL) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        zstd_level: int = DEFAULT_LEVEL,
+        token: str | None = None,
+    ) -> None:
         parts = urlsplit(base_url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"remote_url must be http://host[:port][/prefix], not {base_url!r}")
-        self.base_url = base_url.rstrip("/")
+        host = parts.hostname
+        if parts.scheme != "http" or not host:
+            raise ValueError(f"remote_url must be http://host[:port][/prefix], not {redact_url(base_url)!r}")
+        if parts.username is not None or parts.password is not None:
+            token = token or unquote(parts.password or parts.username or "") or None
+            parts = parts._replace(netloc=parts.netloc.rpartition("@")[2])
+        token = token or os.environ.get("CASTORE_TOKEN") or None
+        if token is not None and not (token.isascii() and token.isprintable() and " " not in token):
+            raise ValueError("an access token must be printable ASCII without spaces")
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
+        self.base_url = urlunsplit(parts).rstrip("/")
         self._prefix = parts.path.rstrip("/")
-        self._pool = _Pool(parts.hostname, parts.port or 80, timeout)
+        self._pool = _Pool(host, parts.port or 80, timeout)
         self._timeout = timeout
         self._zstd_level = zstd_level
         self._castore: bool | None = None
@@ -303,7 +331,7 @@ class Remote:
         self, method: str, url: str, upload: _Upload | None = None, headers: dict[str, str] | None = None
     ) -> _Response:
         """One request on a pooled connection; a stale reused connection is retried once."""
-        all_headers = {**(headers or {}), **(upload.headers if upload else {})}
+        all_headers = {**self._auth, **(headers or {}), **(upload.headers if upload else {})}
         for attempt in (1, 2):
             connection, reused = self._pool.take()
             body = upload.make_body() if upload else None

@@ -33,6 +33,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .auth import TokenAuth
 from .codec import Codec
 from .content_coding import CODINGS
 from .errors import (
@@ -50,6 +51,7 @@ from .names import check_prefix, parse_name
 from .protocol import PROTOCOL_VERSIONS, accepted_encodings, format_version, parse_version_date, path_from_url
 from .reading import BlobReader
 from .store import Store
+from .tokens import DEFAULT_CACHE_SECONDS, TokenCache
 from .ui import ui_mount
 from .upload import RequestBody, UploadReader
 
@@ -374,8 +376,12 @@ def create_app(
     gzip: bool = False,
     close_store: bool = False,
     migrate_from: str | None = None,
+    token_cache_seconds: float = DEFAULT_CACHE_SECONDS,
 ) -> ASGIApp:
     """The ASGI app serving ``store``; ``prefix`` (e.g. ``/ft``) mounts it below a path.
+
+    Once the store has an access token, every request but ``/health`` needs one
+    (:mod:`castore.auth`); a worker rereads the tokens every ``token_cache_seconds``.
 
     ``close_store``: the app owns the store and closes it when the server shuts down
     (SQLite then folds its write-ahead log back into the database file).
@@ -430,12 +436,18 @@ def create_app(
 
     app = Starlette(routes=routes, exception_handlers=handlers_by_error, lifespan=lifespan)
     app.state.store = store
-    return _Metered(app, metrics)
+    base = "/" + prefix.strip("/") if prefix.strip("/") else ""
+    tokens = TokenCache(store.metadata.token_roles, seconds=token_cache_seconds)
+    return _Metered(TokenAuth(app, tokens, open_paths=frozenset({f"{base}/health"})), metrics)
 
 
 def app_from_environment() -> ASGIApp:
     """App factory for uvicorn workers: ``CASTORE_ROOT``, ``CASTORE_FALLBACK_URL``, ``CASTORE_URL_PREFIX``,
-    ``CASTORE_MIGRATE_FROM``."""
+    ``CASTORE_MIGRATE_FROM``.
+
+    ``CASTORE_TOKEN_CACHE_SECONDS`` (default 5) sets how soon a new or revoked access
+    token takes effect on every worker.
+    """
     store = Store.open(os.environ.get("CASTORE_ROOT", "castore-data"))  # made by `castore init`/`serve --init`
     return create_app(
         store,
@@ -444,6 +456,7 @@ def app_from_environment() -> ASGIApp:
         gzip=os.environ.get("CASTORE_GZIP") == "1",
         close_store=True,
         migrate_from=os.environ.get("CASTORE_MIGRATE_FROM") or None,
+        token_cache_seconds=float(os.environ.get("CASTORE_TOKEN_CACHE_SECONDS") or DEFAULT_CACHE_SECONDS),
     )
 
 

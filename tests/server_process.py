@@ -33,7 +33,7 @@ def castore_server(root: Path, *extra: str, port: int | None = None) -> Iterator
         deadline = time.monotonic() + 20
         while True:
             try:
-                if httpx.get(url + "/version", timeout=1).status_code == 200:
+                if httpx.get(url + "/version", timeout=1).status_code in (200, 401):  # 401: tokens are on
                     break
             except httpx.TransportError:
                 pass

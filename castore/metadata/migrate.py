@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Engine, inspect, text
 
 __all__ = ["SCHEMA_REVISION", "alembic_config", "alembic_dir", "current_revision", "ensure_schema"]
 
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0003"
 """The Alembic head revision this code is written for."""
 
 

@@ -9,6 +9,7 @@ Tables (see ``docs/design.md``, "Metadata schema"):
 * ``versions`` — every retained version of every path, the current one included.
 * ``deletions`` — paths deleted while moving in from a Filetracker server
   (``castore serve --migrate-from``): the old server's copy must not come back.
+* ``tokens`` — access tokens of the HTTP server, stored as SHA-256 digests.
 
 Changing anything here needs a new Alembic revision, a bump of
 :data:`castore.metadata.migrate.SCHEMA_REVISION` and a "Changes" entry in the design doc.
@@ -19,7 +20,7 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, ForeignKey, Integer, LargeBinary, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["PATH_LENGTH", "Base", "Blob", "Deletion", "PathEntry", "Setting", "Version"]
+__all__ = ["PATH_LENGTH", "Base", "Blob", "Deletion", "PathEntry", "Setting", "Token", "Version"]
 
 PATH_LENGTH = 4096
 
@@ -101,3 +102,17 @@ class Deletion(Base):
     path: Mapped[str] = mapped_column(String(PATH_LENGTH), primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger)
     """The version the delete carried (its time when it carried none)."""
+
+
+class Token(Base):
+    """An access token of the HTTP server (see :mod:`castore.tokens`); the token itself is never stored."""
+
+    __tablename__ = "tokens"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(8))
+    """``read``, ``write`` or ``admin``."""
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    """SHA-256 of the token, as hex."""
+    created: Mapped[int] = mapped_column(BigInteger)
+    """Unix time the token was created."""

@@ -22,17 +22,18 @@ from ..codec import Codec
 from ..keys import BlobKey
 from .engine import make_engines
 from .migrate import ensure_schema
-from .models import Blob, Deletion, PathEntry, Setting, Version
+from .models import Blob, Deletion, PathEntry, Setting, Token, Version
 from .report import DedupReport, dedup_report
 
-__all__ = ["Acquired", "BlobRow", "BlobState", "Child", "Counts", "Current", "Entry", "MetadataRepo", "Usage",
-           "WriteTxn"]
+__all__ = ["Acquired", "BlobRow", "BlobState", "Child", "Counts", "Current", "Entry", "MetadataRepo", "TokenRow",
+           "Usage", "WriteTxn"]
 
 blobs = cast(Table, Blob.__table__)
 paths = cast(Table, PathEntry.__table__)
 versions = cast(Table, Version.__table__)
 settings = cast(Table, Setting.__table__)
 deletions = cast(Table, Deletion.__table__)
+tokens = cast(Table, Token.__table__)
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,16 @@ class Counts:
     live_bytes: int
     """Logical bytes of the referenced blobs."""
     live_stored_bytes: int
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    """One access token as stored: its name, role and SHA-256 digest (never the token)."""
+
+    name: str
+    role: str
+    digest: str
+    created: int
 
 
 @dataclass(frozen=True)
@@ -414,6 +425,32 @@ class MetadataRepo:
             if missing:
                 c.execute(settings.insert(), missing)
         return self.settings()
+
+    # -- access tokens ------------------------------------------------------------
+
+    def add_token(self, row: TokenRow) -> bool:
+        """Store a new token; False (nothing stored) when its name is taken."""
+        with self._writer.begin() as c:
+            if c.execute(select(tokens.c.name).where(tokens.c.name == row.name)).first() is not None:
+                return False
+            c.execute(tokens.insert().values(name=row.name, role=row.role, digest=row.digest, created=row.created))
+        return True
+
+    def tokens(self) -> builtins.list[TokenRow]:
+        """Every token, by name."""
+        with self._reader.connect() as c:
+            rows = c.execute(select(tokens).order_by(tokens.c.name)).all()
+        return [TokenRow(row.name, row.role, row.digest, int(row.created)) for row in rows]
+
+    def token_roles(self) -> dict[str, str]:
+        """``digest -> role`` of every token: what the server checks requests against."""
+        with self._reader.connect() as c:
+            return {row.digest: row.role for row in c.execute(select(tokens.c.digest, tokens.c.role))}
+
+    def delete_token(self, name: str) -> bool:
+        """Remove the token called ``name``; False when there is none."""
+        with self._writer.begin() as c:
+            return c.execute(delete(tokens).where(tokens.c.name == name)).rowcount == 1
 
     # -- reads ------------------------------------------------------------------
 
