@@ -49,6 +49,16 @@ class BackendContract:
         assert backend.stored_size(KEY_A) == 11
         assert list(backend) == [KEY_A]
 
+    def test_modified_is_the_time_of_writing(self, backend: BlobBackend) -> None:
+        with pytest.raises(MissingBlob):
+            backend.modified(KEY_A)
+        before = time.time()
+        backend.put_bytes(KEY_A, b"x")
+        assert before - 2 <= backend.modified(KEY_A) <= time.time() + 2
+        backend.delete(KEY_A)
+        with pytest.raises(MissingBlob):
+            backend.modified(KEY_A)
+
     def test_abort_leaves_nothing(self, backend: BlobBackend) -> None:
         staged = backend.stage()
         staged.write(b"x" * 1000)
