@@ -1116,8 +1116,9 @@ def _check_text(report: CheckReport) -> str:
         f"versions:       {report.versions}",
         f"blobs:          {report.blobs} checked, {report.unreferenced_blobs} unreferenced (castore gc collects them)",
         f"bytes checked:  {_human(report.stored_bytes_checked)} stored present"
-        + (f"; {_human(report.verified_bytes)} verified in {report.seconds:.1f} s "
+        + (f"; {_human(report.verified_bytes)} verified in {report.blob_seconds:.1f} s "
            f"({report.verify_rate / 1e6:.1f} MB/s)" if report.verify_content else ""),
+        f"time:           {report.seconds:.1f} s",
         f"orphan files:   {report.orphan_files}"
         + (f" ({report.orphan_files_removed} removed; younger than the grace period: kept)" if report.repair
            else " (--repair removes those older than the grace period)" if report.orphan_files else ""),

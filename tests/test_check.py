@@ -75,7 +75,7 @@ def test_json_shape(filled: Store, store_root: Path) -> None:
     report = _report(store_root, "--repair", code=0)
     assert set(report) == {
         "repair", "verify_content", "paths", "versions", "blobs", "unreferenced_blobs", "stored_bytes_checked",
-        "verified_bytes", "seconds", "verify_bytes_per_second", "problem_count", "repaired_count", "problems",
+        "verified_bytes", "seconds", "blob_seconds", "verify_bytes_per_second", "problem_count", "repaired_count", "problems",
         "lost_count", "lost", "orphan_files", "orphan_files_removed", "staging_files_removed", "digests_added",
         "exit_code",
     }

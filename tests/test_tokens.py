@@ -187,6 +187,9 @@ def test_castore_client(server: tuple[str, Path, dict[str, str]], tmp_path: Path
     with pytest.raises(FiletrackerError) as refused:
         reader.put_file("/c/b@1", str(local))
     assert refused.value.status == 403 and "read token may not PUT" in str(refused.value)
+    with pytest.raises(FiletrackerError) as refused_big:
+        reader.put_file("/c/big2@1", str(big))  # refused before its 3 MiB body is read: still a clean 403
+    assert refused_big.value.status == 403
     with pytest.raises(FiletrackerError) as anonymous:
         Client(local_store=None, remote_url=url).file_version("/c/a")
     assert anonymous.value.status == 401
