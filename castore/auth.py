@@ -60,17 +60,20 @@ class TokenAuth:
         self.open_paths = open_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.open_paths:
-            await self.app(scope, receive, send)
+        if scope["type"] not in ("http", "websocket") or scope["path"] in self.open_paths:
+            await self.app(scope, receive, send)  # lifespan events, /health
             return
         try:
-            self._authorize(scope)
+            self._authorize(scope, scope.get("method", "GET"))
         except _Refused as refused:
-            await _refuse(send, refused.status, str(refused))
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008, "reason": str(refused)})
+            else:
+                await _refuse(send, refused.status, str(refused))
             return
         await self.app(scope, receive, send)
 
-    def _authorize(self, scope: Scope) -> None:
+    def _authorize(self, scope: Scope, method: str) -> None:
         try:
             roles = self.tokens.roles()
         except Exception as e:  # noqa: BLE001 - cannot tell who may pass: nobody does
@@ -88,7 +91,6 @@ class TokenAuth:
         role = self.tokens.role_of(token)
         if role is None:
             raise _Refused(401, "the access token is not valid")
-        method = scope["method"]
         if not role.allows(method):
             raise _Refused(403, f"a {role.value} token may not {method}")
 

@@ -297,7 +297,7 @@ class _Checker:
                 size = self.store.blobs.stored_size(blob.key)
             except MissingBlob:
                 if self._still_referenced(blob.key):
-                    self._lose(blob, "missing", f"blob {blob.key} is missing from the blob backend")
+                    self._lose(blob, "missing", "its bytes are missing from the blob backend")
                 return 0
             if size != blob.stored_size:
                 self._lose(blob, "corrupt", f"blob file has {size} bytes, {blob.stored_size} recorded")

@@ -11,11 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import filetracker.client
 import httpx
 import pytest
 from click.testing import CliRunner
 
+from castore.auth import TokenAuth
 from castore.cli import cli
 from castore.client import Client
 from castore.errors import FiletrackerError
@@ -275,3 +277,33 @@ def test_cli_token_commands(tmp_path: Path) -> None:
     assert "needs a local store" in runner.invoke(
         cli, ["--url", "http://u:s3cret@127.0.0.1:9", "token", "list"]).output
     assert "s3cret" not in runner.invoke(cli, ["--url", "http://u:s3cret@127.0.0.1:9", "token", "list"]).output
+
+
+def test_middleware_covers_websockets_and_passes_lifespan(store: Store) -> None:
+    _, token = create_token(store.metadata, "read")
+    reached: list[str] = []
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        reached.append(scope["type"])
+
+    auth = TokenAuth(inner, TokenCache(store.metadata.token_roles, seconds=0))
+
+    async def call(scope: dict[str, Any]) -> list[dict[str, Any]]:
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "websocket.connect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await auth(scope, receive, send)
+        return sent
+
+    closed = anyio.run(call, {"type": "websocket", "path": "/ui/live", "headers": []})
+    assert closed == [{"type": "websocket.close", "code": 1008, "reason": "an access token is required"}]
+    assert reached == []
+    headers = [(b"authorization", f"Bearer {token}".encode())]
+    assert anyio.run(call, {"type": "websocket", "path": "/ui/live", "headers": headers}) == []
+    assert anyio.run(call, {"type": "lifespan"}) == []
+    assert reached == ["websocket", "lifespan"]
