@@ -32,6 +32,7 @@ counted (and removed by repair) but do not change the status.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ DEFAULT_GRACE = 3600.0
 MAX_LISTED = 10_000
 """At most this many problems and lost names are kept in a report (all are counted)."""
 READ_CHUNK = 1 << 20
+_DAMAGED = re.compile(r"blob (\S+?):")
 
 
 @dataclass(frozen=True)
@@ -236,11 +238,12 @@ class _Checker:
         blobs_started = time.monotonic()
         self._blobs()
         self.report.blob_seconds = time.monotonic() - blobs_started
+        if self.repair:
+            self._digests()
         self._list_lost()
         self._orphans()
         if self.repair:
             self.report.staging_files_removed = self.store.blobs.sweep_staging(time.time() - self.grace)
-            self._digests()
         self.report.seconds = time.monotonic() - started
         return self.report
 
@@ -289,8 +292,8 @@ class _Checker:
     def _blob(self, blob: BlobState) -> int:
         """Check one referenced blob; return the logical bytes verified."""
         if blob.inline_length is not None:
-            if blob.inline_length != blob.stored_size:
-                self._lose(blob, "corrupt", f"inline bytes are {blob.inline_length} long, {blob.stored_size} recorded")
+            if blob.inline_length != blob.row.stored_size:
+                self._lose(blob, "corrupt", f"inline bytes are {blob.inline_length} long, {blob.row.stored_size} recorded")
                 return 0
         else:
             try:
@@ -299,10 +302,10 @@ class _Checker:
                 if self._still_referenced(blob.key):
                     self._lose(blob, "missing", "its bytes are missing from the blob backend")
                 return 0
-            if size != blob.stored_size:
-                self._lose(blob, "corrupt", f"blob file has {size} bytes, {blob.stored_size} recorded")
+            if size != blob.row.stored_size:
+                self._lose(blob, "corrupt", f"blob file has {size} bytes, {blob.row.stored_size} recorded")
                 return 0
-        self.report.stored_bytes_checked += blob.stored_size
+        self.report.stored_bytes_checked += blob.row.stored_size
         if not self.verify:
             return 0
         try:
@@ -313,8 +316,8 @@ class _Checker:
             if not isinstance(e, MissingBlob) or self._still_referenced(blob.key):
                 self._lose(blob, "corrupt", f"{type(e).__name__}: {e}")
             return 0
-        self.report.verified_bytes += blob.size
-        return blob.size
+        self.report.verified_bytes += blob.row.size
+        return blob.row.size
 
     def _still_referenced(self, key: BlobKey) -> bool:
         """False when a concurrent delete and gc removed the blob since it was listed."""
@@ -360,9 +363,20 @@ class _Checker:
     # -- 5. chunk digests --------------------------------------------------------------
 
     def _digests(self) -> None:
-        # HOOK(9a): verified reads add per-chunk digests to blobs; the Store method that
-        # backfills the digests of blobs written before them is called here when present.
+        # HOOK(9a): verified reads keep per-chunk digests with each blob; blobs written
+        # before them get theirs from Store.add_missing_digests(), which verifies each
+        # such blob and reports ``added`` and ``damaged`` ("blob <key>: <why>").
         add_missing = getattr(self.store, "add_missing_digests", None)
-        if add_missing is not None:
-            added = add_missing()
-            self.report.digests_added = added if isinstance(added, int) else None
+        if add_missing is None:
+            return
+        result = add_missing()
+        added = getattr(result, "added", result)
+        self.report.digests_added = added if isinstance(added, int) else None
+        for damage in getattr(result, "damaged", ()):
+            match = _DAMAGED.match(str(damage))
+            key = BlobKey(match.group(1)) if match else None
+            if key is not None and key in self.lost_keys:
+                continue  # found by the blob pass already
+            if key is not None:
+                self.lost_keys.add(key)
+            self.report.add(Problem("corrupt", key or "?", str(damage)))

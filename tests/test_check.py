@@ -271,11 +271,19 @@ def test_gc_deletes_no_file_when_the_metadata_fails(filled: Store, monkeypatch: 
 
 
 def test_repair_calls_the_chunk_digest_hook(filled: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[int] = []
+    """--repair calls Store.add_missing_digests (verified reads, #9); blobs it finds damaged are lost."""
+    class DigestReport:
+        added = 4
+        damaged = (f"blob {'d' * 32}: does not match its key",)
+
     if not hasattr(Store, "add_missing_digests"):
-        monkeypatch.setattr(Store, "add_missing_digests", lambda self: calls.append(1) or 4, raising=False)
-    report = check(filled, repair=True)
-    assert report.digests_added is not None and report.exit_code == 0
+        monkeypatch.setattr(Store, "add_missing_digests", lambda self: DigestReport(), raising=False)
+        report = check(filled, repair=True)
+        assert report.digests_added == 4 and report.exit_code == 2
+        assert [(p.kind, p.subject) for p in report.problems] == [("corrupt", "d" * 32)]
+    else:
+        report = check(filled, repair=True)
+        assert report.digests_added is not None and report.exit_code == 0
     assert check(filled).digests_added is None
 
 

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, and_, bindparam, case, delete, func, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, case, delete, func, null, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..codec import Codec
@@ -89,19 +89,15 @@ class Acquired:
 class BlobState:
     """A blob row as the maintenance scans see it."""
 
-    key: BlobKey
-    size: int
-    stored_size: int
-    codec: Codec
+    row: BlobRow
+    """The row as reads see it; its ``data`` is None unless asked for (``with_data``)."""
     refcount: int
     inline_length: int | None
     """Length of the inline bytes; None when the blob backend holds them."""
-    data: bytes | None
-    """The inline bytes, when asked for (``with_data``)."""
 
     @property
-    def row(self) -> BlobRow:
-        return BlobRow(self.key, self.size, self.stored_size, self.codec, self.data)
+    def key(self) -> BlobKey:
+        return self.row.key
 
 
 @dataclass(frozen=True)
@@ -627,20 +623,19 @@ class MetadataRepo:
         """
         if limit is None:
             limit = min(self.SCAN_PAGE, self.SCAN_DATA_PAGE) if with_data else self.SCAN_PAGE
-        columns = [blobs.c.key, blobs.c.size, blobs.c.stored_size, blobs.c.codec, blobs.c.refcount, _INLINE_LENGTH]
-        if with_data:
-            columns.append(blobs.c.data)
-        query = select(*columns).where(blobs.c.refcount > 0).order_by(blobs.c.key).limit(limit)
+        row_columns = [c if with_data or c is not blobs.c.data else null().label("data") for c in _BLOB_COLUMNS]
+        query = (
+            select(*row_columns, blobs.c.refcount, _INLINE_LENGTH)
+            .where(blobs.c.refcount > 0)
+            .order_by(blobs.c.key)
+            .limit(limit)
+        )
         if after is not None:
             query = query.where(blobs.c.key > after)
         with self._reader.connect() as c:
             rows = c.execute(query).all()
         return [
-            BlobState(
-                BlobKey(row.key), row.size, row.stored_size, Codec(row.codec), row.refcount,
-                None if row.inline_length < 0 else int(row.inline_length),
-                row.data if with_data else None,
-            )
+            BlobState(_blob_row(row), int(row.refcount), None if row.inline_length < 0 else int(row.inline_length))
             for row in rows
         ]
 
