@@ -283,31 +283,31 @@ class _Checker:
         after: BlobKey | None = None
         while page := self.metadata.blob_page(after, with_data=self.verify):
             for blob in page:
-                verified = self._blob(blob)
+                self._blob(blob)
                 self.report.blobs += 1
                 if self.progress is not None:
-                    self.progress.advance(1, verified)
+                    self.progress.advance(1, blob.row.size if self.verify else 0)
             after = page[-1].key
 
-    def _blob(self, blob: BlobState) -> int:
-        """Check one referenced blob; return the logical bytes verified."""
+    def _blob(self, blob: BlobState) -> None:
+        """Check one referenced blob: its bytes are there, of the right size (and content)."""
         if blob.inline_length is not None:
             if blob.inline_length != blob.row.stored_size:
                 self._lose(blob, "corrupt", f"inline bytes are {blob.inline_length} long, {blob.row.stored_size} recorded")
-                return 0
+                return
         else:
             try:
                 size = self.store.blobs.stored_size(blob.key)
             except MissingBlob:
                 if self._still_referenced(blob.key):
                     self._lose(blob, "missing", "its bytes are missing from the blob backend")
-                return 0
+                return
             if size != blob.row.stored_size:
                 self._lose(blob, "corrupt", f"blob file has {size} bytes, {blob.row.stored_size} recorded")
-                return 0
+                return
         self.report.stored_bytes_checked += blob.row.stored_size
         if not self.verify:
-            return 0
+            return
         try:
             with self.store.open_blob(blob.row, "the store") as reader:
                 while reader.read(READ_CHUNK):
@@ -315,9 +315,8 @@ class _Checker:
         except Exception as e:  # noqa: BLE001 - any failure to read a blob back is a finding
             if not isinstance(e, MissingBlob) or self._still_referenced(blob.key):
                 self._lose(blob, "corrupt", f"{type(e).__name__}: {e}")
-            return 0
+            return
         self.report.verified_bytes += blob.row.size
-        return blob.row.size
 
     def _still_referenced(self, key: BlobKey) -> bool:
         """False when a concurrent delete and gc removed the blob since it was listed."""
