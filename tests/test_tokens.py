@@ -109,6 +109,8 @@ def test_roles(server: tuple[str, Path, dict[str, str]]) -> None:
         assert http.get("/files/r", headers=_bearer(admin)).content == b"by a writer"
         assert http.delete("/files/r" + V1, headers=_bearer(write)).status_code == 200
         assert http.put("/files/r" + V1, content=b"by the admin", headers=_bearer(admin)).status_code == 200
+        assert http.get("/ui/").status_code == 401  # the web page is behind the tokens too
+        assert http.get("/ui/", headers=_basic("browser", read)).status_code == 200
         assert http.request("PATCH", "/files/r", headers=_bearer(write)).status_code == 403
         assert http.request("PATCH", "/files/r", headers=_bearer(admin)).status_code == 405
 
