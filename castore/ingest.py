@@ -206,15 +206,16 @@ class Ingest:
                 return self._small(bytes(head), expected_size)
             return self._large(opened, head, expected_size, None if force_bytes else live_size)
 
-    def prepare_zstd(self, frame: BinaryIO, *, size: int) -> Prepared:
+    def prepare_zstd(self, frame: BinaryIO, *, size: int, max_window: int | None = None) -> Prepared:
         """Prepare a content given as zstd frame(s) decoding to exactly ``size`` bytes.
 
         The frame is kept as the stored bytes (for a small content only when it saves
         enough, as :func:`~castore.codec.compress_if_worth` decides). Decoding is
-        bounded: it stops with SourceError as soon as it passes ``size``.
+        bounded: it stops with SourceError as soon as it passes ``size``, and a frame
+        asking for a window above ``max_window`` is refused before it is decoded.
         """
         recorder = _Recorder(frame, limit=size + size // 128 + 65536)  # above zstd's worst case
-        content = decoded(cast(BinaryIO, recorder), "zstd")
+        content = decoded(cast(BinaryIO, recorder), "zstd", max_window=max_window)
         hasher = Hasher(self.seed)
         if size <= self.inline_max:
             data = self._decode_all(content, size)
