@@ -104,14 +104,26 @@ class TestFileBackend(BackendContract):
         assert key_to_relpath(KEY_B) == f"01/23/{KEY_B}"
 
     def test_staging_files_are_swept_by_age(self, backend: FileBlobBackend) -> None:  # type: ignore[override]
-        staged = backend.stage()
-        staged.write(b"abandoned")
-        leftovers = list((backend.directory / ".staging").iterdir())
-        assert len(leftovers) == 1
+        abandoned = backend.directory / ".staging" / "tmp-crashed"  # left by a writer that died
+        abandoned.write_bytes(b"abandoned")
         assert backend.sweep_staging(time.time() - 3600) == 0
         old = time.time() - 7200
-        os.utime(leftovers[0], (old, old))
+        os.utime(abandoned, (old, old))
         assert backend.sweep_staging(time.time() - 3600) == 1
+        assert list((backend.directory / ".staging").iterdir()) == []
+
+    def test_a_live_staging_file_is_never_swept(self, backend: FileBlobBackend) -> None:  # type: ignore[override]
+        staged = backend.stage()
+        staged.write(b"still uploading")
+        [live] = list((backend.directory / ".staging").iterdir())
+        old = time.time() - 7200
+        os.utime(live, (old, old))
+        assert backend.sweep_staging(time.time() + 60) == 0  # grace 0 and older: still kept
+        staged.finish()
+        assert backend.sweep_staging(time.time() + 60) == 0  # finished, not yet published
+        backend.publish(staged, KEY_B)
+        with backend.open(KEY_B) as f:
+            assert f.read() == b"still uploading"
         assert list((backend.directory / ".staging").iterdir()) == []
 
 

@@ -8,17 +8,23 @@ Layout below the backend's folder::
 A blob file appears only by ``rename`` of a complete, fsynced staging file, followed
 by an fsync of its folder, so a crash at any point leaves either no file or the whole
 file under its key (``docs/design.md``, "Write order").
+
+A writer holds an exclusive ``flock`` on its staging file from creation until it is
+published or thrown away; the sweep removes only files it can lock, so it never takes
+a file from under a live upload, however short the grace. A crashed writer's lock goes
+with its process, and its file is swept.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import MissingBlob
+from ..errors import MissingBlob, ReadOnlyStore
 from ..keys import BlobKey, is_valid_key
 from .base import BlobBackend, StagedBlob
 
@@ -41,11 +47,27 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _locked_new_file(directory: Path) -> tuple[int, Path]:
+    """A new staging file, opened and exclusively locked, still linked under its name.
+
+    A sweep may lock and unlink a file between its creation and our lock: then the
+    name no longer leads to our file, and we make another.
+    """
+    while True:
+        fd, name = tempfile.mkstemp(prefix="tmp-", dir=directory)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.stat(name).st_ino == os.fstat(fd).st_ino:
+                return fd, Path(name)
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
 class _FileStaged(StagedBlob):
     def __init__(self, directory: Path) -> None:
-        fd, name = tempfile.mkstemp(prefix="tmp-", dir=directory)
-        self.path: Path | None = Path(name)
-        self._file = os.fdopen(fd, "wb", buffering=0)
+        fd, self.path = _locked_new_file(directory)
+        self._file = os.fdopen(fd, "wb", buffering=0)  # open (and locked) until published or aborted
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data)
@@ -58,32 +80,40 @@ class _FileStaged(StagedBlob):
         size = self._file.tell()
         os.fchmod(self._file.fileno(), 0o444)
         os.fsync(self._file.fileno())
-        self._file.close()
         return size
 
+    def published(self) -> None:
+        """The file now lives under its key: drop the name and the lock."""
+        self.path = None
+        self._file.close()
+
     def abort(self) -> None:
-        if not self._file.closed:
-            self._file.close()
         if self.path is not None:
             try:
                 self.path.unlink()
             except FileNotFoundError:
                 pass
             self.path = None
+        if not self._file.closed:
+            self._file.close()
 
 
 class FileBlobBackend(BlobBackend):
     """Blobs as files below ``directory`` (created if needed)."""
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(self, directory: str | os.PathLike[str], *, read_only: bool = False) -> None:
         self.directory = Path(directory)
+        self.read_only = read_only
         self._staging = self.directory / STAGING
-        self._staging.mkdir(parents=True, exist_ok=True)
+        if not read_only:
+            self._staging.mkdir(parents=True, exist_ok=True)
 
     def path_of(self, key: BlobKey) -> Path:
         return self.directory / key_to_relpath(key)
 
     def stage(self) -> StagedBlob:
+        if self.read_only:
+            raise ReadOnlyStore(f"the blob folder {self.directory} is open read-only")
         return _FileStaged(self._staging)
 
     def publish(self, staged: StagedBlob, key: BlobKey) -> None:
@@ -91,7 +121,7 @@ class FileBlobBackend(BlobBackend):
         final = self.path_of(key)
         self._make_parents(final.parent)
         os.replace(staged.path, final)
-        staged.path = None
+        staged.published()
         fsync_dir(final.parent)
 
     def _make_parents(self, folder: Path) -> None:
@@ -141,12 +171,28 @@ class FileBlobBackend(BlobBackend):
                         yield BlobKey(name)
 
     def sweep_staging(self, older_than: float) -> int:
+        """Remove staging files older than ``older_than`` that no live writer holds (locks)."""
+        if self.read_only or not self._staging.is_dir():
+            return 0
         removed = 0
         for entry in os.scandir(self._staging):
             try:
-                if entry.stat().st_mtime < older_than:
+                if entry.stat().st_mtime >= older_than:
+                    continue
+                fd = os.open(entry.path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)  # a live writer holds it
+                continue
+            try:
+                if os.stat(entry.path).st_ino == os.fstat(fd).st_ino:
                     os.unlink(entry.path)
                     removed += 1
             except FileNotFoundError:
-                continue
+                pass
+            finally:
+                os.close(fd)
         return removed
