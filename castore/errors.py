@@ -14,6 +14,10 @@ The tree::
     │   ├── MissingBlob                   metadata names a blob the backend does not have
     │   └── HashCollision                 same key, different size: refused, nothing stored
     ├── SourceError                       the content source was short, unreadable or wrong size
+    │   ├── UploadTooLarge                a body (or what it decodes to) is over a limit
+    │   └── UploadTimeout                 a client stopped sending its body
+    ├── StoreFull                         no space left for the store (ENOSPC, SQLITE_FULL)
+    ├── ReadOnlyStore                     a write to a store opened read-only (or on a read-only disk)
     └── FiletrackerError                  a client call failed; ``status`` is the HTTP status, if any
         └── FileNotAvailable (NotFound)   the server (or cache) has no such file or version
 
@@ -35,7 +39,11 @@ __all__ = [
     "MissingBlob",
     "NotFound",
     "SourceError",
+    "ReadOnlyStore",
+    "StoreFull",
     "StoreNotFound",
+    "UploadTimeout",
+    "UploadTooLarge",
     "VersionNotFound",
 ]
 
@@ -99,6 +107,22 @@ class HashCollision(IntegrityError):
 
 class SourceError(CastoreError):
     """The content given to a put could not be read as promised."""
+
+
+class UploadTooLarge(SourceError):
+    """A request body, or the content it decodes to, is larger than the server accepts."""
+
+
+class UploadTimeout(SourceError):
+    """A client stopped sending a request body for longer than the server waits."""
+
+
+class StoreFull(CastoreError):
+    """The disk (or the database) holding the store has no space left; nothing was changed."""
+
+
+class ReadOnlyStore(CastoreError):
+    """A write to a store opened read-only (``--read-only``, or a read-only filesystem)."""
 
 
 class FiletrackerError(CastoreError):

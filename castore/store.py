@@ -21,6 +21,7 @@ import builtins
 import fcntl
 import io
 import os
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -32,13 +33,23 @@ from typing import Any, BinaryIO, Self
 from .blobs.base import BlobBackend
 from .blobs.fs import FileBlobBackend
 from .codec import DEFAULT_LEVEL, Codec
-from .errors import HashCollision, InvalidVersion, MissingBlob, NotFound, StoreNotFound, VersionNotFound
+from .errors import (
+    HashCollision,
+    InvalidVersion,
+    MissingBlob,
+    NotFound,
+    ReadOnlyStore,
+    StoreNotFound,
+    VersionNotFound,
+)
+from .faults import as_store_fault, is_disk_full
 from .ingest import Ingest, Prepared, Source
 from .keys import BlobKey, new_seed
 from .metadata.repo import BlobRow, Entry, MetadataRepo, Usage
 from .metadata.report import DedupReport
 from .names import check_prefix, check_version, child_range, parse_name, versioned_name
 from .reading import BlobReader
+from .reserve import SpaceReserve
 
 __all__ = ["DEFAULT_INLINE_MAX", "DEFAULT_RETENTION", "METADATA_FILE", "SETTINGS", "FileInfo", "GcReport", "Store"]
 
@@ -89,6 +100,25 @@ class _NeedBytes(Exception):
 
 
 @contextmanager
+def _faults_named() -> Iterator[None]:
+    """Re-raise a full or read-only disk as StoreFull or ReadOnlyStore (one line, the cause named)."""
+    try:
+        yield
+    except Exception as e:
+        fault = as_store_fault(e)
+        if fault is None or fault is e:
+            raise
+        raise fault from e
+
+
+def _read_only_filesystem(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+@contextmanager
 def _root_lock(root: Path) -> Iterator[None]:
     """Serialise store creation and migrations between processes."""
     with open(root / LOCK_FILE, "a+b") as handle:
@@ -120,6 +150,11 @@ class _ClassOrInstanceMethod:
 class Store:
     """A content-addressed, deduplicating file store with Filetracker names and versions."""
 
+    read_only = False
+    """True when opened read-only: reads work, every write raises ReadOnlyStore."""
+    reserve: SpaceReserve | None = None
+    """Space kept aside so that deletes work on a full disk (``castore/reserve.py``)."""
+
     def __init__(
         self,
         metadata: MetadataRepo,
@@ -148,6 +183,7 @@ class Store:
         create: bool = False,
         *,
         clock: Callable[[], float] = time.time,
+        read_only: bool | None = None,
         **settings: int,
     ) -> Store:
         """Open the store at folder ``root``: SQLite metadata and a blob folder inside it.
@@ -157,6 +193,10 @@ class Store:
         store keeps its own, and a setting that differs from it raises ValueError rather
         than being ignored. An unknown setting (a typo such as ``retension``) raises
         TypeError. Opening an older store upgrades its schema.
+
+        ``read_only``: True opens the store for reading only (nothing is written, not
+        even a lock file); None (the default) does so when ``root`` is on a read-only
+        filesystem.
         """
         _check_settings(settings)
         if settings and not create:
@@ -167,17 +207,39 @@ class Store:
             if not create:
                 raise StoreNotFound(f"no castore store at {root} (run: castore --root {root} init)")
             root.mkdir(parents=True, exist_ok=True)
-        with _root_lock(root):
-            metadata = MetadataRepo(f"sqlite:///{database}")
-            if create:
-                cls.init_metadata(metadata, **settings)
+        if read_only is None:
+            read_only = database.exists() and _read_only_filesystem(root)
+        if read_only:
+            store = cls(MetadataRepo(f"sqlite:///{database}", read_only=True),
+                        FileBlobBackend(root / BLOBS_DIR, read_only=True), clock=clock)
+            store.read_only = True
+            return store
+        reserve = SpaceReserve(root)
+        with _faults_named():
+            try:
+                metadata = cls._open_metadata(root, database, create, settings)
+            except Exception:
+                # At 100 % disk SQLite cannot make its shared-memory file: free the reserve, once.
+                if shutil.disk_usage(root).free >= reserve.size or not reserve.release():
+                    raise
+                metadata = cls._open_metadata(root, database, create, settings)
         store = cls(metadata, FileBlobBackend(root / BLOBS_DIR), clock=clock)
         differing = {k: v for k, v in settings.items() if store.settings()[k] != v}
         if differing:
             store.close()
             kept = ", ".join(f"{k}={store.settings()[k]}" for k in sorted(differing))
             raise ValueError(f"the store at {root} already exists with {kept}; settings are chosen at creation")
+        store.reserve = reserve
+        reserve.ensure()
         return store
+
+    @classmethod
+    def _open_metadata(cls, root: Path, database: Path, create: bool, settings: dict[str, int]) -> MetadataRepo:
+        with _root_lock(root):
+            metadata = MetadataRepo(f"sqlite:///{database}")
+            if create:
+                cls.init_metadata(metadata, **settings)
+        return metadata
 
     @staticmethod
     def init_metadata(
@@ -230,8 +292,13 @@ class Store:
         and the source is not read.
         """
         path, version = self._name_and_version(name, version)
+        self._check_writable()
         if version is None:
             version = int(self.clock())
+        with _faults_named():
+            return self._put(path, version, source, expected_size)
+
+    def _put(self, path: str, version: int, source: Source, expected_size: int | None) -> str:
         if not isinstance(source, (bytes, bytearray, memoryview)):
             newer = self._newer_than(path, version)
             if newer is not None:
@@ -248,24 +315,29 @@ class Store:
         finally:
             prepared.discard()
 
-    def put_zstd(self, name: str, frame: BinaryIO, version: int | None = None, *, size: int) -> str:
+    def put_zstd(
+        self, name: str, frame: BinaryIO, version: int | None = None, *, size: int, max_window: int | None = None
+    ) -> str:
         """Store a content given as a zstd frame decoding to ``size`` bytes; like :meth:`put`.
 
         The frame is decoded to be hashed and checked (SourceError, storing nothing, if
-        it does not decode to exactly ``size`` bytes) and kept as the stored bytes, so a
-        content a client compressed is not compressed again.
+        it does not decode to exactly ``size`` bytes, or asks for a window above
+        ``max_window``) and kept as the stored bytes, so a content a client compressed
+        is not compressed again.
         """
         path, version = self._name_and_version(name, version)
+        self._check_writable()
         if version is None:
             version = int(self.clock())
-        newer = self._newer_than(path, version)
-        if newer is not None:
-            return newer
-        prepared = self._ingest.prepare_zstd(frame, size=size)
-        try:
-            return self._record_put(path, version, prepared)
-        finally:
-            prepared.discard()
+        with _faults_named():
+            newer = self._newer_than(path, version)
+            if newer is not None:
+                return newer
+            prepared = self._ingest.prepare_zstd(frame, size=size, max_window=max_window)
+            try:
+                return self._record_put(path, version, prepared)
+            finally:
+                prepared.discard()
 
     def put_existing(self, name: str, key: BlobKey, version: int | None = None) -> str | None:
         """Point ``name`` at the content already stored under ``key``, without reading it.
@@ -275,6 +347,7 @@ class Store:
         blob has that key (then the caller must :meth:`put` the bytes).
         """
         path, version = self._name_and_version(name, version)
+        self._check_writable()
         if version is None:
             version = int(self.clock())
         size = self.metadata.live_blob_size(key)
@@ -345,6 +418,10 @@ class Store:
         path is not stored.
         """
         path, version = self._name_and_version(name, version)
+        self._check_writable()
+        return self._with_reserve(lambda: self._delete(path, version))
+
+    def _delete(self, path: str, version: int | None) -> bool:
         with self.metadata.write() as txn:
             current = txn.current(path)
             if current is None:
@@ -353,6 +430,23 @@ class Store:
                 return False
             self._release(txn, txn.drop_path(path))
         return True
+
+    def _with_reserve(self, operation: Callable[[], Any]) -> Any:
+        """Run a space-freeing ``operation``; on a full disk, free the reserve and run it again."""
+        with _faults_named():
+            try:
+                return operation()
+            except Exception as e:
+                if self.reserve is None or not is_disk_full(e) or not self.reserve.release():
+                    raise
+            try:
+                return operation()
+            finally:
+                self.reserve.ensure()  # back as soon as there is room (after gc, usually)
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise ReadOnlyStore("the store is open read-only: it can be listed and read, not changed")
 
     # -- reading ------------------------------------------------------------------
 
@@ -467,7 +561,13 @@ class Store:
 
         Safe while other processes put and delete: a blob is forgotten only in a
         transaction that sees it unreferenced (``docs/design.md``, "Garbage collection").
+        A staging file a live writer holds is never removed, whatever the grace.
         """
+        self._check_writable()
+        report: GcReport = self._with_reserve(lambda: self._collect(staging_grace, batch))
+        return report
+
+    def _collect(self, staging_grace: float, batch: int) -> GcReport:
         removed = freed = 0
         while True:
             with self.metadata.write() as txn:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, inspect, text
 
+from ..errors import ReadOnlyStore
+
 __all__ = ["SCHEMA_REVISION", "alembic_config", "alembic_dir", "current_revision", "ensure_schema"]
 
 SCHEMA_REVISION = "0003"
@@ -47,13 +49,21 @@ def current_revision(connection: Connection) -> str | None:
     return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
-def ensure_schema(engine: Engine) -> None:
-    """Upgrade the database to :data:`SCHEMA_REVISION` if it is not there yet."""
+def ensure_schema(engine: Engine, *, read_only: bool = False) -> None:
+    """Upgrade the database to :data:`SCHEMA_REVISION` if it is not there yet.
+
+    ``read_only``: never write; a database at another revision raises ReadOnlyStore.
+    """
     with engine.connect() as connection:
         revision = current_revision(connection)
         connection.rollback()
     if revision == SCHEMA_REVISION:
         return
+    if read_only:
+        raise ReadOnlyStore(
+            f"the store is read-only and its metadata is at schema revision {revision}, this castore needs {SCHEMA_REVISION}: "
+            "open the store once read-write to upgrade it"
+        )
     from alembic import command
 
     with engine.begin() as connection:

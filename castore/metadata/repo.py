@@ -391,10 +391,11 @@ class MetadataRepo:
     SCAN_DATA_PAGE = 64
     """Rows per page when inline bytes come along (64 × 128 KiB = 8 MiB at most)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, read_only: bool = False) -> None:
         self.url = url
-        self._reader, self._writer = make_engines(url)
-        ensure_schema(self._writer)
+        self.read_only = read_only
+        self._reader, self._writer = make_engines(url, read_only=read_only)
+        ensure_schema(self._writer, read_only=read_only)
         self._acquire = _acquire_statement(self._writer.dialect.name)
 
     def close(self) -> None:
