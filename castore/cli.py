@@ -752,35 +752,60 @@ def _can_listen(host: str, port: int) -> str | None:
 @click.option("--init", "create", is_flag=True, help="Create the store at --root if there is none.")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.option("--header-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Seconds a client may take to send a request line and headers (then 408).")
+@click.option("--body-timeout", default=60.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Seconds an upload may go without sending a byte of its body (then 408).")
+@click.option("--max-upload-size", default=None, metavar="SIZE",
+              help="Refuse bodies or contents larger than this with 413, e.g. 512M (default: no limit).")
+@click.option("--max-zstd-window", default="8M", show_default=True, metavar="SIZE",
+              help="Largest window a zstd upload may ask for (memory per decoder); larger: 400.")
+@click.option("--read-only", is_flag=True,
+              help="Serve reads only: PUT and DELETE answer 403; nothing is written to the store's folder.")
 @pass_context
 def serve(c: Context, host: str, port: int, workers: int, prefix: str, fallback_url: str | None,
-          migrate_from: str | None, gzip: bool, create: bool, log_level: str) -> None:
+          migrate_from: str | None, gzip: bool, create: bool, log_level: str, header_timeout: float,
+          body_timeout: float, max_upload_size: str | None, max_zstd_window: str, read_only: bool) -> None:
     """Serve the store at --root over HTTP, Filetracker v2 protocol, until SIGTERM or Ctrl-C.
 
     A missing store is an error (exit 5) unless --init is given, so that a mistyped
     --root does not serve a new, empty store. Prints one line on start: URL, store,
-    workers, version.
+    workers, version. Idle and slow clients hold no worker thread (bodies are received
+    on the event loop); a store on a read-only filesystem is served read-only.
 
     Example: castore --root ./castore-data serve --init --port 9999   # FILETRACKER_URL=http://127.0.0.1:9999
     """
     from importlib.metadata import version
 
     from .store import Store
+    from .upload import UploadLimits
 
     c.local_only("serve")
     if migrate_from is not None and not re.match(r"http://[^/\s]+", migrate_from):
         fail(f"--migrate-from: {migrate_from!r} is not http://host[:port][/prefix]", EXIT_USAGE)
-    Store.open(c.root, create=create).close()  # create (with --init) or migrate once, before workers start
+    if migrate_from is not None and read_only:
+        fail("--migrate-from moves files in: it cannot go with --read-only", EXIT_USAGE)
+    sizes = {}
+    for option, text in (("--max-upload-size", max_upload_size), ("--max-zstd-window", max_zstd_window)):
+        try:
+            sizes[option] = parse_size(text) if text else None
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint=option) from None
+    limits = UploadLimits(body_timeout=body_timeout, max_upload_size=sizes["--max-upload-size"],
+                          max_zstd_window=sizes["--max-zstd-window"] or UploadLimits.max_zstd_window)
+    # create (with --init) or migrate once, before workers start; or check it can be read
+    Store.open(c.root, create=create and not read_only, read_only=True if read_only else None).close()
     problem = _can_listen(host, port)
     if problem is not None:
         fail(f"cannot listen on {host}:{port}: {problem}", EXIT_NETWORK)
     shown_host = f"[{host}]" if ":" in host else host
     c.warn(f"castore {version('castore')} serving {c.root.resolve()} at http://{shown_host}:{port}"
-           f"{prefix.rstrip('/')} ({workers} worker{'s' if workers > 1 else ''})")
+           f"{prefix.rstrip('/')} ({workers} worker{'s' if workers > 1 else ''}{', read-only' if read_only else ''})")
     from .server import serve as run_server
 
     run_server(str(c.root), host=host, port=port, workers=workers, prefix=prefix,
-               fallback_url=fallback_url, gzip=gzip, log_level=log_level, migrate_from=migrate_from)
+               fallback_url=fallback_url, gzip=gzip, log_level=log_level, migrate_from=migrate_from,
+               header_timeout=header_timeout, limits=limits, read_only=read_only)
 
 
 @cli.command(name="cache-clean")

@@ -1,10 +1,19 @@
-"""uvicorn's fast (httptools) HTTP/1.1 protocol, with a bound on the size of a request head.
+"""uvicorn's fast (httptools) HTTP/1.1 protocol, with bounds on a request head's size and time.
 
 httptools parses about twice as fast as h11 (``GET /version``: ~8,000 vs ~4,700 round
-trips/s here) but, unlike h11, buffers a request line and headers of any size. This
-subclass counts the bytes received while a request head is being read and answers
-``431`` (closing the connection) past :data:`MAX_REQUEST_HEAD`, so a connection costs
-at most that much memory before the application sees the request.
+trips/s here) but, unlike h11, buffers a request line and headers of any size, and
+uvicorn waits for them forever. This subclass
+
+* counts the bytes received while a request head is being read and answers ``431``
+  (closing the connection) past :data:`MAX_REQUEST_HEAD`, so a connection costs at
+  most that much memory before the application sees the request;
+* answers ``408`` and closes a connection that has not sent a whole request head
+  within the header timeout (``castore serve --header-timeout``, counted from the
+  connection or from the first byte of a later request; an idle keep-alive
+  connection is closed by uvicorn's own keep-alive timeout);
+* adds an ``X-Exception`` header to the ``400`` uvicorn sends for a request it cannot
+  parse (smuggling attempts such as ``Content-Length`` with ``Transfer-Encoding``, a
+  bad chunk size, an unknown method), as every other castore error has.
 
 It also turns Nagle's algorithm off on every accepted connection: a response goes out as
 two writes (head, then body), and on a kept-alive connection the body otherwise waits for
@@ -15,39 +24,81 @@ by the deduplication benchmark, ``python -m benchmarks run``).
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["MAX_REQUEST_HEAD", "BoundedHttpToolsProtocol"]
+__all__ = ["DEFAULT_HEADER_TIMEOUT", "HEADER_TIMEOUT_VARIABLE", "MAX_REQUEST_HEAD", "BoundedHttpToolsProtocol"]
 
 MAX_REQUEST_HEAD = 64 * 1024
 """Largest request line + headers accepted, in bytes."""
+DEFAULT_HEADER_TIMEOUT = 30.0
+"""Seconds a client may take to send a request line and headers."""
+HEADER_TIMEOUT_VARIABLE = "CASTORE_HEADER_TIMEOUT"
+"""Environment variable carrying the header timeout to worker processes."""
 
-_REFUSAL = (
-    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-    b"content-type: text/plain; charset=utf-8\r\n"
-    b"x-exception: the request line and headers exceed 65536 bytes\r\n"
-    b"content-length: 0\r\n"
-    b"connection: close\r\n\r\n"
-)
+
+def _refusal(status: bytes, message: bytes) -> bytes:
+    return (
+        b"HTTP/1.1 " + status + b"\r\n"
+        b"content-type: text/plain; charset=utf-8\r\n"
+        b"x-exception: " + message + b"\r\n"
+        b"content-length: " + str(len(message) + 1).encode() + b"\r\n"
+        b"connection: close\r\n\r\n" + message + b"\n"
+    )
+
+
+_TOO_LARGE = _refusal(b"431 Request Header Fields Too Large", b"the request line and headers exceed 65536 bytes")
+
+
+def _header_timeout() -> float:
+    try:
+        return float(os.environ.get(HEADER_TIMEOUT_VARIABLE, DEFAULT_HEADER_TIMEOUT))
+    except ValueError:
+        return DEFAULT_HEADER_TIMEOUT
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
-    """``HttpToolsProtocol`` refusing request heads larger than :data:`MAX_REQUEST_HEAD`."""
+    """``HttpToolsProtocol`` with a size and a time limit on request heads."""
 
     _in_head = True  # between requests and while reading a request line and headers
     _head_bytes = 0
     _tail = b""  # the last bytes of the previous chunk, for a CRLFCRLF split across two
+    _head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().connection_made(transport)
+        self._start_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def _start_head_timer(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(_header_timeout(), self._head_timed_out)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._in_head and not self.transport.is_closing():
+            timeout = f"{_header_timeout():g}".encode()
+            self.transport.write(
+                _refusal(b"408 Request Timeout", b"the request line and headers did not come within " + timeout + b" s")
+            )
+            self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         if self._in_head:
+            self._start_head_timer()  # no-op while one runs (from the connection's start)
             seen = self._tail + data
             end = seen.find(b"\r\n\r\n")
             # Bytes up to the end of the head (the rest of the chunk is body); a chunk
@@ -55,13 +106,20 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._head_bytes += len(data) if end < 0 else max(0, end + 4 - len(self._tail))
             self._tail = seen[-3:]
             if self._head_bytes > MAX_REQUEST_HEAD:
-                self.transport.write(_REFUSAL)
+                self.transport.write(_TOO_LARGE)
                 self.transport.close()
                 return
         super().data_received(data)
 
+    def send_400_response(self, msg: str) -> None:
+        self._stop_head_timer()
+        message = msg.rstrip(".").encode("ascii", "replace")
+        self.transport.write(_refusal(b"400 Bad Request", message))
+        self.transport.close()
+
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._stop_head_timer()
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:

@@ -19,11 +19,13 @@ are asked for (:mod:`castore.migration.live`).
 from __future__ import annotations
 
 import os
+import re
 import time
 import zlib
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any, BinaryIO, cast
+from urllib.parse import unquote_to_bytes
 
 import anyio
 import anyio.to_thread
@@ -40,11 +42,16 @@ from .errors import (
     CastoreError,
     FiletrackerError,
     HashCollision,
-    IntegrityError,
     InvalidName,
     NotFound,
+    ReadOnlyStore,
     SourceError,
+    StoreFull,
+    UploadTimeout,
+    UploadTooLarge,
 )
+from .faults import as_store_fault
+from .http_protocol import DEFAULT_HEADER_TIMEOUT, HEADER_TIMEOUT_VARIABLE
 from .metrics import Metrics
 from .migration.live import LiveMigration
 from .names import check_prefix, parse_name
@@ -53,7 +60,7 @@ from .reading import BlobReader
 from .store import Store
 from .tokens import DEFAULT_CACHE_SECONDS, TokenCache
 from .ui import ui_mount
-from .upload import RequestBody, UploadReader
+from .upload import MemoryBudget, ReceivedBody, UploadLimits, UploadReader, receive_body
 
 __all__ = ["CHUNK_SIZE", "app_from_environment", "create_app"]
 
@@ -75,58 +82,72 @@ def _one_line(message: str) -> str:
     return line.encode("latin-1", "replace").decode("latin-1")[:500]
 
 
+_STATUSES: list[tuple[type[Exception], int]] = [
+    (NotFound, 404),
+    (UploadTooLarge, 413),
+    (UploadTimeout, 408),
+    (InvalidName, 400),
+    (SourceError, 400),
+    (HashCollision, 409),
+    (FiletrackerError, 502),  # the old server of a live migration failed
+    (ReadOnlyStore, 403),
+    (StoreFull, 507),
+    (CastoreError, 500),
+]
+_CLOSE_AFTER = {408, 413, 507}
+"""Statuses that may come before the whole body was read: close rather than drain it."""
+
+
 def _error_response(error: Exception) -> Response:
     """The one place where exceptions become HTTP statuses."""
+    if not isinstance(error, (_HTTPError, CastoreError)):
+        error = as_store_fault(error) or error  # ENOSPC, SQLITE_FULL, EROFS: say so
     if isinstance(error, _HTTPError):
         status = error.status
-    elif isinstance(error, NotFound):
-        status = 404
-    elif isinstance(error, (InvalidName, SourceError)):
-        status = 400
-    elif isinstance(error, HashCollision):
-        status = 409
-    elif isinstance(error, FiletrackerError):
-        status = 502  # the old server of a live migration failed
-    elif isinstance(error, (IntegrityError, CastoreError)):
-        status = 500
     else:
-        status, error = 500, Exception(f"internal error: {type(error).__name__}")
+        status = next((code for kind, code in _STATUSES if isinstance(error, kind)), 0)
+        if not status:
+            status, error = 500, Exception(f"internal error: {type(error).__name__}")
     message = _one_line(str(error))
-    return PlainTextResponse(message + "\n", status_code=status, headers={"X-Exception": message})
+    headers = {"X-Exception": message}
+    if status in _CLOSE_AFTER:
+        headers["Connection"] = "close"
+    return PlainTextResponse(message + "\n", status_code=status, headers=headers)
 
 
-async def _receive_whole(request: Request) -> list[bytes]:
-    """The chunks of a small request body, received on the event loop."""
-    try:
-        return [chunk async for chunk in request.stream() if chunk]
-    except ClientDisconnect:
-        raise SourceError("the upload was cut short: the client disconnected") from None
+_DIGITS = re.compile(r"[0-9]{1,19}")
+"""A size in a header: ASCII digits only (``str.isdigit`` also takes '²' and '٣')."""
 
 
 def _int_header(request: Request, name: str) -> int | None:
     value = request.headers.get(name)
     if value is None:
         return None
-    if not value.isdigit():
-        raise _HTTPError(400, f"invalid {name} header {value!r}")
+    if not _DIGITS.fullmatch(value.strip()):
+        raise _HTTPError(400, f"invalid {name} header {value!r}: expected decimal digits")
     return int(value)
 
 
+_RANGE = re.compile(r"bytes=([0-9]{0,19})-([0-9]{0,19})")
+
+
 def _parse_range(header: str, size: int) -> tuple[int, int] | None:
-    """``bytes=a-b`` → ``(start, end_exclusive)``; None when the header is unusable."""
-    if not header.startswith("bytes=") or "," in header:
+    """``bytes=a-b`` → ``(start, end_exclusive)``; None when the header is unusable (send it all).
+
+    A range no byte of the file satisfies (any range of an empty file) raises 416.
+    """
+    match = _RANGE.fullmatch(header.strip())
+    if match is None:
         return None
-    first, _, last = header[6:].strip().partition("-")
-    try:
-        if first == "":
-            length = int(last)
-            if length <= 0:
-                return None
-            return max(size - length, 0), size
-        start = int(first)
-        end = int(last) + 1 if last else size
-    except ValueError:
-        return None
+    first, last = match.groups()
+    if first == "":
+        if last == "" or int(last) == 0:
+            return None
+        if size == 0:
+            raise _HTTPError(416, f"range {header!r} is not satisfiable: the file is empty")
+        return max(size - int(last), 0), size
+    start = int(first)
+    end = int(last) + 1 if last else size
     if start >= size or end <= start:
         raise _HTTPError(416, f"range {header!r} is not satisfiable for {size} bytes")
     return start, min(end, size)
@@ -171,12 +192,18 @@ class FiletrackerApp:
         metrics: Metrics,
         gzip: bool,
         migration: LiveMigration | None = None,
+        limits: UploadLimits | None = None,
+        spool_dir: str | None = None,
     ) -> None:
+        limits = limits or UploadLimits()
         self.store = store
         self.migration = migration
         self.gzip = gzip
         self.fallback_url = fallback_url.rstrip("/") if fallback_url else None
         self.metrics = metrics
+        self.limits = limits
+        self.spool_dir = spool_dir
+        self.budget = MemoryBudget(limits.memory_budget)
 
     async def version(self, request: Request) -> Response:
         # Filetracker clients read only protocol_versions; castore's client looks for
@@ -265,35 +292,78 @@ class FiletrackerApp:
         return StreamingResponse(_iterate(reader), headers=headers, media_type=media)
 
     async def _put(self, request: Request, path: str) -> Response:
+        if self.store.read_only:
+            raise ReadOnlyStore("the store is served read-only: PUT and DELETE are refused")
         version = parse_version_date(request.query_params.get("last_modified"))
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
         if encoding not in CODINGS:
             raise _HTTPError(415, f"unsupported Content-Encoding {encoding!r}")
         content_length = _int_header(request, "content-length")
         logical_size = _int_header(request, "logical-size")
+        limit = self.limits.max_upload_size
+        for declared in (content_length, logical_size):
+            if limit is not None and declared is not None and declared > limit:
+                raise UploadTooLarge(f"the upload is {declared} bytes, over this server's limit of {limit} bytes")
         if logical_size is None and encoding == "identity":
             logical_size = content_length
-        chunks: AsyncIterator[bytes] | list[bytes] = request.stream()
-        if content_length is not None and content_length <= SMALL_BODY:
-            chunks = await _receive_whole(request)  # saves a thread hop per chunk
-        raw = RequestBody(chunks, content_length)
+        if encoding == "zstd" and logical_size is None:
+            raise SourceError("a zstd body needs a Logical-Size header")
         sha256 = request.headers.get("sha256-checksum")
-        if encoding == "zstd" and logical_size is not None and sha256 is None:
-            # castore's client: keep its frame as the stored bytes, decode only to verify
-            size = logical_size
+        received = await receive_body(
+            request.stream(),
+            content_length=content_length,
+            limits=self.limits,
+            budget=self.budget,
+            spool_dir=self.spool_dir,
+        )
+        try:
             name = await anyio.to_thread.run_sync(
-                lambda: self.store.put_zstd(path, cast(BinaryIO, raw), version, size=size)
+                self._store_body, path, version, received, encoding, logical_size, sha256
             )
-        else:
-            body = UploadReader(raw, encoding=encoding, logical_size=logical_size, sha256=sha256)
-            name = await anyio.to_thread.run_sync(
-                lambda: self.store.put(path, cast(BinaryIO, body), version, expected_size=logical_size)
-            )
+        finally:
+            received.close()
         stored = parse_name(name).version
         assert stored is not None
         return Response(status_code=200, headers={"Last-Modified": format_version(stored)}, media_type="text/plain")
 
+    def _store_body(
+        self, path: str, version: int, received: ReceivedBody, encoding: str, logical_size: int | None,
+        sha256: str | None,
+    ) -> str:
+        """Decode, check and store a received body (in a worker thread: no network waits here)."""
+        limits = self.limits
+        if encoding == "zstd" and logical_size is not None and sha256 is None:
+            # castore's client: keep its frame as the stored bytes, decode only to verify
+            return self.store.put_zstd(
+                path, received.open(), version, size=logical_size, max_window=limits.max_zstd_window
+            )
+        if encoding == "identity" and sha256 is None:
+            data = received.in_memory
+            source = data if data is not None else received.open()  # a file: hashed first, dedup'd
+            return self.store.put(path, source, version, expected_size=logical_size)
+        max_size, too_large = limits.max_upload_size, f"the content is over this server's limit of {limits.max_upload_size} bytes"
+        if logical_size is None and encoding != "identity":
+            cap = max(limits.max_expansion * received.size, limits.expansion_floor)
+            if max_size is None or cap < max_size:
+                max_size = cap
+                too_large = (
+                    f"the {encoding} body decodes to more than {cap} bytes ({limits.max_expansion} times its size); "
+                    "send its Logical-Size to store it"
+                )
+        body = UploadReader(
+            received.open(),
+            encoding=encoding,
+            logical_size=logical_size,
+            sha256=sha256,
+            max_size=max_size,
+            too_large=too_large,
+            max_window=limits.max_zstd_window,
+        )
+        return self.store.put(path, cast(BinaryIO, body), version, expected_size=logical_size)
+
     async def _delete(self, request: Request, path: str) -> Response:
+        if self.store.read_only:
+            raise ReadOnlyStore("the store is served read-only: PUT and DELETE are refused")
         version = parse_version_date(request.query_params.get("last_modified"))
         delete = self.store.delete if self.migration is None else self.migration.delete
         await anyio.to_thread.run_sync(delete, path, version)
@@ -327,6 +397,28 @@ class FiletrackerApp:
         usage = await anyio.to_thread.run_sync(self.store.usage)
         text = self.metrics.render(usage) + (self.migration.render_metrics() if self.migration else "")
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+
+class _StrictUrl:
+    """ASGI middleware: a URL path must percent-decode to valid UTF-8.
+
+    uvicorn decodes ``%ff`` and ``%c0%ae`` to U+FFFD, which would make different
+    URLs name the same file; the raw path is checked here and such a request answers 400.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            raw = scope.get("raw_path") or b""
+            try:
+                unquote_to_bytes(raw).decode("utf-8")
+            except UnicodeDecodeError:
+                response = _error_response(_HTTPError(400, "the URL path is not valid UTF-8 once percent-decoded"))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class _Metered:
@@ -377,11 +469,17 @@ def create_app(
     close_store: bool = False,
     migrate_from: str | None = None,
     token_cache_seconds: float = DEFAULT_CACHE_SECONDS,
+    limits: UploadLimits | None = None,
+    spool_dir: str | None = None,
 ) -> ASGIApp:
     """The ASGI app serving ``store``; ``prefix`` (e.g. ``/ft``) mounts it below a path.
 
     Once the store has an access token, every request but ``/health`` needs one
     (:mod:`castore.auth`); a worker rereads the tokens every ``token_cache_seconds``.
+
+    ``limits``: what one upload may cost (timeouts, sizes, zstd window); ``spool_dir``:
+    where bodies too large to keep in memory wait while they arrive (the store's folder,
+    so that a full disk answers 507; None: the system's temporary folder).
 
     ``close_store``: the app owns the store and closes it when the server shuts down
     (SQLite then folds its write-ahead log back into the database file).
@@ -394,7 +492,10 @@ def create_app(
     """
     metrics = Metrics()
     migration = LiveMigration(store, migrate_from) if migrate_from else None
-    handlers = FiletrackerApp(store, fallback_url=fallback_url, metrics=metrics, gzip=gzip, migration=migration)
+    handlers = FiletrackerApp(
+        store, fallback_url=fallback_url, metrics=metrics, gzip=gzip, migration=migration,
+        limits=limits or UploadLimits(), spool_dir=spool_dir,
+    )
     routes: list[BaseRoute] = [
         Route("/version", handlers.version, methods=["GET"]),
         Route("/version/", handlers.version, methods=["GET"]),
@@ -438,25 +539,36 @@ def create_app(
     app.state.store = store
     base = "/" + prefix.strip("/") if prefix.strip("/") else ""
     tokens = TokenCache(store.metadata.token_roles, seconds=token_cache_seconds)
-    return _Metered(TokenAuth(app, tokens, open_paths=frozenset({f"{base}/health"})), metrics)
+    return _Metered(TokenAuth(_StrictUrl(app), tokens, open_paths=frozenset({f"{base}/health"})), metrics)
 
 
 def app_from_environment() -> ASGIApp:
-    """App factory for uvicorn workers: ``CASTORE_ROOT``, ``CASTORE_FALLBACK_URL``, ``CASTORE_URL_PREFIX``,
-    ``CASTORE_MIGRATE_FROM``.
+    """App factory for the workers, configured by ``CASTORE_*`` variables (set by :func:`serve`).
 
+    The store must exist (made by ``castore init`` or ``serve --init``).
     ``CASTORE_TOKEN_CACHE_SECONDS`` (default 5) sets how soon a new or revoked access
     token takes effect on every worker.
     """
-    store = Store.open(os.environ.get("CASTORE_ROOT", "castore-data"))  # made by `castore init`/`serve --init`
+    env = os.environ
+    root = env.get("CASTORE_ROOT", "castore-data")
+    read_only = env.get("CASTORE_READ_ONLY") == "1"
+    store = Store.open(root, read_only=True if read_only else None)
+    max_upload = env.get("CASTORE_MAX_UPLOAD_SIZE")
+    limits = UploadLimits(
+        body_timeout=float(env.get("CASTORE_BODY_TIMEOUT", UploadLimits.body_timeout)),
+        max_upload_size=int(max_upload) if max_upload else None,
+        max_zstd_window=int(env.get("CASTORE_MAX_ZSTD_WINDOW", UploadLimits.max_zstd_window)),
+    )
     return create_app(
         store,
-        fallback_url=os.environ.get("CASTORE_FALLBACK_URL") or None,
-        prefix=os.environ.get("CASTORE_URL_PREFIX", ""),
-        gzip=os.environ.get("CASTORE_GZIP") == "1",
+        fallback_url=env.get("CASTORE_FALLBACK_URL") or None,
+        prefix=env.get("CASTORE_URL_PREFIX", ""),
+        gzip=env.get("CASTORE_GZIP") == "1",
         close_store=True,
-        migrate_from=os.environ.get("CASTORE_MIGRATE_FROM") or None,
-        token_cache_seconds=float(os.environ.get("CASTORE_TOKEN_CACHE_SECONDS") or DEFAULT_CACHE_SECONDS),
+        migrate_from=env.get("CASTORE_MIGRATE_FROM") or None,
+        token_cache_seconds=float(env.get("CASTORE_TOKEN_CACHE_SECONDS") or DEFAULT_CACHE_SECONDS),
+        limits=limits,
+        spool_dir=None if store.read_only else os.path.abspath(root),
     )
 
 
@@ -471,18 +583,34 @@ def serve(
     gzip: bool = False,
     log_level: str = "warning",
     migrate_from: str | None = None,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+    limits: UploadLimits | None = None,
+    read_only: bool = False,
 ) -> None:
     """Run the server in the foreground until SIGTERM or SIGINT (``castore.serving``).
 
     The store at ``root`` must exist and be migrated (``castore serve`` opens it once first).
+    ``header_timeout``: seconds a connection may take to send a request line and
+    headers (408 after); ``limits``: body timeout and upload sizes; ``read_only``:
+    serve reads only (PUT and DELETE answer 403) and never change the store.
     """
     from .serving import run
 
-    os.environ["CASTORE_ROOT"] = os.path.abspath(root)
-    os.environ["CASTORE_URL_PREFIX"] = prefix
+    limits = limits or UploadLimits()
+    os.environ.update(
+        {
+            "CASTORE_ROOT": os.path.abspath(root),
+            "CASTORE_URL_PREFIX": prefix,
+            "CASTORE_GZIP": "1" if gzip else "0",
+            "CASTORE_READ_ONLY": "1" if read_only else "0",
+            "CASTORE_BODY_TIMEOUT": str(limits.body_timeout),
+            "CASTORE_MAX_UPLOAD_SIZE": str(limits.max_upload_size or ""),
+            "CASTORE_MAX_ZSTD_WINDOW": str(limits.max_zstd_window),
+            HEADER_TIMEOUT_VARIABLE: str(header_timeout),
+        }
+    )
     if fallback_url:
         os.environ["CASTORE_FALLBACK_URL"] = fallback_url
-    os.environ["CASTORE_GZIP"] = "1" if gzip else "0"
     if migrate_from:
         os.environ["CASTORE_MIGRATE_FROM"] = migrate_from
     run("castore.server:app_from_environment", host=host, port=port, workers=workers, log_level=log_level)

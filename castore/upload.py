@@ -1,11 +1,17 @@
-"""A PUT's body as the store reads it: raw bytes counted, then decoded with bounded memory.
+"""A PUT's body: received on the event loop, then decoded with bounded memory in a thread.
 
-Two layers, read from a worker thread:
+Two steps:
 
-* :class:`RequestBody` — the raw bytes, fetched chunk by chunk from the event loop (or
-  from a list, for a small body received whole), checked against ``Content-Length``;
-* :class:`UploadReader` — those bytes decoded (:mod:`castore.content_coding`), checked
-  against the ``Logical-Size`` and ``SHA256-Checksum`` hints.
+* :func:`receive_body` — runs on the event loop and waits for the network without
+  holding a worker thread, so idle or slow clients cost a socket and a small buffer,
+  never one of the worker's threads. A small body stays in memory (within a budget
+  per worker, :class:`MemoryBudget`); a larger one goes to an anonymous spool file on
+  the store's disk, written in batches from a thread. Limits apply as bytes arrive:
+  ``body_timeout`` between two parts (:class:`~castore.errors.UploadTimeout`) and
+  ``max_upload_size`` (:class:`~castore.errors.UploadTooLarge`).
+* :class:`UploadReader` — the received bytes decoded (:mod:`castore.content_coding`),
+  checked against the ``Logical-Size`` and ``SHA256-Checksum`` hints, and bounded: a
+  compressed body without ``Logical-Size`` may expand at most ``max_expansion`` times.
 
 Every mismatch raises :class:`~castore.errors.SourceError` before the store records
 anything. A read never decodes more than the caller asked for, so a small compressed
@@ -18,77 +24,181 @@ from __future__ import annotations
 
 import hashlib
 import io
+import tempfile
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
 
-import anyio.from_thread
+import anyio
+import anyio.to_thread
 from starlette.requests import ClientDisconnect
 
-from .content_coding import decoded
-from .errors import SourceError
+from .content_coding import MAX_ZSTD_WINDOW, decoded
+from .errors import SourceError, UploadTimeout, UploadTooLarge
 
-__all__ = ["RequestBody", "UploadReader"]
+__all__ = ["MemoryBudget", "ReceivedBody", "UploadLimits", "UploadReader", "receive_body"]
+
+SMALL_BODY = 1 << 20
+"""Bodies up to this size are kept in memory (while the worker's budget allows)."""
+SPOOL_BATCH = 256 << 10
+"""Bytes gathered before a write to the spool file (one thread hop per batch)."""
 
 
-class RequestBody(io.RawIOBase):
-    """The raw bytes of a request body, counted against its ``Content-Length``."""
+@dataclass(frozen=True)
+class UploadLimits:
+    """What one upload may cost a worker (``castore serve`` options)."""
 
-    def __init__(self, chunks: AsyncIterator[bytes] | list[bytes], content_length: int | None) -> None:
-        super().__init__()
-        self._chunks = chunks
-        self._content_length = content_length
-        self.received = 0
-        self._pending = memoryview(b"")
-        self._eof = False
+    body_timeout: float = 60.0
+    """Seconds to wait for the next part of a body before answering 408."""
+    max_upload_size: int | None = None
+    """Largest body, and largest decoded content, in bytes (None: no limit)."""
+    max_zstd_window: int = MAX_ZSTD_WINDOW
+    """Largest window a zstd frame in an upload may ask for."""
+    max_expansion: int = 100
+    """A compressed body without ``Logical-Size`` may decode to this many times its size."""
+    expansion_floor: int = SMALL_BODY
+    """...or to this many bytes, whichever is more."""
+    memory_budget: int = 64 << 20
+    """In-memory bytes for all bodies being received by one worker; beyond, bodies spool."""
 
-    def readable(self) -> bool:
+
+class MemoryBudget:
+    """Bytes of request bodies held in memory by one worker (event loop only: no lock)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, n: int) -> bool:
+        if self.used + n > self.limit:
+            return False
+        self.used += n
         return True
 
-    async def _next_async(self) -> bytes | None:
-        assert not isinstance(self._chunks, list)
-        try:
-            return await self._chunks.__anext__()
-        except StopAsyncIteration:
+    def give(self, n: int) -> None:
+        self.used -= n
+
+
+class ReceivedBody:
+    """A whole request body: a few bytes in memory, or an anonymous spool file."""
+
+    def __init__(self, parts: list[bytes], spool: BinaryIO | None, size: int, budget: MemoryBudget) -> None:
+        self._parts = parts
+        self._spool = spool
+        self.size = size
+        self._budget = budget
+        self._held = sum(len(p) for p in parts)  # counted in the budget until closed
+
+    @property
+    def in_memory(self) -> bytes | None:
+        """The body's bytes when it was kept in memory, else None."""
+        if self._spool is not None:
             return None
-        except ClientDisconnect:
-            raise SourceError("the upload was cut short: the client disconnected") from None
+        return self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
 
-    def _next(self) -> bytes | None:
-        if isinstance(self._chunks, list):  # a small body, received before the worker thread started
-            return self._chunks.pop(0) if self._chunks else None
-        return anyio.from_thread.run(self._next_async)
+    def open(self) -> BinaryIO:
+        """A reader of the body from its first byte (seekable)."""
+        if self._spool is None:
+            return io.BytesIO(cast(bytes, self.in_memory))
+        self._spool.seek(0)
+        return self._spool
 
-    def readinto(self, buffer: Any) -> int:
-        while not self._pending and not self._eof:
-            raw = self._next()
-            if raw is None:
-                self._eof = True
-                if self._content_length is not None and self.received < self._content_length:
-                    raise SourceError(f"the body has {self.received} of its {self._content_length} bytes")
+    def close(self) -> None:
+        self._parts = []
+        self._budget.give(self._held)
+        self._held = 0
+        if self._spool is not None:
+            self._spool.close()  # anonymous: its space goes back to the disk now
+
+
+async def receive_body(
+    chunks: AsyncIterator[bytes],
+    *,
+    content_length: int | None,
+    limits: UploadLimits,
+    budget: MemoryBudget,
+    spool_dir: str | None,
+) -> ReceivedBody:
+    """Receive a whole body on the event loop; no thread waits for the network."""
+    parts: list[bytes] = []
+    held = 0  # bytes of ``parts`` counted in the budget
+    spool: BinaryIO | None = None
+    batch = bytearray()
+    size = 0
+    try:
+        while True:
+            try:
+                with anyio.fail_after(limits.body_timeout):
+                    chunk = await chunks.__anext__()
+            except StopAsyncIteration:
                 break
-            self.received += len(raw)
-            if self._content_length is not None and self.received > self._content_length:
+            except TimeoutError:
+                raise UploadTimeout(f"no part of the body came for {limits.body_timeout:g} s") from None
+            except ClientDisconnect:
+                raise SourceError("the upload was cut short: the client disconnected") from None
+            if not chunk:
+                continue
+            size += len(chunk)
+            if content_length is not None and size > content_length:
                 raise SourceError("the body is longer than its Content-Length")
-            self._pending = memoryview(raw)  # Starlette ends a body with an empty chunk: skipped
-        n = min(len(buffer), len(self._pending))
-        buffer[:n] = self._pending[:n]
-        self._pending = self._pending[n:]
-        return n
+            if limits.max_upload_size is not None and size > limits.max_upload_size:
+                raise UploadTooLarge(f"the body is larger than this server's limit of {limits.max_upload_size} bytes")
+            if spool is None and size <= SMALL_BODY and budget.take(len(chunk)):
+                parts.append(chunk)
+                held += len(chunk)
+                continue
+            if spool is None:
+                spool = await anyio.to_thread.run_sync(_new_spool, spool_dir)
+                batch += b"".join(parts)
+                parts = []
+                budget.give(held)
+                held = 0
+            batch += chunk
+            if len(batch) >= SPOOL_BATCH:
+                await anyio.to_thread.run_sync(spool.write, bytes(batch))
+                batch.clear()
+        if content_length is not None and size < content_length:
+            raise SourceError(f"the body has {size} of its {content_length} bytes")
+        if spool is not None and batch:
+            await anyio.to_thread.run_sync(spool.write, bytes(batch))
+    except BaseException:
+        budget.give(held)
+        if spool is not None:
+            spool.close()
+        raise
+    return ReceivedBody(parts, spool, size, budget)
+
+
+def _new_spool(folder: str | None) -> BinaryIO:
+    """An anonymous file (no name: nothing to sweep, gone with the process) on the store's disk."""
+    return cast(BinaryIO, tempfile.TemporaryFile(dir=folder, prefix="castore-upload-"))
 
 
 class UploadReader(io.RawIOBase):
     """The decoded content of a PUT, checked against its hints as it is read."""
 
-    def __init__(self, raw: RequestBody, *, encoding: str, logical_size: int | None, sha256: str | None) -> None:
+    def __init__(
+        self,
+        raw: BinaryIO,
+        *,
+        encoding: str,
+        logical_size: int | None,
+        sha256: str | None,
+        max_size: int | None = None,
+        too_large: str = "",
+        max_window: int | None = MAX_ZSTD_WINDOW,
+    ) -> None:
         super().__init__()
         self._encoding = encoding
         self._logical_size = logical_size
+        self._max_size = max_size
+        self._too_large = too_large or f"the content is larger than {max_size} bytes"
         self._sha256 = hashlib.sha256() if sha256 else None
         self._expected_sha256 = (sha256 or "").lower()
         self._delivered = 0
         if encoding == "zstd" and logical_size is None:
             raise SourceError("a zstd body needs a Logical-Size header")
-        self._decoded = decoded(cast(BinaryIO, raw), encoding)
+        self._decoded = decoded(raw, encoding, max_window=max_window)
 
     def readable(self) -> bool:
         return True
@@ -99,6 +209,8 @@ class UploadReader(io.RawIOBase):
             self._delivered += n
             if self._logical_size is not None and self._delivered > self._logical_size:
                 raise SourceError(f"the body decodes to more than its Logical-Size of {self._logical_size} bytes")
+            if self._max_size is not None and self._delivered > self._max_size:
+                raise UploadTooLarge(self._too_large)
             if self._sha256 is not None:
                 self._sha256.update(memoryview(buffer)[:n])
             return n
