@@ -222,10 +222,8 @@ class _ZstdReader(io.RawIOBase):
     def __init__(self, raw: BinaryIO, max_window: int | None) -> None:
         super().__init__()
         self._walked = _Walked(raw, ZstdFrameWalker(max_window))
-        options = {} if max_window is None else {"max_window_size": max_window}
-        self._decoder = zstandard.ZstdDecompressor(**options).stream_reader(
-            self._walked, read_across_frames=True
-        )
+        decompressor = zstandard.ZstdDecompressor(max_window_size=max_window or 0)  # 0: zstd's default
+        self._decoder = decompressor.stream_reader(cast(BinaryIO, self._walked), read_across_frames=True)
 
     def readable(self) -> bool:
         return True

@@ -16,6 +16,7 @@ __all__ = [
     "PROTOCOL_VERSIONS",
     "accepted_encodings",
     "format_version",
+    "parse_size",
     "parse_version_date",
     "path_from_url",
 ]
@@ -57,6 +58,20 @@ def path_from_url(rest: str) -> str:
     if "@" in path:
         raise InvalidName(f"invalid path {path!r}: versions go in last_modified, not in the URL")
     return check_path(path)
+
+
+_SIZE = re.compile(r"[0-9]{1,19}")
+
+
+def parse_size(text: str) -> int:
+    """A size header (``Content-Length``, ``Logical-Size``): ASCII decimal digits only.
+
+    ``str.isdigit`` and ``int`` also take '²', '٣', '+5', ' 5' or '5_0'; a size
+    in a header is ``[0-9]+``, anything else raises ValueError.
+    """
+    if not _SIZE.fullmatch(text.strip()):
+        raise ValueError(f"not a size: {text!r} (expected decimal digits)")
+    return int(text)
 
 
 _TOKEN = re.compile(r"\s*([A-Za-z0-9_*-]+)\s*(?:;\s*q\s*=\s*([0-9.]+))?\s*")

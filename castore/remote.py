@@ -35,7 +35,7 @@ import zstandard
 from .codec import DEFAULT_LEVEL, SAMPLE_SIZE, worth_compressing
 from .content_coding import decoded
 from .errors import FileNotAvailable, FiletrackerError, SourceError
-from .protocol import format_version, parse_version_date
+from .protocol import format_version, parse_size, parse_version_date
 
 __all__ = ["DEFAULT_TIMEOUT", "ProgressReader", "Remote", "RemoteFile", "redact_url"]
 
@@ -132,6 +132,9 @@ class _Response:
     def read_all(self) -> bytes:
         try:
             return self.raw.read()
+        except (http.client.HTTPException, OSError) as e:
+            # a short body, or a malformed chunked one (e.g. a chunk-size line over 64 KiB)
+            raise FiletrackerError(f"the response from the server was cut short or malformed ({e!r})") from None
         finally:
             self.release()
 
@@ -175,9 +178,9 @@ class _DecodedBody(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         try:
             n: int = self._decoded.readinto(buffer)  # type: ignore[attr-defined]
-        except (http.client.IncompleteRead, OSError) as e:
+        except (http.client.HTTPException, OSError) as e:  # IncompleteRead, LineTooLong, ...
             self.close()
-            raise FiletrackerError(f"{self._name}: the download was cut short ({e})") from None
+            raise FiletrackerError(f"{self._name}: the download was cut short or malformed ({e!r})") from None
         except SourceError as e:
             self.close()
             raise FiletrackerError(f"{self._name}: the download cannot be decoded ({e})") from None
@@ -415,8 +418,8 @@ class Remote:
         if value is None and (response.header("Content-Encoding") or "identity") == "identity":
             value = response.header("Content-Length")
         try:
-            return int(value)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
+            return parse_size(value)  # type: ignore[arg-type]
+        except (AttributeError, TypeError, ValueError):
             raise FiletrackerError(f"{path}: the server sent no Logical-Size") from None
 
     def open(self, path: str) -> tuple[RemoteFile, BinaryIO]:

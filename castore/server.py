@@ -30,7 +30,7 @@ from urllib.parse import unquote_to_bytes
 import anyio
 import anyio.to_thread
 from starlette.applications import Starlette
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -55,7 +55,14 @@ from .http_protocol import DEFAULT_HEADER_TIMEOUT, HEADER_TIMEOUT_VARIABLE
 from .metrics import Metrics
 from .migration.live import LiveMigration
 from .names import check_prefix, parse_name
-from .protocol import PROTOCOL_VERSIONS, accepted_encodings, format_version, parse_version_date, path_from_url
+from .protocol import (
+    PROTOCOL_VERSIONS,
+    accepted_encodings,
+    format_version,
+    parse_size,
+    parse_version_date,
+    path_from_url,
+)
 from .reading import BlobReader
 from .store import Store
 from .tokens import DEFAULT_CACHE_SECONDS, TokenCache
@@ -115,17 +122,14 @@ def _error_response(error: Exception) -> Response:
     return PlainTextResponse(message + "\n", status_code=status, headers=headers)
 
 
-_DIGITS = re.compile(r"[0-9]{1,19}")
-"""A size in a header: ASCII digits only (``str.isdigit`` also takes '²' and '٣')."""
-
-
 def _int_header(request: Request, name: str) -> int | None:
     value = request.headers.get(name)
     if value is None:
         return None
-    if not _DIGITS.fullmatch(value.strip()):
-        raise _HTTPError(400, f"invalid {name} header {value!r}: expected decimal digits")
-    return int(value)
+    try:
+        return parse_size(value)
+    except ValueError:
+        raise _HTTPError(400, f"invalid {name} header {value!r}: expected decimal digits") from None
 
 
 _RANGE = re.compile(r"bytes=([0-9]{0,19})-([0-9]{0,19})")

@@ -419,7 +419,8 @@ class Store:
         """
         path, version = self._name_and_version(name, version)
         self._check_writable()
-        return self._with_reserve(lambda: self._delete(path, version))
+        deleted: bool = self._with_reserve(lambda: self._delete(path, version))
+        return deleted
 
     def _delete(self, path: str, version: int | None) -> bool:
         with self.metadata.write() as txn:

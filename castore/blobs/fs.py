@@ -66,7 +66,8 @@ def _locked_new_file(directory: Path) -> tuple[int, Path]:
 
 class _FileStaged(StagedBlob):
     def __init__(self, directory: Path) -> None:
-        fd, self.path = _locked_new_file(directory)
+        fd, path = _locked_new_file(directory)
+        self.path: Path | None = path
         self._file = os.fdopen(fd, "wb", buffering=0)  # open (and locked) until published or aborted
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
