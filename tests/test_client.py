@@ -354,8 +354,10 @@ HEAD = b"HTTP/1.1 200 OK\r\nLast-Modified: Thu, 01 Jan 1970 00:16:40 -0000\r\nCo
         HEAD + b"Content-Length: 5\r\nLogical-Size: 5\r\nContent-Encoding: br\r\n\r\n12345",  # unknown coding
         HEAD + b"Content-Length: %d\r\nLogical-Size: 5\r\nContent-Encoding: zstd\r\n\r\n%s"
         % (len(BOMB), BOMB),  # decodes far past its size: stopped there
+        HEAD + b"Transfer-Encoding: chunked\r\nLogical-Size: 5\r\n\r\n" + b"0" * 70_000 + b"5\r\n12345\r\n0\r\n\r\n",
+        # a chunk-size line over http.client's 64 KiB line limit (was a raw LineTooLong)
     ],
-    ids=["truncated", "short", "corrupt", "unknown-coding", "bomb"],
+    ids=["truncated", "short", "corrupt", "unknown-coding", "bomb", "long-chunk-line"],
 )
 def test_a_bad_download_raises_and_writes_nothing(answer: bytes, tmp_path: Path) -> None:
     for base in _one_answer_server(answer):
