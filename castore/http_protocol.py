@@ -27,6 +27,7 @@ import asyncio
 import os
 import socket
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 __all__ = ["DEFAULT_HEADER_TIMEOUT", "HEADER_TIMEOUT_VARIABLE", "MAX_REQUEST_HEAD", "BoundedHttpToolsProtocol"]
@@ -39,6 +40,10 @@ HEADER_TIMEOUT_VARIABLE = "CASTORE_HEADER_TIMEOUT"
 """Environment variable carrying the header timeout to worker processes."""
 
 
+def _one_line(text: str) -> bytes:
+    return " ".join(text.split())[:300].encode("ascii", "replace")
+
+
 def _refusal(status: bytes, message: bytes) -> bytes:
     return (
         b"HTTP/1.1 " + status + b"\r\n"
@@ -48,6 +53,14 @@ def _refusal(status: bytes, message: bytes) -> bytes:
         b"connection: close\r\n\r\n" + message + b"\n"
     )
 
+
+LINGER = 2.0
+"""Seconds a refused connection keeps reading (and dropping) what the client still sends.
+
+Closing a socket with unread bytes makes the kernel send a reset, which can destroy
+the refusal before the client reads it; half-closing and draining for a moment lets
+the client see why it was refused.
+"""
 
 _TOO_LARGE = _refusal(b"431 Request Header Fields Too Large", b"the request line and headers exceed 65536 bytes")
 
@@ -66,6 +79,18 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     _head_bytes = 0
     _tail = b""  # the last bytes of the previous chunk, for a CRLFCRLF split across two
     _head_timer: asyncio.TimerHandle | None = None
+    _refused = False  # a refusal was sent: drop whatever else comes, then close
+
+    def _refuse(self, response: bytes) -> None:
+        """Send ``response``, stop writing, drain the client's bytes for :data:`LINGER` s, close."""
+        self._stop_head_timer()
+        self._refused = True
+        self.transport.write(response)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.loop.call_later(LINGER, self.transport.close)
+        else:
+            self.transport.close()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         sock = transport.get_extra_info("socket")
@@ -91,12 +116,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_timer = None
         if self._in_head and not self.transport.is_closing():
             timeout = f"{_header_timeout():g}".encode()
-            self.transport.write(
+            self._refuse(
                 _refusal(b"408 Request Timeout", b"the request line and headers did not come within " + timeout + b" s")
             )
-            self.transport.close()
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
         if self._in_head:
             self._start_head_timer()  # no-op while one runs (from the connection's start)
             seen = self._tail + data
@@ -106,16 +132,23 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._head_bytes += len(data) if end < 0 else max(0, end + 4 - len(self._tail))
             self._tail = seen[-3:]
             if self._head_bytes > MAX_REQUEST_HEAD:
-                self.transport.write(_TOO_LARGE)
-                self.transport.close()
+                self._refuse(_TOO_LARGE)
                 return
-        super().data_received(data)
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._unsupported_upgrade_warning()  # castore speaks no WebSocket
+        except httptools.HttpParserError as e:
+            # uvicorn says only "Invalid HTTP request received."; the parser says what (e.g.
+            # "Duplicate Content-Length", "Invalid character in chunk size")
+            reason = e.__context__ if isinstance(e, httptools.HttpParserCallbackError) and e.__context__ else e
+            self.logger.info("refused an invalid HTTP request: %s", reason)
+            self._refuse(_refusal(b"400 Bad Request", _one_line(f"invalid HTTP request: {reason}")))
 
     def send_400_response(self, msg: str) -> None:
-        self._stop_head_timer()
         message = msg.rstrip(".").encode("ascii", "replace")
-        self.transport.write(_refusal(b"400 Bad Request", message))
-        self.transport.close()
+        self._refuse(_refusal(b"400 Bad Request", message))
 
     def on_headers_complete(self) -> None:
         self._in_head = False

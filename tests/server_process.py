@@ -24,6 +24,15 @@ def free_port() -> int:
 @contextmanager
 def castore_server(root: Path, *extra: str, port: int | None = None) -> Iterator[str]:
     """Run ``castore --root ROOT serve --init`` on loopback (a free port by default); yield its base URL."""
+    with castore_server_process(root, *extra, port=port) as (url, _process):
+        yield url
+
+
+@contextmanager
+def castore_server_process(
+    root: Path, *extra: str, port: int | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Like :func:`castore_server`, yielding the base URL and the server's process."""
     port = port or free_port()
     command = [sys.executable, "-m", "castore", "--root", str(root), "serve", "--init", "--port", str(port), *extra]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ})
@@ -41,7 +50,7 @@ def castore_server(root: Path, *extra: str, port: int | None = None) -> Iterator
                 output = process.stdout.read().decode() if process.stdout else ""
                 raise RuntimeError(f"castore serve did not start: {output}")
             time.sleep(0.05)
-        yield url
+        yield url, process
     finally:
         process.send_signal(signal.SIGTERM)
         try:
