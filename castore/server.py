@@ -76,6 +76,9 @@ CHUNK_SIZE = 1 << 20
 GZIP_LEVEL = 1
 SMALL_BODY = 1 << 20
 """Files up to this size are read whole and sent in one response body."""
+HEAVY_UPLOADS = 4
+"""Compressed or large uploads stored at once per worker (each holds a decoder, a compressor
+and 1 MiB buffers; a zstd decoder up to an 8 MiB window): about 12 MiB each at most."""
 
 
 class _HTTPError(Exception):
@@ -208,6 +211,18 @@ class FiletrackerApp:
         self.limits = limits
         self.spool_dir = spool_dir
         self.budget = MemoryBudget(limits.memory_budget)
+        self._heavy_uploads: anyio.CapacityLimiter | None = None
+
+    @property
+    def heavy_uploads(self) -> anyio.CapacityLimiter:
+        """Threads for storing compressed or large bodies: a few at a time, to bound memory.
+
+        Made on first use, inside the event loop (anyio needs one to make a limiter).
+        Small plain bodies, and every other request, use anyio's default threads.
+        """
+        if self._heavy_uploads is None:
+            self._heavy_uploads = anyio.CapacityLimiter(HEAVY_UPLOADS)
+        return self._heavy_uploads
 
     async def version(self, request: Request) -> Response:
         # Filetracker clients read only protocol_versions; castore's client looks for
@@ -322,7 +337,8 @@ class FiletrackerApp:
         )
         try:
             name = await anyio.to_thread.run_sync(
-                self._store_body, path, version, received, encoding, logical_size, sha256
+                self._store_body, path, version, received, encoding, logical_size, sha256,
+                limiter=self.heavy_uploads if encoding != "identity" or received.spooled else None,
             )
         finally:
             received.close()

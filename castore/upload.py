@@ -90,6 +90,11 @@ class ReceivedBody:
         self._held = sum(len(p) for p in parts)  # counted in the budget until closed
 
     @property
+    def spooled(self) -> bool:
+        """True when the body waits in a spool file rather than in memory."""
+        return self._spool is not None
+
+    @property
     def in_memory(self) -> bytes | None:
         """The body's bytes when it was kept in memory, else None."""
         if self._spool is not None:

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
+import zstandard
 
 from castore.client import Client
 
-from .server_process import free_port
+from castore.store import Store
+
+from .server_process import castore_server_process, free_port
 
 MiB = 1 << 20
 BODY = 600 * MiB
@@ -72,3 +79,64 @@ def test_big_transfers_do_not_grow_the_server(tmp_path: Path) -> None:
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(30)
+
+
+V1000 = "Thu, 01 Jan 1970 00:16:40 -0000"
+
+
+def _zstd_frame(window_log: int, content: Iterator[bytes]) -> bytes:
+    """A streamed zstd frame (no content size, so its header asks for the whole window)."""
+    params = zstandard.ZstdCompressionParameters(window_log=window_log)
+    compressor = zstandard.ZstdCompressor(compression_params=params).compressobj()
+    return b"".join(compressor.compress(chunk) for chunk in content) + compressor.flush()
+
+
+def _gzip_bomb(total: int) -> bytes:
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    zeros = bytes(MiB)
+    return b"".join(compressor.compress(zeros) for _ in range(total // MiB)) + compressor.flush()
+
+
+def _stalled(url: str, i: int, frame: bytes) -> socket.socket:
+    """A zstd upload that sent its head and all but the last bytes of its body."""
+    parts = urlsplit(url)
+    s = socket.create_connection((parts.hostname, parts.port), timeout=10)
+    s.sendall(f"PUT /files/stalled/{i}?last_modified=x HTTP/1.1\r\nHost: x\r\nContent-Encoding: zstd\r\n"
+              f"Logical-Size: {16 << 10}\r\nContent-Length: {len(frame)}\r\n\r\n".encode() + frame[:-10])
+    return s
+
+
+def test_zstd_windows_and_gzip_bombs_do_not_grow_the_server(tmp_path: Path) -> None:
+    """Large zstd windows are refused, allowed ones decoded a few at a time, gzip bombs stopped."""
+    root = tmp_path / "store"
+    Store.open(root, create=True).close()
+    huge_window = _zstd_frame(27, iter([os.urandom(16 << 10)]))  # a 16 KiB body asking for 128 MiB
+    allowed = [_zstd_frame(23, (bytes([i]) * MiB for _ in range(16))) for i in range(40)]  # 8 MiB windows, full
+    bomb = _gzip_bomb(256 * MiB)  # ~256 KiB that decode to 256 MiB
+    with castore_server_process(root) as (url, server), httpx.Client(base_url=url, timeout=120) as http:
+        for i in range(3):  # warm up: the first requests load code and fill caches
+            assert http.put(f"/files/warm/{i}", params={"last_modified": V1000}, content=os.urandom(300_000)).status_code == 200
+        before = peak_rss(server.pid)
+        stalled = [_stalled(url, i, huge_window) for i in range(40)]
+        try:
+            def put(args: tuple[str, bytes, dict[str, str]]) -> int:
+                path, body, headers = args
+                with httpx.Client(base_url=url, timeout=120) as each:
+                    return each.put(path, params={"last_modified": V1000}, content=body, headers=headers).status_code
+
+            jobs = [(f"/files/huge/{i}", huge_window, {"Content-Encoding": "zstd", "Logical-Size": str(16 << 10)})
+                    for i in range(20)]
+            jobs += [(f"/files/window8/{i}", frame, {"Content-Encoding": "zstd", "Logical-Size": str(16 * MiB)})
+                     for i, frame in enumerate(allowed)]
+            jobs += [(f"/files/bomb/{i}", bomb, {"Content-Encoding": "gzip"}) for i in range(10)]
+            with ThreadPoolExecutor(40) as pool:
+                statuses = list(pool.map(put, jobs))
+        finally:
+            for s in stalled:
+                s.close()
+        growth = peak_rss(server.pid) - before
+        assert statuses == [400] * 20 + [200] * 40 + [413] * 10, statuses
+        assert http.get("/files/window8/7").content == bytes([7]) * (16 * MiB)
+        print(f"peak RSS grew by {growth / MiB:.1f} MiB: 40 stalled and 20 refused 128 MiB-window zstd uploads, "
+              f"40 concurrent 8 MiB-window zstd uploads, 10 gzip bombs (256 KiB -> 256 MiB)")
+        assert growth < ALLOWED_GROWTH, f"the server grew by {growth / MiB:.0f} MiB"
