@@ -761,7 +761,7 @@ def _can_listen(host: str, port: int) -> str | None:
 @click.option("--max-zstd-window", default="8M", show_default=True, metavar="SIZE",
               help="Largest window a zstd upload may ask for (memory per decoder); larger: 400.")
 @click.option("--read-only", is_flag=True,
-              help="Serve reads only: PUT and DELETE answer 403; nothing is written to the store's folder.")
+              help="Serve reads only: PUT and DELETE answer 403, and the store is never changed.")
 @pass_context
 def serve(c: Context, host: str, port: int, workers: int, prefix: str, fallback_url: str | None,
           migrate_from: str | None, gzip: bool, create: bool, log_level: str, header_timeout: float,

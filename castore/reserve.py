@@ -7,6 +7,8 @@ emptied through castore. ``.reserve`` in the store's folder holds
 :class:`~castore.errors.StoreFull` while it is still there. A delete, a garbage
 collection or opening the store that fails for want of space releases it and tries
 once more; the reserve is made again when space comes back (after ``castore gc``).
+While it cannot be made again, puts fail with StoreFull: they never eat the space
+kept for deletes.
 
 Measured on a full tmpfs: without it, opening the store fails with "disk I/O error"
 and a delete with "database or disk is full"; with it, both work (tests/test_faults.py).
@@ -23,6 +25,10 @@ __all__ = ["RESERVE_FILE", "RESERVE_SIZE", "SpaceReserve"]
 RESERVE_FILE = ".reserve"
 RESERVE_SIZE = 2 << 20
 """Bytes kept aside: room for SQLite's shared memory and the log of a large delete or gc batch."""
+
+
+MARGIN = 256 << 10
+"""Free bytes left beside a new reserve."""
 
 
 class SpaceReserve:
@@ -45,8 +51,8 @@ class SpaceReserve:
             return False
         temporary = self.path.with_name(f"{RESERVE_FILE}.{os.getpid()}")
         try:
-            if shutil.disk_usage(self.path.parent).free < 2 * self.size:
-                return False  # leave the last bytes to the store itself
+            if shutil.disk_usage(self.path.parent).free < self.size + MARGIN:
+                return False
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
                 os.posix_fallocate(fd, 0, self.size)

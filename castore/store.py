@@ -39,6 +39,7 @@ from .errors import (
     MissingBlob,
     NotFound,
     ReadOnlyStore,
+    StoreFull,
     StoreNotFound,
     VersionNotFound,
 )
@@ -293,6 +294,7 @@ class Store:
         """
         path, version = self._name_and_version(name, version)
         self._check_writable()
+        self._check_room()
         if version is None:
             version = int(self.clock())
         with _faults_named():
@@ -327,6 +329,7 @@ class Store:
         """
         path, version = self._name_and_version(name, version)
         self._check_writable()
+        self._check_room()
         if version is None:
             version = int(self.clock())
         with _faults_named():
@@ -444,6 +447,13 @@ class Store:
                 return operation()
             finally:
                 self.reserve.ensure()  # back as soon as there is room (after gc, usually)
+
+    def _check_room(self) -> None:
+        """Refuse a put while the space kept for deletes is in use (the disk was full)."""
+        if self.reserve is not None and not self.reserve.ensure():
+            raise StoreFull(
+                "no space left on the store's disk (the space kept for deletes is in use: delete, then castore gc)"
+            )
 
     def _check_writable(self) -> None:
         if self.read_only:
