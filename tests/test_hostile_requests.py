@@ -155,6 +155,9 @@ HOSTILE: dict[str, bytes] = {
     "TRACE": raw("TRACE /files/h/existing HTTP/1.1\r\nHost: x\r\n\r\n"),
     "PUT on /version": put("/version"),
     "DELETE on /list": put("/list/h", b"", method="DELETE"),
+    # -- ranges no byte satisfies --------------------------------------------------------------------
+    "suffix range of an empty file": raw("GET /files/h/empty HTTP/1.1\r\nHost: x\r\nRange: bytes=-5\r\n\r\n"),
+    "range past the end": raw("GET /files/h/large HTTP/1.1\r\nHost: x\r\nRange: bytes=300000-\r\n\r\n"),
     "HTTP/9.9": raw("GET /version HTTP/9.9\r\nHost: x\r\n\r\n"),
     "not HTTP at all": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + os.urandom(64),  # a TLS hello
 }
@@ -191,6 +194,7 @@ def test_hostile_requests_change_nothing(tmp_path: Path) -> None:
     with Store.open(root, create=True) as store:
         store.put("/h/existing", b"original", 1000)
         store.put("/h/large", os.urandom(300_000), 1000)  # a blob file, not inline
+        store.put("/h/empty", b"", 1000)
     assert len(HOSTILE) >= 50
     with castore_server_process(root) as (url, process), httpx.Client(base_url=url, timeout=10) as http:
         before = _snapshot(root)

@@ -18,7 +18,6 @@ import httpx
 import zstandard
 
 from castore.client import Client
-
 from castore.store import Store
 
 from .server_process import castore_server_process, free_port

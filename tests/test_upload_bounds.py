@@ -1,0 +1,148 @@
+"""The pieces that bound an upload, in isolation: zstd frame walking, sizes, ranges, receiving."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from castore.content_coding import ZstdFrameWalker, decoded
+from castore.errors import SourceError, UploadTimeout, UploadTooLarge
+from castore.protocol import parse_size
+from castore.server import _HTTPError, _parse_range
+from castore.upload import MemoryBudget, UploadLimits, UploadReader, receive_body
+
+CONTENT = b"0123456789 abcdef\n" * 3000
+FRAMES = {
+    "checksum": zstandard.ZstdCompressor(write_checksum=True).compress(CONTENT),
+    "no checksum": zstandard.ZstdCompressor(write_checksum=False).compress(CONTENT),
+    "no content size": zstandard.ZstdCompressor(write_content_size=False).compress(CONTENT),
+    "two frames and a skippable one": zstandard.ZstdCompressor().compress(CONTENT[:100])
+    + b"\x50\x2a\x4d\x18\x03\x00\x00\x00abc"
+    + zstandard.ZstdCompressor(write_checksum=True).compress(CONTENT[100:]),
+}
+
+
+@pytest.mark.parametrize("frame", FRAMES.values(), ids=FRAMES.keys())
+def test_a_zstd_body_cut_anywhere_inside_a_frame_is_refused(frame: bytes) -> None:
+    assert decoded(io.BytesIO(frame), "zstd").read() == CONTENT
+    boundaries = {0, len(frame)}
+    if frame is FRAMES["two frames and a skippable one"]:
+        first = len(zstandard.ZstdCompressor().compress(CONTENT[:100]))
+        boundaries |= {first, first + 11}
+    for cut in range(1, len(frame)):
+        if cut in boundaries:
+            continue
+        with pytest.raises(SourceError, match="truncated|cannot be decoded"):
+            decoded(io.BytesIO(frame[:cut]), "zstd").read()
+
+
+@given(st.binary(max_size=3000), st.integers(1, 20), st.booleans())
+@settings(max_examples=60, deadline=None)
+def test_the_walker_finds_the_end_of_any_frame(data: bytes, level: int, checksum: bool) -> None:
+    frame = zstandard.ZstdCompressor(level=level, write_checksum=checksum).compress(data)
+    walker = ZstdFrameWalker()
+    for i in range(0, len(frame), 7):  # fed in small pieces
+        walker.feed(frame[i : i + 7])
+    walker.finish()
+    cut = ZstdFrameWalker()
+    cut.feed(frame[:-1])
+    with pytest.raises(SourceError):
+        cut.finish()
+
+
+def test_a_zstd_window_over_the_limit_is_refused_before_decoding() -> None:
+    params = zstandard.ZstdCompressionParameters(window_log=24)
+    compressor = zstandard.ZstdCompressor(compression_params=params).compressobj()
+    frame = compressor.compress(os.urandom(1000)) + compressor.flush()
+    with pytest.raises(SourceError, match="needs a 16 MiB window; this server accepts at most 8 MiB"):
+        decoded(io.BytesIO(frame), "zstd", max_window=8 << 20).read()
+    assert len(decoded(io.BytesIO(frame), "zstd", max_window=16 << 20).read()) == 1000
+
+
+@pytest.mark.parametrize("text", ["\u00b2", "\u0663", "+5", "-5", "5_0", "0x5", "", " ", "5 5", "1" * 20, "5.0"])
+def test_sizes_in_headers_are_ascii_digits(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_size(text)
+    assert parse_size("0") == 0 and parse_size(" 42 ") == 42
+
+
+def test_ranges() -> None:
+    assert _parse_range("bytes=0-9", 100) == (0, 10)
+    assert _parse_range("bytes=-5", 100) == (95, 100)
+    assert _parse_range("bytes=90-", 100) == (90, 100)
+    assert _parse_range("bytes=-500", 100) == (0, 100)
+    for unusable in ("bytes=\u00b2-5", "bytes=1-2,4-5", "items=0-1", "bytes=-", "bytes=-0", "bytes=+1-2"):
+        assert _parse_range(unusable, 100) is None
+    for header, size in (("bytes=-5", 0), ("bytes=0-", 0), ("bytes=100-", 100), ("bytes=5-4", 100)):
+        with pytest.raises(_HTTPError) as info:
+            _parse_range(header, size)
+        assert info.value.status == 416
+
+
+async def _chunks(parts: list[bytes], stall_after: int | None = None) -> AsyncIterator[bytes]:
+    for i, part in enumerate(parts):
+        if stall_after is not None and i == stall_after:
+            await anyio.sleep(3600)
+        yield part
+
+
+def _receive(parts: list[bytes], **options: object) -> object:
+    limits = options.pop("limits", UploadLimits())
+    budget = options.pop("budget", MemoryBudget(UploadLimits.memory_budget))
+    stall = options.pop("stall_after", None)
+
+    async def run() -> object:
+        return await receive_body(_chunks(parts, stall), content_length=options.get("content_length"),  # type: ignore[arg-type]
+                                  limits=limits, budget=budget, spool_dir=None)  # type: ignore[arg-type]
+
+    return anyio.run(run)
+
+
+def test_small_bodies_stay_in_memory_and_large_ones_spool() -> None:
+    budget = MemoryBudget(4 << 20)
+    small = _receive([b"a" * 1000, b"b" * 1000], budget=budget)
+    assert small.in_memory == b"a" * 1000 + b"b" * 1000 and not small.spooled  # type: ignore[attr-defined]
+    assert budget.used == 2000
+    small.close()  # type: ignore[attr-defined]
+    assert budget.used == 0
+    parts = [os.urandom(300_000) for _ in range(10)]
+    large = _receive(parts, budget=budget)
+    assert large.spooled and large.open().read() == b"".join(parts)  # type: ignore[attr-defined]
+    assert budget.used == 0
+    large.close()  # type: ignore[attr-defined]
+
+
+def test_bodies_spool_once_the_worker_budget_is_spent() -> None:
+    budget = MemoryBudget(1500)
+    held = _receive([b"x" * 1000], budget=budget)
+    other = _receive([b"y" * 1000], budget=budget)
+    assert not held.spooled and other.spooled  # type: ignore[attr-defined]
+    assert other.open().read() == b"y" * 1000  # type: ignore[attr-defined]
+
+
+def test_receiving_limits() -> None:
+    with pytest.raises(UploadTimeout, match="no part of the body came for 0.2 s"):
+        _receive([b"a", b"b"], stall_after=1, limits=UploadLimits(body_timeout=0.2))
+    with pytest.raises(UploadTooLarge):
+        _receive([b"a" * 600, b"a" * 600], limits=UploadLimits(max_upload_size=1000))
+    with pytest.raises(SourceError, match="has 2 of its 5 bytes"):
+        _receive([b"ab"], content_length=5)
+
+
+def test_upload_reader_caps_what_a_body_decodes_to() -> None:
+    bomb = zstandard.ZstdCompressor().compress(b"\0" * (4 << 20))
+    gz = gzip.compress(b"\0" * (4 << 20))
+    reader = UploadReader(io.BytesIO(gz), encoding="gzip", logical_size=None, sha256=None, max_size=1 << 20,
+                          too_large="too much")
+    with pytest.raises(UploadTooLarge, match="too much"):
+        reader.read()
+    reader = UploadReader(io.BytesIO(bomb), encoding="zstd", logical_size=4 << 20, sha256=None)
+    assert len(reader.read()) == 4 << 20
