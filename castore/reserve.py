@@ -68,6 +68,15 @@ class SpaceReserve:
                 pass
             return False
 
+    def short_of_space(self) -> bool:
+        """True when the disk lacks room for the reserve (not when it failed for another reason)."""
+        if self.size <= 0:
+            return False
+        try:
+            return shutil.disk_usage(self.path.parent).free < self.size + MARGIN
+        except OSError:
+            return False
+
     def release(self) -> bool:
         """Free the reserve's space; True when there was one to free."""
         try:

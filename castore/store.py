@@ -450,7 +450,7 @@ class Store:
 
     def _check_room(self) -> None:
         """Refuse a put while the space kept for deletes is in use (the disk was full)."""
-        if self.reserve is not None and not self.reserve.ensure():
+        if self.reserve is not None and not self.reserve.ensure() and self.reserve.short_of_space():
             raise StoreFull(
                 "no space left on the store's disk (the space kept for deletes is in use: delete, then castore gc)"
             )
