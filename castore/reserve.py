@@ -10,8 +10,10 @@ once more; the reserve is made again when space comes back (after ``castore gc``
 While it cannot be made again, puts fail with StoreFull: they never eat the space
 kept for deletes.
 
-Measured on a full tmpfs: without it, opening the store fails with "disk I/O error"
-and a delete with "database or disk is full"; with it, both work (tests/test_faults.py).
+Measured on a full tmpfs: without it, a process opening the store fails with "disk I/O
+error" (SQLite cannot make its ``-shm`` file), so ``castore rm`` cannot even start; a
+delete in a process that has the database open works only while the write-ahead log
+can reuse its own pages. With it, both work (tests/test_faults.py).
 """
 
 from __future__ import annotations
