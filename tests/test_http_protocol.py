@@ -22,6 +22,7 @@ class _Transport:
 def test_accepted_connections_get_tcp_nodelay(monkeypatch: pytest.MonkeyPatch) -> None:
     # Without it a kept-alive GET waits ~40 ms for the client's delayed ACK of the head.
     monkeypatch.setattr(HttpToolsProtocol, "connection_made", lambda self, transport: None)
+    monkeypatch.setattr(BoundedHttpToolsProtocol, "_start_head_timer", lambda self: None)  # needs a loop
     with socket.create_server(("127.0.0.1", 0)) as listener, socket.create_connection(listener.getsockname()):
         accepted, _ = listener.accept()
         with accepted:
