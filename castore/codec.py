@@ -59,7 +59,7 @@ def compress_if_worth(data: bytes, level: int = DEFAULT_LEVEL) -> tuple[Codec, b
     """Compress a small blob whole; keep it raw when that does not pay."""
     if not data:
         return Codec.RAW, data
-    packed = zstandard.ZstdCompressor(level=level).compress(data)
+    packed = zstandard.ZstdCompressor(level=level, write_checksum=True).compress(data)
     if pays(len(data), len(packed)):
         return Codec.ZSTD, packed
     return Codec.RAW, data

@@ -9,7 +9,11 @@ transaction and only then publishes staged bytes under their key.
 * Large contents are streamed in 1 MiB chunks into a staged backend blob; the codec
   is chosen from a sample of the first chunk.
 * When the source can be read twice (bytes, seekable files), a large content is
-  hashed first and not written at all when a live blob already has that key.
+  hashed first and not written at all when a live blob already holds exactly these
+  bytes (compared, not assumed from the key: see :meth:`Ingest.prepare`).
+* Every path also computes the content's chunk digests (:mod:`castore.digests`), kept
+  with the blob so that reads can verify each chunk, and writes zstd frames with their
+  content checksum.
 * A content that arrives already compressed as zstd (:meth:`Ingest.prepare_zstd`, an
   upload from castore's client) is decoded only to be hashed and counted; the frame
   itself becomes the stored bytes, so the server does not compress it again.
@@ -30,14 +34,20 @@ from .blobs.base import BlobBackend, StagedBlob
 from .codec import Codec, compress_if_worth, pays, worth_compressing
 from .content_coding import decoded
 from .errors import SourceError
-from .keys import BlobKey, Hasher
+from .keys import BlobKey, Hasher, KeyFunction, xxh3_key
 
-__all__ = ["CHUNK_SIZE", "Ingest", "Prepared", "Source"]
+__all__ = ["CHUNK_SIZE", "FindSame", "Ingest", "Prepared", "Source"]
 
 Source = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]", BinaryIO]
 """What a put accepts: the content itself, a local file's path, or a binary file object."""
 
 CHUNK_SIZE = 1 << 20
+
+FindSame = Callable[[BlobKey, int, bytes, Callable[[], Iterator[memoryview]]], "tuple[BlobKey, int] | None"]
+"""``(key, size, digests, read_again) -> (key, created) of a live blob with exactly this content, or None``.
+
+``read_again()`` yields the content once more, for the byte comparison.
+"""
 
 
 @dataclass
@@ -45,13 +55,19 @@ class Prepared:
     """A content ready to be recorded: its key and, unless already stored, its stored bytes."""
 
     key: BlobKey
+    """The key function's key; the store replaces it with the probe key it settles on."""
     size: int
     codec: Codec
     stored_size: int
+    digests: bytes | None
+    """Chunk digests of the content (:mod:`castore.digests`); None only for a blob from
+    before revision 0002 that a put refers to without reading (``Store.put_existing``)."""
     inline: bytes | None = None
     """Stored bytes of a small blob, to be kept in the metadata row."""
     staged: StagedBlob | None = None
     """Stored bytes of a large blob, finished but not yet published."""
+    matched: int | None = None
+    """With no bytes: the ``created`` time of the live blob found holding this content."""
 
     @property
     def has_bytes(self) -> bool:
@@ -175,8 +191,17 @@ def _memory_chunks(data: memoryview) -> Iterator[memoryview]:
 class Ingest:
     """Prepares blobs for one store: its seed, its blob backend, its size and codec policy."""
 
-    def __init__(self, seed: int, backend: BlobBackend, *, inline_max: int, level: int) -> None:
+    def __init__(
+        self,
+        seed: int,
+        backend: BlobBackend,
+        *,
+        inline_max: int,
+        level: int,
+        key_function: KeyFunction = xxh3_key,
+    ) -> None:
         self.seed = seed
+        self.key_function = key_function
         self.backend = backend
         self.inline_max = inline_max
         self.level = level
@@ -186,14 +211,15 @@ class Ingest:
         source: Source,
         *,
         expected_size: int | None = None,
-        live_size: Callable[[BlobKey], int | None] | None = None,
+        find_same: FindSame | None = None,
         force_bytes: bool = False,
     ) -> Prepared:
         """Read ``source`` once (or twice, see the module doc) and prepare its blob.
 
         ``expected_size``: the size the caller was promised; a different size raises
-        SourceError and stores nothing. ``live_size(key)`` answers whether a live blob
-        already has that key; ``force_bytes`` always produces stored bytes.
+        SourceError and stores nothing. ``find_same`` looks for a live blob holding
+        exactly this content (a large source readable twice is then not written at
+        all); ``force_bytes`` always produces stored bytes.
         """
         with _open_source(source) as opened:
             head: bytes | memoryview
@@ -204,7 +230,7 @@ class Ingest:
                 head = _read_up_to(opened.stream, self.inline_max + 1)
             if len(head) <= self.inline_max:
                 return self._small(bytes(head), expected_size)
-            return self._large(opened, head, expected_size, None if force_bytes else live_size)
+            return self._large(opened, head, expected_size, None if force_bytes else find_same)
 
     def prepare_zstd(self, frame: BinaryIO, *, size: int, max_window: int | None = None) -> Prepared:
         """Prepare a content given as zstd frame(s) decoding to exactly ``size`` bytes.
@@ -216,14 +242,14 @@ class Ingest:
         """
         recorder = _Recorder(frame, limit=size + size // 128 + 65536)  # above zstd's worst case
         content = decoded(cast(BinaryIO, recorder), "zstd", max_window=max_window)
-        hasher = Hasher(self.seed)
+        hasher = Hasher(self.seed, self.key_function)
         if size <= self.inline_max:
             data = self._decode_all(content, size)
             hasher.update(data)
             stored = recorder.take()
             if pays(size, len(stored)):
-                return Prepared(hasher.key(), size, Codec.ZSTD, len(stored), inline=stored)
-            return Prepared(hasher.key(), size, Codec.RAW, size, inline=data)
+                return Prepared(hasher.key(), size, Codec.ZSTD, len(stored), hasher.digests(), inline=stored)
+            return Prepared(hasher.key(), size, Codec.RAW, size, hasher.digests(), inline=data)
         staged = self.backend.stage()
         recorder.sink = staged.write
         try:
@@ -232,7 +258,7 @@ class Ingest:
         except BaseException:
             staged.abort()
             raise
-        return Prepared(hasher.key(), size, Codec.ZSTD, stored_size, staged=staged)
+        return Prepared(hasher.key(), size, Codec.ZSTD, stored_size, hasher.digests(), staged=staged)
 
     @staticmethod
     def _decode_all(content: BinaryIO, size: int) -> bytes:
@@ -258,31 +284,33 @@ class Ingest:
 
     def _small(self, data: bytes, expected_size: int | None) -> Prepared:
         self._check_size(len(data), expected_size)
-        hasher = Hasher(self.seed)
+        hasher = Hasher(self.seed, self.key_function)
         hasher.update(data)
         codec, stored = compress_if_worth(data, self.level)
-        return Prepared(hasher.key(), len(data), codec, len(stored), inline=stored)
+        return Prepared(hasher.key(), len(data), codec, len(stored), hasher.digests(), inline=stored)
 
     def _large(
         self,
         opened: _Opened,
         head: bytes | memoryview,
         expected_size: int | None,
-        live_size: Callable[[BlobKey], int | None] | None,
+        find_same: FindSame | None,
     ) -> Prepared:
         known: tuple[BlobKey, int] | None = None
-        if live_size is not None and opened.rewind_to is not None:
-            hasher = Hasher(self.seed)
+        if find_same is not None and opened.rewind_to is not None:
+            hasher = Hasher(self.seed, self.key_function)
             for chunk in self._pass(opened, head, first=True):
                 hasher.update(chunk)
             self._check_size(hasher.size, expected_size)
             known = (hasher.key(), hasher.size)
-            if live_size(known[0]) == known[1]:
+            digests = hasher.digests()
+            same = find_same(known[0], known[1], digests, lambda: self._pass(opened, head, first=False))
+            if opened.stream is not None:
                 # Leave the stream where it began: if the blob is collected before the
                 # put records it, the store prepares again from the same source.
-                if opened.stream is not None:
-                    opened.stream.seek(opened.rewind_to)
-                return Prepared(known[0], known[1], Codec.RAW, 0)
+                opened.stream.seek(opened.rewind_to)
+            if same is not None:
+                return Prepared(same[0], known[1], Codec.RAW, 0, digests, matched=same[1])
         codec = Codec.ZSTD if worth_compressing(head, self.level) else Codec.RAW
         chunks = self._pass(opened, head, first=known is None)
         return self._write(chunks, codec, expected_size, known)
@@ -307,9 +335,9 @@ class Ingest:
     ) -> Prepared:
         staged = self.backend.stage()
         try:
-            hasher = Hasher(self.seed)
+            hasher = Hasher(self.seed, self.key_function)
             if codec is Codec.ZSTD:
-                compressor = zstandard.ZstdCompressor(level=self.level).compressobj()
+                compressor = zstandard.ZstdCompressor(level=self.level, write_checksum=True).compressobj()
                 for chunk in chunks:
                     hasher.update(chunk)
                     staged.write(compressor.compress(chunk))
@@ -326,5 +354,5 @@ class Ingest:
         except BaseException:
             staged.abort()
             raise
-        return Prepared(key, hasher.size, codec, stored_size, staged=staged)
+        return Prepared(key, hasher.size, codec, stored_size, hasher.digests(), staged=staged)
 

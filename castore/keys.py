@@ -1,26 +1,67 @@
 """Blob keys: the 128-bit xxh3 hash of a blob's original bytes, with the store's secret seed.
 
-xxh3 is not a cryptographic hash. What keeps outsiders from crafting two contents
-with one key is the per-store random seed, created at ``castore init`` and never sent
-to clients; keys are always computed by the store from the bytes it received. The
-remaining risks are written down in ``docs/design.md`` (threat model).
+xxh3 is not a cryptographic hash, and the key is not what keeps two contents apart:
+a put that finds its key taken compares bytes before sharing a blob, and stores a
+different content under the next key of its *probe sequence* (:func:`probe_keys`). The
+seed only makes collisions hard to aim at, so it is never exposed: nothing a client
+sees is computed from a key except through a keyed one-way function (:func:`etag`).
+The remaining risks are written down in ``docs/design.md`` (threat model).
+
+The key function is injectable (``Store(..., key_function=...)``) so that tests can
+prove the store safe with a deliberately weak one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
-from typing import NewType
+from collections.abc import Callable, Iterator
+from typing import NewType, Protocol
 
 import xxhash
 
-__all__ = ["KEY_HEX_LENGTH", "BlobKey", "Hasher", "check_key", "is_valid_key", "new_seed"]
+from .digests import ChunkDigester, content_digest
+
+__all__ = [
+    "KEY_HEX_LENGTH",
+    "MAX_PROBES",
+    "BlobKey",
+    "Hasher",
+    "KeyFunction",
+    "KeyState",
+    "check_key",
+    "etag",
+    "is_valid_key",
+    "new_seed",
+    "probe_keys",
+    "xxh3_key",
+]
 
 BlobKey = NewType("BlobKey", str)
-"""32 lowercase hex digits: xxh3-128 of the original (uncompressed) bytes."""
+"""32 lowercase hex digits: xxh3-128 of the original (uncompressed) bytes, or a probe key."""
 
 KEY_HEX_LENGTH = 32
 _KEY = re.compile(r"[0-9a-f]{32}")
+MAX_PROBES = 64
+"""Keys tried for one content before a put gives up (each step needs another collision)."""
+
+
+class KeyState(Protocol):
+    """An incremental hash: what a key function returns."""
+
+    def update(self, data: bytes | bytearray | memoryview, /) -> object: ...
+
+    def hexdigest(self) -> str: ...
+
+
+KeyFunction = Callable[[int], KeyState]
+"""``seed -> fresh incremental hash`` whose ``hexdigest()`` is 32 lowercase hex digits."""
+
+
+def xxh3_key(seed: int) -> KeyState:
+    """The default key function: keyed xxh3-128."""
+    return xxhash.xxh3_128(seed=seed)
 
 
 def is_valid_key(key: object) -> bool:
@@ -40,18 +81,49 @@ def new_seed() -> int:
     return secrets.randbits(64)
 
 
+def _secret(seed: int, purpose: bytes) -> bytes:
+    return hashlib.blake2b(seed.to_bytes(8, "big"), person=purpose, digest_size=32).digest()
+
+
+def probe_keys(seed: int, key: BlobKey, digests: bytes) -> Iterator[BlobKey]:
+    """Where a content may be stored: its key, then keys derived from it and its chunk digests.
+
+    Deterministic, so that identical contents meet at the same key; keyed with a secret
+    drawn from the seed, so that outsiders cannot aim at a probe key either. A content
+    whose key is taken by another content (a collision, or an attack) goes to the next
+    probe key; which one a blob got is simply the key its row is stored under.
+    """
+    yield key
+    secret = _secret(seed, b"castore-probe")
+    for step in range(1, MAX_PROBES):
+        message = b"%s\0%s\0%d" % (key.encode(), content_digest(digests).encode(), step)
+        yield BlobKey(hashlib.blake2b(message, key=secret, digest_size=16).hexdigest())
+
+
+def etag(seed: int, key: BlobKey) -> str:
+    """The ETag of a blob: a keyed one-way function of its key, so the key cannot be learned."""
+    return hashlib.blake2b(key.encode(), key=_secret(seed, b"castore-etag"), digest_size=16).hexdigest()
+
+
 class Hasher:
-    """Incremental keyed xxh3-128 that also counts the bytes it has seen."""
+    """Incremental key and chunk digests of a content, and its size."""
 
-    __slots__ = ("_state", "size")
+    __slots__ = ("_chunks", "_state")
 
-    def __init__(self, seed: int) -> None:
-        self._state = xxhash.xxh3_128(seed=seed)
-        self.size = 0
+    def __init__(self, seed: int, key_function: KeyFunction = xxh3_key) -> None:
+        self._state = key_function(seed)
+        self._chunks = ChunkDigester()
+
+    @property
+    def size(self) -> int:
+        return self._chunks.size
 
     def update(self, data: bytes | bytearray | memoryview) -> None:
         self._state.update(data)
-        self.size += len(data)
+        self._chunks.update(data)
 
     def key(self) -> BlobKey:
         return BlobKey(self._state.hexdigest())
+
+    def digests(self) -> bytes:
+        return self._chunks.digests()

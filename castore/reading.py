@@ -1,27 +1,49 @@
-"""Reading a blob back: decoding its stored bytes and checking them against its key.
+"""Reading a blob back: decoding its stored bytes and proving them, chunk by chunk.
 
-Every read that reaches the end of a blob verifies its length and its keyed xxh3
-digest (about 14 GB/s here, so the check is nearly free) and raises
-:class:`~castore.errors.CorruptBlob` rather than hand out damaged bytes silently.
+A blob whose chunk digests are known (:mod:`castore.digests`) is read one chunk
+(1 MiB of content) at a time, and a chunk is handed out only after its digest matches:
+no caller, and so no HTTP client, ever gets a byte that was not verified, even from
+the middle of a large file (:meth:`BlobReader.seek_content`, for Range requests). A
+mismatch raises :class:`~castore.errors.CorruptBlob`; a server that has already sent
+headers then aborts the connection (``castore/server.py``).
+
+:meth:`BlobReader.verified_stored` hands out the stored zstd frames themselves (for
+clients that accept zstd), each piece only once the content it decodes to is verified.
+
+A blob written before revision 0002 has no digests. The store reads it whole once, in
+*key mode* (the last chunk is released only after the whole content matches its key),
+records the digests it computed, and serves it like any other from then on.
 """
 
 from __future__ import annotations
 
 import io
-from typing import BinaryIO
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO
+
+import zstandard
 
 from .codec import Codec, decoding_reader
+from .digests import CHUNK_SIZE, DIGEST_SIZE, chunk_digest, digest_of_chunk
 from .errors import CorruptBlob
 from .keys import BlobKey, Hasher
 
-__all__ = ["BlobReader"]
+__all__ = ["STORED_PIECE", "BlobReader"]
+
+STORED_PIECE = 16 * 1024
+"""Stored bytes fed to the decoder at a time by :meth:`BlobReader.verified_stored`.
+
+Small, so that the bytes held back while their chunk is verified stay close to one
+chunk's compressed size."""
 
 
 class BlobReader(io.RawIOBase):
-    """A read-only binary stream of one stored file's original bytes.
+    """A read-only binary stream of one stored file's original bytes, verified as it goes.
 
-    ``name`` is the versioned name, ``size`` the original size in bytes. Reading to
-    the end verifies the content; a mismatch raises CorruptBlob.
+    ``name`` is the versioned name, ``size`` the original size in bytes. ``digests``
+    are the blob's chunk digests; without them ``key_hasher`` must be given and the
+    content is checked against ``key`` when its end is read (key mode).
     """
 
     def __init__(
@@ -32,14 +54,18 @@ class BlobReader(io.RawIOBase):
         key: BlobKey,
         size: int,
         stored_size: int,
-        seed: int,
+        digests: bytes | None,
         name: str,
         version: int,
+        key_hasher: Callable[[], Hasher] | None = None,
     ) -> None:
         super().__init__()
+        if digests is None and key_hasher is None:
+            raise ValueError("a BlobReader needs the blob's digests or its key function")
         self._stored = stored
         self._decoded = decoding_reader(stored, codec)
-        self._hasher: Hasher | None = Hasher(seed)
+        self._digests = digests
+        self._hasher = key_hasher() if digests is None and key_hasher is not None else None
         self.key = key
         self.codec = codec
         self.size = size
@@ -48,58 +74,181 @@ class BlobReader(io.RawIOBase):
         self.version = version
         self.in_memory = isinstance(stored, io.BytesIO)
         """True when the stored bytes came from the metadata row (no file I/O to read them)."""
+        self._index = 0  # the next chunk to read
+        self._skip = 0  # bytes to drop from the next chunk (a Range that starts inside it)
+        self._pending = memoryview(b"")
+        self._started = False
+        self._ended = False
+        self.computed_digests: bytes | None = None
+        """In key mode, the digests of the content once it has been read whole and matched its key."""
+
+    @property
+    def digests(self) -> bytes | None:
+        """The chunk digests this reader checks against (None in key mode)."""
+        return self._digests
 
     def readable(self) -> bool:
         return True
 
+    # -- verified content ----------------------------------------------------------------
+
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         view = memoryview(buffer).cast("B")
-        n = self._decoded.readinto(view) if hasattr(self._decoded, "readinto") else self._read_into(view)
-        if self._hasher is not None:
-            if n:
-                self._hasher.update(view[:n])
-                if self._hasher.size > self.size:
-                    self._fail(f"is longer than its recorded {self.size} bytes")
-            elif len(view):
-                self._verify()
+        if not view:
+            return 0
+        while not self._pending:
+            piece = self._next_piece()
+            if not piece:
+                return 0
+            self._pending = memoryview(piece)
+        n = min(len(view), len(self._pending))
+        view[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
         return n
 
-    def _read_into(self, view: memoryview) -> int:
-        data = self._decoded.read(len(view))
-        view[: len(data)] = data
-        return len(data)
-
-    def _verify(self) -> None:
-        assert self._hasher is not None
-        hasher, self._hasher = self._hasher, None
-        if hasher.size != self.size:
-            self._fail(f"has {hasher.size} bytes, {self.size} recorded")
-        if hasher.key() != self.key:
-            self._fail("does not match its key")
-
-    def _fail(self, problem: str) -> None:
-        self._hasher = None
-        raise CorruptBlob(f"blob {self.key} of {self.name} {problem}")
-
     def readall(self) -> bytes:
-        chunks = []
-        while chunk := self.read(1 << 20):
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return b"".join(self.chunks())
 
-    def take_stored(self) -> BinaryIO:
-        """Hand over the stored bytes as kept (raw, or one zstd frame) instead of decoding.
+    def chunks(self) -> Iterator[bytes]:
+        """The rest of the content in verified pieces of up to one chunk (no extra copy)."""
+        if self._pending:
+            pending, self._pending = bytes(self._pending), memoryview(b"")
+            yield pending
+        while piece := self._next_piece():
+            yield piece
 
-        Only before anything was read; the reader is closed and the caller owns the stream.
-        For servers that send a zstd frame to clients that accept it, without recompressing.
+    def seek_content(self, offset: int) -> None:
+        """Start reading at content byte ``offset`` (before any read; not in key mode).
+
+        Only the chunks from the one holding ``offset`` on are verified and handed
+        out; for a raw blob the bytes before it are not even read.
         """
-        if self._hasher is None or self._hasher.size:
-            raise ValueError("take_stored() after reading")
-        stored = self._stored
-        # Drop the decoder without closing it: closing it would close ``stored`` too.
-        self._stored = self._decoded = io.BytesIO()
-        self.close()
-        return stored
+        if self._started or self._digests is None:
+            raise ValueError("seek_content() only before reading, on a blob with digests")
+        if not 0 <= offset <= self.size:
+            raise ValueError(f"offset {offset} is outside the {self.size} bytes of {self.name}")
+        index, self._skip = divmod(offset, CHUNK_SIZE)
+        start = index * CHUNK_SIZE
+        if self.codec is Codec.RAW and self._stored.seekable():
+            self._stored.seek(start)
+        else:
+            self._discard(start)
+        self._index = index
+
+    def _discard(self, count: int) -> None:
+        """Decode and drop ``count`` bytes of content that nobody will be handed."""
+        while count > 0:
+            dropped = len(self._decode(min(count, CHUNK_SIZE)))
+            if not dropped:
+                self._fail(f"ends before byte {self.size}")
+            count -= dropped
+
+    def _next_piece(self) -> bytes:
+        chunk = self._next_chunk()
+        if self._skip:
+            chunk, self._skip = chunk[self._skip :], 0
+        return chunk
+
+    def _next_chunk(self) -> bytes:
+        """The next whole chunk of content, verified; empty bytes at the (checked) end."""
+        self._started = True
+        if self._ended:
+            return b""
+        start = self._index * CHUNK_SIZE
+        if start == 0 and self._digests is not None and len(self._digests) != _chunks_in(self.size) * DIGEST_SIZE:
+            self._fail("has digests that do not fit its size")
+        if start >= self.size:
+            self._end()
+            return b""
+        want = min(CHUNK_SIZE, self.size - start)
+        data = self._decode(want)
+        if len(data) < want:
+            self._fail(f"has {start + len(data)} bytes, {self.size} recorded")
+        if self._digests is not None:
+            if chunk_digest(data) != digest_of_chunk(self._digests, self._index):
+                self._fail(f"does not match its digest at bytes {start}-{start + want - 1}")
+        else:
+            assert self._hasher is not None
+            self._hasher.update(data)
+        self._index += 1
+        if start + want == self.size:
+            self._end()
+        return data
+
+    def _end(self) -> None:
+        """At the recorded size: nothing may follow, and in key mode the key must match."""
+        if self._decode(1):
+            self._fail(f"is longer than its recorded {self.size} bytes")
+        if self._hasher is not None:
+            if self._hasher.key() != self.key:
+                self._fail("does not match its key")
+            self.computed_digests = self._hasher.digests()
+        self._ended = True
+
+    def _decode(self, size: int) -> bytes:
+        """Up to ``size`` decoded bytes (fewer only at the end of the stored bytes)."""
+        parts: list[bytes] = []
+        remaining = size
+        try:
+            while remaining > 0:
+                part = self._decoded.read(remaining)
+                if not part:
+                    break
+                parts.append(part)
+                remaining -= len(part)
+        except zstandard.ZstdError as e:
+            self._fail(f"cannot be decoded ({e})")
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _fail(self, problem: str) -> Any:
+        self._ended = True
+        self._pending = memoryview(b"")
+        raise CorruptBlob(f"{self.name}: the stored content {problem}")
+
+    # -- verified stored bytes -------------------------------------------------------------
+
+    def verified_stored(self) -> Iterator[bytes]:
+        """The stored zstd frame(s) as kept, each piece released once what it decodes to is verified.
+
+        Only before anything was read, on a zstd blob with digests. The decoder returns
+        all the content a prefix of the frames can yield, so a prefix that decodes only
+        into verified chunks is safe to send: a client cannot decode an unverified byte
+        from it. Raises CorruptBlob (after releasing only verified pieces) on a mismatch,
+        a frame that does not decode, or a wrong size.
+        """
+        if self._started or self._digests is None or self.codec is not Codec.ZSTD:
+            raise ValueError("verified_stored() only before reading, on a zstd blob with digests")
+        self._started = True
+        frames = _Frames()
+        held: deque[tuple[bytes, int]] = deque()
+        content = bytearray()
+        decoded = verified = 0
+        while piece := self._stored.read(STORED_PIECE):
+            try:
+                out = frames.feed(piece)
+            except zstandard.ZstdError as e:
+                self._fail(f"cannot be decoded ({e})")
+            decoded += len(out)
+            if decoded > self.size:
+                self._fail(f"is longer than its recorded {self.size} bytes")
+            content += out
+            while verified < self.size and len(content) >= min(CHUNK_SIZE, self.size - verified):
+                length = min(CHUNK_SIZE, self.size - verified)
+                index = verified // CHUNK_SIZE
+                if chunk_digest(memoryview(content)[:length]) != digest_of_chunk(self._digests, index):
+                    self._fail(f"does not match its digest at bytes {verified}-{verified + length - 1}")
+                del content[:length]
+                verified += length
+            held.append((piece, decoded))
+            while held and held[0][1] <= verified:
+                yield held.popleft()[0]
+        if frames.in_frame:
+            self._fail("ends inside a zstd frame")
+        if decoded != self.size:
+            self._fail(f"has {decoded} bytes, {self.size} recorded")
+        while held:
+            yield held.popleft()[0]
+        self._ended = True
 
     def close(self) -> None:
         if not self.closed:
@@ -109,3 +258,29 @@ class BlobReader(io.RawIOBase):
             finally:
                 self._stored.close()
         super().close()
+
+
+def _chunks_in(size: int) -> int:
+    return -(-size // CHUNK_SIZE)
+
+
+class _Frames:
+    """Decodes a sequence of zstd frames fed in pieces, returning all the output each piece yields."""
+
+    def __init__(self) -> None:
+        self._decoder: Any = None
+        self.in_frame = False
+
+    def feed(self, data: bytes) -> bytes:
+        out = []
+        while data:
+            if self._decoder is None:
+                self._decoder = zstandard.ZstdDecompressor().decompressobj()
+            out.append(self._decoder.decompress(data))
+            self.in_frame = True
+            data = b""
+            if self._decoder.eof:
+                data = self._decoder.unused_data
+                self._decoder = None
+                self.in_frame = False
+        return b"".join(out)

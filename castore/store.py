@@ -18,13 +18,14 @@ a process is killed at any point, and when several processes share one store.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import fcntl
 import io
 import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +33,11 @@ from typing import Any, BinaryIO, Self
 
 from .blobs.base import BlobBackend
 from .blobs.fs import FileBlobBackend
-from .codec import DEFAULT_LEVEL, Codec
+from .codec import DEFAULT_LEVEL, decode_bytes, decoding_reader
+from .digests import CHUNK_SIZE, content_digest
 from .errors import (
-    HashCollision,
+    CastoreError,
+    IntegrityError,
     InvalidVersion,
     MissingBlob,
     NotFound,
@@ -45,14 +48,23 @@ from .errors import (
 )
 from .faults import as_store_fault, is_disk_full
 from .ingest import Ingest, Prepared, Source
-from .keys import BlobKey, new_seed
-from .metadata.repo import BlobRow, Entry, MetadataRepo, Usage
+from .keys import BlobKey, Hasher, KeyFunction, etag, new_seed, probe_keys, xxh3_key
+from .metadata.repo import BlobRow, DedupCandidate, Entry, MetadataRepo, Usage
 from .metadata.report import DedupReport
 from .names import check_prefix, check_version, child_range, parse_name, versioned_name
 from .reading import BlobReader
 from .reserve import SpaceReserve
 
-__all__ = ["DEFAULT_INLINE_MAX", "DEFAULT_RETENTION", "METADATA_FILE", "SETTINGS", "FileInfo", "GcReport", "Store"]
+__all__ = [
+    "DEFAULT_INLINE_MAX",
+    "DEFAULT_RETENTION",
+    "METADATA_FILE",
+    "SETTINGS",
+    "DigestReport",
+    "FileInfo",
+    "GcReport",
+    "Store",
+]
 
 SETTINGS = ("retention", "inline_max", "zstd_level")
 """What a store chooses at creation (``Store.open(root, create=True, retention=3)``)."""
@@ -75,6 +87,8 @@ class FileInfo:
     key: BlobKey
     stored_size: int
     codec: str
+    digest: str | None = None
+    """The content digest (:func:`castore.digests.content_digest`), when known."""
 
     @property
     def name(self) -> str:
@@ -84,7 +98,8 @@ class FileInfo:
     @classmethod
     def of(cls, entry: Entry) -> FileInfo:
         blob = entry.blob
-        return cls(entry.path, entry.version, blob.size, blob.key, blob.stored_size, blob.codec.value)
+        digest = None if blob.digests is None else content_digest(blob.digests)
+        return cls(entry.path, entry.version, blob.size, blob.key, blob.stored_size, blob.codec.value, digest)
 
 
 @dataclass(frozen=True)
@@ -96,8 +111,23 @@ class GcReport:
     staging_files: int
 
 
+@dataclass(frozen=True)
+class DigestReport:
+    """What :meth:`Store.add_missing_digests` did: digests added, and blobs that failed verification."""
+
+    added: int
+    damaged: list[str]
+
+
 class _NeedBytes(Exception):
-    """The live blob a put counted on was collected before the put's transaction."""
+    """The live blob a put counted on was collected (or replaced) before the put's transaction."""
+
+
+class _Raced(Exception):
+    """The blob row a put settled on changed before its transaction: settle again."""
+
+
+_SETTLE_ATTEMPTS = 8
 
 
 @contextmanager
@@ -162,6 +192,7 @@ class Store:
         blobs: BlobBackend,
         *,
         clock: Callable[[], float] = time.time,
+        key_function: KeyFunction = xxh3_key,
     ) -> None:
         settings = metadata.settings()
         if "seed" not in settings:
@@ -171,8 +202,13 @@ class Store:
         self.clock = clock
         self.seed = int(settings["seed"])
         self.retention = int(settings["retention"])
+        self.key_function = key_function
         self._ingest = Ingest(
-            self.seed, blobs, inline_max=int(settings["inline_max"]), level=int(settings["zstd_level"])
+            self.seed,
+            blobs,
+            inline_max=int(settings["inline_max"]),
+            level=int(settings["zstd_level"]),
+            key_function=key_function,
         )
 
     # -- opening ------------------------------------------------------------------
@@ -185,6 +221,7 @@ class Store:
         *,
         clock: Callable[[], float] = time.time,
         read_only: bool | None = None,
+        key_function: KeyFunction = xxh3_key,
         **settings: int,
     ) -> Store:
         """Open the store at folder ``root``: SQLite metadata and a blob folder inside it.
@@ -198,6 +235,9 @@ class Store:
         ``read_only``: True opens the store for reading only (nothing is written, not
         even a lock file); None (the default) does so when ``root`` is on a read-only
         filesystem.
+
+        ``key_function`` is for tests (see :mod:`castore.keys`); a store must always be
+        opened with the same one.
         """
         _check_settings(settings)
         if settings and not create:
@@ -212,7 +252,7 @@ class Store:
             read_only = database.exists() and _read_only_filesystem(root)
         if read_only:
             store = cls(MetadataRepo(f"sqlite:///{database}", read_only=True),
-                        FileBlobBackend(root / BLOBS_DIR, read_only=True), clock=clock)
+                        FileBlobBackend(root / BLOBS_DIR, read_only=True), clock=clock, key_function=key_function)
             store.read_only = True
             return store
         reserve = SpaceReserve(root)
@@ -224,7 +264,7 @@ class Store:
                 if shutil.disk_usage(root).free >= reserve.size or not reserve.release():
                     raise
                 metadata = cls._open_metadata(root, database, create, settings)
-        store = cls(metadata, FileBlobBackend(root / BLOBS_DIR), clock=clock)
+        store = cls(metadata, FileBlobBackend(root / BLOBS_DIR), clock=clock, key_function=key_function)
         differing = {k: v for k, v in settings.items() if store.settings()[k] != v}
         if differing:
             store.close()
@@ -305,15 +345,13 @@ class Store:
             newer = self._newer_than(path, version)
             if newer is not None:
                 return newer  # do not read a stream that an older version would throw away
-        prepared = self._ingest.prepare(
-            source, expected_size=expected_size, live_size=self.metadata.live_blob_size
-        )
+        prepared = self._ingest.prepare(source, expected_size=expected_size, find_same=self._find_same)
         try:
             try:
-                return self._record_put(path, version, prepared)
+                return self._settle_and_record(path, version, prepared)
             except _NeedBytes:
                 prepared = self._ingest.prepare(source, expected_size=expected_size, force_bytes=True)
-                return self._record_put(path, version, prepared)
+                return self._settle_and_record(path, version, prepared)
         finally:
             prepared.discard()
 
@@ -338,7 +376,7 @@ class Store:
                 return newer
             prepared = self._ingest.prepare_zstd(frame, size=size, max_window=max_window)
             try:
-                return self._record_put(path, version, prepared)
+                return self._settle_and_record(path, version, prepared)
             finally:
                 prepared.discard()
 
@@ -353,11 +391,13 @@ class Store:
         self._check_writable()
         if version is None:
             version = int(self.clock())
-        size = self.metadata.live_blob_size(key)
-        if size is None:
+        candidate = self.metadata.dedup_candidate(key)
+        if candidate is None or candidate.refcount == 0:
             return None
+        blob = candidate.blob
+        prepared = Prepared(key, blob.size, blob.codec, 0, blob.digests)  # no bytes: the row's content is kept
         try:
-            return self._record_put(path, version, Prepared(key, size, Codec.RAW, 0))
+            return self._record_put(path, version, prepared, key, candidate.created)
         except _NeedBytes:
             return None  # collected since the lookup: the transaction was rolled back
 
@@ -366,45 +406,124 @@ class Store:
         current = self.metadata.current_version(path)
         return versioned_name(path, current) if current is not None and current > version else None
 
-    def _record_put(self, path: str, version: int, prepared: Prepared) -> str:
-        """One transaction: compare versions, reference the blob, point the path at it."""
+    # -- dedup that compares bytes --------------------------------------------------------
+
+    def _settle_and_record(self, path: str, version: int, prepared: Prepared) -> str:
+        """Choose the blob key for a prepared content (comparing bytes), then record the put."""
+        if not prepared.has_bytes:
+            # find_same compared the bytes already; any change of that row needs them again
+            assert prepared.matched is not None
+            return self._record_put(path, version, prepared, prepared.key, prepared.matched)
+        for _ in range(_SETTLE_ATTEMPTS):
+            key, matched = self._settle(prepared)
+            try:
+                return self._record_put(path, version, prepared, key, matched)
+            except _Raced:
+                continue
+        raise CastoreError(f"{path}: its blob kept changing under the put; try again")
+
+    def _probe(
+        self, key: BlobKey, size: int, digests: bytes, content: Callable[[], Iterable[bytes | memoryview]]
+    ) -> tuple[BlobKey, DedupCandidate | None]:
+        """The first probe key that holds exactly this content (with its row) or is free (None)."""
+        for candidate in probe_keys(self.seed, key, digests):
+            state = self.metadata.dedup_candidate(candidate)
+            if state is None or state.refcount == 0:
+                return candidate, None
+            if self._holds(state, size, digests, content):
+                return candidate, state
+        raise CastoreError(f"{size} bytes of content collide with other contents at every probe key")
+
+    def _settle(self, prepared: Prepared) -> tuple[BlobKey, int | None]:
+        """``(key, created of the live blob holding this content)``, or ``(free key, None)``."""
+        assert prepared.digests is not None
+        key, state = self._probe(prepared.key, prepared.size, prepared.digests, lambda: self._content_of(prepared))
+        return key, None if state is None else state.created
+
+    def _find_same(
+        self, key: BlobKey, size: int, digests: bytes, content: Callable[[], Iterator[memoryview]]
+    ) -> tuple[BlobKey, int] | None:
+        """For ingest: the live blob holding exactly this content, before any byte is written."""
+        found, state = self._probe(key, size, digests, content)
+        return None if state is None else (found, state.created)
+
+    def _holds(
+        self, state: DedupCandidate, size: int, digests: bytes, content: Callable[[], Iterable[bytes | memoryview]]
+    ) -> bool:
+        """Whether a live blob holds exactly this content: sizes, digests, then every byte.
+
+        The bytes are compared even when key and digests agree (dedup "verify"): they
+        are only read on such a hit, and reading is cheaper than writing a copy. A
+        stored blob that fails its own verification holds nothing worth sharing.
+        """
+        blob = state.blob
+        if blob.size != size or (blob.digests is not None and blob.digests != digests):
+            return False
+        try:
+            with self.open_blob(blob, f"blob {blob.key}", 0) as reader:
+                return _same_bytes(reader.chunks(), content())
+        except IntegrityError:
+            return False
+
+    def _content_of(self, prepared: Prepared) -> Iterator[bytes]:
+        """The content of a prepared blob, read back from its inline or staged bytes."""
+        if prepared.inline is not None:
+            yield decode_bytes(prepared.inline, prepared.codec)
+            return
+        assert prepared.staged is not None
+        with prepared.staged.open() as stored, decoding_reader(stored, prepared.codec) as content:
+            while chunk := content.read(CHUNK_SIZE):
+                yield chunk
+
+    def _record_put(self, path: str, version: int, prepared: Prepared, key: BlobKey, matched: int | None) -> str:
+        """One transaction: compare versions, reference the blob, point the path at it.
+
+        ``matched`` is the ``created`` time of the live blob the put compared with, or
+        None when the put found ``key`` free: the row must still be what was decided.
+        """
         with self.metadata.write() as txn:
             current = txn.current(path)
             if current is not None and current.version > version:
                 return versioned_name(path, current.version)
             acquired = txn.acquire_blob(
-                prepared.key,
+                key,
                 size=prepared.size,
                 stored_size=prepared.stored_size,
                 codec=prepared.codec,
                 data=prepared.inline,
+                digests=prepared.digests,
                 now=int(self.clock()),
             )
-            if acquired.size != prepared.size:
-                raise HashCollision(
-                    f"key {prepared.key} is stored with {acquired.size} bytes; "
-                    f"refusing a different content of {prepared.size} bytes for {path}"
-                )
-            if acquired.refcount == 1 and not acquired.inline:
-                # New, or revived from 0 (its bytes may be gone): publish ours.
-                self._publish(prepared)
+            if acquired.refcount == 1:
+                # New, or revived from 0 with this content (its old bytes may be gone).
+                if not acquired.inline:
+                    self._publish(prepared, key)
+            elif matched is None or (acquired.created, acquired.size, acquired.digests) != (
+                matched,
+                prepared.size,
+                prepared.digests,
+            ):
+                # Another put took the key, or the blob compared with was replaced.
+                if not prepared.has_bytes:
+                    raise _NeedBytes()
+                raise _Raced()
             if current is None:
-                txn.add_path(path, version, prepared.key)
+                txn.add_path(path, version, key)
             elif current.version == version:
-                txn.replace_current(path, current, prepared.key)
+                txn.replace_current(path, current, key)
                 txn.release_blob(current.blob_key)
             else:
-                txn.add_version(path, version, prepared.key, min(current.nversions + 1, self.retention))
+                txn.add_version(path, version, key, min(current.nversions + 1, self.retention))
                 excess = current.nversions + 1 - self.retention
                 if excess > 0:
                     self._release(txn, txn.drop_oldest(path, excess))
         return versioned_name(path, version)
 
-    def _publish(self, prepared: Prepared) -> None:
+    def _publish(self, prepared: Prepared, key: BlobKey) -> None:
         if prepared.staged is not None:
-            self.blobs.publish(prepared.staged, prepared.key)
+            self.blobs.publish(prepared.staged, key)
         elif prepared.inline is not None:
-            self.blobs.put_bytes(prepared.key, prepared.inline)
+            self.blobs.put_bytes(key, prepared.inline)
         else:
             raise _NeedBytes()
 
@@ -462,17 +581,35 @@ class Store:
     # -- reading ------------------------------------------------------------------
 
     def open_file(self, name: str) -> BlobReader:
-        """A binary stream of the content of ``name`` (current version, or ``@version``)."""
+        """A binary stream of the content of ``name`` (current version, or ``@version``).
+
+        Every chunk is verified before it is read out (CorruptBlob otherwise). A blob
+        written before chunk digests existed is verified whole first, once.
+        """
         entry = self._entry(name)
         try:
-            return self._reader(entry)
+            return self.open_entry(entry)
         except MissingBlob:
             # A concurrent delete and garbage collection may have removed it since
             # the lookup: look again, and report what is true now.
             again = self._entry(name)
             if again.blob.key == entry.blob.key:
                 raise
-            return self._reader(again)
+            return self.open_entry(again)
+
+    def lookup(self, name: str) -> Entry:
+        """The metadata of ``name`` (current version, or ``@version``); NotFound if absent."""
+        return self._entry(name)
+
+    def open_entry(self, entry: Entry) -> BlobReader:
+        """A verified reader of an entry from :meth:`lookup` (see :meth:`open_file`)."""
+        if entry.blob.digests is None:
+            entry = dataclasses.replace(entry, blob=self._add_digests(entry.blob, entry.path))
+        return self._reader(entry)
+
+    def etag(self, key: BlobKey) -> str:
+        """An HTTP ETag for a blob: a keyed one-way function of its key (the key stays secret)."""
+        return etag(self.seed, key)
 
     def read_bytes(self, name: str) -> bytes:
         """The whole content of ``name``."""
@@ -598,6 +735,23 @@ class Store:
         staging = self.blobs.sweep_staging(self.clock() - staging_grace)
         return GcReport(removed, freed, staging)
 
+    def add_missing_digests(self, *, batch: int = 100) -> DigestReport:
+        """Verify every live blob that has no chunk digests yet (written before 0002) and record them.
+
+        Blobs that fail verification are listed in the report and left as they are.
+        Safe while the store is in use; ``castore check --repair`` calls it.
+        """
+        added, damaged, after = 0, [], ""
+        while rows := self.metadata.blobs_without_digests(after, batch):
+            for blob in rows:
+                after = blob.key
+                try:
+                    self._add_digests(blob, f"blob {blob.key}")
+                    added += 1
+                except IntegrityError as e:
+                    damaged.append(f"blob {blob.key}: {e}")
+        return DigestReport(added, damaged)
+
     def check(self) -> builtins.list[str]:
         """Verify every referenced blob's content and the reference counts; return the problems.
 
@@ -645,10 +799,39 @@ class Store:
             key=blob.key,
             size=blob.size,
             stored_size=blob.stored_size,
-            seed=self.seed,
+            digests=blob.digests,
             name=name,
             version=version,
+            key_hasher=lambda: Hasher(self.seed, self.key_function),
         )
+
+    def _add_digests(self, blob: BlobRow, name: str) -> BlobRow:
+        """Read a blob without digests whole, check it against its key, and record its digests."""
+        with self.open_blob(blob, name, 0) as reader:
+            for _ in reader.chunks():
+                pass
+            digests = reader.computed_digests
+        assert digests is not None
+        if not self.read_only:  # a read-only store verifies the same way, it just cannot remember
+            self.metadata.set_digests(blob.key, blob.size, digests)
+        return dataclasses.replace(blob, digests=digests)
+
+
+def _same_bytes(left: Iterable[bytes | memoryview], right: Iterable[bytes | memoryview]) -> bool:
+    """Whether two streams of pieces (cut anywhere) carry the same bytes."""
+    lefts, rights = iter(left), iter(right)
+    a = b = memoryview(b"")
+    while True:
+        if not a:
+            a = memoryview(next(lefts, b""))
+        if not b:
+            b = memoryview(next(rights, b""))
+        if not a or not b:
+            return not a and not b
+        n = min(len(a), len(b))
+        if a[:n].tobytes() != b[:n].tobytes():
+            return False
+        a, b = a[n:], b[n:]
 
 
 def _check_settings(settings: dict[str, Any]) -> None:

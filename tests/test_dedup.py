@@ -91,7 +91,7 @@ def test_blob_collected_between_hashing_and_recording(store: Store, tmp_path: Pa
     key = store.stat("/first").key
     store.delete("/first")
     store.collect_garbage()  # the blob is gone, but the put below is told it is live
-    store.metadata.live_blob_size = lambda k: len(content) if k == key else None  # type: ignore[method-assign]
+    store._find_same = lambda k, size, digests, again: (key, 0)  # type: ignore[method-assign]
     with open(local, "rb") as f:
         assert store.put("/second", f, version=1) == "/second@1"
     assert store.read_bytes("/second") == content

@@ -35,6 +35,10 @@ class StagedBlob:
         """Throw the bytes away. Safe to call more than once, and after publish."""
         raise NotImplementedError(self.abort)
 
+    def open(self) -> BinaryIO:
+        """Read the finished (not yet published) bytes back: a put compares them on a dedup hit."""
+        raise NotImplementedError(self.open)
+
 
 class BlobBackend:
     """Stored bytes by key. Subclasses implement the methods that raise here."""

@@ -88,6 +88,10 @@ class _FileStaged(StagedBlob):
         self.path = None
         self._file.close()
 
+    def open(self) -> BinaryIO:
+        assert self.path is not None, "open() needs a finished, unpublished blob"
+        return open(self.path, "rb")
+
     def abort(self) -> None:
         if self.path is not None:
             try:

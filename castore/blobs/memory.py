@@ -27,6 +27,10 @@ class _MemoryStaged(StagedBlob):
         assert self.buffer is not None, "finish after abort"
         return self.buffer.getbuffer().nbytes
 
+    def open(self) -> BinaryIO:
+        assert self.buffer is not None, "open after abort"
+        return io.BytesIO(self.buffer.getvalue())
+
     def abort(self) -> None:
         self.buffer = None
 

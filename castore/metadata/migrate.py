@@ -16,7 +16,7 @@ from ..errors import ReadOnlyStore
 
 __all__ = ["SCHEMA_REVISION", "alembic_config", "alembic_dir", "current_revision", "ensure_schema"]
 
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0002"
 """The Alembic head revision this code is written for."""
 
 

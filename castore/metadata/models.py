@@ -4,7 +4,7 @@ Tables (see ``docs/design.md``, "Metadata schema"):
 
 * ``settings`` — the store's own config: key seed, retention, inline threshold.
 * ``blobs`` — one row per distinct content: key, sizes, codec, inline bytes of small
-  blobs, and ``refcount`` = the number of ``versions`` rows naming it.
+  blobs, chunk digests, and ``refcount`` = the number of ``versions`` rows naming it.
 * ``paths`` — the current version of every stored path (what reads and lists use).
 * ``versions`` — every retained version of every path, the current one included.
 * ``deletions`` — paths deleted while moving in from a Filetracker server
@@ -63,6 +63,9 @@ class Blob(Base):
     """How many ``versions`` rows name this blob; 0 means collectable."""
     created: Mapped[int] = mapped_column(BigInteger)
     """Unix time of the first put of this content."""
+    digests: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    """xxh3-128 of each 1 MiB chunk of the content (:mod:`castore.digests`); NULL until
+    known for a blob written before revision 0002."""
 
 
 class PathEntry(Base):

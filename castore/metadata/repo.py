@@ -25,8 +25,8 @@ from .migrate import ensure_schema
 from .models import Blob, Deletion, PathEntry, Setting, Token, Version
 from .report import DedupReport, dedup_report
 
-__all__ = ["Acquired", "BlobRow", "BlobState", "Child", "Counts", "Current", "Entry", "MetadataRepo", "TokenRow",
-           "Usage", "WriteTxn"]
+__all__ = ["Acquired", "BlobRow", "BlobState", "Child", "Counts", "Current", "DedupCandidate", "Entry", "MetadataRepo",
+           "TokenRow", "Usage", "WriteTxn"]
 
 blobs = cast(Table, Blob.__table__)
 paths = cast(Table, PathEntry.__table__)
@@ -46,6 +46,17 @@ class BlobRow:
     codec: Codec
     data: bytes | None
     """Inline stored bytes, or None when the blob backend holds them."""
+    digests: bytes | None = None
+    """Chunk digests of the content; None when not known yet (a blob from before 0002)."""
+
+
+@dataclass(frozen=True)
+class DedupCandidate:
+    """A blob row as a put sees it when deciding whether to share it."""
+
+    blob: BlobRow
+    refcount: int
+    created: int
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,8 @@ class Acquired:
     refcount: int
     size: int
     inline: bool
+    digests: bytes | None
+    created: int
 
 
 @dataclass(frozen=True)
@@ -146,11 +159,11 @@ class Usage:
 _INLINE_LENGTH = func.coalesce(func.length(blobs.c.data), -1).label("inline_length")
 """-1 for a blob kept by the backend, else the length of its inline bytes."""
 
-_BLOB_COLUMNS = (blobs.c.key, blobs.c.size, blobs.c.stored_size, blobs.c.codec, blobs.c.data)
+_BLOB_COLUMNS = (blobs.c.key, blobs.c.size, blobs.c.stored_size, blobs.c.codec, blobs.c.data, blobs.c.digests)
 
 
 def _blob_row(row: Any) -> BlobRow:
-    return BlobRow(BlobKey(row.key), row.size, row.stored_size, Codec(row.codec), row.data)
+    return BlobRow(BlobKey(row.key), row.size, row.stored_size, Codec(row.codec), row.data, row.digests)
 
 
 # -- prebuilt statements (bind parameters by name) ---------------------------------
@@ -171,7 +184,12 @@ _SELECT_VERSION_ENTRY = (
     .where(versions.c.path == bindparam("p"), versions.c.version == bindparam("v"))
 )
 _SELECT_CURRENT_VERSION = select(paths.c.version).where(paths.c.path == bindparam("p"))
-_SELECT_LIVE_BLOB = select(blobs.c.size).where(blobs.c.key == bindparam("k"), blobs.c.refcount > 0)
+_SELECT_BLOB_STATE = select(*_BLOB_COLUMNS, blobs.c.refcount, blobs.c.created).where(blobs.c.key == bindparam("k"))
+_SET_DIGESTS = (
+    update(blobs)
+    .where(blobs.c.key == bindparam("k"), blobs.c.size == bindparam("size"), blobs.c.digests.is_(None))
+    .values(digests=bindparam("d"))
+)
 _INSERT_PATH = paths.insert().values(
     path=bindparam("p"), version=bindparam("v"), blob_key=bindparam("k"), nversions=1
 )
@@ -228,19 +246,26 @@ def _acquire_statement(dialect: str) -> Any:
         data=bindparam("b_data"),
         refcount=1,
         created=bindparam("b_created"),
+        digests=bindparam("b_digests"),
     )
-    # A row at refcount 0 may be half collected (its bytes already deleted): reviving it
-    # takes the new representation, and the store then publishes the new bytes.
+    # A row at refcount 0 may be half collected (its bytes already deleted), or hold
+    # another content with the same key: reviving it takes the new content whole, and
+    # the store then publishes the new bytes.
     dead = blobs.c.refcount == 0
     revive = {
         column: case((dead, getattr(statement.excluded, column)), else_=blobs.c[column])
-        for column in ("codec", "stored_size", "data")
+        for column in ("codec", "stored_size", "data", "size", "created")
     }
+    # A live row from before revision 0002 learns its digests from a put that compared
+    # its bytes (the store only shares a blob it compared).
+    revive["digests"] = case(
+        (dead, statement.excluded.digests), else_=func.coalesce(blobs.c.digests, statement.excluded.digests)
+    )
     return statement.on_conflict_do_update(
         index_elements=[blobs.c.key], set_={"refcount": blobs.c.refcount + 1, **revive}
     ).returning(
         # Not "data IS [NOT] NULL": SQLite 3.40 gets both wrong inside this RETURNING.
-        blobs.c.refcount, blobs.c.size, _INLINE_LENGTH
+        blobs.c.refcount, blobs.c.size, _INLINE_LENGTH, blobs.c.digests, blobs.c.created
     )
 
 
@@ -274,9 +299,10 @@ class WriteTxn:
         stored_size: int,
         codec: Codec,
         data: bytes | None,
+        digests: bytes | None,
         now: int,
     ) -> Acquired:
-        """Take one reference on ``key``, creating its row if needed."""
+        """Take one reference on ``key``, creating (or reviving) its row with this content if needed."""
         params = {
             "k": key,
             "b_size": size,
@@ -284,9 +310,10 @@ class WriteTxn:
             "b_codec": codec.value,
             "b_data": data,
             "b_created": now,
+            "b_digests": digests,
         }
         row = self._c.execute(self._acquire, params).one()
-        return Acquired(row.refcount, row.size, row.inline_length >= 0)
+        return Acquired(row.refcount, row.size, row.inline_length >= 0, row.digests, row.created)
 
     def release_blob(self, key: BlobKey, count: int = 1) -> None:
         """Drop ``count`` references on ``key``; rows reaching 0 wait for garbage collection."""
@@ -464,10 +491,27 @@ class MetadataRepo:
         with self._reader.connect() as c:
             return c.execute(_SELECT_CURRENT_VERSION, {"p": path}).scalar()
 
-    def live_blob_size(self, key: BlobKey) -> int | None:
-        """The size of ``key`` if it is stored and referenced, else None."""
+    def dedup_candidate(self, key: BlobKey) -> DedupCandidate | None:
+        """The row of ``key`` (with inline bytes, refcount and creation time), or None."""
         with self._reader.connect() as c:
-            return c.execute(_SELECT_LIVE_BLOB, {"k": key}).scalar()
+            row = c.execute(_SELECT_BLOB_STATE, {"k": key}).first()
+        return None if row is None else DedupCandidate(_blob_row(row), row.refcount, row.created)
+
+    def set_digests(self, key: BlobKey, size: int, digests: bytes) -> bool:
+        """Record the chunk digests of a blob that has none yet; False if it had some (or changed)."""
+        with self._writer.begin() as c:
+            return c.execute(_SET_DIGESTS, {"k": key, "size": size, "d": digests}).rowcount == 1
+
+    def blobs_without_digests(self, after: str, limit: int) -> list[BlobRow]:
+        """Up to ``limit`` live blobs with no digests and a key after ``after``, in key order."""
+        query = (
+            select(*_BLOB_COLUMNS)
+            .where(blobs.c.digests.is_(None), blobs.c.refcount > 0, blobs.c.key > after)
+            .order_by(blobs.c.key)
+            .limit(limit)
+        )
+        with self._reader.connect() as c:
+            return [_blob_row(row) for row in c.execute(query)]
 
     def history(self, path: str) -> list[Entry]:
         """Every retained version of ``path``, newest first."""
