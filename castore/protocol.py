@@ -13,8 +13,11 @@ from .errors import InvalidName, InvalidVersion
 from .names import MAX_VERSION, check_path, check_version
 
 __all__ = [
+    "CONTENT_DIGEST_HEADER",
     "PROTOCOL_VERSIONS",
     "accepted_encodings",
+    "format_content_digest",
+    "parse_content_digest",
     "format_version",
     "parse_size",
     "parse_version_date",
@@ -22,6 +25,24 @@ __all__ = [
 ]
 
 PROTOCOL_VERSIONS = [2]
+
+CONTENT_DIGEST_HEADER = "Castore-Content-Digest"
+"""A GET/HEAD response header: the content digest (``castore/digests.py``), for end-to-end checks."""
+_DIGEST_ALGORITHM = "xxh3-128-chunks-1m"
+_HEX32 = re.compile(r"[0-9a-f]{32}")
+
+
+def format_content_digest(digest: str) -> str:
+    """The header value for a content digest: ``xxh3-128-chunks-1m=<32 hex>``."""
+    return f"{_DIGEST_ALGORITHM}={digest}"
+
+
+def parse_content_digest(value: str | None) -> str | None:
+    """The content digest in a header value, or None (absent, or an algorithm this code does not know)."""
+    algorithm, _, digest = (value or "").strip().partition("=")
+    if algorithm != _DIGEST_ALGORITHM or not _HEX32.fullmatch(digest):
+        return None
+    return digest
 
 _LARGEST_DATE = 253402300799  # 9999-12-31T23:59:59Z: what an RFC 2822 date can say
 

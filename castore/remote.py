@@ -34,8 +34,9 @@ import zstandard
 
 from .codec import DEFAULT_LEVEL, SAMPLE_SIZE, worth_compressing
 from .content_coding import decoded
+from .digests import ChunkDigester, content_digest
 from .errors import FileNotAvailable, FiletrackerError, SourceError
-from .protocol import format_version, parse_size, parse_version_date
+from .protocol import CONTENT_DIGEST_HEADER, format_version, parse_content_digest, parse_size, parse_version_date
 
 __all__ = ["DEFAULT_TIMEOUT", "ProgressReader", "Remote", "RemoteFile", "redact_url"]
 
@@ -151,10 +152,14 @@ class _Response:
 
 
 class _DecodedBody(io.RawIOBase):
-    """The body of a GET, decoded (:mod:`castore.content_coding`), checked against ``Logical-Size``.
+    """The body of a GET, decoded (:mod:`castore.content_coding`), checked end to end.
 
     A short or undecodable body raises FiletrackerError instead of looking like a
-    smaller file; a body that decodes past its size stops there.
+    smaller file; a body that decodes past its size stops there. zstd bodies carry
+    their frame checksum (checked by the decoder), and a castore server's
+    ``Castore-Content-Digest`` is compared with the digest of what was decoded when the
+    end is read, so the caller's last read raises rather than returning a wrong file
+    as complete (the client writes aside and renames only after it).
     """
 
     def __init__(self, response: _Response, name: str, size: int) -> None:
@@ -164,6 +169,8 @@ class _DecodedBody(io.RawIOBase):
         self._expected = size
         self.size = size
         """The logical size the server announced (for progress bars)."""
+        self._digest = parse_content_digest(response.header(CONTENT_DIGEST_HEADER))
+        self._digester = ChunkDigester() if self._digest is not None else None
         encoding = (response.header("Content-Encoding") or "identity").strip().lower()
         try:
             self._decoded = decoded(cast(BinaryIO, response.raw), encoding)
@@ -185,12 +192,16 @@ class _DecodedBody(io.RawIOBase):
             self.close()
             raise FiletrackerError(f"{self._name}: the download cannot be decoded ({e})") from None
         self._delivered += n
+        if self._digester is not None and n:
+            self._digester.update(memoryview(buffer)[:n])
         if n == 0 or self._delivered > self._expected:
             self._response.release()
             if self._delivered != self._expected:
                 raise FiletrackerError(
                     f"{self._name}: the download has {self._delivered} bytes, the server announced {self._expected}"
                 )
+            if self._digester is not None and content_digest(self._digester.digests()) != self._digest:
+                raise FiletrackerError(f"{self._name}: the download does not match the server's content digest")
         return n
 
     def close(self) -> None:

@@ -18,6 +18,7 @@ are asked for (:mod:`castore.migration.live`).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -38,11 +39,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .auth import TokenAuth
 from .codec import Codec
 from .content_coding import CODINGS
+from .digests import content_digest
 from .errors import (
     CastoreError,
+    CorruptBlob,
     FiletrackerError,
-    HashCollision,
+    IntegrityError,
     InvalidName,
+    MissingBlob,
     NotFound,
     ReadOnlyStore,
     SourceError,
@@ -52,12 +56,15 @@ from .errors import (
 )
 from .faults import as_store_fault
 from .http_protocol import DEFAULT_HEADER_TIMEOUT, HEADER_TIMEOUT_VARIABLE
+from .keys import BlobKey
 from .metrics import Metrics
 from .migration.live import LiveMigration
 from .names import check_prefix, parse_name
 from .protocol import (
+    CONTENT_DIGEST_HEADER,
     PROTOCOL_VERSIONS,
     accepted_encodings,
+    format_content_digest,
     format_version,
     parse_size,
     parse_version_date,
@@ -75,10 +82,12 @@ CHUNK_SIZE = 1 << 20
 """Bytes per chunk when streaming a file to a client."""
 GZIP_LEVEL = 1
 SMALL_BODY = 1 << 20
-"""Files up to this size are read whole and sent in one response body."""
+"""Files up to this size are read whole (and so verified whole) and sent in one response body."""
 HEAVY_UPLOADS = 4
 """Compressed or large uploads stored at once per worker (each holds a decoder, a compressor
 and 1 MiB buffers; a zstd decoder up to an 8 MiB window): about 12 MiB each at most."""
+
+log = logging.getLogger(__name__)
 
 
 class _HTTPError(Exception):
@@ -98,7 +107,6 @@ _STATUSES: list[tuple[type[Exception], int]] = [
     (UploadTimeout, 408),
     (InvalidName, 400),
     (SourceError, 400),
-    (HashCollision, 409),
     (FiletrackerError, 502),  # the old server of a live migration failed
     (ReadOnlyStore, 403),
     (StoreFull, 507),
@@ -114,6 +122,16 @@ def _error_response(error: Exception) -> Response:
         error = as_store_fault(error) or error  # ENOSPC, SQLITE_FULL, EROFS: say so
     if isinstance(error, _HTTPError):
         status = error.status
+    elif isinstance(error, IntegrityError):
+        # The details name blob keys and server folders: they go to the log, not to clients.
+        log.error("castore: %s", error)
+        status = 500
+        if isinstance(error, CorruptBlob):
+            error = Exception("the stored content failed verification and was not sent (run castore check)")
+        elif isinstance(error, MissingBlob):
+            error = Exception("the stored content is missing (run castore check)")
+        else:
+            error = Exception("the stored content is damaged (run castore check)")
     else:
         status = next((code for kind, code in _STATUSES if isinstance(error, kind)), 0)
         if not status:
@@ -160,29 +178,45 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
     return start, min(end, size)
 
 
-def _iterate(reader: BlobReader | Any, *, skip: int = 0, limit: int | None = None) -> Iterator[bytes]:
-    """Read a stream in chunks (in a worker thread, via Starlette), then close it."""
+def _content(reader: BlobReader, *, start: int = 0, limit: int | None = None) -> Iterator[bytes]:
+    """Verified content, chunk by chunk (in a worker thread, via Starlette), then close the reader.
+
+    A chunk that fails verification raises CorruptBlob before any of it is yielded;
+    after the headers went out that aborts the connection, so the client sees a body
+    shorter than announced (or no final chunk), never a complete response.
+    """
     try:
-        while skip > 0:
-            skipped = len(reader.read(min(skip, CHUNK_SIZE)))
-            if not skipped:
-                return
-            skip -= skipped
+        if start:
+            reader.seek_content(start)
         remaining = limit
-        while remaining is None or remaining > 0:
-            chunk = reader.read(CHUNK_SIZE if remaining is None else min(remaining, CHUNK_SIZE))
-            if not chunk:
-                return
+        for chunk in reader.chunks():
             if remaining is not None:
+                if len(chunk) >= remaining:
+                    yield chunk[:remaining]
+                    return
                 remaining -= len(chunk)
             yield chunk
+    except CorruptBlob as e:
+        log.error("castore: aborting a response: %s", e)
+        raise
+    finally:
+        reader.close()
+
+
+def _stored_frames(reader: BlobReader) -> Iterator[bytes]:
+    """The stored zstd frames, each piece sent only once the content it decodes to is verified."""
+    try:
+        yield from reader.verified_stored()
+    except CorruptBlob as e:
+        log.error("castore: aborting a response: %s", e)
+        raise
     finally:
         reader.close()
 
 
 def _gzip(reader: BlobReader) -> Iterator[bytes]:
     compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
-    for chunk in _iterate(reader):
+    for chunk in _content(reader):
         if out := compressor.compress(chunk):
             yield out
     yield compressor.flush()
@@ -239,7 +273,7 @@ class FiletrackerApp:
         return await self._delete(request, path)
 
     def _open(self, path: str, want_body: bool, accept_zstd: bool) -> tuple[BlobReader, bytes | None]:
-        """Open a file; read it whole at once when it is small and goes out decoded."""
+        """Open a file; read it whole at once (verified) when it is small and goes out decoded."""
         return self._open_reader(self.store.open(path), want_body, accept_zstd)
 
     @staticmethod
@@ -251,44 +285,57 @@ class FiletrackerApp:
         return reader, None
 
     def _open_small(self, path: str, want_body: bool, accept_zstd: bool) -> tuple[BlobReader, bytes | None] | None:
-        """Open a file on the event loop when its bytes are in the metadata row.
+        """Open a file on the event loop when its bytes and digests are in the metadata row.
 
         A lookup by primary key plus at most 128 KiB from SQLite's page cache takes
         ~0.1 ms, less than the hop to a worker thread. Files stored as blob files go
-        to a thread (returns None), since reading them may wait for the disk.
+        to a thread (returns None), since reading them may wait for the disk, and so
+        do blobs without digests yet (recording them is a write that may wait).
         """
-        reader = self.store.open(path)
-        if not reader.in_memory:
-            reader.close()
+        entry = self.store.lookup(path)
+        if entry.blob.data is None or entry.blob.digests is None:
             return None
-        return self._open_reader(reader, want_body, accept_zstd)
+        return self._open_reader(self.store.open_entry(entry), want_body, accept_zstd)
+
+    def _headers(self, version: int, size: int, key: BlobKey, digests: bytes | None) -> dict[str, str]:
+        headers = {
+            "Last-Modified": format_version(version),
+            "Logical-Size": str(size),
+            "Accept-Ranges": "bytes",
+            "ETag": f'"{self.store.etag(key)}"',
+        }
+        if digests is not None:
+            headers[CONTENT_DIGEST_HEADER] = format_content_digest(content_digest(digests))
+        return headers
+
+    def _head(self, path: str) -> Response:
+        """A HEAD answer from the metadata alone (a primary-key lookup: on the event loop)."""
+        entry = self.store.lookup(path)
+        headers = self._headers(entry.version, entry.blob.size, entry.blob.key, entry.blob.digests)
+        headers["Content-Length"] = str(entry.blob.size)
+        return Response(status_code=200, headers=headers, media_type="application/octet-stream")
 
     async def _get(self, request: Request, path: str) -> Response:
-        plain = request.method == "GET" and "range" not in request.headers
+        media = "application/octet-stream"
+        plain = "range" not in request.headers
         accepted = accepted_encodings(request.headers.get("accept-encoding"))
         try:
+            if request.method == "HEAD":
+                return self._head(path)
             small = self._open_small(path, plain, "zstd" in accepted)
             if small is None:
                 small = await anyio.to_thread.run_sync(self._open, path, plain, "zstd" in accepted)
             reader, body = small
         except NotFound:
             if self.migration is not None and await self.migration.fetch(path):
+                if request.method == "HEAD":
+                    return self._head(path)
                 reader, body = await anyio.to_thread.run_sync(self._open, path, plain, "zstd" in accepted)
             elif self.fallback_url is not None:
                 return RedirectResponse(f"{self.fallback_url}/files{path}", status_code=307)
             else:
                 raise
-        headers = {
-            "Last-Modified": format_version(reader.version),
-            "Logical-Size": str(reader.size),
-            "Accept-Ranges": "bytes",
-            "ETag": f'"{reader.key}"',
-        }
-        media = "application/octet-stream"
-        if request.method == "HEAD":
-            reader.close()
-            headers["Content-Length"] = str(reader.size)
-            return Response(status_code=200, headers=headers, media_type=media)
+        headers = self._headers(reader.version, reader.size, reader.key, reader.digests)
         range_header = request.headers.get("range")
         if range_header:
             span = _parse_range(range_header, reader.size)
@@ -296,19 +343,19 @@ class FiletrackerApp:
                 start, end = span
                 headers["Content-Range"] = f"bytes {start}-{end - 1}/{reader.size}"
                 headers["Content-Length"] = str(end - start)
-                part = _iterate(reader, skip=start, limit=end - start)
+                part = _content(reader, start=start, limit=end - start)
                 return StreamingResponse(part, status_code=206, headers=headers, media_type=media)
         if body is not None:
             return Response(body, headers=headers, media_type=media)
         codec = reader.codec.value
         if codec == Codec.ZSTD.value and "zstd" in accepted:
             headers.update({"Content-Encoding": "zstd", "Content-Length": str(reader.stored_size)})
-            return StreamingResponse(_iterate(reader.take_stored()), headers=headers, media_type=media)
+            return StreamingResponse(_stored_frames(reader), headers=headers, media_type=media)
         if codec == Codec.ZSTD.value and "gzip" in accepted and self.gzip:
             headers["Content-Encoding"] = "gzip"
             return StreamingResponse(_gzip(reader), headers=headers, media_type=media)
         headers["Content-Length"] = str(reader.size)
-        return StreamingResponse(_iterate(reader), headers=headers, media_type=media)
+        return StreamingResponse(_content(reader), headers=headers, media_type=media)
 
     async def _put(self, request: Request, path: str) -> Response:
         if self.store.read_only:
