@@ -89,6 +89,9 @@ and 1 MiB buffers; a zstd decoder up to an 8 MiB window): about 12 MiB each at m
 
 log = logging.getLogger(__name__)
 
+VERIFY_FIRST = ("auto", "always", "never")
+"""When a streamed response is verified whole before its headers are sent (see :func:`create_app`)."""
+
 
 class _HTTPError(Exception):
     def __init__(self, status: int, message: str) -> None:
@@ -235,11 +238,15 @@ class FiletrackerApp:
         migration: LiveMigration | None = None,
         limits: UploadLimits | None = None,
         spool_dir: str | None = None,
+        verify_first: str = "auto",
     ) -> None:
+        if verify_first not in VERIFY_FIRST:
+            raise ValueError(f"verify_first must be one of {', '.join(VERIFY_FIRST)}, not {verify_first!r}")
         limits = limits or UploadLimits()
         self.store = store
         self.migration = migration
         self.gzip = gzip
+        self.verify_first = verify_first
         self.fallback_url = fallback_url.rstrip("/") if fallback_url else None
         self.metrics = metrics
         self.limits = limits
@@ -275,6 +282,17 @@ class FiletrackerApp:
     def _open(self, path: str, want_body: bool, accept_zstd: bool) -> tuple[BlobReader, bytes | None]:
         """Open a file; read it whole at once (verified) when it is small and goes out decoded."""
         return self._open_reader(self.store.open(path), want_body, accept_zstd)
+
+    def _verify_span(self, path: str, version: int, start: int, end: int) -> None:
+        """Read and verify content bytes ``[start, end)`` of ``path@version`` (before any header is sent)."""
+        with self.store.open(f"{path}@{version}") as reader:
+            if start:
+                reader.seek_content(start)
+            remaining = end - start
+            for chunk in reader.chunks():
+                remaining -= len(chunk)
+                if remaining <= 0:
+                    break
 
     @staticmethod
     def _open_reader(reader: BlobReader, want_body: bool, accept_zstd: bool) -> tuple[BlobReader, bytes | None]:
@@ -337,8 +355,15 @@ class FiletrackerApp:
                 raise
         headers = self._headers(reader.version, reader.size, reader.key, reader.digests)
         range_header = request.headers.get("range")
+        try:
+            span = _parse_range(range_header, reader.size) if range_header else None
+            if body is None and self._verifies_first(accepted):
+                start, end = span or (0, reader.size)
+                await anyio.to_thread.run_sync(self._verify_span, path, reader.version, start, end)
+        except BaseException:
+            reader.close()
+            raise
         if range_header:
-            span = _parse_range(range_header, reader.size)
             if span is not None:
                 start, end = span
                 headers["Content-Range"] = f"bytes {start}-{end - 1}/{reader.size}"
@@ -356,6 +381,16 @@ class FiletrackerApp:
             return StreamingResponse(_gzip(reader), headers=headers, media_type=media)
         headers["Content-Length"] = str(reader.size)
         return StreamingResponse(_content(reader), headers=headers, media_type=media)
+
+    def _verifies_first(self, accepted: set[str]) -> bool:
+        """Whether to verify a streamed body whole before sending headers (an extra read).
+
+        ``auto``: for clients that do not accept zstd. castore's client accepts zstd and
+        checks what it receives before it keeps a byte, so an aborted stream costs it
+        nothing; a client such as Filetracker's writes into its destination as bytes
+        arrive, so it must get an error status instead of a body cut short.
+        """
+        return self.verify_first == "always" or (self.verify_first == "auto" and "zstd" not in accepted)
 
     async def _put(self, request: Request, path: str) -> Response:
         if self.store.read_only:
@@ -538,6 +573,7 @@ def create_app(
     token_cache_seconds: float = DEFAULT_CACHE_SECONDS,
     limits: UploadLimits | None = None,
     spool_dir: str | None = None,
+    verify_first: str = "auto",
 ) -> ASGIApp:
     """The ASGI app serving ``store``; ``prefix`` (e.g. ``/ft``) mounts it below a path.
 
@@ -556,12 +592,18 @@ def create_app(
     bytes as they are on loopback or a LAN (see ``benchmarks/server.py``).
 
     ``migrate_from``: an old Filetracker server whose files move in on a miss.
+
+    ``verify_first``: every byte sent is verified first in any case; a file over 1 MiB
+    goes out chunk by chunk and a damaged chunk aborts the connection. ``auto`` (the
+    default) also reads the whole response once before its headers for clients that do
+    not accept zstd (Filetracker's client), so they get a 500 instead of a cut body;
+    ``always`` does so for every client, ``never`` for none.
     """
     metrics = Metrics()
     migration = LiveMigration(store, migrate_from) if migrate_from else None
     handlers = FiletrackerApp(
         store, fallback_url=fallback_url, metrics=metrics, gzip=gzip, migration=migration,
-        limits=limits or UploadLimits(), spool_dir=spool_dir,
+        limits=limits or UploadLimits(), spool_dir=spool_dir, verify_first=verify_first,
     )
     routes: list[BaseRoute] = [
         Route("/version", handlers.version, methods=["GET"]),
@@ -614,7 +656,8 @@ def app_from_environment() -> ASGIApp:
 
     The store must exist (made by ``castore init`` or ``serve --init``).
     ``CASTORE_TOKEN_CACHE_SECONDS`` (default 5) sets how soon a new or revoked access
-    token takes effect on every worker.
+    token takes effect on every worker. ``CASTORE_VERIFY_FIRST`` is ``auto``, ``always``
+    or ``never`` (see :func:`create_app`).
     """
     env = os.environ
     root = env.get("CASTORE_ROOT", "castore-data")
@@ -636,6 +679,7 @@ def app_from_environment() -> ASGIApp:
         token_cache_seconds=float(env.get("CASTORE_TOKEN_CACHE_SECONDS") or DEFAULT_CACHE_SECONDS),
         limits=limits,
         spool_dir=None if store.read_only else os.path.abspath(root),
+        verify_first=env.get("CASTORE_VERIFY_FIRST", "auto"),
     )
 
 

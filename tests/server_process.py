@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,7 +36,9 @@ def castore_server_process(
     """Like :func:`castore_server`, yielding the base URL and the server's process."""
     port = port or free_port()
     command = [sys.executable, "-m", "castore", "--root", str(root), "serve", "--init", "--port", str(port), *extra]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ})
+    # Output goes to a file, not a pipe: a pipe nobody reads fills up and blocks a server that logs.
+    output = tempfile.TemporaryFile()
+    process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env={**os.environ})
     prefix = next((extra[i + 1] for i, a in enumerate(extra) if a == "--prefix"), "")
     url = f"http://127.0.0.1:{port}{prefix.rstrip('/')}"
     try:
@@ -47,8 +50,8 @@ def castore_server_process(
             except httpx.TransportError:
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
-                output = process.stdout.read().decode() if process.stdout else ""
-                raise RuntimeError(f"castore serve did not start: {output}")
+                output.seek(0)
+                raise RuntimeError(f"castore serve did not start: {output.read().decode(errors='replace')}")
             time.sleep(0.05)
         yield url, process
     finally:
@@ -58,3 +61,5 @@ def castore_server_process(
         except subprocess.TimeoutExpired:
             process.kill()
             raise
+        finally:
+            output.close()
