@@ -187,7 +187,7 @@ _SELECT_CURRENT_VERSION = select(paths.c.version).where(paths.c.path == bindpara
 _SELECT_BLOB_STATE = select(*_BLOB_COLUMNS, blobs.c.refcount, blobs.c.created).where(blobs.c.key == bindparam("k"))
 _SET_DIGESTS = (
     update(blobs)
-    .where(blobs.c.key == bindparam("k"), blobs.c.size == bindparam("size"), blobs.c.digests.is_(None))
+    .where(blobs.c.key == bindparam("k"), blobs.c.size == bindparam("s_size"), blobs.c.digests.is_(None))
     .values(digests=bindparam("d"))
 )
 _INSERT_PATH = paths.insert().values(
@@ -500,7 +500,7 @@ class MetadataRepo:
     def set_digests(self, key: BlobKey, size: int, digests: bytes) -> bool:
         """Record the chunk digests of a blob that has none yet; False if it had some (or changed)."""
         with self._writer.begin() as c:
-            return c.execute(_SET_DIGESTS, {"k": key, "size": size, "d": digests}).rowcount == 1
+            return c.execute(_SET_DIGESTS, {"k": key, "s_size": size, "d": digests}).rowcount == 1
 
     def blobs_without_digests(self, after: str, limit: int) -> list[BlobRow]:
         """Up to ``limit`` live blobs with no digests and a key after ``after``, in key order."""
