@@ -36,7 +36,13 @@ from .codec import DEFAULT_LEVEL, SAMPLE_SIZE, worth_compressing
 from .content_coding import decoded
 from .digests import ChunkDigester, content_digest
 from .errors import FileNotAvailable, FiletrackerError, SourceError
-from .protocol import CONTENT_DIGEST_HEADER, format_version, parse_content_digest, parse_size, parse_version_date
+from .protocol import (
+    CONTENT_DIGEST_HEADER,
+    format_version,
+    parse_content_digest,
+    parse_size,
+    parse_version_date,
+)
 
 __all__ = ["DEFAULT_TIMEOUT", "ProgressReader", "Remote", "RemoteFile", "redact_url"]
 

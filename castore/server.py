@@ -363,13 +363,12 @@ class FiletrackerApp:
         except BaseException:
             reader.close()
             raise
-        if range_header:
-            if span is not None:
-                start, end = span
-                headers["Content-Range"] = f"bytes {start}-{end - 1}/{reader.size}"
-                headers["Content-Length"] = str(end - start)
-                part = _content(reader, start=start, limit=end - start)
-                return StreamingResponse(part, status_code=206, headers=headers, media_type=media)
+        if span is not None:
+            start, end = span
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{reader.size}"
+            headers["Content-Length"] = str(end - start)
+            part = _content(reader, start=start, limit=end - start)
+            return StreamingResponse(part, status_code=206, headers=headers, media_type=media)
         if body is not None:
             return Response(body, headers=headers, media_type=media)
         codec = reader.codec.value

@@ -37,29 +37,27 @@ def castore_server_process(
     port = port or free_port()
     command = [sys.executable, "-m", "castore", "--root", str(root), "serve", "--init", "--port", str(port), *extra]
     # Output goes to a file, not a pipe: a pipe nobody reads fills up and blocks a server that logs.
-    output = tempfile.TemporaryFile()
-    process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env={**os.environ})
-    prefix = next((extra[i + 1] for i, a in enumerate(extra) if a == "--prefix"), "")
-    url = f"http://127.0.0.1:{port}{prefix.rstrip('/')}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(url + "/version", timeout=1).status_code in (200, 401):  # 401: tokens are on
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                output.seek(0)
-                raise RuntimeError(f"castore serve did not start: {output.read().decode(errors='replace')}")
-            time.sleep(0.05)
-        yield url, process
-    finally:
-        process.send_signal(signal.SIGTERM)
+    with tempfile.TemporaryFile() as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env={**os.environ})
+        prefix = next((extra[i + 1] for i, a in enumerate(extra) if a == "--prefix"), "")
+        url = f"http://127.0.0.1:{port}{prefix.rstrip('/')}"
         try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    if httpx.get(url + "/version", timeout=1).status_code in (200, 401):  # 401: tokens are on
+                        break
+                except httpx.TransportError:
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    output.seek(0)
+                    raise RuntimeError(f"castore serve did not start: {output.read().decode(errors='replace')}")
+                time.sleep(0.05)
+            yield url, process
         finally:
-            output.close()
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                raise
