@@ -12,7 +12,7 @@ The tree::
     ├── IntegrityError                    stored data does not match its key or size
     │   ├── CorruptBlob                   a blob's bytes do not hash to its key
     │   ├── MissingBlob                   metadata names a blob the backend does not have
-    │   └── HashCollision                 same key, different size: refused, nothing stored
+    │   └── HashCollision                 (no longer raised: colliding contents are stored apart)
     ├── SourceError                       the content source was short, unreadable or wrong size
     │   ├── UploadTooLarge                a body (or what it decodes to) is over a limit
     │   └── UploadTimeout                 a client stopped sending its body
@@ -102,7 +102,11 @@ class MissingBlob(IntegrityError):
 
 
 class HashCollision(IntegrityError):
-    """Two different contents produced the same key; the put was refused."""
+    """Kept for code that catches it; no longer raised.
+
+    Two different contents with one key are now stored as two blobs (``docs/design.md``,
+    "Dedup"), so a put never fails for a collision.
+    """
 
 
 class SourceError(CastoreError):
