@@ -31,11 +31,11 @@ from .keys import BlobKey, Hasher
 
 __all__ = ["STORED_PIECE", "BlobReader"]
 
-STORED_PIECE = 16 * 1024
-"""Stored bytes fed to the decoder at a time by :meth:`BlobReader.verified_stored`.
-
-Small, so that the bytes held back while their chunk is verified stay close to one
-chunk's compressed size."""
+STORED_PIECE = 256 * 1024
+"""Verified stored bytes gathered before :meth:`BlobReader.verified_stored` hands them out."""
+MAX_BLOCK = 128 * 1024
+"""The largest zstd block, compressed or not (RFC 8878, Block_Maximum_Size)."""
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 class BlobReader(io.RawIOBase):
@@ -210,22 +210,27 @@ class BlobReader(io.RawIOBase):
     def verified_stored(self) -> Iterator[bytes]:
         """The stored zstd frame(s) as kept, each piece released once what it decodes to is verified.
 
-        Only before anything was read, on a zstd blob with digests. The decoder returns
-        all the content a prefix of the frames can yield, so a prefix that decodes only
-        into verified chunks is safe to send: a client cannot decode an unverified byte
-        from it. Raises CorruptBlob (after releasing only verified pieces) on a mismatch,
-        a frame that does not decode, or a wrong size.
+        Only before anything was read, on a zstd blob with digests. The frames are cut
+        at their block boundaries (:func:`_zstd_units`) and fed to a decoder one block at
+        a time, so memory stays bounded (a block decodes to at most 128 KiB, however
+        compressible). The decoder returns all the content a prefix of the frames can
+        yield, so a prefix that decodes only into verified chunks is safe to send: a
+        client cannot decode an unverified byte from it. Raises CorruptBlob (after
+        releasing only verified pieces) on a mismatch, a frame that does not decode, or
+        a wrong size.
         """
         if self._started or self._digests is None or self.codec is not Codec.ZSTD:
             raise ValueError("verified_stored() only before reading, on a zstd blob with digests")
         self._started = True
         frames = _Frames()
         held: deque[tuple[bytes, int]] = deque()
+        outgoing: list[bytes] = []
+        pending = 0
         content = bytearray()
         decoded = verified = 0
-        while piece := self._stored.read(STORED_PIECE):
+        for unit, decodable in _zstd_units(self._stored, self._fail):
             try:
-                out = frames.feed(piece)
+                out = frames.feed(unit) if decodable else b""
             except zstandard.ZstdError as e:
                 self._fail(f"cannot be decoded ({e})")
             decoded += len(out)
@@ -239,15 +244,21 @@ class BlobReader(io.RawIOBase):
                     self._fail(f"does not match its digest at bytes {verified}-{verified + length - 1}")
                 del content[:length]
                 verified += length
-            held.append((piece, decoded))
+            held.append((unit, decoded))
             while held and held[0][1] <= verified:
-                yield held.popleft()[0]
+                piece = held.popleft()[0]
+                outgoing.append(piece)
+                pending += len(piece)
+            if pending >= STORED_PIECE:
+                yield b"".join(outgoing)
+                outgoing, pending = [], 0
         if frames.in_frame:
             self._fail("ends inside a zstd frame")
         if decoded != self.size:
             self._fail(f"has {decoded} bytes, {self.size} recorded")
-        while held:
-            yield held.popleft()[0]
+        outgoing.extend(piece for piece, _ in held)
+        if outgoing:
+            yield b"".join(outgoing)
         self._ended = True
 
     def close(self) -> None:
@@ -284,3 +295,47 @@ class _Frames:
                 self._decoder = None
                 self.in_frame = False
         return b"".join(out)
+
+
+def _exactly(stored: BinaryIO, count: int, fail: Callable[[str], Any]) -> bytes:
+    data = stored.read(count)
+    while len(data) < count:
+        more = stored.read(count - len(data))
+        if not more:
+            fail("ends inside a zstd frame")
+        data += more
+    return data
+
+
+def _zstd_units(stored: BinaryIO, fail: Callable[[str], Any]) -> Iterator[tuple[bytes, bool]]:
+    """Stored zstd frames cut into units holding at most one block each (RFC 8878 framing).
+
+    Yields ``(unit, decodable)``: a skippable frame is one unit the decoder is not given.
+    Only the headers are parsed (sizes and flags); the decoder checks everything else.
+    """
+    while magic := stored.read(4):
+        if len(magic) < 4:
+            magic += _exactly(stored, 4 - len(magic), fail)
+        if magic[1:] == b"\x2a\x4d\x18" and magic[0] & 0xF0 == 0x50:  # a skippable frame
+            size_field = _exactly(stored, 4, fail)
+            yield magic + size_field + _exactly(stored, int.from_bytes(size_field, "little"), fail), False
+            continue
+        if magic != _ZSTD_MAGIC:
+            fail("is not a zstd frame")
+        descriptor = _exactly(stored, 1, fail)
+        flags = descriptor[0]
+        single_segment = bool(flags & 0x20)
+        header = (0 if single_segment else 1) + (0, 1, 2, 4)[flags & 0x03]
+        header += (1 if single_segment else 0, 2, 4, 8)[flags >> 6]
+        yield magic + descriptor + _exactly(stored, header, fail), True
+        while True:
+            block_header = _exactly(stored, 3, fail)
+            value = int.from_bytes(block_header, "little")
+            kind, size = (value >> 1) & 0x03, value >> 3
+            if kind == 3 or size > MAX_BLOCK:
+                fail("has an invalid zstd block")
+            yield block_header + _exactly(stored, 1 if kind == 1 else size, fail), True
+            if value & 1:
+                break
+        if flags & 0x04:
+            yield _exactly(stored, 4, fail), True
