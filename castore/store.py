@@ -749,7 +749,8 @@ class Store:
                     self._add_digests(blob, f"blob {blob.key}")
                     added += 1
                 except IntegrityError as e:
-                    damaged.append(f"blob {blob.key}: {e}")
+                    message = str(e)  # "blob <key>: the stored content ...", or a MissingBlob's
+                    damaged.append(message if message.startswith(f"blob {blob.key}:") else f"blob {blob.key}: {message}")
         return DigestReport(added, damaged)
 
     def check(self) -> builtins.list[str]:
