@@ -762,10 +762,14 @@ def _can_listen(host: str, port: int) -> str | None:
               help="Largest window a zstd upload may ask for (memory per decoder); larger: 400.")
 @click.option("--read-only", is_flag=True,
               help="Serve reads only: PUT and DELETE answer 403, and the store is never changed.")
+@click.option("--verify-first", default="auto", show_default=True, type=click.Choice(["auto", "always", "never"]),
+              help="Verify a whole file before its headers go out: auto = for clients that cannot take a "
+                   "cut body (no zstd), so they get a 500 rather than a truncated file.")
 @pass_context
 def serve(c: Context, host: str, port: int, workers: int, prefix: str, fallback_url: str | None,
           migrate_from: str | None, gzip: bool, create: bool, log_level: str, header_timeout: float,
-          body_timeout: float, max_upload_size: str | None, max_zstd_window: str, read_only: bool) -> None:
+          body_timeout: float, max_upload_size: str | None, max_zstd_window: str, read_only: bool,
+          verify_first: str) -> None:
     """Serve the store at --root over HTTP, Filetracker v2 protocol, until SIGTERM or Ctrl-C.
 
     A missing store is an error (exit 5) unless --init is given, so that a mistyped
@@ -805,7 +809,7 @@ def serve(c: Context, host: str, port: int, workers: int, prefix: str, fallback_
 
     run_server(str(c.root), host=host, port=port, workers=workers, prefix=prefix,
                fallback_url=fallback_url, gzip=gzip, log_level=log_level, migrate_from=migrate_from,
-               header_timeout=header_timeout, limits=limits, read_only=read_only)
+               header_timeout=header_timeout, limits=limits, read_only=read_only, verify_first=verify_first)
 
 
 @cli.command(name="cache-clean")

@@ -696,13 +696,15 @@ def serve(
     header_timeout: float = DEFAULT_HEADER_TIMEOUT,
     limits: UploadLimits | None = None,
     read_only: bool = False,
+    verify_first: str = "auto",
 ) -> None:
     """Run the server in the foreground until SIGTERM or SIGINT (``castore.serving``).
 
     The store at ``root`` must exist and be migrated (``castore serve`` opens it once first).
     ``header_timeout``: seconds a connection may take to send a request line and
     headers (408 after); ``limits``: body timeout and upload sizes; ``read_only``:
-    serve reads only (PUT and DELETE answer 403) and never change the store.
+    serve reads only (PUT and DELETE answer 403) and never change the store;
+    ``verify_first``: see :data:`VERIFY_FIRST` (``CASTORE_VERIFY_FIRST`` for the workers).
     """
     from .serving import run
 
@@ -713,6 +715,7 @@ def serve(
             "CASTORE_URL_PREFIX": prefix,
             "CASTORE_GZIP": "1" if gzip else "0",
             "CASTORE_READ_ONLY": "1" if read_only else "0",
+            "CASTORE_VERIFY_FIRST": verify_first,
             "CASTORE_BODY_TIMEOUT": str(limits.body_timeout),
             "CASTORE_MAX_UPLOAD_SIZE": str(limits.max_upload_size or ""),
             "CASTORE_MAX_ZSTD_WINDOW": str(limits.max_zstd_window),

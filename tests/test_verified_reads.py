@@ -283,3 +283,24 @@ def test_stored_frames_are_passed_through_whole_and_bounded(store: Store) -> Non
     with store.open("/frames") as reader:
         assert b"".join(reader.verified_stored()) == frames
     assert store.read_bytes("/frames") == text + b"tail" * 1000
+
+
+def test_serve_passes_verify_first_to_its_workers(tmp_path: Path) -> None:
+    """`castore serve --verify-first never` reaches the workers: a damaged large file is then cut, not a 500."""
+    root = tmp_path / "vf"
+    with Store.open(root, create=True) as store:
+        store.put("/big.bin", os.urandom(3 << 20), version=1)
+        info = store.stat("/big.bin")
+    blob = next(p for p in (root / "blobs").rglob("*") if p.is_file() and ".staging" not in p.parts)
+    data = bytearray(blob.read_bytes())
+    data[-10] ^= 0xFF
+    blob.chmod(0o644)
+    blob.write_bytes(bytes(data))
+    for mode, status in (("always", 500), ("never", 200)):
+        with castore_server(root, "--verify-first", mode) as url, \
+                httpx.stream("GET", f"{url}/files/big.bin", headers={"Accept-Encoding": "identity"}) as response:
+            assert response.status_code == status, mode
+            if status == 200:
+                with pytest.raises(httpx.HTTPError):
+                    response.read()  # the connection is cut at the damaged chunk
+    assert info.size == 3 << 20
