@@ -60,6 +60,7 @@ from .errors import (
     StoreNotFound,
 )
 from .names import check_prefix, parse_name, versioned_name
+from .sizes import format_size, parse_size
 
 if TYPE_CHECKING:
     from .client import Client
@@ -319,14 +320,6 @@ class Context:
 
 
 pass_context = click.make_pass_decorator(Context)
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
 
 
 def _info(info: FileInfo) -> dict[str, Any]:
@@ -639,7 +632,7 @@ def gc(c: Context, staging_grace: float) -> None:
     """
     c.local_only("gc")
     report = c.store().collect_garbage(staging_grace=staging_grace)
-    c.emit(asdict(report), f"removed {report.blobs} blobs ({_human(report.stored_bytes)}), "
+    c.emit(asdict(report), f"removed {report.blobs} blobs ({format_size(report.stored_bytes)}), "
                            f"{report.staging_files} staging files")
 
 
@@ -714,7 +707,7 @@ def ingest(c: Context, folder: Path, prefix: str, follow_symlinks: bool, strict:
             bar.file_done(kept=int(stored != wanted))
     stored_count = len(walk.files) - len(kept)
     c.emit({"files": stored_count, "bytes": total, "kept_newer": len(kept), "skipped": len(walk.skipped)},
-           f"ingested {stored_count} files ({_human(total)}), {len(kept)} kept (a newer version is stored), "
+           f"ingested {stored_count} files ({format_size(total)}), {len(kept)} kept (a newer version is stored), "
            f"{len(walk.skipped)} skipped")
     if kept and strict:
         fail(f"{len(kept)} files not stored: a newer version is stored", EXIT_KEPT)
@@ -840,23 +833,11 @@ def cache_clean(c: Context, cache_dirs: tuple[Path, ...], max_size: str, keep: f
             report = cache.clean(limit, keep_fraction=keep / 100, dry_run=dry_run)
             verb = "would remove" if dry_run else "removed"
             c.emit({"cache_dir": str(cache.root), "dry_run": dry_run, **asdict(report)},
-                   f"{cache.root}: {report.files_before} files, {_human(report.bytes_before)}; "
-                   f"{verb} {report.files_removed} files, {_human(report.bytes_removed)}")
+                   f"{cache.root}: {report.files_before} files, {format_size(report.bytes_before)}; "
+                   f"{verb} {report.files_removed} files, {format_size(report.bytes_removed)}")
         if every is None:
             return
         time.sleep(every)
-
-
-_SIZE_PART = r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?"
-
-
-def parse_size(text: str) -> int:
-    """Bytes in a size such as ``8G``, ``512M``, ``1G512M``, ``2GiB`` or ``1000`` (binary units)."""
-    if not re.fullmatch(f"(?:{_SIZE_PART})+", text.strip(), re.IGNORECASE):
-        raise ValueError(f"not a size: {text!r} (use e.g. 8G, 512M, 1G512M)")
-    scale = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    parts = re.findall(_SIZE_PART, text.strip(), re.IGNORECASE)
-    return int(sum(float(number) * scale[unit.upper()] for number, unit in parts))
 
 
 # -- moving in from Filetracker (castore/migration/) -----------------------------------
@@ -915,7 +896,7 @@ def import_filetracker(c: Context, folder: Path | None, source_url: str | None, 
         (f"{source.description}: {report.files} files; imported {report.imported} versions "
         f"({report.linked} shared a content seen before), {report.already} already there, "
         f"{report.newer_in_castore} newer in castore, {report.deleted_in_castore} deleted in castore"),
-        f"{_human(report.logical_bytes)} logical, {_human(report.stored_bytes)} stored "
+        f"{format_size(report.logical_bytes)} logical, {format_size(report.stored_bytes)} stored "
         f"(dedup {report.dedup_ratio:.2f}x) in {report.seconds:.1f} s"
         + (f": {data['files_per_second']} files/s, {data['mb_per_second']} MB/s" if report.imported else ""),
     ]
@@ -944,7 +925,7 @@ def _import_bar(total: int | None, description: str, show: bool) -> Iterator[Cal
             nonlocal done_bytes
             done_bytes += size
             rate = done_bytes / max(time.perf_counter() - started, 1e-9) / 1e6
-            bar.set_postfix_str(f"{_human(done_bytes)}, {rate:.1f} MB/s", refresh=False)
+            bar.set_postfix_str(f"{format_size(done_bytes)}, {rate:.1f} MB/s", refresh=False)
             bar.update(1)
 
         yield advance
@@ -1033,9 +1014,9 @@ def _du_totals(c: Context) -> None:
     text = "\n".join(
         [
             f"files:          {usage.files} ({usage.versions} versions retained)",
-            f"logical bytes:  {_human(usage.logical_bytes)} current, {_human(usage.retained_bytes)} retained",
-            f"blobs:          {usage.blobs} ({usage.inline_blobs} inline), {_human(usage.blob_bytes)} distinct",
-            f"stored bytes:   {_human(usage.stored_bytes)}",
+            f"logical bytes:  {format_size(usage.logical_bytes)} current, {format_size(usage.retained_bytes)} retained",
+            f"blobs:          {usage.blobs} ({usage.inline_blobs} inline), {format_size(usage.blob_bytes)} distinct",
+            f"stored bytes:   {format_size(usage.stored_bytes)}",
             f"dedup ratio:    {usage.dedup_ratio:.2f}x (retained / stored)",
             f"collectable:    {usage.unreferenced_blobs} blobs (castore gc)",
         ]
@@ -1079,7 +1060,7 @@ _REPORT_COLUMNS = ("GROUP", "FILES", "VERSIONS", "LOGICAL", "RETAINED", "STORED"
 
 def _report_row(name: str, g: GroupUsage) -> tuple[str, ...]:
     sizes = (g.logical_bytes, g.retained_bytes, g.stored_bytes, g.freed_bytes, g.shared_bytes)
-    return (name, str(g.files), str(g.versions), *map(_human, sizes), f"{g.dedup_ratio:.2f}x")
+    return (name, str(g.files), str(g.versions), *map(format_size, sizes), f"{g.dedup_ratio:.2f}x")
 
 
 def _report_text(report: DedupReport, groups: list[GroupUsage]) -> str:
@@ -1103,7 +1084,7 @@ def _report_text(report: DedupReport, groups: list[GroupUsage]) -> str:
                 holders += f", ... {s.group_count} groups in all"
             if s.outside_references:
                 holders += f"; {s.outside_references} outside {report.prefix}"
-            out.append(f"{n:3}. {_human(s.size)} (stored {_human(s.stored_size)}), {s.references} versions: "
+            out.append(f"{n:3}. {format_size(s.size)} (stored {format_size(s.stored_size)}), {s.references} versions: "
                        f"{holders}")
             out.append(f"     e.g. {s.example_path}")
     else:
@@ -1144,8 +1125,8 @@ def _check_text(report: CheckReport) -> str:
         f"paths:          {report.paths}",
         f"versions:       {report.versions}",
         f"blobs:          {report.blobs} checked, {report.unreferenced_blobs} unreferenced (castore gc collects them)",
-        f"bytes checked:  {_human(report.stored_bytes_checked)} stored present"
-        + (f"; {_human(report.verified_bytes)} verified in {report.blob_seconds:.1f} s "
+        f"bytes checked:  {format_size(report.stored_bytes_checked)} stored present"
+        + (f"; {format_size(report.verified_bytes)} verified in {report.blob_seconds:.1f} s "
            f"({report.verify_rate / 1e6:.1f} MB/s)" if report.verify_content else ""),
         f"time:           {report.seconds:.1f} s",
         f"orphan files:   {report.orphan_files}"

@@ -32,6 +32,7 @@ from .metadata.repo import Usage
 from .metadata.report import SORT_KEYS
 from .names import check_prefix, parse_name, parse_version, versioned_name
 from .reading import BlobReader
+from .sizes import format_size
 from .store import Store
 
 __all__ = ["FOLDER_PAGE", "content_id", "quote_path", "ui_mount"]
@@ -59,14 +60,6 @@ def content_id(key: str) -> str:
     return hashlib.sha256(b"castore-ui-content-id\0" + key.encode()).hexdigest()[:12]
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
-
-
 def _when(version: int) -> str:
     """A version as a UTC date, when it reads as Unix seconds."""
     if 0 < version < 2**37:
@@ -86,7 +79,7 @@ def _templates() -> Jinja2Templates:
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
-    env.filters.update({"human": _human, "when": _when, "q": quote_path, "content_id": content_id})
+    env.filters.update({"human": format_size, "when": _when, "q": quote_path, "content_id": content_id})
     return Jinja2Templates(env=env)
 
 

@@ -13,7 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from castore.cache import LocalCache
-from castore.cli import cli, parse_size
+from castore.cli import cli
+from castore.sizes import parse_size
 
 from .server_process import castore_server
 
