@@ -332,11 +332,8 @@ class Store:
         older version than the current one is ignored: the current name is returned
         and the source is not read.
         """
-        path, version = self._name_and_version(name, version)
-        self._check_writable()
+        path, version = self._put_target(name, version)
         self._check_room()
-        if version is None:
-            version = int(self.clock())
         with _faults_named():
             return self._put(path, version, source, expected_size)
 
@@ -365,11 +362,8 @@ class Store:
         ``max_window``) and kept as the stored bytes, so a content a client compressed
         is not compressed again.
         """
-        path, version = self._name_and_version(name, version)
-        self._check_writable()
+        path, version = self._put_target(name, version)
         self._check_room()
-        if version is None:
-            version = int(self.clock())
         with _faults_named():
             newer = self._newer_than(path, version)
             if newer is not None:
@@ -387,10 +381,7 @@ class Store:
         Returns the versioned name now current, like :meth:`put`, or None when no live
         blob has that key (then the caller must :meth:`put` the bytes).
         """
-        path, version = self._name_and_version(name, version)
-        self._check_writable()
-        if version is None:
-            version = int(self.clock())
+        path, version = self._put_target(name, version)
         candidate = self.metadata.dedup_candidate(key)
         if candidate is None or candidate.refcount == 0:
             return None
@@ -764,6 +755,12 @@ class Store:
         return [str(problem) for problem in check(self, verify_content=True).problems]
 
     # -- private steps ---------------------------------------------------------------
+
+    def _put_target(self, name: str, version: int | None) -> tuple[str, int]:
+        """The path and version a put writes (now, without one); refuses on a read-only store."""
+        path, given = self._name_and_version(name, version)
+        self._check_writable()
+        return path, int(self.clock()) if given is None else given
 
     def _name_and_version(self, name: str, version: int | None) -> tuple[str, int | None]:
         parsed = parse_name(name)
