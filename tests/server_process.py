@@ -61,3 +61,14 @@ def castore_server_process(
             except subprocess.TimeoutExpired:
                 process.kill()
                 raise
+
+
+def read_response_head(s: socket.socket) -> bytes:
+    """Bytes received on ``s`` up to the end of a response head (or until the server closes)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data

@@ -21,7 +21,7 @@ import zstandard
 
 from castore.store import Store
 
-from .server_process import castore_server_process
+from .server_process import castore_server_process, read_response_head
 
 Q = "last_modified=Thu,%2001%20Jan%201970%2000:16:40%20-0000"
 LATER = "last_modified=Thu,%2001%20Jan%201970%2000:33:20%20-0000"
@@ -171,12 +171,7 @@ def _exchange(url: str, request: bytes) -> bytes:
             s.sendall(request)
         except (BrokenPipeError, ConnectionResetError):
             pass  # refused before the whole request went out: the answer is still there to read
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = read_response_head(s)
     return data.split(b"\r\n\r\n")[0]
 
 

@@ -17,7 +17,7 @@ import zstandard
 
 from castore.store import Store
 
-from .server_process import castore_server
+from .server_process import castore_server, read_response_head
 
 V1000 = "Thu, 01 Jan 1970 00:16:40 -0000"
 V2000 = "Thu, 01 Jan 1970 00:33:20 -0000"
@@ -51,12 +51,7 @@ def raw_request(url: str, request: bytes, *, close_write: bool = False) -> bytes
         s.sendall(request)
         if close_write:
             s.shutdown(socket.SHUT_WR)
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = read_response_head(s)
     return data
 
 

@@ -23,7 +23,7 @@ import pytest
 
 from castore.store import Store
 
-from .server_process import castore_server
+from .server_process import castore_server, read_response_head
 
 IDLE_UPLOADS = 200
 ANSWER_WITHIN = 1.0  # seconds: the httpx timeout of every other client's request
@@ -105,13 +105,7 @@ def test_idle_uploads_do_not_stall_other_clients(tmp_path: Path) -> None:
 
 def _response_head(s: socket.socket) -> bytes:
     s.settimeout(30)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    return data
+    return read_response_head(s)
 
 
 @pytest.mark.parametrize("kind", [0, 1, 2, 3], ids=["chunked", "large", "small", "zstd"])
