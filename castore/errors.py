@@ -9,6 +9,7 @@ The tree::
     ├── NotFound (FileNotFoundError)      no such path in the store
     │   └── VersionNotFound               the path exists, that version is not retained
     ├── StoreNotFound                     no store at that root (run ``castore init``)
+    │   └── SchemaOutdated                the store's schema is older or newer (``castore migrate-schema``)
     ├── IntegrityError                    stored data does not match its key or size
     │   ├── CorruptBlob                   a blob's bytes do not hash to its key
     │   ├── MissingBlob                   metadata names a blob the backend does not have
@@ -39,6 +40,7 @@ __all__ = [
     "MissingBlob",
     "NotFound",
     "ReadOnlyStore",
+    "SchemaOutdated",
     "SourceError",
     "StoreFull",
     "StoreNotFound",
@@ -87,6 +89,10 @@ class VersionNotFound(NotFound):
 
 class StoreNotFound(CastoreError):
     """There is no castore store at the given root."""
+
+
+class SchemaOutdated(StoreNotFound):
+    """The store's metadata has another schema revision than this castore needs (run castore migrate-schema)."""
 
 
 class IntegrityError(CastoreError):

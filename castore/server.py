@@ -55,6 +55,7 @@ from .http_protocol import DEFAULT_HEADER_TIMEOUT, HEADER_TIMEOUT_VARIABLE
 from .metrics import Metrics
 from .migration.live import LiveMigration
 from .names import check_prefix, parse_name
+from .opening import open_store
 from .protocol import (
     PROTOCOL_VERSIONS,
     accepted_encodings,
@@ -240,7 +241,7 @@ class FiletrackerApp:
 
     def _open(self, path: str, want_body: bool, accept_zstd: bool) -> tuple[BlobReader, bytes | None]:
         """Open a file; read it whole at once when it is small and goes out decoded."""
-        return self._open_reader(self.store.open(path), want_body, accept_zstd)
+        return self._open_reader(self.store.open_file(path), want_body, accept_zstd)
 
     @staticmethod
     def _open_reader(reader: BlobReader, want_body: bool, accept_zstd: bool) -> tuple[BlobReader, bytes | None]:
@@ -257,7 +258,7 @@ class FiletrackerApp:
         ~0.1 ms, less than the hop to a worker thread. Files stored as blob files go
         to a thread (returns None), since reading them may wait for the disk.
         """
-        reader = self.store.open(path)
+        reader = self.store.open_file(path)
         if not reader.in_memory:
             reader.close()
             return None
@@ -570,9 +571,14 @@ def app_from_environment() -> ASGIApp:
     token takes effect on every worker.
     """
     env = os.environ
-    root = env.get("CASTORE_ROOT", "castore-data")
     read_only = env.get("CASTORE_READ_ONLY") == "1"
-    store = Store.open(root, read_only=True if read_only else None)
+    store = open_store(
+        env.get("CASTORE_ROOT") or None,
+        metadata=env.get("CASTORE_METADATA") or None,
+        blobs=env.get("CASTORE_BLOBS") or None,
+        read_only=True if read_only else None,
+    )
+    spool_root = env.get("CASTORE_ROOT") or ""  # large uploads spool beside the store folder, if any
     max_upload = env.get("CASTORE_MAX_UPLOAD_SIZE")
     limits = UploadLimits(
         body_timeout=float(env.get("CASTORE_BODY_TIMEOUT", UploadLimits.body_timeout)),
@@ -588,13 +594,15 @@ def app_from_environment() -> ASGIApp:
         migrate_from=env.get("CASTORE_MIGRATE_FROM") or None,
         token_cache_seconds=float(env.get("CASTORE_TOKEN_CACHE_SECONDS") or DEFAULT_CACHE_SECONDS),
         limits=limits,
-        spool_dir=None if store.read_only else os.path.abspath(root),
+        spool_dir=None if store.read_only or not os.path.isdir(spool_root) else os.path.abspath(spool_root),
     )
 
 
 def serve(
-    root: str,
+    root: str | None,
     *,
+    metadata: str | None = None,
+    blobs: str | None = None,
     host: str = "127.0.0.1",
     port: int = 9999,
     workers: int = 1,
@@ -619,7 +627,9 @@ def serve(
     limits = limits or UploadLimits()
     os.environ.update(
         {
-            "CASTORE_ROOT": os.path.abspath(root),
+            "CASTORE_ROOT": os.path.abspath(root) if root else "",
+            "CASTORE_METADATA": metadata or "",
+            "CASTORE_BLOBS": blobs or "",
             "CASTORE_URL_PREFIX": prefix,
             "CASTORE_GZIP": "1" if gzip else "0",
             "CASTORE_READ_ONLY": "1" if read_only else "0",

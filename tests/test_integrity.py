@@ -13,6 +13,8 @@ from castore.store import Store
 
 from .conftest import snapshot
 
+pytestmark = pytest.mark.backends("sqlite+file", "postgresql+file")  # damages blob files in place
+
 
 def _blob_path(store: Store, name: str) -> Path:
     return store.blobs.path_of(store.stat(name).key)  # type: ignore[attr-defined, no-any-return]
