@@ -1,6 +1,6 @@
 """Shared fixtures: fresh stores on every storage combination, on real servers.
 
-``store``, ``store_location`` and ``make_store`` are parametrized by ``storage``: each test
+``store``, ``store_location`` and ``make_store`` are parametrized by ``store_backend``: each test
 using them runs on SQLite + a blob folder, PostgreSQL + a blob folder and PostgreSQL + S3
 (``tests/backends.py`` starts PostgreSQL and an S3 server, moto, on 127.0.0.1
 once per session).
@@ -45,10 +45,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "storage" in metafunc.fixturenames:
+    if "store_backend" in metafunc.fixturenames:
         marker = metafunc.definition.get_closest_marker("backends")
         allowed = marker.args if marker is not None else KNOWN_BACKENDS
-        metafunc.parametrize("storage", [b for b in selected_backends() if b in allowed])
+        metafunc.parametrize("store_backend", [b for b in selected_backends() if b in allowed])
 
 
 class Clock:
@@ -86,18 +86,18 @@ def store_root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def new_location(storage: str, tmp_path: Path, request: pytest.FixtureRequest) -> Callable[[str], Location]:
-    """``new_location(name)``: where a new store of this test's storage goes (nothing made yet)."""
+def new_location(store_backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Callable[[str], Location]:
+    """``new_location(name)``: where a new store of this test's backend goes (nothing made yet)."""
 
     def make(name: str) -> Location:
         folder = tmp_path / name
-        if storage == "sqlite+file":
+        if store_backend == "sqlite+file":
             return locate(folder)
-        if storage.startswith("sqlite"):
+        if store_backend.startswith("sqlite"):
             metadata = locate(folder).metadata
         else:
             metadata = request.getfixturevalue("postgres").new_database()
-        blobs = (folder / "blobs").as_uri() if storage.endswith("+file") else request.getfixturevalue("moto").new_bucket()
+        blobs = (folder / "blobs").as_uri() if store_backend.endswith("+file") else request.getfixturevalue("moto").new_bucket()
         return Location(metadata, blobs)
 
     return make
@@ -111,7 +111,7 @@ def store_location(new_location: Callable[[str], Location]) -> Location:
 
 @pytest.fixture
 def store(store_location: Location, clock: Clock) -> Iterator[Store]:
-    """A new store on this test's storage, with a settable clock."""
+    """A new store on this test's backend, with a settable clock."""
     with open_store(metadata=store_location.metadata, blobs=store_location.blobs, create=True, clock=clock) as s:
         yield s
 

@@ -32,7 +32,7 @@ class StoreModel(RuleBasedStateMachine):
     """Model: path -> {version: content}, the current version being the largest."""
 
     new_location: Callable[[str], Location]
-    """Set by the test below: where each example's new store goes (this run's storage)."""
+    """Set by the test below: where each example's new store goes (this run's backend)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -111,10 +111,10 @@ class StoreModel(RuleBasedStateMachine):
         assert self.store.metadata.recount() == {}
 
 
-def test_store_follows_the_model(storage: str, new_location: Callable[[str], Location]) -> None:
+def test_store_follows_the_model(store_backend: str, new_location: Callable[[str], Location]) -> None:
     StoreModel.new_location = staticmethod(new_location)  # type: ignore[assignment]
     # Fewer examples on the remote backends: each example is a new database (and bucket).
-    examples = 60 if storage == "sqlite+file" else 20
+    examples = 60 if store_backend == "sqlite+file" else 20
     run_state_machine_as_test(
         StoreModel, settings=settings(max_examples=examples, stateful_step_count=30, deadline=None)
     )
