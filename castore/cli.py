@@ -1331,3 +1331,42 @@ def migrate_schema(c: Context) -> None:
         before, now = migrate(where)
     text = f"schema already at revision {now}" if before == now else f"schema upgraded from {before} to {now}"
     c.emit({"before": before, "revision": now}, text)
+
+
+@cli.command(name="migrate-store")
+@click.option("--to-metadata", required=True, metavar="URL", help="Metadata URL of the copy (sqlite:///… or postgresql…).")
+@click.option("--to-blobs", required=True, metavar="URL", help="Blobs URL of the copy (file:///… or s3://…).")
+@pass_context
+def migrate_store(c: Context, to_metadata: str, to_blobs: str) -> None:
+    """Copy the whole store (every path, retained version and setting) to another setup, and verify it.
+
+    Resumable: run it again after an interruption and it continues. Stop writes to the
+    source for the final run, then point the servers at the copy.
+
+    Example: castore --root ./castore-data migrate-store --to-metadata postgresql+psycopg://castore@db/castore
+    --to-blobs 's3://bucket/castore?endpoint_url=http://minio:9000'
+    """
+    from .moving import copy_store, verify_copy
+    from .opening import locate
+
+    c.local_only("migrate-store")
+    try:
+        target = locate(metadata=to_metadata, blobs=to_blobs)
+    except ValueError as e:
+        fail(str(e), EXIT_USAGE)
+    with errors_as_exit_codes():
+        source = c.store()
+        total = source.usage().retained_bytes
+        with progress("migrate-store", total, files=source.usage().versions) as bar:
+
+            def one_version(size: int) -> None:
+                bar.update(size)
+                bar.file_done()
+
+            report = copy_store(source, target, on_version=one_version)
+        problems = verify_copy(source, target)
+    c.emit({**vars(report), "problems": problems},
+           f"copied {report.copied} versions ({_human(report.bytes)}), {report.skipped} already there; "
+           + ("verified: ok" if not problems else f"{len(problems)} problems:\n" + "\n".join(problems)))
+    if problems:
+        fail(f"{len(problems)} differences between the store and its copy", EXIT_INTEGRITY)

@@ -14,6 +14,7 @@ The tree::
     │   ├── CorruptBlob                   a blob's bytes do not hash to its key
     │   ├── MissingBlob                   metadata names a blob the backend does not have
     │   └── HashCollision                 same key, different size: refused, nothing stored
+    ├── SettingsMismatch                  migrate-store's target holds another store
     ├── SourceError                       the content source was short, unreadable or wrong size
     │   ├── UploadTooLarge                a body (or what it decodes to) is over a limit
     │   └── UploadTimeout                 a client stopped sending its body
@@ -41,6 +42,7 @@ __all__ = [
     "NotFound",
     "ReadOnlyStore",
     "SchemaOutdated",
+    "SettingsMismatch",
     "SourceError",
     "StoreFull",
     "StoreNotFound",
@@ -89,6 +91,10 @@ class VersionNotFound(NotFound):
 
 class StoreNotFound(CastoreError):
     """There is no castore store at the given root."""
+
+
+class SettingsMismatch(CastoreError):
+    """A copy's target already holds another store (other seed or settings): nothing was copied."""
 
 
 class SchemaOutdated(StoreNotFound):

@@ -47,6 +47,7 @@ __all__ = [
     "migrate",
     "open_blobs",
     "open_store",
+    "upgrade_schema_of",
 ]
 
 METADATA_FILE = "metadata.sqlite3"
@@ -178,6 +179,16 @@ def migrate(where: Location) -> tuple[str | None, str]:
     finally:
         engine.dispose()
     return before, SCHEMA_REVISION
+
+
+def upgrade_schema_of(where: Location) -> None:
+    """Create or upgrade the schema at ``where`` (under the migration lock), without settings."""
+    _make_sqlite_folder(where.metadata)
+    engine = create_engine(where.metadata)
+    try:
+        upgrade_schema(engine)
+    finally:
+        engine.dispose()
 
 
 def open_blobs(url: str) -> BlobBackend:
