@@ -36,7 +36,7 @@ from .keys import new_seed
 from .metadata.migrate import SCHEMA_REVISION, migration_lock, upgrade_schema
 from .metadata.models import Setting
 from .metadata.repo import MetadataRepo
-from .store import DEFAULT_INLINE_MAX, DEFAULT_RETENTION, Store, check_settings
+from .store import BLOBS_DIR, DEFAULT_INLINE_MAX, DEFAULT_RETENTION, METADATA_FILE, Store, check_settings
 
 __all__ = [
     "BLOBS_DIR",
@@ -49,9 +49,6 @@ __all__ = [
     "open_store",
     "upgrade_schema_of",
 ]
-
-METADATA_FILE = "metadata.sqlite3"
-BLOBS_DIR = "blobs"
 
 
 @dataclass(frozen=True)
