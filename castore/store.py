@@ -305,11 +305,13 @@ class Store:
             source, expected_size=expected_size, live_size=self.metadata.live_blob_size
         )
         try:
-            try:
-                return self._record_put(path, version, prepared)
-            except _NeedBytes:
-                prepared = self._ingest.prepare(source, expected_size=expected_size, force_bytes=True)
-                return self._record_put(path, version, prepared)
+            for _ in range(WRITE_ATTEMPTS - 1):
+                try:
+                    return self._record_put(path, version, prepared)
+                except _NeedBytes:
+                    prepared.discard()
+                    prepared = self._ingest.prepare(source, expected_size=expected_size, force_bytes=True)
+            return self._record_put(path, version, prepared)
         finally:
             prepared.discard()
 
@@ -405,9 +407,13 @@ class Store:
             time.sleep(0.05)  # BUSY: another put is uploading another representation
         try:
             if published[0]:
-                # Bytes published by an earlier try may have been collected since (lease over).
+                # Bytes published by an earlier try may have been collected since (lease over):
+                # publish again when the staged bytes are still there (S3 uploads from a kept
+                # local file; the file backend's rename consumed them: prepare them again).
                 if prepared.key not in self.blobs:
-                    raise _NeedBytes()
+                    if prepared.staged is None or getattr(prepared.staged, "path", None) is None:
+                        raise _NeedBytes()
+                    self.blobs.publish(prepared.staged, prepared.key)
             elif prepared.staged is not None:
                 self.blobs.publish(prepared.staged, prepared.key)
                 published[0] = True
@@ -461,6 +467,10 @@ class Store:
                     raise _Restart()
                 elif self.clock() > until - LEASE_MARGIN:
                     raise _Restart()  # our lease ran out: a collector may have taken the bytes
+                elif prepared.key not in self.blobs:
+                    # Another put sharing the lease ended it and a collection took the row and
+                    # the bytes we uploaded before this transaction locked the row: upload again.
+                    raise _Restart()
             if current is None:
                 txn.add_path(path, version, prepared.key)
             elif current.version == version:
