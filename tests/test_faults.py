@@ -282,4 +282,7 @@ def test_gc_looping_with_no_grace_during_http_uploads(tmp_path: Path) -> None:
             collector.join(60)
         for i, body in enumerate(bodies):
             assert http.get(f"/files/up/{i}").content == body
-    assert swept and sum(swept) == 0
+    # gc ran throughout; a file it took between a writer's mkstemp and its lock is one the
+    # writer never wrote into (it sees its name gone and makes another), so every upload
+    # above succeeded whole: without the staging locks they fail mid-write.
+    assert len(swept) > 1
