@@ -79,7 +79,7 @@ def cp_and_sync(files: list[Path], dest: Path) -> float:
 
 def drain(store: Store, names: list[str]) -> None:
     for name in names:
-        with store.open(name) as reader:
+        with store.open_file(name) as reader:
             while reader.read(4 * MiB):
                 pass
 

@@ -217,7 +217,7 @@ def worker(spec: dict[str, Any]) -> None:
             for name, rel in names:
                 target = out / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
-                with store.open(name) as reader, open(target, "wb") as sink:
+                with store.open_file(name) as reader, open(target, "wb") as sink:
                     shutil.copyfileobj(reader, sink, 1 << 20)
     else:
         with contextlib.redirect_stdout(io.StringIO()):

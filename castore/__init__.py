@@ -2,8 +2,8 @@
 
 The public API in one import::
 
-    from castore import Store
-    with Store.open("castore-data", create=True) as store:
+    from castore import open_store
+    with open_store("castore-data", create=True) as store:
         name = store.put("/problems/1/a.in", b"1 2\n")      # '/problems/1/a.in@1700000000'
         store.read_bytes(name)
 
@@ -29,6 +29,7 @@ from .errors import (
     MissingBlob,
     NotFound,
     ReadOnlyStore,
+    SchemaOutdated,
     SourceError,
     StoreFull,
     StoreNotFound,
@@ -36,7 +37,7 @@ from .errors import (
 )
 from .names import Name, parse_name, versioned_name
 
-_LAZY = {"FileInfo": "store", "GcReport": "store", "Store": "store"}
+_LAZY = {"FileInfo": "store", "GcReport": "store", "Store": "store", "open_store": "opening"}
 """Members imported on first use (PEP 562): ``castore.store`` pulls in SQLAlchemy, which a
 judging machine that only uses ``castore.client`` never needs (~0.5 s of start-up)."""
 
@@ -55,6 +56,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from .opening import open_store
     from .store import FileInfo, GcReport, Store
 
 __all__ = [
@@ -73,11 +75,13 @@ __all__ = [
     "Name",
     "NotFound",
     "ReadOnlyStore",
+    "SchemaOutdated",
     "SourceError",
     "Store",
     "StoreFull",
     "StoreNotFound",
     "VersionNotFound",
+    "open_store",
     "parse_name",
     "versioned_name",
 ]

@@ -66,6 +66,7 @@ if TYPE_CHECKING:
     from .client import Client
     from .maintenance import CheckReport
     from .metadata.report import DedupReport, GroupUsage
+    from .opening import Location
     from .store import FileInfo, Store
 
 __all__ = [
@@ -274,10 +275,13 @@ def _copy(source: BinaryIO, out: BinaryIO, bar: Progress) -> None:
 class Context:
     """What every command gets: where the store is (a local root or a server URL) and how to print."""
 
-    def __init__(self, root: Path, as_json: bool, url: str | None = None) -> None:
+    def __init__(self, root: Path, as_json: bool, url: str | None = None, *, metadata: str | None = None,
+                 blobs: str | None = None) -> None:
         self.root = root
         self.as_json = as_json
         self.url = url
+        self.metadata = metadata
+        self.blobs = blobs
 
     def client(self) -> Client:
         """A client without a cache whose origin is the server at ``--url`` or the store at ``--root``."""
@@ -299,13 +303,33 @@ class Context:
 
             fail(f"castore {command} needs a local store (--root), not --url {redact_url(self.url)}", EXIT_USAGE)
 
-    def store(self, create: bool = False, **settings: int) -> Store:
-        """The store at ``--root``, closed when the command ends."""
-        from .store import Store
+    def store(self, create: bool = False, read_only: bool | None = None, **settings: int) -> Store:
+        """The store at ``--root`` (or ``--metadata``/``--blobs``), closed when the command ends."""
+        from .opening import open_store
+        from .store import check_settings
 
-        store: Store = Store.open(self.root, create=create, **settings)
+        check_settings(settings)
+        self.location()  # a bad URL: one line, exit 2
+        store = open_store(self.root, metadata=self.metadata, blobs=self.blobs, create=create, read_only=read_only,
+                           retention=settings.get("retention"), inline_max=settings.get("inline_max"),
+                           zstd_level=settings.get("zstd_level"))
         click.get_current_context().call_on_close(store.close)
         return store
+
+    def location(self) -> Location:
+        """Where the store is: ``--root``, with ``--metadata`` / ``--blobs`` replacing its parts."""
+        from .opening import locate
+
+        try:
+            return locate(self.root, metadata=self.metadata, blobs=self.blobs)
+        except ValueError as e:
+            fail(str(e), EXIT_USAGE)
+
+    def describe(self) -> str:
+        """The store for messages: the ``--root`` folder, or its URLs when they replace it."""
+        if self.metadata is None and self.blobs is None:
+            return str(self.root.resolve())
+        return self.location().describe()
 
     def emit(self, data: Any, text: str | None) -> None:
         """Print ``data`` as one JSON line with ``--json``, else ``text`` (nothing when None)."""
@@ -348,10 +372,17 @@ strict_option = click.option(
     help="Work against this server instead of --root (env CASTORE_URL, FILETRACKER_URL). "
     "put, get, cat, ls, rm, stat and ingest work remotely, with the same output.",
 )
+@click.option("--metadata", default=None, envvar="CASTORE_METADATA", metavar="URL",
+              help="Metadata database instead of --root's: sqlite:///…/metadata.sqlite3 or "
+              "postgresql+psycopg://user:pw@host/db (env CASTORE_METADATA).")
+@click.option("--blobs", default=None, envvar="CASTORE_BLOBS", metavar="URL",
+              help="Blob storage instead of --root's: file:///…/blobs or s3://bucket/prefix?endpoint_url=… "
+              "(env CASTORE_BLOBS).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts (errors too: {error, code}).")
 @click.version_option(package_name="castore")
 @click.pass_context
-def cli(ctx: click.Context, root: Path, url: str | None, as_json: bool) -> None:
+def cli(ctx: click.Context, root: Path, url: str | None, metadata: str | None, blobs: str | None,
+        as_json: bool) -> None:
     """castore: a content-addressed, deduplicating file store.
 
     Names are absolute paths, optionally with @version: /problems/1/a.in@1700000000.
@@ -364,7 +395,7 @@ def cli(ctx: click.Context, root: Path, url: str | None, as_json: bool) -> None:
         if ctx.get_parameter_source("url") is ParameterSource.COMMANDLINE:
             raise click.UsageError("give --root or --url, not both")
         url = None
-    ctx.obj = Context(root, as_json, url or None)
+    ctx.obj = Context(root, as_json, url or None, metadata=metadata or None, blobs=blobs or None)
 
 
 @cli.command()
@@ -385,11 +416,12 @@ def init(c: Context, retention: int | None, inline_max: int | None, zstd_level: 
     given = {k: v for k, v in (("retention", retention), ("inline_max", inline_max),
                                ("zstd_level", zstd_level)) if v is not None}
     try:
-        store = c.store(create=True, **given)
+        store = c.store(create=True, **cast(dict[str, Any], given))
     except ValueError as e:
         fail(str(e), EXIT_USAGE)
-    c.emit({"root": str(c.root), **store.settings()},
-           f"castore store ready at {c.root} ("
+    where = {} if c.metadata is None and c.blobs is None else vars(c.location())
+    c.emit({"root": str(c.root), **where, **store.settings()},
+           f"castore store ready at {c.root if not where else c.describe()} ("
            + ", ".join(f"{k}={v}" for k, v in store.settings().items()) + ")")
 
 
@@ -774,7 +806,6 @@ def serve(c: Context, host: str, port: int, workers: int, prefix: str, fallback_
     """
     from importlib.metadata import version
 
-    from .store import Store
     from .upload import UploadLimits
 
     c.local_only("serve")
@@ -791,16 +822,16 @@ def serve(c: Context, host: str, port: int, workers: int, prefix: str, fallback_
     limits = UploadLimits(body_timeout=body_timeout, max_upload_size=sizes["--max-upload-size"],
                           max_zstd_window=sizes["--max-zstd-window"] or UploadLimits.max_zstd_window)
     # create (with --init) or migrate once, before workers start; or check it can be read
-    Store.open(c.root, create=create and not read_only, read_only=True if read_only else None).close()
+    c.store(create=create and not read_only, read_only=True if read_only else None)  # closed at exit
     problem = _can_listen(host, port)
     if problem is not None:
         fail(f"cannot listen on {host}:{port}: {problem}", EXIT_NETWORK)
     shown_host = f"[{host}]" if ":" in host else host
-    c.warn(f"castore {version('castore')} serving {c.root.resolve()} at http://{shown_host}:{port}"
+    c.warn(f"castore {version('castore')} serving {c.describe()} at http://{shown_host}:{port}"
            f"{prefix.rstrip('/')} ({workers} worker{'s' if workers > 1 else ''}{', read-only' if read_only else ''})")
     from .server import serve as run_server
 
-    run_server(str(c.root), host=host, port=port, workers=workers, prefix=prefix,
+    run_server(str(c.root), metadata=c.metadata, blobs=c.blobs, host=host, port=port, workers=workers, prefix=prefix,
                fallback_url=fallback_url, gzip=gzip, log_level=log_level, migrate_from=migrate_from,
                header_timeout=header_timeout, limits=limits, read_only=read_only, verify_first=verify_first)
 
@@ -1262,3 +1293,65 @@ def token_revoke(c: Context, name: str) -> None:
     if not revoke_token(c.store().metadata, name):
         fail(f"no token named {name!r}", EXIT_NOT_FOUND)
     c.emit({"name": name, "revoked": True}, f"revoked {name}")
+
+
+# -- opening stores by URL (issue 13) ---------------------------------------------------------------
+
+
+@cli.command(name="migrate-schema")
+@pass_context
+def migrate_schema(c: Context) -> None:
+    """Upgrade the store's metadata schema to this castore's (run it after upgrading castore).
+
+    Opening a store never migrates it. Safe while servers run: migrations wait for each
+    other under a lock in the database.
+
+    Example: castore --metadata postgresql+psycopg://castore@db/castore --blobs s3://bucket migrate-schema
+    """
+    from .opening import migrate
+
+    c.local_only("migrate-schema")
+    where = c.location()
+    with errors_as_exit_codes():
+        before, now = migrate(where)
+    text = f"schema already at revision {now}" if before == now else f"schema upgraded from {before} to {now}"
+    c.emit({"before": before, "revision": now}, text)
+
+
+@cli.command(name="migrate-store")
+@click.option("--to-metadata", required=True, metavar="URL", help="Metadata URL of the copy (sqlite:///… or postgresql…).")
+@click.option("--to-blobs", required=True, metavar="URL", help="Blobs URL of the copy (file:///… or s3://…).")
+@pass_context
+def migrate_store(c: Context, to_metadata: str, to_blobs: str) -> None:
+    """Copy the whole store (every path, retained version and setting) to another setup, and verify it.
+
+    Resumable: run it again after an interruption and it continues. Stop writes to the
+    source for the final run, then point the servers at the copy.
+
+    Example: castore --root ./castore-data migrate-store --to-metadata postgresql+psycopg://castore@db/castore
+    --to-blobs 's3://bucket/castore?endpoint_url=http://minio:9000'
+    """
+    from .moving import copy_store, verify_copy
+    from .opening import locate
+
+    c.local_only("migrate-store")
+    try:
+        target = locate(metadata=to_metadata, blobs=to_blobs)
+    except ValueError as e:
+        fail(str(e), EXIT_USAGE)
+    with errors_as_exit_codes():
+        source = c.store()
+        total = source.usage().retained_bytes
+        with progress("migrate-store", total, files=source.usage().versions) as bar:
+
+            def one_version(size: int) -> None:
+                bar.update(size)
+                bar.file_done()
+
+            report = copy_store(source, target, on_version=one_version)
+        problems = verify_copy(source, target)
+    c.emit({**vars(report), "problems": problems},
+           f"copied {report.copied} versions ({format_size(report.bytes)}), {report.skipped} already there; "
+           + ("verified: ok" if not problems else f"{len(problems)} problems:\n" + "\n".join(problems)))
+    if problems:
+        fail(f"{len(problems)} differences between the store and its copy", EXIT_INTEGRITY)

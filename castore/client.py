@@ -101,10 +101,10 @@ class EmbeddedOrigin:
 
     def open(self, path: str) -> tuple[RemoteFile, BinaryIO]:
         try:
-            reader = self.store.open(path)
+            reader = self.store.open_file(path)
         except NotFound:
             raise FileNotAvailable(path) from None
-        return RemoteFile(reader.version, reader.size), reader
+        return RemoteFile(reader.version, reader.size), cast(BinaryIO, reader)  # a RawIOBase: read/readinto
 
     def put(
         self,

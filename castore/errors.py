@@ -9,10 +9,12 @@ The tree::
     ├── NotFound (FileNotFoundError)      no such path in the store
     │   └── VersionNotFound               the path exists, that version is not retained
     ├── StoreNotFound                     no store at that root (run ``castore init``)
+    │   └── SchemaOutdated                the store's schema is older or newer (``castore migrate-schema``)
     ├── IntegrityError                    stored data does not match its key or size
     │   ├── CorruptBlob                   a blob's bytes do not hash to its key
     │   ├── MissingBlob                   metadata names a blob the backend does not have
     │   └── HashCollision                 (no longer raised: colliding contents are stored apart)
+    ├── SettingsMismatch                  migrate-store's target holds another store
     ├── SourceError                       the content source was short, unreadable or wrong size
     │   ├── UploadTooLarge                a body (or what it decodes to) is over a limit
     │   └── UploadTimeout                 a client stopped sending its body
@@ -39,6 +41,8 @@ __all__ = [
     "MissingBlob",
     "NotFound",
     "ReadOnlyStore",
+    "SchemaOutdated",
+    "SettingsMismatch",
     "SourceError",
     "StoreFull",
     "StoreNotFound",
@@ -87,6 +91,14 @@ class VersionNotFound(NotFound):
 
 class StoreNotFound(CastoreError):
     """There is no castore store at the given root."""
+
+
+class SettingsMismatch(CastoreError):
+    """A copy's target already holds another store (other seed or settings): nothing was copied."""
+
+
+class SchemaOutdated(StoreNotFound):
+    """The store's metadata has another schema revision than this castore needs (run castore migrate-schema)."""
 
 
 class IntegrityError(CastoreError):

@@ -60,6 +60,7 @@ from .keys import BlobKey
 from .metrics import Metrics
 from .migration.live import LiveMigration
 from .names import check_prefix, parse_name
+from .opening import open_store
 from .protocol import (
     CONTENT_DIGEST_HEADER,
     PROTOCOL_VERSIONS,
@@ -281,11 +282,11 @@ class FiletrackerApp:
 
     def _open(self, path: str, want_body: bool, accept_zstd: bool) -> tuple[BlobReader, bytes | None]:
         """Open a file; read it whole at once (verified) when it is small and goes out decoded."""
-        return self._open_reader(self.store.open(path), want_body, accept_zstd)
+        return self._open_reader(self.store.open_file(path), want_body, accept_zstd)
 
     def _verify_span(self, path: str, version: int, start: int, end: int) -> None:
         """Read and verify content bytes ``[start, end)`` of ``path@version`` (before any header is sent)."""
-        with self.store.open(f"{path}@{version}") as reader:
+        with self.store.open_file(f"{path}@{version}") as reader:
             if start:
                 reader.seek_content(start)
             remaining = end - start
@@ -659,9 +660,14 @@ def app_from_environment() -> ASGIApp:
     or ``never`` (see :func:`create_app`).
     """
     env = os.environ
-    root = env.get("CASTORE_ROOT", "castore-data")
     read_only = env.get("CASTORE_READ_ONLY") == "1"
-    store = Store.open(root, read_only=True if read_only else None)
+    store = open_store(
+        env.get("CASTORE_ROOT") or None,
+        metadata=env.get("CASTORE_METADATA") or None,
+        blobs=env.get("CASTORE_BLOBS") or None,
+        read_only=True if read_only else None,
+    )
+    spool_root = env.get("CASTORE_ROOT") or ""  # large uploads spool beside the store folder, if any
     max_upload = env.get("CASTORE_MAX_UPLOAD_SIZE")
     limits = UploadLimits(
         body_timeout=float(env.get("CASTORE_BODY_TIMEOUT", UploadLimits.body_timeout)),
@@ -677,14 +683,16 @@ def app_from_environment() -> ASGIApp:
         migrate_from=env.get("CASTORE_MIGRATE_FROM") or None,
         token_cache_seconds=float(env.get("CASTORE_TOKEN_CACHE_SECONDS") or DEFAULT_CACHE_SECONDS),
         limits=limits,
-        spool_dir=None if store.read_only else os.path.abspath(root),
+        spool_dir=None if store.read_only or not os.path.isdir(spool_root) else os.path.abspath(spool_root),
         verify_first=env.get("CASTORE_VERIFY_FIRST", "auto"),
     )
 
 
 def serve(
-    root: str,
+    root: str | None,
     *,
+    metadata: str | None = None,
+    blobs: str | None = None,
     host: str = "127.0.0.1",
     port: int = 9999,
     workers: int = 1,
@@ -711,7 +719,9 @@ def serve(
     limits = limits or UploadLimits()
     os.environ.update(
         {
-            "CASTORE_ROOT": os.path.abspath(root),
+            "CASTORE_ROOT": os.path.abspath(root) if root else "",
+            "CASTORE_METADATA": metadata or "",
+            "CASTORE_BLOBS": blobs or "",
             "CASTORE_URL_PREFIX": prefix,
             "CASTORE_GZIP": "1" if gzip else "0",
             "CASTORE_READ_ONLY": "1" if read_only else "0",

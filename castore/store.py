@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
-import fcntl
+import functools
 import io
 import os
 import shutil
@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Self
+from typing import Any, BinaryIO, Self, TypeVar
 
 from .blobs.base import BlobBackend
 from .blobs.fs import FileBlobBackend
@@ -49,13 +49,14 @@ from .errors import (
 from .faults import as_store_fault, is_disk_full
 from .ingest import Ingest, Prepared, Source
 from .keys import BlobKey, Hasher, KeyFunction, etag, new_seed, probe_keys, xxh3_key
-from .metadata.repo import BlobRow, DedupCandidate, Entry, MetadataRepo, Usage
+from .metadata.repo import BlobRow, DedupCandidate, Entry, MetadataRepo, Reservation, Usage, WriteConflict
 from .metadata.report import DedupReport
 from .names import check_prefix, check_version, child_range, parse_name, versioned_name
 from .reading import BlobReader
 from .reserve import SpaceReserve
 
 __all__ = [
+    "BLOBS_DIR",
     "DEFAULT_INLINE_MAX",
     "DEFAULT_RETENTION",
     "METADATA_FILE",
@@ -64,6 +65,7 @@ __all__ = [
     "FileInfo",
     "GcReport",
     "Store",
+    "check_settings",
 ]
 
 SETTINGS = ("retention", "inline_max", "zstd_level")
@@ -74,7 +76,17 @@ DEFAULT_INLINE_MAX = 128 * 1024
 """Contents up to this size live inline in the metadata database (see docs/design.md)."""
 METADATA_FILE = "metadata.sqlite3"
 BLOBS_DIR = "blobs"
-LOCK_FILE = ".lock"
+_T = TypeVar("_T")
+
+UPLOAD_LEASE = 3600
+"""Seconds a put may take to upload a blob's bytes before garbage collection may take them."""
+LEASE_MARGIN = 600
+"""A put whose lease has less than this left when it records the reference publishes again:
+room for clock differences between servers (``docs/design.md``, "Publishing")."""
+
+WRITE_ATTEMPTS = 20
+"""How often a write transaction is tried when the database reports a conflict with another
+writer (PostgreSQL: two creators of one new path, a deadlock, a serialization failure)."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +142,10 @@ class _Raced(Exception):
 _SETTLE_ATTEMPTS = 8
 
 
+class _Restart(Exception):
+    """Roll the put's transaction back and publish again (the blob's bytes may be gone)."""
+
+
 @contextmanager
 def _faults_named() -> Iterator[None]:
     """Re-raise a full or read-only disk as StoreFull or ReadOnlyStore (one line, the cause named)."""
@@ -147,35 +163,6 @@ def _read_only_filesystem(folder: Path) -> bool:
         return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
     except OSError:
         return False
-
-
-@contextmanager
-def _root_lock(root: Path) -> Iterator[None]:
-    """Serialise store creation and migrations between processes."""
-    with open(root / LOCK_FILE, "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-class _ClassOrInstanceMethod:
-    """One attribute name, two methods: one when called on the class, one on an instance.
-
-    The public API reads ``Store.open(root)`` to open a store and ``store.open(name)``
-    to open a stored file, as ``open`` does for files; this descriptor keeps both.
-    """
-
-    def __init__(self, on_class: Any, on_instance: Callable[..., Any]) -> None:
-        self._on_class = on_class
-        self._on_instance = on_instance
-        self.__doc__ = on_instance.__doc__
-
-    def __get__(self, instance: object, owner: type) -> Any:
-        if instance is None:
-            return self._on_class.__get__(owner, owner)
-        return self._on_instance.__get__(instance, owner)
 
 
 class Store:
@@ -196,7 +183,7 @@ class Store:
     ) -> None:
         settings = metadata.settings()
         if "seed" not in settings:
-            raise StoreNotFound(f"the metadata at {metadata.url} has no castore store (run castore init)")
+            raise StoreNotFound(f"the metadata at {metadata.where} has no castore store (run castore init)")
         self.metadata = metadata
         self.blobs = blobs
         self.clock = clock
@@ -230,7 +217,8 @@ class Store:
         (:data:`SETTINGS`: ``retention``, ``inline_max``, ``zstd_level``); an existing
         store keeps its own, and a setting that differs from it raises ValueError rather
         than being ignored. An unknown setting (a typo such as ``retension``) raises
-        TypeError. Opening an older store upgrades its schema.
+        TypeError. With ``create`` an older store's schema is upgraded; without, it raises
+        SchemaOutdated (run ``castore migrate-schema``).
 
         ``read_only``: True opens the store for reading only (nothing is written, not
         even a lock file); None (the default) does so when ``root`` is on a read-only
@@ -276,11 +264,11 @@ class Store:
 
     @classmethod
     def _open_metadata(cls, root: Path, database: Path, create: bool, settings: dict[str, int]) -> MetadataRepo:
-        with _root_lock(root):
-            metadata = MetadataRepo(f"sqlite:///{database}")
-            if create:
-                cls.init_metadata(metadata, **settings)
-        return metadata
+        if create:  # create, or upgrade the schema, under the migration lock (castore/opening.py)
+            from .opening import initialize, locate
+
+            initialize(locate(root), **settings)
+        return MetadataRepo(f"sqlite:///{database}")
 
     @staticmethod
     def init_metadata(
@@ -344,11 +332,13 @@ class Store:
                 return newer  # do not read a stream that an older version would throw away
         prepared = self._ingest.prepare(source, expected_size=expected_size, find_same=self._find_same)
         try:
-            try:
-                return self._settle_and_record(path, version, prepared)
-            except _NeedBytes:
-                prepared = self._ingest.prepare(source, expected_size=expected_size, force_bytes=True)
-                return self._settle_and_record(path, version, prepared)
+            for _ in range(WRITE_ATTEMPTS - 1):
+                try:
+                    return self._settle_and_record(path, version, prepared)
+                except _NeedBytes:
+                    prepared.discard()
+                    prepared = self._ingest.prepare(source, expected_size=expected_size, force_bytes=True)
+            return self._settle_and_record(path, version, prepared)
         finally:
             prepared.discard()
 
@@ -467,11 +457,83 @@ class Store:
                 yield chunk
 
     def _record_put(self, path: str, version: int, prepared: Prepared, key: BlobKey, matched: int | None) -> str:
-        """One transaction: compare versions, reference the blob, point the path at it.
+        """Publish the blob's bytes if needed, then record the put in one transaction.
 
         ``matched`` is the ``created`` time of the live blob the put compared with, or
         None when the put found ``key`` free: the row must still be what was decided.
+        A large new blob's bytes are uploaded *outside* the write transaction, under a
+        lease taken on its row first (:meth:`_lease_and_publish`), so a slow upload (S3)
+        never holds a database lock and garbage collection never deletes bytes a put is
+        about to reference (``docs/design.md``, "Publishing"). Small blobs live in the row.
         """
+        published = [False]
+        for _ in range(WRITE_ATTEMPTS):
+            until = None
+            if prepared.inline is None and matched is None:
+                until = self._lease_and_publish(prepared, key, published)
+            try:
+                return self._retrying(
+                    functools.partial(self._record_put_once, path, version, prepared, key, matched, until)
+                )
+            except _Restart:
+                continue
+            finally:
+                if until is not None:
+                    self._end_lease(key, until)
+        raise CastoreError(f"{path}: its blob kept changing under the put; try again")
+
+    def _lease_and_publish(self, prepared: Prepared, key: BlobKey, published: list[bool]) -> int:
+        """Lease the (free) blob row ``key`` and upload the bytes; return the lease's end.
+
+        Raises _Raced when another put made ``key`` live since it was settled: the put
+        settles again, comparing bytes.
+        """
+        while True:
+            now = int(self.clock())
+            until = now + UPLOAD_LEASE
+            state = self._retrying(functools.partial(self._reserve, prepared, key, now, until))
+            if state is Reservation.LIVE:
+                raise _Raced()
+            if state is Reservation.OWN:
+                break
+            time.sleep(0.05)  # BUSY: another put is uploading another representation
+        try:
+            if published[0]:
+                # Bytes published by an earlier try may have been collected since (lease over):
+                # publish again when the staged bytes are still there (S3 uploads from a kept
+                # local file; the file backend's rename consumed them: prepare them again).
+                if key not in self.blobs:
+                    if prepared.staged is None or getattr(prepared.staged, "path", None) is None:
+                        raise _NeedBytes()
+                    self.blobs.publish(prepared.staged, key)
+            elif prepared.staged is not None:
+                self.blobs.publish(prepared.staged, key)
+                published[0] = True
+            else:
+                raise _NeedBytes()  # only hashed: a live blob had this key when we looked
+        except BaseException:
+            self._end_lease(key, until)
+            raise
+        return until
+
+    def _reserve(self, prepared: Prepared, key: BlobKey, now: int, until: int) -> Reservation:
+        with self.metadata.write() as txn:
+            return txn.reserve_blob(
+                key, size=prepared.size, stored_size=prepared.stored_size, codec=prepared.codec,
+                digests=prepared.digests, now=now, until=until,
+            )
+
+    def _end_lease(self, key: BlobKey, until: int) -> None:
+        def end() -> None:
+            with self.metadata.write() as txn:
+                txn.end_lease(key, until)
+
+        self._retrying(end)
+
+    def _record_put_once(
+        self, path: str, version: int, prepared: Prepared, key: BlobKey, matched: int | None, until: int | None
+    ) -> str:
+        """One transaction: compare versions, reference the blob, point the path at it."""
         with self.metadata.write() as txn:
             current = txn.current(path)
             if current is not None and current.version > version:
@@ -488,7 +550,23 @@ class Store:
             if acquired.refcount == 1:
                 # New, or revived from 0 with this content (its old bytes may be gone).
                 if not acquired.inline:
-                    self._publish(prepared, key)
+                    if prepared.inline is not None:
+                        # A small content whose row keeps its bytes in the backend (revived):
+                        # a few bytes, written under the row lock.
+                        self.blobs.put_bytes(key, prepared.inline)
+                    elif until is None:
+                        # Live when compared, collected since: settle again (uploading ours).
+                        if not prepared.has_bytes:
+                            raise _NeedBytes()
+                        raise _Raced()
+                    elif self.clock() > until - LEASE_MARGIN:
+                        raise _Restart()  # our lease ran out: a collector may have taken the bytes
+                    elif key not in self.blobs:
+                        # Another put sharing the lease ended it and a collection took the row and
+                        # the bytes we uploaded before this transaction locked the row: upload again.
+                        raise _Restart()
+            elif until is not None and (acquired.size, acquired.digests) == (prepared.size, prepared.digests):
+                pass  # another put of this content, sharing our lease (same digests), recorded first
             elif matched is None or (acquired.created, acquired.size, acquired.digests) != (
                 matched,
                 prepared.size,
@@ -510,17 +588,19 @@ class Store:
                     self._release(txn, txn.drop_oldest(path, excess))
         return versioned_name(path, version)
 
-    def _publish(self, prepared: Prepared, key: BlobKey) -> None:
-        if prepared.staged is not None:
-            self.blobs.publish(prepared.staged, key)
-        elif prepared.inline is not None:
-            self.blobs.put_bytes(key, prepared.inline)
-        else:
-            raise _NeedBytes()
+    @staticmethod
+    def _retrying(attempt: Callable[[], _T]) -> _T:
+        """Run one write transaction, again while the database reports a conflict."""
+        for _ in range(WRITE_ATTEMPTS - 1):
+            try:
+                return attempt()
+            except WriteConflict:
+                continue
+        return attempt()
 
     @staticmethod
     def _release(txn: Any, keys: list[BlobKey]) -> None:
-        for key, count in Counter(keys).items():
+        for key, count in sorted(Counter(keys).items()):  # one order: fewer lock waits between writers
             txn.release_blob(key, count)
 
     def delete(self, name: str, version: int | None = None) -> bool:
@@ -532,7 +612,7 @@ class Store:
         """
         path, version = self._name_and_version(name, version)
         self._check_writable()
-        deleted: bool = self._with_reserve(lambda: self._delete(path, version))
+        deleted: bool = self._with_reserve(lambda: self._retrying(lambda: self._delete(path, version)))
         return deleted
 
     def _delete(self, path: str, version: int | None) -> bool:
@@ -690,8 +770,22 @@ class Store:
         low, high = child_range(check_prefix(prefix))
         return self.metadata.dedup_report(low, high, depth=depth, top=top)
 
-    open = _ClassOrInstanceMethod(open_root, open_file)
-    """``Store.open(root, create=False)`` opens a store; ``store.open(name)`` opens a file."""
+    @classmethod
+    def open(
+        cls,
+        root: str | os.PathLike[str],
+        create: bool = False,
+        *,
+        clock: Callable[[], float] = time.time,
+        read_only: bool | None = None,
+        **settings: Any,
+    ) -> Store:
+        """Open the store in folder ``root``: the short spelling of :func:`castore.open_store` (``root``).
+
+        An unknown setting (a typo such as ``retension``) raises TypeError, a setting given
+        without ``create`` or differing from an existing store's raises ValueError.
+        """
+        return cls.open_root(root, create, clock=clock, read_only=read_only, **settings)
 
     # -- maintenance ---------------------------------------------------------------
 
@@ -709,19 +803,10 @@ class Store:
     def _collect(self, staging_grace: float, batch: int) -> GcReport:
         removed = freed = 0
         while True:
-            with self.metadata.write() as txn:
-                candidates = txn.unreferenced_blobs(batch)
-                for key, inline, stored_size in candidates:
-                    # The row goes first: a file is deleted only once the database agreed
-                    # (still unreferenced); if the commit then fails, a row at 0 without
-                    # its file is allowed (a reviving put publishes its own bytes).
-                    if not txn.forget_blob(key):
-                        continue
-                    if not inline:
-                        self.blobs.delete(key)
-                    removed += 1
-                    freed += stored_size
-            if len(candidates) < batch:
+            counted, found = self._retrying(lambda: self._collect_batch(batch))
+            removed += counted[0]
+            freed += counted[1]
+            if found < batch:
                 break
         staging = self.blobs.sweep_staging(self.clock() - staging_grace)
         return GcReport(removed, freed, staging)
@@ -743,6 +828,23 @@ class Store:
                     message = str(e)  # "blob <key>: the stored content ...", or a MissingBlob's
                     damaged.append(message if message.startswith(f"blob {blob.key}:") else f"blob {blob.key}: {message}")
         return DigestReport(added, damaged)
+
+    def _collect_batch(self, batch: int) -> tuple[tuple[int, int], int]:
+        """One transaction of garbage collection: ``((blobs removed, bytes freed), candidates seen)``."""
+        removed = freed = 0
+        with self.metadata.write() as txn:
+            candidates = txn.unreferenced_blobs(batch, int(self.clock()))
+            for key, inline, stored_size in candidates:
+                # The row goes first: a file is deleted only once the database agreed
+                # (still unreferenced, no lease); if the commit then fails, a row at 0
+                # without its file is allowed (a reviving put leases it and publishes).
+                if not txn.forget_blob(key):
+                    continue
+                if not inline:
+                    self.blobs.delete(key)
+                removed += 1
+                freed += stored_size
+        return (removed, freed), len(candidates)
 
     def check(self) -> builtins.list[str]:
         """Verify every referenced blob's content and the reference counts; return the problems.
@@ -832,7 +934,7 @@ def _same_bytes(left: Iterable[bytes | memoryview], right: Iterable[bytes | memo
         a, b = a[n:], b[n:]
 
 
-def _check_settings(settings: dict[str, Any]) -> None:
+def check_settings(settings: dict[str, Any]) -> None:
     """TypeError for an unknown setting name, ValueError for a value out of range."""
     unknown = sorted(set(settings) - set(SETTINGS))
     if unknown:
@@ -841,3 +943,6 @@ def _check_settings(settings: dict[str, Any]) -> None:
         value = settings.get(name, low)
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise ValueError(f"{name} must be an integer in {low}..{high}, not {value!r}")
+
+
+_check_settings = check_settings

@@ -161,7 +161,7 @@ class _Pages:
         try:
             path = parse_name("/" + request.path_params["path"], allow_version=False).path
             version = parse_version(request.query_params.get("version", ""))
-            reader = await anyio.to_thread.run_sync(self.store.open, versioned_name(path, version))
+            reader = await anyio.to_thread.run_sync(self.store.open_file, versioned_name(path, version))
         except NotFound as e:
             return self._problem(request, 404, str(e))
         except InvalidName as e:

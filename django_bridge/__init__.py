@@ -10,5 +10,6 @@ Add ``"django_bridge"`` to ``INSTALLED_APPS`` and use:
 
 Settings: ``FILETRACKER_CLIENT_FACTORY`` (default
 ``django_bridge.client.local_store_factory``), ``CASTORE_ROOT`` (embedded store folder),
+``CASTORE_METADATA`` / ``CASTORE_BLOBS`` (URLs replacing its database or blob folder),
 ``FILETRACKER_URL`` and ``FILETRACKER_CACHE_ROOT`` (for ``remote_storage_factory``).
 """

@@ -7,7 +7,8 @@ with ``override_settings`` in tests) forgets the cached client.
 
 Factories:
 
-* :func:`local_store_factory` — an embedded store at ``settings.CASTORE_ROOT``; no server
+* :func:`local_store_factory` — an embedded store at ``settings.CASTORE_ROOT`` (or, part by
+  part, at ``settings.CASTORE_METADATA`` / ``settings.CASTORE_BLOBS`` URLs); no server
   (the default, for development and tests);
 * :func:`remote_storage_factory` — a castore (or Filetracker) server at
   ``settings.FILETRACKER_URL`` with a local cache at ``settings.FILETRACKER_CACHE_ROOT``;
@@ -34,10 +35,8 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
-from castore.blobs.memory import MemoryBlobBackend
 from castore.client import Client
-from castore.metadata.repo import MetadataRepo
-from castore.store import Store
+from castore.opening import open_store
 
 __all__ = [
     "DEFAULT_FACTORY",
@@ -104,7 +103,8 @@ def reset_client() -> None:
 
 @receiver(setting_changed)
 def _on_setting_changed(*, setting: str, **_: Any) -> None:
-    if setting in ("FILETRACKER_CLIENT_FACTORY", "FILETRACKER_URL", "FILETRACKER_CACHE_ROOT", "CASTORE_ROOT"):
+    if setting in ("FILETRACKER_CLIENT_FACTORY", "FILETRACKER_URL", "FILETRACKER_CACHE_ROOT", "CASTORE_ROOT",
+                   "CASTORE_METADATA", "CASTORE_BLOBS"):
         reset_client()
 
 
@@ -141,11 +141,17 @@ def remote_storage_factory() -> Client:
 
 
 def local_store_factory() -> Client:
-    """A client of an embedded store at ``CASTORE_ROOT`` (default ``<BASE_DIR>/castore-data``)."""
+    """A client of an embedded store at ``CASTORE_ROOT`` (default ``<BASE_DIR>/castore-data``).
+
+    ``CASTORE_METADATA`` and ``CASTORE_BLOBS`` (URLs, see :func:`castore.open_store`)
+    replace the folder's metadata database and blob folder, e.g. PostgreSQL and a bucket.
+    """
     root = getattr(settings, "CASTORE_ROOT", None)
     if not root:
         root = os.path.join(str(getattr(settings, "BASE_DIR", ".")), "castore-data")
-    return Client(local_store=None, remote_store=Store.open(root, create=True))
+    metadata = getattr(settings, "CASTORE_METADATA", None) or None
+    blobs = getattr(settings, "CASTORE_BLOBS", None) or None
+    return Client(local_store=None, remote_store=open_store(root, metadata=metadata, blobs=blobs, create=True))
 
 
 def memory_store_factory() -> Client:
@@ -162,6 +168,5 @@ def memory_store_factory() -> Client:
         )
     folder = tempfile.mkdtemp(prefix="castore-django-")
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    metadata = MetadataRepo(f"sqlite:///{os.path.join(folder, 'metadata.sqlite3')}")
-    Store.init_metadata(metadata)
-    return Client(local_store=None, remote_store=Store(metadata, MemoryBlobBackend()))
+    store = open_store(folder, blobs="memory://", create=True)
+    return Client(local_store=None, remote_store=store)

@@ -33,6 +33,15 @@ make_venv() {
     fi
 }
 
+# Debian's PostgreSQL server programs (initdb, pg_ctl), for the tests on PostgreSQL; the tests
+# start and stop their own cluster, so the package's default cluster is not needed.
+ensure_postgresql() {
+    if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+        echo "castore: installing postgresql with apt-get" >&2
+        apt-get update -qq && apt-get install -y -qq postgresql >/dev/null
+    fi
+}
+
 ensure_venv() {
     make_venv .venv "$PYTHON" 'django>=5.2,<5.3'   # Django 5.2 LTS, what OIOIOI pins
 }

@@ -15,6 +15,8 @@ fi
 if ! command -v restic >/dev/null || ! command -v borg >/dev/null; then
     apt-get update -qq && apt-get install -y -qq restic borgbackup >/dev/null
 fi
+# PostgreSQL's server programs: the store's tests start a throw-away cluster on 127.0.0.1
+ensure_postgresql
 .venv/bin/python -m pytest "$@"
 if [ $# -eq 0 ]; then
     ensure_django6_venv

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from castore.opening import open_store
 from castore.store import Store
 
 
@@ -19,12 +20,17 @@ def content_for(path: str, version: int, size: int | None = None) -> bytes:
     return rng.randbytes(size)
 
 
-def put_forever(root: str, size: int, ready: object) -> None:
+def _open(where: tuple[str, str]) -> Store:
+    """Open the store at ``(metadata URL, blobs URL)``, as another process would."""
+    return open_store(metadata=where[0], blobs=where[1])
+
+
+def put_forever(where: tuple[str, str], size: int, ready: object) -> None:
     """Put large contents in a loop until killed; set ``ready`` after the first put."""
-    rng = random.Random(root)
+    rng = random.Random(where[0])
     noise = rng.randbytes(size)
     text = b"".join(b"%d %d\n" % (rng.randrange(10**9), rng.randrange(1000)) for _ in range(size // 14))
-    with Store.open(Path(root)) as store:
+    with _open(where) as store:
         version = 0
         while True:
             version += 1
@@ -40,11 +46,11 @@ def put_forever(root: str, size: int, ready: object) -> None:
                 store.collect_garbage(staging_grace=0)
 
 
-def put_random_versions(root: str, seed: int, paths: int, puts: int, log: str) -> None:
+def put_random_versions(where: tuple[str, str], seed: int, paths: int, puts: int, log: str) -> None:
     """Put ``puts`` times to random paths with random versions; log what was attempted."""
     rng = random.Random(seed)
     attempted = []
-    with Store.open(Path(root)) as store:
+    with _open(where) as store:
         for _ in range(puts):
             path = f"/mp/{rng.randrange(paths)}"
             version = rng.randrange(1_000)

@@ -1,15 +1,54 @@
-"""Shared fixtures: fresh stores on real SQLite files in a temporary folder."""
+"""Shared fixtures: fresh stores on every storage combination, on real servers.
+
+``store``, ``store_location`` and ``make_store`` are parametrized by ``store_backend``: each test
+using them runs on SQLite + a blob folder, PostgreSQL + a blob folder and PostgreSQL + S3
+(``tests/backends.py`` starts PostgreSQL and an S3 server, moto, on 127.0.0.1
+once per session).
+A test that depends on one combination narrows the list with
+``@pytest.mark.backends("sqlite+file")``. ``CASTORE_TEST_BACKENDS=sqlite+file`` runs only
+the listed ones (quick local runs; ``sqlite+s3`` is available there too).
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from castore.blobs.memory import MemoryBlobBackend
-from castore.metadata.repo import MetadataRepo
+from castore.opening import Location, locate, open_store
 from castore.store import Store
+
+from .backends import MotoServer, PostgresCluster
+
+BACKENDS = ("sqlite+file", "postgresql+file", "postgresql+s3")
+"""The metadata+blobs combinations the store's tests run against by default."""
+
+KNOWN_BACKENDS = (*BACKENDS, "sqlite+s3")
+"""Also runnable with CASTORE_TEST_BACKENDS (sqlite+s3 adds little the others do not cover)."""
+
+
+def selected_backends() -> tuple[str, ...]:
+    wanted = os.environ.get("CASTORE_TEST_BACKENDS")
+    if not wanted:
+        return BACKENDS
+    chosen = tuple(b.strip() for b in wanted.split(","))
+    unknown = set(chosen) - set(KNOWN_BACKENDS)
+    if unknown:
+        raise pytest.UsageError(f"CASTORE_TEST_BACKENDS: unknown {sorted(unknown)}; known: {KNOWN_BACKENDS}")
+    return chosen
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "backends(*names): run this test only on these storage combinations")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "store_backend" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("backends")
+        allowed = marker.args if marker is not None else KNOWN_BACKENDS
+        metafunc.parametrize("store_backend", [b for b in selected_backends() if b in allowed])
 
 
 class Clock:
@@ -20,6 +59,20 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    cluster = PostgresCluster()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[MotoServer]:
+    server = MotoServer()
+    yield server
+    server.stop()
 
 
 @pytest.fixture
@@ -33,32 +86,57 @@ def store_root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(store_root: Path, clock: Clock) -> Iterator[Store]:
-    """A new store with the file blob backend and SQLite metadata."""
-    with Store.open(store_root, create=True, clock=clock) as s:
+def new_location(store_backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Callable[[str], Location]:
+    """``new_location(name)``: where a new store of this test's backend goes (nothing made yet)."""
+
+    def make(name: str) -> Location:
+        folder = tmp_path / name
+        if store_backend == "sqlite+file":
+            return locate(folder)
+        if store_backend.startswith("sqlite"):
+            metadata = locate(folder).metadata
+        else:
+            metadata = request.getfixturevalue("postgres").new_database()
+        blobs = (folder / "blobs").as_uri() if store_backend.endswith("+file") else request.getfixturevalue("moto").new_bucket()
+        return Location(metadata, blobs)
+
+    return make
+
+
+@pytest.fixture
+def store_location(new_location: Callable[[str], Location]) -> Location:
+    """Where this test's ``store`` lives: ``tmp_path/store`` on SQLite, else a new database/bucket."""
+    return new_location("store")
+
+
+@pytest.fixture
+def store(store_location: Location, clock: Clock) -> Iterator[Store]:
+    """A new store on this test's backend, with a settable clock."""
+    with open_store(metadata=store_location.metadata, blobs=store_location.blobs, create=True, clock=clock) as s:
         yield s
 
 
 @pytest.fixture
-def make_store(tmp_path: Path) -> Iterator[Callable[..., Store]]:
+def make_store(new_location: Callable[[str], Location]) -> Iterator[Callable[..., Store]]:
     """Build extra stores: ``make_store(memory=True, retention=3, inline_max=...)``."""
     made: list[Store] = []
 
     def make(*, memory: bool = False, name: str = "extra", **options: object) -> Store:
-        root = tmp_path / name
-        if memory:
-            root.mkdir(parents=True, exist_ok=True)
-            repo = MetadataRepo(f"sqlite:///{root / 'metadata.sqlite3'}")
-            Store.init_metadata(repo, **options)  # type: ignore[arg-type]
-            s = Store(repo, MemoryBlobBackend())
-        else:
-            s = Store.open(root, create=True, **options)
+        where = new_location(name)
+        s = open_store(metadata=where.metadata, blobs="memory://" if memory else where.blobs, create=True,
+                       **options)  # type: ignore[arg-type]
         made.append(s)
         return s
 
     yield make
     for s in made:
         s.close()
+
+
+def staging_leftovers(store: Store) -> list[Path]:
+    """Files left in a blob folder's staging area (none for backends without one)."""
+    directory = getattr(store.blobs, "directory", None)
+    return [p for p in (directory / ".staging").iterdir()] if directory is not None else []
 
 
 def snapshot(store: Store) -> tuple[object, ...]:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,19 +23,25 @@ def free_port() -> int:
 
 
 @contextmanager
-def castore_server(root: Path, *extra: str, port: int | None = None) -> Iterator[str]:
-    """Run ``castore --root ROOT serve --init`` on loopback (a free port by default); yield its base URL."""
-    with castore_server_process(root, *extra, port=port) as (url, _process):
+def castore_server(
+    root: Path, *extra: str, port: int | None = None, store_options: Sequence[str] = ()
+) -> Iterator[str]:
+    """Run ``castore --root ROOT serve --init`` on loopback (a free port by default); yield its base URL.
+
+    ``store_options`` go before ``serve``, e.g. ``("--metadata", URL, "--blobs", URL)``.
+    """
+    with castore_server_process(root, *extra, port=port, store_options=store_options) as (url, _process):
         yield url
 
 
 @contextmanager
 def castore_server_process(
-    root: Path, *extra: str, port: int | None = None
+    root: Path, *extra: str, port: int | None = None, store_options: Sequence[str] = ()
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Like :func:`castore_server`, yielding the base URL and the server's process."""
     port = port or free_port()
-    command = [sys.executable, "-m", "castore", "--root", str(root), "serve", "--init", "--port", str(port), *extra]
+    command = [sys.executable, "-m", "castore", "--root", str(root), *store_options, "serve", "--init", "--port",
+               str(port), *extra]
     # Output goes to a file, not a pipe: a pipe nobody reads fills up and blocks a server that logs.
     with tempfile.TemporaryFile() as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env={**os.environ})

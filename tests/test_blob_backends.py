@@ -12,8 +12,12 @@ import pytest
 from castore.blobs.base import BlobBackend
 from castore.blobs.fs import FileBlobBackend, key_to_relpath
 from castore.blobs.memory import MemoryBlobBackend
+from castore.blobs.s3 import PART_SIZE, S3BlobBackend
 from castore.errors import MissingBlob
 from castore.keys import BlobKey, check_key
+from castore.opening import open_blobs
+
+from .backends import MotoServer
 
 KEY_A = BlobKey("a" * 32)
 KEY_B = BlobKey("0123456789abcdef" * 2)
@@ -132,3 +136,51 @@ def test_check_key() -> None:
     for bad in ["A" * 32, "a" * 31, "g" * 32, "../" + "a" * 29, None]:
         with pytest.raises(ValueError):
             check_key(bad)
+
+
+class TestS3Backend(BackendContract):
+    @pytest.fixture
+    def backend(self, moto: MotoServer) -> BlobBackend:
+        return open_blobs(moto.new_bucket())
+
+    def test_large_blobs_go_up_in_parts_and_read_back_by_range(self, backend: S3BlobBackend) -> None:  # type: ignore[override]
+        content = os.urandom(2 * PART_SIZE + 12345)
+        staged = backend.stage()
+        for i in range(0, len(content), 1 << 20):
+            staged.write(content[i:i + (1 << 20)])
+        assert staged.finish() == len(content)
+        backend.publish(staged, KEY_A)
+        staged.abort()
+        assert backend.stored_size(KEY_A) == len(content)
+        with backend.open(KEY_A) as f:
+            f.seek(PART_SIZE + 7)
+            assert f.read(100) == content[PART_SIZE + 7:PART_SIZE + 107]
+            f.seek(0)
+            assert f.read() == content
+
+    def test_read_cache_keeps_hot_blobs_within_its_size(self, moto: MotoServer, tmp_path: Path) -> None:
+        backend = open_blobs(moto.new_bucket() + f"&cache_dir={tmp_path / 'cache'}&cache_size=1M")
+        assert isinstance(backend, S3BlobBackend) and backend.cache is not None
+        keys = [BlobKey(f"{i:032x}") for i in range(6)]
+        for key in keys:
+            backend.put_bytes(key, key.encode() * 3000)  # 96 000 bytes each
+        for key in keys:
+            with backend.open(key) as f:
+                assert f.read() == key.encode() * 3000
+        cached = {p.name for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")}
+        assert cached == set(keys)  # 576 000 bytes: within 1 MiB
+        backend.delete(keys[0])  # never served from the cache once deleted
+        with pytest.raises(MissingBlob):
+            backend.open(keys[0])
+        for i in range(6, 14):  # 8 more blobs overflow the cache: the least recently used go first
+            key = BlobKey(f"{i:032x}")
+            backend.put_bytes(key, key.encode() * 3000)
+            with backend.open(key) as f:
+                f.read()
+        cached = {p.name for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")}
+        assert sum((tmp_path / "cache" / name).stat().st_size for name in cached) <= 1 << 20
+        assert BlobKey(f"{13:032x}") in cached and keys[1] not in cached
+
+    def test_unknown_url_options_are_refused(self, moto: MotoServer) -> None:
+        with pytest.raises(TypeError, match="bogus"):
+            open_blobs(moto.new_bucket() + "&bogus=1")

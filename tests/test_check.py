@@ -20,6 +20,8 @@ from castore.maintenance import MAX_LISTED, check
 from castore.metadata.repo import MetadataRepo
 from castore.store import METADATA_FILE, Store
 
+pytestmark = pytest.mark.backends("sqlite+file")  # drives castore check --root on the folder layout
+
 OLD = 10 * 24 * 3600  # seconds: far older than any grace period used here
 
 

@@ -111,6 +111,7 @@ def test_a_collected_colliding_blob_is_replaced_by_the_new_content(weak: Store) 
     assert weak.check() == []
 
 
+@pytest.mark.backends("sqlite+file", "postgresql+file")  # damages a blob file in place
 def test_a_damaged_blob_is_not_shared(store: Store) -> None:
     """A put that finds its content's blob damaged stores a good copy instead of referencing it."""
     content = os.urandom(300_000)

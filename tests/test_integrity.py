@@ -11,6 +11,8 @@ from castore.errors import CorruptBlob, MissingBlob
 from castore.keys import BlobKey, Hasher
 from castore.store import Store
 
+pytestmark = pytest.mark.backends("sqlite+file", "postgresql+file")  # damages blob files in place
+
 
 def _blob_path(store: Store, name: str) -> Path:
     return store.blobs.path_of(store.stat(name).key)  # type: ignore[attr-defined, no-any-return]

@@ -16,6 +16,7 @@ from castore.blobs.fs import key_to_relpath
 from castore.errors import CorruptBlob
 from castore.keys import BlobKey
 from castore.metadata.migrate import SCHEMA_REVISION, alembic_config, current_revision
+from castore.opening import locate, migrate
 from castore.store import Store
 
 from .server_process import castore_server
@@ -76,6 +77,7 @@ def _store_at_0001(root: Path) -> None:
 def old_root(tmp_path: Path) -> Path:
     root = tmp_path / "old"
     _store_at_0001(root)
+    assert migrate(locate(root)) == ("0001", SCHEMA_REVISION)  # the explicit step (castore migrate-schema)
     return root
 
 

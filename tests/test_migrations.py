@@ -1,4 +1,4 @@
-"""Alembic: the migrations build the schema the models describe, and stores upgrade on open."""
+"""Alembic: the migrations build the schema the models describe; upgrading is explicit."""
 
 from __future__ import annotations
 
@@ -6,13 +6,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 
 from alembic import command
+from castore.errors import SchemaOutdated, StoreNotFound
 from castore.metadata.migrate import SCHEMA_REVISION, alembic_config, alembic_dir, current_revision
 from castore.metadata.repo import MetadataRepo
-from castore.store import Store
+from castore.opening import locate, migrate, open_store
+
+from .backends import PostgresCluster
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,16 +42,34 @@ def test_upgrade_from_empty_database_and_no_drift(tmp_path: Path) -> None:
     engine.dispose()
 
 
-def test_opening_an_unmigrated_database_runs_the_migrations(tmp_path: Path) -> None:
+def test_opening_never_migrates(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'm.sqlite3'}"
     engine = create_engine(url)
     with engine.begin() as c:
         c.execute(text("CREATE TABLE unrelated (x INTEGER)"))
+    with pytest.raises(StoreNotFound, match="castore init"):
+        MetadataRepo(url)
+    command.upgrade(alembic_config(url), "0001")
+    with pytest.raises(SchemaOutdated, match=r"revision 0001, .*run: castore migrate-schema"):
+        MetadataRepo(url)
+    with engine.connect() as c:
+        assert current_revision(c) == "0001"  # opening changed nothing
+        assert "unrelated" in inspect(c).get_table_names()
     engine.dispose()
-    repo = MetadataRepo(url)
-    Store.init_metadata(repo)
-    assert "seed" in repo.settings()
-    repo.close()
+
+
+def test_migrate_upgrades_an_old_store_and_keeps_its_content(tmp_path: Path) -> None:
+    root = tmp_path / "old"
+    with open_store(root, create=True) as store:
+        store.put("/a", b"kept", 5)
+    url = f"sqlite:///{root / 'metadata.sqlite3'}"
+    command.downgrade(alembic_config(url), "0001")
+    with pytest.raises(SchemaOutdated):
+        open_store(root)
+    assert migrate(locate(root)) == ("0001", SCHEMA_REVISION)
+    assert migrate(locate(root)) == (SCHEMA_REVISION, SCHEMA_REVISION)
+    with open_store(root) as store:
+        assert store.read_bytes("/a@5") == b"kept"
 
 
 def test_alembic_command_line_upgrade(tmp_path: Path) -> None:
@@ -61,4 +83,22 @@ def test_alembic_command_line_upgrade(tmp_path: Path) -> None:
     engine = create_engine(f"sqlite:///{database}")
     with engine.connect() as c:
         assert current_revision(c) == SCHEMA_REVISION
+    engine.dispose()
+
+
+def test_postgresql_upgrade_check_and_downgrade(postgres: PostgresCluster) -> None:
+    """The same revisions on PostgreSQL: no drift from the models, paths compared as bytes."""
+    url = postgres.empty_database()
+    config = alembic_config(url)
+    command.upgrade(config, "head")
+    command.check(config)
+    engine = create_engine(url)
+    with engine.connect() as c:
+        collations = c.execute(text(
+            "SELECT table_name, collation_name FROM information_schema.columns WHERE column_name = 'path'"
+        )).all()
+        assert sorted(collations) == [("deletions", "C"), ("paths", "C"), ("versions", "C")]
+    command.downgrade(config, "base")
+    with engine.connect() as c:
+        assert "blobs" not in inspect(c).get_table_names()
     engine.dispose()

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from pathlib import Path
+import itertools
+from collections.abc import Callable
 
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from castore.errors import NotFound, VersionNotFound
-from castore.store import Store
+from castore.opening import Location, open_store
 
 PATHS = st.sampled_from(["/a", "/b", "/d/c", "/d/e/f", "/dd"])
 VERSIONS = st.integers(min_value=0, max_value=6)
@@ -20,20 +25,24 @@ CONTENTS = st.one_of(
     st.sampled_from([b"", b"shared", b"x" * 3000]),  # 3000 > inline_max below: backend blobs
 )
 RETENTION = 3
+_examples = itertools.count()
 
 
 class StoreModel(RuleBasedStateMachine):
     """Model: path -> {version: content}, the current version being the largest."""
 
+    new_location: Callable[[str], Location]
+    """Set by the test below: where each example's new store goes (this run's backend)."""
+
     def __init__(self) -> None:
         super().__init__()
-        self.folder = Path(tempfile.mkdtemp(prefix="castore-model-"))
-        self.store = Store.open(self.folder, create=True, retention=RETENTION, inline_max=1000)
+        where = self.new_location(f"model-{next(_examples)}")
+        self.store = open_store(metadata=where.metadata, blobs=where.blobs, create=True, retention=RETENTION,
+                                inline_max=1000)
         self.model: dict[str, dict[int, bytes]] = {}
 
     def teardown(self) -> None:
         self.store.close()
-        shutil.rmtree(self.folder)
 
     def current(self, path: str) -> int | None:
         versions = self.model.get(path)
@@ -102,5 +111,10 @@ class StoreModel(RuleBasedStateMachine):
         assert self.store.metadata.recount() == {}
 
 
-TestStoreModel = StoreModel.TestCase
-TestStoreModel.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
+def test_store_follows_the_model(store_backend: str, new_location: Callable[[str], Location]) -> None:
+    StoreModel.new_location = staticmethod(new_location)  # type: ignore[assignment]
+    # Fewer examples on the remote backends: each example is a new database (and bucket).
+    examples = 60 if store_backend == "sqlite+file" else 20
+    run_state_machine_as_test(
+        StoreModel, settings=settings(max_examples=examples, stateful_step_count=30, deadline=None)
+    )

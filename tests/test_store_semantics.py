@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import io
+import threading
 from pathlib import Path
 
 import pytest
 
 from castore.errors import InvalidName, InvalidVersion, NotFound, SourceError, StoreNotFound, VersionNotFound
+from castore.opening import Location, open_store
 from castore.store import Store
 
-from .conftest import Clock, snapshot
+from .conftest import Clock, snapshot, staging_leftovers
 from .test_names import HOSTILE_NAMES
 
 
@@ -97,7 +99,7 @@ def test_reading_missing_things(store: Store) -> None:
         store.stat("/missing@3")
     store.put("/f", b"x", version=5)
     with pytest.raises(VersionNotFound):
-        store.open("/f@4")
+        store.open_file("/f@4")
     assert store.exists("/f") and store.exists("/f@5")
     assert not store.exists("/f@4") and not store.exists("/g")
     with pytest.raises(FileNotFoundError):  # NotFound is a FileNotFoundError
@@ -191,7 +193,7 @@ def test_expected_size_mismatch_stores_nothing(store: Store) -> None:
     with pytest.raises(SourceError):
         store.put("/long", io.BytesIO(b"y" * 300_000), version=1, expected_size=299_999)
     assert snapshot(store) == before
-    assert list((store.blobs.directory / ".staging").iterdir()) == []  # type: ignore[attr-defined]
+    assert staging_leftovers(store) == []
 
 
 def test_empty_file(store: Store) -> None:
@@ -222,13 +224,13 @@ def test_opening_a_missing_store(tmp_path: Path) -> None:
     assert not (tmp_path / "nothing").exists()
 
 
-def test_reopening_keeps_content_and_seed(store_root: Path, store: Store) -> None:
+def test_reopening_keeps_content_and_seed(store_location: Location, store: Store) -> None:
     store.put("/f", b"persisted", version=3)
     seed = store.seed
-    with Store.open(store_root) as again:
+    with open_store(metadata=store_location.metadata, blobs=store_location.blobs) as again:
         assert again.read_bytes("/f") == b"persisted"
         assert again.seed == seed
-    with Store.open(store_root, create=True) as again:
+    with open_store(metadata=store_location.metadata, blobs=store_location.blobs, create=True) as again:
         assert again.seed == seed
 
 
@@ -252,3 +254,37 @@ def test_unknown_or_conflicting_settings_raise(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="zstd_level"):
         Store.open(tmp_path / "t", create=True, zstd_level=0)
     assert not (tmp_path / "t").exists()
+
+
+def test_list_is_in_byte_order(store: Store) -> None:
+    names = ["/d/B", "/d/a", "/d/\u00e9", "/d/z", "/d/_", "/d/a b", "/d/\u4e2d"]
+    for i, name in enumerate(names):
+        store.put(name, b"x", version=i)
+    listed = [info.path for info in store.list("/d/")]
+    assert listed == sorted(names, key=lambda n: n.encode())
+
+
+def test_writers_racing_on_new_paths_all_succeed(store_location: Location, store: Store) -> None:
+    """Two connections creating the same new paths at once: one wins each race, none fails."""
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def writer(offset: int) -> None:
+        with open_store(metadata=store_location.metadata, blobs=store_location.blobs) as mine:
+            try:
+                for i in range(40):
+                    barrier.wait()
+                    mine.put(f"/race/{i}", b"v%d" % (i + offset), version=i + offset)
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+                barrier.abort()
+
+    threads = [threading.Thread(target=writer, args=(offset,)) for offset in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for i in range(40):
+        assert store.read_bytes(f"/race/{i}") == b"v%d" % (i + 1)
+    assert store.metadata.recount() == {}

@@ -130,6 +130,7 @@ def test_cache_delay_for_new_and_revoked_tokens(store: Store) -> None:
     assert cache.role_of(token) is None and cache.roles() == {}
 
 
+@pytest.mark.backends("sqlite+file")  # reads the SQLite file at store_root
 def test_tokens_are_stored_hashed(store: Store, store_root: Path) -> None:
     name, token = create_token(store.metadata, "read")
     assert name.startswith("read-") and token.startswith(TOKEN_PREFIX) and len(token) >= 40

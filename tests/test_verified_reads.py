@@ -121,7 +121,7 @@ class Reads:
             return store.read_bytes(path)
 
     def store_range(self, path: str, start: int, end: int) -> bytes | None:
-        with Store.open(self.root) as store, store.open(path) as reader:
+        with Store.open(self.root) as store, store.open_file(path) as reader:
             reader.seek_content(start)
             return reader.read(end - start)
 
@@ -280,7 +280,7 @@ def test_stored_frames_are_passed_through_whole_and_bounded(store: Store) -> Non
     frames = (zstandard.ZstdCompressor(level=3, write_checksum=True).compress(text) + skippable
               + zstandard.ZstdCompressor(level=1).compress(b"tail" * 1000))
     store.put_zstd("/frames", io.BytesIO(frames), version=1, size=len(text) + 4000)
-    with store.open("/frames") as reader:
+    with store.open_file("/frames") as reader:
         assert b"".join(reader.verified_stored()) == frames
     assert store.read_bytes("/frames") == text + b"tail" * 1000
 

@@ -75,5 +75,7 @@ def make_engines(url: str, *, read_only: bool = False) -> tuple[Engine, Engine]:
         _sqlite_setup(reader, "BEGIN")
         _sqlite_setup(writer, "BEGIN IMMEDIATE")
         return reader, writer
-    engine = create_engine(url, pool_pre_ping=True)
+    # READ COMMITTED (PostgreSQL's default): every statement sees the latest commits, and
+    # the write path locks the rows it decides on (SELECT … FOR UPDATE, upserts).
+    engine = create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=24)
     return engine, engine

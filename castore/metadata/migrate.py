@@ -1,23 +1,40 @@
 """Bring a metadata database to the schema this code expects, with Alembic.
 
-``castore init`` and :meth:`castore.store.Store.open` call :func:`ensure_schema`;
-it reads the one-row ``alembic_version`` table and runs the migrations only when
-the revision differs from :data:`SCHEMA_REVISION`, so opening an up-to-date store
-costs one query and never imports Alembic.
+Migration is an explicit step (``castore init``, ``castore migrate-schema``, and
+``castore serve`` once before its workers start): :func:`upgrade_schema` takes a
+lock that works across processes and machines for the database at hand (a file lock
+beside a SQLite file, ``pg_advisory_xact_lock`` on PostgreSQL), then runs the
+missing revisions. Opening a store only calls :func:`check_schema`, which reads the
+one-row ``alembic_version`` table and raises :class:`~castore.errors.SchemaOutdated`
+when the revision is not :data:`SCHEMA_REVISION`: opening never changes a database.
 """
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, inspect, text
 
-from ..errors import ReadOnlyStore
+from ..errors import SchemaOutdated, StoreNotFound
 
-__all__ = ["SCHEMA_REVISION", "alembic_config", "alembic_dir", "current_revision", "ensure_schema"]
+__all__ = [
+    "SCHEMA_REVISION",
+    "alembic_config",
+    "alembic_dir",
+    "check_schema",
+    "current_revision",
+    "migration_lock",
+    "upgrade_schema",
+]
 
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0006"
 """The Alembic head revision this code is written for."""
+
+ADVISORY_LOCK_KEY = 0x6361_7374_6F72_65  # "castore": one bigint, the same in every process
+"""The PostgreSQL advisory lock that serialises castore's migrations and store creation."""
 
 
 def alembic_dir() -> Path:
@@ -49,22 +66,60 @@ def current_revision(connection: Connection) -> str | None:
     return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
-def ensure_schema(engine: Engine, *, read_only: bool = False) -> None:
-    """Upgrade the database to :data:`SCHEMA_REVISION` if it is not there yet.
-
-    ``read_only``: never write; a database at another revision raises ReadOnlyStore.
-    """
+def _revision(engine: Engine) -> str | None:
     with engine.connect() as connection:
         revision = current_revision(connection)
         connection.rollback()
+    return revision
+
+
+def check_schema(engine: Engine, where: str) -> None:
+    """Raise unless the database at ``where`` is at :data:`SCHEMA_REVISION` (one query)."""
+    revision = _revision(engine)
     if revision == SCHEMA_REVISION:
         return
-    if read_only:
-        raise ReadOnlyStore(
-            f"the store is read-only and its metadata is at schema revision {revision}, this castore needs {SCHEMA_REVISION}: "
-            "open the store once read-write to upgrade it"
-        )
+    if revision is None:
+        raise StoreNotFound(f"no castore store in {where} (run: castore init)")
+    raise SchemaOutdated(
+        f"the castore metadata in {where} is at schema revision {revision}, this castore needs "
+        f"{SCHEMA_REVISION} (run: castore migrate-schema)"
+    )
+
+
+@contextmanager
+def migration_lock(engine: Engine) -> Iterator[Connection]:
+    """One transaction holding the database's migration lock from its start to its commit.
+
+    PostgreSQL: ``pg_advisory_xact_lock``, released by the commit. SQLite: ``flock`` on
+    ``<database>.lock``, taken before the transaction begins and released after it ends.
+    """
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as connection:
+            connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": ADVISORY_LOCK_KEY})
+            yield connection
+        return
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database:
+        raise NotImplementedError(f"castore cannot lock a {engine.dialect.name} database for migration")
+    with open(f"{database}.lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            with engine.begin() as connection:
+                yield connection
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def upgrade_schema(engine: Engine) -> str | None:
+    """Upgrade the database to :data:`SCHEMA_REVISION` under the migration lock.
+
+    Returns the revision found before (None for an empty database). Concurrent callers
+    wait for each other; the later ones find nothing left to do.
+    """
     from alembic import command
 
-    with engine.begin() as connection:
-        command.upgrade(alembic_config(connection=connection), "head")
+    with migration_lock(engine) as connection:
+        before = current_revision(connection)
+        if before != SCHEMA_REVISION:
+            command.upgrade(alembic_config(connection=connection), "head")
+    return before

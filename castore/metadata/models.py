@@ -20,9 +20,15 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, ForeignKey, Integer, LargeBinary, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["PATH_LENGTH", "Base", "Blob", "Deletion", "PathEntry", "Setting", "Token", "Version"]
+__all__ = ["PATH_LENGTH", "Base", "Blob", "Deletion", "PathEntry", "PathString", "Setting", "Token", "Version"]
 
 PATH_LENGTH = 4096
+
+PathString = String(PATH_LENGTH).with_variant(String(PATH_LENGTH, collation="C"), "postgresql")
+"""A path column: compared byte by byte on every database, so range scans list in byte order.
+
+SQLite's default BINARY collation already compares UTF-8 bytes; PostgreSQL's default
+collation follows the locale, hence ``COLLATE "C"`` there (revision 0006)."""
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -66,6 +72,9 @@ class Blob(Base):
     digests: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     """xxh3-128 of each 1 MiB chunk of the content (:mod:`castore.digests`); NULL until
     known for a blob written before revision 0002."""
+    pending_until: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """Unix time until which a put may be uploading these bytes (revision 0006): garbage
+    collection leaves a row at refcount 0 alone before then (``docs/design.md``, "Publishing")."""
 
 
 class PathEntry(Base):
@@ -74,7 +83,7 @@ class PathEntry(Base):
     __tablename__ = "paths"
     __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 - SQLAlchemy's declarative hook
 
-    path: Mapped[str] = mapped_column(String(PATH_LENGTH), primary_key=True)
+    path: Mapped[str] = mapped_column(PathString, primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger)
     blob_key: Mapped[str] = mapped_column(ForeignKey("blobs.key"))
     nversions: Mapped[int] = mapped_column(Integer)
@@ -87,7 +96,7 @@ class Version(Base):
     __tablename__ = "versions"
     __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 - SQLAlchemy's declarative hook
 
-    path: Mapped[str] = mapped_column(ForeignKey("paths.path"), primary_key=True)
+    path: Mapped[str] = mapped_column(PathString, ForeignKey("paths.path"), primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     blob_key: Mapped[str] = mapped_column(ForeignKey("blobs.key"))
 
@@ -102,7 +111,7 @@ class Deletion(Base):
     __tablename__ = "deletions"
     __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 - SQLAlchemy's declarative hook
 
-    path: Mapped[str] = mapped_column(String(PATH_LENGTH), primary_key=True)
+    path: Mapped[str] = mapped_column(PathString, primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger)
     """The version the delete carried (its time when it carried none)."""
 

@@ -13,20 +13,36 @@ import builtins
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, and_, bindparam, case, delete, func, null, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 
 from ..codec import Codec
 from ..keys import BlobKey
 from .engine import make_engines
-from .migrate import ensure_schema
+from .migrate import check_schema
 from .models import Blob, Deletion, PathEntry, Setting, Token, Version
 from .report import DedupReport, dedup_report
 
-__all__ = ["Acquired", "BlobRow", "BlobState", "Child", "Counts", "Current", "DedupCandidate", "Entry", "MetadataRepo",
-           "TokenRow", "Usage", "WriteTxn"]
+__all__ = [
+    "Acquired",
+    "BlobRow",
+    "BlobState",
+    "Child",
+    "Counts",
+    "Current",
+    "DedupCandidate",
+    "Entry",
+    "MetadataRepo",
+    "Reservation",
+    "TokenRow",
+    "Usage",
+    "WriteConflict",
+    "WriteTxn",
+]
 
 blobs = cast(Table, Blob.__table__)
 paths = cast(Table, PathEntry.__table__)
@@ -34,6 +50,14 @@ versions = cast(Table, Version.__table__)
 settings = cast(Table, Setting.__table__)
 deletions = cast(Table, Deletion.__table__)
 tokens = cast(Table, Token.__table__)
+
+
+CONFLICT_SQLSTATES = frozenset({"23505", "40001", "40P01"})
+"""unique_violation (two writers created one new path), serialization_failure, deadlock_detected."""
+
+
+class WriteConflict(Exception):
+    """A write transaction lost a race with another writer and was rolled back; try it again."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +120,17 @@ class Acquired:
     inline: bool
     digests: bytes | None
     created: int
+
+
+class Reservation(Enum):
+    """What :meth:`WriteTxn.reserve_blob` found (see ``docs/design.md``, "Publishing")."""
+
+    LIVE = "live"
+    """Referenced: its bytes are stored; nothing to upload."""
+    OWN = "own"
+    """Leased to this put, which must upload its bytes before recording the reference."""
+    BUSY = "busy"
+    """Another put holds a lease with another representation; try again shortly."""
 
 
 @dataclass(frozen=True)
@@ -225,11 +260,42 @@ _RELEASE_BLOB = (
 )
 _UNREFERENCED = (
     select(blobs.c.key, _INLINE_LENGTH, blobs.c.stored_size)
-    .where(blobs.c.refcount == 0)
+    .where(
+        blobs.c.refcount == 0,
+        (blobs.c.pending_until.is_(None)) | (blobs.c.pending_until < bindparam("now")),
+    )
     .limit(bindparam("limit"))
     .with_for_update()
 )
 _SELECT_DELETION = select(deletions.c.version).where(deletions.c.path == bindparam("p"))
+_SELECT_FOR_RESERVE = (
+    select(blobs.c.refcount, blobs.c.size, blobs.c.codec, blobs.c.stored_size, blobs.c.digests,
+           blobs.c.pending_until)
+    .where(blobs.c.key == bindparam("k"))
+    .with_for_update()
+)
+_INSERT_RESERVED = blobs.insert().values(
+    key=bindparam("k"),
+    size=bindparam("b_size"),
+    stored_size=bindparam("b_stored_size"),
+    codec=bindparam("b_codec"),
+    data=None,
+    refcount=0,
+    created=bindparam("b_created"),
+    digests=bindparam("b_digests"),
+    pending_until=bindparam("until"),
+)
+_TAKE_OVER = (
+    update(blobs)
+    .where(blobs.c.key == bindparam("k"), blobs.c.refcount == 0)
+    .values(size=bindparam("b_size"), stored_size=bindparam("b_stored_size"), codec=bindparam("b_codec"),
+            data=None, digests=bindparam("b_digests"), pending_until=bindparam("until"))
+)
+_END_LEASE = (
+    update(blobs)
+    .where(blobs.c.key == bindparam("k"), blobs.c.pending_until == bindparam("until"))
+    .values(pending_until=None)
+)
 _DELETE_UNREFERENCED = delete(blobs).where(blobs.c.key == bindparam("k"), blobs.c.refcount == 0)
 
 
@@ -315,6 +381,36 @@ class WriteTxn:
         row = self._c.execute(self._acquire, params).one()
         return Acquired(row.refcount, row.size, row.inline_length >= 0, row.digests, row.created)
 
+    def reserve_blob(
+        self, key: BlobKey, *, size: int, stored_size: int, codec: Codec, digests: bytes | None, now: int, until: int
+    ) -> Reservation:
+        """Lease ``key`` until ``until`` for a put about to upload its bytes.
+
+        A missing row is created at refcount 0; a row at refcount 0 whose lease has ended
+        (or that holds the same representation and chunk digests: another put of the same
+        content, sharing the lease) takes this put's content and lease (a dead
+        row may hold another content with the same key: the store settled ``key`` as free);
+        a live row is LIVE; garbage collection leaves a leased row alone.
+        """
+        row = self._c.execute(_SELECT_FOR_RESERVE, {"k": key}).first()
+        params = {"k": key, "b_size": size, "b_stored_size": stored_size, "b_codec": codec.value,
+                  "b_created": now, "b_digests": digests, "until": until}
+        if row is None:
+            self._c.execute(_INSERT_RESERVED, params)
+            return Reservation.OWN
+        if row.refcount > 0:
+            return Reservation.LIVE
+        leased = row.pending_until is not None and row.pending_until >= now
+        if leased and (row.codec, row.stored_size, row.size, row.digests) != (codec.value, stored_size, size, digests):
+            return Reservation.BUSY  # another content, or another representation of it, is being uploaded
+        params["until"] = max(until, row.pending_until or 0)
+        self._c.execute(_TAKE_OVER, params)
+        return Reservation.OWN
+
+    def end_lease(self, key: BlobKey, until: int) -> None:
+        """Drop the lease a put took with ``until`` (if still its own): the row may be collected."""
+        self._c.execute(_END_LEASE, {"k": key, "until": until})
+
     def release_blob(self, key: BlobKey, count: int = 1) -> None:
         """Drop ``count`` references on ``key``; rows reaching 0 wait for garbage collection."""
         self._c.execute(_RELEASE_BLOB, {"k": key, "n": count})
@@ -350,9 +446,9 @@ class WriteTxn:
         self._c.execute(_DELETE_PATH, {"p": path})
         return keys
 
-    def unreferenced_blobs(self, limit: int) -> list[tuple[BlobKey, bool, int]]:
-        """Up to ``limit`` blobs with no reference: ``(key, inline, stored_size)``."""
-        rows = self._c.execute(_UNREFERENCED, {"limit": limit}).all()
+    def unreferenced_blobs(self, limit: int, now: int) -> list[tuple[BlobKey, bool, int]]:
+        """Up to ``limit`` blobs with no reference and no lease at ``now``: ``(key, inline, stored_size)``."""
+        rows = self._c.execute(_UNREFERENCED, {"limit": limit, "now": now}).all()
         return [(BlobKey(row.key), row.inline_length >= 0, row.stored_size) for row in rows]
 
     def forget_blob(self, key: BlobKey) -> bool:
@@ -419,11 +515,25 @@ class MetadataRepo:
     """Rows per page when inline bytes come along (64 × 128 KiB = 8 MiB at most)."""
 
     def __init__(self, url: str, *, read_only: bool = False) -> None:
+        """Connect to the database at ``url``; raise unless it holds castore's current schema.
+
+        Never changes the database: creating and upgrading are :mod:`castore.opening`'s.
+        ``read_only``: never write (see :func:`castore.metadata.engine.make_engines`).
+        """
         self.url = url
         self.read_only = read_only
         self._reader, self._writer = make_engines(url, read_only=read_only)
-        ensure_schema(self._writer, read_only=read_only)
+        try:
+            check_schema(self._writer, self.where)
+        except BaseException:
+            self.close()
+            raise
         self._acquire = _acquire_statement(self._writer.dialect.name)
+
+    @property
+    def where(self) -> str:
+        """The database's URL without its password, for messages."""
+        return self._writer.url.render_as_string(hide_password=True)
 
     def close(self) -> None:
         self._reader.dispose()
@@ -431,9 +541,18 @@ class MetadataRepo:
 
     @contextmanager
     def write(self) -> Iterator[WriteTxn]:
-        """One write transaction: commits when the block ends, rolls back on any error."""
-        with self._writer.begin() as connection:
-            yield WriteTxn(connection, self._acquire)
+        """One write transaction: commits when the block ends, rolls back on any error.
+
+        Raises WriteConflict when the database rolled it back because of a concurrent
+        writer (PostgreSQL only: SQLite's ``BEGIN IMMEDIATE`` runs writers one at a time).
+        """
+        try:
+            with self._writer.begin() as connection:
+                yield WriteTxn(connection, self._acquire)
+        except DBAPIError as e:
+            if getattr(e.orig, "sqlstate", None) in CONFLICT_SQLSTATES:
+                raise WriteConflict(str(e.orig).splitlines()[0]) from e
+            raise
 
     # -- settings ---------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from typing import Any, BinaryIO, cast
 
 from ..errors import NotFound
 from ..names import child_range, parse_name, versioned_name
+from ..reading import BlobReader
 from ..store import Store
 from .sources import Item, Problem, Source
 
@@ -285,7 +286,7 @@ class Importer:
         if info.version != item.version:
             return _Done(item, Outcome.NEWER)
         opened = self.source.open(item)
-        with opened.stream, self.store.open(versioned_name_of(item)) as stored:
+        with opened.stream, self.store.open_file(versioned_name_of(item)) as stored:
             source_digest, source_size = _digest(opened.stream)
             castore_digest, castore_size = _digest(stored)
         if opened.version != item.version:
@@ -324,7 +325,7 @@ def versioned_name_of(item: Item) -> str:
     return f"{item.path}@{item.version}"
 
 
-def _digest(stream: BinaryIO) -> tuple[bytes, int]:
+def _digest(stream: BinaryIO | BlobReader) -> tuple[bytes, int]:
     hasher = hashlib.sha256()
     size = 0
     while chunk := stream.read(_CHUNK):

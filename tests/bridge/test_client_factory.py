@@ -94,3 +94,16 @@ def test_client_is_shared_with_sioworkers(fake_sioworkers: list[object]) -> None
     client = get_client()
     get_client()
     assert fake_sioworkers == [client]  # handed over once, when built
+
+
+def test_castore_metadata_and_blobs_settings_replace_the_folders_parts(tmp_path: Path) -> None:
+    database = tmp_path / "elsewhere" / "meta.sqlite3"
+    with override_settings(FILETRACKER_CLIENT_FACTORY="django_bridge.client.local_store_factory",
+                           CASTORE_ROOT=str(tmp_path / "root"), CASTORE_METADATA=f"sqlite:///{database}",
+                           CASTORE_BLOBS=(tmp_path / "blobs-here").as_uri()):
+        client = get_client()
+        local = tmp_path / "f.bin"
+        local.write_bytes(b"x" * 300_000)  # a blob file, not inline
+        client.put_file("/django/f", local)
+    assert database.exists() and not (tmp_path / "root" / "metadata.sqlite3").exists()
+    assert [p for p in (tmp_path / "blobs-here").rglob("*") if p.is_file() and ".staging" not in p.parts]
