@@ -189,28 +189,31 @@ def _content(reader: BlobReader, *, start: int = 0, limit: int | None = None) ->
     after the headers went out that aborts the connection, so the client sees a body
     shorter than announced (or no final chunk), never a complete response.
     """
-    try:
-        if start:
-            reader.seek_content(start)
-        remaining = limit
-        for chunk in reader.chunks():
-            if remaining is not None:
-                if len(chunk) >= remaining:
-                    yield chunk[:remaining]
-                    return
-                remaining -= len(chunk)
-            yield chunk
-    except CorruptBlob as e:
-        log.error("castore: aborting a response: %s", e)
-        raise
-    finally:
-        reader.close()
+    return _closing_on_damage(reader, _span(reader, start, limit))
+
+
+def _span(reader: BlobReader, start: int, limit: int | None) -> Iterator[bytes]:
+    if start:
+        reader.seek_content(start)
+    remaining = limit
+    for chunk in reader.chunks():
+        if remaining is not None:
+            if len(chunk) >= remaining:
+                yield chunk[:remaining]
+                return
+            remaining -= len(chunk)
+        yield chunk
 
 
 def _stored_frames(reader: BlobReader) -> Iterator[bytes]:
     """The stored zstd frames, each piece sent only once the content it decodes to is verified."""
+    return _closing_on_damage(reader, reader.verified_stored())
+
+
+def _closing_on_damage(reader: BlobReader, pieces: Iterator[bytes]) -> Iterator[bytes]:
+    """Yield ``pieces``; log a CorruptBlob before it aborts the response; close the reader at the end."""
     try:
-        yield from reader.verified_stored()
+        yield from pieces
     except CorruptBlob as e:
         log.error("castore: aborting a response: %s", e)
         raise
