@@ -33,7 +33,7 @@ from typing import Any, BinaryIO, Self, TypeVar
 
 from .blobs.base import BlobBackend
 from .blobs.fs import FileBlobBackend
-from .codec import DEFAULT_LEVEL, decode_bytes, decoding_reader
+from .codec import decode_bytes, decoding_reader
 from .digests import CHUNK_SIZE, content_digest
 from .errors import (
     CastoreError,
@@ -48,7 +48,7 @@ from .errors import (
 )
 from .faults import as_store_fault, is_disk_full
 from .ingest import Ingest, Prepared, Source
-from .keys import BlobKey, Hasher, KeyFunction, etag, new_seed, probe_keys, xxh3_key
+from .keys import BlobKey, Hasher, KeyFunction, etag, probe_keys, xxh3_key
 from .metadata.repo import BlobRow, DedupCandidate, Entry, MetadataRepo, Reservation, Usage, WriteConflict
 from .metadata.report import DedupReport
 from .names import check_prefix, check_version, child_range, parse_name, versioned_name
@@ -269,25 +269,6 @@ class Store:
 
             initialize(locate(root), **settings)
         return MetadataRepo(f"sqlite:///{database}")
-
-    @staticmethod
-    def init_metadata(
-        metadata: MetadataRepo,
-        *,
-        retention: int = DEFAULT_RETENTION,
-        inline_max: int = DEFAULT_INLINE_MAX,
-        zstd_level: int = DEFAULT_LEVEL,
-    ) -> None:
-        """Write a new store's settings (a fresh secret seed); keeps those already set."""
-        _check_settings({"retention": retention, "inline_max": inline_max, "zstd_level": zstd_level})
-        metadata.init_settings(
-            {
-                "seed": str(new_seed()),
-                "retention": str(retention),
-                "inline_max": str(inline_max),
-                "zstd_level": str(zstd_level),
-            }
-        )
 
     def settings(self) -> dict[str, int]:
         """The store's settings chosen at creation: ``retention``, ``inline_max``, ``zstd_level``."""
