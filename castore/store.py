@@ -481,11 +481,9 @@ class Store:
         try:
             if published[0]:
                 # Bytes published by an earlier try may have been collected since (lease over):
-                # publish again when the staged bytes are still there (S3 uploads from a kept
-                # local file; the file backend's rename consumed them: prepare them again).
+                # publish again from the staged bytes, which stay until the put is over.
                 if key not in self.blobs:
-                    if prepared.staged is None or getattr(prepared.staged, "path", None) is None:
-                        raise _NeedBytes()
+                    assert prepared.staged is not None
                     self.blobs.publish(prepared.staged, key)
             elif prepared.staged is not None:
                 self.blobs.publish(prepared.staged, key)

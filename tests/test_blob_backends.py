@@ -128,7 +128,24 @@ class TestFileBackend(BackendContract):
         backend.publish(staged, KEY_B)
         with backend.open(KEY_B) as f:
             assert f.read() == b"still uploading"
+        assert backend.sweep_staging(time.time() + 60) == 0  # published, the put not over yet
+        with staged.open() as f:
+            assert f.read() == b"still uploading"  # a put that settles again compares these
+        staged.abort()
         assert list((backend.directory / ".staging").iterdir()) == []
+        with backend.open(KEY_B) as f:
+            assert f.read() == b"still uploading"
+
+    def test_publishing_over_leftover_bytes_replaces_them(self, backend: FileBlobBackend) -> None:  # type: ignore[override]
+        backend.put_bytes(KEY_B, b"left by a row collected before its file")
+        staged = backend.stage()
+        staged.write(b"new")
+        staged.finish()
+        backend.publish(staged, KEY_B)
+        staged.abort()
+        with backend.open(KEY_B) as f:
+            assert f.read() == b"new"
+        assert sorted(p.name for p in backend.path_of(KEY_B).parent.iterdir()) == [KEY_B]
 
 
 def test_check_key() -> None:

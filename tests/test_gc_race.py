@@ -13,7 +13,7 @@ import threading
 from typing import Any
 
 from castore.opening import Location, open_store
-from castore.store import Store
+from castore.store import UPLOAD_LEASE, Store
 
 
 def _open(where: Location, like: Store) -> Store:
@@ -88,3 +88,39 @@ def test_puts_deletes_and_gc_in_parallel_leave_a_consistent_store(store_location
     assert store.check() == []
     for info in store.list("/gc"):
         assert store.read_bytes(info.path) in contents
+
+
+def test_a_put_raced_after_publishing_still_compares_its_own_bytes(store_location: Location, store: Store) -> None:
+    """Lease over after the upload, and meanwhile another server stored the same content.
+
+    The put must settle again: it compares its staged bytes with the now live blob and
+    shares it. The file backend used to consume the staged file when publishing, so this
+    comparison failed on an assertion (seen once in CI under load).
+    """
+    content = os.urandom(300_000)
+    other_server = _open(store_location, store)
+    real_clock = store.clock
+    publish, end_lease = store.blobs.publish, store._end_lease
+    events: list[str] = []
+
+    def publish_then_lose_the_lease(staged: Any, key: Any) -> None:
+        publish(staged, key)
+        events.append("published")
+        store.clock = lambda: real_clock() + UPLOAD_LEASE  # type: ignore[method-assign]
+
+    def end_lease_then_other_put(key: Any, until: int) -> None:
+        end_lease(key, until)
+        if "other put" not in events:
+            events.append("other put")
+            assert other_server.put("/other", content, version=1) == "/other@1"
+
+    store.blobs.publish = publish_then_lose_the_lease  # type: ignore[method-assign]
+    store._end_lease = end_lease_then_other_put  # type: ignore[method-assign]
+    try:
+        assert store.put("/b", content, version=1) == "/b@1"
+    finally:
+        other_server.close()
+    assert events[:2] == ["published", "other put"]
+    assert store.read_bytes("/b") == store.read_bytes("/other") == content
+    assert store.stat("/b").key == store.stat("/other").key  # shared after comparing bytes
+    assert store.check() == []

@@ -36,7 +36,7 @@ class StagedBlob:
         raise NotImplementedError(self.abort)
 
     def open(self) -> BinaryIO:
-        """Read the finished (not yet published) bytes back: a put compares them on a dedup hit."""
+        """Read the finished bytes back, also after publish, until abort: a put compares them on a dedup hit."""
         raise NotImplementedError(self.open)
 
 

@@ -5,9 +5,12 @@ Layout below the backend's folder::
     ab/cd/abcd…(32 hex)   stored bytes of one blob, read-only, never rewritten in place
     .staging/tmp-…        blobs being written; leftovers of a crash are swept by age
 
-A blob file appears only by ``rename`` of a complete, fsynced staging file, followed
-by an fsync of its folder, so a crash at any point leaves either no file or the whole
-file under its key (``docs/design.md``, "Write order").
+A blob file appears only as a hard link to a complete, fsynced staging file (or the
+``rename`` of such a link), followed by an fsync of its folder, so a crash at any point
+leaves either no file or the whole file under its key (``docs/design.md``, "Write
+order"). Publishing links rather than renames, so the staged bytes stay readable under
+their staging name until the put is over: a put that must compare bytes again after
+publishing (another put raced it) still has them.
 
 A writer holds an exclusive ``flock`` on its staging file from creation until it is
 published or thrown away; the sweep removes only files it can lock, so it never takes
@@ -83,13 +86,8 @@ class _FileStaged(StagedBlob):
         os.fsync(self._file.fileno())
         return size
 
-    def published(self) -> None:
-        """The file now lives under its key: drop the name and the lock."""
-        self.path = None
-        self._file.close()
-
     def open(self) -> BinaryIO:
-        assert self.path is not None, "open() needs a finished, unpublished blob"
+        assert self.path is not None, "open() needs a finished blob, not yet aborted"
         return open(self.path, "rb")
 
     def abort(self) -> None:
@@ -125,8 +123,13 @@ class FileBlobBackend(BlobBackend):
         assert isinstance(staged, _FileStaged) and staged.path is not None
         final = self.path_of(key)
         self._make_parents(final.parent)
-        os.replace(staged.path, final)
-        staged.published()
+        try:
+            os.link(staged.path, final)
+        except FileExistsError:
+            # Bytes left under the key (a row collected before its file): replace them whole.
+            spare = final.with_name(f".{final.name}.{os.getpid()}.{id(staged)}")
+            os.link(staged.path, spare)
+            os.replace(spare, final)
         fsync_dir(final.parent)
 
     def _make_parents(self, folder: Path) -> None:
