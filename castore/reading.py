@@ -13,6 +13,12 @@ clients that accept zstd), each piece only once the content it decodes to is ver
 A blob written before revision 0002 has no digests. The store reads it whole once, in
 *key mode* (the last chunk is released only after the whole content matches its key),
 records the digests it computed, and serves it like any other from then on.
+
+A backend may keep a local copy of a blob for speed (the S3 backend's read cache). When
+the stored bytes fail verification, the reader asks once for a fresh stream (``refetch``:
+the store drops the local copy and opens the blob again) and goes on from the chunk that
+failed; only a copy from the source that fails too is CorruptBlob. The reader knows
+digests, the backend knows copies: neither learns the other's job.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
+import xxhash
 import zstandard
 
 from .codec import Codec, decoding_reader
@@ -43,7 +50,9 @@ class BlobReader(io.RawIOBase):
 
     ``name`` is the versioned name, ``size`` the original size in bytes. ``digests``
     are the blob's chunk digests; without them ``key_hasher`` must be given and the
-    content is checked against ``key`` when its end is read (key mode).
+    content is checked against ``key`` when its end is read (key mode). ``refetch``,
+    called at most once after the stored bytes failed verification, returns a fresh
+    stream of them from the backend's source, or None when there is no other copy.
     """
 
     def __init__(
@@ -58,6 +67,7 @@ class BlobReader(io.RawIOBase):
         name: str,
         version: int,
         key_hasher: Callable[[], Hasher] | None = None,
+        refetch: Callable[[], BinaryIO | None] | None = None,
     ) -> None:
         super().__init__()
         if digests is None and key_hasher is None:
@@ -65,7 +75,9 @@ class BlobReader(io.RawIOBase):
         self._stored = stored
         self._decoded = decoding_reader(stored, codec)
         self._digests = digests
+        self._key_hasher = key_hasher
         self._hasher = key_hasher() if digests is None and key_hasher is not None else None
+        self._refetch = refetch
         self.key = key
         self.codec = codec
         self.size = size
@@ -154,9 +166,18 @@ class BlobReader(io.RawIOBase):
         self._started = True
         if self._ended:
             return b""
-        start = self._index * CHUNK_SIZE
-        if start == 0 and self._digests is not None and len(self._digests) != _chunks_in(self.size) * DIGEST_SIZE:
+        if self._index == 0 and self._digests is not None and len(self._digests) != _chunks_in(self.size) * DIGEST_SIZE:
             self._fail("has digests that do not fit its size")
+        try:
+            return self._read_chunk()
+        except CorruptBlob:
+            if not self._refetched():
+                raise
+            self._resume()
+            return self._read_chunk()
+
+    def _read_chunk(self) -> bytes:
+        start = self._index * CHUNK_SIZE
         if start >= self.size:
             self._end()
             return b""
@@ -170,10 +191,51 @@ class BlobReader(io.RawIOBase):
         else:
             assert self._hasher is not None
             self._hasher.update(data)
-        self._index += 1
         if start + want == self.size:
             self._end()
+        self._index += 1
         return data
+
+    def _refetched(self) -> bool:
+        """After a verification failure: switch to a fresh copy of the stored bytes, once, if there is one."""
+        refetch, self._refetch = self._refetch, None
+        stored = refetch() if refetch is not None else None
+        if stored is None:
+            return False
+        old_stored, old_decoded = self._stored, self._decoded
+        self._stored, self._decoded = stored, decoding_reader(stored, self.codec)
+        try:
+            if old_decoded is not old_stored:
+                old_decoded.close()
+        finally:
+            old_stored.close()
+        self._ended = False
+        self._pending = memoryview(b"")
+        return True
+
+    def _resume(self) -> None:
+        """Position the fresh stored bytes at the chunk that failed (``self._index``).
+
+        In key mode the chunks already handed out are hashed again, and must be the
+        ones handed out (same chunk digests), or the blob is corrupt.
+        """
+        start = self._index * CHUNK_SIZE
+        if self._hasher is None:
+            if self.codec is Codec.RAW and self._stored.seekable():
+                self._stored.seek(start)
+            else:
+                self._discard(start)
+            return
+        assert self._key_hasher is not None
+        handed = self._hasher.digests()[: self._index * DIGEST_SIZE]
+        self._hasher = self._key_hasher()
+        for _ in range(self._index):
+            data = self._decode(CHUNK_SIZE)
+            if len(data) < CHUNK_SIZE:
+                self._fail(f"has fewer than the {start} bytes already read")
+            self._hasher.update(data)
+        if self._hasher.digests() != handed:
+            self._fail("changed while it was read")
 
     def _end(self) -> None:
         """At the recorded size: nothing may follow, and in key mode the key must match."""
@@ -222,6 +284,35 @@ class BlobReader(io.RawIOBase):
         if self._started or self._digests is None or self.codec is not Codec.ZSTD:
             raise ValueError("verified_stored() only before reading, on a zstd blob with digests")
         self._started = True
+        sent, sent_digest = 0, xxhash.xxh3_128()
+        try:
+            for piece in self._stored_pieces():
+                sent += len(piece)
+                sent_digest.update(piece)
+                yield piece
+            return
+        except CorruptBlob:
+            if not self._refetched():
+                raise
+        # Again from the first stored byte of the fresh copy, which must begin with what was sent.
+        seen, seen_digest = 0, xxhash.xxh3_128()
+        for piece in self._stored_pieces():
+            if seen < sent:
+                take = min(len(piece), sent - seen)
+                seen_digest.update(piece[:take])
+                seen += take
+                piece = piece[take:]
+                if seen == sent and seen_digest.digest() != sent_digest.digest():
+                    self._fail("changed while it was read")
+            if piece:
+                yield piece
+        if seen < sent:
+            self._fail("changed while it was read")
+
+    def _stored_pieces(self) -> Iterator[bytes]:
+        """One pass of :meth:`verified_stored` over ``self._stored`` from its first byte."""
+        digests = self._digests
+        assert digests is not None
         frames = _Frames()
         held: deque[tuple[bytes, int]] = deque()
         outgoing: list[bytes] = []
@@ -240,7 +331,7 @@ class BlobReader(io.RawIOBase):
             while verified < self.size and len(content) >= min(CHUNK_SIZE, self.size - verified):
                 length = min(CHUNK_SIZE, self.size - verified)
                 index = verified // CHUNK_SIZE
-                if chunk_digest(memoryview(content)[:length]) != digest_of_chunk(self._digests, index):
+                if chunk_digest(memoryview(content)[:length]) != digest_of_chunk(digests, index):
                     self._fail(f"does not match its digest at bytes {verified}-{verified + length - 1}")
                 del content[:length]
                 verified += length

@@ -882,7 +882,12 @@ class Store:
             name=name,
             version=version,
             key_hasher=lambda: Hasher(self.seed, self.key_function),
+            refetch=None if blob.data is not None else lambda: self._refetch(blob.key),
         )
+
+    def _refetch(self, key: BlobKey) -> BinaryIO | None:
+        """The stored bytes of ``key`` again, past the backend's local copy (None when it keeps none)."""
+        return self.blobs.open(key) if self.blobs.refresh(key) else None
 
     def _add_digests(self, blob: BlobRow, name: str) -> BlobRow:
         """Read a blob without digests whole, check it against its key, and record its digests."""

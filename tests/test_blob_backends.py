@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from castore.blobs.base import BlobBackend
 from castore.blobs.fs import FileBlobBackend, key_to_relpath
 from castore.blobs.memory import MemoryBlobBackend
 from castore.blobs.s3 import PART_SIZE, S3BlobBackend
-from castore.errors import MissingBlob
+from castore.codec import Codec
+from castore.digests import CHUNK_SIZE
+from castore.errors import CorruptBlob, MissingBlob
 from castore.keys import BlobKey, check_key
-from castore.opening import open_blobs
+from castore.opening import open_blobs, open_store
+from castore.store import Store
 
 from .backends import MotoServer
 
@@ -201,3 +207,103 @@ class TestS3Backend(BackendContract):
     def test_unknown_url_options_are_refused(self, moto: MotoServer) -> None:
         with pytest.raises(TypeError, match="bogus"):
             open_blobs(moto.new_bucket() + "&bogus=1")
+
+
+class TestS3ReadCacheHealing:
+    """A damaged copy in the S3 backend's read cache is dropped and read again from the bucket.
+
+    The reader verifies, the backend only forgets its copy (``refresh``): a read succeeds
+    when the bucket's copy verifies, and stays CorruptBlob when the bucket's copy is bad.
+    """
+
+    TEXT = b"".join(b"%d squared is %d\n" % (i, i * i) for i in range(200_000))  # ~4.6 MB, kept as zstd
+    NOISE = os.urandom(3 * (1 << 20) + 777)  # raw: does not compress
+
+    @pytest.fixture
+    def cached_store(self, moto: MotoServer, tmp_path: Path) -> Iterator[Store]:
+        blobs = moto.new_bucket() + f"&cache_dir={tmp_path / 'cache'}&cache_size=64M"
+        with open_store(metadata=f"sqlite:///{tmp_path / 'metadata.sqlite3'}", blobs=blobs, create=True,
+                        inline_max=0) as store:
+            frame = zstandard.ZstdCompressor(level=1).compress(self.TEXT)
+            store.put_zstd("/text", io.BytesIO(frame), version=1, size=len(self.TEXT))
+            store.put("/noise", io.BytesIO(self.NOISE), version=1)
+            for name in ("/text", "/noise"):
+                assert store.read_bytes(name) == self.content(name)  # fills the cache
+            yield store
+
+    def content(self, name: str) -> bytes:
+        return self.TEXT if name == "/text" else self.NOISE
+
+    @staticmethod
+    def cached_file(store: Store, name: str) -> Path:
+        backend = store.blobs
+        assert isinstance(backend, S3BlobBackend) and backend.cache is not None
+        return backend.cache.directory / store.lookup(name).blob.key
+
+    @staticmethod
+    def bucket_bytes(store: Store, name: str) -> bytes:
+        backend = store.blobs
+        assert isinstance(backend, S3BlobBackend)
+        with backend._get(store.lookup(name).blob.key)["Body"] as body:
+            return bytes(body.read())
+
+    @staticmethod
+    def flip_in_bucket(store: Store, name: str, at: int) -> None:
+        backend = store.blobs
+        assert isinstance(backend, S3BlobBackend)
+        key = store.lookup(name).blob.key
+        data = bytearray(TestS3ReadCacheHealing.bucket_bytes(store, name))
+        data[at] ^= 0x01
+        backend._client.put_object(Bucket=backend.bucket, Key=backend.object_name(key), Body=bytes(data))
+
+    @staticmethod
+    def flip(path: Path, at: int) -> None:
+        path.chmod(0o644)
+        with open(path, "r+b") as f:
+            f.seek(at)
+            byte = f.read(1)
+            f.seek(at)
+            f.write(bytes([byte[0] ^ 0x01]))
+
+    @pytest.mark.parametrize("name", ["/text", "/noise"])
+    @pytest.mark.parametrize("where", ["start", "middle", "end"])
+    def test_a_damaged_cached_copy_is_read_again_from_the_bucket(self, cached_store: Store, name: str,
+                                                                 where: str) -> None:
+        cached = self.cached_file(cached_store, name)
+        size = cached.stat().st_size
+        self.flip(cached, {"start": 10, "middle": size // 2, "end": size - 2}[where])
+        assert cached_store.read_bytes(name) == self.content(name)
+        assert cached.read_bytes() == self.bucket_bytes(cached_store, name)  # the cache is healed
+
+    def test_a_range_read_past_a_damaged_cached_chunk(self, cached_store: Store) -> None:
+        cached = self.cached_file(cached_store, "/noise")
+        self.flip(cached, 2 * CHUNK_SIZE + 5)
+        with cached_store.open_file("/noise") as reader:
+            reader.seek_content(CHUNK_SIZE + 3)
+            assert reader.read() == self.NOISE[CHUNK_SIZE + 3:]
+        assert cached.read_bytes() == self.NOISE
+
+    def test_stored_frames_from_a_damaged_cached_copy(self, cached_store: Store) -> None:
+        cached = self.cached_file(cached_store, "/text")
+        stored = self.bucket_bytes(cached_store, "/text")
+        self.flip(cached, len(stored) - 2)  # after the first pieces went out
+        with cached_store.open_file("/text") as reader:
+            assert reader.codec is Codec.ZSTD
+            assert b"".join(reader.verified_stored()) == stored
+        assert cached.read_bytes() == stored
+
+    @pytest.mark.parametrize("name", ["/text", "/noise"])
+    def test_a_damaged_bucket_copy_stays_corrupt(self, cached_store: Store, name: str) -> None:
+        size = self.cached_file(cached_store, name).stat().st_size
+        self.flip_in_bucket(cached_store, name, size // 2)
+        self.flip(self.cached_file(cached_store, name), size // 2)  # damaged in the cache too
+        with pytest.raises(CorruptBlob):
+            cached_store.read_bytes(name)
+        with pytest.raises(CorruptBlob), cached_store.open_file(name) as reader:  # and so from a fresh cache
+            reader.read()
+
+    def test_a_healthy_cache_is_read_without_going_to_the_bucket(self, cached_store: Store) -> None:
+        """The cached copy is used as long as it verifies: a damaged bucket copy goes unnoticed."""
+        size = self.cached_file(cached_store, "/noise").stat().st_size
+        self.flip_in_bucket(cached_store, "/noise", size // 2)
+        assert cached_store.read_bytes("/noise") == self.NOISE

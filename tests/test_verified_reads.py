@@ -26,6 +26,11 @@ from filetracker.client import Client as FiletrackerClient
 
 from castore.cache import LocalCache
 from castore.client import Client
+from castore.codec import Codec
+from castore.digests import CHUNK_SIZE, ChunkDigester
+from castore.errors import CorruptBlob
+from castore.keys import Hasher
+from castore.reading import STORED_PIECE, BlobReader
 from castore.store import Store
 
 from .server_process import castore_server
@@ -304,3 +309,70 @@ def test_serve_passes_verify_first_to_its_workers(tmp_path: Path) -> None:
                 with pytest.raises(httpx.HTTPError):
                     response.read()  # the connection is cut at the damaged chunk
     assert info.size == 3 << 20
+
+
+# -- a second copy after a failed verification (BlobReader's refetch) -------------------------
+
+
+def _refetching_reader(
+    stored: bytes, content: bytes, codec: Codec, copies: list[bytes], *, key_mode: bool = False
+) -> tuple[BlobReader, list[int]]:
+    """A reader of ``stored`` whose refetch hands out ``copies`` in turn; the list counts the calls."""
+    calls: list[int] = []
+
+    def refetch() -> io.BytesIO | None:
+        calls.append(1)
+        return io.BytesIO(copies[len(calls) - 1]) if len(calls) <= len(copies) else None
+
+    digester = ChunkDigester()
+    digester.update(content)
+    hasher = Hasher(7)
+    hasher.update(content)
+    reader = BlobReader(io.BytesIO(stored), codec=codec, key=hasher.key(), size=len(content),
+                        stored_size=len(stored), digests=None if key_mode else digester.digests(), name="/x",
+                        version=1, key_hasher=lambda: Hasher(7), refetch=refetch)
+    return reader, calls
+
+
+def _damaged(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes([data[at] ^ 1]) + data[at + 1:]
+
+
+@pytest.mark.parametrize("key_mode", [False, True])
+def test_a_failed_chunk_is_read_again_from_a_fresh_copy_once(key_mode: bool) -> None:
+    content = os.urandom(3 * CHUNK_SIZE + 100)
+    # in key mode, chunks are handed out before the key is checked: only the last one can still be healed
+    damage = 3 * CHUNK_SIZE + 9 if key_mode else 2 * CHUNK_SIZE + 9
+    reader, calls = _refetching_reader(_damaged(content, damage), content, Codec.RAW, [content], key_mode=key_mode)
+    with reader:
+        assert reader.read() == content
+    assert calls == [1]
+    if key_mode:
+        assert reader.computed_digests is not None
+    reader, calls = _refetching_reader(_damaged(content, 5), content, Codec.RAW,
+                                       [_damaged(content, 5)] * 2, key_mode=key_mode)
+    with pytest.raises(CorruptBlob), reader:
+        reader.read()
+    assert calls == [1]  # one second copy, never more
+
+
+def test_key_mode_refuses_a_fresh_copy_that_differs_in_what_was_handed_out() -> None:
+    content = os.urandom(2 * CHUNK_SIZE + 100)
+    other = _damaged(content, 3)  # differs in chunk 0, already handed out
+    reader, _ = _refetching_reader(_damaged(content, CHUNK_SIZE + 1), content, Codec.RAW, [other], key_mode=True)
+    with pytest.raises(CorruptBlob, match="changed while it was read"), reader:
+        reader.read()
+
+
+def test_stored_frames_go_on_from_a_fresh_copy_only_if_it_starts_with_what_was_sent() -> None:
+    content = b"".join(b"%d %d\n" % (i, i * 7) for i in range(400_000))
+    frame = zstandard.ZstdCompressor(level=1).compress(content)
+    assert len(frame) > 2 * STORED_PIECE  # pieces go out before the damage is reached
+    reader, calls = _refetching_reader(_damaged(frame, len(frame) - 3), content, Codec.ZSTD, [frame])
+    with reader:
+        assert b"".join(reader.verified_stored()) == frame
+    assert calls == [1]
+    other = zstandard.ZstdCompressor(level=9).compress(content)  # the same content, other bytes
+    reader, _ = _refetching_reader(_damaged(frame, len(frame) - 3), content, Codec.ZSTD, [other])
+    with pytest.raises(CorruptBlob, match="changed while it was read"), reader:
+        b"".join(reader.verified_stored())

@@ -85,6 +85,15 @@ class BlobBackend:
         """
         return 0
 
+    def refresh(self, key: BlobKey) -> bool:
+        """Drop any local copy of ``key`` kept for speed, so that the next :meth:`open` reads the source.
+
+        Returns True when the backend keeps such copies (opening again may read other
+        bytes than a damaged copy did), False when it has only the one copy. The store
+        calls it when stored bytes fail verification, and then reads once more.
+        """
+        return False
+
     def put_bytes(self, key: BlobKey, data: bytes) -> None:
         """Store ``data`` under ``key`` in one call (stage, write, finish, publish)."""
         staged = self.stage()

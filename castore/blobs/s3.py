@@ -9,7 +9,8 @@ transfer splits large blobs into a multipart upload of 8 MiB parts.
 Reads stream the object (a GET, or ranged GETs after a seek). An optional local read
 cache (``cache_dir``, ``cache_size``) keeps hot blobs on the server's disk, least
 recently used first out, so that many judging machines fetching the same test inputs
-do not all go to the bucket; cached bytes are checked against the key like any read.
+do not all go to the bucket; cached bytes are verified like any read, and a cached copy
+that fails is dropped (:meth:`S3BlobBackend.refresh`) and read again from the bucket.
 
 Credentials and the default region come from the standard AWS environment variables
 and files (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``…).
@@ -196,6 +197,12 @@ class S3BlobBackend(BlobBackend):
         self._client.delete_object(Bucket=self.bucket, Key=self.object_name(key))
         if self.cache is not None:
             self.cache.forget(key)
+
+    def refresh(self, key: BlobKey) -> bool:
+        if self.cache is None:
+            return False
+        self.cache.forget(key)
+        return True
 
     def sweep_staging(self, older_than: float) -> int:
         removed = 0
