@@ -2,7 +2,9 @@
 
 * :class:`PostgresCluster` — ``initdb`` into a temporary folder and ``pg_ctl start`` on a
   free port (as user ``postgres`` when the tests run as root, which PostgreSQL refuses to
-  be). Each store gets its own database, copied from a migrated template in milliseconds.
+  be). Each test's store gets an empty migrated database: one emptied by ``TRUNCATE`` after
+  an earlier test (:meth:`PostgresCluster.recycle`, ~20 ms), else a copy of a migrated
+  template (``CREATE DATABASE``, ~0.2-0.5 s, and 7 MB more to delete at the end).
 * :class:`MotoServer` — ``moto_server`` (moto[server] from PyPI), an S3 API in one process;
   each store gets its own bucket.
 
@@ -67,15 +69,54 @@ class PostgresCluster:
         engine = create_engine(self.url(self.template))
         upgrade_schema(engine)  # every database copied from the template starts migrated
         engine.dispose()
+        self._schema = self._schema_of(self.template)
+        self._free: list[str] = []
+        """Databases emptied by :meth:`recycle`, as they were when first copied from the template."""
 
     def url(self, database: str) -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
 
     def new_database(self) -> str:
-        """A new migrated database without a store in it (``castore init`` adds the settings)."""
+        """A migrated database without a store in it (``castore init`` adds the settings)."""
+        if self._free:
+            return self.url(self._free.pop())
         name = f"castore_{os.getpid()}_{next(_count)}"
-        self._admin(f"CREATE DATABASE {name} TEMPLATE {self.template}")
+        self._admin(f"CREATE DATABASE {name} TEMPLATE {self.template} STRATEGY FILE_COPY")  # PostgreSQL 15+
         return self.url(name)
+
+    def recycle(self, url: str) -> None:
+        """Give back a database from :meth:`new_database` once its test is over, for the next one.
+
+        Its connections are ended and its rows removed (``TRUNCATE … RESTART IDENTITY``);
+        a database whose tables or schema revision are no longer the template's is dropped
+        instead, so that the next test always starts from what the template holds.
+        """
+        import psycopg
+
+        name = url.rsplit("/", 1)[1]
+        with psycopg.connect(self._dsn("postgres"), autocommit=True) as c:
+            c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        if self._schema_of(name) != self._schema:
+            self._admin(f"DROP DATABASE {name} WITH (FORCE)")
+            return
+        tables = ", ".join(table for table in self._schema[0] if table != "alembic_version")
+        with psycopg.connect(self._dsn(name), autocommit=True) as c:
+            c.execute(f"TRUNCATE {tables} RESTART IDENTITY")  # type: ignore[arg-type]
+        self._free.append(name)
+
+    def _schema_of(self, name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """A database's tables and Alembic revision."""
+        import psycopg
+
+        with psycopg.connect(self._dsn(name), autocommit=True) as c:
+            tables = tuple(sorted(row[0] for row in c.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")))
+            revision = tuple(row[0] for row in c.execute("SELECT version_num FROM alembic_version")) \
+                if "alembic_version" in tables else ()
+        return tables, revision
+
+    def _dsn(self, database: str) -> str:
+        return f"host=127.0.0.1 port={self.port} user=postgres dbname={database}"
 
     def empty_database(self) -> str:
         """A new database without castore's schema."""
@@ -86,8 +127,7 @@ class PostgresCluster:
     def _admin(self, sql: str) -> None:
         import psycopg
 
-        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
-                             autocommit=True) as c:
+        with psycopg.connect(self._dsn("postgres"), autocommit=True) as c:
             c.execute(sql)  # type: ignore[arg-type]
 
     def _run(self, program: str, *args: str) -> None:

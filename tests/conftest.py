@@ -86,8 +86,15 @@ def store_root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def new_location(store_backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Callable[[str], Location]:
-    """``new_location(name)``: where a new store of this test's backend goes (nothing made yet)."""
+def new_location(
+    store_backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[[str], Location]]:
+    """``new_location(name)``: where a new store of this test's backend goes (nothing made yet).
+
+    Its PostgreSQL databases are emptied for the next tests once this one is over (its
+    stores are closed by then: fixtures that use this one end first).
+    """
+    databases: list[str] = []
 
     def make(name: str) -> Location:
         folder = tmp_path / name
@@ -97,10 +104,15 @@ def new_location(store_backend: str, tmp_path: Path, request: pytest.FixtureRequ
             metadata = locate(folder).metadata
         else:
             metadata = request.getfixturevalue("postgres").new_database()
+            databases.append(metadata)
         blobs = (folder / "blobs").as_uri() if store_backend.endswith("+file") else request.getfixturevalue("moto").new_bucket()
         return Location(metadata, blobs)
 
-    return make
+    yield make
+    if databases:
+        cluster = request.getfixturevalue("postgres")
+        for url in databases:
+            cluster.recycle(url)
 
 
 @pytest.fixture

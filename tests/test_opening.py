@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 
 import castore
 from castore.blobs.fs import FileBlobBackend
@@ -13,6 +14,9 @@ from castore.blobs.memory import MemoryBlobBackend
 from castore.errors import StoreNotFound
 from castore.opening import initialize, locate, open_store
 from castore.store import Store
+from castore.tokens import create_token, revoke_token
+
+from .backends import PostgresCluster
 
 
 def test_root_is_the_short_form_of_two_urls(tmp_path: Path) -> None:
@@ -102,3 +106,25 @@ def test_concurrent_creation_makes_one_store(tmp_path: Path) -> None:
     initialize(where)  # again: keeps the seed (the keys of every stored blob depend on it)
     with open_store(tmp_path / "s") as store:
         assert store.seed == seed
+
+
+def test_a_recycled_test_database_is_as_new(postgres: PostgresCluster) -> None:
+    """The test fixtures reuse PostgreSQL databases (TRUNCATE, not CREATE DATABASE): a reused
+    one holds nothing of the test before, and one whose schema a test changed is not reused."""
+    url = postgres.new_database()
+    with open_store(metadata=url, blobs="memory://", create=True, retention=2) as store:
+        store.put("/a", b"x" * 10_000, 1)
+        create_token(store.metadata, "read", "reader")
+        seed = store.seed
+        held = create_engine(url).connect()  # a connection left open by the test before
+    postgres.recycle(url)
+    assert postgres.new_database() == url
+    with open_store(metadata=url, blobs="memory://", create=True, retention=5) as store:
+        assert store.retention == 5 and store.seed != seed
+        assert list(store.list("/")) == [] and store.usage().versions == 0
+        assert store.metadata.recount() == {} and not revoke_token(store.metadata, "reader")
+    held.close()
+    with create_engine(url).begin() as c:
+        c.execute(text("CREATE TABLE stray (x int)"))
+    postgres.recycle(url)
+    assert postgres.new_database() != url
