@@ -85,34 +85,49 @@ def store_root(tmp_path: Path) -> Path:
     return tmp_path / "store"
 
 
-@pytest.fixture
-def new_location(
-    store_backend: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[Callable[[str], Location]]:
-    """``new_location(name)``: where a new store of this test's backend goes (nothing made yet).
+class Locations:
+    """``locations(name)``: where a new store of this test's backend goes (nothing made yet).
 
-    Its PostgreSQL databases are emptied for the next tests once this one is over (its
-    stores are closed by then: fixtures that use this one end first).
+    Its PostgreSQL databases are emptied for later tests by :meth:`release`, or when the
+    test is over (its stores are closed by then: fixtures that use this one end first).
     """
-    databases: list[str] = []
 
-    def make(name: str) -> Location:
-        folder = tmp_path / name
-        if store_backend == "sqlite+file":
+    def __init__(self, backend: str, folder: Path, request: pytest.FixtureRequest) -> None:
+        self.backend = backend
+        self.folder = folder
+        self.request = request
+        self.databases: list[str] = []
+
+    def __call__(self, name: str) -> Location:
+        folder = self.folder / name
+        if self.backend == "sqlite+file":
             return locate(folder)
-        if store_backend.startswith("sqlite"):
+        if self.backend.startswith("sqlite"):
             metadata = locate(folder).metadata
         else:
-            metadata = request.getfixturevalue("postgres").new_database()
-            databases.append(metadata)
-        blobs = (folder / "blobs").as_uri() if store_backend.endswith("+file") else request.getfixturevalue("moto").new_bucket()
-        return Location(metadata, blobs)
+            metadata = self.request.getfixturevalue("postgres").new_database()
+            self.databases.append(metadata)
+        if self.backend.endswith("+file"):
+            return Location(metadata, (folder / "blobs").as_uri())
+        return Location(metadata, self.request.getfixturevalue("moto").new_bucket())
 
-    yield make
-    if databases:
-        cluster = request.getfixturevalue("postgres")
-        for url in databases:
-            cluster.recycle(url)
+    def release(self, where: Location) -> None:
+        """Done with the store at ``where`` (closed): its database may serve another store."""
+        if where.metadata in self.databases:
+            self.databases.remove(where.metadata)
+            self.request.getfixturevalue("postgres").recycle(where.metadata)
+
+    def release_all(self) -> None:
+        for url in list(self.databases):
+            self.release(Location(url, ""))
+
+
+@pytest.fixture
+def new_location(store_backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Locations]:
+    """Where new stores of this test's backend go: see :class:`Locations`."""
+    locations = Locations(store_backend, tmp_path, request)
+    yield locations
+    locations.release_all()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
 
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -16,7 +15,9 @@ from hypothesis.stateful import (
 )
 
 from castore.errors import NotFound, VersionNotFound
-from castore.opening import Location, open_store
+from castore.opening import open_store
+
+from .conftest import Locations
 
 PATHS = st.sampled_from(["/a", "/b", "/d/c", "/d/e/f", "/dd"])
 VERSIONS = st.integers(min_value=0, max_value=6)
@@ -31,18 +32,19 @@ _examples = itertools.count()
 class StoreModel(RuleBasedStateMachine):
     """Model: path -> {version: content}, the current version being the largest."""
 
-    new_location: Callable[[str], Location]
+    new_location: Locations
     """Set by the test below: where each example's new store goes (this run's backend)."""
 
     def __init__(self) -> None:
         super().__init__()
-        where = self.new_location(f"model-{next(_examples)}")
-        self.store = open_store(metadata=where.metadata, blobs=where.blobs, create=True, retention=RETENTION,
-                                inline_max=1000)
+        self.where = self.new_location(f"model-{next(_examples)}")
+        self.store = open_store(metadata=self.where.metadata, blobs=self.where.blobs, create=True,
+                                retention=RETENTION, inline_max=1000)
         self.model: dict[str, dict[int, bytes]] = {}
 
     def teardown(self) -> None:
         self.store.close()
+        self.new_location.release(self.where)  # the next example reuses its database
 
     def current(self, path: str) -> int | None:
         versions = self.model.get(path)
@@ -111,8 +113,8 @@ class StoreModel(RuleBasedStateMachine):
         assert self.store.metadata.recount() == {}
 
 
-def test_store_follows_the_model(store_backend: str, new_location: Callable[[str], Location]) -> None:
-    StoreModel.new_location = staticmethod(new_location)  # type: ignore[assignment]
+def test_store_follows_the_model(store_backend: str, new_location: Locations) -> None:
+    StoreModel.new_location = new_location
     # Fewer examples on the remote backends: each example is a new database (and bucket).
     examples = 60 if store_backend == "sqlite+file" else 20
     run_state_machine_as_test(
