@@ -30,7 +30,8 @@ __all__ = ["breakdown", "by_category"]
 
 def by_category(data: Path, system: str) -> dict[str, list[int]]:
     """Category -> [entries, apparent bytes, allocated bytes] of every entry below ``data``."""
-    found: dict[str, list[int]] = {}
+    top = data.lstat()
+    found: dict[str, list[int]] = {"folders": [1, top.st_size, top.st_blocks * 512]}
     for folder, dirs, files in os.walk(data):
         for name in [*dirs, *files]:
             path = Path(folder, name)
