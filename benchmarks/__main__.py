@@ -25,7 +25,7 @@ import xxhash
 
 from benchmarks.breakdown import breakdown
 from benchmarks.corpus import SCALES, Corpus, build
-from benchmarks.dedup_report import machine, print_table, write_report
+from benchmarks.dedup_report import load, machine, print_table, write_report
 from benchmarks.systems import LEVEL_PREFIX, SYSTEMS, Result, system_named
 
 MiB = 1 << 20
@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> Path:
             "logical_per_year": logical_per_year, "results": [r.as_dict() for r in results], "parts": parts,
             "breakdowns": breakdowns,
             "command": " ".join(["python -m benchmarks run", *sys.argv[2:]]),
-            "seconds": time.perf_counter() - started,
+            "seconds": time.perf_counter() - started, "load_end": load(),
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)

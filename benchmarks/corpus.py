@@ -3,10 +3,13 @@
 The corpus models how the files of a contest platform (OIOIOI on Filetracker) repeat,
 because deduplication only pays where contents repeat the way they do in real life:
 
-* **Problems** have 10-80 tests. Inputs are text (lines of integers, weighted graphs,
-  matrices, strings, grids of ``.#``), from a few KiB to many MiB: most tests are small,
-  the last groups are the large ones (64 MiB at ``--scale large``). Outputs are much
-  smaller (one answer per line). A package also holds a checker (source and a compiled
+* **Problems** have 10-80 tests (10-40 at the default scale). Inputs are text (lines of
+  integers, weighted graphs, matrices, strings, grids of ``.#``; each kind dealt once
+  before any repeats), from a few KiB to many MiB: most tests are small, the last groups
+  are the large ones (up to 16 MiB at the default scale, 64 MiB at ``--scale large``).
+  At the default scale problems also differ in scale (n <= 10**4 or n <= 10**6): one in
+  five reaches the maximum, the others stop at 1/2.3, 1/5.3, 1/12 or 1/28 of it. Outputs
+  are much smaller (one answer per line). A package also holds a checker (source and a compiled
   binary), model solutions, a statement (a PDF: an incompressible blob) and the
   uploaded package archive (a zip: incompressible, and a new one for every upload).
 * **Re-uploads**: a problem package is uploaded again with 1-3 tests changed (fixed
