@@ -59,12 +59,17 @@ def verify(expected: dict[str, tuple[int, bytes]], restored: Path) -> str:
 def part_sizes(corpus: Corpus, src: Path, work: Path, names: list[str]) -> dict[str, dict[str, int]]:
     """Disk of castore, restic and borg on the parts of the corpus where sub-file dedup could help.
 
-    Each part is copied to its own folder (real copies) and stored alone.
+    Each part is copied to its own folder (real copies), each distinct content once (all
+    three dedup whole files, so repeats would only add time), and stored alone.
     """
     parts: dict[str, list[str]] = {"tail-changed inputs (and the inputs they change)": [],
                                    "submissions (near-identical sources)": []}
     tails = {r.base for _, _, r in corpus.files() if r.kind == "tail"}
+    seen: set[object] = set()
     for year, path, recipe in corpus.files():
+        if recipe in seen:
+            continue
+        seen.add(recipe)
         rel = f"{corpus.year_dir(year)}{path}"
         if recipe.kind == "tail" or recipe in tails:
             parts["tail-changed inputs (and the inputs they change)"].append(rel)

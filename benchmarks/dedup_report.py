@@ -212,7 +212,7 @@ def subfile(data: dict[str, Any]) -> list[str]:
         lines.append("")
         systems = [n for n in ("castore-embedded", "restic", "borg") if n in next(iter(data["parts"].values()))]
         others = [n for n in systems if n != "castore-embedded"]
-        lines.append("| part of the corpus, stored alone | files | logical MiB | "
+        lines.append("| part of the corpus, each content once, stored alone | files | logical MiB | "
                      + " | ".join(f"{n} MiB" for n in systems)
                      + "".join(f" | {n} vs castore" for n in others if "castore-embedded" in systems) + " |")
         lines.append("|---|---:|---:|" + "---:|" * len(systems)
