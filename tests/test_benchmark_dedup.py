@@ -161,3 +161,17 @@ def test_systems_option_names_the_systems_to_run(tmp_path: Path) -> None:
     assert "unknown system(s): rsync" in done.stderr
     assert not (tmp_path / "out").exists() and list(tmp_path.iterdir()) == []  # nothing made or written
 
+
+
+def test_a_skipped_system_gets_a_line_saying_why(small_run: tuple[dict, Path], tmp_path: Path) -> None:  # type: ignore[type-arg]
+    from benchmarks.dedup_report import write_report
+    from benchmarks.systems import Result
+
+    data, _ = small_run
+    reason = "borg is not installed (apt-get install borgbackup)"
+    others = [r for r in data["results"] if r["system"] != "borg"]
+    report = write_report({**data, "results": [*others, Result("borg", skipped=reason).as_dict()]}, tmp_path)
+    text = report.read_text()
+    assert f"- **borg**: skipped: {reason}" in text
+    assert "| borg |" not in text  # no row of figures for it
+    assert all((tmp_path / name).read_bytes().startswith(PNG_SIGNATURE) for name in PLOTS.values())
