@@ -23,9 +23,10 @@ from pathlib import Path
 
 import xxhash
 
+from benchmarks.breakdown import breakdown
 from benchmarks.corpus import SCALES, Corpus, build
-from benchmarks.dedup_report import machine, print_table, write_report
-from benchmarks.systems import SYSTEMS, Result
+from benchmarks.dedup_report import load, machine, print_table, write_report
+from benchmarks.systems import LEVEL_PREFIX, SYSTEMS, Result, system_named
 
 MiB = 1 << 20
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -58,12 +59,17 @@ def verify(expected: dict[str, tuple[int, bytes]], restored: Path) -> str:
 def part_sizes(corpus: Corpus, src: Path, work: Path, names: list[str]) -> dict[str, dict[str, int]]:
     """Disk of castore, restic and borg on the parts of the corpus where sub-file dedup could help.
 
-    Each part is copied to its own folder (real copies) and stored alone.
+    Each part is copied to its own folder (real copies), each distinct content once (all
+    three dedup whole files, so repeats would only add time), and stored alone.
     """
     parts: dict[str, list[str]] = {"tail-changed inputs (and the inputs they change)": [],
                                    "submissions (near-identical sources)": []}
     tails = {r.base for _, _, r in corpus.files() if r.kind == "tail"}
+    seen: set[object] = set()
     for year, path, recipe in corpus.files():
+        if recipe in seen:
+            continue
+        seen.add(recipe)
         rel = f"{corpus.year_dir(year)}{path}"
         if recipe.kind == "tail" or recipe in tails:
             parts["tail-changed inputs (and the inputs they change)"].append(rel)
@@ -80,7 +86,8 @@ def part_sizes(corpus: Corpus, src: Path, work: Path, names: list[str]) -> dict[
                "distinct": sum(size for size, _ in set(digests.values()))}
         years = sorted(p.name for p in folder.iterdir())
         for name in names:
-            system = SYSTEMS[name]()
+            system = system_named(name)
+            assert system is not None
             scratch = work / "part" / name
             scratch.mkdir(parents=True)
             try:
@@ -94,10 +101,13 @@ def part_sizes(corpus: Corpus, src: Path, work: Path, names: list[str]) -> dict[
 
 
 def run(args: argparse.Namespace) -> Path:
-    names = args.systems.split(",") if args.systems else list(SYSTEMS)
-    unknown = [n for n in names if n not in SYSTEMS]
+    names = [n.strip() for n in args.systems.split(",") if n.strip()] if args.systems else list(SYSTEMS)
+    names += [f"{LEVEL_PREFIX}{level}" for level in args.castore_levels]
+    unknown = [n for n in names if system_named(n) is None]
     if unknown:
-        sys.exit(f"unknown system(s): {', '.join(unknown)}; choose from {', '.join(SYSTEMS)}")
+        sys.exit(f"unknown system(s): {', '.join(unknown)}; choose from {', '.join(SYSTEMS)} "
+                 f"or {LEVEL_PREFIX}N (N = 1..22)")
+    names = list(dict.fromkeys(names))  # each once, in the order given
     out = args.out or RESULTS / f"{datetime.date.today().isoformat()}-{args.scale}"
     work = Path(tempfile.mkdtemp(prefix="castore-dedup-bench-", dir=args.work))
     started = time.perf_counter()
@@ -117,8 +127,10 @@ def run(args: argparse.Namespace) -> Path:
               f"{sizes.distinct:,} distinct contents ({sizes.distinct_bytes / MiB:,.1f} MiB)", flush=True)
         expected = tree_digests(src)
         results: list[Result] = []
+        breakdowns: dict[str, dict[str, object]] = {}
         for name in names:
-            system = SYSTEMS[name]()
+            system = system_named(name)
+            assert system is not None
             reason = system.unavailable()
             if reason:
                 print(f"== {name}: skipped: {reason}", flush=True)
@@ -131,6 +143,8 @@ def run(args: argparse.Namespace) -> Path:
             try:
                 result = system.run(src, years, scratch)
                 result.verified = verify(expected, scratch / "out")
+                if name.startswith("castore-embedded") or name == "filetracker":
+                    breakdowns[name] = breakdown(name, scratch / "data", corpus, src)
             except Exception as e:  # noqa: BLE001 -- one broken system must not hide the others
                 traceback.print_exc()
                 result = Result(name, system.version(), skipped=f"failed: {str(e).splitlines()[0][:200]}")
@@ -153,8 +167,9 @@ def run(args: argparse.Namespace) -> Path:
             "scale": args.scale, "seed": args.seed, "date": datetime.datetime.now(datetime.UTC).isoformat(
                 timespec="seconds"), "machine": info, "corpus": vars(sizes), "years": years,
             "logical_per_year": logical_per_year, "results": [r.as_dict() for r in results], "parts": parts,
+            "breakdowns": breakdowns,
             "command": " ".join(["python -m benchmarks run", *sys.argv[2:]]),
-            "seconds": time.perf_counter() - started,
+            "seconds": time.perf_counter() - started, "load_end": load(),
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -172,9 +187,13 @@ def main() -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("run", help="run the deduplication benchmark and write its report")
     p.add_argument("--scale", choices=list(SCALES), default="default",
-                   help="small: CI, under a minute; default: a few minutes here (1.5 GiB); large: 33 GiB, "
+                   help="small: CI, under a minute; default: minutes on 2 cores (1 GiB); large: 42 GiB, "
                    "needs about 3x that free on the scratch disk")
-    p.add_argument("--systems", default="", help=f"comma-separated subset of: {','.join(SYSTEMS)}")
+    p.add_argument("--systems", default="", help=f"comma-separated subset of: {','.join(SYSTEMS)} "
+                   f"(also {LEVEL_PREFIX}N: castore embedded on a store created with zstd level N)")
+    p.add_argument("--castore-levels", type=lambda text: [int(x) for x in text.split(",") if x], default=[],
+                   metavar="N,M", help="also run castore embedded on stores created with these zstd levels "
+                   "(castore init --zstd-level), to compare disk and ingest time with the default level")
     p.add_argument("--seed", type=int, default=1, help="the corpus' seed (default 1)")
     p.add_argument("--out", type=Path, default=None, help="report folder (default benchmarks/results/DATE-SCALE)")
     p.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp folder)")

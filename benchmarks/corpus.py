@@ -3,10 +3,13 @@
 The corpus models how the files of a contest platform (OIOIOI on Filetracker) repeat,
 because deduplication only pays where contents repeat the way they do in real life:
 
-* **Problems** have 10-80 tests. Inputs are text (lines of integers, weighted graphs,
-  matrices, strings, grids of ``.#``), from a few KiB to many MiB: most tests are small,
-  the last groups are the large ones (64 MiB at ``--scale large``). Outputs are much
-  smaller (one answer per line). A package also holds a checker (source and a compiled
+* **Problems** have 10-80 tests (10-40 at the default scale). Inputs are text (lines of
+  integers, weighted graphs, matrices, strings, grids of ``.#``; each kind dealt once
+  before any repeats), from a few KiB to many MiB: most tests are small, the last groups
+  are the large ones (up to 16 MiB at the default scale, 64 MiB at ``--scale large``).
+  At the default scale problems also differ in scale (n <= 10**4 or n <= 10**6): one in
+  five reaches the maximum, the others stop at 1/2.3, 1/5.3, 1/12 or 1/28 of it. Outputs
+  are much smaller (one answer per line). A package also holds a checker (source and a compiled
   binary), model solutions, a statement (a PDF: an incompressible blob) and the
   uploaded package archive (a zip: incompressible, and a new one for every upload).
 * **Re-uploads**: a problem package is uploaded again with 1-3 tests changed (fixed
@@ -42,11 +45,13 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
 __all__ = ["SCALES", "Corpus", "Recipe", "Scale", "Sizes", "build", "make"]
 
+T = TypeVar("T")
 KiB = 1 << 10
 MiB = 1 << 20
 
@@ -63,13 +68,19 @@ class Scale:
     input_size: tuple[int, int]
     submissions_per_problem: int
     shared_generator_outputs: int
+    largest_spread: float = 0.0
+    """Problems differ in scale (n <= 10**4 or n <= 10**6): a problem's largest inputs are
+    ``input_size[1]`` divided by 2**0, 2**(s/5), ... 2**(4s/5) for ``s = largest_spread``,
+    each scale dealt once in every five new problems, so one in five reaches the maximum."""
 
 
 SCALES = {
     "small": Scale("small", years=2, contests_per_year=2, problems_per_contest=2, tests=(10, 10),
                    input_size=(2 * KiB, 256 * KiB), submissions_per_problem=4, shared_generator_outputs=2),
-    "default": Scale("default", years=4, contests_per_year=3, problems_per_contest=3, tests=(10, 80),
-                     input_size=(4 * KiB, 8 * MiB), submissions_per_problem=30, shared_generator_outputs=6),
+    # about 1 GiB: the whole run takes minutes on 2 cores, Filetracker's gzip -9 being the slowest part
+    "default": Scale("default", years=4, contests_per_year=3, problems_per_contest=2, tests=(10, 40),
+                     input_size=(4 * KiB, 16 * MiB), submissions_per_problem=30, shared_generator_outputs=6,
+                     largest_spread=6),
     "large": Scale("large", years=6, contests_per_year=4, problems_per_contest=3, tests=(10, 80),
                    input_size=(4 * KiB, 64 * MiB), submissions_per_problem=100, shared_generator_outputs=12),
 }
@@ -354,6 +365,7 @@ class _Builder:
         self.scale = scale
         self.rng = random.Random(seed)
         self._next_seed = seed * 1_000_003
+        self._decks: dict[str, list[Any]] = {}
 
     def seed(self) -> int:
         self._next_seed += 1
@@ -362,9 +374,24 @@ class _Builder:
     def recipe(self, kind: str, size: int, **extra: object) -> Recipe:
         return Recipe(kind, size, self.seed(), **extra)  # type: ignore[arg-type]
 
-    def input_size(self, position: float) -> int:
-        """Small for the first tests, up to the maximum for the last groups."""
+    def deal(self, deck: str, cards: tuple[T, ...]) -> T:
+        """The next of ``cards`` from a shuffled deck, reshuffled when empty: each card once
+        in every ``len(cards)`` deals, so no kind of problem is missing by chance."""
+        pile = self._decks.setdefault(deck, [])
+        if not pile:
+            pile.extend(cards)
+            self.rng.shuffle(pile)
+        return pile.pop()  # type: ignore[no-any-return]
+
+    def largest_input(self) -> int:
+        """The size of a new problem's largest inputs (see :attr:`Scale.largest_spread`)."""
         low, high = self.scale.input_size
+        step = self.deal("scale", (0, 1, 2, 3, 4))
+        return max(low, int(high / 2 ** (self.scale.largest_spread * step / 5)))
+
+    def input_size(self, position: float, high: int) -> int:
+        """Small for the first tests, up to ``high`` for the last groups."""
+        low = self.scale.input_size[0]
         x = min(1.0, max(0.0, position ** 3 + self.rng.uniform(-0.05, 0.05)))
         return int(low * (high / low) ** x)
 
@@ -374,8 +401,9 @@ class _Builder:
     def problem(self, name: str, shared: list[Recipe]) -> _Problem:
         rng = self.rng
         count = rng.randint(*self.scale.tests)
-        kind = rng.choice(INPUT_KINDS)
-        inputs = [self.recipe(kind, self.input_size(i / (count - 1))) for i in range(count)]
+        kind = self.deal("kind", INPUT_KINDS)
+        high = self.largest_input()
+        inputs = [self.recipe(kind, self.input_size(i / (count - 1), high)) for i in range(count)]
         # the same generator and seed as in other problems: the same input
         for i in rng.sample(range(count), min(len(shared), rng.randint(0, 2))):
             inputs[i] = rng.choice(shared)

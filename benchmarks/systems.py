@@ -191,7 +191,7 @@ def worker(spec: dict[str, Any]) -> None:
     for year in spec["years"]:
         files = sorted(p for p in (src / year).rglob("*") if p.is_file())
         start = time.perf_counter()
-        if system == "castore-embedded":
+        if system.startswith("castore-embedded"):
             with Store.open(data) as store:
                 for i, f in enumerate(files):
                     name = "/" + str(f.relative_to(src / year))
@@ -212,7 +212,7 @@ def worker(spec: dict[str, Any]) -> None:
     start = time.perf_counter()
     if not spec["read_back"]:
         pass
-    elif system == "castore-embedded":
+    elif system.startswith("castore-embedded"):
         with Store.open(data) as store:
             for name, rel in names:
                 target = out / rel
@@ -256,15 +256,17 @@ class System:
 class CastoreEmbedded(System):
     name = "castore-embedded"
     description = "castore's Python API (Store.put / Store.open) in one process"
+    level: int | None = None
+    """The store's zstd level (``castore init --zstd-level``); None: castore's default."""
 
     def version(self) -> str:
         return castore_version()
 
     def run(self, src: Path, years: list[str], work: Path, read_back: bool = True) -> Result:
-        from castore import Store
+        from castore import open_store
 
         data, out = work / "data", work / "out"
-        Store.open(data, create=True).close()
+        open_store(data, create=True, zstd_level=self.level).close()  # None: castore's default level
         r, rss = run_worker({"system": self.name, "src": str(src), "data": str(data), "out": str(out),
                              "years": years, "read_back": read_back}, work)
         return Result(self.name, self.version(), disk_per_year=r["disk"], ingest_seconds=r["ingest"],
@@ -454,6 +456,21 @@ class Borg(System):
 
 SYSTEMS: dict[str, type[System]] = {s.name: s for s in (
     CastoreEmbedded, CastoreHttp, Filetracker, Copy, TarZstd, Restic, Borg)}
+LEVEL_PREFIX = "castore-embedded-zstd"
+"""``castore-embedded-zstdN``: castore embedded on a store created with zstd level N."""
+
+
+def system_named(name: str) -> System | None:
+    """The system called ``name`` (one of :data:`SYSTEMS` or ``castore-embedded-zstdN``), else None."""
+    if name in SYSTEMS:
+        return SYSTEMS[name]()
+    level = name.removeprefix(LEVEL_PREFIX)
+    if name.startswith(LEVEL_PREFIX) and level.isdigit() and 1 <= int(level) <= 22:
+        system = CastoreEmbedded()
+        system.name, system.level = name, int(level)
+        system.description = f"{CastoreEmbedded.description}, a store created with --zstd-level {level}"
+        return system
+    return None
 
 
 if __name__ == "__main__":

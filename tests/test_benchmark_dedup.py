@@ -126,3 +126,52 @@ def test_small_run_plots_are_pngs_made_by_matplotlib(small_run: tuple[dict, Path
         assert b"Matplotlib" in png[:400]  # its Software text chunk
         assert png.rstrip().endswith(b"IEND\xaeB`\x82")
         assert f"]({name})" in report
+
+
+def test_small_run_tells_where_castore_and_filetracker_disk_goes(small_run: tuple[dict, Path]) -> None:  # type: ignore[type-arg]
+    data, out = small_run
+    corpus = data["corpus"]
+    disks = {r["system"]: r["disk_per_year"][-1] for r in data["results"]}
+    for name in ("castore-embedded", "filetracker"):
+        b = data["breakdowns"][name]
+        # every distinct content is found once in the store, in its part of the corpus
+        assert sum(part[0] for part in b["parts"].values()) == corpus["distinct"]
+        assert sum(part[1] for part in b["parts"].values()) == corpus["distinct_bytes"]
+        assert {p: part[0] for p, part in b["parts"].items()} == {p: v[2] for p, v in corpus["by_part"].items()}
+        # the categories add up to du of the data folder, measured at rest
+        assert sum(c[2] for c in b["categories"].values()) == disks[name]
+        assert 0 < sum(part[2] for part in b["parts"].values()) <= b["categories"]["blob files"][1] + (
+            b["categories"].get("database (SQLite, with the inline contents)", [0, 0, 0])[1])
+    assert data["breakdowns"]["filetracker"]["categories"]["symlinks (one per path)"][0] == corpus["files"]
+    assert "## castore against Filetracker, part by part" in (out / "report.md").read_text()
+
+
+def test_systems_option_names_the_systems_to_run(tmp_path: Path) -> None:
+    from benchmarks.systems import SYSTEMS, CastoreEmbedded, system_named
+
+    assert all(system_named(name) is not None for name in SYSTEMS)
+    level = system_named("castore-embedded-zstd6")
+    assert isinstance(level, CastoreEmbedded) and level.level == 6 and level.name == "castore-embedded-zstd6"
+    for wrong in ("castore-embedded-zstd0", "castore-embedded-zstd23", "castore-embedded-zstdx", "rsync"):
+        assert system_named(wrong) is None
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "run", "--scale", "small", "--systems", "cp,rsync",
+                           "--out", str(tmp_path / "out"), "--work", str(tmp_path)], cwd=ROOT, capture_output=True,
+                          text=True, check=False)
+    assert done.returncode != 0
+    assert "unknown system(s): rsync" in done.stderr
+    assert not (tmp_path / "out").exists() and list(tmp_path.iterdir()) == []  # nothing made or written
+
+
+
+def test_a_skipped_system_gets_a_line_saying_why(small_run: tuple[dict, Path], tmp_path: Path) -> None:  # type: ignore[type-arg]
+    from benchmarks.dedup_report import write_report
+    from benchmarks.systems import Result
+
+    data, _ = small_run
+    reason = "borg is not installed (apt-get install borgbackup)"
+    others = [r for r in data["results"] if r["system"] != "borg"]
+    report = write_report({**data, "results": [*others, Result("borg", skipped=reason).as_dict()]}, tmp_path)
+    text = report.read_text()
+    assert f"- **borg**: skipped: {reason}" in text
+    assert "| borg |" not in text  # no row of figures for it
+    assert all((tmp_path / name).read_bytes().startswith(PNG_SIGNATURE) for name in PLOTS.values())
