@@ -15,24 +15,29 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, make_url
 
-__all__ = ["BUSY_TIMEOUT_MS", "make_engines"]
+__all__ = ["BUSY_TIMEOUT_MS", "configure_sqlite", "make_engines"]
 
 BUSY_TIMEOUT_MS = 60_000
 """How long a SQLite connection waits for another process's write lock."""
 
 
+def configure_sqlite(dbapi_connection: Any, *, read_only: bool = False) -> None:
+    """Settings every SQLite connection of a store gets (the engines' and :mod:`.repo`'s own)."""
+    # Let SQLAlchemy's "begin" event, not pysqlite, decide how a transaction starts.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    if not read_only:
+        cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute("PRAGMA synchronous = NORMAL")
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.close()
+
+
 def _sqlite_setup(engine: Engine, begin: str, *, read_only: bool = False) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Let SQLAlchemy's "begin" event, not pysqlite, decide how a transaction starts.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        if not read_only:
-            cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = NORMAL")
-        cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.close()
+        configure_sqlite(dbapi_connection, read_only=read_only)
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
