@@ -620,6 +620,7 @@ def create_app(
     limits: UploadLimits | None = None,
     spool_dir: str | None = None,
     verify_first: str = "auto",
+    lean: bool = True,
 ) -> ASGIApp:
     """The ASGI app serving ``store``; ``prefix`` (e.g. ``/ft``) mounts it below a path.
 
@@ -644,6 +645,9 @@ def create_app(
     default) also reads the whole response once before its headers for clients that do
     not accept zstd (Filetracker's client), so they get a 500 instead of a cut body;
     ``always`` does so for every client, ``never`` for none.
+
+    ``lean``: answer ``/files/`` requests past Starlette's router (:class:`_HotFiles`);
+    False sends them through it like every other request (the tests compare the two).
     """
     metrics = Metrics()
     migration = LiveMigration(store, migrate_from) if migrate_from else None
@@ -694,8 +698,8 @@ def create_app(
     app.state.store = store
     base = "/" + prefix.strip("/") if prefix.strip("/") else ""
     tokens = TokenCache(store.metadata.token_roles, seconds=token_cache_seconds)
-    hot = _HotFiles(app, handlers, base)
-    return _Metered(TokenAuth(_StrictUrl(hot), tokens, open_paths=frozenset({f"{base}/health"})), metrics)
+    inner: ASGIApp = _HotFiles(app, handlers, base) if lean else app
+    return _Metered(TokenAuth(_StrictUrl(inner), tokens, open_paths=frozenset({f"{base}/health"})), metrics)
 
 
 def app_from_environment() -> ASGIApp:
