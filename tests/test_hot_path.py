@@ -167,7 +167,7 @@ def test_an_unexpected_error_is_a_one_line_500_on_both(
     monkeypatch.setattr(Store, "put", broken)
     requests: list[Request] = [("GET", "/files/a.txt", {}, b""), ("PUT", "/files/b" + q(V1), {}, b"x")]
     _same(lean, general, requests)
-    status, headers, body = _answer(lean, requests[0])
+    status, _headers, body = _answer(lean, requests[0])
     assert (status, body) == (500, b"internal error: RuntimeError\n")
     with pytest.raises(RuntimeError, match="a bug"):  # re-raised for the server to log, like Starlette's
         TestClient(lean.app).get("/files/a.txt")
