@@ -718,6 +718,7 @@ def app_from_environment() -> ASGIApp:
         blobs=env.get("CASTORE_BLOBS") or None,
         read_only=True if read_only else None,
     )
+    store.metadata.checkpoint_in_background()  # SQLite's log is copied back by a thread, not inside puts
     spool_root = env.get("CASTORE_ROOT") or ""  # large uploads spool beside the store folder, if any
     max_upload = env.get("CASTORE_MAX_UPLOAD_SIZE")
     limits = UploadLimits(

@@ -29,6 +29,7 @@ from sqlalchemy.exc import DBAPIError
 
 from ..codec import Codec
 from ..keys import BlobKey
+from .checkpoint import Checkpointer
 from .engine import configure_sqlite, make_engines
 from .migrate import check_schema
 from .models import Blob, Deletion, PathEntry, Setting, Token, Version
@@ -347,6 +348,15 @@ _H_OLDEST_VERSIONS = _Hot(_OLDEST_VERSIONS)
 _H_DELETE_VERSIONS_UP_TO = _Hot(_DELETE_VERSIONS_UP_TO)
 
 
+def _driver_connection(engine: Engine, *, read_only: bool) -> sqlite3.Connection:
+    """A connection of SQLite's own driver to an engine's database, set up as the engine's are."""
+    dialect = engine.dialect
+    cargs, cparams = dialect.create_connect_args(engine.url)
+    connection: sqlite3.Connection = dialect.loaded_dbapi.connect(*cargs, **{**cparams, "check_same_thread": False})
+    configure_sqlite(connection, read_only=read_only)
+    return connection
+
+
 class _SqliteReads:
     """Autocommit connections of SQLite's own driver for the hot reads, reused LIFO.
 
@@ -362,13 +372,7 @@ class _SqliteReads:
         self._closed = False
 
     def _new(self) -> sqlite3.Connection:
-        dialect = self._engine.dialect
-        cargs, cparams = dialect.create_connect_args(self._engine.url)
-        connection: sqlite3.Connection = dialect.loaded_dbapi.connect(
-            *cargs, **{**cparams, "check_same_thread": False}
-        )
-        configure_sqlite(connection, read_only=self._read_only)
-        return connection
+        return _driver_connection(self._engine, read_only=self._read_only)
 
     def first(self, hot: _Hot, given: dict[str, Any]) -> tuple[Any, ...] | None:
         try:
@@ -629,20 +633,34 @@ class MetadataRepo:
         self.url = url
         self.read_only = read_only
         self._reader, self._writer = make_engines(url, read_only=read_only)
+        sqlite_file = self._reader.dialect.name == "sqlite"
+        self._fast_reads = _SqliteReads(self._reader, read_only=read_only) if sqlite_file else None
+        self._checkpointer: Checkpointer | None = None
         try:
             check_schema(self._writer, self.where)
         except BaseException:
             self.close()
             raise
         self._acquire = _Hot(_acquire_statement(self._writer.dialect.name))
-        self._fast_reads = _SqliteReads(self._reader, read_only=read_only) if self._reader.dialect.name == "sqlite" else None
 
     @property
     def where(self) -> str:
         """The database's URL without its password, for messages."""
         return self._writer.url.render_as_string(hide_password=True)
 
+    def checkpoint_in_background(self) -> None:
+        """Checkpoint SQLite's write-ahead log in a thread of this process, not inside puts.
+
+        For a server worker (:mod:`castore.metadata.checkpoint`); nothing on other
+        databases or read-only stores. Stopped by :meth:`close`.
+        """
+        if self._checkpointer is None and self._fast_reads is not None and not self.read_only:
+            writer = self._writer
+            self._checkpointer = Checkpointer(writer, lambda: _driver_connection(writer, read_only=False))
+
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         if self._fast_reads is not None:
             self._fast_reads.close()
         self._reader.dispose()
@@ -658,6 +676,8 @@ class MetadataRepo:
         try:
             with self._writer.begin() as connection:
                 yield WriteTxn(connection, self._acquire)
+            if self._checkpointer is not None:
+                self._checkpointer.noted()
         except DBAPIError as e:
             if getattr(e.orig, "sqlstate", None) in CONFLICT_SQLSTATES:
                 raise WriteConflict(str(e.orig).splitlines()[0]) from e
