@@ -312,8 +312,11 @@ class FiletrackerApp:
         A lookup by primary key plus at most 128 KiB from SQLite's page cache takes
         ~0.1 ms, less than the hop to a worker thread. Files stored as blob files go
         to a thread (returns None), since reading them may wait for the disk, and so
-        do blobs without digests yet (recording them is a write that may wait).
+        do blobs without digests yet (recording them is a write that may wait), and
+        every file when the metadata is not local (PostgreSQL: a network round trip).
         """
+        if not self.store.metadata.local_reads:
+            return None
         entry = self.store.lookup(path)
         if entry.blob.data is None or entry.blob.digests is None:
             return None
@@ -337,13 +340,19 @@ class FiletrackerApp:
         headers["Content-Length"] = str(entry.blob.size)
         return Response(status_code=200, headers=headers, media_type="application/octet-stream")
 
+    async def _head_soon(self, path: str) -> Response:
+        """:meth:`_head` on the event loop for local metadata, else in a thread."""
+        if self.store.metadata.local_reads:
+            return self._head(path)
+        return await anyio.to_thread.run_sync(self._head, path)
+
     async def _get(self, request: Request, path: str) -> Response:
         media = "application/octet-stream"
         plain = "range" not in request.headers
         accepted = accepted_encodings(request.headers.get("accept-encoding"))
         try:
             if request.method == "HEAD":
-                return self._head(path)
+                return await self._head_soon(path)
             small = self._open_small(path, plain, "zstd" in accepted)
             if small is None:
                 small = await anyio.to_thread.run_sync(self._open, path, plain, "zstd" in accepted)
@@ -351,7 +360,7 @@ class FiletrackerApp:
         except NotFound:
             if self.migration is not None and await self.migration.fetch(path):
                 if request.method == "HEAD":
-                    return self._head(path)
+                    return await self._head_soon(path)
                 reader, body = await anyio.to_thread.run_sync(self._open, path, plain, "zstd" in accepted)
             elif self.fallback_url is not None:
                 return RedirectResponse(f"{self.fallback_url}/files{path}", status_code=307)

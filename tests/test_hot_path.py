@@ -8,6 +8,7 @@ read-only stores, and an unexpected exception inside a handler.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gzip
 import shutil
@@ -171,3 +172,32 @@ def test_an_unexpected_error_is_a_one_line_500_on_both(
     assert (status, body) == (500, b"internal error: RuntimeError\n")
     with pytest.raises(RuntimeError, match="a bug"):  # re-raised for the server to log, like Starlette's
         TestClient(lean.app).get("/files/a.txt")
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def test_reads_wait_on_the_event_loop_only_for_local_metadata(
+    store: Store, store_backend: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A lookup on PostgreSQL is a network round trip: it runs in a thread, never on the loop."""
+    store.put("/a.txt", TEXT, 1000)
+    where: list[bool] = []
+    entry = Store._entry  # what every lookup and open_file reads the metadata with
+
+    def watched(self: Store, name: str) -> Any:
+        where.append(_on_event_loop())
+        return entry(self, name)
+
+    monkeypatch.setattr(Store, "_entry", watched)
+    with TestClient(create_app(store)) as client:
+        assert client.get("/files/a.txt").content == TEXT
+        assert client.head("/files/a.txt").headers["Logical-Size"] == str(len(TEXT))
+        assert client.get("/files/missing").status_code == 404
+    assert where
+    assert set(where) == ({True} if store_backend.startswith("sqlite") else {False})

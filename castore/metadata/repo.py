@@ -644,6 +644,11 @@ class MetadataRepo:
         self._acquire = _Hot(_acquire_statement(self._writer.dialect.name))
 
     @property
+    def local_reads(self) -> bool:
+        """True when a primary-key read is a local file read (SQLite), not a network round trip."""
+        return self._fast_reads is not None
+
+    @property
     def where(self) -> str:
         """The database's URL without its password, for messages."""
         return self._writer.url.render_as_string(hide_password=True)
