@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import builtins
 import sqlite3
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, cast
@@ -636,6 +637,7 @@ class MetadataRepo:
         sqlite_file = self._reader.dialect.name == "sqlite"
         self._fast_reads = _SqliteReads(self._reader, read_only=read_only) if sqlite_file else None
         self._checkpointer: Checkpointer | None = None
+        self._write_turn: AbstractContextManager[Any] = threading.RLock() if sqlite_file else nullcontext()
         try:
             check_schema(self._writer, self.where)
         except BaseException:
@@ -677,9 +679,14 @@ class MetadataRepo:
 
         Raises WriteConflict when the database rolled it back because of a concurrent
         writer (PostgreSQL only: SQLite's ``BEGIN IMMEDIATE`` runs writers one at a time).
+
+        On SQLite the threads of one process also take turns on a lock first: a thread
+        that finds the database locked by another process's writer sleeps in SQLite's busy
+        handler (steps of 1 to 100 ms), while one waiting for a thread of its own process
+        wakes as soon as that transaction ends.
         """
         try:
-            with self._writer.begin() as connection:
+            with self._write_turn, self._writer.begin() as connection:
                 yield WriteTxn(connection, self._acquire)
             if self._checkpointer is not None:
                 self._checkpointer.noted()
