@@ -13,7 +13,10 @@ cut anywhere inside a frame, even inside its 4-byte checksum, is an error (the z
 library's streaming reader returns what it decoded and stays silent).
 
 What the decoder cannot tell by itself: a zstd stream cut at a frame boundary, or a
-plain body cut short. Callers compare the decoded size with the size they were promised.
+plain body cut short. :class:`Sized` tells it, written once for every caller (uploads on
+the server, downloads in the client, zstd frames the store keeps): it counts the decoded
+bytes, stops with :class:`SizeMismatch` as soon as they pass the promised size (a bomb
+costs at most one read), and again when the content ends short of it.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import zstandard
 
 from .errors import SourceError
 
-__all__ = ["CODINGS", "DECODE_READ", "MAX_ZSTD_WINDOW", "ZstdFrameWalker", "decoded"]
+__all__ = ["CODINGS", "DECODE_READ", "MAX_ZSTD_WINDOW", "SizeMismatch", "Sized", "ZstdFrameWalker", "decoded"]
 
 CODINGS = ("identity", "gzip", "zstd")
 DECODE_READ = 1 << 20
@@ -48,6 +51,49 @@ def decoded(raw: BinaryIO, encoding: str, *, max_window: int | None = None) -> B
     if encoding == "zstd":
         return cast(BinaryIO, _ZstdReader(raw, max_window))
     raise SourceError(f"unsupported Content-Encoding {encoding!r}")
+
+
+class SizeMismatch(SourceError):
+    """A content decoded to more (``longer``) or fewer bytes than it was promised to hold.
+
+    Callers that speak to someone else (an HTTP client, a Filetracker caller) catch it
+    and say it in their own words; its own message is a plain one.
+    """
+
+    def __init__(self, delivered: int, promised: int, *, longer: bool) -> None:
+        self.delivered, self.promised, self.longer = delivered, promised, longer
+        if longer:
+            super().__init__(f"the content decodes to more than the {promised} bytes promised")
+        else:
+            super().__init__(f"the content is truncated: {delivered} of {promised} bytes")
+
+
+class Sized(io.RawIOBase):
+    """A decoded content checked against the size it was promised, as it is read.
+
+    ``size=None`` promises nothing (the bytes are only counted, in :attr:`delivered`).
+    A read that passes ``size`` raises :class:`SizeMismatch` at once; so does the read
+    that finds the end before ``size`` bytes came. Decoding errors pass through as they are.
+    """
+
+    def __init__(self, decoded: BinaryIO, size: int | None) -> None:
+        super().__init__()
+        self._decoded = decoded
+        self.size = size
+        self.delivered = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n: int = self._decoded.readinto(buffer)  # type: ignore[attr-defined]
+        self.delivered += n
+        if self.size is not None:
+            if self.delivered > self.size:
+                raise SizeMismatch(self.delivered, self.size, longer=True)
+            if n == 0 and self.delivered < self.size and len(buffer):
+                raise SizeMismatch(self.delivered, self.size, longer=False)
+        return n
 
 
 class _GzipReader(io.RawIOBase):

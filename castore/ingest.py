@@ -32,7 +32,7 @@ import zstandard
 
 from .blobs.base import BlobBackend, StagedBlob
 from .codec import Codec, compress_if_worth, pays, worth_compressing
-from .content_coding import decoded
+from .content_coding import Sized, SizeMismatch, decoded
 from .errors import SourceError
 from .keys import BlobKey, Hasher, KeyFunction, xxh3_key
 
@@ -188,6 +188,17 @@ def _memory_chunks(data: memoryview) -> Iterator[memoryview]:
         yield data[start : start + CHUNK_SIZE]
 
 
+@contextmanager
+def _zstd_size_errors() -> Iterator[None]:
+    """A zstd content's :class:`SizeMismatch`, said as a put's SourceError."""
+    try:
+        yield
+    except SizeMismatch as e:
+        if e.longer:
+            raise SourceError(f"the zstd content decodes to more than the {e.promised} bytes promised") from None
+        raise SourceError(f"the zstd content is truncated: {e.delivered} of {e.promised} bytes") from None
+
+
 class Ingest:
     """Prepares blobs for one store: its seed, its blob backend, its size and codec policy."""
 
@@ -241,10 +252,11 @@ class Ingest:
         asking for a window above ``max_window`` is refused before it is decoded.
         """
         recorder = _Recorder(frame, limit=size + size // 128 + 65536)  # above zstd's worst case
-        content = decoded(cast(BinaryIO, recorder), "zstd", max_window=max_window)
+        content = Sized(decoded(cast(BinaryIO, recorder), "zstd", max_window=max_window), size)
         hasher = Hasher(self.seed, self.key_function)
         if size <= self.inline_max:
-            data = self._decode_all(content, size)
+            with _zstd_size_errors():
+                data = _read_up_to(cast(BinaryIO, content), size + 1)  # the extra byte finds the end
             hasher.update(data)
             stored = recorder.take()
             if pays(size, len(stored)):
@@ -253,30 +265,14 @@ class Ingest:
         staged = self.backend.stage()
         recorder.sink = staged.write
         try:
-            self._decode_into(content, hasher, size)
+            with _zstd_size_errors():
+                while chunk := _read_up_to(cast(BinaryIO, content), CHUNK_SIZE):
+                    hasher.update(chunk)
             stored_size = staged.finish()
         except BaseException:
             staged.abort()
             raise
         return Prepared(hasher.key(), size, Codec.ZSTD, stored_size, hasher.digests(), staged=staged)
-
-    @staticmethod
-    def _decode_all(content: BinaryIO, size: int) -> bytes:
-        data = _read_up_to(content, size + 1)
-        if len(data) > size:
-            raise SourceError(f"the zstd content decodes to more than the {size} bytes promised")
-        if len(data) < size:
-            raise SourceError(f"the zstd content is truncated: {len(data)} of {size} bytes")
-        return data
-
-    @staticmethod
-    def _decode_into(content: BinaryIO, hasher: Hasher, size: int) -> None:
-        while chunk := _read_up_to(content, CHUNK_SIZE):
-            hasher.update(chunk)
-            if hasher.size > size:
-                raise SourceError(f"the zstd content decodes to more than the {size} bytes promised")
-        if hasher.size != size:
-            raise SourceError(f"the zstd content is truncated: {hasher.size} of {size} bytes")
 
     def _check_size(self, size: int, expected_size: int | None) -> None:
         if expected_size is not None and size != expected_size:

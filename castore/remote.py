@@ -33,7 +33,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 import zstandard
 
 from .codec import DEFAULT_LEVEL, SAMPLE_SIZE, worth_compressing
-from .content_coding import decoded
+from .content_coding import Sized, SizeMismatch, decoded
 from .digests import ChunkDigester, content_digest
 from .errors import FileNotAvailable, FiletrackerError, SourceError
 from .protocol import (
@@ -172,43 +172,42 @@ class _DecodedBody(io.RawIOBase):
         super().__init__()
         self._response = response
         self._name = name
-        self._expected = size
         self.size = size
         """The logical size the server announced (for progress bars)."""
         self._digest = parse_content_digest(response.header(CONTENT_DIGEST_HEADER))
         self._digester = ChunkDigester() if self._digest is not None else None
         encoding = (response.header("Content-Encoding") or "identity").strip().lower()
         try:
-            self._decoded = decoded(cast(BinaryIO, response.raw), encoding)
+            self._content = Sized(decoded(cast(BinaryIO, response.raw), encoding), size)
         except SourceError as e:
             response.release()
             raise FiletrackerError(f"{name}: the server sent an unknown Content-Encoding ({e})") from None
-        self._delivered = 0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
         try:
-            n: int = self._decoded.readinto(buffer)  # type: ignore[attr-defined]
+            n = self._content.readinto(buffer)
         except (http.client.HTTPException, OSError) as e:  # IncompleteRead, LineTooLong, ...
             self.close()
             raise FiletrackerError(f"{self._name}: the download was cut short or malformed ({e!r})") from None
+        except SizeMismatch as e:
+            self.close()
+            raise FiletrackerError(
+                f"{self._name}: the download has {e.delivered} bytes, the server announced {e.promised}"
+            ) from None
         except SourceError as e:
             self.close()
             raise FiletrackerError(f"{self._name}: the download cannot be decoded ({e})") from None
-        self._delivered += n
-        if self._digester is not None and n:
-            self._digester.update(memoryview(buffer)[:n])
-        if n == 0 or self._delivered > self._expected:
-            self._response.release()
-            if self._delivered != self._expected:
-                raise FiletrackerError(
-                    f"{self._name}: the download has {self._delivered} bytes, the server announced {self._expected}"
-                )
-            if self._digester is not None and content_digest(self._digester.digests()) != self._digest:
-                raise FiletrackerError(f"{self._name}: the download does not match the server's content digest")
-        return n
+        if n:
+            if self._digester is not None:
+                self._digester.update(memoryview(buffer)[:n])
+            return n
+        self._response.release()
+        if self._digester is not None and content_digest(self._digester.digests()) != self._digest:
+            raise FiletrackerError(f"{self._name}: the download does not match the server's content digest")
+        return 0
 
     def close(self) -> None:
         if not self.closed:

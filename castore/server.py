@@ -473,7 +473,7 @@ class FiletrackerApp:
             too_large=too_large,
             max_window=limits.max_zstd_window,
         )
-        return self.store.put(path, cast(BinaryIO, body), version, expected_size=logical_size)
+        return self.store.put(path, cast(BinaryIO, body), version)  # the reader holds it to its Logical-Size
 
     async def _delete(self, request: Request, path: str) -> Response:
         if self.store.read_only:

@@ -34,7 +34,7 @@ import anyio
 import anyio.to_thread
 from starlette.requests import ClientDisconnect
 
-from .content_coding import MAX_ZSTD_WINDOW, decoded
+from .content_coding import MAX_ZSTD_WINDOW, Sized, SizeMismatch, decoded
 from .errors import SourceError, UploadTimeout, UploadTooLarge
 
 __all__ = ["MemoryBudget", "ReceivedBody", "UploadLimits", "UploadReader", "receive_body"]
@@ -198,38 +198,33 @@ class UploadReader(io.RawIOBase):
     ) -> None:
         super().__init__()
         self._encoding = encoding
-        self._logical_size = logical_size
         self._max_size = max_size
         self._too_large = too_large or f"the content is larger than {max_size} bytes"
         self._sha256 = hashlib.sha256() if sha256 else None
         self._expected_sha256 = (sha256 or "").lower()
-        self._delivered = 0
         if encoding == "zstd" and logical_size is None:
             raise SourceError("a zstd body needs a Logical-Size header")
-        self._decoded = decoded(raw, encoding, max_window=max_window)
+        self._content = Sized(decoded(raw, encoding, max_window=max_window), logical_size)
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
-        n: int = self._decoded.readinto(buffer)  # type: ignore[attr-defined]
+        try:
+            n = self._content.readinto(buffer)
+        except SizeMismatch as e:
+            if e.longer:
+                raise SourceError(f"the body decodes to more than its Logical-Size of {e.promised} bytes") from None
+            what = "is truncated" if self._encoding != "identity" else "is short"
+            raise SourceError(
+                f"the {self._encoding} body {what}: {e.delivered} of its Logical-Size {e.promised} bytes"
+            ) from None
         if n:
-            self._delivered += n
-            if self._logical_size is not None and self._delivered > self._logical_size:
-                raise SourceError(f"the body decodes to more than its Logical-Size of {self._logical_size} bytes")
-            if self._max_size is not None and self._delivered > self._max_size:
+            if self._max_size is not None and self._content.delivered > self._max_size:
                 raise UploadTooLarge(self._too_large)
             if self._sha256 is not None:
                 self._sha256.update(memoryview(buffer)[:n])
             return n
-        self._finish()
-        return 0
-
-    def _finish(self) -> None:
-        if self._logical_size is not None and self._delivered != self._logical_size:
-            what = "is truncated" if self._encoding != "identity" else "is short"
-            raise SourceError(
-                f"the {self._encoding} body {what}: {self._delivered} of its Logical-Size {self._logical_size} bytes"
-            )
         if self._sha256 is not None and self._sha256.hexdigest() != self._expected_sha256:
             raise SourceError("the body does not match its SHA256-Checksum")
+        return 0
