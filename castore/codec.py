@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import enum
 import io
-from typing import BinaryIO
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO, Protocol
 
 import zstandard
 
@@ -21,10 +22,12 @@ __all__ = [
     "SAMPLE_SIZE",
     "Codec",
     "compress_if_worth",
+    "compressed_chunks",
     "decode_bytes",
     "decoding_reader",
     "pays",
     "worth_compressing",
+    "zstd_chunks",
 ]
 
 DEFAULT_LEVEL = 1
@@ -63,6 +66,33 @@ def compress_if_worth(data: bytes, level: int = DEFAULT_LEVEL) -> tuple[Codec, b
     if pays(len(data), len(packed)):
         return Codec.ZSTD, packed
     return Codec.RAW, data
+
+
+class StreamCompressor(Protocol):
+    """A streaming compressor: ``zstandard``'s ``compressobj()`` or ``zlib.compressobj()``."""
+
+    def compress(self, data: bytes | memoryview, /) -> bytes: ...
+
+    def flush(self) -> bytes: ...
+
+
+def compressed_chunks(chunks: Iterable[bytes | memoryview], compressor: StreamCompressor) -> Iterator[bytes]:
+    """``chunks`` compressed as one stream, yielding each non-empty piece of output.
+
+    Written once for every streamed compression: zstd uploads from the client, zstd
+    blobs staged by the store, gzip responses from the server.
+    """
+    for chunk in chunks:
+        if out := compressor.compress(chunk):
+            yield out
+    if out := compressor.flush():
+        yield out
+
+
+def zstd_chunks(chunks: Iterable[bytes | memoryview], level: int = DEFAULT_LEVEL) -> Iterator[bytes]:
+    """``chunks`` compressed as one zstd frame with its content checksum."""
+    compressor = zstandard.ZstdCompressor(level=level, write_checksum=True).compressobj()
+    return compressed_chunks(chunks, compressor)
 
 
 def decoding_reader(stored: BinaryIO, codec: Codec) -> BinaryIO:

@@ -28,10 +28,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Union, cast
 
-import zstandard
-
 from .blobs.base import BlobBackend, StagedBlob
-from .codec import Codec, compress_if_worth, pays, worth_compressing
+from .codec import Codec, compress_if_worth, pays, worth_compressing, zstd_chunks
 from .content_coding import Sized, SizeMismatch, decoded
 from .errors import SourceError
 from .keys import BlobKey, Hasher, KeyFunction, xxh3_key
@@ -183,6 +181,13 @@ class _Recorder(io.RawIOBase):
         return kept
 
 
+def _hashed(chunks: Iterator[memoryview], hasher: Hasher) -> Iterator[memoryview]:
+    """``chunks`` as they are, each one hashed on its way through."""
+    for chunk in chunks:
+        hasher.update(chunk)
+        yield chunk
+
+
 def _memory_chunks(data: memoryview) -> Iterator[memoryview]:
     for start in range(0, len(data), CHUNK_SIZE):
         yield data[start : start + CHUNK_SIZE]
@@ -332,16 +337,9 @@ class Ingest:
         staged = self.backend.stage()
         try:
             hasher = Hasher(self.seed, self.key_function)
-            if codec is Codec.ZSTD:
-                compressor = zstandard.ZstdCompressor(level=self.level, write_checksum=True).compressobj()
-                for chunk in chunks:
-                    hasher.update(chunk)
-                    staged.write(compressor.compress(chunk))
-                staged.write(compressor.flush())
-            else:
-                for chunk in chunks:
-                    hasher.update(chunk)
-                    staged.write(chunk)
+            hashed = _hashed(chunks, hasher)
+            for piece in zstd_chunks(hashed, self.level) if codec is Codec.ZSTD else hashed:
+                staged.write(piece)
             self._check_size(hasher.size, expected_size)
             key = hasher.key()
             if known is not None and known != (key, hasher.size):

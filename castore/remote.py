@@ -32,7 +32,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import zstandard
 
-from .codec import DEFAULT_LEVEL, SAMPLE_SIZE, worth_compressing
+from .codec import DEFAULT_LEVEL, SAMPLE_SIZE, worth_compressing, zstd_chunks
 from .content_coding import Sized, SizeMismatch, decoded
 from .digests import ChunkDigester, content_digest
 from .errors import FileNotAvailable, FiletrackerError, SourceError
@@ -283,14 +283,9 @@ class _Upload:
         self.make_body = make_body
 
 
-def _zstd_chunks(source: BinaryIO, level: int) -> Iterator[bytes]:
-    """A file compressed as one zstd frame (with its content checksum), chunk by chunk."""
-    compressor = zstandard.ZstdCompressor(level=level, write_checksum=True).compressobj()
+def _file_chunks(source: BinaryIO) -> Iterator[bytes]:
     while chunk := source.read(IO_CHUNK):
-        if out := compressor.compress(chunk):
-            yield out
-    if out := compressor.flush():
-        yield out
+        yield chunk
 
 
 def redact_url(url: str) -> str:
@@ -492,7 +487,7 @@ class Remote:
         if compress and worth_compressing(sample, self._zstd_level):
             def compressed() -> Iterator[bytes]:
                 with opened() as f:
-                    yield from _zstd_chunks(f, self._zstd_level)
+                    yield from zstd_chunks(_file_chunks(f), self._zstd_level)
 
             return _Upload({**headers, "Content-Encoding": "zstd"}, compressed)
 

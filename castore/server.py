@@ -37,7 +37,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .auth import TokenAuth
-from .codec import Codec
+from .codec import Codec, compressed_chunks
 from .content_coding import CODINGS
 from .digests import content_digest
 from .errors import (
@@ -222,11 +222,7 @@ def _closing_on_damage(reader: BlobReader, pieces: Iterator[bytes]) -> Iterator[
 
 
 def _gzip(reader: BlobReader) -> Iterator[bytes]:
-    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
-    for chunk in _content(reader):
-        if out := compressor.compress(chunk):
-            yield out
-    yield compressor.flush()
+    return compressed_chunks(_content(reader), zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31))
 
 
 class FiletrackerApp:
