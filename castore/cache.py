@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import BinaryIO, NamedTuple, TypeVar
 
 from .names import check_path, versioned_name
+from .sizes import IO_BUFFER
 
 __all__ = ["CacheEntry", "CleanReport", "LocalCache", "replaced_whole"]
 
@@ -144,7 +145,7 @@ class LocalCache:
         self.tmp.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=self.tmp, prefix="add-", delete=False) as out:
             try:
-                shutil.copyfileobj(stream, out, 1 << 20)
+                shutil.copyfileobj(stream, out, IO_BUFFER)
             except BaseException:
                 out.close()
                 os.unlink(out.name)

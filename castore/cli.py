@@ -60,7 +60,7 @@ from .errors import (
     StoreNotFound,
 )
 from .names import check_prefix, parse_name, versioned_name
-from .sizes import format_size, parse_size
+from .sizes import IO_BUFFER, format_size, parse_size
 
 if TYPE_CHECKING:
     from .client import Client
@@ -111,7 +111,6 @@ EXIT_CODES = {
 PROGRESS_MIN_BYTES = 32 << 20
 """Show a progress bar for transfers at least this large (when stderr is a terminal)."""
 
-IO_CHUNK = 1 << 20
 
 
 # -- errors: one line, one documented exit code ---------------------------------------------
@@ -264,7 +263,7 @@ def progress(description: str, total_bytes: int | None, files: int = 1) -> Itera
 
 
 def _copy(source: BinaryIO, out: BinaryIO, bar: Progress) -> None:
-    while chunk := source.read(IO_CHUNK):
+    while chunk := source.read(IO_BUFFER):
         out.write(chunk)
         bar.update(len(chunk))
 

@@ -37,6 +37,7 @@ from .cache import CacheEntry, LocalCache, replaced_whole
 from .errors import FileNotAvailable, FiletrackerError, NotFound, SourceError
 from .names import parse_name, versioned_name
 from .remote import DEFAULT_TIMEOUT, ProgressReader, Remote, RemoteFile
+from .sizes import IO_BUFFER
 
 if TYPE_CHECKING:  # importing castore.store pulls in SQLAlchemy: only when a Store is used
     from typing_extensions import TypeIs
@@ -420,4 +421,4 @@ def _file_version(file: Path) -> int:
 def _write_whole(stream: BinaryIO, destination: Path) -> None:
     """Write ``stream`` to ``destination``, replacing it only once complete."""
     with replaced_whole(destination) as temporary, open(temporary, "wb") as out:
-        shutil.copyfileobj(stream, out, 1 << 20)
+        shutil.copyfileobj(stream, out, IO_BUFFER)

@@ -28,11 +28,12 @@ from typing import Any, BinaryIO, cast
 import zstandard
 
 from .errors import SourceError
+from .sizes import IO_BUFFER
 
 __all__ = ["CODINGS", "DECODE_READ", "MAX_ZSTD_WINDOW", "SizeMismatch", "Sized", "ZstdFrameWalker", "decoded"]
 
 CODINGS = ("identity", "gzip", "zstd")
-DECODE_READ = 1 << 20
+DECODE_READ = IO_BUFFER
 """Compressed bytes the gzip decoder pulls from the body at a time."""
 MAX_ZSTD_WINDOW = 1 << 23
 """Default largest zstd window accepted in an upload (8 MiB: zstd levels 1-19 stay below)."""

@@ -21,7 +21,11 @@ import xxhash
 __all__ = ["CHUNK_SIZE", "DIGEST_SIZE", "ChunkDigester", "chunk_digest", "content_digest", "digest_of_chunk"]
 
 CHUNK_SIZE = 1 << 20
-"""Bytes of content per chunk digest: the unit of verification for reads and Range requests."""
+"""Bytes of content per chunk digest: the unit of verification for reads and Range requests.
+
+castore's one *chunk*: part of the stored format (changing it invalidates every stored
+blob's digests). The store also streams contents in pieces of this size. Buffer sizes
+that only bound memory or system calls are :data:`castore.sizes.IO_BUFFER`."""
 DIGEST_SIZE = 16
 
 

@@ -31,6 +31,7 @@ from typing import Any, BinaryIO, Union, cast
 from .blobs.base import BlobBackend, StagedBlob
 from .codec import Codec, compress_if_worth, pays, worth_compressing, zstd_chunks
 from .content_coding import Sized, SizeMismatch, decoded
+from .digests import CHUNK_SIZE
 from .errors import SourceError
 from .keys import BlobKey, Hasher, KeyFunction, xxh3_key
 
@@ -38,8 +39,6 @@ __all__ = ["CHUNK_SIZE", "FindSame", "Ingest", "Prepared", "Source"]
 
 Source = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]", BinaryIO]
 """What a put accepts: the content itself, a local file's path, or a binary file object."""
-
-CHUNK_SIZE = 1 << 20
 
 FindSame = Callable[[BlobKey, int, bytes, Callable[[], Iterator[memoryview]]], "tuple[BlobKey, int] | None"]
 """``(key, size, digests, read_again) -> (key, created) of a live blob with exactly this content, or None``.

@@ -42,6 +42,7 @@ from .errors import MissingBlob
 from .keys import BlobKey
 from .metadata.repo import BlobState
 from .names import versioned_name
+from .sizes import IO_BUFFER
 
 if TYPE_CHECKING:
     from .store import Store
@@ -65,7 +66,6 @@ DEFAULT_GRACE = 3600.0
 """Seconds an orphan or staging file must be old before repair removes it."""
 MAX_LISTED = 10_000
 """At most this many problems and lost names are kept in a report (all are counted)."""
-READ_CHUNK = 1 << 20
 _DAMAGED = re.compile(r"blob (\S+?):")
 
 
@@ -310,7 +310,7 @@ class _Checker:
             return
         try:
             with self.store.open_blob(blob.row, "the store") as reader:
-                while reader.read(READ_CHUNK):
+                while reader.read(IO_BUFFER):
                     pass
         except Exception as e:  # noqa: BLE001 - any failure to read a blob back is a finding
             if not isinstance(e, MissingBlob) or self._still_referenced(blob.key):

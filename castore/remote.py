@@ -43,14 +43,14 @@ from .protocol import (
     parse_size,
     parse_version_date,
 )
+from .sizes import IO_BUFFER, WHOLE_IN_MEMORY
 
 __all__ = ["DEFAULT_TIMEOUT", "ProgressReader", "Remote", "RemoteFile", "redact_url"]
 
 DEFAULT_TIMEOUT = 300.0
 """Seconds a socket may wait for the server (Filetracker's own server allows 300)."""
 
-IO_CHUNK = 1 << 20
-SMALL_UPLOAD = 1 << 20
+SMALL_UPLOAD = WHOLE_IN_MEMORY
 """Uploads up to this size are prepared in memory and sent in one write."""
 MAX_REDIRECTS = 3
 POOL_SIZE = 4
@@ -108,7 +108,7 @@ class _Pool:
                 if not connection.looks_closed():
                     return connection, True
                 connection.close()
-        return _Connection(self.host, self.port, timeout=self.timeout, blocksize=IO_CHUNK), False
+        return _Connection(self.host, self.port, timeout=self.timeout, blocksize=IO_BUFFER), False
 
     def give_back(self, connection: _Connection) -> None:
         with self._lock:
@@ -284,7 +284,7 @@ class _Upload:
 
 
 def _file_chunks(source: BinaryIO) -> Iterator[bytes]:
-    while chunk := source.read(IO_CHUNK):
+    while chunk := source.read(IO_BUFFER):
         yield chunk
 
 
@@ -383,7 +383,7 @@ class Remote:
         parts = urlsplit(url)
         if parts.scheme != "http" or not parts.hostname:
             raise FiletrackerError(f"cannot follow a redirect to {url!r}")
-        connection = _Connection(parts.hostname, parts.port or 80, timeout=self._timeout, blocksize=IO_CHUNK)
+        connection = _Connection(parts.hostname, parts.port or 80, timeout=self._timeout, blocksize=IO_BUFFER)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         try:
             connection.request(method, target, headers=headers or {})
@@ -442,7 +442,7 @@ class Remote:
         except FiletrackerError:
             response.release()
             raise
-        stream = io.BufferedReader(_DecodedBody(response, path, info.size), buffer_size=IO_CHUNK)
+        stream = io.BufferedReader(_DecodedBody(response, path, info.size), buffer_size=IO_BUFFER)
         return info, stream
 
     def put(

@@ -72,17 +72,16 @@ from .protocol import (
     path_from_url,
 )
 from .reading import BlobReader
+from .sizes import WHOLE_IN_MEMORY
 from .store import Store
 from .tokens import DEFAULT_CACHE_SECONDS, TokenCache
 from .ui import ui_mount
 from .upload import MemoryBudget, ReceivedBody, UploadLimits, UploadReader, receive_body
 
-__all__ = ["CHUNK_SIZE", "app_from_environment", "create_app"]
+__all__ = ["app_from_environment", "create_app"]
 
-CHUNK_SIZE = 1 << 20
-"""Bytes per chunk when streaming a file to a client."""
 GZIP_LEVEL = 1
-SMALL_BODY = 1 << 20
+SMALL_BODY = WHOLE_IN_MEMORY
 """Files up to this size are read whole (and so verified whole) and sent in one response body."""
 HEAVY_UPLOADS = 4
 """Compressed or large uploads stored at once per worker (each holds a decoder, a compressor

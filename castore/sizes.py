@@ -1,13 +1,24 @@
-"""Byte counts as people write and read them: ``8G``, ``512M`` in; ``1.5 MiB`` out (binary units).
+"""Byte counts: as people write and read them (``8G`` in, ``1.5 MiB`` out), and the buffer sizes castore uses.
 
-Pure functions, shared by the command line and the web page.
+Pure functions and constants, shared by the command line, the web page, the client and
+the server. The one *chunk* of castore's stored format is not here: it is
+:data:`castore.digests.CHUNK_SIZE`, the unit content digests are computed over.
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["format_size", "parse_size"]
+__all__ = ["IO_BUFFER", "WHOLE_IN_MEMORY", "format_size", "parse_size"]
+
+IO_BUFFER = 1 << 20
+"""Bytes per read or write when copying or decoding a stream: few system calls, bounded memory.
+
+Free to change: unlike :data:`castore.digests.CHUNK_SIZE` (the same 1 MiB today), it is
+not part of any stored format."""
+WHOLE_IN_MEMORY = 1 << 20
+"""Contents up to this size are handled whole in memory (an upload prepared or received in
+one piece, a small file read and sent in one body); larger ones are streamed."""
 
 _SIZE_PART = r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?"
 _SCALE = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}

@@ -32,7 +32,7 @@ from .metadata.repo import Usage
 from .metadata.report import SORT_KEYS
 from .names import check_prefix, parse_name, parse_version, versioned_name
 from .reading import BlobReader
-from .sizes import format_size
+from .sizes import IO_BUFFER, format_size
 from .store import Store
 
 __all__ = ["FOLDER_PAGE", "content_id", "quote_path", "ui_mount"]
@@ -45,7 +45,6 @@ REPORT_ROWS = 1000
 """Groups shown by the dedup report page (the CLI shows them all)."""
 USAGE_TTL = 30.0
 """Seconds the usage summary is reused: on a million paths it costs seconds of CPU."""
-CHUNK = 1 << 20
 
 T = TypeVar("T")
 
@@ -193,7 +192,7 @@ class _Pages:
 def _chunks(reader: BlobReader) -> Iterator[bytes]:
     """The content, chunk by chunk (Starlette runs this iterator in a worker thread)."""
     with reader:
-        while chunk := reader.read(CHUNK):
+        while chunk := reader.read(IO_BUFFER):
             yield chunk
 
 

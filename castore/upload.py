@@ -36,10 +36,11 @@ from starlette.requests import ClientDisconnect
 
 from .content_coding import MAX_ZSTD_WINDOW, Sized, SizeMismatch, decoded
 from .errors import SourceError, UploadTimeout, UploadTooLarge
+from .sizes import WHOLE_IN_MEMORY
 
 __all__ = ["MemoryBudget", "ReceivedBody", "UploadLimits", "UploadReader", "receive_body"]
 
-SMALL_BODY = 1 << 20
+SMALL_BODY = WHOLE_IN_MEMORY
 """Bodies up to this size are kept in memory (while the worker's budget allows)."""
 SPOOL_BATCH = 256 << 10
 """Bytes gathered before a write to the spool file (one thread hop per batch)."""

@@ -11,6 +11,8 @@ from django.core.files.storage import default_storage
 from django.http import StreamingHttpResponse
 from django.utils.functional import cached_property
 
+from castore.sizes import IO_BUFFER
+
 from .filename import FiletrackerFilename
 
 __all__ = [
@@ -21,7 +23,7 @@ __all__ = [
     "stream_file",
 ]
 
-STREAM_CHUNK = 1 << 20
+STREAM_CHUNK = IO_BUFFER
 
 
 class FileInFiletracker(File):

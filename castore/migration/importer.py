@@ -32,12 +32,12 @@ from typing import Any, BinaryIO, cast
 from ..errors import NotFound
 from ..names import child_range, parse_name, versioned_name
 from ..reading import BlobReader
+from ..sizes import IO_BUFFER
 from ..store import Store
 from .sources import Item, Problem, Source
 
 __all__ = ["ImportReport", "Importer", "Outcome", "deleted_in_castore", "undo_if_deleted"]
 
-_CHUNK = 1 << 20
 
 
 class Outcome(Enum):
@@ -328,7 +328,7 @@ def versioned_name_of(item: Item) -> str:
 def _digest(stream: BinaryIO | BlobReader) -> tuple[bytes, int]:
     hasher = hashlib.sha256()
     size = 0
-    while chunk := stream.read(_CHUNK):
+    while chunk := stream.read(IO_BUFFER):
         hasher.update(chunk)
         size += len(chunk)
     return hasher.digest(), size

@@ -33,6 +33,7 @@ from urllib.parse import quote
 from ..errors import CastoreError
 from ..names import check_path, check_version
 from ..remote import Remote
+from ..sizes import IO_BUFFER
 
 __all__ = [
     "FAR_FUTURE",
@@ -209,7 +210,7 @@ class FolderV2(Source):
 
     def open(self, item: Item) -> Opened:
         assert item.version is not None and item.content is not None
-        return Opened(item.version, None, io.BufferedReader(_OnePass(item.content), 1 << 20))
+        return Opened(item.version, None, io.BufferedReader(_OnePass(item.content), IO_BUFFER))
 
 
 class FolderV1(Source):
