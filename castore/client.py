@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Final, Protocol, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, Protocol, TypeVar, cast
 
 from .cache import CacheEntry, LocalCache, replaced_whole
 from .errors import FileNotAvailable, FiletrackerError, NotFound, SourceError
@@ -50,6 +50,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class _Auto:
@@ -256,30 +258,67 @@ class Client:
         with stream:
             return cache.add_stream(path, stream, info.version)
 
+    def _via_cache(
+        self, path: str, version: int | None, force_refresh: bool, use: Callable[[Path], T], *, fetch: bool
+    ) -> tuple[T, int] | None:
+        """``use(file)`` on the cache file of ``path@version`` and its version; None when the cache cannot serve it.
+
+        First a hit under the shared lock; then, with ``fetch``, a download from the origin
+        into the cache under the exclusive lock (``version=None``: its current version).
+        ``use`` runs with the lock held. Written once for :meth:`get_file` and
+        :meth:`get_stream`, with one error policy:
+
+        * the origin's errors (:class:`FiletrackerError`: 404, a version it does not
+          have, no connection, a download that fails its checks) are the call's: nothing
+          of such a download reaches the cache;
+        * the cache's errors (``OSError``: a folder that cannot be written, a full disk,
+          a file where a folder should be) are logged and None is returned, so that the
+          caller downloads directly: the cache is an optimisation, and a broken cache
+          must not fail a fetch that the origin can serve (a judging machine keeps
+          judging). Only a client with no origin raises them: its cache is its store.
+        """
+        try:
+            with self._cache_locked(path, exclusive=False) as cache:
+                hit = self._from_cache(cache, path, version, force_refresh)
+                if hit is not None:
+                    hit_version = _file_version(hit)
+                    return use(hit), hit_version
+            if not fetch or self.local_store is None:
+                return None
+            self._origin(path)
+            with self._cache_locked(path, exclusive=True) as cache:
+                if cache is None:
+                    return None
+                cached = self._fetch_into_cache(cache, path, version, force_refresh)
+                cached_version = _file_version(cached)
+                return use(cached), cached_version
+        except FiletrackerError:
+            raise  # the origin's answer (404, version mismatch, no connection, a corrupt download)
+        except (OSError, SourceError) as e:
+            if self.remote_store is None:
+                raise  # the cache is the only store: its failure is the call's
+            log.warning("castore: the cache cannot serve %s (%s); downloading it directly", path, e)
+            return None
+
     # -- Filetracker's API ---------------------------------------------------------------
 
     def get_file(
         self, name: str, save_to: str | os.PathLike[str], add_to_cache: bool = True, force_refresh: bool = False
     ) -> str:
-        """Save the content of ``name`` at the local path ``save_to``; return its versioned name."""
+        """Save the content of ``name`` at the local path ``save_to``; return its versioned name.
+
+        A broken cache (unwritable, full, damaged) does not fail the call when the
+        origin can serve it: the file is then downloaded directly, with a logged warning.
+        """
         path, version = _split(name)
-        with self._cache_locked(path, exclusive=False) as cache:
-            hit = self._from_cache(cache, path, version, force_refresh)
-            if cache is not None and hit is not None:
-                cache.link_to(hit, save_to, link=self.link_files)
-                return versioned_name(path, _file_version(hit))
-        self._origin(path)
-        if self.local_store is not None and add_to_cache:
-            try:
-                with self._cache_locked(path, exclusive=True) as cache:
-                    if cache is not None:
-                        cached = self._fetch_into_cache(cache, path, version, force_refresh)
-                        cache.link_to(cached, save_to, link=self.link_files)
-                        return versioned_name(path, _file_version(cached))
-            except FiletrackerError:
-                raise  # the origin's answer (404, version mismatch, no connection)
-            except (OSError, SourceError) as e:  # the cache is an optimisation: go around it
-                log.warning("castore: cannot cache %s (%s); downloading it directly", path, e)
+
+        def link(file: Path) -> None:
+            assert self.local_store is not None
+            self.local_store.link_to(file, save_to, link=self.link_files)
+
+        got = self._via_cache(path, version, force_refresh, link, fetch=add_to_cache)
+        if got is not None:
+            return versioned_name(path, got[1])
         info, stream = self._download(path, version)
         with stream:
             _write_whole(stream, Path(save_to))
@@ -288,18 +327,19 @@ class Client:
     def get_stream(
         self, name: str, force_refresh: bool = False, serve_from_cache: bool = False
     ) -> tuple[BinaryIO, str]:
-        """A readable binary stream of ``name`` and its versioned name."""
+        """A readable binary stream of ``name`` and its versioned name.
+
+        With ``serve_from_cache`` the file is downloaded into the cache first (an
+        unversioned name costs a HEAD for its current version) and read from there; a
+        broken cache does not fail the call, as in :meth:`get_file`.
+        """
         path, version = _split(name)
-        with self._cache_locked(path, exclusive=False) as cache:
-            hit = self._from_cache(cache, path, version, force_refresh)
-            if hit is not None:
-                return open(hit, "rb"), versioned_name(path, _file_version(hit))
-        if serve_from_cache and self.local_store is not None:
+        got = self._via_cache(path, version, force_refresh, _open_binary, fetch=False)
+        if got is None and serve_from_cache and self.local_store is not None:
             wanted = version if version is not None else self._origin(path).stat(path).version
-            with self._cache_locked(path, exclusive=True) as cache:
-                if cache is not None:
-                    cached = self._fetch_into_cache(cache, path, wanted, force_refresh)
-                    return open(cached, "rb"), versioned_name(path, _file_version(cached))
+            got = self._via_cache(path, wanted, force_refresh, _open_binary, fetch=True)
+        if got is not None:
+            return got[0], versioned_name(path, got[1])
         info, stream = self._download(path, version)
         return stream, versioned_name(path, info.version)
 
@@ -412,6 +452,10 @@ def _is_auto(value: object) -> bool:
 def _split(name: str) -> tuple[str, int | None]:
     parsed = parse_name(name)
     return parsed.path, parsed.version
+
+
+def _open_binary(file: Path) -> BinaryIO:
+    return open(file, "rb")
 
 
 def _file_version(file: Path) -> int:

@@ -394,3 +394,39 @@ def test_names_that_need_url_quoting(client: Client, local: MakeFile, leaf: str)
     stream, versioned = client.get_stream(f"{folder}/{leaf}")
     assert stream.read() == b"data" and versioned == name
     assert client.list_remote_files(subpath=folder) == [leaf]
+
+
+def _cache_with_tmp_as_a_file(cache: Path) -> None:
+    (cache / "tmp").write_bytes(b"")  # nothing can be written into the cache
+
+
+def _cache_with_files_as_a_file(cache: Path) -> None:
+    (cache / "files").write_bytes(b"")  # nothing can be looked up or installed
+
+
+@pytest.mark.parametrize("damage", [_cache_with_tmp_as_a_file, _cache_with_files_as_a_file], ids=["tmp", "files"])
+def test_a_broken_cache_does_not_fail_a_fetch_the_server_can_serve(
+    url: str, local: MakeFile, tmp_path: Path, damage: Callable[[Path], None], caplog: pytest.LogCaptureFixture
+) -> None:
+    """get_file and get_stream(serve_from_cache=True) share one policy: go around a broken cache.
+
+    (Made broken by its layout rather than by permissions: the tests may run as root.)
+    """
+    cache = tmp_path / "broken"
+    cache.mkdir()
+    damage(cache)
+    uploader = Client(local_store=None, remote_url=url)
+    path = unique("broken")
+    name = uploader.put_file(f"{path}@9", local(b"served anyway"))
+    client = Client(cache_dir=cache, remote_url=url)
+    for asked in (name, path):
+        assert client.get_file(asked, tmp_path / "out") == name
+        assert (tmp_path / "out").read_bytes() == b"served anyway"
+        stream, versioned = client.get_stream(asked, serve_from_cache=True)
+        with stream:
+            assert stream.read() == b"served anyway" and versioned == name
+    assert "the cache cannot serve" in caplog.text
+    with pytest.raises(FileNotAvailable):  # the origin's errors are still the call's
+        client.get_stream(path + "-missing", serve_from_cache=True)
+    with pytest.raises(FileNotAvailable):
+        client.get_file(path + "-missing", tmp_path / "none")
