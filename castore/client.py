@@ -28,8 +28,10 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Final, Protocol, TypeVar, cast
 
@@ -46,7 +48,7 @@ if TYPE_CHECKING:  # importing castore.store pulls in SQLAlchemy: only when a St
 
 __all__ = [
     "AUTO", "CacheEntry", "Client", "FileNotAvailable", "FiletrackerError", "LocalCache", "Origin", "ProgressReader",
-    "Remote", "default_cache_dir",
+    "PutResult", "Remote", "default_cache_dir",
 ]
 
 log = logging.getLogger(__name__)
@@ -145,6 +147,31 @@ def _is_store(value: object) -> TypeIs[Store]:
 def default_cache_dir() -> str:
     """Filetracker's default cache folder: ``$FILETRACKER_DIR``, else ``~/.filetracker-store``."""
     return os.environ.get("FILETRACKER_DIR") or os.path.expanduser("~/.filetracker-store")
+
+
+@dataclass(frozen=True)
+class PutResult:
+    """What :meth:`Client.put_files` did with one file: stored (``stored``) or not (``error``)."""
+
+    name: str
+    """The name as given."""
+    source: str
+    """The local file."""
+    wanted: str
+    """The versioned name asked for (the batch's version when ``name`` had none)."""
+    stored: str | None = None
+    """The versioned name now stored: ``wanted``, or a newer version already there (kept)."""
+    error: Exception | None = None
+    """Why the file was not stored: a :class:`FiletrackerError`, ``ValueError`` (invalid name), ..."""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def kept_newer(self) -> bool:
+        """True when a newer version was already stored, so this one was not (Filetracker's rule)."""
+        return self.stored is not None and self.stored != self.wanted
 
 
 class Client:
@@ -406,6 +433,53 @@ class Client:
                     raise  # the cache is the only store: its failure is the put's failure
                 log.warning("castore: stored %s but could not cache it (%s)", path, e)
         return versioned_name(path, stored)
+
+    def put_files(
+        self,
+        pairs: Iterable[tuple[str, str | os.PathLike[str]]],
+        *,
+        jobs: int = 4,
+        to_local_store: bool = True,
+        to_remote_store: bool = True,
+        compress_hint: bool = True,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[PutResult]:
+        """Store many local files, ``(name, filename)`` pairs, ``jobs`` at a time; one result per pair, in order.
+
+        Each :class:`PutResult` holds the versioned name now stored, or the error that
+        file met: one bad file (missing, invalid name, refused by the server) does not
+        stop the others or lose their results, and a server that goes away mid-batch
+        gives each file left its own error (nothing half-sent is recorded by a server:
+        a put is stored whole or not at all). Names without a version share one version
+        for the batch (now). Requests go over at most ``jobs`` kept-alive connections
+        (threads: the time is spent waiting for the server); ``jobs=1`` puts the files
+        one after another in the calling thread. ``progress`` is :meth:`put_file`'s,
+        called from those threads. The other options are :meth:`put_file`'s.
+        """
+        if jobs < 1:
+            raise ValueError(f"jobs must be at least 1, not {jobs}")
+        now = int(time.time())
+        reserve = getattr(self.remote_store, "reserve_connections", None)
+        if reserve is not None and to_remote_store:
+            reserve(jobs)
+
+        def put_one(pair: tuple[str, str | os.PathLike[str]]) -> PutResult:
+            name, filename = pair
+            wanted = name
+            try:
+                path, version = _split(name)
+                wanted = versioned_name(path, version if version is not None else now)
+                stored = self.put_file(
+                    wanted, filename, to_local_store, to_remote_store, compress_hint, progress=progress
+                )
+            except Exception as e:  # noqa: BLE001 - every file's own failure is its result
+                return PutResult(name, os.fspath(filename), wanted, error=e)
+            return PutResult(name, os.fspath(filename), wanted, stored=stored)
+
+        if jobs == 1:
+            return [put_one(pair) for pair in pairs]
+        with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="castore-put") as pool:
+            return list(pool.map(put_one, pairs))
 
     def delete_file(self, name: str) -> None:
         """Delete ``name`` (only if not newer than its version, when it has one)."""

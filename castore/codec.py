@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import io
+import threading
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO, Protocol
 
@@ -19,15 +20,19 @@ import zstandard
 __all__ = [
     "DEFAULT_LEVEL",
     "MIN_SAVING",
+    "PROBE_SIZE",
     "SAMPLE_SIZE",
     "Codec",
+    "StreamCompressor",
     "compress_if_worth",
     "compressed_chunks",
     "decode_bytes",
     "decoding_reader",
+    "pack_for_sending",
     "pays",
     "worth_compressing",
     "zstd_chunks",
+    "zstd_compressor",
 ]
 
 DEFAULT_LEVEL = 1
@@ -36,6 +41,26 @@ MIN_SAVING = 0.05
 
 SAMPLE_SIZE = 128 * 1024
 """Bytes of the start of a large blob compressed to decide its codec."""
+PROBE_SIZE = 4 * 1024
+"""Bytes of a small content compressed first to tell incompressible data cheaply."""
+
+_per_thread = threading.local()
+
+
+def zstd_compressor(level: int = DEFAULT_LEVEL) -> zstandard.ZstdCompressor:
+    """This thread's one-shot zstd compressor at ``level`` (with content checksums), made once.
+
+    Making a compressor costs more than compressing 64 KiB with it, and one is not
+    thread-safe: hence one per thread. For ``compress()`` only: streams
+    (:func:`zstd_chunks`) get their own, as a suspended stream must not share it.
+    """
+    compressors: dict[int, zstandard.ZstdCompressor] | None = getattr(_per_thread, "compressors", None)
+    if compressors is None:
+        compressors = _per_thread.compressors = {}
+    compressor = compressors.get(level)
+    if compressor is None:
+        compressor = compressors[level] = zstandard.ZstdCompressor(level=level, write_checksum=True)
+    return compressor
 
 
 class Codec(str, enum.Enum):
@@ -55,17 +80,35 @@ def worth_compressing(sample: bytes | memoryview, level: int = DEFAULT_LEVEL) ->
     head = bytes(sample[:SAMPLE_SIZE])
     if not head:
         return False
-    return pays(len(head), len(zstandard.ZstdCompressor(level=level).compress(head)))
+    return pays(len(head), len(zstd_compressor(level).compress(head)))
 
 
 def compress_if_worth(data: bytes, level: int = DEFAULT_LEVEL) -> tuple[Codec, bytes]:
     """Compress a small blob whole; keep it raw when that does not pay."""
     if not data:
         return Codec.RAW, data
-    packed = zstandard.ZstdCompressor(level=level, write_checksum=True).compress(data)
+    packed = zstd_compressor(level).compress(data)
     if pays(len(data), len(packed)):
         return Codec.ZSTD, packed
     return Codec.RAW, data
+
+
+def pack_for_sending(data: bytes, level: int = DEFAULT_LEVEL) -> bytes | None:
+    """A small content as one zstd frame when that pays, else None (send it raw).
+
+    Decided from its size and a cheap check: a content above twice :data:`PROBE_SIZE`
+    whose first :data:`PROBE_SIZE` bytes do not compress (random data, archives) is sent
+    raw at the cost of that probe alone; anything else is compressed once, whole. A
+    wrong "raw" costs only bytes on the wire: the server still compresses what it
+    stores when that pays.
+    """
+    if not data:
+        return None
+    compressor = zstd_compressor(level)
+    if len(data) > 2 * PROBE_SIZE and not pays(PROBE_SIZE, len(compressor.compress(data[:PROBE_SIZE]))):
+        return None
+    packed = compressor.compress(data)
+    return packed if pays(len(data), len(packed)) else None
 
 
 class StreamCompressor(Protocol):

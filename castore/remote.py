@@ -30,9 +30,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-import zstandard
-
-from .codec import DEFAULT_LEVEL, SAMPLE_SIZE, worth_compressing, zstd_chunks
+from .codec import DEFAULT_LEVEL, SAMPLE_SIZE, pack_for_sending, worth_compressing, zstd_chunks
 from .content_coding import Sized, SizeMismatch, decoded
 from .digests import ChunkDigester, content_digest
 from .errors import FileNotAvailable, FiletrackerError, SourceError
@@ -75,6 +73,20 @@ class _Connection(http.client.HTTPConnection):
         assert self.sock is not None
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
+    def _send_output(self, message_body: Any = None, encode_chunked: bool = False) -> None:
+        """Send the head and a small body in one write: one segment, one wake-up of the server.
+
+        (``http.client`` writes them separately; with ``TCP_NODELAY`` that is two segments.)
+        """
+        if isinstance(message_body, bytes) and len(message_body) <= SMALL_UPLOAD:
+            buffer: list[bytes] = self._buffer  # type: ignore[attr-defined]  # http.client's head lines
+            buffer.extend((b"", b""))
+            head = b"\r\n".join(buffer)
+            del buffer[:]
+            self.send(head + message_body)
+            return
+        super()._send_output(message_body, encode_chunked)  # type: ignore[misc]
+
     def looks_closed(self) -> bool:
         """True when the server has closed an idle connection (readable at EOF)."""
         if self.sock is None:
@@ -94,6 +106,8 @@ class _Pool:
 
     def __init__(self, host: str, port: int, timeout: float) -> None:
         self.host, self.port, self.timeout = host, port, timeout
+        self.keep = POOL_SIZE
+        """Idle connections kept; raised by :meth:`Remote.reserve_connections`."""
         self._idle: list[_Connection] = []
         self._lock = threading.Lock()
         self._pid = os.getpid()
@@ -112,7 +126,7 @@ class _Pool:
 
     def give_back(self, connection: _Connection) -> None:
         with self._lock:
-            if self._pid == os.getpid() and len(self._idle) < POOL_SIZE:
+            if self._pid == os.getpid() and len(self._idle) < self.keep:
                 self._idle.append(connection)
                 return
         connection.close()
@@ -339,6 +353,10 @@ class Remote:
     def close(self) -> None:
         self._pool.close()
 
+    def reserve_connections(self, n: int) -> None:
+        """Keep up to ``n`` idle connections from now on (``n`` requests at a time are coming)."""
+        self._pool.keep = max(self._pool.keep, n)
+
     # -- transport ---------------------------------------------------------------------
 
     def _send(
@@ -458,32 +476,35 @@ class Remote:
 
         ``progress`` is called with each number of bytes of ``source`` read for sending.
         """
-        size = os.stat(source).st_size
-        upload = self._upload_for(source, size, compress and self.is_castore(), progress or _no_progress)
+        upload = self._upload_for(source, compress and self.is_castore(), progress or _no_progress)
         response = self._send("PUT", self._files_url(path, version), upload)
         response.read_all()
         _check_status(response, path)
         return _version_of(response, path)
 
-    def _upload_for(
-        self, source: str | os.PathLike[str], size: int, compress: bool, progress: Callable[[int], None]
-    ) -> _Upload:
+    def _upload_for(self, source: str | os.PathLike[str], compress: bool, progress: Callable[[int], None]) -> _Upload:
+        """The request for a file: small ones read once, whole (compressed when a cheap check says it
+        pays, see :func:`~castore.codec.pack_for_sending`); large ones streamed from the file."""
+        with open(source, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size <= SMALL_UPLOAD:
+                data = f.read(size + 1)
+                if len(data) != size:
+                    raise FiletrackerError(f"{os.fspath(source)} changed size while being read")
+                progress(size)
+                headers = {"Logical-Size": str(size)}
+                packed = pack_for_sending(data, self._zstd_level) if compress else None
+                if packed is not None:
+                    data = packed
+                    headers["Content-Encoding"] = "zstd"
+                headers["Content-Length"] = str(len(data))
+                return _Upload(headers, lambda: data)
+            sample = f.read(SAMPLE_SIZE) if compress else b""
         headers = {"Logical-Size": str(size)}
 
         def opened() -> BinaryIO:
             return cast(BinaryIO, ProgressReader(open(source, "rb"), progress))
 
-        if size <= SMALL_UPLOAD:
-            with opened() as f:
-                data = f.read()
-            if len(data) != size:
-                raise FiletrackerError(f"{os.fspath(source)} changed size while being read")
-            if compress and worth_compressing(data[:SAMPLE_SIZE], self._zstd_level):
-                data = zstandard.ZstdCompressor(level=self._zstd_level, write_checksum=True).compress(data)
-                headers["Content-Encoding"] = "zstd"
-            return _Upload({**headers, "Content-Length": str(len(data))}, lambda: data)
-        with open(source, "rb") as f:
-            sample = f.read(SAMPLE_SIZE)
         if compress and worth_compressing(sample, self._zstd_level):
             def compressed() -> Iterator[bytes]:
                 with opened() as f:
