@@ -439,21 +439,37 @@ def _check_kept(c: Context, wanted: str, stored: str, strict: bool, undone: str 
 
 
 @cli.command()
-@click.argument("local", type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("local", type=click.Path(allow_dash=True))
 @click.argument("name")
 @strict_option
+@click.option("-r", "--recursive", is_flag=True,
+              help="LOCAL is a folder: store every regular file below it under the prefix NAME.")
+@click.option("--jobs", type=click.IntRange(1, 64), default=None, metavar="N",
+              help="With -r: files sent at a time, over N kept-alive connections (default 4).")
 @pass_context
-def put(c: Context, local: str, name: str, strict: bool) -> None:
+def put(c: Context, local: str, name: str, strict: bool, recursive: bool, jobs: int | None) -> None:
     """Store a local file (or - for stdin) under NAME; print the versioned name now stored.
 
     Without @version the version is now. An older version than the stored one is not
     stored (Filetracker's rule): stderr says "kept: a newer version @N is stored", and
     --strict makes that exit 8.
 
-    Example: castore put tests/1a.in /problems/12/tests/1a.in
+    With -r, LOCAL is a folder and NAME a prefix: every regular file below LOCAL is
+    stored under it, all with one version (NAME's @version, else now), --jobs at a time
+    over kept-alive connections. A file that fails does not stop the others: each
+    failure is one line on stderr, and the exit code is the first failed file's.
+
+    Example: castore put tests/1a.in /problems/12/tests/1a.in;  castore put -r --jobs 8 ./tests /problems/12/tests
     """
     import tempfile
 
+    if recursive:
+        _put_tree(c, local, name, strict, jobs or PUT_JOBS)
+        return
+    if jobs is not None:
+        fail("--jobs is for put -r (a folder)", EXIT_USAGE)
+    if os.path.isdir(local):
+        fail(f"{local} is a folder: use castore put -r {local} {name}", EXIT_USAGE)
     parsed = parse_name(name)
     wanted = versioned_name(parsed.path, parsed.version if parsed.version is not None else int(time.time()))
     client = c.client()
@@ -1354,3 +1370,51 @@ def migrate_store(c: Context, to_metadata: str, to_blobs: str) -> None:
            + ("verified: ok" if not problems else f"{len(problems)} problems:\n" + "\n".join(problems)))
     if problems:
         fail(f"{len(problems)} differences between the store and its copy", EXIT_INTEGRITY)
+
+
+# -- put -r: a folder of many small files over a few connections (issue #10) ----------------
+
+PUT_JOBS = 4
+"""Files ``castore put -r`` sends at a time unless --jobs says otherwise."""
+
+
+def _put_tree(c: Context, local: str, name: str, strict: bool, jobs: int) -> None:
+    """``castore put -r``: every regular file below ``local`` under the prefix ``name``, ``jobs`` at a time.
+
+    One version for all (``name``'s @version, else now). A file that fails does not stop
+    the others: each failure is one line on stderr, then the command exits with the
+    code of the first failed file. Symbolic links, FIFOs and the like are skipped, listed.
+    """
+    folder = Path(local)
+    if not folder.is_dir():
+        fail(f"{local}: no such local folder (put -r takes a folder)", EXIT_IO)
+    parsed = parse_name(name)
+    base = check_prefix(parsed.path).rstrip("/")
+    version = parsed.version if parsed.version is not None else int(time.time())
+    walk = _walk(folder, follow_symlinks=False)
+    for path, why in walk.skipped:
+        c.warn(f"skipped ({why}): {path}")
+    pairs = [(versioned_name(f"{base}/{path.relative_to(folder).as_posix()}", version), path) for path, _ in walk.files]
+    total = sum(info.st_size for _, info in walk.files)
+    client = c.client()
+    with progress("put", total, files=len(pairs)) as bar:
+        results = client.put_files(pairs, jobs=jobs, progress=bar.update)
+    stored = [r for r in results if r.ok and not r.kept_newer]
+    kept = [r for r in results if r.kept_newer]
+    failed = [r for r in results if r.error is not None]
+    for r in kept:
+        c.warn(f"kept: a newer version @{parse_name(r.stored or '').version} is stored ({r.wanted} was not stored)")
+    for r in failed:
+        assert r.error is not None
+        c.warn(f"failed: {r.wanted}: {_message_for(r.error)}")
+    c.emit({"files": len(stored), "bytes": total, "kept_newer": len(kept), "failed": len(failed),
+            "skipped": len(walk.skipped), "names": [r.stored for r in stored]},
+           f"put {len(stored)} files ({format_size(total)}) as {base}/…@{version}, {len(kept)} kept "
+           f"(a newer version is stored), {len(failed)} failed, {len(walk.skipped)} skipped")
+    if failed:
+        first = failed[0].error
+        assert first is not None
+        fail(f"{len(failed)} of {len(results)} files were not stored (first: {failed[0].wanted}: "
+             f"{_message_for(first)})", exit_code_for(first))
+    if kept and strict:
+        fail(f"{len(kept)} files not stored: a newer version is stored", EXIT_KEPT)

@@ -201,3 +201,58 @@ def test_parse_size(text: str, expected: int) -> None:
 def test_parse_size_refuses(text: str) -> None:
     with pytest.raises(ValueError):
         parse_size(text)
+
+
+# -- put -r: a folder over a few connections (issue #10) ----------------------------------------
+
+
+def _package(folder: Path) -> dict[str, bytes]:
+    contents = {f"tests/{i}.in": b"%d\n" % i * (i + 1) for i in range(12)}
+    contents |= {"checker.cpp": b"int main() {}\n", "deep/er/x.out": os.urandom(5000), "empty": b""}
+    for relative, data in contents.items():
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        (folder / relative).write_bytes(data)
+    return contents
+
+
+@pytest.mark.parametrize("where", ["root", "url"])
+def test_put_recursive(where: str, server_url: str, tmp_path: Path) -> None:
+    runner = CliRunner()
+    store = ["--root", str(tmp_path / "data")] if where == "root" else ["--url", server_url]
+    prefix = f"/pkg-{where}-{os.getpid()}"
+
+    def invoke(*args: str, code: int = 0):  # type: ignore[no-untyped-def]
+        result = runner.invoke(cli, [*store, *args])
+        assert result.exit_code == code, (result.output, result.exception)
+        return result
+
+    if where == "root":
+        invoke("init")
+    contents = _package(tmp_path / "pkg")
+    (tmp_path / "pkg" / "link").symlink_to(tmp_path / "pkg" / "checker.cpp")
+    done = json.loads(invoke("--json", "put", "-r", "--jobs", "3", str(tmp_path / "pkg"), f"{prefix}@500").stdout)
+    assert (done["files"], done["failed"], done["kept_newer"], done["skipped"]) == (len(contents), 0, 0, 1)
+    assert sorted(done["names"]) == sorted(f"{prefix}/{relative}@500" for relative in contents)
+    for relative, data in contents.items():
+        assert invoke("cat", f"{prefix}/{relative}").stdout_bytes == data
+    again = invoke("put", "-r", str(tmp_path / "pkg"), f"{prefix}@400")  # older: every file kept
+    assert "put 0 files" in again.stdout and f"{len(contents)} kept" in again.stdout
+    invoke("put", "-r", "--strict", str(tmp_path / "pkg"), f"{prefix}@400", code=8)
+    # a file with an invalid name fails alone, with its own line, and the exit code says why
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "good").write_bytes(b"good")
+    (bad / "name with \x01 control").write_bytes(b"bad name")
+    failed = invoke("put", "-r", str(bad), f"{prefix}/bad@600", code=4)
+    assert "failed:" in failed.stderr and "1 of 2 files were not stored" in failed.stderr
+    assert invoke("cat", f"{prefix}/bad/good").stdout_bytes == b"good"
+
+
+def test_put_recursive_usage_errors(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    run("init")
+    (tmp_path / "f").write_bytes(b"x")
+    (tmp_path / "d").mkdir()
+    assert "use castore put -r" in run("put", str(tmp_path / "d"), "/x", code=2).output
+    assert "--jobs is for put -r" in run("put", "--jobs", "2", str(tmp_path / "f"), "/x", code=2).output
+    assert "no such local folder" in run("put", "-r", str(tmp_path / "f"), "/x", code=7).output
+    run("put", "-r", "--jobs", "0", str(tmp_path / "d"), "/x", code=2)
