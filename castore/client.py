@@ -29,7 +29,6 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -478,6 +477,8 @@ class Client:
 
         if jobs == 1:
             return [put_one(pair) for pair in pairs]
+        from concurrent.futures import ThreadPoolExecutor  # here: 1.5 ms of start-up for every other use
+
         with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="castore-put") as pool:
             return list(pool.map(put_one, pairs))
 
