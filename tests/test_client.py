@@ -430,3 +430,17 @@ def test_a_broken_cache_does_not_fail_a_fetch_the_server_can_serve(
         client.get_stream(path + "-missing", serve_from_cache=True)
     with pytest.raises(FileNotAvailable):
         client.get_file(path + "-missing", tmp_path / "none")
+
+
+def test_what_a_small_upload_is_sent_as() -> None:
+    """One compression at most per small file, decided by its size and a 4 KiB probe."""
+    from castore.codec import SEND_RAW_MAX, pack_for_sending
+
+    text = b"12 345 6789\n" * 6000
+    packed = pack_for_sending(text)
+    assert packed is not None and len(packed) < len(text) // 4
+    assert zstandard.ZstdDecompressor().decompress(packed) == text
+    assert pack_for_sending(text[:SEND_RAW_MAX]) is None  # tiny: raw, the server compresses it
+    assert pack_for_sending(os.urandom(65536)) is None  # the probe says incompressible
+    assert pack_for_sending(os.urandom(4096) + text) is None  # ... even when the rest is not (a documented trade)
+    assert pack_for_sending(b"") is None
