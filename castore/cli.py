@@ -1398,7 +1398,8 @@ def _put_tree(c: Context, local: str, name: str, strict: bool, jobs: int) -> Non
     total = sum(info.st_size for _, info in walk.files)
     client = c.client()
     with progress("put", total, files=len(pairs)) as bar:
-        results = client.put_files(pairs, jobs=jobs, progress=bar.update)
+        results = client.put_files(pairs, jobs=jobs, progress=bar.update,
+                                   on_result=lambda r: bar.file_done(kept=int(r.kept_newer), failed=int(not r.ok)))
     stored = [r for r in results if r.ok and not r.kept_newer]
     kept = [r for r in results if r.kept_newer]
     failed = [r for r in results if r.error is not None]

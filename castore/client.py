@@ -442,6 +442,7 @@ class Client:
         to_remote_store: bool = True,
         compress_hint: bool = True,
         progress: Callable[[int], None] | None = None,
+        on_result: Callable[[PutResult], None] | None = None,
     ) -> list[PutResult]:
         """Store many local files, ``(name, filename)`` pairs, ``jobs`` at a time; one result per pair, in order.
 
@@ -452,8 +453,9 @@ class Client:
         a put is stored whole or not at all). Names without a version share one version
         for the batch (now). Requests go over at most ``jobs`` kept-alive connections
         (threads: the time is spent waiting for the server); ``jobs=1`` puts the files
-        one after another in the calling thread. ``progress`` is :meth:`put_file`'s,
-        called from those threads. The other options are :meth:`put_file`'s.
+        one after another in the calling thread. ``progress`` is :meth:`put_file`'s and
+        ``on_result`` gets each file's result as soon as it is known, both called from
+        those threads. The other options are :meth:`put_file`'s.
         """
         if jobs < 1:
             raise ValueError(f"jobs must be at least 1, not {jobs}")
@@ -472,8 +474,12 @@ class Client:
                     wanted, filename, to_local_store, to_remote_store, compress_hint, progress=progress
                 )
             except Exception as e:  # noqa: BLE001 - every file's own failure is its result
-                return PutResult(name, os.fspath(filename), wanted, error=e)
-            return PutResult(name, os.fspath(filename), wanted, stored=stored)
+                result = PutResult(name, os.fspath(filename), wanted, error=e)
+            else:
+                result = PutResult(name, os.fspath(filename), wanted, stored=stored)
+            if on_result is not None:
+                on_result(result)
+            return result
 
         if jobs == 1:
             return [put_one(pair) for pair in pairs]

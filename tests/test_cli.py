@@ -221,8 +221,8 @@ def test_put_recursive(where: str, server_url: str, tmp_path: Path) -> None:
     store = ["--root", str(tmp_path / "data")] if where == "root" else ["--url", server_url]
     prefix = f"/pkg-{where}-{os.getpid()}"
 
-    def invoke(*args: str, code: int = 0):  # type: ignore[no-untyped-def]
-        result = runner.invoke(cli, [*store, *args])
+    def invoke(*args: str, code: int = 0, progress: str = "0"):  # type: ignore[no-untyped-def]
+        result = runner.invoke(cli, [*store, *args], env={"CASTORE_PROGRESS": progress})
         assert result.exit_code == code, (result.output, result.exception)
         return result
 
@@ -238,6 +238,8 @@ def test_put_recursive(where: str, server_url: str, tmp_path: Path) -> None:
     again = invoke("put", "-r", str(tmp_path / "pkg"), f"{prefix}@400")  # older: every file kept
     assert "put 0 files" in again.stdout and f"{len(contents)} kept" in again.stdout
     invoke("put", "-r", "--strict", str(tmp_path / "pkg"), f"{prefix}@400", code=8)
+    shown = invoke("put", "-r", "--jobs", "4", str(tmp_path / "pkg"), f"{prefix}@700", progress="1")
+    assert f"files={len(contents)}/{len(contents)}" in shown.stderr  # the bar counted every file
     # a file with an invalid name fails alone, with its own line, and the exit code says why
     bad = tmp_path / "bad"
     bad.mkdir()

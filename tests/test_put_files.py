@@ -48,8 +48,10 @@ def test_mixed_good_and_bad_files_each_get_their_result(url: str, tmp_path: Path
         ("/mixed/newer@1000", good[1]),  # older than what is stored: kept, not an error
         ("/mixed/b", good[2]),  # no version: the batch's
     ]
-    results = client.put_files(pairs, jobs=4)
+    seen: list[str] = []
+    results = client.put_files(pairs, jobs=4, on_result=lambda r: seen.append(r.name))
     assert [r.name for r in results] == [name for name, _ in pairs]
+    assert sorted(seen) == sorted(name for name, _ in pairs)  # each result, as it came
     assert [r.ok for r in results] == [True, False, False, False, True, True]
     assert results[0].stored == "/mixed/a@1000" and not results[0].kept_newer
     assert isinstance(results[1].error, FiletrackerError) and "no such local file" in str(results[1].error)
