@@ -745,25 +745,6 @@ def ingest(c: Context, folder: Path, prefix: str, follow_symlinks: bool, strict:
         fail(f"{len(kept)} files not stored: a newer version is stored", EXIT_KEPT)
 
 
-def _can_listen(host: str, port: int) -> str | None:
-    """None when ``host:port`` can be bound now, else why not (checked before anything starts)."""
-    import socket
-
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except OSError as e:
-        return str(e)
-    family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-        try:
-            probe.bind(address)
-            probe.listen(1)
-        except OSError as e:
-            return e.strerror or str(e)
-    return None
-
-
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=9999, show_default=True, type=int, help="Port to listen on.")
@@ -821,11 +802,15 @@ def serve(c: Context, host: str, port: int, workers: int, prefix: str, fallback_
             raise click.BadParameter(str(e), param_hint=option) from None
     limits = UploadLimits(body_timeout=body_timeout, max_upload_size=sizes["--max-upload-size"],
                           max_zstd_window=sizes["--max-zstd-window"] or UploadLimits.max_zstd_window)
+    from .listening import listen
+
+    try:  # first: from here on, clients that connect wait for an answer instead of being refused
+        sock = listen(host, port)
+    except OSError as e:
+        fail(f"cannot listen on {host}:{port}: {e.strerror or e}", EXIT_NETWORK)
+    click.get_current_context().call_on_close(sock.close)
     # create (with --init) or migrate once, before workers start; or check it can be read
     c.store(create=create and not read_only, read_only=True if read_only else None)  # closed at exit
-    problem = _can_listen(host, port)
-    if problem is not None:
-        fail(f"cannot listen on {host}:{port}: {problem}", EXIT_NETWORK)
     shown_host = f"[{host}]" if ":" in host else host
     c.warn(f"castore {version('castore')} serving {c.describe()} at http://{shown_host}:{port}"
            f"{prefix.rstrip('/')} ({workers} worker{'s' if workers > 1 else ''}{', read-only' if read_only else ''})")
@@ -833,7 +818,8 @@ def serve(c: Context, host: str, port: int, workers: int, prefix: str, fallback_
 
     run_server(str(c.root), metadata=c.metadata, blobs=c.blobs, host=host, port=port, workers=workers, prefix=prefix,
                fallback_url=fallback_url, gzip=gzip, log_level=log_level, migrate_from=migrate_from,
-               header_timeout=header_timeout, limits=limits, read_only=read_only, verify_first=verify_first)
+               header_timeout=header_timeout, limits=limits, read_only=read_only, verify_first=verify_first,
+               sock=sock)
 
 
 @cli.command(name="cache-clean")
