@@ -748,7 +748,8 @@ def ingest(c: Context, folder: Path, prefix: str, follow_symlinks: bool, strict:
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=9999, show_default=True, type=int, help="Port to listen on.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1), help="Worker processes.")
+@click.option("--workers", default="auto", show_default=True, metavar="N|auto",
+              help="Worker processes: a number, or auto = one per CPU core castore may use (see README).")
 @click.option("--prefix", default="", help="URL prefix, e.g. /ft behind a reverse proxy.")
 @click.option("--fallback-url", default=None, help="Redirect GET/HEAD of missing files to this old server.")
 @click.option("--migrate-from", default=None, metavar="URL",
@@ -772,7 +773,7 @@ def ingest(c: Context, folder: Path, prefix: str, follow_symlinks: bool, strict:
               help="Verify a whole file before its headers go out: auto = for clients that cannot take a "
                    "cut body (no zstd), so they get a 500 rather than a truncated file.")
 @pass_context
-def serve(c: Context, host: str, port: int, workers: int, prefix: str, fallback_url: str | None,
+def serve(c: Context, host: str, port: int, workers: str, prefix: str, fallback_url: str | None,
           migrate_from: str | None, gzip: bool, create: bool, log_level: str, header_timeout: float,
           body_timeout: float, max_upload_size: str | None, max_zstd_window: str, read_only: bool,
           verify_first: str) -> None:
@@ -790,6 +791,14 @@ def serve(c: Context, host: str, port: int, workers: int, prefix: str, fallback_
     from .upload import UploadLimits
 
     c.local_only("serve")
+    if workers == "auto":
+        from .listening import auto_workers
+
+        count = auto_workers()
+    elif workers.isdigit() and int(workers) >= 1:
+        count = int(workers)
+    else:
+        raise click.BadParameter(f"{workers!r} is not a number >= 1 nor auto", param_hint="--workers")
     if migrate_from is not None and not re.match(r"http://[^/\s]+", migrate_from):
         fail(f"--migrate-from: {migrate_from!r} is not http://host[:port][/prefix]", EXIT_USAGE)
     if migrate_from is not None and read_only:
@@ -813,10 +822,10 @@ def serve(c: Context, host: str, port: int, workers: int, prefix: str, fallback_
     c.store(create=create and not read_only, read_only=True if read_only else None)  # closed at exit
     shown_host = f"[{host}]" if ":" in host else host
     c.warn(f"castore {version('castore')} serving {c.describe()} at http://{shown_host}:{port}"
-           f"{prefix.rstrip('/')} ({workers} worker{'s' if workers > 1 else ''}{', read-only' if read_only else ''})")
+           f"{prefix.rstrip('/')} ({count} worker{'s' if count > 1 else ''}{', read-only' if read_only else ''})")
     from .server import serve as run_server
 
-    run_server(str(c.root), metadata=c.metadata, blobs=c.blobs, host=host, port=port, workers=workers, prefix=prefix,
+    run_server(str(c.root), metadata=c.metadata, blobs=c.blobs, host=host, port=port, workers=count, prefix=prefix,
                fallback_url=fallback_url, gzip=gzip, log_level=log_level, migrate_from=migrate_from,
                header_timeout=header_timeout, limits=limits, read_only=read_only, verify_first=verify_first,
                sock=sock)

@@ -51,7 +51,8 @@ class PerWorkerApp:
 class _Worker(UvicornWorker):  # type: ignore[misc]
     """uvicorn's gunicorn worker with castore's HTTP protocol (the 431 bound on request heads)."""
 
-    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {"loop": "auto", "http": BoundedHttpToolsProtocol, "lifespan": "on"}
+    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {"loop": "auto", "http": BoundedHttpToolsProtocol, "lifespan": "on",
+                                               "ws": "none"}
 
 
 def _factory(path: str) -> Callable[[], ASGIApp]:
@@ -70,7 +71,8 @@ def run(factory: str, *, host: str, port: int, workers: int, log_level: str,
         import uvicorn
 
         config = uvicorn.Config(factory, factory=True, host=host, port=port, log_level=log_level, access_log=False,
-                                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN, http=BoundedHttpToolsProtocol)
+                                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN, http=BoundedHttpToolsProtocol,
+                                ws="none")  # no WebSockets: loading wsproto costs start-up
         server = uvicorn.Server(config)
         try:
             server.run(sockets=None if sock is None else [sock])
