@@ -41,10 +41,10 @@ def listen(host: str, port: int) -> socket.socket:
 def auto_workers() -> int:
     """``castore serve --workers auto``: one worker process per CPU core this process may run on.
 
-    Measured on a 2-core machine with 64 KiB puts and gets (``benchmarks/server.py
-    --workers-sweep 1,2,3,4``): 2 workers beat 1 by 1.5-3x with one client and with
-    4 client processes; 4 workers (Filetracker's 2 x cores) were slower than 2, as
-    SQLite's writers then wait for each other more often than they find a free core.
+    Measured on a 2-core machine with 64 KiB puts and gets, Filetracker's client and
+    castore's, one client and 4 client processes (``benchmarks/server.py --workers-sweep
+    1,2,3,4``): 2 workers beat 1 on every figure (1.2-3x), 3 were no better than 2, and
+    4 (Filetracker's 2 x cores) were slower than 2 on 7 figures of 8.
     """
     try:
         cores = len(os.sched_getaffinity(0))  # the cores a container or taskset leaves us
