@@ -191,6 +191,7 @@ def startup_seconds(server: Callable[[Path], tuple[list[str], str, dict[str, str
                     rounds: int = 5) -> float:
     """Median seconds from starting a server (new data folder) to its first answer of ``GET /version/``."""
     times = []
+    work.mkdir(parents=True, exist_ok=True)
     for i in range(rounds):
         command, url, env = server(work / f"start{i}")
         started = time.monotonic()
@@ -328,8 +329,9 @@ def main() -> None:
                     figures.update(parallel_clients(kind, url, files["small"], out, f"{label}{round_}p", args.clients))
                     runs[label].append(figures)
         startup = {
-            "castore": startup_seconds(castore_server, work),
-            "filetracker": startup_seconds(lambda d: filetracker_server(d, d.parent / f"{d.name}.log"), work),
+            "castore": startup_seconds(castore_server, work / "castore-starts"),
+            "filetracker": startup_seconds(lambda d: filetracker_server(d, d.parent / f"{d.name}.log"),
+                                           work / "filetracker-starts"),
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -43,8 +43,9 @@ def auto_workers() -> int:
 
     Measured on a 2-core machine with 64 KiB puts and gets, Filetracker's client and
     castore's, one client and 4 client processes (``benchmarks/server.py --workers-sweep
-    1,2,3,4``): 2 workers beat 1 on every figure (1.2-3x), 3 were no better than 2, and
-    4 (Filetracker's 2 x cores) were slower than 2 on 7 figures of 8.
+    1,2,3,4``, three sweeps at loads 1-11): 2 workers beat 1 on most 4-client figures and
+    with castore's client (up to 3x under load); one Filetracker client alone did as well
+    or slightly better with 1; 3 and 4 workers (Filetracker's 2 x cores) were slower than 2.
     """
     try:
         cores = len(os.sched_getaffinity(0))  # the cores a container or taskset leaves us
