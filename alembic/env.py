@@ -16,10 +16,10 @@ import os
 from alembic import context
 from sqlalchemy import create_engine
 
-from castore.metadata.models import Base
+from castore.metadata.models import metadata
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = metadata
 
 
 def _url() -> str:

@@ -9,14 +9,22 @@ Run::
 
     .venv/bin/python benchmarks/server.py    # --small 300 --large 4 --rounds 3 by default
 
-Both servers run on 127.0.0.1 on free ports, each with its own data folder. Three runs,
-each with a remote-only client (as judging machines use it) and fresh file names:
+Both servers run on 127.0.0.1 on free ports, each with its own data folder and its own
+defaults (castore: ``castore serve``'s default ``--workers``; Filetracker: 2 x cores
+workers). Three runs, each with a remote-only client (as judging machines use it) and
+fresh file names:
 
 * the unmodified ``filetracker.client.Client`` against castore,
 * the same client against Filetracker's server (the baseline),
 * ``castore.client.Client`` against castore.
 
-The table prints each figure and its ratio to the baseline, all measured in one run.
+The table prints each figure and its ratio to the baseline, all measured in one run:
+one client, then 4 client processes at once (64 KiB puts and gets); then the servers'
+start-up (start to the first answer of ``GET /version/``, a new data folder, median of 5)
+and the Filetracker client's own ceiling (against a server that does nothing).
+
+``--workers-sweep 1,2,4`` measures castore alone with each ``--workers`` value, one and
+4 client processes of each client: how its default was chosen.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stdout
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import httpx
 from filetracker.client import Client as FiletrackerClient
@@ -85,10 +94,12 @@ def running(command: list[str], url: str, env: dict[str, str]) -> Iterator[str]:
             os.killpg(process.pid, signal.SIGKILL)
 
 
-def castore_server(data: Path) -> tuple[list[str], str, dict[str, str]]:
+def castore_server(data: Path, workers: str | None = None) -> tuple[list[str], str, dict[str, str]]:
+    """``castore serve`` with its defaults (``workers``: a ``--workers`` value instead)."""
     port = free_port()
-    command = [str(ROOT / ".venv/bin/castore"), "--root", str(data), "serve", "--init", "--port", str(port),
-               "--workers", "2"]
+    command = [str(ROOT / ".venv/bin/castore"), "--root", str(data), "serve", "--init", "--port", str(port)]
+    if workers is not None:
+        command += ["--workers", workers]
     return command, f"http://127.0.0.1:{port}", dict(os.environ)
 
 
@@ -126,6 +137,85 @@ def run_suite(client: FiletrackerClient | CastoreClient, files: dict[str, list[P
         )
         results[f"get 16 MiB {kind} MB/s"] = total / seconds / MB
     return results
+
+
+def make_client(kind: str, url: str) -> FiletrackerClient | CastoreClient:
+    """A remote-only client: ``filetracker`` (the unmodified Filetracker client) or ``castore``."""
+    if kind == "filetracker":
+        return FiletrackerClient(local_store=None, remote_url=url)
+    return CastoreClient(local_store=None, remote_url=url)
+
+
+def _client_process(kind: str, url: str, small: list[Path], out: Path, tag: str, barrier: Any,
+                    results: Any) -> None:
+    """One of several client processes: put, then get, every small file; times both."""
+    client = make_client(kind, url)
+    timed(lambda: client.put_file(f"/bench/{tag}/warm", str(small[0])))  # version negotiation, connection
+    barrier.wait()
+    start = time.monotonic()
+    timed(lambda: [client.put_file(f"/bench/{tag}/{f.name}", str(f)) for f in small])
+    put_end = time.monotonic()
+    barrier.wait()
+    get_start = time.monotonic()
+    timed(lambda: [client.get_file(f"/bench/{tag}/{f.name}", str(out / f"{tag}.get")) for f in small])
+    results.put((start, put_end, get_start, time.monotonic()))
+
+
+def parallel_clients(kind: str, url: str, small: list[Path], out: Path, tag: str, clients: int = 4) -> dict[str, float]:
+    """Files/s of ``clients`` client processes at once, each putting then getting all of ``small``.
+
+    The processes start together (a barrier, after each has made its client); the rate
+    is every file of every process over the time from the first start to the last end.
+    """
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(clients), context.Queue()
+    processes = [context.Process(target=_client_process, args=(kind, url, small, out, f"{tag}-{i}", barrier, results))
+                 for i in range(clients)]
+    for process in processes:
+        process.start()
+    spans = [results.get(timeout=600) for _ in processes]
+    for process in processes:
+        process.join()
+        if process.exitcode != 0:
+            raise RuntimeError(f"a {kind} client process failed (exit {process.exitcode})")
+    files = clients * len(small)
+    return {
+        f"put 64 KiB files/s, {clients} clients": files / (max(s[1] for s in spans) - min(s[0] for s in spans)),
+        f"get 64 KiB files/s, {clients} clients": files / (max(s[3] for s in spans) - min(s[2] for s in spans)),
+    }
+
+
+def startup_seconds(server: Callable[[Path], tuple[list[str], str, dict[str, str]]], work: Path,
+                    rounds: int = 5) -> float:
+    """Median seconds from starting a server (new data folder) to its first answer of ``GET /version/``."""
+    times = []
+    work.mkdir(parents=True, exist_ok=True)
+    for i in range(rounds):
+        command, url, env = server(work / f"start{i}")
+        started = time.monotonic()
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   start_new_session=True)
+        try:
+            while True:
+                try:
+                    if httpx.get(url + "/version/", timeout=5).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if process.poll() is not None or time.monotonic() - started > 60:
+                    raise RuntimeError(f"{command[0]} did not start")
+                time.sleep(0.005)
+            times.append(time.monotonic() - started)
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+    return statistics.median(times)
 
 
 def _null_server(port: int) -> None:
@@ -181,13 +271,31 @@ def filetracker_client_ceiling(small: list[Path]) -> float:
         process.join()
 
 
+def workers_sweep(values: list[str], small: list[Path], out: Path, work: Path, clients: int) -> None:
+    """castore alone with each ``--workers`` value: 1 and ``clients`` processes of each client."""
+    print(f"castore serve --workers N: 64 KiB files/s, {len(small)} files per client process")
+    print(f"{'workers':<8} {'client':<12} {'put x1':>8} {'get x1':>8} {f'put x{clients}':>8} {f'get x{clients}':>8}")
+    for value in values:
+        with running(*castore_server(work / f"sweep{value}", workers=value)) as url:
+            for kind in ("filetracker", "castore"):
+                one = run_suite(make_client(kind, url), {"small": small, "random": [], "text": []}, out,
+                                f"sweep{value}{kind}")
+                many = parallel_clients(kind, url, small, out, f"sweep{value}{kind}", clients)
+                print(f"{value:<8} {kind:<12} {one['put 64 KiB files/s']:>8.0f} {one['get 64 KiB files/s']:>8.0f} "
+                      f"{many[f'put 64 KiB files/s, {clients} clients']:>8.0f} "
+                      f"{many[f'get 64 KiB files/s, {clients} clients']:>8.0f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", type=int, default=300)
     parser.add_argument("--large", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=4, help="client processes of the parallel rows")
+    parser.add_argument("--workers-sweep", default=None, metavar="N,N,...",
+                        help="measure castore alone with these --workers values instead")
     args = parser.parse_args()
-    if not (FT_VENV / "bin/filetracker-server").exists():
+    if args.workers_sweep is None and not (FT_VENV / "bin/filetracker-server").exists():
         sys.exit("Filetracker's server is not installed: run bash benchmarks/setup_filetracker.sh")
 
     work = Path(tempfile.mkdtemp(prefix="castore-server-bench-"))
@@ -197,6 +305,11 @@ def main() -> None:
             f = work / f"small{i}"
             f.write_bytes(os.urandom(64 * 1024))
             files["small"].append(f)
+        out = work / "out"
+        out.mkdir()
+        if args.workers_sweep is not None:
+            workers_sweep(args.workers_sweep.split(","), files["small"], out, work, args.clients)
+            return
         for i in range(args.large):
             f = work / f"random{i}"
             f.write_bytes(os.urandom(16 * MiB))
@@ -204,20 +317,22 @@ def main() -> None:
             f = work / f"text{i}"
             f.write_bytes(contest_text(16 * MiB, seed=100 + i))
             files["text"].append(f)
-        out = work / "out"
-        out.mkdir()
         ceiling = filetracker_client_ceiling(files["small"])
         runs: dict[str, list[dict[str, float]]] = {"baseline": [], "ft_on_castore": [], "castore": []}
         with running(*castore_server(work / "castore")) as castore_url, \
                 running(*filetracker_server(work / "filetracker", work / "ft.log")) as ft_url:
-            suites = {
-                "baseline": lambda: FiletrackerClient(local_store=None, remote_url=ft_url),
-                "ft_on_castore": lambda: FiletrackerClient(local_store=None, remote_url=castore_url),
-                "castore": lambda: CastoreClient(local_store=None, remote_url=castore_url),
-            }
+            suites = {"baseline": ("filetracker", ft_url), "ft_on_castore": ("filetracker", castore_url),
+                      "castore": ("castore", castore_url)}
             for round_ in range(args.rounds):  # interleaved, so that drifts of the machine hit all three
-                for label, make_client in suites.items():
-                    runs[label].append(run_suite(make_client(), files, out, f"{label}{round_}"))
+                for label, (kind, url) in suites.items():
+                    figures = run_suite(make_client(kind, url), files, out, f"{label}{round_}")
+                    figures.update(parallel_clients(kind, url, files["small"], out, f"{label}{round_}p", args.clients))
+                    runs[label].append(figures)
+        startup = {
+            "castore": startup_seconds(castore_server, work / "castore-starts"),
+            "filetracker": startup_seconds(lambda d: filetracker_server(d, d.parent / f"{d.name}.log"),
+                                           work / "filetracker-starts"),
+        }
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -226,14 +341,19 @@ def main() -> None:
         for label in ("baseline", "ft_on_castore", "castore")
     )
     print(f"{args.small} x 64 KiB, {args.large} x 16 MiB per kind, medians of {args.rounds} interleaved rounds; "
-          "remote-only clients; castore 2 workers, Filetracker its default 2 x cores gevent workers")
-    print(f"{'figure':<26} {'FT client':>10} {'FT client':>10} {'ratio':>7} {'castore':>10} {'ratio':>7}")
-    print(f"{'':<26} {'-> FT':>10} {'-> castore':>10} {'':>7} {'-> castore':>10} {'':>7}")
+          "remote-only clients; each server with its defaults (castore serve; Filetracker 2 x cores workers)")
+    print(f"{'figure':<32} {'FT client':>10} {'FT client':>10} {'ratio':>7} {'castore':>10} {'ratio':>7}")
+    print(f"{'':<32} {'-> FT':>10} {'-> castore':>10} {'':>7} {'-> castore':>10} {'':>7}")
     for figure, base in baseline.items():
         theirs, ours = ft_on_castore[figure], castore[figure]
-        print(f"{figure:<26} {base:>10.1f} {theirs:>10.1f} {theirs / base:>6.2f}x {ours:>10.1f} {ours / base:>6.2f}x")
-    print(f"The Filetracker client against a server that does nothing: {ceiling:.0f} puts/s of 64 KiB "
-          "(its own ceiling: SHA-256, gzip -9, a new connection per request)")
+        print(f"{figure:<32} {base:>10.1f} {theirs:>10.1f} {theirs / base:>6.2f}x {ours:>10.1f} {ours / base:>6.2f}x")
+    base, ours = startup["filetracker"], startup["castore"]
+    print(f"{'start-up to first answer, s':<32} {base:>10.2f} {ours:>10.2f} {base / ours:>6.2f}x {ours:>10.2f} "
+          f"{base / ours:>6.2f}x   (server started on a new folder; ratio: Filetracker's time / castore's)")
+    figure = "put 64 KiB files/s"
+    print(f"{'FT client ceiling, puts/s':<32} {ceiling:>10.1f} {ft_on_castore[figure]:>10.1f} "
+          f"{ft_on_castore[figure] / ceiling:>6.2f}x {'':>10} {'':>7}   (against a server that does nothing; "
+          f"ratio: FT client -> castore / ceiling; -> FT reaches {baseline[figure] / ceiling:.2f}x)")
 
 
 if __name__ == "__main__":

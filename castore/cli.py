@@ -760,29 +760,11 @@ def ingest(c: Context, folder: Path, prefix: str, follow_symlinks: bool, strict:
         fail(f"{len(kept)} files not stored: a newer version is stored", EXIT_KEPT)
 
 
-def _can_listen(host: str, port: int) -> str | None:
-    """None when ``host:port`` can be bound now, else why not (checked before anything starts)."""
-    import socket
-
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except OSError as e:
-        return str(e)
-    family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-        try:
-            probe.bind(address)
-            probe.listen(1)
-        except OSError as e:
-            return e.strerror or str(e)
-    return None
-
-
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=9999, show_default=True, type=int, help="Port to listen on.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1), help="Worker processes.")
+@click.option("--workers", default="auto", show_default=True, metavar="N|auto",
+              help="Worker processes: a number, or auto = one per CPU core castore may use (see README).")
 @click.option("--prefix", default="", help="URL prefix, e.g. /ft behind a reverse proxy.")
 @click.option("--fallback-url", default=None, help="Redirect GET/HEAD of missing files to this old server.")
 @click.option("--migrate-from", default=None, metavar="URL",
@@ -806,7 +788,7 @@ def _can_listen(host: str, port: int) -> str | None:
               help="Verify a whole file before its headers go out: auto = for clients that cannot take a "
                    "cut body (no zstd), so they get a 500 rather than a truncated file.")
 @pass_context
-def serve(c: Context, host: str, port: int, workers: int, prefix: str, fallback_url: str | None,
+def serve(c: Context, host: str, port: int, workers: str, prefix: str, fallback_url: str | None,
           migrate_from: str | None, gzip: bool, create: bool, log_level: str, header_timeout: float,
           body_timeout: float, max_upload_size: str | None, max_zstd_window: str, read_only: bool,
           verify_first: str) -> None:
@@ -824,6 +806,14 @@ def serve(c: Context, host: str, port: int, workers: int, prefix: str, fallback_
     from .upload import UploadLimits
 
     c.local_only("serve")
+    if workers == "auto":
+        from .listening import auto_workers
+
+        count = auto_workers()
+    elif workers.isdigit() and int(workers) >= 1:
+        count = int(workers)
+    else:
+        raise click.BadParameter(f"{workers!r} is not a number >= 1 nor auto", param_hint="--workers")
     if migrate_from is not None and not re.match(r"http://[^/\s]+", migrate_from):
         fail(f"--migrate-from: {migrate_from!r} is not http://host[:port][/prefix]", EXIT_USAGE)
     if migrate_from is not None and read_only:
@@ -836,19 +826,24 @@ def serve(c: Context, host: str, port: int, workers: int, prefix: str, fallback_
             raise click.BadParameter(str(e), param_hint=option) from None
     limits = UploadLimits(body_timeout=body_timeout, max_upload_size=sizes["--max-upload-size"],
                           max_zstd_window=sizes["--max-zstd-window"] or UploadLimits.max_zstd_window)
+    from .listening import listen
+
+    try:  # first: from here on, clients that connect wait for an answer instead of being refused
+        sock = listen(host, port)
+    except OSError as e:
+        fail(f"cannot listen on {host}:{port}: {e.strerror or e}", EXIT_NETWORK)
+    click.get_current_context().call_on_close(sock.close)
     # create (with --init) or migrate once, before workers start; or check it can be read
     c.store(create=create and not read_only, read_only=True if read_only else None)  # closed at exit
-    problem = _can_listen(host, port)
-    if problem is not None:
-        fail(f"cannot listen on {host}:{port}: {problem}", EXIT_NETWORK)
     shown_host = f"[{host}]" if ":" in host else host
     c.warn(f"castore {version('castore')} serving {c.describe()} at http://{shown_host}:{port}"
-           f"{prefix.rstrip('/')} ({workers} worker{'s' if workers > 1 else ''}{', read-only' if read_only else ''})")
+           f"{prefix.rstrip('/')} ({count} worker{'s' if count > 1 else ''}{', read-only' if read_only else ''})")
     from .server import serve as run_server
 
-    run_server(str(c.root), metadata=c.metadata, blobs=c.blobs, host=host, port=port, workers=workers, prefix=prefix,
+    run_server(str(c.root), metadata=c.metadata, blobs=c.blobs, host=host, port=port, workers=count, prefix=prefix,
                fallback_url=fallback_url, gzip=gzip, log_level=log_level, migrate_from=migrate_from,
-               header_timeout=header_timeout, limits=limits, read_only=read_only, verify_first=verify_first)
+               header_timeout=header_timeout, limits=limits, read_only=read_only, verify_first=verify_first,
+               sock=sock)
 
 
 @cli.command(name="cache-clean")

@@ -35,7 +35,7 @@ from .codec import DEFAULT_LEVEL
 from .errors import StoreNotFound
 from .keys import new_seed
 from .metadata.migrate import SCHEMA_REVISION, migration_lock, upgrade_schema
-from .metadata.models import Setting
+from .metadata.models import settings as settings_table
 from .metadata.repo import MetadataRepo
 from .store import BLOBS_DIR, DEFAULT_INLINE_MAX, DEFAULT_RETENTION, METADATA_FILE, Store, check_settings
 
@@ -157,13 +157,12 @@ def initialize(
     engine = create_engine(where.metadata)
     try:
         upgrade_schema(engine)
-        table = Setting.__table__
         with migration_lock(engine) as connection:
-            present = {row.name for row in connection.execute(select(table.c.name))}
+            present = {row.name for row in connection.execute(select(settings_table.c.name))}
             values = {"seed": str(new_seed()), **{k: str(v) for k, v in settings.items()}}
             missing = [{"name": k, "value": v} for k, v in values.items() if k not in present]
             if missing:
-                connection.execute(table.insert(), missing)  # type: ignore[attr-defined]
+                connection.execute(settings_table.insert(), missing)
     finally:
         engine.dispose()
 

@@ -21,11 +21,12 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import time
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from typing import Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 from urllib.parse import unquote_to_bytes
 
 import anyio
@@ -58,7 +59,6 @@ from .faults import as_store_fault
 from .http_protocol import DEFAULT_HEADER_TIMEOUT, HEADER_TIMEOUT_VARIABLE
 from .keys import BlobKey
 from .metrics import Metrics
-from .migration.live import LiveMigration
 from .names import check_prefix, parse_name
 from .opening import open_store
 from .protocol import (
@@ -75,8 +75,10 @@ from .reading import BlobReader
 from .sizes import WHOLE_IN_MEMORY
 from .store import Store
 from .tokens import DEFAULT_CACHE_SECONDS, TokenCache
-from .ui import ui_mount
 from .upload import MemoryBudget, ReceivedBody, UploadLimits, UploadReader, receive_body
+
+if TYPE_CHECKING:  # imported when used: a server starts without them (see _OnFirstRequest)
+    from .migration.live import LiveMigration
 
 __all__ = ["app_from_environment", "create_app"]
 
@@ -654,7 +656,11 @@ def create_app(
     False sends them through it like every other request (the tests compare the two).
     """
     metrics = Metrics()
-    migration = LiveMigration(store, migrate_from) if migrate_from else None
+    migration = None
+    if migrate_from:
+        from .migration.live import LiveMigration
+
+        migration = LiveMigration(store, migrate_from)
     handlers = FiletrackerApp(
         store, fallback_url=fallback_url, metrics=metrics, gzip=gzip, migration=migration,
         limits=limits or UploadLimits(), spool_dir=spool_dir, verify_first=verify_first,
@@ -667,7 +673,7 @@ def create_app(
         Route("/list/{path:path}", handlers.list, methods=["GET"]),
         Route("/health", handlers.health, methods=["GET"]),
         Route("/metrics", handlers.metrics_endpoint, methods=["GET"]),
-        ui_mount(store),  # the read-only web page, /ui/ (castore/ui.py)
+        Mount("/ui", app=_OnFirstRequest(lambda: _ui_app(store))),  # the read-only web page (castore/ui.py)
     ]
     if prefix.strip("/"):
         routes = [Mount("/" + prefix.strip("/"), routes=routes)]
@@ -704,6 +710,27 @@ def create_app(
     tokens = TokenCache(store.metadata.token_roles, seconds=token_cache_seconds)
     inner: ASGIApp = _HotFiles(app, handlers, base) if lean else app
     return _Metered(TokenAuth(_StrictUrl(inner), tokens, open_paths=frozenset({f"{base}/health"})), metrics)
+
+
+class _OnFirstRequest:
+    """An ASGI app built when its first request comes: the web page (Jinja2 and its
+    templates, ~0.1 s) is not loaded by a server that nobody browses, nor before the
+    server's first answer."""
+
+    def __init__(self, build: Callable[[], ASGIApp]) -> None:
+        self._build = build
+        self._app: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._app is None:
+            self._app = self._build()
+        await self._app(scope, receive, send)
+
+
+def _ui_app(store: Store) -> ASGIApp:
+    from .ui import ui_mount
+
+    return ui_mount(store).app
 
 
 def app_from_environment() -> ASGIApp:
@@ -761,6 +788,7 @@ def serve(
     limits: UploadLimits | None = None,
     read_only: bool = False,
     verify_first: str = "auto",
+    sock: socket.socket | None = None,
 ) -> None:
     """Run the server in the foreground until SIGTERM or SIGINT (``castore.serving``).
 
@@ -769,6 +797,8 @@ def serve(
     headers (408 after); ``limits``: body timeout and upload sizes; ``read_only``:
     serve reads only (PUT and DELETE answer 403) and never change the store;
     ``verify_first``: see :data:`VERIFY_FIRST` (``CASTORE_VERIFY_FIRST`` for the workers).
+    ``sock``: a socket already listening (:func:`castore.listening.listen`), served
+    instead of binding ``host:port``.
     """
     from .serving import run
 
@@ -792,4 +822,4 @@ def serve(
         os.environ["CASTORE_FALLBACK_URL"] = fallback_url
     if migrate_from:
         os.environ["CASTORE_MIGRATE_FROM"] = migrate_from
-    run("castore.server:app_from_environment", host=host, port=port, workers=workers, log_level=log_level)
+    run("castore.server:app_from_environment", host=host, port=port, workers=workers, log_level=log_level, sock=sock)

@@ -12,6 +12,8 @@ fork, in :class:`PerWorkerApp`, since a connection must never cross a ``fork``.
 from __future__ import annotations
 
 import importlib
+import socket
+import sys
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -24,6 +26,9 @@ __all__ = ["PerWorkerApp", "run"]
 
 GRACEFUL_SHUTDOWN = 10
 """Seconds a stopping worker gives requests in flight before it closes them."""
+
+STARTUP_FAILURE = 3
+"""Exit status when the app cannot start (uvicorn's own)."""
 
 
 class PerWorkerApp:
@@ -46,7 +51,8 @@ class PerWorkerApp:
 class _Worker(UvicornWorker):  # type: ignore[misc]
     """uvicorn's gunicorn worker with castore's HTTP protocol (the 431 bound on request heads)."""
 
-    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {"loop": "auto", "http": BoundedHttpToolsProtocol, "lifespan": "on"}
+    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {"loop": "auto", "http": BoundedHttpToolsProtocol, "lifespan": "on",
+                                               "ws": "none"}
 
 
 def _factory(path: str) -> Callable[[], ASGIApp]:
@@ -55,22 +61,35 @@ def _factory(path: str) -> Callable[[], ASGIApp]:
     return factory
 
 
-def run(factory: str, *, host: str, port: int, workers: int, log_level: str) -> None:
-    """Serve the app that ``factory`` (``module:function``) builds, until SIGTERM or SIGINT."""
+def run(factory: str, *, host: str, port: int, workers: int, log_level: str,
+        sock: socket.socket | None = None) -> None:
+    """Serve the app that ``factory`` (``module:function``) builds, until SIGTERM or SIGINT.
+
+    ``sock``: a socket already listening (then ``host`` and ``port`` only name it).
+    """
     if workers <= 1:
         import uvicorn
 
-        uvicorn.run(factory, factory=True, host=host, port=port, log_level=log_level, access_log=False,
-                    timeout_graceful_shutdown=GRACEFUL_SHUTDOWN, http=BoundedHttpToolsProtocol)
+        config = uvicorn.Config(factory, factory=True, host=host, port=port, log_level=log_level, access_log=False,
+                                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN, http=BoundedHttpToolsProtocol,
+                                ws="none")  # no WebSockets: loading wsproto costs start-up
+        server = uvicorn.Server(config)
+        try:
+            server.run(sockets=None if sock is None else [sock])
+        except KeyboardInterrupt:
+            pass
+        if not server.started:  # as uvicorn.run: the app failed to start
+            sys.exit(STARTUP_FAILURE)
         return
     from gunicorn.app.base import BaseApplication
 
     app = PerWorkerApp(_factory(factory))
+    bind = f"{host}:{port}" if sock is None else f"fd://{sock.detach()}"  # gunicorn owns the socket from here
 
     class _Master(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
             settings = {
-                "bind": f"{host}:{port}",
+                "bind": bind,
                 "workers": workers,
                 "worker_class": f"{__name__}._Worker",
                 "preload_app": True,

@@ -27,7 +27,8 @@ MakeFile = Callable[..., Path]
 
 @pytest.fixture(scope="module")
 def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with castore_server(tmp_path_factory.mktemp("client") / "store") as base:
+    # one worker: /metrics counters are per worker, and a test reads what the server sent
+    with castore_server(tmp_path_factory.mktemp("client") / "store", "--workers", "1") as base:
         yield base
 
 

@@ -1,4 +1,4 @@
-"""The metadata schema as SQLAlchemy ORM models; Alembic migrations are made from these.
+"""The metadata schema as SQLAlchemy Core tables; Alembic migrations are made from these.
 
 Tables (see ``docs/design.md``, "Metadata schema"):
 
@@ -11,16 +11,29 @@ Tables (see ``docs/design.md``, "Metadata schema"):
   (``castore serve --migrate-from``): the old server's copy must not come back.
 * ``tokens`` — access tokens of the HTTP server, stored as SHA-256 digests.
 
+Core ``Table`` objects rather than ORM declarative classes: nothing in castore maps rows
+to objects, and ``sqlalchemy.orm`` alone costs ~0.1 s of every server's and command's
+start-up.
+
 Changing anything here needs a new Alembic revision, a bump of
 :data:`castore.metadata.migrate.SCHEMA_REVISION` and a "Changes" entry in the design doc.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, LargeBinary, MetaData, String, Text
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import BigInteger, Column, ForeignKey, Integer, LargeBinary, MetaData, String, Table, Text
 
-__all__ = ["PATH_LENGTH", "Base", "Blob", "Deletion", "PathEntry", "PathString", "Setting", "Token", "Version"]
+__all__ = [
+    "PATH_LENGTH",
+    "PathString",
+    "blobs",
+    "deletions",
+    "metadata",
+    "paths",
+    "settings",
+    "tokens",
+    "versions",
+]
 
 PATH_LENGTH = 4096
 
@@ -38,93 +51,79 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
+metadata = MetaData(naming_convention=NAMING)
+"""Every table of the schema (Alembic's ``target_metadata``)."""
 
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING)
+settings = Table(
+    "settings",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+"""One named value of the store's config per row."""
 
+blobs = Table(
+    "blobs",
+    metadata,
+    Column("key", String(32), primary_key=True),
+    Column("size", BigInteger, nullable=False, doc="Logical (original) size in bytes."),
+    Column("stored_size", BigInteger, nullable=False, doc="Size of the stored bytes (after compression, if any)."),
+    Column("codec", String(8), nullable=False),
+    Column("data", LargeBinary, nullable=True,
+           doc="The stored bytes of a small blob kept inline; NULL when the blob backend holds them."),
+    Column("refcount", BigInteger, nullable=False,
+           doc="How many ``versions`` rows name this blob; 0 means collectable."),
+    Column("created", BigInteger, nullable=False, doc="Unix time of the first put of this content."),
+    Column("digests", LargeBinary, nullable=True,
+           doc="xxh3-128 of each 1 MiB chunk of the content (:mod:`castore.digests`); NULL until known "
+               "for a blob written before revision 0002."),
+    Column("pending_until", BigInteger, nullable=True,
+           doc="Unix time until which a put may be uploading these bytes (revision 0006): garbage "
+               "collection leaves a row at refcount 0 alone before then (``docs/design.md``, \"Publishing\")."),
+)
+"""One distinct content, stored once."""
 
-class Setting(Base):
-    """One named value of the store's config."""
+paths = Table(
+    "paths",
+    metadata,
+    Column("path", PathString, primary_key=True),
+    Column("version", BigInteger, nullable=False),
+    Column("blob_key", ForeignKey("blobs.key"), nullable=False),
+    Column("nversions", Integer, nullable=False,
+           doc="How many ``versions`` rows this path has (kept so retention costs no COUNT)."),
+    sqlite_with_rowid=False,
+)
+"""The current version of a path."""
 
-    __tablename__ = "settings"
+versions = Table(
+    "versions",
+    metadata,
+    Column("path", PathString, ForeignKey("paths.path"), primary_key=True),
+    Column("version", BigInteger, primary_key=True),
+    Column("blob_key", ForeignKey("blobs.key"), nullable=False),
+    sqlite_with_rowid=False,
+)
+"""One retained version of a path."""
 
-    name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
+deletions = Table(
+    "deletions",
+    metadata,
+    Column("path", PathString, primary_key=True),
+    Column("version", BigInteger, nullable=False, doc="The version the delete carried (its time when it carried none)."),
+    sqlite_with_rowid=False,
+)
+"""A path deleted in castore while a Filetracker server's files were moving in.
 
+Versions of ``path`` on the old server up to ``version`` are dead: neither a live
+migration's fetch-on-miss nor an import may bring them back.
+"""
 
-class Blob(Base):
-    """One distinct content, stored once."""
-
-    __tablename__ = "blobs"
-
-    key: Mapped[str] = mapped_column(String(32), primary_key=True)
-    size: Mapped[int] = mapped_column(BigInteger)
-    """Logical (original) size in bytes."""
-    stored_size: Mapped[int] = mapped_column(BigInteger)
-    """Size of the stored bytes (after compression, if any)."""
-    codec: Mapped[str] = mapped_column(String(8))
-    data: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
-    """The stored bytes of a small blob kept inline; NULL when the blob backend holds them."""
-    refcount: Mapped[int] = mapped_column(BigInteger)
-    """How many ``versions`` rows name this blob; 0 means collectable."""
-    created: Mapped[int] = mapped_column(BigInteger)
-    """Unix time of the first put of this content."""
-    digests: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
-    """xxh3-128 of each 1 MiB chunk of the content (:mod:`castore.digests`); NULL until
-    known for a blob written before revision 0002."""
-    pending_until: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    """Unix time until which a put may be uploading these bytes (revision 0006): garbage
-    collection leaves a row at refcount 0 alone before then (``docs/design.md``, "Publishing")."""
-
-
-class PathEntry(Base):
-    """The current version of a path."""
-
-    __tablename__ = "paths"
-    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 - SQLAlchemy's declarative hook
-
-    path: Mapped[str] = mapped_column(PathString, primary_key=True)
-    version: Mapped[int] = mapped_column(BigInteger)
-    blob_key: Mapped[str] = mapped_column(ForeignKey("blobs.key"))
-    nversions: Mapped[int] = mapped_column(Integer)
-    """How many ``versions`` rows this path has (kept so retention costs no COUNT)."""
-
-
-class Version(Base):
-    """One retained version of a path."""
-
-    __tablename__ = "versions"
-    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 - SQLAlchemy's declarative hook
-
-    path: Mapped[str] = mapped_column(PathString, ForeignKey("paths.path"), primary_key=True)
-    version: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    blob_key: Mapped[str] = mapped_column(ForeignKey("blobs.key"))
-
-
-class Deletion(Base):
-    """A path deleted in castore while a Filetracker server's files were moving in.
-
-    Versions of ``path`` on the old server up to ``version`` are dead: neither a live
-    migration's fetch-on-miss nor an import may bring them back.
-    """
-
-    __tablename__ = "deletions"
-    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 - SQLAlchemy's declarative hook
-
-    path: Mapped[str] = mapped_column(PathString, primary_key=True)
-    version: Mapped[int] = mapped_column(BigInteger)
-    """The version the delete carried (its time when it carried none)."""
-
-
-class Token(Base):
-    """An access token of the HTTP server (see :mod:`castore.tokens`); the token itself is never stored."""
-
-    __tablename__ = "tokens"
-
-    name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    role: Mapped[str] = mapped_column(String(8))
-    """``read``, ``write`` or ``admin``."""
-    digest: Mapped[str] = mapped_column(String(64), unique=True)
-    """SHA-256 of the token, as hex."""
-    created: Mapped[int] = mapped_column(BigInteger)
-    """Unix time the token was created."""
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("role", String(8), nullable=False, doc="``read``, ``write`` or ``admin``."),
+    Column("digest", String(64), unique=True, nullable=False, doc="SHA-256 of the token, as hex."),
+    Column("created", BigInteger, nullable=False, doc="Unix time the token was created."),
+)
+"""An access token of the HTTP server (see :mod:`castore.tokens`); the token itself is never stored."""

@@ -22,10 +22,10 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, and_, bindparam, case, delete, func, null, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Engine, and_, bindparam, case, delete, func, null, select, update
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import DBAPIError
 
 from ..codec import Codec
@@ -33,7 +33,7 @@ from ..keys import BlobKey
 from .checkpoint import Checkpointer
 from .engine import configure_sqlite, make_engines
 from .migrate import check_schema
-from .models import Blob, Deletion, PathEntry, Setting, Token, Version
+from .models import blobs, deletions, paths, settings, tokens, versions
 from .report import DedupReport, dedup_report
 
 __all__ = [
@@ -52,13 +52,6 @@ __all__ = [
     "WriteConflict",
     "WriteTxn",
 ]
-
-blobs = cast(Table, Blob.__table__)
-paths = cast(Table, PathEntry.__table__)
-versions = cast(Table, Version.__table__)
-settings = cast(Table, Setting.__table__)
-deletions = cast(Table, Deletion.__table__)
-tokens = cast(Table, Token.__table__)
 
 
 CONFLICT_SQLSTATES = frozenset({"23505", "40001", "40P01"})
@@ -399,8 +392,14 @@ class _SqliteReads:
 
 def _acquire_statement(dialect: str) -> Any:
     """Insert a blob row with refcount 1, or add one reference to the existing row."""
-    insert: Any = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}.get(dialect)
-    if insert is None:
+    insert: Any
+    if dialect == "sqlite":
+        insert = sqlite.insert
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql  # here: a SQLite store never loads it (start-up)
+
+        insert = postgresql.insert
+    else:
         raise NotImplementedError(f"castore metadata does not support the {dialect} dialect yet")
     statement: Any = insert(blobs).values(
         key=bindparam("k"),

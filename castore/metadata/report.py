@@ -28,17 +28,13 @@ PostgreSQL. ``benchmarks/report.py`` measures it on a million paths.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, case, func, select
+from sqlalchemy import Connection, bindparam, case, func, select
 
-from .models import Blob, PathEntry, Version
+from .models import blobs, paths, versions
 
 __all__ = ["SORT_KEYS", "DedupReport", "GroupUsage", "SharedContent", "dedup_report", "path_head_of"]
-
-blobs = cast(Table, Blob.__table__)
-paths = cast(Table, PathEntry.__table__)
-versions = cast(Table, Version.__table__)
 
 SORT_KEYS = ("name", "files", "versions", "logical", "retained", "stored", "freed", "shared", "ratio")
 """How groups can be ordered: by name (path order), or by a figure, largest first."""

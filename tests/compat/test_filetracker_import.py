@@ -264,7 +264,8 @@ def _metric(base: str, name: str) -> float:
 @pytest.fixture
 def migrating(filetracker: tuple[str, Path], castore_root: Path) -> Iterator[tuple[str, str, Path]]:
     old, _ = filetracker
-    with castore_server(castore_root, "--migrate-from", old) as new:
+    # one worker: the tests read /metrics, whose counters are per worker
+    with castore_server(castore_root, "--migrate-from", old, "--workers", "1") as new:
         yield old, new, castore_root
 
 
