@@ -21,80 +21,26 @@ compression check must cost least); ``--kind text`` for contest-style text.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import multiprocessing
 import os
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, redirect_stdout
+from collections.abc import Callable
+from contextlib import redirect_stdout
 from io import StringIO
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.core import contest_text
-from benchmarks.server import FT_VENV, castore_server, filetracker_server, free_port, running
+from benchmarks.null_server import null_server
+from benchmarks.server import FT_VENV, castore_server, filetracker_server, running
 from castore.client import Client as CastoreClient
 from castore.sizes import parse_size
 
 PROCESSES = 4
-
-
-def _null_server(port: int, body_size: int) -> None:
-    """Answers every request at once and stores nothing; a GET gets ``body_size`` bytes."""
-    body = os.urandom(body_size)
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            try:
-                head = await reader.readuntil(b"\r\n\r\n")
-            except (asyncio.IncompleteReadError, ConnectionError):
-                break
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":", 1)[1])
-            await reader.readexactly(length)
-            if head.startswith(b"GET /version"):
-                payload = b'{"protocol_versions": [2], "castore": "null"}'
-            elif head.startswith(b"GET "):
-                payload = body
-            else:
-                payload = b""
-            writer.write(b"HTTP/1.1 200 OK\r\nLast-Modified: Thu, 01 Jan 1970 00:16:40 -0000\r\n"
-                         b"Content-Length: %d\r\n\r\n%s" % (len(payload), payload))
-            await writer.drain()
-        writer.close()
-
-    async def run() -> None:
-        server = await asyncio.start_server(handle, "127.0.0.1", port)
-        async with server:
-            await server.serve_forever()
-
-    asyncio.run(run())
-
-
-@contextmanager
-def null_server(body_size: int) -> Iterator[str]:
-    port = free_port()
-    process = multiprocessing.get_context("spawn").Process(target=_null_server, args=(port, body_size), daemon=True)
-    process.start()
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.join()
 
 
 def _ft_client(url: str) -> object:

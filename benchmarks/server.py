@@ -87,11 +87,17 @@ def running(command: list[str], url: str, env: dict[str, str]) -> Iterator[str]:
         wait_ready(url, process)
         yield url
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        stop_group(process)
+
+
+def stop_group(process: subprocess.Popen[bytes]) -> None:
+    """Stop a server started in its own session: SIGTERM its group, SIGKILL after 20 s."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def castore_server(data: Path, workers: str | None = None) -> tuple[list[str], str, dict[str, str]]:
@@ -209,66 +215,19 @@ def startup_seconds(server: Callable[[Path], tuple[list[str], str, dict[str, str
                 time.sleep(0.005)
             times.append(time.monotonic() - started)
         finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            stop_group(process)
     return statistics.median(times)
-
-
-def _null_server(port: int) -> None:
-    """Answers every request at once without storing anything: the client's own ceiling."""
-    import asyncio
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            try:
-                head = await reader.readuntil(b"\r\n\r\n")
-            except (asyncio.IncompleteReadError, ConnectionError):
-                break
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":", 1)[1])
-            await reader.readexactly(length)
-            body = b'{"protocol_versions": [2]}' if head.startswith(b"GET /version") else b""
-            writer.write(b"HTTP/1.1 200 OK\r\nLast-Modified: Thu, 01 Jan 1970 00:16:40 -0000\r\n"
-                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-            await writer.drain()
-        writer.close()
-
-    async def run() -> None:
-        server = await asyncio.start_server(handle, "127.0.0.1", port)
-        async with server:
-            await server.serve_forever()
-
-    asyncio.run(run())
 
 
 def filetracker_client_ceiling(small: list[Path]) -> float:
     """Puts/s of the Filetracker client against a server that does nothing."""
-    import multiprocessing
+    from benchmarks.null_server import null_server
 
-    port = free_port()
-    process = multiprocessing.get_context("spawn").Process(target=_null_server, args=(port,), daemon=True)
-    process.start()
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        client = FiletrackerClient(local_store=None, remote_url=f"http://127.0.0.1:{port}")
+    with null_server() as url:
+        client = FiletrackerClient(local_store=None, remote_url=url)
         sample = small[:200]
         seconds = timed(lambda: [client.put_file(f"/null/{f.name}@1000", str(f)) for f in sample])
         return len(sample) / seconds
-    finally:
-        process.terminate()
-        process.join()
 
 
 def workers_sweep(values: list[str], small: list[Path], out: Path, work: Path, clients: int) -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -145,12 +144,9 @@ def serving(command: list[str], url: str, env: dict[str, str], log: Path) -> Ite
         yield peak
     finally:
         peak[0] = process_group_hwm(process.pid)
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        from benchmarks.server import stop_group
+
+        stop_group(process)
 
 
 def run_worker(spec: dict[str, Any], work: Path) -> tuple[dict[str, Any], int]:
