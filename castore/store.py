@@ -902,20 +902,33 @@ class Store:
 
 
 def _same_bytes(left: Iterable[bytes | memoryview], right: Iterable[bytes | memoryview]) -> bool:
-    """Whether two streams of pieces (cut anywhere) carry the same bytes."""
-    lefts, rights = iter(left), iter(right)
-    a = b = memoryview(b"")
+    """Whether two streams of pieces (cut anywhere) carry the same bytes.
+
+    Pieces are compared as ``bytes`` (one memcmp): a memoryview is copied once, and a
+    ``bytes`` piece compared whole is not copied at all. Comparing two memoryviews goes
+    element by element, and copying both sides at once page-faults two fresh buffers:
+    either was several times slower than the copy (measured on 1 MiB pieces).
+    """
+    lefts, rights = _nonempty_bytes(left), _nonempty_bytes(right)
+    a = b = b""
     while True:
         if not a:
-            a = memoryview(next(lefts, b""))
+            a = next(lefts, b"")
         if not b:
-            b = memoryview(next(rights, b""))
+            b = next(rights, b"")
         if not a or not b:
             return not a and not b
         n = min(len(a), len(b))
-        if a[:n].tobytes() != b[:n].tobytes():
+        if a[:n] != b[:n]:  # a whole bytes object slices to itself: no copy
             return False
         a, b = a[n:], b[n:]
+
+
+def _nonempty_bytes(pieces: Iterable[bytes | memoryview]) -> Iterator[bytes]:
+    """The pieces as ``bytes``, empty ones left out (an empty piece is not the end)."""
+    for piece in pieces:
+        if len(piece):
+            yield piece if type(piece) is bytes else bytes(piece)
 
 
 def check_settings(settings: dict[str, Any]) -> None:

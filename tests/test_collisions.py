@@ -4,6 +4,7 @@ content still reads back as itself, and identical contents still share one blob.
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import threading
 import time
@@ -13,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from hypothesis import given
+from hypothesis import strategies as st
 
 from castore.client import Client
 from castore.keys import KeyState
@@ -172,3 +175,25 @@ def test_an_uploader_cannot_alias_another_file_over_http(weak_server: tuple[Stor
     finally:
         client.close()
     assert store.usage().blobs == 5  # 2 small + 3 large: the client's uploads deduplicated
+
+
+@given(
+    st.binary(max_size=300),
+    st.binary(max_size=300),
+    st.lists(st.integers(0, 300), max_size=6),
+    st.lists(st.integers(0, 300), max_size=6),
+    st.booleans(),
+)
+def test_same_bytes_compares_pieces_cut_anywhere(
+    left: bytes, right: bytes, left_cuts: list[int], right_cuts: list[int], views: bool
+) -> None:
+    """The dedup comparison: equal exactly when the concatenated pieces are equal."""
+    from castore.store import _same_bytes
+
+    def pieces(data: bytes, cuts: list[int]) -> list[bytes | memoryview]:
+        bounds = [0, *sorted(c for c in cuts if c < len(data)), len(data)]
+        cut = [data[a:b] for a, b in itertools.pairwise(bounds)]
+        return [memoryview(bytearray(p)) if views else p for p in cut]
+
+    assert _same_bytes(pieces(left, left_cuts), pieces(right, right_cuts)) == (left == right)
+    assert _same_bytes(pieces(left, left_cuts), pieces(left, right_cuts))
