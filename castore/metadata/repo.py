@@ -26,12 +26,12 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, bindparam, case, delete, func, null, select, update
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ..codec import Codec
 from ..keys import BlobKey
 from .checkpoint import Checkpointer
-from .engine import configure_sqlite, make_engines
+from .engine import BUSY_TIMEOUT_MS, configure_sqlite, make_engines
 from .migrate import check_schema
 from .models import blobs, deletions, paths, settings, tokens, versions
 from .report import DedupReport, dedup_report
@@ -615,6 +615,27 @@ class WriteTxn:
         )
 
 
+class _WriteTurn:
+    """The process-local turn of SQLite writers, waited for at most the busy timeout.
+
+    Without the bound, writers queued behind a thread that waits out the busy timeout
+    (another process holds the database) would fail one timeout after another: the k-th
+    after k timeouts, holding a server thread all along. With it, each fails within one
+    timeout of its own turn's wait, with SQLite's own "database is locked" error.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._timeout = BUSY_TIMEOUT_MS / 1000
+
+    def __enter__(self) -> None:
+        if not self._lock.acquire(timeout=self._timeout):
+            raise OperationalError("BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked"))
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._lock.release()
+
+
 class MetadataRepo:
     """The metadata database of one store."""
 
@@ -636,7 +657,7 @@ class MetadataRepo:
         sqlite_file = self._reader.dialect.name == "sqlite"
         self._fast_reads = _SqliteReads(self._reader, read_only=read_only) if sqlite_file else None
         self._checkpointer: Checkpointer | None = None
-        self._write_turn: AbstractContextManager[Any] = threading.RLock() if sqlite_file else nullcontext()
+        self._write_turn: AbstractContextManager[Any] = _WriteTurn() if sqlite_file else nullcontext()
         try:
             check_schema(self._writer, self.where)
         except BaseException:
@@ -682,7 +703,8 @@ class MetadataRepo:
         On SQLite the threads of one process also take turns on a lock first: a thread
         that finds the database locked by another process's writer sleeps in SQLite's busy
         handler (steps of 1 to 100 ms), while one waiting for a thread of its own process
-        wakes as soon as that transaction ends.
+        wakes as soon as that transaction ends. The turn is waited for no longer than
+        SQLite's busy timeout (:class:`_WriteTurn`).
         """
         try:
             with self._write_turn, self._writer.begin() as connection:
