@@ -59,7 +59,7 @@ from .errors import (
     SourceError,
     StoreNotFound,
 )
-from .names import check_prefix, parse_name, versioned_name
+from .names import check_prefix, parse_name, parse_version, versioned_name
 from .sizes import IO_BUFFER, format_size, parse_size
 
 if TYPE_CHECKING:
@@ -1373,6 +1373,11 @@ PUT_JOBS = 4
 """Files ``castore put -r`` sends at a time unless --jobs says otherwise."""
 
 
+def _printable(name: str) -> str:
+    """A name as one line of output: quoted and escaped when it holds a newline or control character."""
+    return name if name.isprintable() else repr(name)
+
+
 def _put_tree(c: Context, local: str, name: str, strict: bool, jobs: int) -> None:
     """``castore put -r``: every regular file below ``local`` under the prefix ``name``, ``jobs`` at a time.
 
@@ -1383,12 +1388,14 @@ def _put_tree(c: Context, local: str, name: str, strict: bool, jobs: int) -> Non
     folder = Path(local)
     if not folder.is_dir():
         fail(f"{local}: no such local folder (put -r takes a folder)", EXIT_IO)
-    parsed = parse_name(name)
-    base = check_prefix(parsed.path).rstrip("/")
-    version = parsed.version if parsed.version is not None else int(time.time())
+    prefix, sep, version_text = name.rpartition("@")
+    if not sep or "/" in version_text:
+        prefix, version_text = name, ""
+    base = check_prefix(prefix).rstrip("/")  # "/" and "/q/" are prefixes too
+    version = parse_version(version_text) if version_text else int(time.time())
     walk = _walk(folder, follow_symlinks=False)
     for path, why in walk.skipped:
-        c.warn(f"skipped ({why}): {path}")
+        c.warn(f"skipped ({why}): {_printable(str(path))}")
     pairs = [(versioned_name(f"{base}/{path.relative_to(folder).as_posix()}", version), path) for path, _ in walk.files]
     total = sum(info.st_size for _, info in walk.files)
     client = c.client()
@@ -1399,10 +1406,11 @@ def _put_tree(c: Context, local: str, name: str, strict: bool, jobs: int) -> Non
     kept = [r for r in results if r.kept_newer]
     failed = [r for r in results if r.error is not None]
     for r in kept:
-        c.warn(f"kept: a newer version @{parse_name(r.stored or '').version} is stored ({r.wanted} was not stored)")
+        c.warn(f"kept: a newer version @{parse_name(r.stored or '').version} is stored "
+               f"({_printable(r.wanted)} was not stored)")
     for r in failed:
         assert r.error is not None
-        c.warn(f"failed: {r.wanted}: {_message_for(r.error)}")
+        c.warn(f"failed: {_printable(r.wanted)}: {_message_for(r.error)}")
     c.emit({"files": len(stored), "bytes": total, "kept_newer": len(kept), "failed": len(failed),
             "skipped": len(walk.skipped), "names": [r.stored for r in stored]},
            f"put {len(stored)} files ({format_size(total)}) as {base}/…@{version}, {len(kept)} kept "
@@ -1410,7 +1418,7 @@ def _put_tree(c: Context, local: str, name: str, strict: bool, jobs: int) -> Non
     if failed:
         first = failed[0].error
         assert first is not None
-        fail(f"{len(failed)} of {len(results)} files were not stored (first: {failed[0].wanted}: "
+        fail(f"{len(failed)} of {len(results)} files were not stored (first: {_printable(failed[0].wanted)}: "
              f"{_message_for(first)})", exit_code_for(first))
     if kept and strict:
         fail(f"{len(kept)} files not stored: a newer version is stored", EXIT_KEPT)

@@ -248,6 +248,18 @@ def test_put_recursive(where: str, server_url: str, tmp_path: Path) -> None:
     failed = invoke("put", "-r", str(bad), f"{prefix}/bad@600", code=4)
     assert "failed:" in failed.stderr and "1 of 2 files were not stored" in failed.stderr
     assert invoke("cat", f"{prefix}/bad/good").stdout_bytes == b"good"
+    # a newline in a local name cannot forge a line of output: the name is shown escaped
+    (bad / "new\nline").write_bytes(b"forged?")
+    forged = invoke("put", "-r", str(bad), f"{prefix}/bad@610", code=4)
+    assert "\\nline" in forged.stderr
+    assert not any(line.startswith("line") for line in forged.stderr.splitlines())
+    # a prefix with a trailing slash, and the root itself, are prefixes like any other
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / f"top-{where}").write_bytes(b"top")
+    invoke("put", "-r", str(tmp_path / "one"), f"{prefix}/slash/@620")
+    assert invoke("cat", f"{prefix}/slash/top-{where}").stdout_bytes == b"top"
+    invoke("put", "-r", str(tmp_path / "one"), "/@630")
+    assert invoke("cat", f"/top-{where}").stdout_bytes == b"top"
 
 
 def test_put_recursive_usage_errors(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
