@@ -378,16 +378,19 @@ class _SqliteReads:
         except BaseException:
             connection.close()  # in an unknown state: not reused
             raise
+        self._idle.append(connection)
         if self._closed:
-            connection.close()
-        else:
-            self._idle.append(connection)
+            self.close()  # closed meanwhile: the connection just given back must not outlive it
         return row
 
     def close(self) -> None:
         self._closed = True
-        while self._idle:
-            self._idle.pop().close()
+        while True:
+            try:
+                connection = self._idle.pop()
+            except IndexError:  # another thread emptied it first
+                return
+            connection.close()
 
 
 def _acquire_statement(dialect: str) -> Any:
