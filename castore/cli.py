@@ -59,7 +59,7 @@ from .errors import (
     SourceError,
     StoreNotFound,
 )
-from .names import check_prefix, parse_name, parse_version, versioned_name
+from .names import check_prefix, parse_name, parse_prefix, versioned_name
 from .sizes import IO_BUFFER, format_size, parse_size
 
 if TYPE_CHECKING:
@@ -110,7 +110,6 @@ EXIT_CODES = {
 
 PROGRESS_MIN_BYTES = 32 << 20
 """Show a progress bar for transfers at least this large (when stderr is a terminal)."""
-
 
 
 # -- errors: one line, one documented exit code ---------------------------------------------
@@ -1388,11 +1387,9 @@ def _put_tree(c: Context, local: str, name: str, strict: bool, jobs: int) -> Non
     folder = Path(local)
     if not folder.is_dir():
         fail(f"{local}: no such local folder (put -r takes a folder)", EXIT_IO)
-    prefix, sep, version_text = name.rpartition("@")
-    if not sep or "/" in version_text:
-        prefix, version_text = name, ""
-    base = check_prefix(prefix).rstrip("/")  # "/" and "/q/" are prefixes too
-    version = parse_version(version_text) if version_text else int(time.time())
+    prefix, given = parse_prefix(name)  # "/" and "/q/" are prefixes too
+    base = prefix.rstrip("/")
+    version = given if given is not None else int(time.time())
     walk = _walk(folder, follow_symlinks=False)
     for path, why in walk.skipped:
         c.warn(f"skipped ({why}): {_printable(str(path))}")

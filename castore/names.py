@@ -35,6 +35,7 @@ __all__ = [
     "child_range",
     "is_valid_path",
     "parse_name",
+    "parse_prefix",
     "parse_version",
     "versioned_name",
 ]
@@ -149,6 +150,18 @@ def check_prefix(prefix: str) -> str:
         return "/"
     stripped = prefix.removesuffix("/")
     return check_path(stripped) + "/"
+
+
+def parse_prefix(name: str) -> tuple[str, int | None]:
+    """Split and check a directory prefix with an optional version: ``/a/b@12`` → ``("/a/b/", 12)``.
+
+    The prefix is normalised as :func:`check_prefix` does (``/`` and ``/a/`` are prefixes
+    too); an ``@`` before a ``/`` is not a version, and the path rules refuse it.
+    """
+    head, sep, version_text = name.rpartition("@")
+    if not sep or "/" in version_text:
+        return check_prefix(name), None
+    return check_prefix(head), parse_version(version_text)
 
 
 def child_range(directory: str) -> tuple[str, str]:

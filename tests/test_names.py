@@ -12,6 +12,7 @@ from castore.names import (
     child_range,
     is_valid_path,
     parse_name,
+    parse_prefix,
     parse_version,
     versioned_name,
 )
@@ -119,3 +120,25 @@ def test_prefixes_and_ranges() -> None:
         check_prefix("/a/../b")
     low, high = child_range("/a/")
     assert low <= "/a/x" < high and not ("/ab" >= low and "/ab" < high) and not (low <= "/a" < high)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("/", ("/", None)),
+        ("", ("/", None)),
+        ("/@7", ("/", 7)),
+        ("/q/", ("/q/", None)),
+        ("/q/@7", ("/q/", 7)),
+        ("/q@7", ("/q/", 7)),
+        ("/a/b", ("/a/b/", None)),
+    ],
+)
+def test_parse_prefix(name: str, expected: tuple[str, int | None]) -> None:
+    assert parse_prefix(name) == expected
+
+
+@pytest.mark.parametrize("name", ["/a/../b", "/a//b", "/q@", "/q@-1", "/q@1x", "/a\x00b", "/a@1/b"])
+def test_parse_prefix_refuses(name: str) -> None:
+    with pytest.raises(ValueError):
+        parse_prefix(name)
