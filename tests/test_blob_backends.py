@@ -152,6 +152,7 @@ class TestFileBackend(BackendContract):
         with backend.open(KEY_B) as f:
             assert f.read() == b"new"
         assert sorted(p.name for p in backend.path_of(KEY_B).parent.iterdir()) == [KEY_B]
+        assert list((backend.directory / ".staging").iterdir()) == []  # no spare name left behind
 
 
 def test_check_key() -> None:

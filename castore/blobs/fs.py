@@ -67,6 +67,17 @@ def _locked_new_file(directory: Path) -> tuple[int, Path]:
         os.close(fd)
 
 
+def _linked_spare(path: Path, directory: Path) -> Path:
+    """A new hard link to ``path`` under an unused name in ``directory``."""
+    while True:
+        spare = directory / f"spare-{os.urandom(8).hex()}"
+        try:
+            os.link(path, spare)
+        except FileExistsError:
+            continue
+        return spare
+
+
 class _FileStaged(StagedBlob):
     def __init__(self, directory: Path) -> None:
         fd, path = _locked_new_file(directory)
@@ -127,8 +138,9 @@ class FileBlobBackend(BlobBackend):
             os.link(staged.path, final)
         except FileExistsError:
             # Bytes left under the key (a row collected before its file): replace them whole.
-            spare = final.with_name(f".{final.name}.{os.getpid()}.{id(staged)}")
-            os.link(staged.path, spare)
+            # The spare name lives in the staging folder, so a crash between the two steps
+            # leaves a file the staging sweep removes, not one beside the blobs forever.
+            spare = _linked_spare(staged.path, self._staging)
             os.replace(spare, final)
         fsync_dir(final.parent)
 
