@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import httpx
 import pytest
 from click.testing import CliRunner, Result
@@ -46,6 +47,10 @@ def test_every_command_gives_the_same_answer_local_and_remote(server_url: str, t
     (folder / "t").mkdir(parents=True)
     (folder / "t" / "1.in").write_bytes(b"one")
     os.utime(folder / "t" / "1.in", (1000, 1000))
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "good").write_bytes(b"good")
+    (bad / "x@y").write_bytes(b"an @ in a name")
     out = tmp_path / "out"
     steps: list[tuple[list[str], bytes | None]] = [
         (["put", str(data), "/c/a.in@100"], None),
@@ -74,6 +79,15 @@ def test_every_command_gives_the_same_answer_local_and_remote(server_url: str, t
         (["--json", "stat", "/c/missing"], None),
         (["ingest", str(folder), "/pkg"], None),
         (["ingest", str(folder), "/pkg"], None),
+        (["put", "-r", str(folder), "/tree@7"], None),
+        (["put", "-r", str(folder), "/tree@3"], None),  # older: kept
+        (["put", "-r", "--strict", str(folder), "/tree@3"], None),
+        (["--json", "put", "-r", str(folder), "/tree/@9"], None),
+        (["put", "-r", str(bad), "/tree/bad@9"], None),  # one bad name fails alone
+        (["put", "-r", str(data), "/tree"], None),  # not a folder
+        (["put", "-r", str(folder), "relative"], None),
+        (["ingest", str(bad), "/bad"], None),  # refused whole: nothing stored
+        (["ls", "-l", "/tree"], None),
         (["rm", "/c/a.in@10"], None),
         (["rm", "/c/a.in"], None),
         (["rm", "/c/a.in"], None),
@@ -220,6 +234,20 @@ def test_ls_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
     assert ls.stderr is not None and ls.stderr.read() == b""
 
 
+def test_ls_over_url_into_a_closed_pipe_exits_quietly(server_url: str, tmp_path: Path) -> None:
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(400):  # about 90 KB of listing: more than a pipe holds
+        (folder / f"{'x' * 200}{i:04}").write_bytes(b"x")
+    assert invoke("--url", server_url, "put", "-r", str(folder), "/pipe@1").exit_code == 0
+    ls = subprocess.Popen([*CASTORE, "--url", server_url, "ls", "/pipe"], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE)
+    assert ls.stdout is not None and ls.stdout.readline().startswith(b"/pipe/xxx")
+    ls.stdout.close()
+    assert ls.wait(60) == 141
+    assert ls.stderr is not None and ls.stderr.read() == b""
+
+
 def test_serve_refuses_a_missing_store_and_prints_where_it_listens(tmp_path: Path) -> None:
     typo = tmp_path / "typo"
     refused = subprocess.run([*CASTORE, "--root", str(typo), "serve", "--port", str(free_port())],
@@ -249,11 +277,24 @@ def test_serve_refuses_a_missing_store_and_prints_where_it_listens(tmp_path: Pat
         server.communicate(timeout=30)
 
 
+def _commands(group: click.Group, words: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], click.Command]]:
+    """Every command and subcommand (``token create``, ``migrate status``) with the words that call it."""
+    for name, command in group.commands.items():
+        yield (*words, name), command
+        if isinstance(command, click.Group):
+            yield from _commands(command, (*words, name))
+
+
 def test_every_command_help_says_what_with_an_example() -> None:
-    for name, command in cli.commands.items():
-        done = invoke(name, "--help")
-        assert done.exit_code == 0 and "Example:" in done.stdout, name
-        assert command.help and len(command.help.split(".")[0]) > 10, name
+    seen = []
+    for words, command in _commands(cli):
+        done = invoke(*words, "--help")
+        assert done.exit_code == 0 and "Example:" in done.stdout, words
+        assert command.help and len(command.help.split(".")[0]) > 10, words
+        seen.append(" ".join(words))
+    assert {"put", "token create", "migrate status"} <= set(seen)
+    put_help = invoke("put", "--help").stdout
+    assert "put -r" in put_help and "--jobs" in put_help  # the folder upload has its example too
 
 
 def test_readme_documents_every_command_and_exit_code() -> None:
