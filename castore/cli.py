@@ -59,7 +59,7 @@ from .errors import (
     SourceError,
     StoreNotFound,
 )
-from .names import check_prefix, parse_name, parse_prefix, versioned_name
+from .names import check_path, check_prefix, check_version, parse_name, parse_prefix, versioned_name
 from .sizes import IO_BUFFER, format_size, parse_size
 
 if TYPE_CHECKING:
@@ -533,8 +533,6 @@ def cat(c: Context, name: str) -> None:
 
 def _list(c: Context, client: Client, prefix: str, max_version: int | None) -> list[str]:
     """Absolute paths of the current files below folder PREFIX; not-a-folder is exit 3."""
-    from .names import check_version
-
     folder = check_prefix(prefix).rstrip("/")
     if max_version is None:
         max_version = int(time.time())  # the protocol's default, given here so both origins agree
@@ -740,12 +738,14 @@ def ingest(c: Context, folder: Path, prefix: str, follow_symlinks: bool, strict:
     walk = _walk(folder, follow_symlinks)
     for path, why in walk.skipped:
         c.warn(f"skipped ({why}): {path}")
+    # every name is checked before the first put: a bad one is refused with nothing stored
+    names = [versioned_name(check_path(f"{base}/{path.relative_to(folder).as_posix()}"), check_version(int(info.st_mtime)))
+             for path, info in walk.files]
     client = c.client()
     total = sum(info.st_size for _, info in walk.files)
     kept: list[str] = []
     with progress("ingest", total, files=len(walk.files)) as bar:
-        for path, info in walk.files:
-            wanted = versioned_name(f"{base}/{path.relative_to(folder).as_posix()}", int(info.st_mtime))
+        for wanted, (path, _) in zip(names, walk.files, strict=True):
             stored = client.put_file(wanted, path, progress=bar.update)
             if stored != wanted:
                 kept.append(stored)

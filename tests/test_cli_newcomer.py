@@ -207,6 +207,23 @@ def test_ingest_skips_links_and_fifos_and_counts_kept(tmp_path: Path) -> None:
     assert invoke("--root", root, "ingest", "--strict", str(folder), "/pkg").exit_code == 8
 
 
+@pytest.mark.parametrize("where", ["root", "url"])
+def test_ingest_refuses_a_bad_name_before_storing_anything(where: str, server_url: str, tmp_path: Path) -> None:
+    """A file name castore cannot store (an @ in it) stops ingest before the first put, not halfway."""
+    store = ["--root", str(tmp_path / "s")] if where == "root" else ["--url", server_url]
+    if where == "root":
+        Store.open(tmp_path / "s", create=True).close()
+    folder = tmp_path / "pkg"
+    folder.mkdir()
+    for name in ("a.in", "x@y", "z.in"):
+        (folder / name).write_bytes(name.encode())
+    prefix = f"/refused-{where}"
+    done = invoke(*store, "ingest", str(folder), prefix)
+    assert done.exit_code == 4, done.output
+    assert done.stderr == f"Error: invalid path '{prefix}/x@y': a path must not contain '@' (it separates the version)\n"
+    assert invoke(*store, "ls", prefix).exit_code == 3  # nothing was stored
+
+
 def test_progress_bars_in_url_mode(server_url: str, tmp_path: Path) -> None:
     data = tmp_path / "big"
     data.write_bytes(os.urandom(3 << 20))
