@@ -221,9 +221,11 @@ class Progress:
     files_total: int = 0
     files_done: int = 0
     extra: dict[str, int] = field(default_factory=dict)
+    by_files: bool = False
+    """The bar counts files (``rm -r``), not bytes."""
 
     def update(self, n: int) -> None:
-        if self.bar is not None and n > 0:
+        if self.bar is not None and n > 0 and not self.by_files:
             self.bar.update(n)
 
     def file_done(self, **counts: int) -> None:
@@ -231,8 +233,14 @@ class Progress:
         self.files_done += 1
         for key, value in counts.items():
             self.extra[key] = self.extra.get(key, 0) + value
-        if self.bar is not None:
-            shown = {k: v for k, v in self.extra.items() if v}
+        if self.bar is None:
+            return
+        shown = {k: v for k, v in self.extra.items() if v}
+        if self.by_files:
+            if shown:
+                self.bar.set_postfix(**shown, refresh=False)
+            self.bar.update(1)
+        else:
             self.bar.set_postfix(files=f"{self.files_done}/{self.files_total}", **shown)
 
 
@@ -245,17 +253,23 @@ def _progress_wanted(total_bytes: int, files: int) -> bool:
 
 
 @contextmanager
-def progress(description: str, total_bytes: int | None, files: int = 1) -> Iterator[Progress]:
+def progress(description: str, total_bytes: int | None, files: int = 1, *, by_files: bool = False) -> Iterator[Progress]:
     """A progress bar of bytes (rate and ETA) and files for a transfer in either direction.
 
     Shown on stderr when it is a terminal and the transfer is large or has several files
     (``$CASTORE_PROGRESS=1`` forces it, ``0`` hides it). ``total_bytes`` None: unknown.
+    ``by_files``: no bytes move (``rm -r``), so the bar counts files, with their rate and ETA.
     """
     if not _progress_wanted(total_bytes or 0, files):
         yield Progress(files_total=files)
         return
     from tqdm import tqdm
 
+    if by_files:
+        with tqdm(total=files, desc=description, unit=" files", leave=False, file=sys.stderr, dynamic_ncols=True,
+                  mininterval=0.2) as bar:
+            yield Progress(bar=bar, files_total=files, by_files=True)
+        return
     with tqdm(total=total_bytes, desc=description, unit="B", unit_scale=True, unit_divisor=1024,
               leave=False, file=sys.stderr, dynamic_ncols=True, mininterval=0.2) as bar:
         yield Progress(bar=bar, files_total=files)
@@ -610,7 +624,7 @@ def rm(c: Context, name: str, recursive: bool, yes: bool, strict: bool) -> None:
             fail(f"rm -r would remove {len(paths)} files below {name}: confirm with --yes", EXIT_USAGE)
         click.confirm(f"Remove {len(paths)} files below {name}?", abort=True, err=True)
     removed = kept_count = 0
-    with progress("rm", None, files=len(paths)) as bar:
+    with progress("rm", None, files=len(paths), by_files=True) as bar:
         for path in paths:
             try:
                 kept = _delete(c, client, path)

@@ -236,7 +236,12 @@ def test_progress_bars_in_url_mode(server_url: str, tmp_path: Path) -> None:
     assert get.exit_code == 0 and "get" in get.stderr and "3.00M" in get.stderr
     ingest = invoke("--url", server_url, "ingest", str(tmp_path / "dir"), "/d", env=env)
     assert ingest.exit_code == 0 and "ingest" in ingest.stderr and "files=1/1" in ingest.stderr
+    tree = invoke("--url", server_url, "put", "-r", str(tmp_path / "dir"), "/progress-tree", env=env)
+    assert tree.exit_code == 0 and "B/s" in tree.stderr and "files=1/1" in tree.stderr  # bytes, rate, files
     assert (tmp_path / "back").read_bytes() == data.read_bytes()
+    removed = invoke("--url", server_url, "rm", "-r", "--yes", "/progress-tree", env=env)
+    assert removed.exit_code == 0 and "rm" in removed.stderr
+    assert "B/s" not in removed.stderr and "/1 [" in removed.stderr and "files/s" in removed.stderr  # files, not bytes
 
 
 def test_ls_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
