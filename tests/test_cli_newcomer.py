@@ -140,6 +140,13 @@ def test_a_bad_url_is_one_line_and_exit_2(url: str) -> None:
     assert done.stdout == ""
 
 
+def test_a_wrong_url_prefix_is_named_as_such(server_url: str) -> None:
+    """A server with no file list at that URL (castore answers 404 to unknown endpoints) is not "not found: "."""
+    done = invoke("--url", f"{server_url}/no-such-prefix", "ls", "/")
+    assert done.exit_code == 3
+    assert done.stderr == f"Error: no file list at {server_url}/no-such-prefix (is the --url prefix right?)\n"
+
+
 def test_errors_are_printed_once(server_url: str) -> None:
     done = invoke("--url", server_url, "cat", "/never/stored")
     assert done.exit_code == 3 and done.stderr == "Error: not found: /never/stored\n"
