@@ -314,6 +314,26 @@ def _commands(group: click.Group, words: tuple[str, ...] = ()) -> Iterator[tuple
             yield from _commands(command, (*words, name))
 
 
+def test_run_sh_serves_a_new_embedded_store_and_says_where(tmp_path: Path) -> None:
+    """The README's first command: scripts/run.sh passes serve --init (the embedded default) and prints one line."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("CASTORE_ROOT", "CASTORE_METADATA", "CASTORE_BLOBS")}
+    server = subprocess.Popen(["bash", str(ROOT / "scripts" / "run.sh"), "--port", str(port), "--workers", "1"],
+                              cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stderr is not None
+        line = server.stderr.readline()
+        while line and not line.startswith("castore "):  # anything ensure_venv printed first
+            line = server.stderr.readline()
+        store = tmp_path / "castore-data"
+        assert re.fullmatch(rf"castore \S+ serving {re.escape(str(store))} at http://127\.0\.0\.1:{port} "
+                            r"\(1 worker\)\n", line), line
+        assert (store / "metadata.sqlite3").exists()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=30)
+
+
 def test_every_command_help_says_what_with_an_example() -> None:
     seen = []
     for words, command in _commands(cli):
