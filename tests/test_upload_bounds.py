@@ -1,4 +1,5 @@
-"""The pieces that bound an upload, in isolation: zstd frame walking, sizes, ranges, receiving."""
+"""The pieces that bound an upload: zstd frame walking, sizes, ranges, receiving (in isolation), and the
+``castore serve`` options that set the limits (on a real server)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import gzip
 import io
 import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 import zstandard
 from hypothesis import given, settings
@@ -17,9 +20,13 @@ from castore.content_coding import ZstdFrameWalker, decoded
 from castore.errors import SourceError, UploadTimeout, UploadTooLarge
 from castore.protocol import parse_size
 from castore.server import _HTTPError, _parse_range
+from castore.store import Store
 from castore.upload import MemoryBudget, UploadLimits, UploadReader, receive_body
 
+from .server_process import castore_server
+
 CONTENT = b"0123456789 abcdef\n" * 3000
+V1000 = "Thu, 01 Jan 1970 00:16:40 -0000"
 FRAMES = {
     "checksum": zstandard.ZstdCompressor(write_checksum=True).compress(CONTENT),
     "no checksum": zstandard.ZstdCompressor(write_checksum=False).compress(CONTENT),
@@ -146,3 +153,40 @@ def test_upload_reader_caps_what_a_body_decodes_to() -> None:
         reader.read()
     reader = UploadReader(io.BytesIO(bomb), encoding="zstd", logical_size=4 << 20, sha256=None)
     assert len(reader.read()) == 4 << 20
+
+
+def test_serve_limits_reach_every_worker(tmp_path: Path) -> None:
+    """--max-upload-size and --max-zstd-window, given to ``castore serve``, bound each worker's uploads."""
+    root = tmp_path / "store"
+    text = b"".join(b"%d\n" % i for i in range(300_000))  # ~2 MiB, compressible
+    small = zstandard.ZstdCompressor(compression_params=zstandard.ZstdCompressionParameters(window_log=20))
+    wide = zstandard.ZstdCompressor(compression_params=zstandard.ZstdCompressionParameters(window_log=21))
+    fits = os.urandom(100_000)
+
+    def streamed(compressor: zstandard.ZstdCompressor) -> bytes:
+        writer = compressor.compressobj()  # no content size in the header: the window is not shrunk to it
+        return writer.compress(fits) + writer.flush()
+
+    with castore_server(root, "--workers", "2", "--max-upload-size", "1M", "--max-zstd-window", "1M") as url, \
+            httpx.Client(base_url=url, timeout=30) as http:
+
+        def put(path: str, body: bytes, **headers: str) -> httpx.Response:
+            return http.put(f"/files{path}", params={"last_modified": V1000}, content=body, headers=headers)
+
+        for _ in range(4):  # new connections: both workers answer some of them
+            http.close()
+            http = httpx.Client(base_url=url, timeout=30)
+            assert put("/big", text).status_code == 413
+            assert put("/big", text[: 1 << 20]).status_code == 200  # exactly the limit
+            assert put("/big-chunked", iter([text[: 1 << 19]] * 3)).status_code == 413  # no Content-Length
+            zstd = {"Content-Encoding": "zstd", "Logical-Size": str(len(text))}
+            assert put("/big-zstd", zstandard.ZstdCompressor().compress(text), **zstd).status_code == 413
+            gz = gzip.compress(text)  # no Logical-Size: the limit applies to what it decodes to
+            assert put("/big-gzip", gz, **{"Content-Encoding": "gzip"}).status_code == 413
+            zstd["Logical-Size"] = str(len(fits))
+            r = put("/wide", streamed(wide), **zstd)
+            assert r.status_code == 400 and "at most 1 MiB" in r.headers["x-exception"], r.headers
+            assert put("/fits", streamed(small), **zstd).status_code == 200
+        http.close()
+    with Store.open(root) as store:
+        assert sorted(f.path for f in store.list("/")) == ["/big", "/fits"]
