@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sqlite3
+import struct
+import subprocess
+import sys
+import termios
+import threading
 import time
 import tracemalloc
 from pathlib import Path
@@ -304,3 +310,40 @@ def test_help_documents_the_exit_statuses(tmp_path: Path) -> None:
     for line in ("0  clean", "1  problems were found and all repaired", "2  damage remains"):
         assert line in text
     assert "--verify-content" in text and "--repair" in text and "--grace" in text
+
+
+def _stderr_on_a_terminal(*args: str) -> tuple[int, bytes]:
+    """Run the CLI with stderr on a pseudo-terminal (100 columns); return its exit code and what it wrote there."""
+    leader, follower = os.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+    written = bytearray()
+
+    def drain() -> None:
+        while True:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # EIO once the process and our copy of the follower are gone
+                return
+            if not data:
+                return
+            written.extend(data)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    try:
+        done = subprocess.run([sys.executable, "-m", "castore", *args], stdout=subprocess.DEVNULL, stderr=follower,
+                              timeout=120, check=False)
+    finally:
+        os.close(follower)
+        reader.join(10)
+        os.close(leader)
+    return done.returncode, bytes(written)
+
+
+@pytest.mark.parametrize(("flags", "bar"), [((), b"check:"), (("--verify-content",), b"verify:")])
+def test_a_progress_bar_on_a_terminal_only(filled: Store, store_root: Path, flags: tuple[str, ...],
+                                           bar: bytes) -> None:
+    code, shown = _stderr_on_a_terminal("--root", str(store_root), "check", *flags)
+    assert code == 0 and bar in shown and b"%|" in shown, shown
+    result = _run(store_root, *flags, code=0)  # stderr not a terminal: no bar
+    assert bar.decode() not in result.output
