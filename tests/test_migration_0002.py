@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -13,7 +17,9 @@ from sqlalchemy import create_engine, text
 
 from alembic import command
 from castore.blobs.fs import key_to_relpath
-from castore.errors import CorruptBlob
+from castore.cache import LocalCache
+from castore.client import Client
+from castore.errors import CorruptBlob, FiletrackerError
 from castore.keys import BlobKey
 from castore.metadata.migrate import SCHEMA_REVISION, alembic_config, current_revision
 from castore.opening import locate, migrate
@@ -119,3 +125,51 @@ def test_a_server_on_an_upgraded_store_serves_old_blobs_verified(old_root: Path)
             assert response.headers["castore-content-digest"].startswith("xxh3-128-chunks-1m=")
         assert http.get("/files/old/damaged").status_code == 500
         assert http.get("/files/old/empty").content == b""
+
+
+def test_check_repair_adds_the_missing_digests(old_root: Path) -> None:
+    """``castore check --repair`` on an upgraded store: digests added, the damaged blob listed, nothing dropped."""
+
+    def check(*flags: str) -> tuple[int, dict[str, Any]]:
+        done = subprocess.run([sys.executable, "-m", "castore", "--root", str(old_root), "check", "--json", *flags],
+                              capture_output=True, text=True, check=False, timeout=120)
+        return done.returncode, json.loads(done.stdout)
+
+    code, report = check("--repair")
+    assert code == 2 and report["digests_added"] == len(CONTENTS) - 1, report
+    assert report["lost"] == ["/old/damaged@1000"]
+    with Store.open(old_root) as store:
+        assert all(store.stat(p).digest is not None for p in CONTENTS if p != "/old/damaged")
+        assert sorted(f.path for f in store.list("/old")) == sorted(CONTENTS)  # the damaged path is kept
+    code, report = check("--repair")
+    assert code == 2 and report["digests_added"] == 0
+
+
+def test_a_large_damaged_old_blob_is_never_served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An old zstd blob over 1 MiB (no digests, no frame checksum: key mode), damaged: no read gets its bytes."""
+    content = _text(3_000_000)
+    monkeypatch.setitem(CONTENTS, "/old/big", content)
+    old_root = tmp_path / "old"
+    _store_at_0001(old_root)
+    migrate(locate(old_root))
+    blob = old_root / "blobs" / key_to_relpath(BlobKey(xxhash.xxh3_128_hexdigest(content, seed=SEED)))
+    data = bytearray(blob.read_bytes())
+    data[len(data) * 2 // 3] ^= 1
+    blob.write_bytes(bytes(data))
+    with castore_server(old_root) as url, httpx.Client(base_url=url, timeout=30) as http:
+        for headers in ({"Accept-Encoding": "zstd"}, {"Accept-Encoding": "identity"},
+                        {"Accept-Encoding": "zstd", "Range": "bytes=-1000"}):
+            try:
+                with http.stream("GET", "/files/old/big", headers=headers) as r:
+                    body = b"".join(r.iter_raw())
+            except httpx.HTTPError:
+                continue  # cut short: not a success
+            assert r.status_code == 500, (headers, r.status_code, len(body))
+        client = Client(local_store=LocalCache(tmp_path / "cache"), remote_url=url)
+        try:
+            with pytest.raises(FiletrackerError):
+                client.get_file("/old/big", tmp_path / "out")
+        finally:
+            client.close()
+    assert not (tmp_path / "out").exists()
+    assert not LocalCache(tmp_path / "cache").file_path("/old/big").exists()
