@@ -362,17 +362,11 @@ class _Checker:
     # -- 5. chunk digests --------------------------------------------------------------
 
     def _digests(self) -> None:
-        # HOOK(9a): verified reads keep per-chunk digests with each blob; blobs written
-        # before them get theirs from Store.add_missing_digests(), which verifies each
-        # such blob and reports ``added`` and ``damaged`` ("blob <key>: <why>").
-        add_missing = getattr(self.store, "add_missing_digests", None)
-        if add_missing is None:
-            return
-        result = add_missing()
-        added = getattr(result, "added", result)
-        self.report.digests_added = added if isinstance(added, int) else None
-        for damage in getattr(result, "damaged", ()):
-            match = _DAMAGED.match(str(damage))
+        """Blobs written before chunk digests (revision 0002) get theirs, each verified first."""
+        result = self.store.add_missing_digests()
+        self.report.digests_added = result.added
+        for damage in result.damaged:  # "blob <key>: <why>"
+            match = _DAMAGED.match(damage)
             key = BlobKey(match.group(1)) if match else None
             if key is not None and key in self.lost_keys:
                 continue  # found by the blob pass already

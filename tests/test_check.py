@@ -24,7 +24,7 @@ from castore.cli import cli
 from castore.keys import BlobKey
 from castore.maintenance import MAX_LISTED, check
 from castore.metadata.repo import MetadataRepo
-from castore.store import METADATA_FILE, Store
+from castore.store import METADATA_FILE, DigestReport, Store
 
 pytestmark = pytest.mark.backends("sqlite+file")  # drives castore check --root on the folder layout
 
@@ -278,20 +278,15 @@ def test_gc_deletes_no_file_when_the_metadata_fails(filled: Store, monkeypatch: 
     assert filled.collect_garbage().blobs == 2 and sorted(filled.blobs) == []
 
 
-def test_repair_calls_the_chunk_digest_hook(filled: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    """--repair calls Store.add_missing_digests (verified reads, #9); blobs it finds damaged are lost."""
-    class DigestReport:
-        added = 4
-        damaged = (f"blob {'d' * 32}: does not match its key",)
-
-    if not hasattr(Store, "add_missing_digests"):
-        monkeypatch.setattr(Store, "add_missing_digests", lambda self: DigestReport(), raising=False)
-        report = check(filled, repair=True)
-        assert report.digests_added == 4 and report.exit_code == 2
-        assert [(p.kind, p.subject) for p in report.problems] == [("corrupt", "d" * 32)]
-    else:
-        report = check(filled, repair=True)
-        assert report.digests_added is not None and report.exit_code == 0
+def test_repair_reports_blobs_the_digest_step_finds_damaged(filled: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--repair calls Store.add_missing_digests; a blob it finds damaged is a lost blob (end to end on a
+    pre-0002 store: tests/test_migration_0002.py)."""
+    assert check(filled, repair=True).digests_added == 0
+    damaged = DigestReport(4, [f"blob {'d' * 32}: does not match its key"])
+    monkeypatch.setattr(Store, "add_missing_digests", lambda self: damaged)
+    report = check(filled, repair=True)
+    assert report.digests_added == 4 and report.exit_code == 2
+    assert [(p.kind, p.subject) for p in report.problems] == [("corrupt", "d" * 32)]
     assert check(filled).digests_added is None
 
 
