@@ -42,6 +42,9 @@ def selected_backends() -> tuple[str, ...]:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "backends(*names): run this test only on these storage combinations")
+    config.addinivalue_line(
+        "markers", "slow: a long test (crash rounds, memory, hostile and slow clients, full disks); -m slow runs only these"
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -62,6 +62,7 @@ def weak(tmp_path: Path) -> Iterator[Store]:
         yield store
 
 
+@pytest.mark.slow
 def test_a_thousand_colliding_contents_read_back_as_themselves(weak: Store) -> None:
     contents = [b"%06d:" % i + os.urandom(25) for i in range(1000)]
     for i, content in enumerate(contents):

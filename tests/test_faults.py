@@ -74,6 +74,7 @@ def _put(http: httpx.Client, path: str, body: bytes) -> httpx.Response:
     return http.put(f"/files{path}", params={"last_modified": V1000}, content=body)
 
 
+@pytest.mark.slow
 def test_a_full_disk_answers_507_and_deletes_still_work(small_disk: Path) -> None:
     root = small_disk / "store"
     Store.open(root, create=True).close()
@@ -123,6 +124,7 @@ def test_a_full_disk_answers_507_and_deletes_still_work(small_disk: Path) -> Non
     assert _castore(root, "check").returncode == 0
 
 
+@pytest.mark.slow
 def test_a_full_disk_can_be_opened_and_emptied_after_a_restart(small_disk: Path) -> None:
     root = small_disk / "store"
     with Store.open(root, create=True) as store:
@@ -179,6 +181,7 @@ def _writes_refused(http: httpx.Client) -> None:
         assert "read-only" in r.headers["x-exception"]
 
 
+@pytest.mark.slow
 def test_a_store_on_a_read_only_filesystem_is_served_for_reading(read_only_store: Path) -> None:
     with castore_server(read_only_store) as url, httpx.Client(base_url=url, timeout=10) as http:
         _reads_work(http)

@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
 import zstandard
 
 from castore.store import Store
@@ -184,6 +185,7 @@ def _snapshot(root: Path) -> tuple[object, ...]:
     return versions, usage, blobs, staging
 
 
+@pytest.mark.slow
 def test_hostile_requests_change_nothing(tmp_path: Path) -> None:
     root = tmp_path / "store"
     with Store.open(root, create=True) as store:

@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
 import zstandard
 
 from castore.client import Client
@@ -39,6 +40,7 @@ def body(block: bytes, total: int) -> Iterator[bytes]:
         yield block[i % 7:] + block[: i % 7]  # vary the blocks a little
 
 
+@pytest.mark.slow
 def test_big_transfers_do_not_grow_the_server(tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -105,6 +107,7 @@ def _stalled(url: str, i: int, frame: bytes) -> socket.socket:
     return s
 
 
+@pytest.mark.slow
 def test_zstd_windows_and_gzip_bombs_do_not_grow_the_server(tmp_path: Path) -> None:
     """Large zstd windows are refused, allowed ones decoded a few at a time, gzip bombs stopped."""
     root = tmp_path / "store"

@@ -7,6 +7,8 @@ import random
 import time
 from pathlib import Path
 
+import pytest
+
 from castore.opening import Location
 from castore.store import Store
 
@@ -19,6 +21,7 @@ KILL_ROUNDS = 50
 REMOTE_KILL_ROUNDS = 12  # PostgreSQL and S3 rounds cost several times more; the 50 run on SQLite
 
 
+@pytest.mark.slow
 def test_sigkill_during_large_puts_leaves_a_consistent_store(store_location: Location, store: Store) -> None:
     # The child opens its own store after the fork; the parent's connections are never used there.
     rng = random.Random(7)

@@ -68,6 +68,7 @@ def _wait_for(condition: object, what: str, timeout: float = 20.0) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_idle_uploads_do_not_stall_other_clients(tmp_path: Path) -> None:
     root = tmp_path / "store"
     Store.open(root, create=True).close()

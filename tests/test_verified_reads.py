@@ -248,6 +248,7 @@ def _read_everything(reads: Reads) -> list[tuple[Kind, str, bytes | None, bytes]
     return outcomes
 
 
+@pytest.mark.slow
 def test_a_flipped_byte_is_never_served(served: tuple[Path, str], tmp_path: Path) -> None:
     root, url = served
     reads = Reads(root, url, tmp_path)
