@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import sqlite3
 import struct
 import subprocess
@@ -77,6 +78,8 @@ def test_healthy_store_is_clean_and_counted(filled: Store, store_root: Path) -> 
     assert report["verified_bytes"] == 600_000 + len(b"small") + len(b"small, again")
     text = _run(store_root, code=0).output
     assert "paths:          3" in text and "status:         clean (exit 0)" in text
+    text = _run(store_root, "--verify-content", code=0).output
+    assert re.search(r"bytes checked: .* verified in [0-9.]+ s \([0-9.]+ MB/s\)", text), text  # the rate shown
 
 
 def test_json_shape(filled: Store, store_root: Path) -> None:
