@@ -233,7 +233,7 @@ class Importer:
         with opened.stream:
             skip = self._skip(item, opened.version) if opened.version != item.version else None
             if skip is not None:
-                return _Done(item, skip)
+                return _Done(_stamped(item, opened.version), skip)  # verify needs the version
             counted = _Counted(opened.stream)
             name = self.store.put(item.path, cast(BinaryIO, counted), opened.version, expected_size=opened.size)
         done = self._recorded(item, name, opened.version, linked=False, size=counted.size)
@@ -258,8 +258,7 @@ class Importer:
             return _Done(item, Outcome.NEWER)  # a newer version arrived meanwhile
         if undo_if_deleted(self.store, item.path, version):
             return _Done(item, Outcome.DELETED)
-        stamped = item if item.version is not None else Item(item.path, item.where, version, item.digest)
-        return _Done(stamped, Outcome.LINKED if linked else Outcome.IMPORTED, size)
+        return _Done(_stamped(item, version), Outcome.LINKED if linked else Outcome.IMPORTED, size)
 
     # -- verifying ---------------------------------------------------------------------------
 
@@ -318,6 +317,11 @@ class _Counted(io.RawIOBase):
             buffer[:n] = data
         self.size += n
         return n
+
+
+def _stamped(item: Item, version: int) -> Item:
+    """``item`` with the version opening it told (a server's listing does not say)."""
+    return item if item.version is not None else Item(item.path, item.where, version, item.digest)
 
 
 def versioned_name_of(item: Item) -> str:

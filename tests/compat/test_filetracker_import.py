@@ -163,6 +163,10 @@ def test_import_server(filetracker: tuple[str, Path], castore_root: Path) -> Non
     assert code == 0, summary
     assert summary["imported"] == len(EXPECTED) and summary["verified"] == len(EXPECTED)
     _assert_holds_corpus(castore_root)
+    # a re-run (as after a kill) finds everything there, and verifies it too
+    code, again = _import(castore_root, "--url", url, "--verify")
+    assert code == 0, again
+    assert again["already"] == len(EXPECTED) and again["verified"] == len(EXPECTED) and again["problems"] == []
 
 
 def test_import_never_overwrites_a_newer_version(filetracker: tuple[str, Path], castore_root: Path) -> None:
