@@ -3,7 +3,8 @@
 The rules, so that an import can be killed and re-run, and can run beside
 ``castore serve`` on the same store:
 
-* a path castore already has at the same version is skipped (a re-run resumes), and
+* a path castore already has at the same version is skipped (a re-run resumes; from a
+  server, one HEAD tells the version, so nothing is downloaded again), and
   one it has at a newer version is left alone (the store's version rules would ignore
   the older put anyway; checking first saves reading it);
 * a path deleted in castore while moving in (remembered in the ``deletions`` table by
@@ -222,6 +223,8 @@ class Importer:
         return Outcome.ALREADY if current == version else Outcome.NEWER
 
     def _import_one(self, item: Item) -> _Done:
+        if item.version is None and self.store.metadata.current_version(item.path) is not None:
+            item = _stamped(item, self.source.version_of(item))  # a re-run: maybe no download needed
         if item.version is not None:
             skip = self._skip(item, item.version)
             if skip is not None:
@@ -320,8 +323,8 @@ class _Counted(io.RawIOBase):
 
 
 def _stamped(item: Item, version: int) -> Item:
-    """``item`` with the version opening it told (a server's listing does not say)."""
-    return item if item.version is not None else Item(item.path, item.where, version, item.digest)
+    """``item`` at ``version``: the one a server told (its listing does not say)."""
+    return item if item.version == version else Item(item.path, item.where, version, item.digest, item.content)
 
 
 def versioned_name_of(item: Item) -> str:

@@ -119,6 +119,11 @@ class Source(ABC):
     def open(self, item: Item) -> Opened:
         """Open ``item`` for reading (the stream raises on a corrupt content)."""
 
+    def version_of(self, item: Item) -> int:
+        """``item``'s version without reading its content (the listing's, unless it has none)."""
+        assert item.version is not None
+        return item.version
+
     def close(self) -> None:
         """Release connections; the source is not used afterwards."""
 
@@ -274,6 +279,10 @@ class ServerSource(Source):
             where = f"{self.description}/files/{quote('/'.join(parts))}"
             path = _checked_path(parts, where)
             yield path if isinstance(path, Problem) else Item(path, where)
+
+    def version_of(self, item: Item) -> int:
+        """One HEAD: lets a re-run skip a path castore has without downloading it."""
+        return self.remote.stat(item.path).version
 
     def open(self, item: Item) -> Opened:
         info, stream = self.remote.open(item.path)

@@ -33,6 +33,7 @@ from benchmarks.server import FT_VENV, filetracker_server, running
 from castore.cli import cli
 from castore.migration import FolderV2, Importer, Item, ServerSource
 from castore.migration.live import migration_status
+from castore.migration.sources import Opened
 from castore.protocol import format_version
 from castore.store import Store
 from tests.server_process import castore_server
@@ -167,6 +168,30 @@ def test_import_server(filetracker: tuple[str, Path], castore_root: Path) -> Non
     code, again = _import(castore_root, "--url", url, "--verify")
     assert code == 0, again
     assert again["already"] == len(EXPECTED) and again["verified"] == len(EXPECTED) and again["problems"] == []
+
+
+class _CountingServer(ServerSource):
+    """The real server source, counting the contents it downloads."""
+
+    opened = 0
+
+    def open(self, item: Item) -> Opened:
+        type(self).opened += 1
+        return super().open(item)
+
+
+def test_import_server_rerun_downloads_only_what_is_left(filetracker: tuple[str, Path], castore_root: Path) -> None:
+    url, _ = filetracker
+    left = "/contests/c3/tests/3.in"
+    with Store.open(castore_root) as store:
+        first = Importer(store, _CountingServer(url)).run()
+        assert first.imported == len(EXPECTED) and _CountingServer.opened == len(EXPECTED)
+        store.delete(left)  # as if the first run had been killed before it
+        _CountingServer.opened = 0
+        again = Importer(store, _CountingServer(url)).run()
+        assert (again.already, again.imported, again.problems) == (len(EXPECTED) - 1, 1, [])
+        assert _CountingServer.opened == 1  # the others: a HEAD says castore has that version
+    _assert_holds_corpus(castore_root)
 
 
 def test_import_never_overwrites_a_newer_version(filetracker: tuple[str, Path], castore_root: Path) -> None:
