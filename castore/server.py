@@ -821,5 +821,8 @@ def serve(
     if fallback_url:
         os.environ["CASTORE_FALLBACK_URL"] = fallback_url
     if migrate_from:
+        from .migration.live import share_fetch_locks
+
         os.environ["CASTORE_MIGRATE_FROM"] = migrate_from
+        share_fetch_locks()  # the workers fetch a missing path once in all
     run("castore.server:app_from_environment", host=host, port=port, workers=workers, log_level=log_level, sock=sock)

@@ -3,10 +3,11 @@
 * A GET or HEAD of a path castore lacks fetches it from the old Filetracker server,
   stores it with the old server's version, and the same request serves it from castore.
   Concurrent requests for one missing path in one worker process wait for a single
-  fetch (:meth:`LiveMigration.fetch`). Workers do not coordinate: two workers may
-  fetch the same path at once, and both puts store the same content at the same
-  version, which the store's version rules make harmless (an equal version replaces
-  the content with itself).
+  fetch (:meth:`LiveMigration.fetch`); the workers of one ``castore serve`` also take
+  a lock per path (:func:`share_fetch_locks`), so a path is fetched once in all. Separate
+  servers do not coordinate: two may fetch the same path at once, and both puts store
+  the same content at the same version, which the store's version rules make harmless
+  (an equal version replaces the content with itself).
 * PUT and DELETE go to castore only. A DELETE is remembered (the ``deletions`` table)
   before castore deletes, so the old server's copy never comes back: not through a
   fetch-on-miss, not through ``castore import-filetracker`` running beside the server.
@@ -18,9 +19,16 @@ whose calls block: the server runs them in worker threads.
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import hashlib
+import os
+import stat
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -34,9 +42,38 @@ from ..store import Store
 from .importer import deleted_in_castore, undo_if_deleted
 from .sources import FAR_FUTURE, real_name
 
-__all__ = ["LiveMigration", "MigrationStatus", "migration_status"]
+__all__ = ["LiveMigration", "MigrationStatus", "migration_status", "share_fetch_locks"]
 
 T = TypeVar("T")
+
+FETCH_LOCKS_VARIABLE = "CASTORE_MIGRATE_LOCK_FD"
+"""The descriptor of the file whose byte ranges the workers lock, one per path (see below)."""
+
+
+def share_fetch_locks() -> None:
+    """Before the workers fork: make one lock file they all inherit, so they fetch a path once.
+
+    The file is unlinked at once (nothing is left behind). Each worker locks the byte at
+    a hash of the path (``lockf``: locks belong to the process, so workers exclude each
+    other; requests within one worker already share one fetch).
+    """
+    if FETCH_LOCKS_VARIABLE not in os.environ:
+        fd, name = tempfile.mkstemp(prefix="castore-migrate-")
+        os.unlink(name)
+        os.environ[FETCH_LOCKS_VARIABLE] = str(fd)
+
+
+def _fetch_lock_fd() -> int | None:
+    value = os.environ.get(FETCH_LOCKS_VARIABLE, "")
+    if not value.isdigit():
+        return None
+    try:
+        info = os.fstat(int(value))
+    except OSError:
+        return None
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 0:
+        return None  # not the unlinked lock file (the variable came through an exec): no lock
+    return int(value)
 
 
 @dataclass
@@ -58,6 +95,7 @@ class LiveMigration:
         self.remote = Remote(url, timeout=timeout)
         self._flights: dict[str, _Flight] = {}
         self._lock = threading.Lock()
+        self._across_workers = _fetch_lock_fd()
         self.fetched = 0
         """Paths fetched from the old server and stored."""
         self.fetched_bytes = 0
@@ -106,7 +144,34 @@ class LiveMigration:
             raise FiletrackerError(f"the old server {self.remote.base_url} failed for {path}: {first}",
                                    status=e.status) from None
 
+    @contextmanager
+    def _worker_lock(self, path: str) -> Iterator[None]:
+        """Hold ``path``'s lock among the workers of this server (nothing if it has none)."""
+        fd = self._across_workers
+        if fd is None:
+            yield
+            return
+        offset = int.from_bytes(hashlib.sha256(path.encode("utf-8", "surrogateescape")).digest()[:6], "big")
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX, 1, offset)
+            locked = True
+        except OSError as e:
+            # threads of one process share its locks, so the kernel may see a deadlock that
+            # is none; fetching twice is only wasted work
+            if e.errno != errno.EDEADLK:
+                raise
+            locked = False
+        try:
+            yield
+        finally:
+            if locked:
+                fcntl.lockf(fd, fcntl.LOCK_UN, 1, offset)
+
     def _fetch(self, path: str) -> bool:
+        with self._worker_lock(path):
+            return self._fetch_locked(path)
+
+    def _fetch_locked(self, path: str) -> bool:
         if self.store.exists(path):
             return True  # another worker (or an import) brought it meanwhile
         try:

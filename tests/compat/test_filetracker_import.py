@@ -339,6 +339,31 @@ def test_live_migration_fetches_once_for_8_clients(migrating: tuple[str, str, Pa
     assert _metric(new, "castore_migration_fetched_total") == 1
 
 
+def test_live_migration_fetches_once_across_workers(filetracker: tuple[str, Path], castore_root: Path) -> None:
+    """With 2 workers too: counted in the old server's access log, not in per-worker metrics."""
+    old, data = filetracker
+    paths = [f"/big/{k}.in" for k in range(4)] + ["/big/shared.in"]
+    log = data.parent / "server.log"
+    with castore_server(castore_root, "--migrate-from", old, "--workers", "2") as new:
+        for path in paths:
+            before = log.read_text().count(f"GET /files{path} ")
+            barrier = threading.Barrier(8)
+            bodies: list[bytes] = []
+
+            def read(path: str = path, barrier: threading.Barrier = barrier, bodies: list[bytes] = bodies) -> None:
+                with httpx.Client(timeout=30) as http:  # a new connection each: either worker may answer
+                    barrier.wait()
+                    bodies.append(http.get(new + "/files" + path).content)
+
+            threads = [threading.Thread(target=read) for _ in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert bodies == [EXPECTED[path][1]] * 8
+            assert log.read_text().count(f"GET /files{path} ") - before == 1, path
+
+
 def test_live_migration_delete_is_not_resurrected_and_lists_merge(migrating: tuple[str, str, Path]) -> None:
     old, new, root = migrating
     fetched, untouched = "/contests/c2/tests/2.in", "/contests/c2/tests/8.in"
