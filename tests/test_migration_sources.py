@@ -9,7 +9,9 @@ import gzip
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -141,3 +143,39 @@ def test_migrating_server_answers_502_when_the_old_server_is_down(store: Store) 
             assert response.headers["x-exception"].startswith(f"the old server {old} failed")
         assert "castore_migration_fetched_total 0" in http.get("/metrics").text
     assert not store.exists("/missing") and store.metadata.deletion("/missing") is None  # nothing changed
+
+
+def test_cli_progress_bar_and_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bar shows files (done/total), bytes, MB/s and an ETA; the text summary every figure."""
+    import re
+
+    import tqdm
+    from click.testing import CliRunner
+
+    from castore.cli import cli
+
+    class EveryStep(tqdm.tqdm):  # type: ignore[misc]
+        """Redraws on every step, however fast the import (tqdm waits 0.1 s between draws)."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, mininterval=0, **kwargs)
+
+    monkeypatch.setattr(tqdm, "tqdm", EveryStep)
+
+    root = tmp_path / "ft"
+    (root / "links").mkdir(parents=True)
+    data = os.urandom(100_000)
+    _ft_put(root, "/a/1.in", data, 1000)
+    os.symlink(os.readlink(_ft_put(root, "/a/2.in", b"two", 1001)), root / "links/a/3.in")
+    (root / "links/a/broken").symlink_to("../../blobs/00/" + "0" * 64)
+    store = tmp_path / "castore"
+    Store.open(store, create=True).close()
+    result = CliRunner().invoke(cli, ["--root", str(store), "import-filetracker", str(root), "--progress", "--jobs", "1"])
+    assert result.exit_code == 7, result.output
+    bar = result.stderr
+    # files done of the total, elapsed<ETA, then bytes and MB/s (tqdm redraws a few times a second)
+    assert re.search(r"import: +\d+%.*\| [1-4]/4 \[\d\d:\d\d<\d\d:\d\d, .*file/s, [\d.]+ [KMG]?i?B, [\d.]+ MB/s", bar), bar
+    summary = result.stdout
+    assert "4 files; imported 3 versions (1 shared a content seen before)" in summary, summary
+    assert "logical" in summary and "stored" in summary and "dedup" in summary and "files/s" in summary
+    assert "1 problems:" in summary and "broken link" in summary
