@@ -179,3 +179,28 @@ def test_cli_progress_bar_and_summary(tmp_path: Path, monkeypatch: pytest.Monkey
     assert "4 files; imported 3 versions (1 shared a content seen before)" in summary, summary
     assert "logical" in summary and "stored" in summary and "dedup" in summary and "files/s" in summary
     assert "1 problems:" in summary and "broken link" in summary
+
+
+def test_a_folder_the_walk_cannot_open_is_reported(tmp_path: Path, store: Store) -> None:
+    """An unlistable folder under links/ is a problem, not silently skipped (files would be lost).
+
+    Made unlistable by a path longer than PATH_MAX (root ignores permission bits).
+    """
+    root = tmp_path / "ft"
+    (root / "links").mkdir(parents=True)
+    _ft_put(root, "/a/ok.in", b"ok", 1000)
+    fd = os.open(root / "links", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(20):  # 20 * 250 bytes: os.scandir of the deepest refuses the name
+            os.mkdir("d" * 249, dir_fd=fd)
+            inner = os.open("d" * 249, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+    finally:
+        os.close(fd)
+    found = list(FolderV2(root).items())
+    problems = [p for p in found if isinstance(p, Problem)]
+    assert [i.path for i in found if isinstance(i, Item)] == ["/a/ok.in"]
+    assert len(problems) == 1 and "d" * 249 in problems[0].where and "unreadable folder" in problems[0].reason
+    report = Importer(store, FolderV2(root)).run()
+    assert report.imported == 1 and len(report.problems) == 1

@@ -128,15 +128,33 @@ class Source(ABC):
         """Release connections; the source is not used afterwards."""
 
 
-def _walk_files(top: Path) -> Iterator[Path]:
-    """Every non-directory under ``top`` (symlinks not followed), in sorted order."""
-    for folder, dirs, files in os.walk(top, followlinks=False):
-        dirs.sort()
-        base = Path(folder)
-        linked_dirs = [d for d in dirs if (base / d).is_symlink()]
-        for name in sorted(files + linked_dirs):
-            yield base / name
-        dirs[:] = [d for d in dirs if d not in linked_dirs]
+def _walk_files(top: Path) -> Iterator[Path | Problem]:
+    """Every non-directory under ``top`` (symlinks not followed), in sorted order.
+
+    A folder that cannot be listed is a :class:`Problem`, never skipped in silence: the
+    files in it would be missing from the import without a word.
+    """
+    folders = [top]
+    while folders:
+        folder = folders.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError as e:
+            yield Problem(str(folder), f"unreadable folder: {e.strerror}")
+            continue
+        below = []
+        for entry in entries:
+            try:
+                is_folder = entry.is_dir(follow_symlinks=False)
+            except OSError as e:
+                yield Problem(entry.path, f"unreadable: {e.strerror}")
+                continue
+            if is_folder:
+                below.append(Path(entry.path))
+            else:
+                yield Path(entry.path)
+        folders.extend(reversed(below))  # depth first, in name order
 
 
 def _checked_path(parts: tuple[str, ...], where: str) -> str | Problem:
@@ -186,7 +204,7 @@ class FolderV2(Source):
 
     def items(self) -> Iterator[Item | Problem]:
         for link in _walk_files(self.links):
-            yield self._item(link)
+            yield link if isinstance(link, Problem) else self._item(link)
 
     def _item(self, link: Path) -> Item | Problem:
         where = str(link)
@@ -232,6 +250,9 @@ class FolderV1(Source):
 
     def items(self) -> Iterator[Item | Problem]:
         for file in _walk_files(self.root):
+            if isinstance(file, Problem):
+                yield file
+                continue
             where = str(file)
             try:
                 info = file.stat()
