@@ -9,6 +9,7 @@ Endpoints (``docs/protocol.md`` has the details):
 * ``GET /version`` — ``{"protocol_versions": [2]}``
 * ``GET|HEAD|PUT|DELETE /files/<path>`` — content, with ``?last_modified=<RFC 2822>``
 * ``GET /list/<dir>`` — current files below a folder, one relative path per line
+* ``PUT /batch/`` — castore's own: many small files in one request (:mod:`castore.batch`)
 * ``GET /health``, ``GET /metrics`` — liveness and Prometheus metrics
 * ``GET /ui/`` — a read-only web page (:mod:`castore.ui`)
 
@@ -18,6 +19,7 @@ are asked for (:mod:`castore.migration.live`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -38,6 +40,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .auth import TokenAuth
+from .batch import MAX_BATCH_BYTES, BatchLimits, store_batch
 from .codec import Codec, compressed_chunks
 from .content_coding import CODINGS
 from .digests import content_digest
@@ -254,6 +257,11 @@ class FiletrackerApp:
         self.spool_dir = spool_dir
         self.budget = MemoryBudget(limits.memory_budget)
         self._heavy_uploads: anyio.CapacityLimiter | None = None
+        upload_cap = limits.max_upload_size
+        self.batch_limits = BatchLimits(
+            max_bytes=min(MAX_BATCH_BYTES, upload_cap) if upload_cap is not None else MAX_BATCH_BYTES,
+            max_zstd_window=limits.max_zstd_window,
+        )
 
     @property
     def heavy_uploads(self) -> anyio.CapacityLimiter:
@@ -269,7 +277,34 @@ class FiletrackerApp:
     async def version(self, request: Request) -> Response:
         # Filetracker clients read only protocol_versions; castore's client looks for
         # the "castore" key to know it may send zstd and chunked uploads.
-        return JSONResponse({"protocol_versions": PROTOCOL_VERSIONS, "castore": {"upload_encodings": ["zstd", "gzip"]}})
+        # "batch": PUT /batch/ is served, with these limits (castore/batch.py).
+        features: dict[str, Any] = {"upload_encodings": ["zstd", "gzip"]}
+        if not self.store.read_only:
+            features["batch"] = self.batch_limits.advertised()
+        return JSONResponse({"protocol_versions": PROTOCOL_VERSIONS, "castore": features})
+
+    async def put_batch(self, request: Request) -> Response:
+        """``PUT /batch/``: many small files in one body, one commit (:mod:`castore.batch`)."""
+        if self.store.read_only:
+            raise ReadOnlyStore("the store is served read-only: PUT and DELETE are refused")
+        if request.headers.get("content-encoding", "identity").strip().lower() != "identity":
+            raise _HTTPError(415, "a batch body is not content-coded: each file says its own encoding")
+        content_length = _int_header(request, "content-length")
+        limits = self.batch_limits
+        if content_length is not None and content_length > limits.max_bytes:
+            raise UploadTooLarge(f"the batch is {content_length} bytes, over this server's limit of {limits.max_bytes}")
+        received = await receive_body(
+            request.stream(), content_length=content_length,
+            limits=dataclasses.replace(self.limits, max_upload_size=limits.max_bytes),
+            budget=self.budget, spool_dir=self.spool_dir,
+        )
+        try:
+            names = await anyio.to_thread.run_sync(
+                store_batch, self.store, received.open(), received.size, limits, limiter=self.heavy_uploads
+            )
+        finally:
+            received.close()
+        return JSONResponse({"files": [{"stored": name} for name in names]})
 
     async def files(self, request: Request) -> Response:
         path = path_from_url(request.path_params["path"])
@@ -669,6 +704,7 @@ def create_app(
         Route("/version", handlers.version, methods=["GET"]),
         Route("/version/", handlers.version, methods=["GET"]),
         Route("/files/{path:path}", handlers.files, methods=["GET", "HEAD", "PUT", "DELETE"]),
+        Route("/batch/", handlers.put_batch, methods=["PUT"]),  # castore's own: castore/batch.py
         Route("/list", handlers.list, methods=["GET"]),
         Route("/list/{path:path}", handlers.list, methods=["GET"]),
         Route("/health", handlers.health, methods=["GET"]),

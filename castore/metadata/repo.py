@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, and_, bindparam, case, delete, func, null, select, update
 from sqlalchemy.dialects import sqlite
@@ -661,6 +661,8 @@ class MetadataRepo:
         self._fast_reads = _SqliteReads(self._reader, read_only=read_only) if sqlite_file else None
         self._checkpointer: Checkpointer | None = None
         self._write_turn: AbstractContextManager[Any] = _WriteTurn() if sqlite_file else nullcontext()
+        self._shares_commits = sqlite_file
+        self._batch = threading.local()  # .connection: this thread's open shared transaction (see batch)
         try:
             check_schema(self._writer, self.where)
         except BaseException:
@@ -709,9 +711,52 @@ class MetadataRepo:
         wakes as soon as that transaction ends. The turn is waited for no longer than
         SQLite's busy timeout (:class:`_WriteTurn`).
         """
+        shared: Connection | None = getattr(self._batch, "connection", None)
+        if shared is not None:  # a savepoint of this thread's batch (see batch), on SQLite's own driver
+            raw = cast(sqlite3.Connection, shared.connection.driver_connection)
+            raw.execute("SAVEPOINT castore_write")
+            try:
+                yield WriteTxn(shared, self._acquire)
+            except BaseException:
+                raw.execute("ROLLBACK TO castore_write")
+                raw.execute("RELEASE castore_write")
+                raise
+            raw.execute("RELEASE castore_write")
+            return
         try:
             with self._write_turn, self._writer.begin() as connection:
                 yield WriteTxn(connection, self._acquire)
+            if self._checkpointer is not None:
+                self._checkpointer.noted()
+        except DBAPIError as e:
+            if getattr(e.orig, "sqlstate", None) in CONFLICT_SQLSTATES:
+                raise WriteConflict(str(e.orig).splitlines()[0]) from e
+            raise
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Share one commit among the write transactions this thread runs inside the block.
+
+        For a batch of small puts (:mod:`castore.batch`): each :meth:`write` inside
+        becomes a savepoint of one transaction (an error rolls back that write alone, as
+        it would roll back its own transaction), and this thread's reads see the batch's
+        uncommitted rows, so a later put of the batch deduplicates against an earlier
+        one. Everything is committed when the block ends, or nothing when it raises.
+        The database is locked for writing meanwhile: keep the block short.
+
+        SQLite only (where commits cost the most and writers take turns anyway); on other
+        databases each write commits on its own. Not reentrant.
+        """
+        if not self._shares_commits or getattr(self._batch, "connection", None) is not None:
+            yield
+            return
+        try:
+            with self._write_turn, self._writer.begin() as connection:
+                self._batch.connection = connection
+                try:
+                    yield
+                finally:
+                    self._batch.connection = None
             if self._checkpointer is not None:
                 self._checkpointer.noted()
         except DBAPIError as e:
@@ -764,6 +809,11 @@ class MetadataRepo:
 
     def _read_first(self, hot: _Hot, given: dict[str, Any]) -> tuple[Any, ...] | None:
         """The first row of a hot read, as a tuple (SQLite: on the driver's own connection)."""
+        shared: Connection | None = getattr(self._batch, "connection", None)
+        if shared is not None:  # inside this thread's batch: see its uncommitted rows
+            raw = cast(sqlite3.Connection, shared.connection.driver_connection)
+            found: tuple[Any, ...] | None = raw.execute(hot.sql, hot.params(given)).fetchone()
+            return found
         if self._fast_reads is not None:
             return self._fast_reads.first(hot, given)
         with self._reader.connect() as c:
