@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -53,6 +54,15 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+BATCH_FILES = 64
+"""Files per ``PUT /batch/`` of :meth:`Client.put_files` (several batches go at once, over ``jobs`` connections)."""
+BATCH_BYTES = 8 << 20
+"""Bytes of files per batch, at most."""
+MANIFEST_ENTRY = 512
+"""Bytes kept for each file's manifest entry when a batch is filled up to the server's body limit."""
+_BATCH_REFUSED = {400, 404, 405, 408, 411, 413, 415}
+"""Answers to a batch after which its files are put one by one (each then gets its own answer)."""
 
 
 class _Auto:
@@ -171,6 +181,14 @@ class PutResult:
     def kept_newer(self) -> bool:
         """True when a newer version was already stored, so this one was not (Filetracker's rule)."""
         return self.stored is not None and self.stored != self.wanted
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Files :meth:`Client.put_files` puts together (one ``PUT /batch/``) or one alone, numbered."""
+
+    batched: bool
+    pairs: list[tuple[int, tuple[str, str | os.PathLike[str]]]]
 
 
 class Client:
@@ -421,17 +439,22 @@ class Client:
             options: dict[str, Any] = {"progress": progress} if progress is not None else {}
             stored = self.remote_store.put(path, filename, version, compress=compress_hint, **options)
         if local and stored == version:
-            try:
-                with self._cache_locked(path, exclusive=True) as cache:
-                    if cache is not None:
-                        cached = cache.add_file(path, filename, version)
-                        if not remote:
-                            stored = _file_version(cached)  # a newer cached version was kept
-            except OSError as e:
-                if not remote:
-                    raise  # the cache is the only store: its failure is the put's failure
-                log.warning("castore: stored %s but could not cache it (%s)", path, e)
+            stored = self._cache_put(path, filename, version, remote=remote)
         return versioned_name(path, stored)
+
+    def _cache_put(self, path: str, filename: str | os.PathLike[str], version: int, *, remote: bool) -> int:
+        """Add a file just stored (or to be stored only here) to the cache; the version now current."""
+        try:
+            with self._cache_locked(path, exclusive=True) as cache:
+                if cache is not None:
+                    cached = cache.add_file(path, filename, version)
+                    if not remote:
+                        return _file_version(cached)  # a newer cached version was kept
+        except OSError as e:
+            if not remote:
+                raise  # the cache is the only store: its failure is the put's failure
+            log.warning("castore: stored %s but could not cache it (%s)", path, e)
+        return version
 
     def put_files(
         self,
@@ -451,9 +474,14 @@ class Client:
         stop the others or lose their results, and a server that goes away mid-batch
         gives each file left its own error (nothing half-sent is recorded by a server:
         a put is stored whole or not at all). Names without a version share one version
-        for the batch (now). Requests go over at most ``jobs`` kept-alive connections
-        (threads: the time is spent waiting for the server); ``jobs=1`` puts the files
-        one after another in the calling thread. ``progress`` is :meth:`put_file`'s and
+        for the batch (now). To a castore server that serves them, runs of small files
+        (up to 1 MiB each) go in batched requests (``PUT /batch/``, up to
+        :data:`BATCH_FILES` files each, stored with one commit); larger files, and every
+        file to any other server, go one request each. A batch the server refuses as a
+        whole (over its limits, not served) is sent again one file at a time, so each
+        file gets its own answer. Requests go over at most ``jobs`` kept-alive connections
+        (threads: the time is spent waiting for the server); ``jobs=1`` sends them one
+        after another in the calling thread, in order. ``progress`` is :meth:`put_file`'s and
         ``on_result`` gets each file's result as soon as it is known, both called from
         those threads. The other options are :meth:`put_file`'s.
         """
@@ -463,6 +491,11 @@ class Client:
         reserve = getattr(self.remote_store, "reserve_connections", None)
         if reserve is not None and to_remote_store:
             reserve(jobs)
+
+        def report(result: PutResult) -> PutResult:
+            if on_result is not None:
+                on_result(result)
+            return result
 
         def put_one(pair: tuple[str, str | os.PathLike[str]]) -> PutResult:
             name, filename = pair
@@ -474,19 +507,103 @@ class Client:
                     wanted, filename, to_local_store, to_remote_store, compress_hint, progress=progress
                 )
             except Exception as e:  # noqa: BLE001 - every file's own failure is its result
-                result = PutResult(name, os.fspath(filename), wanted, error=e)
-            else:
-                result = PutResult(name, os.fspath(filename), wanted, stored=stored)
-            if on_result is not None:
-                on_result(result)
-            return result
+                return report(PutResult(name, os.fspath(filename), wanted, error=e))
+            return report(PutResult(name, os.fspath(filename), wanted, stored=stored))
 
+        def put_group(group: _Group) -> list[tuple[int, PutResult]]:
+            indexes = [index for index, _ in group.pairs]
+            pairs = [pair for _, pair in group.pairs]
+            if not group.batched:
+                return list(zip(indexes, map(put_one, pairs)))
+            done = self._put_batch(pairs, now, to_local_store, compress_hint, progress, report, put_one)
+            return list(zip(indexes, done))
+
+        groups = self._groups(pairs) if to_remote_store else (_Group(False, [p]) for p in enumerate(pairs))
         if jobs == 1:
-            return [put_one(pair) for pair in pairs]
-        from concurrent.futures import ThreadPoolExecutor  # here: 1.5 ms of start-up for every other use
+            done = [put_group(group) for group in groups]  # in order, each group done before the next is read
+        else:
+            from concurrent.futures import ThreadPoolExecutor  # here: 1.5 ms of start-up for every other use
 
-        with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="castore-put") as pool:
-            return list(pool.map(put_one, pairs))
+            with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="castore-put") as pool:
+                done = list(pool.map(put_group, groups))
+        return [result for _, result in sorted((pair for group in done for pair in group), key=lambda p: p[0])]
+
+    def _groups(self, pairs: Iterable[tuple[str, str | os.PathLike[str]]]) -> Iterator[_Group]:
+        """``pairs`` (numbered) grouped for :meth:`put_files`, in order: runs of small files in batches, others alone.
+
+        Batches go to a server that serves ``PUT /batch/`` (castore's own); to any other
+        origin every file goes alone, and so does a file that is large, missing or badly
+        named (its own put then says why). Read lazily: a group is made when the pairs
+        after it are not read yet.
+        """
+        try:
+            limits = getattr(self.remote_store, "batch_limits", lambda: None)()
+        except FiletrackerError:
+            limits = None  # the server cannot be asked: each file's own put says why
+        batch: list[tuple[int, tuple[str, str | os.PathLike[str]]]] = []
+        batch_bytes = 0
+        if limits is not None:
+            most_files = min(limits.max_files, BATCH_FILES)
+            most_bytes = min(limits.max_bytes, BATCH_BYTES) - MANIFEST_ENTRY * most_files
+        for numbered in enumerate(pairs):
+            name, filename = numbered[1]
+            size = None
+            if limits is not None:
+                try:
+                    _split(name)
+                    status = os.stat(filename)
+                    if stat.S_ISREG(status.st_mode) and status.st_size <= limits.max_file_size:
+                        size = status.st_size
+                except (ValueError, OSError):
+                    pass
+            if size is None:
+                if batch:
+                    yield _Group(True, batch)
+                    batch, batch_bytes = [], 0
+                yield _Group(False, [numbered])
+                continue
+            if batch and (len(batch) >= most_files or batch_bytes + size > most_bytes):
+                yield _Group(True, batch)
+                batch, batch_bytes = [], 0
+            batch.append(numbered)
+            batch_bytes += size
+        if batch:
+            yield _Group(True, batch)
+
+    def _put_batch(
+        self,
+        pairs: list[tuple[str, str | os.PathLike[str]]],
+        now: int,
+        to_local_store: bool,
+        compress_hint: bool,
+        progress: Callable[[int], None] | None,
+        report: Callable[[PutResult], PutResult],
+        put_one: Callable[[tuple[str, str | os.PathLike[str]]], PutResult],
+    ) -> list[PutResult]:
+        """One ``PUT /batch/`` of small files; one by one instead when the server refuses the batch."""
+        remote = cast(Remote, self.remote_store)
+        targets = []
+        for name, filename in pairs:
+            path, version = _split(name)
+            targets.append((path, filename, version if version is not None else now))
+        try:
+            stored = remote.put_batch(targets, compress=compress_hint, progress=progress)
+        except FiletrackerError as e:
+            if e.status in _BATCH_REFUSED:  # not served, or over limits this client did not know: one by one
+                log.info("castore: a batch was refused (%s); putting its files one by one", e)
+                return [put_one(pair) for pair in pairs]
+            return [
+                report(PutResult(name, os.fspath(filename), versioned_name(path, version),
+                                 error=FiletrackerError(f"{path}: {e}", status=e.status)))
+                for (name, filename), (path, _, version) in zip(pairs, targets)
+            ]
+        results = []
+        for (name, filename), (path, _, version), current in zip(pairs, targets, stored):
+            if to_local_store and self.local_store is not None and current == version:
+                current = self._cache_put(path, filename, version, remote=True)
+            results.append(report(PutResult(name, os.fspath(filename), versioned_name(path, version),
+                                            stored=versioned_name(path, current))))
+        return results
 
     def delete_file(self, name: str) -> None:
         """Delete ``name`` (only if not newer than its version, when it has one)."""

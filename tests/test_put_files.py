@@ -102,7 +102,8 @@ def test_a_server_that_dies_mid_batch(tmp_path: Path) -> None:
         client = Client(local_store=None, remote_url=base)
 
         def kill_once_the_large_file_starts(n: int) -> None:
-            if n > 0 and process.poll() is None and large_started:
+            # the small files before it go in one batch (read whole); the large one streams in 1 MiB reads
+            if n >= 1 << 20 and process.poll() is None and large_started:
                 process.send_signal(signal.SIGKILL)
                 process.wait()
 
