@@ -289,11 +289,42 @@ def replaced_whole(destination: str | os.PathLike[str]) -> Iterator[Path]:
     temporary = destination.with_name(f".{destination.name}.castore-{os.getpid()}-{time.monotonic_ns()}")
     try:
         yield temporary
-        os.replace(temporary, destination)
+        _replace_file(temporary, destination)
     except BaseException:
         with suppress(OSError):
             os.unlink(temporary)
         raise
+
+
+def _replace_file(new: Path, destination: Path) -> None:
+    """``os.replace(new, destination)``, moving an existing regular file aside first.
+
+    ext4 (``auto_da_alloc``, on by default) writes a new file's data out before a rename
+    that replaces another file: ~0.5-3 ms for 64 KiB here, more than the whole download.
+    A rename to a free name skips that, so the old file is renamed aside first and
+    unlinked after; between the two renames ``destination`` is briefly absent (never
+    half-written). Anything but a regular file (a folder, a link) is left to ``os.replace``.
+    """
+    try:
+        if not stat.S_ISREG(os.lstat(destination).st_mode):
+            os.replace(new, destination)
+            return
+    except FileNotFoundError:
+        os.replace(new, destination)
+        return
+    aside = destination.with_name(f".{destination.name}.castore-old-{os.getpid()}-{time.monotonic_ns()}")
+    try:
+        os.rename(destination, aside)
+    except FileNotFoundError:  # removed meanwhile
+        os.replace(new, destination)
+        return
+    try:
+        os.rename(new, destination)
+    except BaseException:
+        os.rename(aside, destination)  # the old file back in its place
+        raise
+    with suppress(OSError):
+        os.unlink(aside)
 
 
 def _retry_on_missing_parent(action: Callable[[], T], target: Path) -> T:
