@@ -40,7 +40,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .auth import TokenAuth
-from .batch import MAX_BATCH_BYTES, BatchLimits, store_batch
+from .batch import MAX_BATCH_BYTES, MAX_FILE_SIZE, BatchLimits, store_batch
 from .codec import Codec, compressed_chunks
 from .content_coding import CODINGS
 from .digests import content_digest
@@ -260,6 +260,7 @@ class FiletrackerApp:
         upload_cap = limits.max_upload_size
         self.batch_limits = BatchLimits(
             max_bytes=min(MAX_BATCH_BYTES, upload_cap) if upload_cap is not None else MAX_BATCH_BYTES,
+            max_file_size=min(MAX_FILE_SIZE, upload_cap) if upload_cap is not None else MAX_FILE_SIZE,
             max_zstd_window=limits.max_zstd_window,
         )
 

@@ -1,0 +1,355 @@
+"""PUT /batch/ (castore/batch.py) on a real server: the same semantics as one PUT per file, bounded, all or nothing.
+
+And ``Client.put_files`` on top of it: batches to a castore server that serves them,
+one PUT per file to any other server or after a batch refused whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from castore.batch import BatchLimits, batch_body, batch_entry, digest_of
+from castore.client import Client
+from castore.codec import pack_for_sending
+from castore.errors import FiletrackerError
+from castore.remote import Remote
+from castore.store import Store
+from castore.tokens import create_token
+from tests.server_process import castore_server, castore_server_process, free_port, read_response_head
+
+
+def _body(files: list[tuple[str, int, bytes]], *, compress: bool = True) -> bytes:
+    """A batch body for ``(path, version, content)`` files, as castore's client makes it."""
+    entries, payloads = [], []
+    for path, version, content in files:
+        packed = pack_for_sending(content) if compress else None
+        sent = content if packed is None else packed
+        entries.append(batch_entry(path, version, len(content), digest_of(content),
+                                   "identity" if packed is None else "zstd", sent))
+        payloads.append(sent)
+    return b"".join(batch_body(entries, payloads))
+
+
+def _put_batch(http: httpx.Client, body: bytes, **headers: str) -> httpx.Response:
+    return http.put("/batch/", content=body, headers=headers)
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("batch") / "store"
+    with castore_server(root, "--max-upload-size", "4M", "--body-timeout", "1") as base:
+        yield base
+
+
+@pytest.fixture
+def http(url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=url, timeout=30) as client:
+        yield client
+
+
+def _stored(http: httpx.Client, path: str) -> tuple[int, bytes] | None:
+    response = http.get(f"/files{path}")
+    if response.status_code == 404:
+        return None
+    assert response.status_code == 200, response.text
+    remote = Remote(str(http.base_url))
+    try:
+        return remote.stat(path).version, response.content
+    finally:
+        remote.close()
+
+
+def test_advertised_in_version(http: httpx.Client) -> None:
+    info = http.get("/version").json()
+    assert info["castore"]["batch"] == {"max_files": 1000, "max_bytes": 4 << 20, "max_file_size": 1 << 20}
+
+
+def test_a_batch_stores_every_file_and_answers_each_name(http: httpx.Client) -> None:
+    text, noise = b"1 2 3\n" * 20_000, os.urandom(64 << 10)
+    files = [("/b/text", 1000, text), ("/b/noise", 1000, noise), ("/b/empty", 1000, b""), ("/b/again", 1000, text),
+             ("/b/big", 1000, os.urandom(300 << 10))]  # over the inline size: stored on its own, in order
+    response = _put_batch(http, _body(files))
+    assert response.status_code == 200, response.text
+    assert response.json() == {"files": [{"stored": f"{p}@{v}"} for p, v, _ in files]}
+    for path, version, content in files:
+        assert _stored(http, path) == (version, content)
+
+
+def test_older_versions_and_duplicates_act_as_puts_in_order(http: httpx.Client) -> None:
+    assert _put_batch(http, _body([("/o/a", 2000, b"new a")])).status_code == 200
+    files = [
+        ("/o/a", 1000, b"old a"),  # older than stored: ignored, the answer names the newer one
+        ("/o/b", 5, b"first b"),
+        ("/o/b", 5, b"second b"),  # the same version again: replaces the content
+        ("/o/b", 4, b"older b"),  # older than the batch's own earlier entry: ignored
+        ("/o/c", 7, b"same"),
+        ("/o/d", 7, b"same"),  # one content under two names
+    ]
+    response = _put_batch(http, _body(files))
+    assert response.status_code == 200, response.text
+    assert [f["stored"] for f in response.json()["files"]] == [
+        "/o/a@2000", "/o/b@5", "/o/b@5", "/o/b@5", "/o/c@7", "/o/d@7"
+    ]
+    assert _stored(http, "/o/a") == (2000, b"new a")
+    assert _stored(http, "/o/b") == (5, b"second b")
+    assert _stored(http, "/o/c") == _stored(http, "/o/d") == (7, b"same")
+
+
+_PATHS = st.sampled_from(["/h/x", "/h/y", "/h/z/w"])
+_CONTENTS = st.sampled_from([b"", b"a", b"1 2 3\n" * 3000, bytes(range(256)) * 40, b"a"])
+_PUTS = st.lists(st.tuples(_PATHS, st.integers(1, 4), _CONTENTS), min_size=1, max_size=12)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(puts=_PUTS, compress=st.booleans())
+def test_a_batch_equals_one_put_per_file(http: httpx.Client, puts: list[tuple[str, int, bytes]],
+                                         compress: bool) -> None:
+    """Same answers and same final state as the same files sent one PUT at a time, in order."""
+    tag = f"/t{time.monotonic_ns()}"
+    remote = Remote(str(http.base_url))
+    try:
+        one_by_one = []
+        for path, version, content in puts:
+            response = http.put(f"/files/single{tag}{path}", content=content,
+                                params={"last_modified": _date(version)})
+            assert response.status_code == 200
+            one_by_one.append(remote.stat(f"/single{tag}{path}").version)
+        response = _put_batch(http, _body([(f"/batch{tag}{p}", v, c) for p, v, c in puts], compress=compress))
+        assert response.status_code == 200, response.text
+        batched = [int(f["stored"].rpartition("@")[2]) for f in response.json()["files"]]
+        assert batched == one_by_one
+        for path in {p for p, _, _ in puts}:
+            assert _stored(http, f"/batch{tag}{path}") == _stored(http, f"/single{tag}{path}")
+    finally:
+        remote.close()
+
+
+def _date(version: int) -> str:
+    from castore.protocol import format_version
+
+    return format_version(version)
+
+
+def test_a_corrupt_file_refuses_the_whole_batch(http: httpx.Client) -> None:
+    files = [("/bad/1", 10, b"one"), ("/bad/2", 10, b"two" * 5000), ("/bad/3", 10, b"three")]
+    body = _body(files)
+    manifest, _, payloads = body.partition(b"\n")
+    listed = json.loads(manifest)
+    listed["files"][1]["digest"] = "xxh3-128-chunks-1m=" + "0" * 32
+    response = _put_batch(http, json.dumps(listed).encode() + b"\n" + payloads)
+    assert response.status_code == 400
+    assert "batch file 2 ('/bad/2@10')" in response.headers["X-Exception"]
+    assert "digest" in response.headers["X-Exception"]
+    for path, _, _ in files:
+        assert _stored(http, path) is None  # nothing stored, not even the file before it
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "says"),
+    [
+        (lambda body: body[:-1], 400, "truncated"),  # whole request, one byte short of the manifest's sum
+        (lambda body: body + b"x", 400, "past its last file"),
+        (lambda body: body.replace(b'"size":3,', b'"size":4,', 1), 400, "length (3) must be its size (4)"),
+        (lambda body: body.replace(b'"encoding":"identity"', b'"encoding":"br"', 1), 400, "unsupported encoding"),
+        (lambda body: body.replace(b"/m/1@10", b"/m/1", 1), 400, "has no @version"),
+        (lambda body: body.replace(b"/m/1@10", b"/m/../1@10", 1), 400, "batch file 1"),
+        (lambda body: b"[1, 2]\n", 400, "must be {"),
+        (lambda body: b"not json\n", 400, "not JSON"),
+        (lambda body: body.replace(b"\n", b" ", 1), 400, "before its manifest line"),
+    ],
+)
+def test_malformed_batches_are_refused_and_store_nothing(http: httpx.Client, change: object, status: int,
+                                                         says: str) -> None:
+    body = _body([("/m/1", 10, b"one"), ("/m/2", 10, b"two")], compress=False)
+    response = _put_batch(http, change(body))  # type: ignore[operator]
+    assert response.status_code == status, response.text
+    assert says in response.headers["X-Exception"], response.headers["X-Exception"]
+    assert _stored(http, "/m/1") is None and _stored(http, "/m/2") is None
+
+
+def test_a_zstd_frame_that_decodes_longer_is_refused(http: httpx.Client) -> None:
+    content = b"1 2 3\n" * 3000
+    body = _body([("/z/1", 10, content)])
+    assert b'"encoding":"zstd"' in body
+    shorter = body.replace(f'"size":{len(content)}'.encode(), f'"size":{len(content) - 1}'.encode(), 1)
+    response = _put_batch(http, shorter)
+    assert response.status_code == 400 and "batch file 1" in response.headers["X-Exception"]
+    assert _stored(http, "/z/1") is None
+
+
+def test_limits(http: httpx.Client) -> None:
+    too_many = _body([(f"/l/{i}", 1, b"") for i in range(1001)])
+    response = _put_batch(http, too_many)
+    assert response.status_code == 413 and "1001 files" in response.headers["X-Exception"]
+    too_large_file = _body([("/l/big", 1, os.urandom((1 << 20) + 1))])
+    response = _put_batch(http, too_large_file)
+    assert response.status_code == 413 and "per file in a batch" in response.headers["X-Exception"]
+    files = [(f"/l/{i}", 1, os.urandom(1 << 20)) for i in range(4)]  # 4 MiB and the manifest: over --max-upload-size
+    try:
+        response = _put_batch(http, _body(files))
+    except httpx.TransportError:
+        pass  # refused from its Content-Length, and closed while the body was still being sent
+    else:
+        assert response.status_code == 413
+    assert all(_stored(http, f"/l/{i}") is None for i in range(4))
+    assert http.put("/batch/", content=b"{}\n", headers={"Content-Encoding": "gzip"}).status_code == 415
+
+
+def test_an_idle_batch_body_times_out(url: str) -> None:
+    port = int(url.rpartition(":")[2])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"PUT /batch/ HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"files\":")
+        head = read_response_head(s)  # the server's --body-timeout is 1 s
+    assert head.startswith(b"HTTP/1.1 408"), head
+
+
+def test_tokens(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    with Store.open(root, create=True) as store:
+        _, read = create_token(store.metadata, "read")
+        _, write = create_token(store.metadata, "write")
+    body = _body([("/tok/1", 1, b"one")])
+    with castore_server(root) as base, httpx.Client(base_url=base) as http:
+        refused = http.put("/batch/", content=body, headers={"Authorization": f"Bearer {read}"})
+        assert refused.status_code == 403 and refused.headers["X-Exception"] == "a read token may not PUT"
+        assert http.put("/batch/", content=body).status_code == 401
+        source = tmp_path / "one"
+        source.write_bytes(b"one")
+        results = Client(local_store=None, remote_url=base, token=read).put_files([("/tok/2@1", source)] * 2)
+        assert all(isinstance(r.error, FiletrackerError) and r.error.status == 403 for r in results)
+        assert "/tok/2" in str(results[0].error)
+        stored = http.put("/batch/", content=body, headers={"Authorization": f"Bearer {write}"})
+        assert stored.status_code == 200 and stored.json() == {"files": [{"stored": "/tok/1@1"}]}
+
+
+def _files(folder: Path, count: int, size: int = 2000, *, text: bool = True) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    made = []
+    for i in range(count):
+        f = folder / f"{i}.in"
+        f.write_bytes(b"%d 1\n" % i * (size // 4) if text and i % 2 == 0 else os.urandom(size + i))
+        made.append(f)
+    return made
+
+
+class _CountingRequests:
+    """Counts the requests a Remote sends, by method and URL path."""
+
+    def __init__(self, remote: Remote) -> None:
+        self.seen: list[tuple[str, str]] = []
+        send = remote._send
+
+        def counting(method: str, url: str, *args: object, **kwargs: object) -> object:
+            self.seen.append((method, url))
+            return send(method, url, *args, **kwargs)  # type: ignore[arg-type]
+
+        remote._send = counting  # type: ignore[method-assign]
+
+
+def test_put_files_batches_small_files_and_streams_large_ones(url: str, tmp_path: Path) -> None:
+    small = _files(tmp_path / "small", 150)
+    large = tmp_path / "large"
+    large.write_bytes(os.urandom((1 << 20) + 1))
+    remote = Remote(url)
+    counted = _CountingRequests(remote)
+    client = Client(local_store=None, remote_store=remote)
+    pairs = [(f"/pf/{f.name}@5", f) for f in small[:100]] + [("/pf/large@5", large)]
+    pairs += [(f"/pf/{f.name}@5", f) for f in small[100:]] + [("/pf/missing@5", tmp_path / "missing")]
+    results = client.put_files(pairs, jobs=1)
+    assert [r.ok for r in results] == [True] * 151 + [False]
+    assert all(r.stored == r.wanted for r in results[:-1])
+    puts = [u for m, u in counted.seen if m == "PUT"]
+    # runs of small files in batches of 64 at most, in order; the large one alone
+    assert puts == ["/batch/", "/batch/", "/files/pf/large?last_modified=" + puts[2].rpartition("=")[2], "/batch/"]
+    for name, source in pairs[:-1]:
+        assert client.get_stream(name)[0].read() == Path(source).read_bytes()
+
+
+def test_put_files_fills_the_cache_from_a_batch(url: str, tmp_path: Path) -> None:
+    client = Client(cache_dir=tmp_path / "cache", remote_url=url)
+    files = _files(tmp_path / "cached", 5)
+    assert all(r.ok for r in client.put_files([(f"/pc/{f.name}@7", f) for f in files], jobs=2))
+    assert sorted(e.name for e in client.list_local_files()) == sorted(f"/pc/{f.name}@7" for f in files)
+
+
+def test_put_files_falls_back_file_by_file_when_a_batch_is_refused(url: str, tmp_path: Path) -> None:
+    """A batch refused whole (here 400: a version no HTTP date can carry) is sent again file by file."""
+    files = _files(tmp_path / "fb", 6)
+    remote = Remote(url)
+    counted = _CountingRequests(remote)
+    pairs = [(f"/fb/{f.name}@3", f) for f in files[:5]] + [(f"/fb/{files[5].name}@300000000000", files[5])]
+    results = Client(local_store=None, remote_store=remote).put_files(pairs)
+    assert [r.ok for r in results] == [True] * 5 + [False]
+    assert all(r.stored == r.wanted for r in results[:5])
+    assert "300000000000" in str(results[5].error)
+    puts = [u for m, u in counted.seen if m == "PUT"]
+    assert puts[0] == "/batch/" and len(puts) == 6 and all(u.startswith("/files/fb/") for u in puts[1:])
+
+
+def test_a_server_without_the_route(tmp_path: Path) -> None:
+    """An older castore (no "batch" in /version): one PUT per file; one that says it but answers 404: the same."""
+    root = tmp_path / "store"
+    files = _files(tmp_path / "old", 4)
+    with castore_server(root) as base:
+        remote = Remote(base)
+        remote.is_castore()
+        remote._batch = None  # what an older castore's /version says
+        counted = _CountingRequests(remote)
+        results = Client(local_store=None, remote_store=remote).put_files([(f"/old/{f.name}@1", f) for f in files])
+        assert all(r.ok for r in results)
+        assert [u for m, u in counted.seen if m == "PUT" and u == "/batch/"] == []
+        remote = Remote(base)
+        remote.is_castore()
+        remote._batch = BatchLimits()  # a server that says it takes batches, but answers 404 (no such route)
+        send = remote._send
+
+        def elsewhere(method: str, url: str, *args: object, **kwargs: object) -> object:
+            return send(method, "/no-batches-here/" if url == "/batch/" else url, *args, **kwargs)  # type: ignore[arg-type]
+
+        remote._send = elsewhere  # type: ignore[method-assign]
+        counted = _CountingRequests(remote)
+        results = Client(local_store=None, remote_store=remote).put_files([(f"/new/{f.name}@1", f) for f in files])
+        assert all(r.ok for r in results), [r.error for r in results]
+        assert next(u for m, u in counted.seen if m == "PUT") == "/batch/"
+
+
+def test_kill_9_mid_batch_leaves_no_path_at_a_missing_blob(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    Store.open(root, create=True).close()
+    files = [(f"/k/{i}", 1, os.urandom(4000) if i % 50 else os.urandom(200 << 10)) for i in range(800)]
+    body = _body(files)
+    with castore_server_process(root, "--workers", "1", port=free_port()) as (base, process):
+        answered: list[int] = []
+
+        def send() -> None:
+            try:
+                answered.append(httpx.put(base + "/batch/", content=body, timeout=30).status_code)
+            except httpx.TransportError:
+                pass
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        time.sleep(0.3)  # the body is sent; the server is storing (about a second for 800 files)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        sender.join()
+    with Store.open(root) as store:
+        assert store.check() == []
+        stored = [path for path, _, _ in files if store.exists(path)]
+        for path, _, content in files:
+            if path in stored:
+                assert store.read_bytes(path) == content
+    assert answered in ([], [200])
+    assert not answered or len(stored) == len(files)
