@@ -65,3 +65,25 @@ def test_versions_listing_and_deletes(client: Client, tmp_path: Path) -> None:
     assert "404" in str(info.value)
     with pytest.raises(FiletrackerError):
         client.list_remote_files(subpath="/cc/nothing")
+
+
+def test_put_files_sends_no_batch_to_filetracker(url: str, tmp_path: Path) -> None:
+    """No batch to a server that does not advertise one; one that is tried anyway falls back file by file."""
+    from castore.batch import BatchLimits
+    from castore.remote import Remote
+
+    sources = []
+    for i in range(5):
+        source = tmp_path / f"{i}.in"
+        source.write_bytes(b"%d\n" % i * 100)
+        sources.append(source)
+    for forced in (False, True):
+        remote = Remote(url)
+        assert remote.batch_limits() is None
+        if forced:
+            remote._batch = BatchLimits()  # as if it had said it takes batches: PUT /batch/ is refused
+        client = Client(local_store=None, remote_store=remote)
+        results = client.put_files([(f"/cc/batch{forced}/{s.name}@1000", s) for s in sources])
+        assert all(r.ok and r.stored == r.wanted for r in results), [r.error for r in results]
+        for s in sources:
+            assert client.get_stream(f"/cc/batch{forced}/{s.name}")[0].read() == s.read_bytes()
