@@ -19,10 +19,11 @@ version never replaces a newer one, an equal one replaces the content, a second 
 for one path acts as a second PUT), and the answer lists the name now current for each
 file. The batch is checked whole first — manifest, sizes, every body decoded and its
 digest compared — and a batch with any fault is refused with a 4xx naming the first
-faulty file, storing nothing. The small files are then recorded in one metadata
-transaction (:meth:`~castore.metadata.repo.MetadataRepo.batch`), committed before the
-answer; a file too large to be stored inline commits that transaction first and is
-stored on its own, so that blob bytes are never published under an uncommitted row.
+faulty file, storing nothing. Runs of small files (up to :data:`COMMIT_FILES`) are then
+hashed and compressed, and recorded in one metadata transaction each
+(:meth:`castore.store.Store.put_many`), committed before the answer; a file too large to
+be stored inline is stored on its own after the run before it, so that blob bytes are
+never published under an uncommitted row.
 
 This module holds the format (client and server) and :func:`store_batch` (the server's
 work, in a thread); the HTTP route is :meth:`castore.server.FiletrackerApp.put_batch`.
@@ -33,7 +34,6 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -69,6 +69,8 @@ MAX_BATCH_BYTES = 64 << 20
 """Bytes of one batch's body, at most (beyond the in-memory budget it waits in a spool file)."""
 MAX_FILE_SIZE = 1 << 20
 """Content size of one file of a batch, at most (larger files go by ``PUT /files/``)."""
+COMMIT_FILES = 64
+"""Small files recorded per transaction: the database stays locked for a few milliseconds at a time."""
 MAX_MANIFEST = 1 << 20
 """Bytes of the manifest line, at most (~150 bytes a file: room for the longest names)."""
 ENCODINGS = ("identity", "zstd")
@@ -255,17 +257,23 @@ def store_batch(store: Store, body: BinaryIO, body_size: int, limits: BatchLimit
     read_manifest(body)
     inline_max = store.settings()["inline_max"]
     stored: list[str] = []
-    with ExitStack() as stack:
-        shared: ExitStack | None = None
-        for file, payload in _payloads(body, files):
-            if file.size > inline_max and shared is not None:
-                shared.close()  # commit the small files before it: the order is kept
-                shared = None
-            elif file.size <= inline_max and shared is None:
-                shared = stack.enter_context(ExitStack())
-                shared.enter_context(store.metadata.batch())
+    run: list[tuple[BatchFile, bytes]] = []  # small files waiting for their shared commit
+    for file, payload in _payloads(body, files):
+        if file.size <= inline_max and len(run) < COMMIT_FILES:
+            run.append((file, payload))
+            continue
+        stored += _store_run(store, run, limits)
+        run = []
+        if file.size <= inline_max:
+            run.append((file, payload))
+        else:
             stored.append(_store_one(store, file, payload, limits))
-    return stored
+    return stored + _store_run(store, run, limits)
+
+
+def _store_run(store: Store, run: list[tuple[BatchFile, bytes]], limits: BatchLimits) -> list[str]:
+    items = [(f.path, f.version, payload, f.size if f.encoding == "zstd" else None) for f, payload in run]
+    return store.put_many(items, max_window=limits.max_zstd_window) if items else []
 
 
 def _store_one(store: Store, file: BatchFile, payload: bytes, limits: BatchLimits) -> str:

@@ -25,7 +25,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -362,6 +362,40 @@ class Store:
             return self._record_put(path, version, prepared, key, candidate.created)
         except _NeedBytes:
             return None  # collected since the lookup: the transaction was rolled back
+
+    def put_many(
+        self, items: Sequence[tuple[str, int | None, bytes, int | None]], *, max_window: int | None = None
+    ) -> builtins.list[str]:
+        """Store small contents as :meth:`put` would, one after another, with one commit; the names now current.
+
+        Each item is ``(name, version, data, zstd_size)``: ``data`` is the content, or,
+        when ``zstd_size`` is given, one zstd frame decoding to that many bytes (kept as
+        the stored bytes, as by :meth:`put_zstd`). Every content must fit inline in its
+        metadata row (``inline_max``): ValueError otherwise, before anything is stored.
+        Names are checked and contents hashed and compressed first, outside any
+        transaction (a bad item stores nothing); then the puts are recorded in order, on
+        SQLite in one transaction (:meth:`MetadataRepo.batch`: a later error stores none
+        of them), elsewhere each with its own commit. For :mod:`castore.batch`.
+        """
+        targets = [self._put_target(name, version) for name, version, _, _ in items]
+        self._check_room()
+        with _faults_named():
+            prepared: builtins.list[Prepared] = []
+            try:
+                for (name, _, data, zstd_size), (path, _) in zip(items, targets):
+                    if zstd_size is None:
+                        ready = self._ingest.prepare(data, expected_size=len(data))
+                    else:
+                        ready = self._ingest.prepare_zstd(io.BytesIO(data), size=zstd_size, max_window=max_window)
+                    prepared.append(ready)
+                    if ready.inline is None:
+                        raise ValueError(f"{path}: {ready.size} bytes do not fit inline: put it on its own")
+                with self.metadata.batch():
+                    return [self._settle_and_record(path, version, ready)
+                            for (path, version), ready in zip(targets, prepared)]
+            finally:
+                for ready in prepared:
+                    ready.discard()
 
     def _newer_than(self, path: str, version: int) -> str | None:
         """The current versioned name if it is newer than ``version`` (a put would be ignored)."""

@@ -353,3 +353,46 @@ def test_kill_9_mid_batch_leaves_no_path_at_a_missing_blob(tmp_path: Path) -> No
                 assert store.read_bytes(path) == content
     assert answered in ([], [200])
     assert not answered or len(stored) == len(files)
+
+
+def test_store_put_many(store: Store) -> None:
+    """The store's side: older versions, duplicates and one content twice, as by put; bad items store nothing."""
+    import zstandard
+
+    store.put("/pm/a@9", b"nine")
+    text = b"1 2 3\n" * 1000
+    frame = zstandard.ZstdCompressor().compress(text)
+    names = store.put_many([("/pm/a", 5, b"five", None), ("/pm/b", 5, b"x", None), ("/pm/b", 5, b"y", None),
+                            ("/pm/c", 1, frame, len(text)), ("/pm/d", 1, text, None)])
+    assert names == ["/pm/a@9", "/pm/b@5", "/pm/b@5", "/pm/c@1", "/pm/d@1"]
+    assert store.read_bytes("/pm/a") == b"nine" and store.read_bytes("/pm/b") == b"y"
+    assert store.read_bytes("/pm/c") == store.read_bytes("/pm/d") == text
+    too_large = os.urandom(store.settings()["inline_max"] + 1)
+    with pytest.raises(ValueError, match="inline"):
+        store.put_many([("/pm/e", 1, b"e", None), ("/pm/f", 1, too_large, None)])
+    with pytest.raises(ValueError):
+        store.put_many([("/pm/g", 1, b"g", None), ("/pm/../h", 1, b"h", None)])
+    with pytest.raises(Exception, match="Logical|size|bytes"):
+        store.put_many([("/pm/i", 1, b"i", None), ("/pm/j", 1, frame, len(text) + 1)])
+    assert not any(store.exists(f"/pm/{n}") for n in "efghij")
+
+
+def test_put_many_is_one_transaction_on_sqlite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error while recording the third put rolls back the first two (one commit for all, or none)."""
+    with Store.open(tmp_path / "s", create=True) as store:
+        record = store._settle_and_record
+        calls = []
+
+        def failing_third(path: str, version: int, prepared: object) -> str:
+            calls.append(path)
+            if len(calls) == 3:
+                raise OSError("the disk went away")
+            return record(path, version, prepared)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(store, "_settle_and_record", failing_third)
+        with pytest.raises(OSError):
+            store.put_many([(f"/tx/{i}", 1, b"%d" % i, None) for i in range(4)])
+        monkeypatch.undo()
+        assert calls == ["/tx/0", "/tx/1", "/tx/2"]
+        assert not any(store.exists(f"/tx/{i}") for i in range(4))
+        assert store.put_many([("/tx/0", 1, b"0", None)]) == ["/tx/0@1"] and store.check() == []
