@@ -131,6 +131,9 @@ def run_suite(client: FiletrackerClient | CastoreClient, files: dict[str, list[P
     small = files["small"]
     seconds = timed(lambda: [client.put_file(f"/bench/{tag}/small/{f.name}", str(f)) for f in small])
     results["put 64 KiB files/s"] = len(small) / seconds
+    batched = files["batched"]
+    seconds = timed(lambda: put_many(client, f"/bench/{tag}/batched", batched))
+    results[BATCHED] = len(batched) / seconds
     seconds = timed(lambda: [client.get_file(f"/bench/{tag}/small/{f.name}", str(out / "s")) for f in small])
     results["get 64 KiB files/s"] = len(small) / seconds
     for kind in ("random", "text"):
@@ -145,6 +148,23 @@ def run_suite(client: FiletrackerClient | CastoreClient, files: dict[str, list[P
     return results
 
 
+BATCHED = "put 64 KiB, put_files (batched)"
+"""castore's client: ``Client.put_files`` (batches of small files, PUT /batch/); Filetracker's
+client has no such call: its figure is a put_file loop, like the row above (other files)."""
+
+
+def put_many(client: FiletrackerClient | CastoreClient, folder: str, small: list[Path]) -> None:
+    """Put every file of ``small`` below ``folder`` the fastest way the client has."""
+    if isinstance(client, CastoreClient):
+        results = client.put_files([(f"{folder}/{f.name}", str(f)) for f in small])
+        failed = [r for r in results if not r.ok]
+        if failed:
+            raise RuntimeError(f"{len(failed)} puts failed, first: {failed[0].error}")
+    else:
+        for f in small:
+            client.put_file(f"{folder}/{f.name}", str(f))
+
+
 def make_client(kind: str, url: str) -> FiletrackerClient | CastoreClient:
     """A remote-only client: ``filetracker`` (the unmodified Filetracker client) or ``castore``."""
     if kind == "filetracker":
@@ -152,9 +172,9 @@ def make_client(kind: str, url: str) -> FiletrackerClient | CastoreClient:
     return CastoreClient(local_store=None, remote_url=url)
 
 
-def _client_process(kind: str, url: str, small: list[Path], out: Path, tag: str, barrier: Any,
+def _client_process(kind: str, url: str, small: list[Path], batched: list[Path], out: Path, tag: str, barrier: Any,
                     results: Any) -> None:
-    """One of several client processes: put, then get, every small file; times both."""
+    """One of several client processes: put, then get, every small file, then put ``batched``; times each."""
     client = make_client(kind, url)
     timed(lambda: client.put_file(f"/bench/{tag}/warm", str(small[0])))  # version negotiation, connection
     barrier.wait()
@@ -164,10 +184,15 @@ def _client_process(kind: str, url: str, small: list[Path], out: Path, tag: str,
     barrier.wait()
     get_start = time.monotonic()
     timed(lambda: [client.get_file(f"/bench/{tag}/{f.name}", str(out / f"{tag}.get")) for f in small])
-    results.put((start, put_end, get_start, time.monotonic()))
+    get_end = time.monotonic()
+    barrier.wait()
+    batch_start = time.monotonic()
+    timed(lambda: put_many(client, f"/bench/{tag}/batched", batched))
+    results.put((start, put_end, get_start, get_end, batch_start, time.monotonic()))
 
 
-def parallel_clients(kind: str, url: str, small: list[Path], out: Path, tag: str, clients: int = 4) -> dict[str, float]:
+def parallel_clients(kind: str, url: str, small: list[Path], batched: list[Path], out: Path, tag: str,
+                     clients: int = 4) -> dict[str, float]:
     """Files/s of ``clients`` client processes at once, each putting then getting all of ``small``.
 
     The processes start together (a barrier, after each has made its client); the rate
@@ -177,7 +202,8 @@ def parallel_clients(kind: str, url: str, small: list[Path], out: Path, tag: str
 
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(clients), context.Queue()
-    processes = [context.Process(target=_client_process, args=(kind, url, small, out, f"{tag}-{i}", barrier, results))
+    processes = [context.Process(target=_client_process,
+                                 args=(kind, url, small, batched, out, f"{tag}-{i}", barrier, results))
                  for i in range(clients)]
     for process in processes:
         process.start()
@@ -190,6 +216,7 @@ def parallel_clients(kind: str, url: str, small: list[Path], out: Path, tag: str
     return {
         f"put 64 KiB files/s, {clients} clients": files / (max(s[1] for s in spans) - min(s[0] for s in spans)),
         f"get 64 KiB files/s, {clients} clients": files / (max(s[3] for s in spans) - min(s[2] for s in spans)),
+        f"{BATCHED}, {clients} clients": clients * len(batched) / (max(s[5] for s in spans) - min(s[4] for s in spans)),
     }
 
 
@@ -237,9 +264,9 @@ def workers_sweep(values: list[str], small: list[Path], out: Path, work: Path, c
     for value in values:
         with running(*castore_server(work / f"sweep{value}", workers=value)) as url:
             for kind in ("filetracker", "castore"):
-                one = run_suite(make_client(kind, url), {"small": small, "random": [], "text": []}, out,
-                                f"sweep{value}{kind}")
-                many = parallel_clients(kind, url, small, out, f"sweep{value}{kind}", clients)
+                one = run_suite(make_client(kind, url), {"small": small, "batched": small, "random": [], "text": []},
+                                out, f"sweep{value}{kind}")
+                many = parallel_clients(kind, url, small, small, out, f"sweep{value}{kind}", clients)
                 print(f"{value:<8} {kind:<12} {one['put 64 KiB files/s']:>8.0f} {one['get 64 KiB files/s']:>8.0f} "
                       f"{many[f'put 64 KiB files/s, {clients} clients']:>8.0f} "
                       f"{many[f'get 64 KiB files/s, {clients} clients']:>8.0f}")
@@ -259,11 +286,12 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="castore-server-bench-"))
     try:
-        files: dict[str, list[Path]] = {"small": [], "random": [], "text": []}
+        files: dict[str, list[Path]] = {"small": [], "batched": [], "random": [], "text": []}
         for i in range(args.small):
-            f = work / f"small{i}"
-            f.write_bytes(os.urandom(64 * 1024))
-            files["small"].append(f)
+            for kind in ("small", "batched"):  # other contents for the batched row, the same kind
+                f = work / f"{kind}{i}"
+                f.write_bytes(os.urandom(64 * 1024))
+                files[kind].append(f)
         out = work / "out"
         out.mkdir()
         if args.workers_sweep is not None:
@@ -285,7 +313,8 @@ def main() -> None:
             for round_ in range(args.rounds):  # interleaved, so that drifts of the machine hit all three
                 for label, (kind, url) in suites.items():
                     figures = run_suite(make_client(kind, url), files, out, f"{label}{round_}")
-                    figures.update(parallel_clients(kind, url, files["small"], out, f"{label}{round_}p", args.clients))
+                    figures.update(parallel_clients(kind, url, files["small"], files["batched"], out,
+                                                    f"{label}{round_}p", args.clients))
                     runs[label].append(figures)
         startup = {
             "castore": startup_seconds(castore_server, work / "castore-starts"),
@@ -301,16 +330,16 @@ def main() -> None:
     )
     print(f"{args.small} x 64 KiB, {args.large} x 16 MiB per kind, medians of {args.rounds} interleaved rounds; "
           "remote-only clients; each server with its defaults (castore serve; Filetracker 2 x cores workers)")
-    print(f"{'figure':<32} {'FT client':>10} {'FT client':>10} {'ratio':>7} {'castore':>10} {'ratio':>7}")
-    print(f"{'':<32} {'-> FT':>10} {'-> castore':>10} {'':>7} {'-> castore':>10} {'':>7}")
+    print(f"{'figure':<40} {'FT client':>10} {'FT client':>10} {'ratio':>7} {'castore':>10} {'ratio':>7}")
+    print(f"{'':<40} {'-> FT':>10} {'-> castore':>10} {'':>7} {'-> castore':>10} {'':>7}")
     for figure, base in baseline.items():
         theirs, ours = ft_on_castore[figure], castore[figure]
-        print(f"{figure:<32} {base:>10.1f} {theirs:>10.1f} {theirs / base:>6.2f}x {ours:>10.1f} {ours / base:>6.2f}x")
+        print(f"{figure:<40} {base:>10.1f} {theirs:>10.1f} {theirs / base:>6.2f}x {ours:>10.1f} {ours / base:>6.2f}x")
     base, ours = startup["filetracker"], startup["castore"]
-    print(f"{'start-up to first answer, s':<32} {base:>10.2f} {ours:>10.2f} {base / ours:>6.2f}x {ours:>10.2f} "
+    print(f"{'start-up to first answer, s':<40} {base:>10.2f} {ours:>10.2f} {base / ours:>6.2f}x {ours:>10.2f} "
           f"{base / ours:>6.2f}x   (server started on a new folder; ratio: Filetracker's time / castore's)")
     figure = "put 64 KiB files/s"
-    print(f"{'FT client ceiling, puts/s':<32} {ceiling:>10.1f} {ft_on_castore[figure]:>10.1f} "
+    print(f"{'FT client ceiling, puts/s':<40} {ceiling:>10.1f} {ft_on_castore[figure]:>10.1f} "
           f"{ft_on_castore[figure] / ceiling:>6.2f}x {'':>10} {'':>7}   (against a server that does nothing; "
           f"ratio: FT client -> castore / ceiling; -> FT reaches {baseline[figure] / ceiling:.2f}x)")
 
