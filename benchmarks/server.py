@@ -330,16 +330,16 @@ def main() -> None:
     )
     print(f"{args.small} x 64 KiB, {args.large} x 16 MiB per kind, medians of {args.rounds} interleaved rounds; "
           "remote-only clients; each server with its defaults (castore serve; Filetracker 2 x cores workers)")
-    print(f"{'figure':<40} {'FT client':>10} {'FT client':>10} {'ratio':>7} {'castore':>10} {'ratio':>7}")
-    print(f"{'':<40} {'-> FT':>10} {'-> castore':>10} {'':>7} {'-> castore':>10} {'':>7}")
+    print(f"{'figure':<44} {'FT client':>10} {'FT client':>10} {'ratio':>7} {'castore':>10} {'ratio':>7}")
+    print(f"{'':<44} {'-> FT':>10} {'-> castore':>10} {'':>7} {'-> castore':>10} {'':>7}")
     for figure, base in baseline.items():
         theirs, ours = ft_on_castore[figure], castore[figure]
-        print(f"{figure:<40} {base:>10.1f} {theirs:>10.1f} {theirs / base:>6.2f}x {ours:>10.1f} {ours / base:>6.2f}x")
+        print(f"{figure:<44} {base:>10.1f} {theirs:>10.1f} {theirs / base:>6.2f}x {ours:>10.1f} {ours / base:>6.2f}x")
     base, ours = startup["filetracker"], startup["castore"]
-    print(f"{'start-up to first answer, s':<40} {base:>10.2f} {ours:>10.2f} {base / ours:>6.2f}x {ours:>10.2f} "
+    print(f"{'start-up to first answer, s':<44} {base:>10.2f} {ours:>10.2f} {base / ours:>6.2f}x {ours:>10.2f} "
           f"{base / ours:>6.2f}x   (server started on a new folder; ratio: Filetracker's time / castore's)")
     figure = "put 64 KiB files/s"
-    print(f"{'FT client ceiling, puts/s':<40} {ceiling:>10.1f} {ft_on_castore[figure]:>10.1f} "
+    print(f"{'FT client ceiling, puts/s':<44} {ceiling:>10.1f} {ft_on_castore[figure]:>10.1f} "
           f"{ft_on_castore[figure] / ceiling:>6.2f}x {'':>10} {'':>7}   (against a server that does nothing; "
           f"ratio: FT client -> castore / ceiling; -> FT reaches {baseline[figure] / ceiling:.2f}x)")
 

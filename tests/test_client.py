@@ -445,3 +445,17 @@ def test_what_a_small_upload_is_sent_as() -> None:
     assert pack_for_sending(os.urandom(65536)) is None  # the probe says incompressible
     assert pack_for_sending(os.urandom(4096) + text) is None  # ... even when the rest is not (a documented trade)
     assert pack_for_sending(b"") is None
+
+
+def test_response_headers_are_split_as_http_client_would() -> None:
+    """castore.remote parses response headers itself (http.client's email parser was its largest cost)."""
+    from castore.remote import _Headers
+
+    headers = _Headers([b"Content-Length: 12\r\n", b"X-Exception: bad \xe9\r\n", b"Set: a\r\n", b"set: b\r\n",
+                        b"Folded: one\r\n", b"  two\r\n", b"no colon here\r\n"])
+    assert headers.get("content-length") == "12" and headers.get("CONTENT-LENGTH") == "12"
+    assert headers.get("x-exception") == "bad \xe9"  # latin-1, as http.client decodes
+    assert headers.get_all("set") == ["a", "b"] and headers.get("set") == "a"
+    assert headers.get("folded") == "one two"
+    assert headers.get("missing") is None and headers.get_all("missing", []) == []
+    assert headers.first()["set"] == "a" and ("Set", "a") in headers.items()
