@@ -744,8 +744,8 @@ class MetadataRepo:
         one. Everything is committed when the block ends, or nothing when it raises.
         The database is locked for writing meanwhile: keep the block short.
 
-        SQLite only (where commits cost the most and writers take turns anyway); on other
-        databases each write commits on its own. Not reentrant.
+        SQLite only (writers take turns there anyway); on other databases each write
+        commits on its own. A batch inside a batch (same thread) joins it.
         """
         if not self._shares_commits or getattr(self._batch, "connection", None) is not None:
             yield
