@@ -258,7 +258,9 @@ class _CountingRequests:
         remote._send = counting  # type: ignore[method-assign]
 
 
-def test_put_files_batches_small_files_and_streams_large_ones(url: str, tmp_path: Path) -> None:
+def test_put_files_batches_small_files_and_streams_large_ones(url: str, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("castore.client.BATCH_FILES", 64)
     small = _files(tmp_path / "small", 150)
     large = tmp_path / "large"
     large.write_bytes(os.urandom((1 << 20) + 1))
@@ -271,10 +273,20 @@ def test_put_files_batches_small_files_and_streams_large_ones(url: str, tmp_path
     assert [r.ok for r in results] == [True] * 151 + [False]
     assert all(r.stored == r.wanted for r in results[:-1])
     puts = [u for m, u in counted.seen if m == "PUT"]
-    # runs of small files in batches of 64 at most, in order; the large one alone
+    # runs of small files in batches of BATCH_FILES at most, in order; the large one alone
     assert puts == ["/batch/", "/batch/", "/files/pf/large?last_modified=" + puts[2].rpartition("=")[2], "/batch/"]
     for name, source in pairs[:-1]:
         assert client.get_stream(name)[0].read() == Path(source).read_bytes()
+
+
+def test_put_files_keeps_batches_near_1_mib(url: str, tmp_path: Path) -> None:
+    """64 KiB files go about 15 to a batch: a body a server keeps in memory, and batches that overlap."""
+    files = _files(tmp_path / "mib", 40, size=64 << 10, text=False)
+    remote = Remote(url)
+    counted = _CountingRequests(remote)
+    assert all(r.ok for r in Client(local_store=None, remote_store=remote).put_files([(f"/mib/{f.name}@1", f)
+                                                                                        for f in files]))
+    assert [u for m, u in counted.seen if m == "PUT"] == ["/batch/"] * 3
 
 
 def test_put_files_fills_the_cache_from_a_batch(url: str, tmp_path: Path) -> None:
