@@ -155,7 +155,7 @@ def parse_manifest(line: bytes, limits: BatchLimits) -> list[BatchFile]:
     """The files a manifest line lists, checked (SourceError or InvalidName, naming the file)."""
     try:
         manifest = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep (an attack, not a manifest)
         raise SourceError("the batch manifest is not JSON") from None
     entries = manifest.get("files") if isinstance(manifest, dict) else None
     if not isinstance(entries, list):

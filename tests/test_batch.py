@@ -167,6 +167,10 @@ def test_a_corrupt_file_refuses_the_whole_batch(http: httpx.Client) -> None:
         (lambda body: body.replace(b"/m/1@10", b"/m/../1@10", 1), 400, "batch file 1"),
         (lambda body: b"[1, 2]\n", 400, "must be {"),
         (lambda body: b"not json\n", 400, "not JSON"),
+        (lambda body: b"[" * 200_000 + b"\n", 400, "not JSON"),
+        (lambda body: body.replace(b'"size":3,', b'"size":3.0,', 1), 400, "whole numbers"),
+        (lambda body: body.replace(b'"size":3,', b'"size":-3,', 1), 400, "whole numbers"),
+        (lambda body: body.replace(b'"size":3,', b'"size":true,', 1), 400, "whole numbers"),
         (lambda body: body.replace(b"\n", b" ", 1), 400, "before its manifest line"),
     ],
 )
