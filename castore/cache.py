@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import os
 import shutil
 import stat
@@ -297,34 +298,56 @@ def replaced_whole(destination: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def _replace_file(new: Path, destination: Path) -> None:
-    """``os.replace(new, destination)``, moving an existing regular file aside first.
+    """``os.replace(new, destination)``, swapping an existing regular file out in one step.
 
     ext4 (``auto_da_alloc``, on by default) writes a new file's data out before a rename
     that replaces another file: ~0.5-3 ms for 64 KiB here, more than the whole download.
-    A rename to a free name skips that, so the old file is renamed aside first and
-    unlinked after; between the two renames ``destination`` is briefly absent (never
-    half-written). Anything but a regular file (a folder, a link) is left to ``os.replace``.
+    An exchange (``renameat2(RENAME_EXCHANGE)``) skips that and is just as atomic: readers
+    see the old file or the new one, never none; the old one, now under ``new``'s name,
+    is unlinked after. Where the exchange is not available (another OS or filesystem) and
+    for anything but a regular file, ``os.replace`` does it.
     """
     try:
-        if not stat.S_ISREG(os.lstat(destination).st_mode):
-            os.replace(new, destination)
-            return
+        regular = stat.S_ISREG(os.lstat(destination).st_mode)
     except FileNotFoundError:
-        os.replace(new, destination)
-        return
-    aside = destination.with_name(f".{destination.name}.castore-old-{os.getpid()}-{time.monotonic_ns()}")
-    try:
-        os.rename(destination, aside)
-    except FileNotFoundError:  # removed meanwhile
+        regular = False
+    if not (regular and _exchange(new, destination)):
         os.replace(new, destination)
         return
     try:
-        os.rename(new, destination)
-    except BaseException:
-        os.rename(aside, destination)  # the old file back in its place
+        os.unlink(new)  # the old file
+    except IsADirectoryError:  # a folder was put in its place meanwhile: undo the swap
+        _exchange(new, destination)
         raise
-    with suppress(OSError):
-        os.unlink(aside)
+    except FileNotFoundError:
+        pass
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+@functools.cache
+def _renameat2() -> Callable[..., int] | None:
+    """glibc's ``renameat2``, looked up on first use (ctypes costs start-up time), or None."""
+    import ctypes
+
+    return getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two names atomically; False when this system or filesystem cannot (or ``b`` is gone)."""
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    import ctypes
+
+    error = ctypes.get_errno()
+    if error in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV, errno.ENOENT):
+        return False
+    raise OSError(error, os.strerror(error), str(b))
 
 
 def _retry_on_missing_parent(action: Callable[[], T], target: Path) -> T:
