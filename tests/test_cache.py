@@ -55,8 +55,7 @@ def test_replacing_keeps_a_folder_or_link_at_the_destination_as_os_replace_would
     assert target.read_bytes() == b"old"  # the link is replaced, its target untouched
     folder = tmp_path / "folder"
     folder.mkdir()
-    with pytest.raises(OSError):
-        with replaced_whole(folder) as temporary:
-            temporary.write_bytes(b"x")
+    with pytest.raises(OSError), replaced_whole(folder) as temporary:
+        temporary.write_bytes(b"x")
     assert folder.is_dir()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "link.txt", "real.txt"]
