@@ -89,10 +89,18 @@ def worth_compressing(sample: bytes | memoryview, level: int = DEFAULT_LEVEL) ->
 
 
 def compress_if_worth(data: bytes, level: int = DEFAULT_LEVEL) -> tuple[Codec, bytes]:
-    """Compress a small blob whole; keep it raw when that does not pay."""
+    """Compress a small blob whole; keep it raw when that does not pay.
+
+    As :func:`pack_for_sending` decides: a content above twice :data:`PROBE_SIZE` whose
+    first :data:`PROBE_SIZE` bytes do not compress (random data, archives, a Filetracker
+    client's output files) is kept raw at the cost of that probe alone.
+    """
     if not data:
         return Codec.RAW, data
-    packed = zstd_compressor(level).compress(data)
+    compressor = zstd_compressor(level)
+    if len(data) > 2 * PROBE_SIZE and not pays(PROBE_SIZE, len(compressor.compress(data[:PROBE_SIZE]))):
+        return Codec.RAW, data
+    packed = compressor.compress(data)
     if pays(len(data), len(packed)):
         return Codec.ZSTD, packed
     return Codec.RAW, data

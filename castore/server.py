@@ -41,6 +41,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .auth import TokenAuth
 from .batch import MAX_BATCH_BYTES, MAX_FILE_SIZE, BatchLimits, store_batch
+from .blobs.fs import FileBlobBackend
+from .blobs.memory import MemoryBlobBackend
 from .codec import Codec, compressed_chunks
 from .content_coding import CODINGS
 from .digests import content_digest
@@ -61,6 +63,7 @@ from .errors import (
 from .faults import as_store_fault
 from .http_protocol import DEFAULT_HEADER_TIMEOUT, HEADER_TIMEOUT_VARIABLE
 from .keys import BlobKey
+from .metadata.repo import WouldWait
 from .metrics import Metrics
 from .names import check_prefix, parse_name
 from .opening import open_store
@@ -229,6 +232,18 @@ def _gzip(reader: BlobReader) -> Iterator[bytes]:
     return compressed_chunks(_content(reader), zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31))
 
 
+def _read_all(body: UploadReader, size: int) -> bytes:
+    """The whole decoded content of a body promised to hold ``size`` bytes, its checks all made.
+
+    The reader raises as soon as the content passes ``size``, and at its end when it is
+    shorter or does not match its SHA-256: reading to the end is what checks it.
+    """
+    parts = []
+    while chunk := body.read(size + 1):
+        parts.append(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 class FiletrackerApp:
     """Request handlers bound to one store."""
 
@@ -263,6 +278,9 @@ class FiletrackerApp:
             max_file_size=min(MAX_FILE_SIZE, upload_cap) if upload_cap is not None else MAX_FILE_SIZE,
             max_zstd_window=limits.max_zstd_window,
         )
+        self.inline_max = store.settings()["inline_max"]
+        self.loop_puts = store.metadata.local_reads and isinstance(store.blobs, (FileBlobBackend, MemoryBlobBackend))
+        """Small puts may be stored on the event loop (:meth:`_store_on_loop`); tests turn it off."""
 
     @property
     def heavy_uploads(self) -> anyio.CapacityLimiter:
@@ -463,15 +481,40 @@ class FiletrackerApp:
             spool_dir=self.spool_dir,
         )
         try:
-            name = await anyio.to_thread.run_sync(
-                self._store_body, path, version, received, encoding, logical_size, sha256,
-                limiter=self.heavy_uploads if encoding != "identity" or received.spooled else None,
-            )
+            name = self._store_on_loop(path, version, received, encoding, logical_size, sha256)
+            if name is None:
+                name = await anyio.to_thread.run_sync(
+                    self._store_body, path, version, received, encoding, logical_size, sha256,
+                    limiter=self.heavy_uploads if encoding != "identity" or received.spooled else None,
+                )
         finally:
             received.close()
         stored = parse_name(name).version
         assert stored is not None
         return Response(status_code=200, headers={"Last-Modified": format_version(stored)}, media_type="text/plain")
+
+    def _store_on_loop(
+        self, path: str, version: int, received: ReceivedBody, encoding: str, logical_size: int | None,
+        sha256: str | None,
+    ) -> str | None:
+        """Store a small body on the event loop when nothing there can wait; None: use a thread.
+
+        The hop to a worker thread and back costs more than storing a small content
+        (decoding, hashing and one SQLite transaction: well under a millisecond), so a
+        body kept in memory whose content is stored inline in a local SQLite database is
+        stored here, at once. Nothing here may wait: the write goes ahead only when the
+        database's write lock is free at once (:meth:`MetadataRepo.not_waiting`); when
+        another writer holds it, nothing was written and the same work is done in a thread
+        (which waits its turn). Bodies in a spool file, contents stored as blob files, and
+        stores whose metadata or blobs are not local always go to a thread.
+        """
+        if not self.loop_puts or received.spooled or logical_size is None or logical_size > self.inline_max:
+            return None
+        try:
+            with self.store.metadata.not_waiting():
+                return self._store_body(path, version, received, encoding, logical_size, sha256)
+        except WouldWait:
+            return None
 
     def _store_body(
         self, path: str, version: int, received: ReceivedBody, encoding: str, logical_size: int | None,
@@ -506,6 +549,10 @@ class FiletrackerApp:
             too_large=too_large,
             max_window=limits.max_zstd_window,
         )
+        if logical_size is not None and logical_size <= self.inline_max:
+            # Small (Filetracker's client: gzip with its SHA-256): decoded and checked whole
+            # first, then stored as bytes, which spares the store a stream's extra lookup.
+            return self.store.put(path, _read_all(body, logical_size), version, expected_size=logical_size)
         return self.store.put(path, cast(BinaryIO, body), version)  # the reader holds it to its Logical-Size
 
     async def _delete(self, request: Request, path: str) -> Response:
@@ -663,6 +710,7 @@ def create_app(
     spool_dir: str | None = None,
     verify_first: str = "auto",
     lean: bool = True,
+    loop_puts: bool = True,
 ) -> ASGIApp:
     """The ASGI app serving ``store``; ``prefix`` (e.g. ``/ft``) mounts it below a path.
 
@@ -690,6 +738,10 @@ def create_app(
 
     ``lean``: answer ``/files/`` requests past Starlette's router (:class:`_HotFiles`);
     False sends them through it like every other request (the tests compare the two).
+
+    ``loop_puts``: store small bodies on the event loop when the database is free at once
+    (:meth:`FiletrackerApp._store_on_loop`); False stores every body in a worker thread
+    (the tests compare the two).
     """
     metrics = Metrics()
     migration = None
@@ -701,6 +753,7 @@ def create_app(
         store, fallback_url=fallback_url, metrics=metrics, gzip=gzip, migration=migration,
         limits=limits or UploadLimits(), spool_dir=spool_dir, verify_first=verify_first,
     )
+    handlers.loop_puts = handlers.loop_puts and loop_puts
     routes: list[BaseRoute] = [
         Route("/version", handlers.version, methods=["GET"]),
         Route("/version/", handlers.version, methods=["GET"]),

@@ -19,7 +19,7 @@ import builtins
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, cast
@@ -49,6 +49,7 @@ __all__ = [
     "Reservation",
     "TokenRow",
     "Usage",
+    "WouldWait",
     "WriteConflict",
     "WriteTxn",
 ]
@@ -56,6 +57,14 @@ __all__ = [
 
 CONFLICT_SQLSTATES = frozenset({"23505", "40001", "40P01"})
 """unique_violation (two writers created one new path), serialization_failure, deadlock_detected."""
+
+
+class WouldWait(Exception):
+    """A write asked not to wait (:meth:`MetadataRepo.not_waiting`) found the database busy.
+
+    Raised before the transaction began: nothing was written. The caller does the same
+    work again where waiting is allowed (the server: in a worker thread).
+    """
 
 
 class WriteConflict(Exception):
@@ -638,6 +647,16 @@ class _WriteTurn:
     def __exit__(self, *exc_info: object) -> None:
         self._lock.release()
 
+    def try_enter(self) -> bool:
+        """Take the turn if it is free at once; False (nothing taken) otherwise."""
+        return self._lock.acquire(blocking=False)
+
+
+def _is_busy(error: OperationalError) -> bool:
+    """Whether SQLite refused a statement because another connection holds the write lock."""
+    code = getattr(error.orig, "sqlite_errorcode", None)
+    return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "database is locked" in str(error.orig)
+
 
 class MetadataRepo:
     """The metadata database of one store."""
@@ -663,6 +682,7 @@ class MetadataRepo:
         self._write_turn: AbstractContextManager[Any] = _WriteTurn() if sqlite_file else nullcontext()
         self._shares_commits = sqlite_file
         self._batch = threading.local()  # .connection: this thread's open shared transaction (see batch)
+        self._waiting = threading.local()  # .off: this thread's writes must not wait (not_waiting)
         try:
             check_schema(self._writer, self.where)
         except BaseException:
@@ -723,6 +743,10 @@ class MetadataRepo:
                 raise
             raw.execute("RELEASE castore_write")
             return
+        if getattr(self._waiting, "off", False) and isinstance(self._write_turn, _WriteTurn):
+            with self._write_at_once() as txn:
+                yield txn
+            return
         try:
             with self._write_turn, self._writer.begin() as connection:
                 yield WriteTxn(connection, self._acquire)
@@ -763,6 +787,55 @@ class MetadataRepo:
             if getattr(e.orig, "sqlstate", None) in CONFLICT_SQLSTATES:
                 raise WriteConflict(str(e.orig).splitlines()[0]) from e
             raise
+
+    @contextmanager
+    def not_waiting(self) -> Iterator[None]:
+        """Within the block, this thread's writes raise :class:`WouldWait` rather than wait.
+
+        For the server's event loop, which must never sleep on a lock: a SQLite write
+        goes ahead only when this process's turn is free and SQLite's write lock is
+        taken at once (``busy_timeout`` 0 for its ``BEGIN IMMEDIATE``); the transaction
+        itself then holds the lock and runs as any other. Other databases write over the
+        network: their writes are not made here (the server never asks).
+        """
+        previous = getattr(self._waiting, "off", False)
+        self._waiting.off = True
+        try:
+            yield
+        finally:
+            self._waiting.off = previous
+
+    @contextmanager
+    def _write_at_once(self) -> Iterator[WriteTxn]:
+        """:meth:`write` on SQLite without waiting: WouldWait when the turn or the lock is taken."""
+        turn = self._write_turn
+        assert isinstance(turn, _WriteTurn)
+        if not turn.try_enter():
+            raise WouldWait("another write of this process is in progress")
+        try:
+            connection = self._writer.connect()
+            try:
+                raw = connection.connection.driver_connection
+                assert raw is not None
+                raw.execute("PRAGMA busy_timeout = 0")
+                try:
+                    try:
+                        transaction = connection.begin()  # BEGIN IMMEDIATE: the write lock, or SQLITE_BUSY
+                    except OperationalError as e:
+                        if _is_busy(e):
+                            raise WouldWait("another process is writing") from None
+                        raise
+                    with transaction:
+                        yield WriteTxn(connection, self._acquire)
+                finally:
+                    with suppress(sqlite3.Error):  # a broken connection is not reused anyway
+                        raw.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            finally:
+                connection.close()
+        finally:
+            turn.__exit__(None, None, None)
+        if self._checkpointer is not None:
+            self._checkpointer.noted()
 
     # -- settings ---------------------------------------------------------------
 
