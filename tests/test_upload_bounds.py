@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import io
 import os
@@ -190,3 +191,31 @@ def test_serve_limits_reach_every_worker(tmp_path: Path) -> None:
         http.close()
     with Store.open(root) as store:
         assert sorted(f.path for f in store.list("/")) == ["/big", "/fits"]
+
+
+def test_the_body_timeout_bounds_each_wait_not_the_whole_body() -> None:
+    """One timer serves a body: parts that each come in time pass however long the body takes."""
+
+    async def dripping(parts: int, gap: float) -> AsyncIterator[bytes]:
+        for _ in range(parts):
+            await asyncio.sleep(gap)
+            yield b"d"
+
+    async def run(parts: int, gap: float, timeout: float) -> bytes | None:
+        received = await receive_body(dripping(parts, gap), content_length=None,
+                                      limits=UploadLimits(body_timeout=timeout), budget=MemoryBudget(1 << 20),
+                                      spool_dir=None)
+        return received.in_memory
+
+    assert asyncio.run(run(30, 0.05, 1.0)) == b"d" * 30  # 1.5 s in all, no wait near 1 s
+    with pytest.raises(UploadTimeout):
+        asyncio.run(run(2, 1.5, 0.3))  # the first wait already lasts too long
+
+    async def cancelled_from_outside() -> None:  # not taken for the body's own timeout
+        task = asyncio.create_task(run(3, 1.0, 60))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        await task
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(cancelled_from_outside())
