@@ -7,6 +7,7 @@ survive; ``Logical-Size`` carries the original size when a body is compressed.
 from __future__ import annotations
 
 import email.utils
+import functools
 import re
 
 from .errors import InvalidName, InvalidVersion
@@ -47,6 +48,7 @@ def parse_content_digest(value: str | None) -> str | None:
 _LARGEST_DATE = 253402300799  # 9999-12-31T23:59:59Z: what an RFC 2822 date can say
 
 
+@functools.lru_cache(maxsize=1024)  # every answer of a file says its version: a few recent ones recur
 def format_version(version: int) -> str:
     """A version as an RFC 2822 date: ``Thu, 01 Jan 1970 00:16:40 -0000`` for 1000."""
     if not 0 <= version <= _LARGEST_DATE:
@@ -54,8 +56,9 @@ def format_version(version: int) -> str:
     return email.utils.formatdate(version)
 
 
+@functools.lru_cache(maxsize=1024)  # every put names its version: clients send a few dates again and again
 def parse_version_date(text: str | None) -> int:
-    """Parse an RFC 2822 date (``?last_modified=``) into an integer version."""
+    """Parse an RFC 2822 date (``?last_modified=``) into an integer version (errors are not cached)."""
     if not text:
         raise InvalidVersion('"?last_modified=" is required')
     parsed = email.utils.parsedate_tz(text)

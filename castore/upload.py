@@ -4,9 +4,10 @@ Two steps:
 
 * :func:`receive_body` — runs on the event loop and waits for the network without
   holding a worker thread, so idle or slow clients cost a socket and a small buffer,
-  never one of the worker's threads. A small body stays in memory (within a budget
-  per worker, :class:`MemoryBudget`); a larger one goes to an anonymous spool file on
-  the store's disk, written in batches from a thread. Limits apply as bytes arrive:
+  never one of the worker's threads. A small body, or one whose ``Content-Length`` is
+  at most :data:`SIZED_BODY`, stays in memory (within a budget per worker,
+  :class:`MemoryBudget`); a larger one goes to an anonymous spool file on the store's
+  disk, written in batches from a thread. Limits apply as bytes arrive:
   ``body_timeout`` between two parts (:class:`~castore.errors.UploadTimeout`) and
   ``max_upload_size`` (:class:`~castore.errors.UploadTooLarge`).
 * :class:`UploadReader` — the received bytes decoded (:mod:`castore.content_coding`),
@@ -42,6 +43,10 @@ __all__ = ["MemoryBudget", "ReceivedBody", "UploadLimits", "UploadReader", "rece
 
 SMALL_BODY = WHOLE_IN_MEMORY
 """Bodies up to this size are kept in memory (while the worker's budget allows)."""
+SIZED_BODY = 32 << 20
+"""A body that says its ``Content-Length``, up to this size, is kept in memory too when the
+worker's budget has room for all of it (taken before its first byte): writing 16 MiB to a
+spool file and reading it back cost a put more than its decoding and hashing together."""
 SPOOL_BATCH = 1 << 20
 """Bytes gathered before a write to the spool file (one thread hop per batch)."""
 
@@ -101,7 +106,9 @@ class ReceivedBody:
         """The body's bytes when it was kept in memory, else None."""
         if self._spool is not None:
             return None
-        return self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
+        if len(self._parts) != 1:
+            self._parts = [b"".join(self._parts)]  # joined once
+        return self._parts[0]
 
     def open(self) -> BinaryIO:
         """A reader of the body from its first byte (seekable)."""
@@ -133,6 +140,13 @@ async def receive_body(
     batch = bytearray()
     size = 0
     idle = _IdleTimer(limits.body_timeout)
+    # A sized body is held whole, counted in the budget at once (Content-Length bounds it).
+    sized = content_length is not None and SMALL_BODY < content_length <= SIZED_BODY and (
+        limits.max_upload_size is None or content_length <= limits.max_upload_size
+    ) and budget.take(content_length)
+    if sized:
+        assert content_length is not None
+        held = content_length
     try:
         while True:
             try:
@@ -151,6 +165,9 @@ async def receive_body(
                 raise SourceError("the body is longer than its Content-Length")
             if limits.max_upload_size is not None and size > limits.max_upload_size:
                 raise UploadTooLarge(f"the body is larger than this server's limit of {limits.max_upload_size} bytes")
+            if sized:
+                parts.append(chunk)
+                continue
             if spool is None and size <= SMALL_BODY and budget.take(len(chunk)):
                 parts.append(chunk)
                 held += len(chunk)

@@ -219,3 +219,25 @@ def test_the_body_timeout_bounds_each_wait_not_the_whole_body() -> None:
 
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(cancelled_from_outside())
+
+
+def test_a_body_that_says_its_size_stays_in_memory_when_the_budget_has_room_for_all_of_it() -> None:
+    budget = MemoryBudget(8 << 20)
+    parts = [os.urandom(1 << 20) for _ in range(3)]
+    sized = _receive(parts, content_length=3 << 20, budget=budget)
+    assert not sized.spooled and sized.in_memory == b"".join(parts)  # type: ignore[attr-defined]
+    assert budget.used == 3 << 20
+    other = _receive(parts * 2, content_length=6 << 20, budget=budget)  # no room for all of it
+    assert other.spooled and other.open().read() == b"".join(parts * 2)  # type: ignore[attr-defined]
+    assert budget.used == 3 << 20
+    sized.close()  # type: ignore[attr-defined]
+    other.close()  # type: ignore[attr-defined]
+    assert budget.used == 0
+    unsized = _receive(parts, budget=budget)  # chunked: only the first MiB could be held
+    assert unsized.spooled  # type: ignore[attr-defined]
+    unsized.close()  # type: ignore[attr-defined]
+    with pytest.raises(SourceError, match="longer than its Content-Length"):
+        _receive(parts, content_length=(2 << 20) + 1, budget=budget)
+    with pytest.raises(SourceError, match="has 3145728 of its"):
+        _receive(parts, content_length=(3 << 20) + 1, budget=budget)
+    assert budget.used == 0  # what a refused body held is given back
