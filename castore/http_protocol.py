@@ -210,7 +210,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if cycle is not None and cycle.transport is self.transport:
             held = _HeadWithBody(self.transport, cycle)
-            cycle.transport = held
+            cycle.transport = held  # type: ignore[assignment]  # a transport for what the cycle calls
             cycle.on_response = held.completed(cycle.on_response)
 
     def on_message_complete(self) -> None:

@@ -29,6 +29,7 @@ import io
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, BinaryIO, cast
 
 import anyio
@@ -224,7 +225,9 @@ class _IdleTimer:
         if self._handle is None:
             self._handle = self._loop.call_at(self._since + self._seconds, self._fire)
 
-    async def __aexit__(self, kind: Any, error: Any, traceback: Any) -> None:
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
         self._since = 0.0  # not waiting: the timer lets the rest of the work be
         if self._timed_out and kind is asyncio.CancelledError:
             self._timed_out = False
