@@ -37,6 +37,10 @@ from .errors import (
 )
 from .names import Name, parse_name, versioned_name
 
+__version__ = "0.1.0"
+"""castore's version, as in ``pyproject.toml`` (a test compares them): ``castore serve`` prints it
+without loading ``importlib.metadata`` (~40 ms of start-up)."""
+
 _LAZY = {"FileInfo": "store", "GcReport": "store", "Store": "store", "open_store": "opening"}
 """Members imported on first use (PEP 562): ``castore.store`` pulls in SQLAlchemy, which a
 judging machine that only uses ``castore.client`` never needs (~0.5 s of start-up)."""

@@ -818,8 +818,7 @@ def serve(c: Context, host: str, port: int, workers: str, prefix: str, fallback_
 
     Example: castore --root ./castore-data serve --init --port 9999   # FILETRACKER_URL=http://127.0.0.1:9999
     """
-    from importlib.metadata import version
-
+    from . import __version__
     from .upload import UploadLimits
 
     c.local_only("serve")
@@ -850,17 +849,25 @@ def serve(c: Context, host: str, port: int, workers: str, prefix: str, fallback_
     except OSError as e:
         fail(f"cannot listen on {host}:{port}: {e.strerror or e}", EXIT_NETWORK)
     click.get_current_context().call_on_close(sock.close)
-    # create (with --init) or migrate once, before workers start; or check it can be read
-    c.store(create=create and not read_only, read_only=True if read_only else None)  # closed at exit
+    from .preflight import preflight
+
+    # a current SQLite store (or a new one, with --init): the workers open (create) it themselves while they
+    # answer /version/; otherwise create (with --init) or migrate once here, before workers start
+    ready = None if c.metadata or c.blobs else preflight(c.root, create=create and not read_only)
+    if ready is None:
+        tokens = bool(c.store(create=create and not read_only, read_only=True if read_only else None)  # closed at exit
+                      .metadata.token_roles())
+    else:
+        tokens = ready.tokens
     shown_host = f"[{host}]" if ":" in host else host
-    c.warn(f"castore {version('castore')} serving {c.describe()} at http://{shown_host}:{port}"
+    c.warn(f"castore {__version__} serving {c.describe()} at http://{shown_host}:{port}"
            f"{prefix.rstrip('/')} ({count} worker{'s' if count > 1 else ''}{', read-only' if read_only else ''})")
     from .server import serve as run_server
 
     run_server(str(c.root), metadata=c.metadata, blobs=c.blobs, host=host, port=port, workers=count, prefix=prefix,
                fallback_url=fallback_url, gzip=gzip, log_level=log_level, migrate_from=migrate_from,
                header_timeout=header_timeout, limits=limits, read_only=read_only, verify_first=verify_first,
-               sock=sock)
+               sock=sock, create=ready is not None and ready.state == "new", early_version=not tokens)
 
 
 @cli.command(name="cache-clean")

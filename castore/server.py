@@ -66,7 +66,6 @@ from .keys import BlobKey
 from .metadata.repo import WouldWait
 from .metrics import Metrics
 from .names import check_prefix, parse_name
-from .opening import open_store
 from .protocol import (
     CONTENT_DIGEST_HEADER,
     PROTOCOL_VERSIONS,
@@ -79,14 +78,35 @@ from .protocol import (
 )
 from .reading import BlobReader
 from .sizes import WHOLE_IN_MEMORY
-from .store import Store
 from .tokens import DEFAULT_CACHE_SECONDS, TokenCache
 from .upload import MemoryBudget, ReceivedBody, UploadLimits, UploadReader, receive_body
 
 if TYPE_CHECKING:  # imported when used: a server starts without them (see _OnFirstRequest)
     from .migration.live import LiveMigration
+    from .store import Store
 
-__all__ = ["app_from_environment", "create_app"]
+__all__ = ["app_from_environment", "batch_limits", "create_app", "early_answers", "version_answer"]
+
+
+
+def batch_limits(limits: UploadLimits) -> BatchLimits:
+    """What one ``PUT /batch/`` may hold on a server with these upload limits."""
+    upload_cap = limits.max_upload_size
+    return BatchLimits(
+        max_bytes=min(MAX_BATCH_BYTES, upload_cap) if upload_cap is not None else MAX_BATCH_BYTES,
+        max_file_size=min(MAX_FILE_SIZE, upload_cap) if upload_cap is not None else MAX_FILE_SIZE,
+        max_zstd_window=limits.max_zstd_window,
+    )
+
+
+def version_answer(*, read_only: bool, batch: BatchLimits) -> dict[str, Any]:
+    """``GET /version``: Filetracker clients read only ``protocol_versions``; castore's client
+    looks for the ``castore`` key to know it may send zstd and chunked uploads, and
+    ``batch``: ``PUT /batch/`` is served, with these limits (castore/batch.py)."""
+    features: dict[str, Any] = {"upload_encodings": ["zstd", "gzip"]}
+    if not read_only:
+        features["batch"] = batch.advertised()
+    return {"protocol_versions": PROTOCOL_VERSIONS, "castore": features}
 
 GZIP_LEVEL = 1
 SMALL_BODY = WHOLE_IN_MEMORY
@@ -272,12 +292,7 @@ class FiletrackerApp:
         self.spool_dir = spool_dir
         self.budget = MemoryBudget(limits.memory_budget)
         self._heavy_uploads: anyio.CapacityLimiter | None = None
-        upload_cap = limits.max_upload_size
-        self.batch_limits = BatchLimits(
-            max_bytes=min(MAX_BATCH_BYTES, upload_cap) if upload_cap is not None else MAX_BATCH_BYTES,
-            max_file_size=min(MAX_FILE_SIZE, upload_cap) if upload_cap is not None else MAX_FILE_SIZE,
-            max_zstd_window=limits.max_zstd_window,
-        )
+        self.batch_limits = batch_limits(limits)
         self.inline_max = store.settings()["inline_max"]
         self.loop_puts = store.metadata.local_reads and isinstance(store.blobs, (FileBlobBackend, MemoryBlobBackend))
         """Small puts may be stored on the event loop (:meth:`_store_on_loop`); tests turn it off."""
@@ -294,13 +309,7 @@ class FiletrackerApp:
         return self._heavy_uploads
 
     async def version(self, request: Request) -> Response:
-        # Filetracker clients read only protocol_versions; castore's client looks for
-        # the "castore" key to know it may send zstd and chunked uploads.
-        # "batch": PUT /batch/ is served, with these limits (castore/batch.py).
-        features: dict[str, Any] = {"upload_encodings": ["zstd", "gzip"]}
-        if not self.store.read_only:
-            features["batch"] = self.batch_limits.advertised()
-        return JSONResponse({"protocol_versions": PROTOCOL_VERSIONS, "castore": features})
+        return JSONResponse(version_answer(read_only=self.store.read_only, batch=self.batch_limits))
 
     async def put_batch(self, request: Request) -> Response:
         """``PUT /batch/``: many small files in one body, one commit (:mod:`castore.batch`)."""
@@ -826,11 +835,15 @@ def _ui_app(store: Store) -> ASGIApp:
 def app_from_environment() -> ASGIApp:
     """App factory for the workers, configured by ``CASTORE_*`` variables (set by :func:`serve`).
 
-    The store must exist (made by ``castore init`` or ``serve --init``).
+    The store must exist (made by ``castore init`` or ``serve --init``), unless
+    ``CASTORE_CREATE`` is ``1``: then each worker creates it if missing, under the
+    migration lock (:func:`serve`'s ``create``).
     ``CASTORE_TOKEN_CACHE_SECONDS`` (default 5) sets how soon a new or revoked access
     token takes effect on every worker. ``CASTORE_VERIFY_FIRST`` is ``auto``, ``always``
     or ``never`` (see :func:`create_app`).
     """
+    from .opening import open_store  # SQLAlchemy: each worker loads it while answering /version/
+
     env = os.environ
     read_only = env.get("CASTORE_READ_ONLY") == "1"
     store = open_store(
@@ -838,6 +851,7 @@ def app_from_environment() -> ASGIApp:
         metadata=env.get("CASTORE_METADATA") or None,
         blobs=env.get("CASTORE_BLOBS") or None,
         read_only=True if read_only else None,
+        create=env.get("CASTORE_CREATE") == "1",  # under the migration lock: one worker creates, the others wait
     )
     store.metadata.checkpoint_in_background()  # SQLite's log is copied back by a thread, not inside puts
     spool_root = env.get("CASTORE_ROOT") or ""  # large uploads spool beside the store folder, if any
@@ -861,6 +875,23 @@ def app_from_environment() -> ASGIApp:
     )
 
 
+def early_answers(prefix: str = "", *, read_only: bool, limits: UploadLimits) -> dict[str, bytes]:
+    """What a worker answers to ``GET`` of these paths while its store is still opening
+    (:class:`castore.serving.PerWorkerApp`): the body :class:`FiletrackerApp` sends, byte for
+    byte, for a store served read-only or not, with these upload limits."""
+    base = "/" + prefix.strip("/") if prefix.strip("/") else ""
+    body = bytes(JSONResponse(version_answer(read_only=read_only, batch=batch_limits(limits))).body)
+    return {f"{base}/version": body, f"{base}/version/": body}
+
+
+def _read_only_filesystem(folder: str) -> bool:
+    """As :meth:`Store.open_root` decides to open a store folder read-only (castore.store, not imported here)."""
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 def serve(
     root: str | None,
     *,
@@ -879,6 +910,8 @@ def serve(
     read_only: bool = False,
     verify_first: str = "auto",
     sock: socket.socket | None = None,
+    create: bool = False,
+    early_version: bool = False,
 ) -> None:
     """Run the server in the foreground until SIGTERM or SIGINT (``castore.serving``).
 
@@ -888,7 +921,10 @@ def serve(
     serve reads only (PUT and DELETE answer 403) and never change the store;
     ``verify_first``: see :data:`VERIFY_FIRST` (``CASTORE_VERIFY_FIRST`` for the workers).
     ``sock``: a socket already listening (:func:`castore.listening.listen`), served
-    instead of binding ``host:port``.
+    instead of binding ``host:port``. ``create``: each worker creates the store at ``root``
+    if it is missing (``castore.preflight``: the master found none). ``early_version``: each worker answers ``GET
+    /version`` while its store is still opening (only for a store without access tokens,
+    whose ``/version`` needs none).
     """
     from .serving import run
 
@@ -901,6 +937,7 @@ def serve(
             "CASTORE_URL_PREFIX": prefix,
             "CASTORE_GZIP": "1" if gzip else "0",
             "CASTORE_READ_ONLY": "1" if read_only else "0",
+            "CASTORE_CREATE": "1" if create and not read_only else "0",
             "CASTORE_VERIFY_FIRST": verify_first,
             "CASTORE_BODY_TIMEOUT": str(limits.body_timeout),
             "CASTORE_MAX_UPLOAD_SIZE": str(limits.max_upload_size or ""),
@@ -915,4 +952,6 @@ def serve(
 
         os.environ["CASTORE_MIGRATE_FROM"] = migrate_from
         share_fetch_locks()  # the workers fetch a missing path once in all
-    run("castore.server:app_from_environment", host=host, port=port, workers=workers, log_level=log_level, sock=sock)
+    run("castore.server:app_from_environment", host=host, port=port, workers=workers, log_level=log_level, sock=sock,
+        early=early_answers(prefix, read_only=read_only or bool(root and _read_only_filesystem(root)), limits=limits)
+        if early_version else None)

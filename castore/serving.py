@@ -3,21 +3,27 @@
 uvicorn's own ``--workers`` starts each worker as a fresh interpreter (``spawn``), so every
 worker imports Starlette, SQLAlchemy and castore again before it answers: ~0.6 s per
 worker on this 2-core machine, paid on every restart. With several workers castore runs
-gunicorn's arbiter instead, with uvicorn's worker class and the code imported once in the
-master (``preload``): workers are ``fork``ed from it and answer within milliseconds.
-Each worker still builds its own app (and opens its own database connections) after the
-fork, in :class:`PerWorkerApp`, since a connection must never cross a ``fork``.
+gunicorn's arbiter instead, with uvicorn's worker class and the server's code imported
+once in the master (``preload``): workers are ``fork``ed from it and answer within
+milliseconds. Each worker still builds its own app (and opens its own database
+connections) after the fork, in :class:`PerWorkerApp`, since a connection must never
+cross a ``fork``; it does so in a thread while it already answers ``GET /version``, so the
+store (and SQLAlchemy, when the master did not need to open the store: castore.preflight)
+loads while the server is already up. No file request is served before the store is open.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import logging
+import os
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn_worker import UvicornWorker
 
 from .http_protocol import BoundedHttpToolsProtocol
@@ -32,20 +38,116 @@ STARTUP_FAILURE = 3
 
 
 class PerWorkerApp:
-    """An ASGI app built on its first event in each process (the lifespan start-up).
+    """An ASGI app built in each worker process, in a thread, while the worker already answers.
 
-    The master imports the code and forks; the factory runs in the worker, so each
-    worker has its own store and database connections.
+    The master imports the server's code and forks; the factory runs in each worker after
+    the fork, so each worker has its own store and database connections (a connection
+    must never cross a ``fork``). Opening the store loads SQLAlchemy (~0.3 s of start-up),
+    so the factory runs in a thread started by the lifespan start-up, and the worker takes
+    connections at once: a ``GET`` of a path in ``early`` (``/version``) is answered with
+    its JSON body, and every other request waits until the app is built, then goes to it.
+    No file request is served before the store is open.
+
+    ``on_failure``: called with the factory's error (default: log it and end the worker
+    with :data:`STARTUP_FAILURE`, which stops gunicorn's master too, as a worker that
+    cannot boot does); requests that were waiting get the error.
     """
 
-    def __init__(self, factory: Callable[[], ASGIApp]) -> None:
+    def __init__(self, factory: Callable[[], ASGIApp], *, early: Mapping[str, bytes] | None = None,
+                 on_failure: Callable[[BaseException], None] | None = None) -> None:
         self._factory = factory
+        self._early = dict(early or {})
+        self._on_failure = on_failure or _exit_worker
         self._app: ASGIApp | None = None
+        self._ready: asyncio.Future[ASGIApp] | None = None
+        self._building: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self._app is None:
-            self._app = self._factory()
-        await self._app(scope, receive, send)
+        if self._app is not None and scope["type"] != "lifespan":
+            await self._app(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(scope, receive, send)
+        elif scope["type"] == "http" and scope["method"] == "GET" and scope["path"] in self._early:
+            await _answer_json(send, self._early[scope["path"]])
+        else:
+            if self._ready is None:  # no lifespan (uvicorn --lifespan off): build on the first request
+                self._building = asyncio.ensure_future(self._build(None))
+            await (await asyncio.shield(self._ready_future()))(scope, receive, send)
+
+    def _ready_future(self) -> asyncio.Future[ASGIApp]:
+        if self._ready is None:
+            self._ready = asyncio.get_running_loop().create_future()
+        return self._ready
+
+    async def _build(self, lifespan: tuple[Scope, _Lifespan] | None) -> None:
+        """Run the factory in a thread, start the app's own lifespan, then let requests through."""
+        ready = self._ready_future()
+        try:
+            app = await asyncio.get_running_loop().run_in_executor(None, self._factory)
+            if lifespan is not None:
+                await lifespan[1].start(app, lifespan[0])
+        except Exception as error:  # noqa: BLE001 - whatever it is, the worker cannot serve: on_failure
+            ready.set_exception(error)
+            self._on_failure(error)
+            return
+        self._app = app
+        ready.set_result(app)
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        inner = _Lifespan()
+        await receive()  # lifespan.startup
+        self._building = asyncio.ensure_future(self._build((scope, inner)))
+        await send({"type": "lifespan.startup.complete"})  # the worker takes connections from now
+        await receive()  # lifespan.shutdown
+        await self._building
+        if inner.started:
+            await inner.stop()
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+class _Lifespan:
+    """Drives the lifespan protocol of an app built after its server started (its start-up, its shutdown)."""
+
+    def __init__(self) -> None:
+        self._to_app: asyncio.Queue[Message] = asyncio.Queue()
+        self._from_app: asyncio.Queue[Message] = asyncio.Queue()
+        self._task: asyncio.Future[None] | None = None
+        self.started = False
+
+    async def start(self, app: ASGIApp, scope: Scope) -> None:
+        self._task = asyncio.ensure_future(app(scope, self._to_app.get, self._from_app.put))
+        await self._step({"type": "lifespan.startup"})
+        self.started = True
+
+    async def stop(self) -> None:
+        await self._step({"type": "lifespan.shutdown"})
+
+    async def _step(self, message: Message) -> None:
+        assert self._task is not None
+        self._to_app.put_nowait(message)
+        reply = asyncio.ensure_future(self._from_app.get())
+        waited: set[asyncio.Future[Any]] = {reply, self._task}
+        await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
+        if not reply.done():
+            reply.cancel()
+            self._task.result()  # the app's own error
+            raise RuntimeError(f"the app ended its lifespan before answering {message['type']}")
+        if reply.result()["type"].endswith(".failed"):
+            raise RuntimeError(reply.result().get("message") or f"{message['type']} failed")
+
+
+async def _answer_json(send: Send, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _exit_worker(error: BaseException) -> None:
+    """A worker whose app cannot start ends, as uvicorn's and gunicorn's own do when an app fails to load."""
+    logging.getLogger("uvicorn.error").error("castore: the server cannot start: %s", error, exc_info=error)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(STARTUP_FAILURE)
 
 
 class _Worker(UvicornWorker):  # type: ignore[misc]
@@ -62,15 +164,18 @@ def _factory(path: str) -> Callable[[], ASGIApp]:
 
 
 def run(factory: str, *, host: str, port: int, workers: int, log_level: str,
-        sock: socket.socket | None = None) -> None:
+        sock: socket.socket | None = None, early: Mapping[str, bytes] | None = None) -> None:
     """Serve the app that ``factory`` (``module:function``) builds, until SIGTERM or SIGINT.
 
     ``sock``: a socket already listening (then ``host`` and ``port`` only name it).
+    ``early``: bodies of the ``GET`` paths each worker answers while its app is being built
+    (:class:`PerWorkerApp`).
     """
+    app = PerWorkerApp(_factory(factory), early=early)
     if workers <= 1:
         import uvicorn
 
-        config = uvicorn.Config(factory, factory=True, host=host, port=port, log_level=log_level, access_log=False,
+        config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
                                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN, http=BoundedHttpToolsProtocol,
                                 ws="none")  # no WebSockets: loading wsproto costs start-up
         server = uvicorn.Server(config)
@@ -83,7 +188,6 @@ def run(factory: str, *, host: str, port: int, workers: int, log_level: str,
         return
     from gunicorn.app.base import BaseApplication
 
-    app = PerWorkerApp(_factory(factory))
     bind = f"{host}:{port}" if sock is None else f"fd://{sock.detach()}"  # gunicorn owns the socket from here
 
     class _Master(BaseApplication):  # type: ignore[misc]

@@ -27,8 +27,10 @@ import re
 import secrets
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from .metadata.repo import MetadataRepo, TokenRow
+if TYPE_CHECKING:  # the server imports this module before SQLAlchemy (castore.serving)
+    from .metadata.repo import MetadataRepo
 
 __all__ = [
     "DEFAULT_CACHE_SECONDS",
@@ -92,6 +94,8 @@ def create_token(metadata: MetadataRepo, role: Role | str, name: str | None = No
     role = Role(role)
     name = check_token_name(name) if name is not None else f"{role.value}-{secrets.token_hex(4)}"
     token = new_token()
+    from .metadata.repo import TokenRow
+
     if not metadata.add_token(TokenRow(name, role.value, digest(token), int(time.time()))):
         raise ValueError(f"a token named {name!r} exists already (revoke it first)")
     return name, token

@@ -96,3 +96,87 @@ def test_castore_cat_over_http_loads_no_store_library(tmp_path: Path) -> None:
     printed, _, modules = done.stdout.partition("MODULES\n")
     assert printed == "hello\n"
     assert not _packages(set(modules.splitlines())) & {"sqlalchemy", "alembic", "starlette", "uvicorn", "jinja2"}
+
+
+def test_castore_help_loads_no_store_server_or_http_library() -> None:
+    statement = (
+        "from castore.cli import cli\n"
+        "try:\n"
+        "    cli(['--help'], prog_name='castore')\n"
+        "except SystemExit as e:\n"
+        "    assert e.code in (0, None), e.code\n"
+    )
+    loaded = _packages(_modules_after(f"exec({statement!r})"))
+    assert not loaded & {"sqlalchemy", "alembic", "httpx", "starlette", "uvicorn", "gunicorn", "rich", "tqdm",
+                         "zstandard", "jinja2"}, sorted(loaded)
+
+
+def test_the_server_code_is_imported_without_sqlalchemy() -> None:
+    # the master imports it before forking; each worker loads SQLAlchemy while it answers /version/
+    assert not _loaded(_modules_after("import castore.server, castore.serving, castore.preflight"),
+                       ("sqlalchemy", "castore.store", "castore.opening"))
+
+
+def test_the_version_printed_is_the_installed_one() -> None:
+    from importlib.metadata import version
+
+    import castore
+
+    assert castore.__version__ == version("castore")
+
+
+def test_preflight_tells_a_current_store_a_new_folder_and_what_the_master_must_open(tmp_path: Path) -> None:
+    import sqlite3
+
+    from castore.opening import initialize, locate
+    from castore.preflight import SETTING_NAMES, Preflight, preflight
+    from castore.tokens import create_token
+
+    root = tmp_path / "s"
+    assert preflight(root, create=False) is None  # no store: the master's open says so (exit 5)
+    assert preflight(root, create=True) == Preflight("new", tokens=False) and root.is_dir()
+    open_store(root, create=True).close()
+    assert preflight(root, create=False) == Preflight("current", tokens=False)
+    assert preflight(root, create=True) == Preflight("current", tokens=False)
+    with sqlite3.connect(root / "metadata.sqlite3") as db:
+        assert {row[0] for row in db.execute("SELECT name FROM settings")} == SETTING_NAMES  # as initialize writes
+    with open_store(root) as store:
+        create_token(store.metadata, "read")
+    assert preflight(root, create=False) == Preflight("current", tokens=True)
+    with sqlite3.connect(root / "metadata.sqlite3") as db:
+        db.execute("UPDATE alembic_version SET version_num = '0001'")
+    assert preflight(root, create=True) is None  # an older schema: the master migrates it
+    initialize(locate(tmp_path / "t"))
+    with sqlite3.connect(tmp_path / "t" / "metadata.sqlite3") as db:
+        db.execute("DELETE FROM settings WHERE name = 'seed'")
+    assert preflight(tmp_path / "t", create=True) is None  # a setting missing: the master's initialize adds it
+    (tmp_path / "u").mkdir()
+    (tmp_path / "u" / "metadata.sqlite3").write_bytes(b"not a database")
+    assert preflight(tmp_path / "u", create=True) is None  # the master's open fails with its own error
+    assert "sqlalchemy" not in _packages(_modules_after(f"from castore.preflight import preflight; "
+                                                        f"preflight({str(root)!r}, create=True)"))
+
+
+def test_serve_on_a_store_with_tokens_never_answers_version_without_one(tmp_path: Path) -> None:
+    import httpx
+
+    from castore.tokens import create_token
+
+    with open_store(tmp_path / "s", create=True) as store:
+        _, token = create_token(store.metadata, "read")
+    for _ in range(2):  # the first request may reach a worker whose store is still opening
+        with castore_server(tmp_path / "s", "--workers", "2") as url:
+            assert httpx.get(url + "/version/").status_code == 401
+            assert httpx.get(url + "/version/", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+
+def test_serve_init_on_a_new_folder_has_each_worker_create_it_once(tmp_path: Path) -> None:
+    import httpx
+
+    root = tmp_path / "deep" / "new"
+    with castore_server(root, "--workers", "2") as url:
+        assert httpx.put(url + "/files/a?last_modified=Thu,%2001%20Jan%202026%2000:00:00%20GMT",
+                         content=b"x").status_code == 200
+        assert httpx.get(url + "/files/a").content == b"x"
+    with open_store(root) as store:
+        assert store.read_bytes("/a") == b"x" and len(store.settings()) == 3

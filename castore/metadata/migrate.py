@@ -15,10 +15,12 @@ import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-from sqlalchemy import Connection, Engine, inspect, text
+from typing import TYPE_CHECKING
 
 from ..errors import SchemaOutdated, StoreNotFound
+
+if TYPE_CHECKING:  # SQLAlchemy is imported where it runs: SCHEMA_REVISION alone loads nothing
+    from sqlalchemy import Connection, Engine
 
 __all__ = [
     "SCHEMA_REVISION",
@@ -61,6 +63,8 @@ def alembic_config(url: str | None = None, connection: Connection | None = None)
 
 def current_revision(connection: Connection) -> str | None:
     """The revision stamped in the database, or None for an empty database."""
+    from sqlalchemy import inspect, text
+
     if not inspect(connection).has_table("alembic_version"):
         return None
     return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
@@ -95,6 +99,8 @@ def migration_lock(engine: Engine) -> Iterator[Connection]:
     """
     if engine.dialect.name == "postgresql":
         with engine.begin() as connection:
+            from sqlalchemy import text
+
             connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": ADVISORY_LOCK_KEY})
             yield connection
         return
@@ -128,6 +134,8 @@ def upgrade_schema(engine: Engine) -> str | None:
 
 
 def _is_empty(connection: Connection) -> bool:
+    from sqlalchemy import inspect
+
     return not inspect(connection).get_table_names()
 
 
