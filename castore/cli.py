@@ -34,7 +34,6 @@ Starlette, tqdm) happen inside commands, so ``castore --help`` starts fast.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import stat as stat_module
@@ -126,9 +125,16 @@ class CliError(click.ClickException):
 
     def show(self, file: IO[Any] | None = None) -> None:
         if self.as_json:
-            click.echo(json.dumps({"error": self.format_message(), "code": self.exit_code}, sort_keys=True))
+            click.echo(_json({"error": self.format_message(), "code": self.exit_code}))
         else:
             click.echo(f"Error: {self.format_message()}", err=True)
+
+
+def _json(data: Any) -> str:
+    """One JSON line (``--json``); json is imported here, not by ``castore --help``."""
+    import json
+
+    return json.dumps(data, sort_keys=True)
 
 
 def fail(message: str, exit_code: int = EXIT_ERROR) -> NoReturn:
@@ -346,7 +352,7 @@ class Context:
     def emit(self, data: Any, text: str | None) -> None:
         """Print ``data`` as one JSON line with ``--json``, else ``text`` (nothing when None)."""
         if self.as_json:
-            click.echo(json.dumps(data, sort_keys=True))
+            click.echo(_json(data))
         elif text is not None:
             click.echo(text)
 
@@ -851,9 +857,9 @@ def serve(c: Context, host: str, port: int, workers: str, prefix: str, fallback_
     click.get_current_context().call_on_close(sock.close)
     from .preflight import preflight
 
-    # a current SQLite store (or a new one, with --init): the workers open (create) it themselves while they
-    # answer /version/; otherwise create (with --init) or migrate once here, before workers start
-    ready = None if c.metadata or c.blobs else preflight(c.root, create=create and not read_only)
+    # a current SQLite store: each worker opens it while it answers /version/ (SQLAlchemy is not loaded here);
+    # otherwise create (with --init) or migrate once here, before workers start
+    ready = None if c.metadata or c.blobs else preflight(c.root)
     if ready is None:
         tokens = bool(c.store(create=create and not read_only, read_only=True if read_only else None)  # closed at exit
                       .metadata.token_roles())
@@ -867,7 +873,7 @@ def serve(c: Context, host: str, port: int, workers: str, prefix: str, fallback_
     run_server(str(c.root), metadata=c.metadata, blobs=c.blobs, host=host, port=port, workers=count, prefix=prefix,
                fallback_url=fallback_url, gzip=gzip, log_level=log_level, migrate_from=migrate_from,
                header_timeout=header_timeout, limits=limits, read_only=read_only, verify_first=verify_first,
-               sock=sock, create=ready is not None and ready.state == "new", early_version=not tokens)
+               sock=sock, early_version=not tokens)
 
 
 @cli.command(name="cache-clean")
@@ -1253,7 +1259,7 @@ def check(c: Context, verify_content: bool, repair: bool, grace: float, check_js
     finally:
         bar.close()
     if check_json or c.as_json:
-        click.echo(json.dumps(report.as_dict(), sort_keys=True))
+        click.echo(_json(report.as_dict()))
     else:
         click.echo(_check_text(report))
     click.get_current_context().exit(report.exit_code)
