@@ -857,9 +857,9 @@ def serve(c: Context, host: str, port: int, workers: str, prefix: str, fallback_
     click.get_current_context().call_on_close(sock.close)
     from .preflight import preflight
 
-    # a current SQLite store (or a new one, with --init): each worker opens (creates) it while it answers
-    # /version/, SQLAlchemy is not loaded here; otherwise create (with --init) or migrate once here, before forking
-    ready = None if c.metadata or c.blobs else preflight(c.root, create=create and not read_only)
+    # a current SQLite store: each worker opens it while it answers /version/ (SQLAlchemy is not loaded here);
+    # otherwise create (with --init) or migrate once here, before workers start
+    ready = None if c.metadata or c.blobs else preflight(c.root)
     if ready is None:
         tokens = bool(c.store(create=create and not read_only, read_only=True if read_only else None)  # closed at exit
                       .metadata.token_roles())
@@ -873,7 +873,7 @@ def serve(c: Context, host: str, port: int, workers: str, prefix: str, fallback_
     run_server(str(c.root), metadata=c.metadata, blobs=c.blobs, host=host, port=port, workers=count, prefix=prefix,
                fallback_url=fallback_url, gzip=gzip, log_level=log_level, migrate_from=migrate_from,
                header_timeout=header_timeout, limits=limits, read_only=read_only, verify_first=verify_first,
-               sock=sock, create=ready is not None and ready.state == "new", early_version=not tokens)
+               sock=sock, early_version=not tokens)
 
 
 @cli.command(name="cache-clean")

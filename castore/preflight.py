@@ -6,19 +6,16 @@ store, so for the common cases it looks with the standard library's ``sqlite3`` 
 each worker open the store while it already answers ``GET /version``
 (:class:`castore.serving.PerWorkerApp`):
 
-* ``current``: ``ROOT/metadata.sqlite3`` is a castore store at this code's schema revision,
-  with all its settings;
-* ``new`` (``serve --init`` only): there is no store in ``ROOT`` yet, and the folder exists
-  or could be made and is writable; each worker creates the store under the migration
-  lock (the first one does it, the others find it made).
+``ROOT/metadata.sqlite3`` is a castore store at this code's schema revision, with all its
+settings. Anything else (no store yet, another metadata URL, an older schema, a database
+that cannot be read) is :data:`None`: the master opens the store itself as before, which
+creates (``--init``), migrates or fails with its usual one-line error, and its workers are
+forked with SQLAlchemy loaded.
 
-Anything else (another metadata URL, an older schema, a database that cannot be read, a
-folder that cannot be written) is :data:`None`: the master opens the store itself as before,
-which creates, migrates or fails with its usual one-line error.
-
-The price: each worker loads SQLAlchemy itself (~0.3 s of CPU each) instead of sharing
-the master's load through ``fork``; with one worker per core they load side by side, and
-a file request that reaches a worker still loading waits for it.
+A new folder is not left to the workers: each would load SQLAlchemy on its own (the
+master's fork shares one load), and with more workers than cores on a busy machine the
+last one was seconds later than the first: clients that waited for it at a barrier found
+their idle keep-alive connections to the others closed (Filetracker's ``parallel_test``).
 """
 
 from __future__ import annotations
@@ -27,7 +24,6 @@ import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from .metadata.migrate import SCHEMA_REVISION
 
@@ -42,25 +38,17 @@ SETTING_NAMES = frozenset({"seed", "retention", "inline_max", "zstd_level"})
 
 @dataclass(frozen=True)
 class Preflight:
-    """A store folder the workers can open (``current``) or create (``new``) themselves."""
+    """A current store folder, which the workers can open themselves."""
 
-    state: Literal["current", "new"]
     tokens: bool
     """The store has access tokens (then ``/version`` needs one, and is not answered early)."""
 
 
-def preflight(root: str | os.PathLike[str], *, create: bool) -> Preflight | None:
-    """How the store folder ``root`` stands, or None when the master must open it itself."""
-    folder = Path(root)
-    database = folder / METADATA_FILE
-    if not database.exists():
-        if not create or database.is_symlink():
-            return None
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            return None
-        return Preflight("new", tokens=False) if os.access(folder, os.W_OK | os.X_OK) else None
+def preflight(root: str | os.PathLike[str]) -> Preflight | None:
+    """The store folder ``root`` when it is current, or None when the master must open it itself."""
+    database = Path(root) / METADATA_FILE
+    if not database.is_file():
+        return None
     try:
         connection = sqlite3.connect(f"{database.absolute().as_uri()}?mode=ro", uri=True, timeout=5)
     except sqlite3.Error:
@@ -75,4 +63,4 @@ def preflight(root: str | os.PathLike[str], *, create: bool) -> Preflight | None
         connection.close()
     if revision != [(SCHEMA_REVISION,)] or not SETTING_NAMES <= names:
         return None
-    return Preflight("current", tokens=tokens)
+    return Preflight(tokens=tokens)

@@ -835,9 +835,7 @@ def _ui_app(store: Store) -> ASGIApp:
 def app_from_environment() -> ASGIApp:
     """App factory for the workers, configured by ``CASTORE_*`` variables (set by :func:`serve`).
 
-    The store must exist (made by ``castore init`` or ``serve --init``), unless
-    ``CASTORE_CREATE`` is ``1``: then each worker creates it if missing, under the
-    migration lock (:func:`serve`'s ``create``).
+    The store must exist (made by ``castore init`` or ``serve --init``).
     ``CASTORE_TOKEN_CACHE_SECONDS`` (default 5) sets how soon a new or revoked access
     token takes effect on every worker. ``CASTORE_VERIFY_FIRST`` is ``auto``, ``always``
     or ``never`` (see :func:`create_app`).
@@ -851,7 +849,6 @@ def app_from_environment() -> ASGIApp:
         metadata=env.get("CASTORE_METADATA") or None,
         blobs=env.get("CASTORE_BLOBS") or None,
         read_only=True if read_only else None,
-        create=env.get("CASTORE_CREATE") == "1",  # under the migration lock: one worker creates, the others wait
     )
     store.metadata.checkpoint_in_background()  # SQLite's log is copied back by a thread, not inside puts
     spool_root = env.get("CASTORE_ROOT") or ""  # large uploads spool beside the store folder, if any
@@ -910,7 +907,6 @@ def serve(
     read_only: bool = False,
     verify_first: str = "auto",
     sock: socket.socket | None = None,
-    create: bool = False,
     early_version: bool = False,
 ) -> None:
     """Run the server in the foreground until SIGTERM or SIGINT (``castore.serving``).
@@ -921,8 +917,7 @@ def serve(
     serve reads only (PUT and DELETE answer 403) and never change the store;
     ``verify_first``: see :data:`VERIFY_FIRST` (``CASTORE_VERIFY_FIRST`` for the workers).
     ``sock``: a socket already listening (:func:`castore.listening.listen`), served
-    instead of binding ``host:port``. ``create``: each worker creates the store at ``root``
-    if it is missing (``castore.preflight``: the master found none). ``early_version``: each worker answers ``GET
+    instead of binding ``host:port``. ``early_version``: each worker answers ``GET
     /version`` while its store is still opening (only for a store without access tokens,
     whose ``/version`` needs none).
     """
@@ -937,7 +932,6 @@ def serve(
             "CASTORE_URL_PREFIX": prefix,
             "CASTORE_GZIP": "1" if gzip else "0",
             "CASTORE_READ_ONLY": "1" if read_only else "0",
-            "CASTORE_CREATE": "1" if create and not read_only else "0",
             "CASTORE_VERIFY_FIRST": verify_first,
             "CASTORE_BODY_TIMEOUT": str(limits.body_timeout),
             "CASTORE_MAX_UPLOAD_SIZE": str(limits.max_upload_size or ""),

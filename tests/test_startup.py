@@ -125,7 +125,7 @@ def test_the_version_printed_is_the_installed_one() -> None:
     assert castore.__version__ == version("castore")
 
 
-def test_preflight_tells_a_current_store_a_new_folder_and_what_the_master_must_open(tmp_path: Path) -> None:
+def test_preflight_tells_a_current_store_from_what_the_master_must_open(tmp_path: Path) -> None:
     import sqlite3
 
     from castore.opening import initialize, locate
@@ -133,28 +133,26 @@ def test_preflight_tells_a_current_store_a_new_folder_and_what_the_master_must_o
     from castore.tokens import create_token
 
     root = tmp_path / "s"
-    assert preflight(root, create=False) is None  # no store: the master's open says so (exit 5)
-    assert preflight(root, create=True) == Preflight("new", tokens=False) and root.is_dir()
+    assert preflight(root) is None  # no store: the master creates it (--init) or says so (exit 5)
     open_store(root, create=True).close()
-    assert preflight(root, create=False) == Preflight("current", tokens=False)
-    assert preflight(root, create=True) == Preflight("current", tokens=False)
+    assert preflight(root) == Preflight(tokens=False)
     with sqlite3.connect(root / "metadata.sqlite3") as db:
         assert {row[0] for row in db.execute("SELECT name FROM settings")} == SETTING_NAMES  # as initialize writes
     with open_store(root) as store:
         create_token(store.metadata, "read")
-    assert preflight(root, create=False) == Preflight("current", tokens=True)
+    assert preflight(root) == Preflight(tokens=True)
     with sqlite3.connect(root / "metadata.sqlite3") as db:
         db.execute("UPDATE alembic_version SET version_num = '0001'")
-    assert preflight(root, create=True) is None  # an older schema: the master migrates it
+    assert preflight(root) is None  # an older schema: the master migrates it (--init) or says so
     initialize(locate(tmp_path / "t"))
     with sqlite3.connect(tmp_path / "t" / "metadata.sqlite3") as db:
         db.execute("DELETE FROM settings WHERE name = 'seed'")
-    assert preflight(tmp_path / "t", create=True) is None  # a setting missing: the master's initialize adds it
+    assert preflight(tmp_path / "t") is None  # a setting missing: the master's initialize adds it
     (tmp_path / "u").mkdir()
     (tmp_path / "u" / "metadata.sqlite3").write_bytes(b"not a database")
-    assert preflight(tmp_path / "u", create=True) is None  # the master's open fails with its own error
+    assert preflight(tmp_path / "u") is None  # the master's open fails with its own error
     assert "sqlalchemy" not in _packages(_modules_after(f"from castore.preflight import preflight; "
-                                                        f"preflight({str(root)!r}, create=True)"))
+                                                        f"preflight({str(root)!r})"))
 
 
 def test_serve_on_a_store_with_tokens_never_answers_version_without_one(tmp_path: Path) -> None:
@@ -170,11 +168,12 @@ def test_serve_on_a_store_with_tokens_never_answers_version_without_one(tmp_path
             assert httpx.get(url + "/version/", headers={"Authorization": f"Bearer {token}"}).status_code == 200
 
 
-def test_serve_init_on_a_new_folder_has_each_worker_create_it_once(tmp_path: Path) -> None:
+def test_serve_on_a_current_store_opened_by_the_workers_only(tmp_path: Path) -> None:
     import httpx
 
-    root = tmp_path / "deep" / "new"
-    with castore_server(root, "--workers", "2") as url:
+    root = tmp_path / "s"
+    open_store(root, create=True).close()
+    with castore_server(root, "--workers", "2") as url:  # preflight: the master does not open it
         assert httpx.put(url + "/files/a?last_modified=Thu,%2001%20Jan%202026%2000:00:00%20GMT",
                          content=b"x").status_code == 200
         assert httpx.get(url + "/files/a").content == b"x"
