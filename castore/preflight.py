@@ -2,20 +2,19 @@
 
 Opening a store loads SQLAlchemy (~0.3 s on a quiet 2-core machine, most of a server's
 start-up). A server's master only needs to know that its workers will be able to open the
-store, so for the common cases it looks with the standard library's ``sqlite3`` and lets
-each worker open the store while it already answers ``GET /version``
-(:class:`castore.serving.PerWorkerApp`):
+store, so when ``ROOT/metadata.sqlite3`` is a castore store at this code's schema
+revision, with all its settings, it looks with the standard library's ``sqlite3`` only,
+and each worker opens the store while it already answers ``GET /version``
+(:class:`castore.serving.PerWorkerApp`). The price: each worker loads SQLAlchemy itself
+(~0.3 s of CPU each) instead of sharing the master's load through ``fork``; with one
+worker per core they load side by side, and a file request that reaches a worker still
+loading waits for it.
 
-``ROOT/metadata.sqlite3`` is a castore store at this code's schema revision, with all its
-settings. Anything else (no store yet, another metadata URL, an older schema, a database
-that cannot be read) is :data:`None`: the master opens the store itself as before, which
+Anything else (no store yet, another metadata URL, an older schema, a database that
+cannot be read) is :data:`None`: the master opens the store itself as before, which
 creates (``--init``), migrates or fails with its usual one-line error, and its workers are
-forked with SQLAlchemy loaded.
-
-A new folder is not left to the workers: each would load SQLAlchemy on its own (the
-master's fork shares one load), and with more workers than cores on a busy machine the
-last one was seconds later than the first: clients that waited for it at a barrier found
-their idle keep-alive connections to the others closed (Filetracker's ``parallel_test``).
+forked with SQLAlchemy loaded. A new folder is made by the master so that the store
+exists when ``castore serve`` prints its start-up line (a script may use it from then on).
 """
 
 from __future__ import annotations
