@@ -163,3 +163,12 @@ class FileNotAvailable(FiletrackerError, NotFound):
     def __init__(self, path: str, message: str | None = None, status: int | None = 404) -> None:
         NotFound.__init__(self, path, message or f"File not available: {path}")
         self.status = status
+
+
+class WouldWait(Exception):
+    """A write asked not to wait (:meth:`castore.metadata.repo.MetadataRepo.not_waiting`) found the database busy.
+
+    Raised before the transaction began: nothing was written. The caller does the same
+    work again where waiting is allowed (the server: in a worker thread). Never reaches a
+    user; here (not in castore.metadata.repo) so that the server imports it without SQLAlchemy.
+    """

@@ -59,11 +59,11 @@ from .errors import (
     StoreFull,
     UploadTimeout,
     UploadTooLarge,
+    WouldWait,
 )
 from .faults import as_store_fault
 from .http_protocol import DEFAULT_HEADER_TIMEOUT, HEADER_TIMEOUT_VARIABLE
 from .keys import BlobKey
-from .metadata.repo import WouldWait
 from .metrics import Metrics
 from .names import check_prefix, parse_name
 from .protocol import (

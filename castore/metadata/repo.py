@@ -29,6 +29,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ..codec import Codec
+from ..errors import WouldWait
 from ..keys import BlobKey
 from .checkpoint import Checkpointer
 from .engine import BUSY_TIMEOUT_MS, configure_sqlite, make_engines
@@ -57,14 +58,6 @@ __all__ = [
 
 CONFLICT_SQLSTATES = frozenset({"23505", "40001", "40P01"})
 """unique_violation (two writers created one new path), serialization_failure, deadlock_detected."""
-
-
-class WouldWait(Exception):
-    """A write asked not to wait (:meth:`MetadataRepo.not_waiting`) found the database busy.
-
-    Raised before the transaction began: nothing was written. The caller does the same
-    work again where waiting is allowed (the server: in a worker thread).
-    """
 
 
 class WriteConflict(Exception):
