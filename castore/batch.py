@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from .content_coding import MAX_ZSTD_WINDOW
+from .content_coding import MAX_ZSTD_WINDOW, max_frame_size
 from .digests import ChunkDigester, content_digest
 from .errors import InvalidName, SourceError, UploadTooLarge
 from .names import parse_name
@@ -188,6 +188,9 @@ def parse_manifest(line: bytes, limits: BatchLimits) -> list[BatchFile]:
             raise _fault(index, entry, f"unsupported encoding {encoding!r} (identity or zstd)")
         if encoding == "identity" and length != size:
             raise _fault(index, entry, f"an identity entry's length ({length}) must be its size ({size})")
+        if encoding == "zstd" and length > max_frame_size(size):
+            # the store refuses such a frame (castore.ingest): refused here, before any file is stored
+            raise _fault(index, entry, f"a zstd entry's length ({length}) is far larger than its size ({size})")
         parsed_digest = parse_content_digest(digest if isinstance(digest, str) else None)
         if parsed_digest is None:
             raise _fault(index, entry, "no valid digest (xxh3-128-chunks-1m=<32 hex>)")

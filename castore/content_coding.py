@@ -30,13 +30,26 @@ import zstandard
 from .errors import SourceError
 from .sizes import IO_BUFFER
 
-__all__ = ["CODINGS", "DECODE_READ", "MAX_ZSTD_WINDOW", "SizeMismatch", "Sized", "ZstdFrameWalker", "decoded"]
+__all__ = [
+    "CODINGS", "DECODE_READ", "MAX_ZSTD_WINDOW", "SizeMismatch", "Sized", "ZstdFrameWalker", "decoded", "max_frame_size",
+]
 
 CODINGS = ("identity", "gzip", "zstd")
 DECODE_READ = IO_BUFFER
 """Compressed bytes the gzip decoder pulls from the body at a time."""
 MAX_ZSTD_WINDOW = 1 << 23
 """Default largest zstd window accepted in an upload (8 MiB: zstd levels 1-19 stay below)."""
+
+
+def max_frame_size(size: int) -> int:
+    """The most bytes of zstd frame(s) accepted for a content of ``size`` bytes.
+
+    Above zstd's worst case (incompressible data): a frame may be a little larger than
+    its content, never much larger (e.g. padded with skippable frames). The store
+    refuses more (:meth:`castore.ingest.Ingest.prepare_zstd`), and so does the check of
+    a ``PUT /batch/`` before anything of the batch is stored (:mod:`castore.batch`).
+    """
+    return size + size // 128 + 65536
 
 
 def decoded(raw: BinaryIO, encoding: str, *, max_window: int | None = None) -> BinaryIO:

@@ -30,7 +30,7 @@ from typing import Any, BinaryIO, Union, cast
 
 from .blobs.base import BlobBackend, StagedBlob
 from .codec import Codec, compress_if_worth, pays, worth_compressing, zstd_chunks
-from .content_coding import Sized, SizeMismatch, decoded
+from .content_coding import Sized, SizeMismatch, decoded, max_frame_size
 from .digests import CHUNK_SIZE
 from .errors import SourceError
 from .keys import BlobKey, Hasher, KeyFunction, xxh3_key
@@ -255,7 +255,7 @@ class Ingest:
         bounded: it stops with SourceError as soon as it passes ``size``, and a frame
         asking for a window above ``max_window`` is refused before it is decoded.
         """
-        recorder = _Recorder(frame, limit=size + size // 128 + 65536)  # above zstd's worst case
+        recorder = _Recorder(frame, limit=max_frame_size(size))
         content = Sized(decoded(cast(BinaryIO, recorder), "zstd", max_window=max_window), size)
         hasher = Hasher(self.seed, self.key_function)
         if size <= self.inline_max:

@@ -44,7 +44,7 @@ from .batch import MAX_BATCH_BYTES, MAX_FILE_SIZE, BatchLimits, store_batch
 from .blobs.fs import FileBlobBackend
 from .blobs.memory import MemoryBlobBackend
 from .codec import Codec, compressed_chunks
-from .content_coding import CODINGS
+from .content_coding import CODINGS, max_frame_size
 from .digests import content_digest
 from .errors import (
     CastoreError,
@@ -514,10 +514,15 @@ class FiletrackerApp:
         stored here, at once. Nothing here may wait: the write goes ahead only when the
         database's write lock is free at once (:meth:`MetadataRepo.not_waiting`); when
         another writer holds it, nothing was written and the same work is done in a thread
-        (which waits its turn). Bodies in a spool file, contents stored as blob files, and
-        stores whose metadata or blobs are not local always go to a thread.
+        (which waits its turn). Bodies in a spool file, bodies far larger than the content
+        they declare, contents stored as blob files, and stores whose metadata or blobs are
+        not local always go to a thread.
         """
         if not self.loop_puts or received.spooled or logical_size is None or logical_size > self.inline_max:
+            return None
+        if received.size > max_frame_size(logical_size):
+            # a body far larger than its content (e.g. 1 MiB of empty zstd frames: ~1 s to decode) is
+            # decoded in a thread: the work done here stays bounded by the content's size
             return None
         try:
             with self.store.metadata.not_waiting():

@@ -259,3 +259,19 @@ def test_not_waiting_writes_nothing_when_the_lock_is_taken_and_leaves_connection
             raw = txn._c.connection.driver_connection
             assert raw.execute("PRAGMA busy_timeout").fetchone()[0] == BUSY_TIMEOUT_MS
         assert store.read_bytes("/a.txt") == TEXT
+
+
+def test_a_body_far_larger_than_its_small_content_is_decoded_in_a_thread(
+    tmp_path: Path, where_puts_run: list[tuple[str, bool, str]],
+) -> None:
+    """A body of 1 MiB of empty zstd frames (or gzip, or anything) declaring a tiny content:
+    decoding ~100,000 frames takes ~1 s, which on the event loop stalls every other request
+    of the worker; such a body goes to a thread, where it is checked as before."""
+    empty = hashlib.sha256(b"").hexdigest()
+    frames = zstandard.ZstdCompressor().compress(b"") * ((1000 << 10) // 9)
+    with Store.open(tmp_path / "s", create=True) as store, TestClient(create_app(store)) as client:
+        for name, headers in (("/sha.bin", {"SHA256-Checksum": empty}), ("/plain.bin", {})):
+            response = client.put(f"/files{name}" + q(V1), content=frames,
+                                  headers={"Content-Encoding": "zstd", "Logical-Size": "0", **headers})
+            assert response.status_code in (200, 400), response.headers.get("X-Exception")
+        assert [(name, loop) for name, loop, _ in where_puts_run] == [("/sha.bin", False), ("/plain.bin", False)]
