@@ -740,9 +740,18 @@ class MetadataRepo:
             with self._write_at_once() as txn:
                 yield txn
             return
+        with self._transaction() as connection:
+            yield WriteTxn(connection, self._acquire)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        """A transaction on the writer, in this process's write turn; a conflict is WriteConflict.
+
+        Commits when the block ends (and tells the checkpointer), rolls back on any error.
+        """
         try:
             with self._write_turn, self._writer.begin() as connection:
-                yield WriteTxn(connection, self._acquire)
+                yield connection
             if self._checkpointer is not None:
                 self._checkpointer.noted()
         except DBAPIError as e:
@@ -767,19 +776,12 @@ class MetadataRepo:
         if not self._shares_commits or getattr(self._batch, "connection", None) is not None:
             yield
             return
-        try:
-            with self._write_turn, self._writer.begin() as connection:
-                self._batch.connection = connection
-                try:
-                    yield
-                finally:
-                    self._batch.connection = None
-            if self._checkpointer is not None:
-                self._checkpointer.noted()
-        except DBAPIError as e:
-            if getattr(e.orig, "sqlstate", None) in CONFLICT_SQLSTATES:
-                raise WriteConflict(str(e.orig).splitlines()[0]) from e
-            raise
+        with self._transaction() as connection:
+            self._batch.connection = connection
+            try:
+                yield
+            finally:
+                self._batch.connection = None
 
     @contextmanager
     def not_waiting(self) -> Iterator[None]:
