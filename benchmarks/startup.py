@@ -28,27 +28,23 @@ import http.client
 import os
 import resource
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks.server import free_port, stop_group
+
 CASTORE = ROOT / ".venv/bin/castore"
 FT_VENV = ROOT / ".venv-filetracker"
 
 Case = Callable[[int], tuple[float, float | None]]
 """One measurement for round ``i``: (wall seconds, CPU seconds or None)."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def load() -> str:
@@ -89,15 +85,6 @@ def first_answer(port: int, process: subprocess.Popen[bytes], started: float) ->
         time.sleep(0.002)
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
 def time_server(command: list[str], port: int, env: dict[str, str] | None = None) -> float:
     started = time.perf_counter()
     process = subprocess.Popen(command, env=env or ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -105,7 +92,7 @@ def time_server(command: list[str], port: int, env: dict[str, str] | None = None
     try:
         return first_answer(port, process, started)
     finally:
-        stop(process)
+        stop_group(process)
 
 
 def main() -> None:
@@ -168,7 +155,7 @@ def main() -> None:
                         if cpu is not None:
                             cpus[name].append(cpu)
         finally:
-            stop(server)
+            stop_group(server)
         print(f"load average before: {before}, after: {load()}; {args.runs} rounds")
         print(f"{'case':<36} {'median s':>9} {'fastest s':>9} {'CPU s':>7}")
         for name in cases:
