@@ -319,23 +319,29 @@ def test_live_migration_reads(migrating: tuple[str, str, Path]) -> None:
     assert httpx.get(old + "/files/only/new.in").status_code == 404
 
 
-def test_live_migration_fetches_once_for_8_clients(migrating: tuple[str, str, Path]) -> None:
-    _, new, _ = migrating
-    path = "/big/2.in"
-    barrier = threading.Barrier(8)
+def _read_at_once(url: str, path: str, clients: int) -> list[bytes]:
+    """The bodies ``clients`` threads get for ``path``, all sent at once, each on a new connection
+    (so that either worker of a multi-worker server may answer)."""
+    barrier = threading.Barrier(clients)
     bodies: list[bytes] = []
 
     def read() -> None:
         with httpx.Client(timeout=30) as http:
             barrier.wait()
-            bodies.append(http.get(new + "/files" + path).content)
+            bodies.append(http.get(url + "/files" + path).content)
 
-    threads = [threading.Thread(target=read) for _ in range(8)]
+    threads = [threading.Thread(target=read) for _ in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert bodies == [EXPECTED[path][1]] * 8
+    return bodies
+
+
+def test_live_migration_fetches_once_for_8_clients(migrating: tuple[str, str, Path]) -> None:
+    _, new, _ = migrating
+    path = "/big/2.in"
+    assert _read_at_once(new, path, 8) == [EXPECTED[path][1]] * 8
     assert _metric(new, "castore_migration_fetched_total") == 1
 
 
@@ -347,20 +353,7 @@ def test_live_migration_fetches_once_across_workers(filetracker: tuple[str, Path
     with castore_server(castore_root, "--migrate-from", old, "--workers", "2") as new:
         for path in paths:
             before = log.read_text().count(f"GET /files{path} ")
-            barrier = threading.Barrier(8)
-            bodies: list[bytes] = []
-
-            def read(path: str = path, barrier: threading.Barrier = barrier, bodies: list[bytes] = bodies) -> None:
-                with httpx.Client(timeout=30) as http:  # a new connection each: either worker may answer
-                    barrier.wait()
-                    bodies.append(http.get(new + "/files" + path).content)
-
-            threads = [threading.Thread(target=read) for _ in range(8)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            assert bodies == [EXPECTED[path][1]] * 8
+            assert _read_at_once(new, path, 8) == [EXPECTED[path][1]] * 8
             assert log.read_text().count(f"GET /files{path} ") - before == 1, path
 
 
