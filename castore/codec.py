@@ -97,13 +97,21 @@ def compress_if_worth(data: bytes, level: int = DEFAULT_LEVEL) -> tuple[Codec, b
     """
     if not data:
         return Codec.RAW, data
+    packed = _compressed_if_it_pays(data, level)
+    return (Codec.RAW, data) if packed is None else (Codec.ZSTD, packed)
+
+
+def _compressed_if_it_pays(data: bytes, level: int) -> bytes | None:
+    """``data`` as one zstd frame when that pays, else None; probed first when it is large enough.
+
+    A content above twice :data:`PROBE_SIZE` whose first :data:`PROBE_SIZE` bytes do
+    not compress is given up at the cost of that probe alone.
+    """
     compressor = zstd_compressor(level)
     if len(data) > 2 * PROBE_SIZE and not pays(PROBE_SIZE, len(compressor.compress(data[:PROBE_SIZE]))):
-        return Codec.RAW, data
+        return None
     packed = compressor.compress(data)
-    if pays(len(data), len(packed)):
-        return Codec.ZSTD, packed
-    return Codec.RAW, data
+    return packed if pays(len(data), len(packed)) else None
 
 
 def pack_for_sending(data: bytes, level: int = DEFAULT_LEVEL) -> bytes | None:
@@ -117,11 +125,7 @@ def pack_for_sending(data: bytes, level: int = DEFAULT_LEVEL) -> bytes | None:
     """
     if len(data) <= SEND_RAW_MAX:
         return None
-    compressor = zstd_compressor(level)
-    if len(data) > 2 * PROBE_SIZE and not pays(PROBE_SIZE, len(compressor.compress(data[:PROBE_SIZE]))):
-        return None
-    packed = compressor.compress(data)
-    return packed if pays(len(data), len(packed)) else None
+    return _compressed_if_it_pays(data, level)
 
 
 class StreamCompressor(Protocol):
