@@ -11,10 +11,11 @@ one-line message naming the cause. Anything else is left alone (None).
 from __future__ import annotations
 
 import errno
+import os
 
 from .errors import CastoreError, ReadOnlyStore, StoreFull
 
-__all__ = ["as_store_fault", "is_disk_full"]
+__all__ = ["as_store_fault", "is_disk_full", "on_read_only_filesystem"]
 
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 _SQLITE_FULL = ("database or disk is full",)
@@ -52,3 +53,15 @@ def as_store_fault(error: BaseException) -> CastoreError | None:
 def is_disk_full(error: BaseException) -> bool:
     """True when ``error`` (or what it wraps) says the disk is full."""
     return isinstance(as_store_fault(error), StoreFull)
+
+
+def on_read_only_filesystem(folder: str | os.PathLike[str]) -> bool:
+    """Whether ``folder`` lies on a filesystem mounted read-only (False when that cannot be told).
+
+    How a store folder is found read-only before opening it: :meth:`castore.store.Store.open_root`
+    opens it so, and ``serve`` says so in its early ``/version`` answer.
+    """
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False

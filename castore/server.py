@@ -61,7 +61,7 @@ from .errors import (
     UploadTooLarge,
     WouldWait,
 )
-from .faults import as_store_fault
+from .faults import as_store_fault, on_read_only_filesystem
 from .http_protocol import DEFAULT_HEADER_TIMEOUT, HEADER_TIMEOUT_VARIABLE
 from .keys import BlobKey
 from .metrics import Metrics
@@ -86,7 +86,6 @@ if TYPE_CHECKING:  # imported when used: a server starts without them (see _OnFi
     from .store import Store
 
 __all__ = ["app_from_environment", "batch_limits", "create_app", "early_answers", "version_answer"]
-
 
 
 def batch_limits(limits: UploadLimits) -> BatchLimits:
@@ -886,14 +885,6 @@ def early_answers(prefix: str = "", *, read_only: bool, limits: UploadLimits) ->
     return {f"{base}/version": body, f"{base}/version/": body}
 
 
-def _read_only_filesystem(folder: str) -> bool:
-    """As :meth:`Store.open_root` decides to open a store folder read-only (castore.store, not imported here)."""
-    try:
-        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
-    except OSError:
-        return False
-
-
 def serve(
     root: str | None,
     *,
@@ -952,5 +943,5 @@ def serve(
         os.environ["CASTORE_MIGRATE_FROM"] = migrate_from
         share_fetch_locks()  # the workers fetch a missing path once in all
     run("castore.server:app_from_environment", host=host, port=port, workers=workers, log_level=log_level, sock=sock,
-        early=early_answers(prefix, read_only=read_only or bool(root and _read_only_filesystem(root)), limits=limits)
+        early=early_answers(prefix, read_only=read_only or bool(root and on_read_only_filesystem(root)), limits=limits)
         if early_version else None)

@@ -46,7 +46,7 @@ from .errors import (
     StoreNotFound,
     VersionNotFound,
 )
-from .faults import as_store_fault, is_disk_full
+from .faults import as_store_fault, is_disk_full, on_read_only_filesystem
 from .ingest import Ingest, Prepared, Source
 from .keys import BlobKey, Hasher, KeyFunction, etag, probe_keys, xxh3_key
 from .metadata.repo import BlobRow, DedupCandidate, Entry, MetadataRepo, Reservation, Usage, WriteConflict
@@ -158,13 +158,6 @@ def _faults_named() -> Iterator[None]:
         raise fault from e
 
 
-def _read_only_filesystem(folder: Path) -> bool:
-    try:
-        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
-    except OSError:
-        return False
-
-
 class Store:
     """A content-addressed, deduplicating file store with Filetracker names and versions."""
 
@@ -237,7 +230,7 @@ class Store:
                 raise StoreNotFound(f"no castore store at {root} (run: castore --root {root} init)")
             root.mkdir(parents=True, exist_ok=True)
         if read_only is None:
-            read_only = database.exists() and _read_only_filesystem(root)
+            read_only = database.exists() and on_read_only_filesystem(root)
         if read_only:
             store = cls(MetadataRepo(f"sqlite:///{database}", read_only=True),
                         FileBlobBackend(root / BLOBS_DIR, read_only=True), clock=clock, key_function=key_function)
