@@ -211,10 +211,7 @@ def _content(file: BatchFile, payload: bytes, max_window: int) -> bytes:
 
     reader = UploadReader(io.BytesIO(payload), encoding="zstd", logical_size=file.size, sha256=None,
                           max_size=file.size, max_window=max_window)
-    content = bytearray()
-    while chunk := reader.read(file.size + 1):
-        content += chunk
-    return bytes(content)
+    return reader.read_whole(file.size)
 
 
 def read_manifest(body: BinaryIO) -> bytes:

@@ -251,18 +251,6 @@ def _gzip(reader: BlobReader) -> Iterator[bytes]:
     return compressed_chunks(_content(reader), zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31))
 
 
-def _read_all(body: UploadReader, size: int) -> bytes:
-    """The whole decoded content of a body promised to hold ``size`` bytes, its checks all made.
-
-    The reader raises as soon as the content passes ``size``, and at its end when it is
-    shorter or does not match its SHA-256: reading to the end is what checks it.
-    """
-    parts = []
-    while chunk := body.read(size + 1):
-        parts.append(chunk)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
 class FiletrackerApp:
     """Request handlers bound to one store."""
 
@@ -565,7 +553,7 @@ class FiletrackerApp:
         if logical_size is not None and logical_size <= self.inline_max:
             # Small (Filetracker's client: gzip with its SHA-256): decoded and checked whole
             # first, then stored as bytes, which spares the store a stream's extra lookup.
-            return self.store.put(path, _read_all(body, logical_size), version, expected_size=logical_size)
+            return self.store.put(path, body.read_whole(logical_size), version, expected_size=logical_size)
         return self.store.put(path, cast(BinaryIO, body), version)  # the reader holds it to its Logical-Size
 
     async def _delete(self, request: Request, path: str) -> Response:

@@ -303,3 +303,14 @@ class UploadReader(io.RawIOBase):
         if self._sha256 is not None and self._sha256.hexdigest() != self._expected_sha256:
             raise SourceError("the body does not match its SHA256-Checksum")
         return 0
+
+    def read_whole(self, size: int) -> bytes:
+        """The whole content of a body promised to hold ``size`` bytes, every check made.
+
+        The reader raises as soon as the content passes ``size``, and at its end when it is
+        shorter or does not match its SHA-256: reading to the end is what checks it.
+        """
+        parts = []
+        while chunk := self.read(size + 1):
+            parts.append(chunk)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
