@@ -23,9 +23,8 @@ is also a ``FileNotFoundError``. Invalid names raise ``ValueError``, as Filetrac
 
 from __future__ import annotations
 
-import logging
+import importlib
 import os
-import shutil
 import stat
 import sys
 import time
@@ -35,15 +34,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Final, Protocol, TypeVar, cast
 
-from .cache import CacheEntry, LocalCache, replaced_whole
 from .errors import FileNotAvailable, FiletrackerError, NotFound, SourceError
 from .names import parse_name, versioned_name
 from .remote import DEFAULT_TIMEOUT, ProgressReader, Remote, RemoteFile
 from .sizes import IO_BUFFER, WHOLE_IN_MEMORY
 
-if TYPE_CHECKING:  # importing castore.store pulls in SQLAlchemy: only when a Store is used
+if TYPE_CHECKING:  # castore.store pulls in SQLAlchemy, logging and the cache cost start-up: imported on use
+    import logging
+
     from typing_extensions import TypeIs
 
+    from .cache import CacheEntry, LocalCache
     from .store import Store
 
 __all__ = [
@@ -51,7 +52,30 @@ __all__ = [
     "PutResult", "Remote", "default_cache_dir",
 ]
 
-log = logging.getLogger(__name__)
+_LAZY = {"CacheEntry": "cache", "LocalCache": "cache"}
+"""Members imported on first use (PEP 562): the cache (with shutil and tempfile) is not needed by a
+client without one, such as ``castore --url URL cat NAME`` (issue #10: its start-up)."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __package__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+def _log() -> logging.Logger:
+    """This module's logger: ``logging`` (~5 ms) is imported by the first message, which only a cache
+    that fails or a refused batch writes, not at start-up."""
+    import logging
+
+    return logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -223,6 +247,8 @@ class Client:
         token: str | None = None,
     ) -> None:
         if _is_auto(local_store):
+            from .cache import LocalCache
+
             local_store = LocalCache(cache_dir or default_cache_dir(), locks_dir)
         if _is_auto(remote_store):
             url = remote_url or os.environ.get("FILETRACKER_URL")
@@ -262,7 +288,7 @@ class Client:
             except OSError as e:
                 if self.remote_store is None:
                     raise
-                log.warning("castore: the cache cannot hold %s (%s); going around it", path, e)
+                _log().warning("castore: the cache cannot hold %s (%s); going around it", path, e)
                 cache = None
         with stack:
             yield cache
@@ -344,7 +370,7 @@ class Client:
         except (OSError, SourceError) as e:
             if self.remote_store is None:
                 raise  # the cache is the only store: its failure is the call's
-            log.warning("castore: the cache cannot serve %s (%s); downloading it directly", path, e)
+            _log().warning("castore: the cache cannot serve %s (%s); downloading it directly", path, e)
             return None
 
     # -- Filetracker's API ---------------------------------------------------------------
@@ -456,7 +482,7 @@ class Client:
         except OSError as e:
             if not remote:
                 raise  # the cache is the only store: its failure is the put's failure
-            log.warning("castore: stored %s but could not cache it (%s)", path, e)
+            _log().warning("castore: stored %s but could not cache it (%s)", path, e)
         return version
 
     def put_files(
@@ -593,7 +619,7 @@ class Client:
             stored = remote.put_batch(targets, compress=compress_hint, progress=progress)
         except FiletrackerError as e:
             if e.status in _BATCH_REFUSED:  # not served, or over limits this client did not know: one by one
-                log.info("castore: a batch was refused (%s); putting its files one by one", e)
+                _log().info("castore: a batch was refused (%s); putting its files one by one", e)
                 return [put_one(pair) for pair in pairs]
             return [
                 report(PutResult(name, os.fspath(filename), versioned_name(path, version),
@@ -618,7 +644,7 @@ class Client:
             except OSError as e:
                 if self.remote_store is None:
                     raise
-                log.warning("castore: could not remove %s from the cache (%s)", path, e)
+                _log().warning("castore: could not remove %s from the cache (%s)", path, e)
         if self.remote_store is not None:
             self.remote_store.delete(path, version if version is not None else int(time.time()))
         elif not removed:
@@ -665,5 +691,9 @@ def _file_version(file: Path) -> int:
 
 def _write_whole(stream: BinaryIO, destination: Path) -> None:
     """Write ``stream`` to ``destination``, replacing it only once complete."""
+    import shutil
+
+    from .cache import replaced_whole
+
     with replaced_whole(destination) as temporary, open(temporary, "wb") as out:
         shutil.copyfileobj(stream, out, IO_BUFFER)

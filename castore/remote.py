@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import http.client
 import io
-import json
 import os
 import select
 import socket
@@ -27,10 +26,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from .batch import BATCH_MEDIA_TYPE, BatchLimits, batch_body, batch_entry, digest_of, parse_answer
 from .codec import DEFAULT_LEVEL, SAMPLE_SIZE, pack_for_sending, worth_compressing, zstd_chunks
 from .content_coding import Sized, SizeMismatch, decoded
 from .digests import ChunkDigester, content_digest
@@ -44,6 +42,9 @@ from .protocol import (
     parse_version_date,
 )
 from .sizes import IO_BUFFER, WHOLE_IN_MEMORY
+
+if TYPE_CHECKING:  # castore.batch (and json) are imported by the calls that use them: not by cat/get
+    from .batch import BatchLimits
 
 __all__ = ["DEFAULT_TIMEOUT", "ProgressReader", "Remote", "RemoteFile", "redact_url"]
 
@@ -420,6 +421,8 @@ def _batch_limits(advertised: object) -> BatchLimits | None:
     """A server's advertised batch limits, within this client's own (None: no batches)."""
     if not isinstance(advertised, dict):
         return None
+    from .batch import BatchLimits
+
     try:
         ours = BatchLimits()
         return BatchLimits(
@@ -569,6 +572,8 @@ class Remote:
     def is_castore(self) -> bool:
         """Whether the server is castore (and so takes zstd and chunked uploads)."""
         if self._castore is None:
+            import json
+
             response = self._send("GET", f"{self._prefix}/version")
             body = response.read_all()
             if response.status != 200:
@@ -607,6 +612,8 @@ class Remote:
         limits = self.batch_limits()
         if limits is None:
             raise FiletrackerError(f"HTTP/404: {self.base_url} has no batched puts", status=404)
+        from .batch import BATCH_MEDIA_TYPE, batch_body, batch_entry, digest_of, parse_answer
+
         entries, payloads = [], []
         for path, source, version in files:
             with open(source, "rb") as f:

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from castore.opening import open_store
 
 from .server_process import castore_server
@@ -77,7 +79,16 @@ def test_the_web_page_is_loaded_by_its_first_request(tmp_path: Path) -> None:
     assert "jinja2" in _packages(_modules_after(statement))
 
 
-def test_castore_cat_over_http_loads_no_store_library(tmp_path: Path) -> None:
+CAT_NEVER = ("castore.batch", "castore.cache", "json", "logging", "shutil", "tempfile")
+"""Modules ``castore --url URL cat NAME`` must not import (~15 ms of its start-up, issue #10): batched
+puts and their JSON manifest, the local cache (cat has none) with shutil/tempfile, the client's logger
+(it warns only about a cache), json (only ``is_castore`` and ``--json`` read or write it)."""
+
+
+@pytest.fixture(scope="module")
+def cat_over_http(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, set[str]]:
+    """What ``castore --url URL cat NAME`` printed, and the modules it had imported by its end."""
+    tmp_path = tmp_path_factory.mktemp("cat")
     local = tmp_path / "a.txt"
     local.write_bytes(b"hello\n")
     open_store(tmp_path / "s", create=True).close()
@@ -94,8 +105,19 @@ def test_castore_cat_over_http_loads_no_store_library(tmp_path: Path) -> None:
         code = f"import sys\n{statement}\nsys.stdout.flush(); print('MODULES'); print('\\n'.join(sys.modules))"
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     printed, _, modules = done.stdout.partition("MODULES\n")
+    return printed, set(modules.splitlines())
+
+
+def test_castore_cat_over_http_loads_no_store_library(cat_over_http: tuple[str, set[str]]) -> None:
+    printed, modules = cat_over_http
     assert printed == "hello\n"
-    assert not _packages(set(modules.splitlines())) & {"sqlalchemy", "alembic", "starlette", "uvicorn", "jinja2"}
+    assert not _packages(modules) & {"sqlalchemy", "alembic", "starlette", "uvicorn", "jinja2"}
+
+
+def test_castore_cat_over_http_loads_neither_batches_nor_the_cache(cat_over_http: tuple[str, set[str]]) -> None:
+    printed, modules = cat_over_http
+    assert printed == "hello\n"
+    assert not _loaded(modules, CAT_NEVER), sorted(_loaded(modules, CAT_NEVER))
 
 
 def test_castore_help_loads_no_store_server_or_http_library() -> None:
