@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 import zstandard
+from hypothesis import given
+from hypothesis import strategies as st
 
 from castore.client import Client
 from castore.errors import FileNotAvailable, FiletrackerError
@@ -459,3 +461,25 @@ def test_response_headers_are_split_as_http_client_would() -> None:
     assert headers.get("folded") == "one two"
     assert headers.get("missing") is None and headers.get_all("missing", []) == []
     assert headers.first()["set"] == "a" and ("Set", "a") in headers.items()
+
+
+@given(st.one_of(st.text(alphabet=st.characters(max_codepoint=127), max_size=140),
+                 st.lists(st.text(alphabet="ab-9", max_size=70), min_size=1, max_size=4).map(".".join),
+                 st.text(max_size=20)))
+def test_a_host_given_as_bytes_resolves_as_the_idna_codec_would(host: str) -> None:
+    """castore.remote hands getaddrinfo an ASCII host as bytes (no idna import at start-up): the same bytes."""
+    from castore.remote import _getaddrinfo_host
+
+    given = _getaddrinfo_host(host)
+    if isinstance(given, bytes):
+        assert given == host.encode("idna")
+    else:
+        assert given == host  # the codec encodes it, or refuses it, as before
+
+
+def test_which_hosts_go_to_getaddrinfo_as_bytes() -> None:
+    from castore.remote import _getaddrinfo_host
+
+    assert _getaddrinfo_host("127.0.0.1") == b"127.0.0.1" and _getaddrinfo_host("files.example.") == b"files.example."
+    assert _getaddrinfo_host("b\u00fccher.example") == "b\u00fccher.example"  # IDNA: the codec's punycode
+    assert _getaddrinfo_host("a..b") == "a..b" and _getaddrinfo_host("x" * 64) == "x" * 64  # the codec's error

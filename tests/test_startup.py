@@ -79,10 +79,11 @@ def test_the_web_page_is_loaded_by_its_first_request(tmp_path: Path) -> None:
     assert "jinja2" in _packages(_modules_after(statement))
 
 
-CAT_NEVER = ("castore.batch", "castore.cache", "json", "logging", "shutil", "tempfile")
+CAT_NEVER = ("castore.batch", "castore.cache", "json", "logging", "shutil", "tempfile", "encodings.idna")
 """Modules ``castore --url URL cat NAME`` must not import (~15 ms of its start-up, issue #10): batched
 puts and their JSON manifest, the local cache (cat has none) with shutil/tempfile, the client's logger
-(it warns only about a cache), json (only ``is_castore`` and ``--json`` read or write it)."""
+(it warns only about a cache), json (only ``is_castore`` and ``--json`` read or write it), and the idna
+codec that ``getaddrinfo`` imports for a ``str`` host (castore.remote gives an ASCII host as bytes)."""
 
 
 @pytest.fixture(scope="module")
