@@ -50,6 +50,20 @@ def test_the_package_loads_the_store_on_first_use() -> None:
     assert "sqlalchemy" in _packages(_modules_after("import castore; castore.Store"))
 
 
+def test_the_client_module_loads_the_cache_on_first_use() -> None:
+    assert not _loaded(_modules_after("import castore.client"), ("castore.cache", "logging", "shutil"))
+    assert "castore.cache" in _modules_after("from castore.client import LocalCache")
+    assert "castore.cache" in _modules_after("import castore.client; castore.client.Client(cache_dir='/nonexistent/c', "
+                                             "remote_url='http://127.0.0.1:9')")
+    import castore.cache
+    import castore.client
+
+    assert castore.client.LocalCache is castore.cache.LocalCache and castore.client.CacheEntry is castore.cache.CacheEntry
+    assert {"LocalCache", "CacheEntry", "Client"} <= set(dir(castore.client))
+    with pytest.raises(AttributeError, match="NoSuchName"):
+        castore.client.NoSuchName  # noqa: B018
+
+
 def test_importing_the_server_loads_nothing_a_request_does_not_need() -> None:
     assert not _loaded(_modules_after("import castore.server, castore.serving"), NOT_AT_BOOT)
 
