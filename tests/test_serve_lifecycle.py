@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
-from .server_process import free_port
+from .server_process import castore_server_process, free_port
 
 
 def children(pid: int) -> set[int]:
@@ -69,3 +70,17 @@ def test_workers_start_and_all_stop_on_sigterm(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", port))  # the port is free again
     wal = tmp_path / "store" / "metadata.sqlite3-wal"
     assert not wal.exists() or wal.stat().st_size == 0  # the store was closed: its log folded back
+
+
+def _maps_uvloop(pid: int) -> bool:
+    return "uvloop" in Path(f"/proc/{pid}/maps").read_text()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_requests_are_served_on_uvloop(tmp_path: Path, workers: str) -> None:
+    """uvicorn uses uvloop when it is installed, with one worker (uvicorn itself) or several (gunicorn's)."""
+    with castore_server_process(tmp_path / "store", "--workers", workers) as (url, server):
+        httpx.put(f"{url}/files/x", params={"last_modified": "Thu, 01 Jan 1970 00:16:40 -0000"},
+                  content=b"x").raise_for_status()
+        serving = [server.pid] if workers == "1" else sorted(children(server.pid))
+        assert serving and all(_maps_uvloop(pid) for pid in serving), serving
