@@ -165,6 +165,8 @@ def _message_for(error: BaseException) -> str:
         return f"not found: {error.path}"  # not the server's "HTTP/404: ..." plus its body
     if isinstance(error, OSError) and error.strerror and error.filename is not None:
         return f"{error.filename}: {error.strerror}"
+    if isinstance(error, FiletrackerError) and error.status is None and error.server is not None:
+        return f"no answer from {error.server}: {error.reason}"  # not the request's URL with its query
     return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 

@@ -149,9 +149,16 @@ class FiletrackerError(CastoreError):
     working), else None (connection refused, timeout, a short or corrupt response).
     """
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    server: str | None = None
+    """When no server answered: the server's URL (without credentials)."""
+    reason: str | None = None
+    """When no server answered: why, in a few words (e.g. ``Connection refused``)."""
+
+    def __init__(self, message: str, status: int | None = None, *, server: str | None = None,
+                 reason: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.server, self.reason = server, reason
 
     def __str__(self) -> str:
         return str(self.args[0])

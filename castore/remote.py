@@ -489,6 +489,14 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
 
 
+def _no_answer(method: str, server: str, target: str, error: BaseException) -> FiletrackerError:
+    """The error of a request no server answered: Filetracker's client's message, with the
+    server and the reason apart (``castore --url`` prints them as one short line)."""
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error) or type(error).__name__
+    return FiletrackerError(f"Error making HTTP request: {method} {server}{target}: {error}",
+                            server=redact_url(server), reason=reason)
+
+
 class Remote:
     """A Filetracker v2 server at ``base_url`` (a prefix path such as ``/ft`` is kept).
 
@@ -555,10 +563,10 @@ class Remote:
                 connection.close()
                 if reused and attempt == 1:
                     continue
-                raise FiletrackerError(f"Error making HTTP request: {method} {self.base_url}{url}: {e}") from None
+                raise _no_answer(method, self.base_url, url, e) from None
             except (OSError, http.client.HTTPException) as e:
                 connection.close()
-                raise FiletrackerError(f"Error making HTTP request: {method} {self.base_url}{url}: {e}") from None
+                raise _no_answer(method, self.base_url, url, e) from None
             finally:
                 close = getattr(body, "close", None)
                 if close is not None:
@@ -588,7 +596,7 @@ class Remote:
             return _Response(connection.getresponse(), connection, None)
         except (OSError, http.client.HTTPException) as e:
             connection.close()
-            raise FiletrackerError(f"Error making HTTP request: {method} {url}: {e}") from None
+            raise _no_answer(method, f"http://{parts.netloc}", target, e) from None
 
     def _files_url(self, path: str, version: int | None = None) -> str:
         url = f"{self._prefix}/files{quote(path, safe='/')}"

@@ -152,8 +152,10 @@ def test_url_from_environment_and_root_precedence(server_url: str, tmp_path: Pat
     assert local.exit_code == 0  # a --root typed on the command line beats a URL from the environment
     both = runner.invoke(cli, ["--root", str(tmp_path), "--url", server_url, "ls"])
     assert both.exit_code == 2 and "not both" in both.output
-    down = runner.invoke(cli, ["--url", "http://127.0.0.1:1", "cat", "/x"])
-    assert down.exit_code == 9 and "Error making HTTP request" in down.output
+    for command in (["cat", "/x"], ["ls"]):  # ls asks for /list?last_modified=...: not shown
+        down = runner.invoke(cli, ["--url", "http://any:s3cret@127.0.0.1:1/ft", *command])
+        assert down.exit_code == 9, down.output
+        assert down.output == "Error: no answer from http://127.0.0.1:1/ft: Connection refused\n"  # no token
 
 
 # -- cache-clean ----------------------------------------------------------------------------
