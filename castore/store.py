@@ -49,6 +49,7 @@ from .errors import (
 from .faults import as_store_fault, is_disk_full, on_read_only_filesystem
 from .ingest import Ingest, Prepared, Source
 from .keys import BlobKey, Hasher, KeyFunction, etag, probe_keys, xxh3_key
+from .layout import BLOBS_DIR, DEFAULT_INLINE_MAX, DEFAULT_RETENTION, METADATA_FILE, SETTINGS
 from .metadata.repo import BlobRow, DedupCandidate, Entry, MetadataRepo, Reservation, Usage, WriteConflict
 from .metadata.report import DedupReport
 from .names import check_prefix, check_version, child_range, parse_name, versioned_name
@@ -68,14 +69,6 @@ __all__ = [
     "check_settings",
 ]
 
-SETTINGS = ("retention", "inline_max", "zstd_level")
-"""What a store chooses at creation (``Store.open(root, create=True, retention=3)``)."""
-
-DEFAULT_RETENTION = 10
-DEFAULT_INLINE_MAX = 128 * 1024
-"""Contents up to this size live inline in the metadata database (see docs/design.md)."""
-METADATA_FILE = "metadata.sqlite3"
-BLOBS_DIR = "blobs"
 _T = TypeVar("_T")
 
 UPLOAD_LEASE = 3600
