@@ -859,9 +859,9 @@ def serve(c: Context, host: str, port: int, workers: str, prefix: str, fallback_
     click.get_current_context().call_on_close(sock.close)
     from .preflight import preflight
 
-    # a current SQLite store: each worker opens it while it answers /version/ (SQLAlchemy is not loaded here);
-    # otherwise create (with --init) or migrate once here, before workers start
-    ready = None if c.metadata or c.blobs else preflight(c.root)
+    # a current SQLite store (or a new one, made here with --init): each worker opens it while it answers
+    # /version/ (SQLAlchemy is not loaded here); otherwise create or migrate once here, before workers start
+    ready = None if c.metadata or c.blobs else preflight(c.root, create=create and not read_only)
     if ready is None:
         tokens = bool(c.store(create=create and not read_only, read_only=True if read_only else None)  # closed at exit
                       .metadata.token_roles())

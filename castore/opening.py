@@ -19,6 +19,7 @@ any number of servers can open one database at once without racing to change it.
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from .blobs.base import BlobBackend
 from .blobs.fs import FileBlobBackend
 from .blobs.memory import MemoryBlobBackend
 from .codec import DEFAULT_LEVEL
+from .creating import create_database
 from .errors import StoreNotFound
 from .keys import new_seed
 from .metadata.migrate import SCHEMA_REVISION, migration_lock, upgrade_schema
@@ -154,9 +156,10 @@ def initialize(
     }
     check_settings(settings)
     _make_sqlite_folder(where.metadata)
+    _create_sqlite_database(where.metadata, settings)
     engine = create_engine(where.metadata)
     try:
-        upgrade_schema(engine)
+        upgrade_schema(engine)  # finds the new SQLite database current: nothing to do
         with migration_lock(engine) as connection:
             present = {row.name for row in connection.execute(select(settings_table.c.name))}
             values = {"seed": str(new_seed()), **{k: str(v) for k, v in settings.items()}}
@@ -240,6 +243,20 @@ def _make_sqlite_folder(url: str) -> None:
     database = _sqlite_file(url)
     if database is not None:
         database.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _create_sqlite_database(url: str, settings: dict[str, int]) -> None:
+    """A missing SQLite database made whole or not at all (castore.creating), without Alembic's steps.
+
+    Any failure leaves the database to SQLAlchemy below, which makes it or gives its usual error.
+    """
+    database = _sqlite_file(url)
+    if database is None or "?" in url or database.exists():
+        return
+    try:
+        create_database(database, settings)
+    except (OSError, sqlite3.Error, RuntimeError):
+        pass
 
 
 def _require_existing(where: Location) -> None:

@@ -10,13 +10,17 @@ and each worker opens the store while it already answers ``GET /version``
 worker per core they load side by side, and a file request that reaches a worker still
 loading waits for it.
 
-Anything else (no store yet, another metadata URL, an older schema, a database that
-cannot be read) is :data:`None`: the master opens the store itself as before, which
-creates (``--init``), migrates or fails with its usual one-line error, and its workers are
-forked with SQLAlchemy loaded. A new folder is made by the master so that the store
-exists when ``castore serve`` prints its start-up line (a script may use it from then on).
-"""
+A new folder with ``--init`` takes the same path: the master makes the store with the
+standard library (:func:`castore.creating.create_folder`: the schema SQLAlchemy would
+create, kept as a file in the package; safe against a second creator and a ``kill -9``),
+then looks at it as above. So the store exists when ``castore serve`` prints its start-up
+line (a script may use it from then on), and SQLAlchemy is still not loaded in the master.
 
+Anything else (another metadata URL, an older schema, a database that cannot be read or
+made) is :data:`None`: the master opens the store itself as before, which creates
+(``--init``), migrates or fails with its usual one-line error, and its workers are forked
+with SQLAlchemy loaded.
+"""
 from __future__ import annotations
 
 import os
@@ -24,15 +28,11 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from .creating import create_folder
+from .layout import METADATA_FILE, SETTING_NAMES
 from .metadata.migrate import SCHEMA_REVISION
 
 __all__ = ["SETTING_NAMES", "Preflight", "preflight"]
-
-METADATA_FILE = "metadata.sqlite3"
-"""The SQLite file in a store folder (``castore.store.METADATA_FILE``, which imports SQLAlchemy)."""
-
-SETTING_NAMES = frozenset({"seed", "retention", "inline_max", "zstd_level"})
-"""The rows :func:`castore.opening.initialize` writes into ``settings`` (a test compares them)."""
 
 
 @dataclass(frozen=True)
@@ -43,9 +43,18 @@ class Preflight:
     """The store has access tokens (then ``/version`` needs one, and is not answered early)."""
 
 
-def preflight(root: str | os.PathLike[str]) -> Preflight | None:
-    """The store folder ``root`` when it is current, or None when the master must open it itself."""
+def preflight(root: str | os.PathLike[str], *, create: bool = False) -> Preflight | None:
+    """The store folder ``root`` when it is current, or None when the master must open it itself.
+
+    ``create`` (``serve --init``): a folder without a store gets one first, with the
+    default settings; when that fails, None (the master's own attempt gives the error).
+    """
     database = Path(root) / METADATA_FILE
+    if create and not database.exists():
+        try:
+            create_folder(root)
+        except (OSError, sqlite3.Error, RuntimeError):
+            return None
     if not database.is_file():
         return None
     try:
