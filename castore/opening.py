@@ -147,7 +147,8 @@ def initialize(
 ) -> None:
     """Create the store at ``where`` if missing (schema and settings), or upgrade its schema.
 
-    Runs under the database's migration lock, so several processes may call it at once.
+    Runs under the database's migration lock, so several processes may call it at once. A
+    missing SQLite database is first made whole, or not at all, by :mod:`castore.creating`.
     """
     settings = {
         "retention": DEFAULT_RETENTION if retention is None else retention,
