@@ -714,8 +714,20 @@ class _Walk:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
 
+def _is_store_folder(path: str) -> bool:
+    """Whether ``path`` is a castore store folder (a metadata database and a blob folder)."""
+    from .layout import BLOBS_DIR, METADATA_FILE
+
+    return os.path.isfile(os.path.join(path, METADATA_FILE)) and os.path.isdir(os.path.join(path, BLOBS_DIR))
+
+
 def _walk(folder: Path, follow_symlinks: bool) -> _Walk:
-    """Regular files below ``folder`` (sorted); links are skipped unless followed, FIFOs etc. always."""
+    """Regular files below ``folder`` (sorted); links are skipped unless followed, FIFOs etc. always.
+
+    A store folder below ``folder`` (such as ``./castore-data`` under ``put -r .``) is
+    skipped whole, listed: its files are the store's own (a database that changes while
+    it is read, blobs that are stored contents already), never files to store.
+    """
     found = _Walk()
 
     def fail_walk(error: OSError) -> None:
@@ -723,6 +735,10 @@ def _walk(folder: Path, follow_symlinks: bool) -> _Walk:
 
     for top, dirs, names in os.walk(folder, onerror=fail_walk, followlinks=follow_symlinks):
         dirs.sort()
+        for name in [d for d in dirs if (follow_symlinks or not os.path.islink(os.path.join(top, d)))
+                     and _is_store_folder(os.path.join(top, d))]:
+            dirs.remove(name)
+            found.skipped.append((Path(top, name), "a castore store's folder"))
         for entry in [*sorted(names), *(d for d in dirs if os.path.islink(os.path.join(top, d)))]:
             path = Path(top, entry)
             info = path.lstat()

@@ -214,6 +214,26 @@ def test_ingest_skips_links_and_fifos_and_counts_kept(tmp_path: Path) -> None:
     assert invoke("--root", root, "ingest", "--strict", str(folder), "/pkg").exit_code == 8
 
 
+@pytest.mark.parametrize("command", ["put -r", "ingest"])
+@pytest.mark.parametrize("where", ["root", "url"])
+def test_a_store_folder_inside_the_tree_is_skipped(command: str, where: str, server_url: str, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """`castore put -r .` where the default store ./castore-data lives: the store's own files are not stored."""
+    monkeypatch.chdir(tmp_path)
+    assert invoke("init").exit_code == 0  # ./castore-data, the default --root
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "1.in").write_bytes(b"1 2\n")
+    (tmp_path / "notes.txt").write_bytes(b"n")
+    store = [] if where == "root" else ["--url", server_url]
+    prefix = f"/tree-{where}-{command.split()[0]}"
+    done = invoke(*store, *command.split(), ".", prefix)
+    assert done.exit_code == 0, done.output
+    assert f"skipped (a castore store's folder): {Path('.') / 'castore-data'}" in done.stderr
+    assert done.stdout.endswith("1 skipped\n"), done.stdout
+    listed = invoke(*store, "ls", prefix)
+    assert listed.stdout.splitlines() == [f"{prefix}/notes.txt", f"{prefix}/tests/1.in"]
+
+
 @pytest.mark.parametrize("where", ["root", "url"])
 def test_ingest_refuses_a_bad_name_before_storing_anything(where: str, server_url: str, tmp_path: Path) -> None:
     """A file name castore cannot store (an @ in it) stops ingest before the first put, not halfway."""
