@@ -18,6 +18,7 @@ import asyncio
 import importlib
 import logging
 import os
+import signal
 import socket
 import sys
 from collections.abc import Callable, Mapping
@@ -151,10 +152,43 @@ def _exit_worker(error: BaseException) -> None:
 
 
 class _Worker(UvicornWorker):  # type: ignore[misc]
-    """uvicorn's gunicorn worker with castore's HTTP protocol (the 431 bound on request heads)."""
+    """uvicorn's gunicorn worker with castore's HTTP protocol (the 431 bound on request heads).
+
+    It also ends when its master does, however the master ends (:func:`_end_with_parent`).
+    """
 
     CONFIG_KWARGS: ClassVar[dict[str, Any]] = {"loop": "auto", "http": BoundedHttpToolsProtocol, "lifespan": "on",
                                                "ws": "none"}
+
+    def init_process(self) -> None:
+        _end_with_parent(self.ppid)
+        super().init_process()
+
+
+_PR_SET_PDEATHSIG = 1
+"""``prctl`` option: the signal this process gets when its parent dies (Linux)."""
+
+
+def _end_with_parent(parent: int) -> None:
+    """Have Linux send this worker SIGTERM when its master dies, even by ``kill -9``.
+
+    A master that ends normally stops its workers itself; one that is killed outright
+    cannot, and its workers went on serving with nobody to restart them, holding the
+    port, so a new ``castore serve`` on it failed with "address in use". SIGTERM makes a
+    worker finish its requests in progress and exit, as on a normal stop. Elsewhere than
+    Linux nothing changes.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes  # here: only workers need it
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        logging.getLogger("uvicorn.error").warning("castore: a worker cannot follow its master's death: %s",
+                                                   os.strerror(ctypes.get_errno()))
+        return
+    if os.getppid() != parent:  # the master died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _factory(path: str) -> Callable[[], ASGIApp]:

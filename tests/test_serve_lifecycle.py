@@ -84,3 +84,31 @@ def test_requests_are_served_on_uvloop(tmp_path: Path, workers: str) -> None:
                   content=b"x").raise_for_status()
         serving = [server.pid] if workers == "1" else sorted(children(server.pid))
         assert serving and all(_maps_uvloop(pid) for pid in serving), serving
+
+
+def test_workers_end_when_the_master_is_killed(tmp_path: Path) -> None:
+    """kill -9 of `castore serve`'s master: its workers stop too and the port is free for a new server."""
+    port = free_port()
+    command = [sys.executable, "-m", "castore", "--root", str(tmp_path / "store"), "serve", "--init",
+               "--port", str(port), "--workers", "2"]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        workers = children(server.pid)
+        while len(workers) < 2:
+            assert server.poll() is None and time.monotonic() < deadline, "castore serve did not start 2 workers"
+            time.sleep(0.05)
+            workers = children(server.pid)
+        httpx.get(f"http://127.0.0.1:{port}/version/", timeout=10).raise_for_status()
+    finally:
+        server.kill()
+        server.wait()
+    deadline = time.monotonic() + 20  # SIGTERM: each worker finishes its requests in progress (none) and exits
+    while any(alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    leftover = [w for w in workers if alive(w)]
+    for w in leftover:
+        os.kill(w, signal.SIGKILL)
+    assert not leftover, "workers outlived their master's kill -9"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))  # the port is free again
