@@ -15,12 +15,14 @@ also runs with castore's client in place of Filetracker's (the module's ``Client
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import multiprocessing
 import sys
 import types
 import unittest
 
+import psutil
 import pytest
 
 import castore.client
@@ -40,6 +42,19 @@ def _fresh(module_name: str) -> types.ModuleType:
     return importlib.import_module(name)
 
 
+def _kill_tree(pid: int | None) -> None:
+    """SIGKILL a process and every process below it, and wait until they are gone (their ports free)."""
+    try:
+        top = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return
+    tree = [*top.children(recursive=True), top]
+    for process in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    psutil.wait_procs(tree, timeout=10)
+
+
 def _run(module: types.ModuleType) -> tuple[int, set[str], list[str]]:
     suite = unittest.defaultTestLoader.loadTestsFromModule(module)
     result = unittest.TestResult()
@@ -48,8 +63,9 @@ def _run(module: types.ModuleType) -> tuple[int, set[str], list[str]]:
     finally:
         # After a failure parallel_test leaves clients waiting on its Barrier forever, and
         # multiprocessing would wait for them when pytest exits: stop what the module started.
+        # The children are castore servers (exec'd): their workers go with them.
         for child in multiprocessing.active_children():
-            child.kill()
+            _kill_tree(child.pid)
             child.join()
     problems = result.failures + result.errors
     return result.testsRun, {test.id().rsplit(".", 1)[1] for test, _ in problems}, [text for _, text in problems]
