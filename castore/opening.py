@@ -35,6 +35,7 @@ from .blobs.memory import MemoryBlobBackend
 from .codec import DEFAULT_LEVEL
 from .creating import create_database
 from .errors import StoreNotFound
+from .faults import as_store_fault
 from .keys import new_seed
 from .metadata.migrate import SCHEMA_REVISION, migration_lock, upgrade_schema
 from .metadata.models import settings as settings_table
@@ -249,15 +250,19 @@ def _make_sqlite_folder(url: str) -> None:
 def _create_sqlite_database(url: str, settings: dict[str, int]) -> None:
     """A missing SQLite database made whole or not at all (castore.creating), without Alembic's steps.
 
-    Any failure leaves the database to SQLAlchemy below, which makes it or gives its usual error.
+    Any other failure leaves the database to SQLAlchemy below, which makes it or gives its usual
+    error; but a full or read-only disk is raised at once (StoreFull, ReadOnlyStore): SQLAlchemy
+    would write the database in place and leave it partial or empty, taken for a store next time.
     """
     database = _sqlite_file(url)
     if database is None or "?" in url or database.exists():
         return
     try:
         create_database(database, settings)
-    except (OSError, sqlite3.Error, RuntimeError):
-        pass
+    except (OSError, sqlite3.Error, RuntimeError) as e:
+        fault = as_store_fault(e)
+        if fault is not None:
+            raise fault from e
 
 
 def _require_existing(where: Location) -> None:

@@ -289,3 +289,24 @@ def test_gc_looping_with_no_grace_during_http_uploads(tmp_path: Path) -> None:
     # writer never wrote into (it sees its name gone and makes another), so every upload
     # above succeeded whole: without the staging locks they fail mid-write.
     assert len(swept) > 1
+
+
+@pytest.mark.parametrize("room", [0, 32 * 1024])
+@pytest.mark.parametrize("command", [["init"], ["serve", "--init", "--port", "1"]])
+def test_a_store_that_cannot_be_made_on_a_full_disk_leaves_no_database(small_disk: Path, room: int,
+                                                                        command: list[str]) -> None:
+    # the database is made whole or not at all (castore.creating): a full disk must not leave a partial
+    # or empty metadata.sqlite3 behind, made by a second attempt that writes in place (the next open
+    # would take it for a store); ``room``: bytes left free, less than a new database takes
+    _fill(small_disk, "filler")
+    filler = small_disk / "filler"
+    os.truncate(filler, filler.stat().st_size - room)
+    root = small_disk / "store"
+    done = _castore(root, *command)
+    assert done.returncode != 0
+    assert "no space left on the store's disk" in done.stderr, done.stderr
+    assert not (root / "metadata.sqlite3").exists(), (root / "metadata.sqlite3").stat()
+    os.unlink(filler)
+    done = _castore(root, "init", "--retention", "3")
+    assert done.returncode == 0, done.stderr
+    assert _castore(root, "check").returncode == 0
