@@ -158,7 +158,9 @@ class _Worker(UvicornWorker):  # type: ignore[misc]
     """
 
     CONFIG_KWARGS: ClassVar[dict[str, Any]] = {"loop": "auto", "http": BoundedHttpToolsProtocol, "lifespan": "on",
-                                               "ws": "none"}
+                                               "ws": "none", "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN}
+    # the bound on a stop is the worker's own, not only its master's (which kills it after graceful_timeout):
+    # a worker whose master was killed still ends when a client has stopped reading or sending
 
     def init_process(self) -> None:
         _end_with_parent(self.ppid)

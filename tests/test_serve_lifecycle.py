@@ -112,3 +112,26 @@ def test_workers_end_when_the_master_is_killed(tmp_path: Path) -> None:
     assert not leftover, "workers outlived their master's kill -9"
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))  # the port is free again
+
+
+def test_workers_end_when_the_master_is_killed_during_a_stalled_download(tmp_path: Path) -> None:
+    """kill -9 of the master while a client has stopped reading a large download: the worker holding
+    it still ends (after its graceful period, as a master's own stop would end it), not never."""
+    with castore_server_process(tmp_path / "store", "--workers", "2") as (url, server):
+        httpx.put(f"{url}/files/big", params={"last_modified": "Thu, 01 Jan 1970 00:16:40 -0000"},
+                  content=os.urandom(32 << 20), timeout=60).raise_for_status()
+        workers = children(server.pid)
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port)) as stalled:
+            stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            stalled.sendall(b"GET /files/big HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert stalled.recv(12) == b"HTTP/1.1 200"  # the answer has begun; the client reads no more
+            server.kill()
+            server.wait()
+            deadline = time.monotonic() + 60  # a bound on the wait, not a timing: without the fix, never
+            while any(alive(w) for w in workers) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            leftover = [w for w in workers if alive(w)]
+            for w in leftover:
+                os.kill(w, signal.SIGKILL)
+            assert not leftover, "a worker with a stalled download outlived its master's kill -9"
