@@ -729,6 +729,9 @@ def _walk(folder: Path, follow_symlinks: bool) -> _Walk:
     it is read, blobs that are stored contents already), never files to store.
     """
     found = _Walk()
+    if _is_store_folder(str(folder)):  # put -r ./castore-data: the tree is a store itself
+        found.skipped.append((folder, "a castore store's folder"))
+        return found
 
     def fail_walk(error: OSError) -> None:
         raise error

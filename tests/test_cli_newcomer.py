@@ -234,6 +234,19 @@ def test_a_store_folder_inside_the_tree_is_skipped(command: str, where: str, ser
     assert listed.stdout.splitlines() == [f"{prefix}/notes.txt", f"{prefix}/tests/1.in"]
 
 
+@pytest.mark.parametrize("command", ["put -r", "ingest"])
+def test_a_store_folder_given_as_the_tree_is_skipped(command: str, tmp_path: Path) -> None:
+    """`castore put -r ./castore-data /x`: the store's own files (its database, reserve, blobs) are not stored."""
+    root = tmp_path / "castore-data"
+    assert invoke("--root", str(root), "init").exit_code == 0
+    (root / "stray.txt").write_bytes(b"x")
+    done = invoke("--root", str(root), *command.split(), str(root), "/x")
+    assert done.exit_code == 0, done.output
+    assert f"skipped (a castore store's folder): {root}" in done.stderr
+    assert done.stdout.startswith(("put 0 files", "ingested 0 files")), done.stdout
+    assert invoke("--root", str(root), "ls", "/x").stdout == ""
+
+
 @pytest.mark.parametrize("where", ["root", "url"])
 def test_ingest_refuses_a_bad_name_before_storing_anything(where: str, server_url: str, tmp_path: Path) -> None:
     """A file name castore cannot store (an @ in it) stops ingest before the first put, not halfway."""
