@@ -738,6 +738,12 @@ def _walk(folder: Path, follow_symlinks: bool) -> _Walk:
 
     for top, dirs, names in os.walk(folder, onerror=fail_walk, followlinks=follow_symlinks):
         dirs.sort()
+        if follow_symlinks:  # a link to a folder at or above it: os.walk would go round it (2 such: 2**40 paths)
+            here = os.path.realpath(top)
+            for name in [d for d in dirs if os.path.islink(os.path.join(top, d))
+                         and (here + os.sep).startswith(os.path.realpath(os.path.join(top, d)).rstrip(os.sep) + os.sep)]:
+                dirs.remove(name)
+                found.skipped.append((Path(top, name), "a symlink loop"))
         for name in [d for d in dirs if (follow_symlinks or not os.path.islink(os.path.join(top, d)))
                      and _is_store_folder(os.path.join(top, d))]:
             dirs.remove(name)

@@ -247,6 +247,21 @@ def test_a_store_folder_given_as_the_tree_is_skipped(command: str, tmp_path: Pat
     assert invoke("--root", str(root), "ls", "/x").stdout == ""
 
 
+def test_ingest_following_links_does_not_go_round_a_loop(tmp_path: Path) -> None:
+    """A link to a folder above it (a/up -> ..) is skipped, listed: followed, it stored one file ~40 times
+    (and two such links never ended: 2**40 paths)."""
+    folder = tmp_path / "tree"
+    (folder / "a").mkdir(parents=True)
+    (folder / "a" / "f").write_bytes(b"f")
+    (folder / "a" / "up").symlink_to("..")
+    root = str(tmp_path / "s")
+    assert invoke("--root", root, "init").exit_code == 0
+    done = invoke("--root", root, "ingest", "--follow-symlinks", str(folder), "/t")
+    assert done.exit_code == 0, done.output
+    assert f"skipped (a symlink loop): {folder / 'a' / 'up'}" in done.stderr
+    assert invoke("--root", root, "ls", "/t").stdout.splitlines() == ["/t/a/f"]  # once, not ~40 times
+
+
 @pytest.mark.parametrize("where", ["root", "url"])
 def test_ingest_refuses_a_bad_name_before_storing_anything(where: str, server_url: str, tmp_path: Path) -> None:
     """A file name castore cannot store (an @ in it) stops ingest before the first put, not halfway."""
