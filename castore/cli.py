@@ -721,6 +721,12 @@ def _is_store_folder(path: str) -> bool:
     return os.path.isfile(os.path.join(path, METADATA_FILE)) and os.path.isdir(os.path.join(path, BLOBS_DIR))
 
 
+def _a_loop(link: str, inside: list[str]) -> bool:
+    """Whether the folder ``link`` points to is one of the folders ``inside`` (real paths + sep) or above one."""
+    target = os.path.realpath(link).rstrip(os.sep) + os.sep
+    return any(real.startswith(target) for real in inside)
+
+
 def _walk(folder: Path, follow_symlinks: bool) -> _Walk:
     """Regular files below ``folder`` (sorted); links are skipped unless followed, FIFOs etc. always.
 
@@ -736,12 +742,18 @@ def _walk(folder: Path, follow_symlinks: bool) -> _Walk:
     def fail_walk(error: OSError) -> None:
         raise error
 
+    chains: dict[str, list[str]] = {}  # with links followed: each folder walked -> real paths of it and its parents
+
     for top, dirs, names in os.walk(folder, onerror=fail_walk, followlinks=follow_symlinks):
         dirs.sort()
-        if follow_symlinks:  # a link to a folder at or above it: os.walk would go round it (2 such: 2**40 paths)
-            here = os.path.realpath(top)
-            for name in [d for d in dirs if os.path.islink(os.path.join(top, d))
-                         and (here + os.sep).startswith(os.path.realpath(os.path.join(top, d)).rstrip(os.sep) + os.sep)]:
+        if follow_symlinks:
+            # A link to a folder the walk is already inside (or to one above it) would take
+            # os.walk round and round: a/up -> .. stored a/f ~40 times, two such links 2**40 paths,
+            # and a/x -> b with b/y -> a as many times as the path length allows.
+            chain = [*chains.get(os.path.dirname(top), []), os.path.realpath(top)]
+            chains[top] = chain
+            inside = [real + os.sep for real in chain]
+            for name in [d for d in dirs if os.path.islink(os.path.join(top, d)) and _a_loop(os.path.join(top, d), inside)]:
                 dirs.remove(name)
                 found.skipped.append((Path(top, name), "a symlink loop"))
         for name in [d for d in dirs if (follow_symlinks or not os.path.islink(os.path.join(top, d)))

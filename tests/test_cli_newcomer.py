@@ -262,6 +262,26 @@ def test_ingest_following_links_does_not_go_round_a_loop(tmp_path: Path) -> None
     assert invoke("--root", root, "ls", "/t").stdout.splitlines() == ["/t/a/f"]  # once, not ~40 times
 
 
+def test_ingest_following_links_does_not_go_round_two_links_that_point_at_each_other(tmp_path: Path) -> None:
+    """a/x -> b and b/y -> a: neither is above the other, and the walk would go a/x/y/x/y/... until paths get too long."""
+    root = str(tmp_path / "s")
+    Store.open(root, create=True).close()
+    folder = tmp_path / "pkg"
+    for name in ("a", "b"):
+        (folder / name).mkdir(parents=True)
+        (folder / name / f"{name}.in").write_bytes(name.encode())
+    (folder / "a" / "x").symlink_to(folder / "b", target_is_directory=True)
+    (folder / "b" / "y").symlink_to(folder / "a", target_is_directory=True)
+    done = invoke("--root", root, "ingest", "--follow-symlinks", str(folder), "/pkg")
+    assert done.exit_code == 0, done.output
+    with Store.open(root) as store:
+        stored = sorted(i.path for i in store.list("/"))
+    # each folder once under each name that does not go round: a, a/x (b), b, b/y (a)
+    assert stored == ["/pkg/a/a.in", "/pkg/a/x/b.in", "/pkg/b/b.in", "/pkg/b/y/a.in"], stored
+    assert f"skipped (a symlink loop): {folder / 'a' / 'x' / 'y'}" in done.stderr
+    assert f"skipped (a symlink loop): {folder / 'b' / 'y' / 'x'}" in done.stderr
+
+
 @pytest.mark.parametrize("where", ["root", "url"])
 def test_ingest_refuses_a_bad_name_before_storing_anything(where: str, server_url: str, tmp_path: Path) -> None:
     """A file name castore cannot store (an @ in it) stops ingest before the first put, not halfway."""
