@@ -13,8 +13,7 @@ Over HTTP, with the API of Filetracker's client (``castore.client``)::
     client = Client(remote_url="http://127.0.0.1:9999", cache_dir="/var/cache/castore")
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .errors import (
     CastoreError,
@@ -35,6 +34,7 @@ from .errors import (
     StoreNotFound,
     VersionNotFound,
 )
+from .lazy import lazy_members
 from .names import Name, parse_name, versioned_name
 
 __version__ = "0.1.0"
@@ -46,17 +46,7 @@ _LAZY = {"FileInfo": "store", "GcReport": "store", "Store": "store", "open_store
 judging machine that only uses ``castore.client`` never needs (~0.5 s of start-up)."""
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'castore' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_members(globals(), _LAZY)
 
 
 if TYPE_CHECKING:

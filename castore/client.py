@@ -23,7 +23,6 @@ is also a ``FileNotFoundError``. Invalid names raise ``ValueError``, as Filetrac
 
 from __future__ import annotations
 
-import importlib
 import os
 import stat
 import sys
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Final, Protocol, TypeVar, cast
 
 from .errors import FileNotAvailable, FiletrackerError, NotFound, SourceError
+from .lazy import lazy_members
 from .names import parse_name, versioned_name
 from .remote import DEFAULT_TIMEOUT, ProgressReader, Remote, RemoteFile
 from .sizes import IO_BUFFER, WHOLE_IN_MEMORY
@@ -57,17 +57,7 @@ _LAZY = {"CacheEntry": "cache", "LocalCache": "cache"}
 client without one, such as ``castore --url URL cat NAME`` (issue #10: its start-up)."""
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __package__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_members(globals(), _LAZY)
 
 
 def _log() -> logging.Logger:
