@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -78,3 +79,12 @@ def read_response_head(s: socket.socket) -> bytes:
             break
         data += chunk
     return data
+
+
+def on_event_loop() -> bool:
+    """Whether the caller runs on an event loop (a server's handler) rather than in a worker thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

@@ -8,7 +8,6 @@ read-only stores, and an unexpected exception inside a handler.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import gzip
 import shutil
@@ -23,6 +22,8 @@ from starlette.testclient import TestClient
 from castore.server import create_app
 from castore.store import Store
 from castore.tokens import create_token
+
+from .server_process import on_event_loop
 
 V1 = "Thu, 01 Jan 1970 00:16:40 -0000"
 V2 = "Thu, 01 Jan 1970 00:33:20 -0000"
@@ -174,14 +175,6 @@ def test_an_unexpected_error_is_a_one_line_500_on_both(
         TestClient(lean.app).get("/files/a.txt")
 
 
-def _on_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
 def test_reads_wait_on_the_event_loop_only_for_local_metadata(
     store: Store, store_backend: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -191,7 +184,7 @@ def test_reads_wait_on_the_event_loop_only_for_local_metadata(
     entry = Store._entry  # what every lookup and open_file reads the metadata with
 
     def watched(self: Store, name: str) -> Any:
-        where.append(_on_event_loop())
+        where.append(on_event_loop())
         return entry(self, name)
 
     monkeypatch.setattr(Store, "_entry", watched)

@@ -9,7 +9,6 @@ must send the put to a thread with nothing written by the attempt on the loop.
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import hashlib
 import os
@@ -28,6 +27,8 @@ from castore.metadata.engine import BUSY_TIMEOUT_MS
 from castore.metadata.repo import WouldWait
 from castore.server import FiletrackerApp, create_app
 from castore.store import METADATA_FILE, Store
+
+from .server_process import on_event_loop
 
 V0 = "Thu, 01 Jan 1970 00:00:10 -0000"
 V1 = "Thu, 01 Jan 1970 00:16:40 -0000"
@@ -121,14 +122,6 @@ def pair(tmp_path: Path) -> Iterator[Callable[..., tuple[tuple[TestClient, Store
         store.close()
 
 
-def _on_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
 @pytest.fixture
 def where_puts_run(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool, str]]:
     """``(path, on the event loop, outcome)`` of every body the server decoded and stored, in order."""
@@ -139,9 +132,9 @@ def where_puts_run(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool, str
         try:
             result = original(self, path, *args, **kwargs)
         except Exception as e:
-            seen.append((path, _on_event_loop(), type(e).__name__))
+            seen.append((path, on_event_loop(), type(e).__name__))
             raise
-        seen.append((path, _on_event_loop(), "stored"))
+        seen.append((path, on_event_loop(), "stored"))
         return result
 
     monkeypatch.setattr(FiletrackerApp, "_store_body", watched)
