@@ -33,6 +33,17 @@ def alive(pid: int) -> bool:
     return status != "Z"
 
 
+def outliving(workers: set[int], within: float) -> list[int]:
+    """The ``workers`` still alive after waiting up to ``within`` seconds for them to end (then killed)."""
+    deadline = time.monotonic() + within
+    while any(alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    leftover = [w for w in workers if alive(w)]
+    for w in leftover:
+        os.kill(w, signal.SIGKILL)
+    return leftover
+
+
 def test_workers_start_and_all_stop_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
     command = [sys.executable, "-m", "castore", "--root", str(tmp_path / "store"), "serve", "--init",
@@ -62,10 +73,7 @@ def test_workers_start_and_all_stop_on_sigterm(tmp_path: Path) -> None:
         server.send_signal(signal.SIGTERM)
         output = server.communicate(timeout=30)[0].decode()
     assert server.returncode in (0, -signal.SIGTERM), output
-    deadline = time.monotonic() + 10
-    while any(alive(w) for w in workers) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(alive(w) for w in workers), "a worker outlived SIGTERM"
+    assert not outliving(workers, within=10), "a worker outlived SIGTERM"
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))  # the port is free again
     wal = tmp_path / "store" / "metadata.sqlite3-wal"
@@ -103,13 +111,8 @@ def test_workers_end_when_the_master_is_killed(tmp_path: Path) -> None:
     finally:
         server.kill()
         server.wait()
-    deadline = time.monotonic() + 20  # SIGTERM: each worker finishes its requests in progress (none) and exits
-    while any(alive(w) for w in workers) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    leftover = [w for w in workers if alive(w)]
-    for w in leftover:
-        os.kill(w, signal.SIGKILL)
-    assert not leftover, "workers outlived their master's kill -9"
+    # SIGTERM: each worker finishes its requests in progress (none) and exits
+    assert not outliving(workers, within=20), "workers outlived their master's kill -9"
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))  # the port is free again
 
@@ -128,10 +131,5 @@ def test_workers_end_when_the_master_is_killed_during_a_stalled_download(tmp_pat
             assert stalled.recv(12) == b"HTTP/1.1 200"  # the answer has begun; the client reads no more
             server.kill()
             server.wait()
-            deadline = time.monotonic() + 60  # a bound on the wait, not a timing: without the fix, never
-            while any(alive(w) for w in workers) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            leftover = [w for w in workers if alive(w)]
-            for w in leftover:
-                os.kill(w, signal.SIGKILL)
-            assert not leftover, "a worker with a stalled download outlived its master's kill -9"
+            # a bound on the wait, not a timing: without the fix, never
+            assert not outliving(workers, within=60), "a worker with a stalled download outlived its master's kill -9"
