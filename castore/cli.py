@@ -742,7 +742,7 @@ def _walk(folder: Path, follow_symlinks: bool) -> _Walk:
     def fail_walk(error: OSError) -> None:
         raise error
 
-    chains: dict[str, list[str]] = {}  # with links followed: each folder walked -> real paths of it and its parents
+    chains: dict[str, list[str]] = {}  # with links followed: each folder walked -> real paths (+ sep) of it and its parents
 
     for top, dirs, names in os.walk(folder, onerror=fail_walk, followlinks=follow_symlinks):
         dirs.sort()
@@ -750,9 +750,7 @@ def _walk(folder: Path, follow_symlinks: bool) -> _Walk:
             # A link to a folder the walk is already inside (or to one above it) would take
             # os.walk round and round: a/up -> .. stored a/f ~40 times, two such links 2**40 paths,
             # and a/x -> b with b/y -> a as many times as the path length allows.
-            chain = [*chains.get(os.path.dirname(top), []), os.path.realpath(top)]
-            chains[top] = chain
-            inside = [real + os.sep for real in chain]
+            inside = chains[top] = [*chains.get(os.path.dirname(top), []), os.path.realpath(top) + os.sep]
             for name in [d for d in dirs if os.path.islink(os.path.join(top, d)) and _a_loop(os.path.join(top, d), inside)]:
                 dirs.remove(name)
                 found.skipped.append((Path(top, name), "a symlink loop"))
