@@ -35,12 +35,17 @@ from .layout import BLOBS_DIR, DEFAULTS, METADATA_FILE, SETTING_NAMES
 from .metadata.migrate import SCHEMA_REVISION
 from .reserve import SpaceReserve
 
-__all__ = ["SCHEMA_FILE", "create_database", "create_folder", "render_schema", "schema_script"]
+__all__ = ["CREATION_ERRORS", "SCHEMA_FILE", "create_database", "create_folder", "render_schema", "schema_script"]
 
 SCHEMA_FILE = "schema.sql"
 """The schema resource, in the ``castore.metadata`` package."""
 
 _REVISION_LINE = "-- revision: "
+
+CREATION_ERRORS = (OSError, sqlite3.Error, RuntimeError)
+"""What :func:`create_database` and :func:`create_folder` raise when they cannot make the store
+(a disk fault, a database error, a schema file for another revision): callers fall back to
+SQLAlchemy's way, which makes it or gives its usual error."""
 
 
 def schema_script() -> str:

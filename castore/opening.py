@@ -19,7 +19,6 @@ any number of servers can open one database at once without racing to change it.
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from .blobs.base import BlobBackend
 from .blobs.fs import FileBlobBackend
 from .blobs.memory import MemoryBlobBackend
 from .codec import DEFAULT_LEVEL
-from .creating import create_database
+from .creating import CREATION_ERRORS, create_database
 from .errors import StoreNotFound
 from .faults import as_store_fault
 from .keys import new_seed
@@ -259,7 +258,7 @@ def _create_sqlite_database(url: str, settings: dict[str, int]) -> None:
         return
     try:
         create_database(database, settings)
-    except (OSError, sqlite3.Error, RuntimeError) as e:
+    except CREATION_ERRORS as e:
         fault = as_store_fault(e)
         if fault is not None:
             raise fault from e

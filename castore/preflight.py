@@ -28,7 +28,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from .creating import create_folder
+from .creating import CREATION_ERRORS, create_folder
 from .layout import METADATA_FILE, SETTING_NAMES
 from .metadata.migrate import SCHEMA_REVISION
 
@@ -53,7 +53,7 @@ def preflight(root: str | os.PathLike[str], *, create: bool = False) -> Prefligh
     if create and not database.exists():
         try:
             create_folder(root)
-        except (OSError, sqlite3.Error, RuntimeError):
+        except CREATION_ERRORS:
             return None
     if not database.is_file():
         return None
