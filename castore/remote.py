@@ -46,7 +46,7 @@ from .sizes import IO_BUFFER, WHOLE_IN_MEMORY
 if TYPE_CHECKING:  # castore.batch (and json) are imported by the calls that use them: not by cat/get
     from .batch import BatchLimits
 
-__all__ = ["DEFAULT_TIMEOUT", "ProgressReader", "Remote", "RemoteFile", "redact_url"]
+__all__ = ["DEFAULT_TIMEOUT", "ProgressReader", "Remote", "RemoteFile", "Watch", "redact_url"]
 
 DEFAULT_TIMEOUT = 300.0
 """Seconds a socket may wait for the server (Filetracker's own server allows 300)."""
@@ -56,6 +56,10 @@ SMALL_UPLOAD = WHOLE_IN_MEMORY
 MAX_REDIRECTS = 3
 POOL_SIZE = 4
 """Idle connections kept per client (more are opened when streams overlap)."""
+
+Watch = Callable[[socket.socket], None]
+"""Told each socket a call sends a request on, before it waits for the answer: a caller
+that gives up on the call (a deadline) shuts the socket down, so the call stops waiting."""
 
 _ACCEPT_ENCODING = "zstd, gzip"
 SMALL_DOWNLOAD = WHOLE_IN_MEMORY
@@ -315,8 +319,10 @@ class _DecodedBody(io.RawIOBase):
     as complete (the client writes aside and renames only after it).
     """
 
-    def __init__(self, response: _Response, name: str, size: int) -> None:
+    def __init__(self, response: _Response, name: str, size: int, max_window: int | None = None) -> None:
         super().__init__()
+        self._max_window = max_window
+        """The largest zstd window a frame may ask for (None: zstd's own limit, 128 MiB)."""
         self._response = response
         self._name = name
         self.size = size
@@ -329,7 +335,7 @@ class _DecodedBody(io.RawIOBase):
     def replace_raw(self, raw: BinaryIO) -> None:
         """Decode ``raw`` (the response's body, or all of it already read) from the start."""
         try:
-            self._content = Sized(decoded(raw, self._encoding), self.size)
+            self._content = Sized(decoded(raw, self._encoding, max_window=self._max_window), self.size)
         except SourceError as e:
             self._response.release()
             raise FiletrackerError(f"{self._name}: the server sent an unknown Content-Encoding ({e})") from None
@@ -366,13 +372,13 @@ class _DecodedBody(io.RawIOBase):
         super().close()
 
 
-def _small_body(response: _Response, name: str, size: int) -> bytes:
+def _small_body(response: _Response, name: str, size: int, max_window: int | None) -> bytes:
     """A small GET body read whole, decoded and checked at once (as :class:`_DecodedBody` checks a stream).
 
     One read of the socket and one decode instead of a read, decode and digest update
     per 8 KiB: the client's cost of a 64 KiB download halves.
     """
-    body = _DecodedBody(response, name, size)  # releases the response on every error
+    body = _DecodedBody(response, name, size, max_window)  # releases the response on every error
     raw = response.read_all()
     body.replace_raw(io.BytesIO(raw))
     content = bytearray(size + 1)  # one byte more: a body that decodes longer is seen
@@ -506,6 +512,10 @@ class Remote:
     else the one in the URL (``http://any:TOKEN@host:9999``, the password, or the user
     name when there is no password), else ``$CASTORE_TOKEN``. It is never sent to
     another server (a redirect target) and never shown in messages.
+
+    ``other_origins``: follow a redirect to another scheme, host or port (False: such a
+    redirect is an error; a redirect to the same server is followed either way).
+    ``keep_connections``: idle connections kept for reuse (0: each request has its own).
     """
 
     def __init__(
@@ -515,6 +525,8 @@ class Remote:
         timeout: float = DEFAULT_TIMEOUT,
         zstd_level: int = DEFAULT_LEVEL,
         token: str | None = None,
+        other_origins: bool = True,
+        keep_connections: int = POOL_SIZE,
     ) -> None:
         parts = urlsplit(base_url)
         host = parts.hostname
@@ -530,6 +542,8 @@ class Remote:
         self.base_url = urlunsplit(parts).rstrip("/")
         self._prefix = parts.path.rstrip("/")
         self._pool = _Pool(host, parts.port or 80, timeout)
+        self._pool.keep = keep_connections
+        self._other_origins = other_origins
         self._timeout = timeout
         self._zstd_level = zstd_level
         self._castore: bool | None = None
@@ -548,9 +562,13 @@ class Remote:
     # -- transport ---------------------------------------------------------------------
 
     def _send(
-        self, method: str, url: str, upload: _Upload | None = None, headers: dict[str, str] | None = None
+        self, method: str, url: str, upload: _Upload | None = None, headers: dict[str, str] | None = None,
+        watch: Watch | None = None,
     ) -> _Response:
-        """One request on a pooled connection; a stale reused connection is retried once."""
+        """One request on a pooled connection; a stale reused connection is retried once.
+
+        ``watch`` is told the connection's socket once the request is sent (see :data:`Watch`).
+        """
         all_headers = {**self._auth, **(headers or {}), **(upload.headers if upload else {})}
         for attempt in (1, 2):
             connection, reused = self._pool.take()
@@ -558,6 +576,8 @@ class Remote:
             try:
                 chunked = body is not None and not isinstance(body, (bytes, io.IOBase))
                 connection.request(method, url, body=body, headers=all_headers, encode_chunked=chunked)
+                if watch is not None and connection.sock is not None:
+                    watch(connection.sock)
                 return _Response(connection.getresponse(), connection, self._pool)
             except _RETRYABLE as e:
                 connection.close()
@@ -573,16 +593,34 @@ class Remote:
                     close()  # the file or generator of an upload: sent, or about to be retried
         raise AssertionError("unreachable")
 
-    def _send_following(self, method: str, path: str, headers: dict[str, str] | None = None) -> _Response:
-        """GET or HEAD ``/files<path>``, following the 307 a migrating server answers with."""
-        response = self._send(method, self._files_url(path), headers=headers)
+    def _send_following(
+        self, method: str, path: str, headers: dict[str, str] | None = None, watch: Watch | None = None
+    ) -> _Response:
+        """GET or HEAD ``/files<path>``, following the 307 a migrating server answers with (at
+        most :data:`MAX_REDIRECTS` hops; to another server only with ``other_origins``)."""
+        response = self._send(method, self._files_url(path), headers=headers, watch=watch)
         for _ in range(MAX_REDIRECTS):
             location = response.header("Location")
             if response.status not in (301, 302, 303, 307, 308) or not location:
                 return response
             response.read_all()
-            response = self._foreign(method, location, headers)
+            same = self._same_origin(location)
+            if same is not None:
+                response = self._send(method, same, headers=headers, watch=watch)
+            elif self._other_origins:
+                response = self._foreign(method, location, headers)
+            else:
+                raise FiletrackerError(f"{path}: {self.base_url} redirected to another server ({location[:200]!r}): "
+                                       "not followed")
         return response
+
+    def _same_origin(self, location: str) -> str | None:
+        """The request target of a redirect to this server (same scheme, host and port), else None."""
+        parts = urlsplit(location)
+        elsewhere = parts.scheme != "http" or parts.hostname != self._pool.host or (parts.port or 80) != self._pool.port
+        if ((parts.scheme or parts.netloc) and elsewhere) or not parts.path.startswith("/"):
+            return None
+        return parts.path + (f"?{parts.query}" if parts.query else "")
 
     def _foreign(self, method: str, url: str, headers: dict[str, str] | None) -> _Response:
         """One request to another server (a redirect target), on a connection of its own."""
@@ -676,9 +714,9 @@ class Remote:
 
     # -- the protocol --------------------------------------------------------------------
 
-    def stat(self, path: str) -> RemoteFile:
+    def stat(self, path: str, *, watch: Watch | None = None) -> RemoteFile:
         """The current version and logical size of ``path`` (HEAD)."""
-        response = self._send_following("HEAD", path)
+        response = self._send_following("HEAD", path, watch=watch)
         response.read_all()
         _check_status(response, path)
         return RemoteFile(_version_of(response, path), self._logical_size(response, path))
@@ -693,19 +731,28 @@ class Remote:
         except (AttributeError, TypeError, ValueError):
             raise FiletrackerError(f"{path}: the server sent no Logical-Size") from None
 
-    def open(self, path: str) -> tuple[RemoteFile, BinaryIO]:
-        """The current version of ``path`` and a stream of its (decoded, checked) content."""
-        response = self._send_following("GET", path, headers={"Accept-Encoding": _ACCEPT_ENCODING})
+    def open(
+        self, path: str, *, max_window: int | None = None, max_size: int | None = None, watch: Watch | None = None
+    ) -> tuple[RemoteFile, BinaryIO]:
+        """The current version of ``path`` and a stream of its (decoded, checked) content.
+
+        ``max_window``: the largest zstd window a frame of the answer may ask for;
+        ``max_size``: a file larger than this raises FiletrackerError (status 413) before
+        a byte of it is read (None: no limit).
+        """
+        response = self._send_following("GET", path, headers={"Accept-Encoding": _ACCEPT_ENCODING}, watch=watch)
         _check_status(response, path)
         try:
             info = RemoteFile(_version_of(response, path), self._logical_size(response, path))
+            if max_size is not None and info.size > max_size:
+                raise FiletrackerError(f"{path} is {info.size} bytes, over the limit of {max_size} bytes", status=413)
         except FiletrackerError:
             response.release()
             raise
         length = response.header("Content-Length")
         if length is not None and length.isdigit() and int(length) <= SMALL_DOWNLOAD and info.size <= SMALL_DOWNLOAD:
-            return info, io.BytesIO(_small_body(response, path, info.size))
-        stream = io.BufferedReader(_DecodedBody(response, path, info.size), buffer_size=IO_BUFFER)
+            return info, io.BytesIO(_small_body(response, path, info.size, max_window))
+        stream = io.BufferedReader(_DecodedBody(response, path, info.size, max_window), buffer_size=IO_BUFFER)
         return info, stream
 
     def put(
@@ -765,11 +812,11 @@ class Remote:
         response.read_all()
         _check_status(response, path)
 
-    def list(self, subpath: str, cutoff: int | None = None) -> list[str]:
+    def list(self, subpath: str, cutoff: int | None = None, *, watch: Watch | None = None) -> list[str]:
         """Paths below the folder ``subpath``, relative to it, with versions ≤ ``cutoff``."""
         url = f"{self._prefix}/list{quote(subpath, safe='/')}"
         url += "?last_modified=" + quote(format_version(int(time.time()) if cutoff is None else cutoff))
-        response = self._send("GET", url)
+        response = self._send("GET", url, watch=watch)
         _check_status(response, subpath)
         # "\n" only: Filetracker 2.3.3's double-encoded names may hold U+0085, which
         # str.splitlines() would also break on
