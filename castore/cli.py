@@ -829,6 +829,15 @@ def ingest(c: Context, folder: Path, prefix: str, follow_symlinks: bool, strict:
 @click.option("--fallback-url", default=None, help="Redirect GET/HEAD of missing files to this old server.")
 @click.option("--migrate-from", default=None, metavar="URL",
               help="Fetch missing files from this old Filetracker server, store and serve them.")
+@click.option("--migrate-timeout", default=10.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              metavar="SECONDS", help="--migrate-from: seconds to connect to the old server and for each next "
+                                      "byte of its answer (then 502).")
+@click.option("--migrate-deadline", default=120.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              metavar="SECONDS", help="--migrate-from: seconds one fetch may take in all, waiting included (then 502).")
+@click.option("--migrate-fetches", default=4, show_default=True, type=click.IntRange(min=1), metavar="N",
+              help="--migrate-from: fetches from the old server at once per worker, each in a thread of its own.")
+@click.option("--migrate-queue", default=60, show_default=True, type=click.IntRange(min=0), metavar="N",
+              help="--migrate-from: further fetches that may wait per worker; beyond, 503 with Retry-After.")
 @click.option("--gzip/--no-gzip", default=False, show_default=True,
               help="gzip compressible files on the fly for clients that accept gzip but not zstd.")
 @click.option("--init", "create", is_flag=True, help="Create the store at --root if there is none.")
@@ -849,7 +858,8 @@ def ingest(c: Context, folder: Path, prefix: str, follow_symlinks: bool, strict:
                    "cut body (no zstd), so they get a 500 rather than a truncated file.")
 @pass_context
 def serve(c: Context, host: str, port: int, workers: str, prefix: str, fallback_url: str | None,
-          migrate_from: str | None, gzip: bool, create: bool, log_level: str, header_timeout: float,
+          migrate_from: str | None, migrate_timeout: float, migrate_deadline: float, migrate_fetches: int,
+          migrate_queue: int, gzip: bool, create: bool, log_level: str, header_timeout: float,
           body_timeout: float, max_upload_size: str | None, max_zstd_window: str, read_only: bool,
           verify_first: str) -> None:
     """Serve the store at --root over HTTP, Filetracker v2 protocol, until SIGTERM or Ctrl-C.
@@ -905,10 +915,13 @@ def serve(c: Context, host: str, port: int, workers: str, prefix: str, fallback_
     shown_host = f"[{host}]" if ":" in host else host
     c.warn(f"castore {__version__} serving {c.describe()} at http://{shown_host}:{port}"
            f"{prefix.rstrip('/')} ({count} worker{'s' if count > 1 else ''}{', read-only' if read_only else ''})")
+    from .migration.live import MigrationLimits
     from .server import serve as run_server
 
     run_server(str(c.root), metadata=c.metadata, blobs=c.blobs, host=host, port=port, workers=count, prefix=prefix,
                fallback_url=fallback_url, gzip=gzip, log_level=log_level, migrate_from=migrate_from,
+               migration_limits=MigrationLimits(timeout=migrate_timeout, deadline=migrate_deadline,
+                                                fetches=migrate_fetches, queue=migrate_queue),
                header_timeout=header_timeout, limits=limits, read_only=read_only, verify_first=verify_first,
                sock=sock, early_version=not tokens)
 

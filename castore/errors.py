@@ -29,6 +29,7 @@ Each message is one line and says what went wrong with which name.
 from __future__ import annotations
 
 __all__ = [
+    "Busy",
     "CastoreError",
     "CorruptBlob",
     "FileNotAvailable",
@@ -135,6 +136,17 @@ class UploadTimeout(SourceError):
 
 class StoreFull(CastoreError):
     """The disk (or the database) holding the store has no space left; nothing was changed."""
+
+
+class Busy(CastoreError):
+    """The server has as much of this kind of work waiting as it takes: try again later (HTTP 503).
+
+    ``retry_after``: seconds after which a retry may find room (the ``Retry-After`` header).
+    """
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ReadOnlyStore(CastoreError):

@@ -26,9 +26,9 @@ import re
 import socket
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
 from urllib.parse import unquote_to_bytes
 
 import anyio
@@ -47,6 +47,7 @@ from .codec import Codec, compressed_chunks
 from .content_coding import CODINGS, max_frame_size
 from .digests import content_digest
 from .errors import (
+    Busy,
     CastoreError,
     CorruptBlob,
     FiletrackerError,
@@ -82,8 +83,10 @@ from .tokens import DEFAULT_CACHE_SECONDS, TokenCache
 from .upload import MemoryBudget, ReceivedBody, UploadLimits, UploadReader, receive_body
 
 if TYPE_CHECKING:  # imported when used: a server starts without them (see _OnFirstRequest)
-    from .migration.live import LiveMigration
+    from .migration.live import LiveMigration, MigrationLimits
     from .store import Store
+
+T = TypeVar("T")
 
 __all__ = ["app_from_environment", "batch_limits", "create_app", "early_answers", "version_answer"]
 
@@ -137,6 +140,7 @@ _STATUSES: list[tuple[type[Exception], int]] = [
     (UploadTimeout, 408),
     (InvalidName, 400),
     (SourceError, 400),
+    (Busy, 503),
     (FiletrackerError, 502),  # the old server of a live migration failed
     (ReadOnlyStore, 403),
     (StoreFull, 507),
@@ -168,6 +172,8 @@ def _error_response(error: Exception) -> Response:
             status, error = 500, Exception(f"internal error: {type(error).__name__}")
     message = _one_line(str(error))
     headers = {"X-Exception": message}
+    if isinstance(error, Busy):
+        headers["Retry-After"] = str(error.retry_after)
     if status in _CLOSE_AFTER:
         headers["Connection"] = "close"
     return PlainTextResponse(message + "\n", status_code=status, headers=headers)
@@ -405,7 +411,7 @@ class FiletrackerApp:
                 small = await anyio.to_thread.run_sync(self._open, path, plain, "zstd" in accepted)
             reader, body = small
         except NotFound:
-            if self.migration is not None and await self.migration.fetch(path):
+            if self.migration is not None and await _while_connected(request, self.migration.fetch(path)):
                 if request.method == "HEAD":
                     return await self._head_soon(path)
                 reader, body = await anyio.to_thread.run_sync(self._open, path, plain, "zstd" in accepted)
@@ -560,8 +566,10 @@ class FiletrackerApp:
         if self.store.read_only:
             raise ReadOnlyStore("the store is served read-only: PUT and DELETE are refused")
         version = parse_version_date(request.query_params.get("last_modified"))
-        delete = self.store.delete if self.migration is None else self.migration.delete
-        await anyio.to_thread.run_sync(delete, path, version)
+        if self.migration is None:
+            await anyio.to_thread.run_sync(self.store.delete, path, version)
+        else:
+            await self.migration.delete(path, version)
         return Response(status_code=200, media_type="text/plain")
 
     async def list(self, request: Request) -> Response:
@@ -570,15 +578,13 @@ class FiletrackerApp:
         text = request.query_params.get("last_modified")
         cutoff = parse_version_date(text) if text else int(time.time())
 
-        def collect() -> list[str]:
-            try:
-                if self.migration is not None:
-                    return self.migration.list_folder(directory, cutoff)
-                return self.store.list_folder(directory, max_version=cutoff)
-            except NotFound:
-                raise _HTTPError(400, "Path doesn't exist or is not a directory") from None
-
-        paths = await anyio.to_thread.run_sync(collect)
+        try:
+            if self.migration is not None:
+                paths = await _while_connected(request, self.migration.list_folder(directory, cutoff))
+            else:
+                paths = await anyio.to_thread.run_sync(lambda: self.store.list_folder(directory, max_version=cutoff))
+        except NotFound:
+            raise _HTTPError(400, "Path doesn't exist or is not a directory") from None
         return Response("".join(p + "\n" for p in paths), media_type="text/plain; charset=utf-8")
 
     async def health(self, request: Request) -> Response:
@@ -592,6 +598,36 @@ class FiletrackerApp:
         usage = await anyio.to_thread.run_sync(self.store.usage)
         text = self.metrics.render(usage) + (self.migration.render_metrics() if self.migration else "")
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+
+async def _while_connected(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work`` (a call to a live migration's old server), given up if the client hangs up.
+
+    A GET has no body, so ``receive`` has nothing more to give but ``http.disconnect``;
+    a call given up this way stops reading from the old server (see ``LiveMigration``).
+    The answer then goes nowhere: a 499 (nginx's "client closed request") for the metrics.
+    """
+    done: list[T] = []
+    failed: list[Exception] = []  # raised after the task group (which would wrap it in an ExceptionGroup)
+    async with anyio.create_task_group() as tasks:
+
+        async def watch() -> None:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            tasks.cancel_scope.cancel()
+
+        tasks.start_soon(watch)
+        try:
+            done.append(await work)
+        except Exception as e:  # noqa: BLE001 - raised again below
+            failed.append(e)
+        finally:
+            tasks.cancel_scope.cancel()
+    if failed:
+        raise failed[0]
+    if not done:
+        raise _HTTPError(499, "the client hung up before the old server answered")
+    return done[0]
 
 
 class _HotFiles:
@@ -706,6 +742,7 @@ def create_app(
     gzip: bool = False,
     close_store: bool = False,
     migrate_from: str | None = None,
+    migration_limits: MigrationLimits | None = None,
     token_cache_seconds: float = DEFAULT_CACHE_SECONDS,
     limits: UploadLimits | None = None,
     spool_dir: str | None = None,
@@ -729,7 +766,9 @@ def create_app(
     but not zstd. Off by default: gzip -1 runs at ~110 MB/s here, slower than sending the
     bytes as they are on loopback or a LAN (see ``benchmarks/server.py``).
 
-    ``migrate_from``: an old Filetracker server whose files move in on a miss.
+    ``migrate_from``: an old Filetracker server whose files move in on a miss;
+    ``migration_limits``: what calls to it may cost (timeouts, threads, queue), and what it
+    sends is held to ``limits`` as an upload is.
 
     ``verify_first``: every byte sent is verified first in any case; a file over 1 MiB
     goes out chunk by chunk and a damaged chunk aborts the connection. ``auto`` (the
@@ -749,7 +788,7 @@ def create_app(
     if migrate_from:
         from .migration.live import LiveMigration
 
-        migration = LiveMigration(store, migrate_from)
+        migration = LiveMigration(store, migrate_from, limits=migration_limits, uploads=limits)
     handlers = FiletrackerApp(
         store, fallback_url=fallback_url, metrics=metrics, gzip=gzip, migration=migration,
         limits=limits or UploadLimits(), spool_dir=spool_dir, verify_first=verify_first,
@@ -850,13 +889,20 @@ def app_from_environment() -> ASGIApp:
         max_upload_size=int(max_upload) if max_upload else None,
         max_zstd_window=int(env.get("CASTORE_MAX_ZSTD_WINDOW", UploadLimits.max_zstd_window)),
     )
+    migrate_from = env.get("CASTORE_MIGRATE_FROM") or None
+    migration_limits = None
+    if migrate_from:
+        from .migration.live import MigrationLimits
+
+        migration_limits = MigrationLimits.from_environment(env)
     return create_app(
         store,
         fallback_url=env.get("CASTORE_FALLBACK_URL") or None,
         prefix=env.get("CASTORE_URL_PREFIX", ""),
         gzip=env.get("CASTORE_GZIP") == "1",
         close_store=True,
-        migrate_from=env.get("CASTORE_MIGRATE_FROM") or None,
+        migrate_from=migrate_from,
+        migration_limits=migration_limits,
         token_cache_seconds=float(env.get("CASTORE_TOKEN_CACHE_SECONDS") or DEFAULT_CACHE_SECONDS),
         limits=limits,
         spool_dir=None if store.read_only or not os.path.isdir(spool_root) else os.path.abspath(spool_root),
@@ -886,6 +932,7 @@ def serve(
     gzip: bool = False,
     log_level: str = "warning",
     migrate_from: str | None = None,
+    migration_limits: MigrationLimits | None = None,
     header_timeout: float = DEFAULT_HEADER_TIMEOUT,
     limits: UploadLimits | None = None,
     read_only: bool = False,
@@ -900,6 +947,7 @@ def serve(
     headers (408 after); ``limits``: body timeout and upload sizes; ``read_only``:
     serve reads only (PUT and DELETE answer 403) and never change the store;
     ``verify_first``: see :data:`VERIFY_FIRST` (``CASTORE_VERIFY_FIRST`` for the workers).
+    ``migrate_from``, ``migration_limits``: see :func:`create_app`.
     ``sock``: a socket already listening (:func:`castore.listening.listen`), served
     instead of binding ``host:port``. ``early_version``: each worker answers ``GET
     /version`` while its store is still opening (only for a store without access tokens,
@@ -926,9 +974,10 @@ def serve(
     if fallback_url:
         os.environ["CASTORE_FALLBACK_URL"] = fallback_url
     if migrate_from:
-        from .migration.live import share_fetch_locks
+        from .migration.live import MigrationLimits, share_fetch_locks
 
         os.environ["CASTORE_MIGRATE_FROM"] = migrate_from
+        os.environ.update((migration_limits or MigrationLimits()).environment())
         share_fetch_locks()  # the workers fetch a missing path once in all
     run("castore.server:app_from_environment", host=host, port=port, workers=workers, log_level=log_level, sock=sock,
         early=early_answers(prefix, read_only=read_only or bool(root and on_read_only_filesystem(root)), limits=limits)

@@ -1,0 +1,341 @@
+"""``castore serve --migrate-from``: a dead or hostile old server must not stall or bloat castore.
+
+Each test scripts its own old server on 127.0.0.1 (:class:`OldServer`): one that never
+answers, drips its body, redirects to another port, sends a zstd frame asking for a
+huge window, a far-future ``Last-Modified`` or hostile names in ``/list/``.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Self
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+import zstandard
+from starlette.testclient import TestClient
+
+from castore.migration.live import MigrationLimits, migration_status
+from castore.protocol import format_version, parse_version_date
+from castore.server import create_app
+from castore.store import Store
+from castore.upload import UploadLimits
+from tests.server_process import castore_server, free_port, read_response_head
+
+pytestmark = pytest.mark.backends("sqlite+file")
+
+GUARD = 20.0
+"""Seconds after which a request counts as hung (a "did not hang" guard, not a speed check)."""
+OLD_VERSION = 1_600_000_000
+
+Answer = Callable[["_Handler"], None]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.server.old.seen(self)
+        self.server.old.answer(self)
+
+    do_HEAD = do_GET
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    old: OldServer
+
+
+class OldServer:
+    """A scripted old Filetracker server: ``answer(handler)`` writes each response."""
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+        self.requests: list[str] = []
+        self.hung_up = 0
+        """Connections whose client (castore) closed them while the server held them."""
+        self.release = threading.Event()
+        self.changed = threading.Condition()
+        self.http = _Server(("127.0.0.1", 0), _Handler)
+        self.http.old = self
+        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
+        self._thread = threading.Thread(target=self.http.serve_forever, daemon=True)
+
+    def seen(self, handler: _Handler) -> None:
+        with self.changed:
+            self.requests.append(handler.path)
+            self.changed.notify_all()
+
+    def wait_for(self, condition: Callable[[], bool]) -> bool:
+        with self.changed:
+            return self.changed.wait_for(condition, GUARD)
+
+    def hang(self, handler: _Handler) -> None:
+        """Never answer; note when castore closes the connection."""
+        connection = handler.connection
+        while not self.release.is_set():
+            readable, _, _ = select.select([connection], [], [], 0.1)
+            if readable and not connection.recv(1, socket.MSG_PEEK):
+                with self.changed:
+                    self.hung_up += 1
+                    self.changed.notify_all()
+                return
+        handler.close_connection = True
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+        self.http.shutdown()
+        self.http.server_close()
+
+
+def send_file(handler: _Handler, body: bytes, *, version: int = OLD_VERSION, headers: dict[str, str] | None = None,
+              status: int = 200) -> None:
+    handler.send_response(status)
+    handler.send_header("Last-Modified", format_version(version))
+    handler.send_header("Content-Length", str(len(body)))
+    for name, value in (headers or {}).items():
+        handler.send_header(name, value)
+    handler.end_headers()
+    if handler.command != "HEAD":
+        handler.wfile.write(body)
+
+
+def not_found(handler: _Handler) -> None:
+    handler.send_response(404)
+    handler.send_header("Content-Length", "0")
+    handler.end_headers()
+
+
+@pytest.fixture()
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "castore"
+
+
+def _metric(text: str, name: str) -> float:
+    line = next(line for line in text.splitlines() if line.startswith(name + " "))
+    return float(line.split()[1])
+
+
+# -- 1. stall --------------------------------------------------------------------------------
+
+
+def _send_miss(url: str, path: str) -> socket.socket:
+    parts = urlsplit(url)
+    s = socket.create_connection((parts.hostname or "", parts.port or 80))
+    s.sendall(f"GET /files{path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    return s
+
+
+def _answered(sockets: list[socket.socket], expected: int) -> list[bytes]:
+    """The response heads of the first ``expected`` sockets that answer (within the guard)."""
+    heads: list[bytes] = []
+    waiting = list(sockets)
+    deadline = time.monotonic() + GUARD
+    while len(heads) < expected and time.monotonic() < deadline:
+        readable, _, _ = select.select(waiting, [], [], 0.5)
+        for s in readable:
+            heads.append(read_response_head(s))
+            waiting.remove(s)
+    return heads
+
+
+def test_misses_on_a_hanging_old_server_stall_nobody_else(root: Path) -> None:
+    """45, then 245 misses that the old server never answers: /health, a small GET, a 3 MiB GET and a
+    DELETE of files castore has still answer on a one-worker server; misses past the queue get 503."""
+    big = bytes(range(256)) * (3 * 4096)
+    with OldServer(lambda h: h.server.old.hang(h)) as old, \
+            castore_server(root, "--workers", "1", "--migrate-from", old.url, "--migrate-timeout", "60",
+                           "--migrate-deadline", "120", "--migrate-fetches", "4", "--migrate-queue", "60") as url:
+        version = {"last_modified": format_version(OLD_VERSION)}
+        for path, data in (("/small", b"small"), ("/big", big), ("/doomed", b"x")):
+            assert httpx.put(url + "/files" + path, content=data, params=version).status_code == 200
+        misses = [_send_miss(url, f"/missing/{i}") for i in range(45)]
+        try:
+            assert old.wait_for(lambda: len(old.requests) >= 4), "the misses did not reach the old server"
+
+            def others_answer() -> None:
+                with httpx.Client(timeout=GUARD) as http:
+                    assert http.get(url + "/health").status_code == 200
+                    assert http.get(url + "/files/small").content == b"small"
+                    assert http.get(url + "/files/big").content == big
+                    put = http.put(url + "/files/big2", content=big, params=version)
+                    assert put.status_code == 200
+
+            others_answer()
+            misses += [_send_miss(url, f"/more/{i}") for i in range(200)]
+            busy = _answered(misses, 245 - 64)
+            assert len(busy) == 245 - 64
+            assert all(head.startswith(b"HTTP/1.1 503") and b"retry-after:" in head.lower() for head in busy)
+            others_answer()
+            with httpx.Client(timeout=GUARD) as http:
+                assert http.delete(url + "/files/doomed", params=version).status_code == 200
+        finally:
+            for s in misses:
+                s.close()
+
+
+def test_a_miss_is_abandoned_when_its_client_hangs_up(root: Path) -> None:
+    with OldServer(lambda h: h.server.old.hang(h)) as old, \
+            castore_server(root, "--workers", "1", "--migrate-from", old.url, "--migrate-timeout", "60") as url:
+        client = _send_miss(url, "/slow")
+        assert old.wait_for(lambda: len(old.requests) == 1)
+        client.close()
+        assert old.wait_for(lambda: old.hung_up == 1), "castore kept waiting for the old server"
+
+
+def _dripping(handler: _Handler) -> None:
+    handler.send_response(200)
+    handler.send_header("Last-Modified", format_version(OLD_VERSION))
+    handler.send_header("Content-Length", "100000")
+    handler.end_headers()
+    while not handler.server.old.release.is_set():
+        try:
+            handler.wfile.write(b"x")
+            handler.wfile.flush()
+        except OSError:
+            return
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("answer", [_dripping, lambda h: h.server.old.hang(h)], ids=["drips", "hangs"])
+def test_a_fetch_ends_at_its_deadline(store: Store, answer: Answer) -> None:
+    with OldServer(answer) as old, \
+            TestClient(create_app(store, migrate_from=old.url,
+                                  migration_limits=MigrationLimits(timeout=60, deadline=1))) as http:
+        response = http.get("/files/drip")
+        assert response.status_code == 502
+        assert "did not answer" in response.headers["x-exception"]
+    assert not store.exists("/drip")
+
+
+# -- 2. memory ------------------------------------------------------------------------------
+
+
+def _wide_frame(content: bytes, window_log: int) -> bytes:
+    compressor = zstandard.ZstdCompressor(compression_params=zstandard.ZstdCompressionParameters(window_log=window_log))
+    writer = compressor.compressobj()  # no content size in the header: the window is not shrunk to it
+    return writer.compress(content) + writer.flush()
+
+
+def test_an_old_servers_zstd_window_over_the_limit_is_refused(store: Store) -> None:
+    content = b"abc" * 1000
+    frame = _wide_frame(content, 21)
+
+    def answer(handler: _Handler) -> None:
+        send_file(handler, frame, headers={"Content-Encoding": "zstd", "Logical-Size": str(len(content))})
+
+    with OldServer(answer) as old, TestClient(create_app(
+            store, migrate_from=old.url, limits=UploadLimits(max_zstd_window=1 << 20))) as http:
+        response = http.get("/files/wide")
+        assert response.status_code == 502
+        assert "window" in response.headers["x-exception"] and "\n" not in response.text.strip()
+    assert not store.exists("/wide")
+
+
+def test_an_old_servers_file_over_the_upload_limit_is_refused(store: Store) -> None:
+    with OldServer(lambda h: send_file(h, b"y" * 5000)) as old, TestClient(create_app(
+            store, migrate_from=old.url, limits=UploadLimits(max_upload_size=4000))) as http:
+        response = http.get("/files/large")
+        assert response.status_code == 502
+        assert "4000" in response.headers["x-exception"]
+        assert http.get("/files/large", headers={"Accept-Encoding": "zstd"}).status_code == 502
+    assert not store.exists("/large")
+
+
+# -- 3. redirects ---------------------------------------------------------------------------
+
+
+def test_no_redirect_to_another_origin_is_followed(store: Store) -> None:
+    with OldServer(lambda h: send_file(h, b"from elsewhere")) as elsewhere:
+        def answer(handler: _Handler) -> None:
+            if handler.path == "/files/here/x":
+                send_file(handler, b"same origin")
+                return
+            target = elsewhere.url if handler.path.startswith("/files/redirect_internal") else old.url + "/files/here"
+            handler.send_response(307)
+            handler.send_header("Location", target + handler.path.removeprefix("/files"))
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+
+        with OldServer(answer) as old, TestClient(create_app(store, migrate_from=old.url)) as http:
+            response = http.get("/files/redirect_internal/x")
+            assert response.status_code == 502 and "redirect" in response.headers["x-exception"]
+            assert http.get("/files/x").content == b"same origin"  # same scheme, host and port: followed
+    assert not elsewhere.requests and not store.exists("/redirect_internal/x")
+
+
+# -- 4. versions and names ------------------------------------------------------------------
+
+FUTURE = 253402300799
+
+
+def _listing(names: dict[str, int]) -> Answer:
+    """An old server holding ``names`` (relative path -> version), which lists them by cutoff."""
+
+    def answer(handler: _Handler) -> None:
+        url = urlsplit(handler.path)
+        if url.path.startswith("/list/"):
+            cutoff = parse_version_date(parse_qs(url.query)["last_modified"][0])
+            body = "".join(f"{n}\n" for n, v in names.items() if v <= cutoff).encode()
+            handler.send_response(200)
+            handler.send_header("Content-Length", str(len(body)))
+            handler.end_headers()
+            handler.wfile.write(body)
+            return
+        name = url.path.removeprefix("/files/")
+        if name in names:
+            send_file(handler, b"old " + name.encode(), version=names[name])
+        else:
+            not_found(handler)
+
+    return answer
+
+
+def test_a_far_future_version_is_refused_counted_and_reported(store: Store) -> None:
+    with OldServer(_listing({"future": FUTURE, "fine": OLD_VERSION})) as old, \
+            TestClient(create_app(store, migrate_from=old.url)) as http:
+        response = http.get("/files/future")
+        assert response.status_code == 502 and "future" in response.headers["x-exception"]
+        assert http.get("/files/fine").content == b"old fine"
+        assert _metric(http.get("/metrics").text, "castore_migration_future_versions_total") == 1
+        status = migration_status(store, old.url)
+    assert not store.exists("/future")
+    assert status.old_files == 2 and status.moved == 1
+    assert [p for p in status.problems if "future" in p] == [
+        "1 path has a version beyond the horizon (now + 1 day): /future"]
+
+
+def test_hostile_names_are_left_out_of_the_merged_list(store: Store) -> None:
+    names = {"../../etc/passwd": OLD_VERSION, "bad//x": OLD_VERSION, "x\u0085y": OLD_VERSION, "ok": OLD_VERSION}
+    store.put("/mine", b"mine", OLD_VERSION)
+    with OldServer(_listing(names)) as old, TestClient(create_app(store, migrate_from=old.url)) as http:
+        assert http.get("/list/").text == "mine\nok\n"
+        assert _metric(http.get("/metrics").text, "castore_migration_bad_names_total") == 3
+        assert len(migration_status(store, old.url).problems) == 3
+
+
+# -- 5. remembered deletions ----------------------------------------------------------------
+
+
+def test_a_deleted_path_is_404_while_the_old_server_is_down(store: Store) -> None:
+    store.put("/gone", b"gone", OLD_VERSION)
+    down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    with TestClient(create_app(store, migrate_from=down)) as http:
+        assert http.delete("/files/gone", params={"last_modified": format_version(OLD_VERSION)}).status_code == 200
+        for method in ("GET", "HEAD"):
+            assert http.request(method, "/files/gone").status_code == 404
