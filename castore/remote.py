@@ -287,14 +287,18 @@ class _Response:
                     self._headers.setdefault(key.lower(), value)
         return self._headers.get(name.lower())
 
-    def read_all(self) -> bytes:
+    def read_all(self, limit: int | None = None) -> bytes:
+        """The whole body; FiletrackerError when it is cut short, malformed or over ``limit`` bytes."""
         try:
-            return self.raw.read()
+            body = self.raw.read() if limit is None else self.raw.read(limit + 1)
         except (http.client.HTTPException, OSError) as e:
             # a short body, or a malformed chunked one (e.g. a chunk-size line over 64 KiB)
             raise FiletrackerError(f"the response from the server was cut short or malformed ({e!r})") from None
         finally:
-            self.release()
+            self.release()  # closes the connection when the body was not read to its end
+        if limit is not None and len(body) > limit:
+            raise FiletrackerError(f"the answer of the server is over {limit} bytes: not read")
+        return body
 
     def release(self) -> None:
         """Return the connection if the body was read whole, else close it."""
@@ -812,13 +816,18 @@ class Remote:
         response.read_all()
         _check_status(response, path)
 
-    def list(self, subpath: str, cutoff: int | None = None, *, watch: Watch | None = None) -> list[str]:
-        """Paths below the folder ``subpath``, relative to it, with versions ≤ ``cutoff``."""
+    def list(
+        self, subpath: str, cutoff: int | None = None, *, watch: Watch | None = None, max_bytes: int | None = None
+    ) -> list[str]:
+        """Paths below the folder ``subpath``, relative to it, with versions ≤ ``cutoff``.
+
+        ``max_bytes``: a listing longer than this raises FiletrackerError (None: no limit).
+        """
         url = f"{self._prefix}/list{quote(subpath, safe='/')}"
         url += "?last_modified=" + quote(format_version(int(time.time()) if cutoff is None else cutoff))
         response = self._send("GET", url, watch=watch)
         _check_status(response, subpath)
         # "\n" only: Filetracker 2.3.3's double-encoded names may hold U+0085, which
         # str.splitlines() would also break on
-        return [line for line in response.read_all().decode("utf-8").split("\n") if line]
+        return [line for line in response.read_all(max_bytes).decode("utf-8").split("\n") if line]
 

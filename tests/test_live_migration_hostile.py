@@ -257,6 +257,14 @@ def test_an_old_servers_file_over_the_upload_limit_is_refused(store: Store) -> N
     assert not store.exists("/large")
 
 
+def test_an_old_servers_listing_over_the_limit_is_refused(store: Store) -> None:
+    names = {f"name-{i:06}": OLD_VERSION for i in range(2000)}  # some 24 KB of listing
+    with OldServer(_listing(names)) as old, TestClient(create_app(
+            store, migrate_from=old.url, migration_limits=MigrationLimits(listing=16000))) as http:
+        response = http.get("/list/")
+        assert response.status_code == 502 and "16000 bytes" in response.headers["x-exception"]
+
+
 # -- 3. redirects ---------------------------------------------------------------------------
 
 

@@ -114,6 +114,8 @@ class MigrationLimits:
     """Calls to the old server running at once, each in a thread of its own (``--migrate-fetches``)."""
     queue: int = 60
     """Further calls that may wait for one of those threads; beyond, 503 (``--migrate-queue``)."""
+    listing: int = 64 << 20
+    """Largest ``/list/`` answer read from the old server, in bytes (some million names); beyond, 502."""
 
     def environment(self) -> dict[str, str]:
         """``CASTORE_MIGRATE_*`` variables that tell the workers these limits."""
@@ -126,7 +128,8 @@ class MigrationLimits:
             return env.get(_VARIABLES + name.upper()) or None
 
         return cls(timeout=float(given("timeout") or cls.timeout), deadline=float(given("deadline") or cls.deadline),
-                   fetches=int(given("fetches") or cls.fetches), queue=int(given("queue") or cls.queue))
+                   fetches=int(given("fetches") or cls.fetches), queue=int(given("queue") or cls.queue),
+                   listing=int(given("listing") or cls.listing))
 
 
 _VARIABLES = "CASTORE_MIGRATE_"
@@ -408,7 +411,8 @@ class LiveMigration:
         except NotFound:
             ours = None
         try:
-            listed: list[str] | None = self.remote.list(directory, cutoff, watch=guard.watch)
+            listed: list[str] | None = self.remote.list(directory, cutoff, watch=guard.watch,
+                                                        max_bytes=self.limits.listing)
         except FiletrackerError as e:
             if e.status not in (400, 404):
                 raise
