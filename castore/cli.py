@@ -1309,8 +1309,8 @@ def check(c: Context, verify_content: bool, repair: bool, grace: float, check_js
 def token() -> None:
     """Manage the server's access tokens (off until the first one exists).
 
-    Once a token exists, castore serve answers only requests that carry one (GET /health
-    stays open): Filetracker's client with FILETRACKER_URL=http://any:TOKEN@host:9999,
+    Once a token exists, castore serve answers only requests that carry one (GET and HEAD
+    /health stay open): Filetracker's client with FILETRACKER_URL=http://any:TOKEN@host:9999,
     castore's with the same URL or CASTORE_TOKEN. Roles: read (GET, HEAD, /metrics),
     write (also PUT, DELETE), admin (everything). Servers notice new and revoked tokens
     within 5 seconds.
