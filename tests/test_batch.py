@@ -214,7 +214,7 @@ def test_limits(http: httpx.Client) -> None:
 def test_an_idle_batch_body_times_out(url: str) -> None:
     port = int(url.rpartition(":")[2])
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(b"PUT /batch/ HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"files\":")
+        s.sendall(b"PUT /batch/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n{\"files\":")
         head = read_response_head(s)  # the server's --body-timeout is 1 s
     assert head.startswith(b"HTTP/1.1 408"), head
 
