@@ -861,7 +861,7 @@ def app_from_environment() -> ASGIApp:
     ``CASTORE_TOKEN_CACHE_SECONDS`` (default 5) sets how soon a new or revoked access
     token takes effect on every worker. ``CASTORE_VERIFY_FIRST`` is ``auto``, ``always``
     or ``never`` (see :func:`create_app`). ``CASTORE_ALLOWED_HOSTS``: the ``Host`` values
-    answered, comma-separated (:mod:`castore.hosts`); unset, only the loopback names.
+    answered, comma-separated (:mod:`castore.hosts`); unset or empty, only the loopback names.
     """
     from .opening import open_store  # SQLAlchemy: each worker loads it while answering /version/
 
@@ -892,7 +892,7 @@ def app_from_environment() -> ASGIApp:
         limits=limits,
         spool_dir=None if store.read_only or not os.path.isdir(spool_root) else os.path.abspath(spool_root),
         verify_first=env.get("CASTORE_VERIFY_FIRST", "auto"),
-        allowed_hosts=AllowedHosts.parse(env.get("CASTORE_ALLOWED_HOSTS", ",".join(LOCAL_NAMES)).split(",")),
+        allowed_hosts=AllowedHosts.parse((env.get("CASTORE_ALLOWED_HOSTS") or ",".join(LOCAL_NAMES)).split(",")),
     )
 
 
