@@ -80,6 +80,8 @@ def _entry(text: str) -> str | _Network | None:
     text = text.strip()
     if text == ANY:
         return None
+    if ANY in text:
+        raise ValueError(f"{text!r}: * stands alone (any Host); list each name instead of a pattern")
     if "/" in text:
         return ipaddress.ip_network(text.strip("[]"), strict=False)
     if text.count(":") > 1 and not text.startswith("["):

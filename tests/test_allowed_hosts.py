@@ -148,6 +148,10 @@ def test_host_names_and_defaults() -> None:
     assert host_name("[::1]:80") == host_name("[0::1]") == "::1"
     assert host_name("::1") is None and host_name("a:b:c") is None and host_name("[::1]x") is None
     assert host_name("127.0.0.1.") == "127.0.0.1"
+    for malformed in ("*.example", "a b", "files.example/8", "::1::2"):
+        with pytest.raises(ValueError):
+            AllowedHosts.parse([malformed])
+    assert AllowedHosts.parse(["a.example, [::1]:80", "10.0.0.0/8"]).allows("[::1]")
     assert default_allowed_hosts("127.0.0.1") == ["localhost", "127.0.0.1", "::1"]
     assert default_allowed_hosts("files.example", "10.0.0.5")[-2:] == ["files.example", "10.0.0.5"]
     everywhere = AllowedHosts.parse(default_allowed_hosts("0.0.0.0"))
