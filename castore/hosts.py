@@ -27,7 +27,7 @@ import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["ANY", "LISTEN_ALL", "LOCAL_NAMES", "AllowedHosts", "default_allowed_hosts", "host_name"]
+__all__ = ["ANY", "ANY_ADDRESS", "LISTEN_ALL", "LOCAL_NAMES", "AllowedHosts", "default_allowed_hosts", "host_name"]
 
 ANY = "*"
 """The entry that allows any ``Host``."""

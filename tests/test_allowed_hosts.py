@@ -140,7 +140,7 @@ def test_a_malformed_entry_is_bad_usage(tmp_path: Path) -> None:
     from castore.cli import cli
 
     result = CliRunner().invoke(cli, ["--root", str(tmp_path / "s"), "serve", "--init", "--allowed-hosts", "a b"])
-    assert result.exit_code == 2 and "--allowed-hosts" in result.output
+    assert result.exit_code == 2 and "--allowed-hosts" in result.output and "'a b' is not a host name" in result.output
 
 
 def test_host_names_and_defaults() -> None:
