@@ -89,7 +89,7 @@ def measure(url: str, misses: int, big: bytes, give_up: float) -> str:
         try:
             for i in range(misses):
                 s = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])))
-                s.sendall(f"GET /files/missing/{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                s.sendall(f"GET /files/missing/{i} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
                 sockets.append(s)
             time.sleep(1)  # let the misses reach the server
             figures = {what: timed(http, url + path, give_up)

@@ -1,8 +1,9 @@
 """ASGI middleware that requires an access token once the store has any (:mod:`castore.tokens`).
 
 It wraps the whole app, so every endpoint, present or future, is covered unless it is
-listed in ``open_paths`` (``/health``, for load balancers). A request carries its token
-either way:
+listed in ``open_paths`` (``/health``, for load balancers), and those are open to ``GET``
+and ``HEAD`` only: any other method on them needs a token like any path. A request
+carries its token either way:
 
 * ``Authorization: Bearer TOKEN`` — castore's client;
 * ``Authorization: Basic …`` with the token as the password (or as the user name when
@@ -23,7 +24,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .tokens import TokenCache
 
-__all__ = ["TokenAuth", "token_from_header"]
+__all__ = ["OPEN_METHODS", "TokenAuth", "token_from_header"]
+
+OPEN_METHODS = frozenset({"GET", "HEAD"})
+"""The methods ``open_paths`` are open to without a token."""
 
 
 class _Refused(Exception):
@@ -60,8 +64,8 @@ class TokenAuth:
         self.open_paths = open_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or scope["path"] in self.open_paths:
-            await self.app(scope, receive, send)  # lifespan events, /health
+        if scope["type"] not in ("http", "websocket") or self._open(scope):
+            await self.app(scope, receive, send)  # lifespan events, GET and HEAD /health
             return
         try:
             self._authorize(scope, scope.get("method", "GET"))
@@ -72,6 +76,10 @@ class TokenAuth:
                 await _refuse(send, refused.status, str(refused))
             return
         await self.app(scope, receive, send)
+
+    def _open(self, scope: Scope) -> bool:
+        """Whether the request may pass without a token: GET or HEAD of an open path."""
+        return scope["type"] == "http" and scope["method"] in OPEN_METHODS and scope["path"] in self.open_paths
 
     def _authorize(self, scope: Scope, method: str) -> None:
         try:

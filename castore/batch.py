@@ -11,8 +11,10 @@ The body is a manifest line, then every file's bytes, back to back::
     <20480 bytes of the first file><bytes of the second file>...
 
 ``size`` is the file's content size, ``length`` its bytes in the body (``identity``:
-the content itself, ``length == size``; ``zstd``: one frame decoding to ``size``
-bytes), ``digest`` the content digest the server checks (:mod:`castore.digests`).
+the content itself, ``length == size``; ``zstd``: a zstd stream decoding to ``size``
+bytes: one frame or several, skippable frames included, as ``PUT /files/`` takes them;
+every frame within the window limit, the whole within :func:`max_frame_size`),
+``digest`` the content digest the server checks (:mod:`castore.digests`).
 
 Each file is stored as ``PUT /files/`` would store it, in manifest order (an older
 version never replaces a newer one, an equal one replaces the content, a second entry

@@ -822,6 +822,10 @@ def ingest(c: Context, folder: Path, prefix: str, follow_symlinks: bool, strict:
 
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--allowed-hosts", "allowed_hosts", multiple=True, metavar="NAMES",
+              help="Host header values answered, others get 421 (DNS rebinding): names, IP addresses, networks "
+                   "(10.0.0.0/8) or * for any; comma-separated, repeatable. Default: localhost, 127.0.0.1, [::1] "
+                   "and --host; with --host 0.0.0.0 or :: also this machine's names and any IP address.")
 @click.option("--port", default=9999, show_default=True, type=int, help="Port to listen on.")
 @click.option("--workers", default="auto", show_default=True, metavar="N|auto",
               help="Worker processes: a number, or auto = one per CPU core castore may use (see README).")
@@ -857,11 +861,11 @@ def ingest(c: Context, folder: Path, prefix: str, follow_symlinks: bool, strict:
               help="Verify a whole file before its headers go out: auto = for clients that cannot take a "
                    "cut body (no zstd), so they get a 500 rather than a truncated file.")
 @pass_context
-def serve(c: Context, host: str, port: int, workers: str, prefix: str, fallback_url: str | None,
-          migrate_from: str | None, migrate_timeout: float, migrate_deadline: float, migrate_fetches: int,
-          migrate_queue: int, gzip: bool, create: bool, log_level: str, header_timeout: float,
-          body_timeout: float, max_upload_size: str | None, max_zstd_window: str, read_only: bool,
-          verify_first: str) -> None:
+def serve(c: Context, host: str, allowed_hosts: tuple[str, ...], port: int, workers: str, prefix: str,
+          fallback_url: str | None, migrate_from: str | None, migrate_timeout: float, migrate_deadline: float,
+          migrate_fetches: int, migrate_queue: int, gzip: bool, create: bool, log_level: str,
+          header_timeout: float, body_timeout: float, max_upload_size: str | None, max_zstd_window: str,
+          read_only: bool, verify_first: str) -> None:
     """Serve the store at --root over HTTP, Filetracker v2 protocol, until SIGTERM or Ctrl-C.
 
     A missing store is an error (exit 5) unless --init is given, so that a mistyped
@@ -895,6 +899,14 @@ def serve(c: Context, host: str, port: int, workers: str, prefix: str, fallback_
             raise click.BadParameter(str(e), param_hint=option) from None
     limits = UploadLimits(body_timeout=body_timeout, max_upload_size=sizes["--max-upload-size"],
                           max_zstd_window=sizes["--max-zstd-window"] or UploadLimits.max_zstd_window)
+    hosts = [entry.strip() for item in allowed_hosts for entry in item.split(",") if entry.strip()] or None
+    if hosts is not None:
+        from .hosts import AllowedHosts
+
+        try:
+            AllowedHosts.parse(hosts)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--allowed-hosts") from None
     from .listening import listen
 
     try:  # first: from here on, clients that connect wait for an answer instead of being refused
@@ -923,7 +935,7 @@ def serve(c: Context, host: str, port: int, workers: str, prefix: str, fallback_
                migration_limits=MigrationLimits(timeout=migrate_timeout, deadline=migrate_deadline,
                                                 fetches=migrate_fetches, queue=migrate_queue),
                header_timeout=header_timeout, limits=limits, read_only=read_only, verify_first=verify_first,
-               sock=sock, early_version=not tokens)
+               sock=sock, early_version=not tokens, allowed_hosts=hosts)
 
 
 @cli.command(name="cache-clean")
@@ -1322,8 +1334,8 @@ def check(c: Context, verify_content: bool, repair: bool, grace: float, check_js
 def token() -> None:
     """Manage the server's access tokens (off until the first one exists).
 
-    Once a token exists, castore serve answers only requests that carry one (GET /health
-    stays open): Filetracker's client with FILETRACKER_URL=http://any:TOKEN@host:9999,
+    Once a token exists, castore serve answers only requests that carry one (GET and HEAD
+    /health stay open): Filetracker's client with FILETRACKER_URL=http://any:TOKEN@host:9999,
     castore's with the same URL or CASTORE_TOKEN. Roles: read (GET, HEAD, /metrics),
     write (also PUT, DELETE), admin (everything). Servers notice new and revoked tokens
     within 5 seconds.

@@ -76,8 +76,12 @@ class Codec(str, enum.Enum):
 
 
 def pays(original: int, compressed: int) -> bool:
-    """Whether storing ``compressed`` bytes instead of ``original`` saves :data:`MIN_SAVING`."""
-    return compressed <= original * (1 - MIN_SAVING)
+    """Whether storing ``compressed`` bytes instead of ``original`` saves :data:`MIN_SAVING`.
+
+    Never for an empty content: zero bytes of zstd (an upload with no frame at all) decode
+    to it, but are no zstd stream for any other decoder, so it is kept raw.
+    """
+    return original > 0 and compressed <= original * (1 - MIN_SAVING)
 
 
 def worth_compressing(sample: bytes | memoryview, level: int = DEFAULT_LEVEL) -> bool:

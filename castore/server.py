@@ -26,7 +26,7 @@ import re
 import socket
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
 from urllib.parse import unquote_to_bytes
@@ -63,6 +63,7 @@ from .errors import (
     WouldWait,
 )
 from .faults import as_store_fault, on_read_only_filesystem
+from .hosts import LOCAL_NAMES, AllowedHosts, default_allowed_hosts
 from .http_protocol import DEFAULT_HEADER_TIMEOUT, HEADER_TIMEOUT_VARIABLE
 from .keys import BlobKey
 from .metrics import Metrics
@@ -146,7 +147,7 @@ _STATUSES: list[tuple[type[Exception], int]] = [
     (StoreFull, 507),
     (CastoreError, 500),
 ]
-_CLOSE_AFTER = {408, 413, 507}
+_CLOSE_AFTER = {408, 413, 421, 507}
 """Statuses that may come before the whole body was read: close rather than drain it."""
 
 
@@ -695,6 +696,27 @@ class _StrictUrl:
         await self.app(scope, receive, send)
 
 
+class _AllowedHost:
+    """ASGI middleware: answer only requests whose ``Host`` names this server (:mod:`castore.hosts`).
+
+    The guard against DNS rebinding: a web page that made its own name resolve to this
+    server's address gets 421 (400 for HTTP/1.1 without ``Host``, or two of them),
+    before authentication and before any handler runs.
+    """
+
+    def __init__(self, app: ASGIApp, hosts: AllowedHosts) -> None:
+        self.app = app
+        self.hosts = hosts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            refused = self.hosts.refusal(scope["headers"], scope.get("http_version", "1.1"))
+            if refused is not None:
+                await _error_response(_HTTPError(*refused))(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 class _Metered:
     """ASGI middleware: counts requests, bytes in and out, and latency."""
 
@@ -749,6 +771,7 @@ def create_app(
     verify_first: str = "auto",
     lean: bool = True,
     loop_puts: bool = True,
+    allowed_hosts: AllowedHosts | None = None,
 ) -> ASGIApp:
     """The ASGI app serving ``store``; ``prefix`` (e.g. ``/ft``) mounts it below a path.
 
@@ -782,6 +805,10 @@ def create_app(
     ``loop_puts``: store small bodies on the event loop when the database is free at once
     (:meth:`FiletrackerApp._store_on_loop`); False stores every body in a worker thread
     (the tests compare the two).
+
+    ``allowed_hosts``: the ``Host`` values answered, others get 421 before anything else
+    (:mod:`castore.hosts`); None answers any (the app does not know the names it is
+    served by: ``castore serve`` passes its own, see :func:`app_from_environment`).
     """
     metrics = Metrics()
     migration = None
@@ -839,7 +866,10 @@ def create_app(
     base = "/" + prefix.strip("/") if prefix.strip("/") else ""
     tokens = TokenCache(store.metadata.token_roles, seconds=token_cache_seconds)
     inner: ASGIApp = _HotFiles(app, handlers, base) if lean else app
-    return _Metered(TokenAuth(_StrictUrl(inner), tokens, open_paths=frozenset({f"{base}/health"})), metrics)
+    guarded: ASGIApp = TokenAuth(_StrictUrl(inner), tokens, open_paths=frozenset({f"{base}/health"}))
+    if allowed_hosts is not None and not allowed_hosts.any:
+        guarded = _AllowedHost(guarded, allowed_hosts)
+    return _Metered(guarded, metrics)
 
 
 class _OnFirstRequest:
@@ -869,7 +899,8 @@ def app_from_environment() -> ASGIApp:
     The store must exist (made by ``castore init`` or ``serve --init``).
     ``CASTORE_TOKEN_CACHE_SECONDS`` (default 5) sets how soon a new or revoked access
     token takes effect on every worker. ``CASTORE_VERIFY_FIRST`` is ``auto``, ``always``
-    or ``never`` (see :func:`create_app`).
+    or ``never`` (see :func:`create_app`). ``CASTORE_ALLOWED_HOSTS``: the ``Host`` values
+    answered, comma-separated (:mod:`castore.hosts`); unset or empty, only the loopback names.
     """
     from .opening import open_store  # SQLAlchemy: each worker loads it while answering /version/
 
@@ -907,6 +938,7 @@ def app_from_environment() -> ASGIApp:
         limits=limits,
         spool_dir=None if store.read_only or not os.path.isdir(spool_root) else os.path.abspath(spool_root),
         verify_first=env.get("CASTORE_VERIFY_FIRST", "auto"),
+        allowed_hosts=AllowedHosts.parse((env.get("CASTORE_ALLOWED_HOSTS") or ",".join(LOCAL_NAMES)).split(",")),
     )
 
 
@@ -939,6 +971,7 @@ def serve(
     verify_first: str = "auto",
     sock: socket.socket | None = None,
     early_version: bool = False,
+    allowed_hosts: Sequence[str] | None = None,
 ) -> None:
     """Run the server in the foreground until SIGTERM or SIGINT (``castore.serving``).
 
@@ -951,9 +984,15 @@ def serve(
     ``sock``: a socket already listening (:func:`castore.listening.listen`), served
     instead of binding ``host:port``. ``early_version``: each worker answers ``GET
     /version`` while its store is still opening (only for a store without access tokens,
-    whose ``/version`` needs none).
+    whose ``/version`` needs none). ``allowed_hosts``: the ``Host`` values answered
+    (:mod:`castore.hosts`; ``["*"]``: any); None: :func:`castore.hosts.default_allowed_hosts`
+    for ``host`` (``CASTORE_ALLOWED_HOSTS`` for the workers).
     """
     from .serving import run
+
+    if allowed_hosts is None:
+        allowed_hosts = default_allowed_hosts(host, sock.getsockname()[0] if sock is not None else None)
+    hosts = AllowedHosts.parse(allowed_hosts)  # ValueError for a malformed entry, before anything starts
 
     limits = limits or UploadLimits()
     os.environ.update(
@@ -969,6 +1008,7 @@ def serve(
             "CASTORE_MAX_UPLOAD_SIZE": str(limits.max_upload_size or ""),
             "CASTORE_MAX_ZSTD_WINDOW": str(limits.max_zstd_window),
             HEADER_TIMEOUT_VARIABLE: str(header_timeout),
+            "CASTORE_ALLOWED_HOSTS": ",".join(allowed_hosts),
         }
     )
     if fallback_url:
@@ -981,4 +1021,4 @@ def serve(
         share_fetch_locks()  # the workers fetch a missing path once in all
     run("castore.server:app_from_environment", host=host, port=port, workers=workers, log_level=log_level, sock=sock,
         early=early_answers(prefix, read_only=read_only or bool(root and on_read_only_filesystem(root)), limits=limits)
-        if early_version else None)
+        if early_version else None, early_hosts=hosts)

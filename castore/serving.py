@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn_worker import UvicornWorker
 
+from .hosts import AllowedHosts
 from .http_protocol import BoundedHttpToolsProtocol
 
 __all__ = ["PerWorkerApp", "run"]
@@ -49,15 +50,20 @@ class PerWorkerApp:
     its JSON body, and every other request waits until the app is built, then goes to it.
     No file request is served before the store is open.
 
+    ``early_hosts``: an early answer goes only to a request whose ``Host`` these allow
+    (:mod:`castore.hosts`); any other waits for the app, which refuses it.
+
     ``on_failure``: called with the factory's error (default: log it and end the worker
     with :data:`STARTUP_FAILURE`, which stops gunicorn's master too, as a worker that
     cannot boot does); requests that were waiting get the error.
     """
 
     def __init__(self, factory: Callable[[], ASGIApp], *, early: Mapping[str, bytes] | None = None,
-                 on_failure: Callable[[BaseException], None] | None = None) -> None:
+                 on_failure: Callable[[BaseException], None] | None = None,
+                 early_hosts: AllowedHosts | None = None) -> None:
         self._factory = factory
         self._early = dict(early or {})
+        self._early_hosts = early_hosts
         self._on_failure = on_failure or _exit_worker
         self._app: ASGIApp | None = None
         self._ready: asyncio.Future[ASGIApp] | None = None
@@ -68,7 +74,8 @@ class PerWorkerApp:
             await self._app(scope, receive, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(scope, receive, send)
-        elif scope["type"] == "http" and scope["method"] == "GET" and scope["path"] in self._early:
+        elif scope["type"] == "http" and scope["method"] == "GET" and scope["path"] in self._early and (
+                self._early_hosts is None or self._early_hosts.refusal(scope["headers"], scope.get("http_version", "1.1")) is None):
             await _answer_json(send, self._early[scope["path"]])
         else:
             if self._ready is None:  # no lifespan (uvicorn --lifespan off): build on the first request
@@ -200,14 +207,15 @@ def _factory(path: str) -> Callable[[], ASGIApp]:
 
 
 def run(factory: str, *, host: str, port: int, workers: int, log_level: str,
-        sock: socket.socket | None = None, early: Mapping[str, bytes] | None = None) -> None:
+        sock: socket.socket | None = None, early: Mapping[str, bytes] | None = None,
+        early_hosts: AllowedHosts | None = None) -> None:
     """Serve the app that ``factory`` (``module:function``) builds, until SIGTERM or SIGINT.
 
     ``sock``: a socket already listening (then ``host`` and ``port`` only name it).
     ``early``: bodies of the ``GET`` paths each worker answers while its app is being built
-    (:class:`PerWorkerApp`).
+    (:class:`PerWorkerApp`), to requests whose ``Host`` ``early_hosts`` allows.
     """
-    app = PerWorkerApp(_factory(factory), early=early)
+    app = PerWorkerApp(_factory(factory), early=early, early_hosts=early_hosts)
     if workers <= 1:
         import uvicorn
 

@@ -355,7 +355,7 @@ class Store:
         """Store small contents as :meth:`put` would, one after another, with one commit; the names now current.
 
         Each item is ``(name, version, data, zstd_size)``: ``data`` is the content, or,
-        when ``zstd_size`` is given, one zstd frame decoding to that many bytes (kept as
+        when ``zstd_size`` is given, zstd frame(s) decoding to that many bytes (kept as
         the stored bytes, as by :meth:`put_zstd`). Every content must fit inline in its
         metadata row (``inline_max``): ValueError otherwise, before anything is stored.
         Names are checked and contents hashed and compressed first, outside any

@@ -1,7 +1,7 @@
 """Access tokens of the HTTP server: roles, creating and revoking them, checking a presented one.
 
 Tokens are optional: a store without any token serves everyone (as Filetracker does).
-Once the first token exists, every request except ``GET /health`` must carry one
+Once the first token exists, every request except ``GET`` and ``HEAD /health`` must carry one
 (:mod:`castore.auth` enforces it). A token has a role:
 
 ======  =====================================================================

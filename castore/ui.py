@@ -4,6 +4,12 @@ Server-rendered HTML (Jinja2 templates in ``castore/templates/``, no JavaScript)
 inside the server's app by :func:`ui_mount`, so it sits behind whatever guards the API
 (URL prefix, access tokens). Every store call runs in a worker thread.
 
+The usage summary and the dedup report cost seconds of CPU on a large store (~20 s for a
+report over 100 k files), so each is kept for a while (:data:`USAGE_TTL`,
+:data:`REPORT_TTL`) per server worker and per report (prefix and depth), computed by one
+request while the others that want it wait (:class:`_Recent`); the report page says
+when it was computed.
+
 Paths go into links percent-encoded (:func:`quote_path`) and into text through Jinja2's
 autoescaping, so a name with spaces, ``%``, ``#``, ``?``, quotes or ``<script>`` shows as
 itself and links to itself. Blob keys never appear: the key of a known content lets
@@ -15,9 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterator
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 import anyio.to_thread
@@ -29,7 +37,7 @@ from starlette.templating import Jinja2Templates
 
 from .errors import InvalidName, NotFound
 from .metadata.repo import Usage
-from .metadata.report import SORT_KEYS
+from .metadata.report import SORT_KEYS, DedupReport
 from .names import check_prefix, parse_name, parse_version, versioned_name
 from .reading import BlobReader
 from .sizes import IO_BUFFER, format_size
@@ -45,8 +53,68 @@ REPORT_ROWS = 1000
 """Groups shown by the dedup report page (the CLI shows them all)."""
 USAGE_TTL = 30.0
 """Seconds the usage summary is reused: on a million paths it costs seconds of CPU."""
+REPORT_TTL = 60.0
+"""Seconds a dedup report (one prefix and depth) is reused: over 100 k files it costs ~20 s."""
+RECENT_REPORTS = 16
+"""Reports kept per worker at most (the oldest computed goes first)."""
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Computed(Generic[T]):
+    """A result of :class:`_Recent` with when it was computed."""
+
+    value: T
+    at: float
+    """Unix time of the computation (for the page)."""
+    tick: float
+    """The cache's clock then (for its age)."""
+
+
+class _Recent(Generic[T]):
+    """Results kept ``ttl`` seconds per key, each computed by one caller at a time.
+
+    A caller that finds no fresh result computes it while later callers for the same key
+    wait for it (a lock per key, on the event loop), then take it: a reload storm costs one
+    computation. At most ``size`` results are kept. Errors are not kept.
+    """
+
+    def __init__(self, ttl: float, *, size: int = 1, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self.size = size
+        self.clock = clock
+        self._results: OrderedDict[Hashable, Computed[T]] = OrderedDict()
+        self._locks: dict[Hashable, anyio.Lock] = {}
+
+    def _fresh(self, key: Hashable) -> Computed[T] | None:
+        found = self._results.get(key)
+        return found if found is not None and self.clock() - found.tick < self.ttl else None
+
+    async def get(self, key: Hashable, compute: Callable[[], Awaitable[T]]) -> Computed[T]:
+        """The result for ``key``: a fresh one, else the one ``compute`` makes (once for all waiting)."""
+        found = self._fresh(key)
+        if found is not None:
+            return found
+        lock = self._locks.setdefault(key, anyio.Lock())
+        try:
+            async with lock:
+                found = self._fresh(key)
+                if found is None:
+                    found = Computed(await compute(), time.time(), self.clock())
+                    self._results[key] = found
+                    self._results.move_to_end(key)
+                    while len(self._results) > self.size:
+                        self._results.popitem(last=False)
+                return found
+        finally:
+            if not lock.locked() and not lock.statistics().tasks_waiting:
+                self._locks.pop(key, None)
+
+    def waiting(self, key: Hashable) -> int:
+        """Callers waiting for ``key``'s computation (for tests)."""
+        lock = self._locks.get(key)
+        return lock.statistics().tasks_waiting if lock is not None else 0
 
 
 def quote_path(path: str) -> str:
@@ -85,10 +153,11 @@ def _templates() -> Jinja2Templates:
 class _Pages:
     """The page handlers, bound to one store."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.templates = _templates()
-        self._usage: tuple[float, Usage] | None = None
+        self.usage: _Recent[Usage] = _Recent(USAGE_TTL, clock=clock)
+        self.reports: _Recent[DedupReport] = _Recent(REPORT_TTL, size=RECENT_REPORTS, clock=clock)
         self._heavy: anyio.CapacityLimiter | None = None
 
     async def _run_heavy(self, function: Callable[[], T]) -> T:
@@ -111,10 +180,8 @@ class _Pages:
                             message=message)
 
     async def index(self, request: Request) -> Response:
-        now = time.monotonic()
-        if self._usage is None or now - self._usage[0] > USAGE_TTL:
-            self._usage = (now, await self._run_heavy(self.store.usage))
-        return self._render(request, "index.html", title="castore", usage=self._usage[1], usage_ttl=USAGE_TTL,
+        usage = await self.usage.get(None, lambda: self._run_heavy(self.store.usage))
+        return self._render(request, "index.html", title="castore", usage=usage.value, usage_ttl=USAGE_TTL,
                             sort_keys=SORT_KEYS)
 
     async def browse(self, request: Request) -> Response:
@@ -180,13 +247,19 @@ class _Pages:
                 raise ValueError("--by must be between 0 and 64")
             if sort not in SORT_KEYS:
                 raise ValueError(f"sort must be one of {', '.join(SORT_KEYS)}")
-            report = await self._run_heavy(lambda: self.store.dedup_report(prefix, depth=depth, top=10))
+            folder = check_prefix(prefix)
+            computed = await self.reports.get(
+                (folder, depth), lambda: self._run_heavy(lambda: self.store.dedup_report(folder, depth=depth, top=10))
+            )
         except ValueError as e:  # InvalidName is a ValueError
             return self._problem(request, 400, str(e))
+        report = computed.value
         groups = report.sorted_groups(sort)
         return self._render(request, "report.html", title=f"Dedup report of {report.prefix}", report=report,
                             groups=groups[:REPORT_ROWS], hidden=max(len(groups) - REPORT_ROWS, 0), depth=depth,
-                            sort=sort, sort_keys=SORT_KEYS, crumbs=_crumbs(report.prefix))
+                            sort=sort, sort_keys=SORT_KEYS, crumbs=_crumbs(report.prefix),
+                            computed_at=time.strftime("%H:%M:%S", time.gmtime(computed.at)),
+                            computed_ago=max(int(self.reports.clock() - computed.tick), 0), report_ttl=REPORT_TTL)
 
 
 def _chunks(reader: BlobReader) -> Iterator[bytes]:
@@ -196,9 +269,12 @@ def _chunks(reader: BlobReader) -> Iterator[bytes]:
             yield chunk
 
 
-def ui_mount(store: Store) -> Mount:
-    """The ``/ui`` routes for ``store``, to add to the server app's routes."""
-    pages = _Pages(store)
+def ui_mount(store: Store, *, clock: Callable[[], float] = time.monotonic) -> Mount:
+    """The ``/ui`` routes for ``store``, to add to the server app's routes.
+
+    ``clock``: the seconds by which cached usage and reports age (tests move it).
+    """
+    pages = _Pages(store, clock=clock)
     return Mount(
         "/ui",
         routes=[

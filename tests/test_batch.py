@@ -6,6 +6,7 @@ one PUT per file to any other server or after a batch refused whole.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -214,7 +216,7 @@ def test_limits(http: httpx.Client) -> None:
 def test_an_idle_batch_body_times_out(url: str) -> None:
     port = int(url.rpartition(":")[2])
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(b"PUT /batch/ HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"files\":")
+        s.sendall(b"PUT /batch/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n{\"files\":")
         head = read_response_head(s)  # the server's --body-timeout is 1 s
     assert head.startswith(b"HTTP/1.1 408"), head
 
@@ -412,3 +414,68 @@ def test_put_many_is_one_transaction_on_sqlite(tmp_path: Path, monkeypatch: pyte
         assert calls == ["/tx/0", "/tx/1", "/tx/2"]
         assert not any(store.exists(f"/tx/{i}") for i in range(4))
         assert store.put_many([("/tx/0", 1, b"0", None)]) == ["/tx/0@1"] and store.check() == []
+
+
+def _skippable(payload: bytes) -> bytes:
+    """A zstd skippable frame (RFC 8878 §3.1.2): decoders pass over it, it holds no content."""
+    return (0x184D2A50).to_bytes(4, "little") + len(payload).to_bytes(4, "little") + payload
+
+
+def _zstd_entry(path: str, content: bytes, sent: bytes) -> bytes:
+    return b"".join(batch_body([batch_entry(path, 10, len(content), digest_of(content), "zstd", sent)], [sent]))
+
+
+@pytest.mark.parametrize("size", [20_000, 400_000])  # stored inline, and as a blob file
+@pytest.mark.parametrize("shape", ["two frames", "skippable first", "skippable last", "many frames and skippables"])
+def test_multi_frame_and_skippable_frame_entries_are_stored_as_sent(http: httpx.Client, size: int, shape: str) -> None:
+    """A zstd entry is a zstd stream (RFC 8878): any frames, skippable ones included, as for PUT /files/."""
+    content = b"".join(b"%d %s\n" % (i, shape.encode()) for i in range(size))[:size]  # one per test: no dedup
+    frame = zstandard.ZstdCompressor(write_checksum=True).compress
+    half = size // 2
+    sent = {
+        "two frames": frame(content[:half]) + frame(content[half:]),
+        "skippable first": _skippable(b"made by pzstd") + frame(content),
+        "skippable last": frame(content) + _skippable(b""),
+        "many frames and skippables": b"".join(_skippable(b"x") + frame(content[i:i + 7000])
+                                               for i in range(0, size, 7000)) + frame(b""),
+    }[shape]
+    path = f"/frames/{size}/{shape.replace(' ', '-')}"
+    response = _put_batch(http, _zstd_entry(path, content, sent))
+    assert response.status_code == 200, response.headers.get("X-Exception")
+    assert http.get(f"/files{path}").content == content
+    with http.stream("GET", f"/files{path}", headers={"Accept-Encoding": "zstd"}) as passed:
+        assert passed.headers["Content-Encoding"] == "zstd"
+        assert b"".join(passed.iter_raw()) == sent  # kept as it came
+    assert http.get(f"/files{path}", headers={"Range": "bytes=7000-7099"}).content == content[7000:7100]
+
+
+def test_every_frame_of_an_entry_keeps_the_bounds(http: httpx.Client) -> None:
+    content = b"1 2 3\n" * 3000
+    first = zstandard.ZstdCompressor().compress(content[:6000])
+    wide = zstandard.ZstdCompressor(compression_params=zstandard.ZstdCompressionParameters(window_log=24)).compressobj()
+    second = wide.compress(content[6000:]) + wide.flush()  # streamed: its header asks for a 16 MiB window
+    response = _put_batch(http, _zstd_entry("/bounds/window", content, first + second))
+    assert response.status_code == 400 and "window" in response.headers["X-Exception"]
+    padded = zstandard.ZstdCompressor().compress(content) + _skippable(b"\0" * 100_000)  # past size + size/128 + 64 KiB
+    response = _put_batch(http, _zstd_entry("/bounds/padded", content, padded))
+    assert response.status_code == 400 and "far larger than its size" in response.headers["X-Exception"]
+    assert _stored(http, "/bounds/window") is None and _stored(http, "/bounds/padded") is None
+
+
+def test_an_empty_content_is_never_kept_as_an_empty_zstd_stream(http: httpx.Client) -> None:
+    """No frame at all decodes to the empty content, but no zstd decoder takes zero bytes for a stream:
+    such an upload is stored raw, so a client that accepts zstd gets a plain empty body."""
+    assert _put_batch(http, _zstd_entry("/empty/batch", b"", b"")).status_code == 200
+    put = http.put("/files/empty/put?last_modified=Thu, 01 Jan 1970 00:16:40 -0000", content=b"",
+                   headers={"Content-Encoding": "zstd", "Logical-Size": "0"})
+    assert put.status_code == 200
+    for path in ("/empty/batch", "/empty/put"):
+        answer = http.get(f"/files{path}", headers={"Accept-Encoding": "zstd"})
+        assert answer.status_code == 200 and answer.content == b""
+        assert "Content-Encoding" not in answer.headers, path
+
+
+def test_the_store_keeps_an_empty_content_raw_whatever_it_came_as(store: Store) -> None:
+    store.put_zstd("/empty/frames", io.BytesIO(b""), 1, size=0)
+    store.put_many([("/empty/many", 1, b"", 0)])
+    assert store.stat("/empty/frames").codec == store.stat("/empty/many").codec == "raw"

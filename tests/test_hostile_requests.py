@@ -40,7 +40,7 @@ def _big_window_frame() -> bytes:
 
 def put(target: str, body: bytes = b"evil", *headers: str, query: str = Q, method: str = "PUT") -> bytes:
     """A raw request with ``Content-Length`` (unless a header sets the framing)."""
-    lines = [f"{method} {target}?{query} HTTP/1.1", "Host: x", *headers]
+    lines = [f"{method} {target}?{query} HTTP/1.1", "Host: 127.0.0.1", *headers]
     if not any(h.lower().startswith(("content-length", "transfer-encoding")) for h in headers):
         lines.append(f"Content-Length: {len(body)}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
@@ -79,8 +79,8 @@ HOSTILE: dict[str, bytes] = {
     "double-encoded / read": put("/files/a%252f..%252fb", method="GET", query=""),
     "version in URL": put("/files/a/b@5"),
     "encoded @": put("/files/a%40b"),
-    "raw byte 0xff in URL": raw(f"PUT /files/\xff\xfe?{Q} HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nevil"),
-    "raw NUL in URL": raw(f"PUT /files/a\x00b?{Q} HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nevil"),
+    "raw byte 0xff in URL": raw(f"PUT /files/\xff\xfe?{Q} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4\r\n\r\nevil"),
+    "raw NUL in URL": raw(f"PUT /files/a\x00b?{Q} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4\r\n\r\nevil"),
     "segment over 255 bytes": put("/files/" + "s" * 300),
     "path over 4096 bytes": put("/files" + "/abcdefgh" * 500),
     "list with ..": put("/list/a/../..", method="GET", query=""),
@@ -99,9 +99,9 @@ HOSTILE: dict[str, bytes] = {
     "Logical-Size plus sign": put("/files/s/a", b"ab", "Logical-Size: +2"),
     "Logical-Size 25 digits": put("/files/s/a", b"ab", "Logical-Size: " + "9" * 25),
     "Logical-Size empty": put("/files/s/a", b"ab", "Logical-Size: "),
-    "Content-Length letters": raw(f"PUT /files/s/a?{Q} HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\nevil"),
-    "Content-Length negative": raw(f"PUT /files/s/a?{Q} HTTP/1.1\r\nHost: x\r\nContent-Length: -4\r\n\r\nevil"),
-    "Content-Length superscript": raw(f"PUT /files/s/a?{Q} HTTP/1.1\r\nHost: x\r\nContent-Length: \xb2\r\n\r\nevil"),
+    "Content-Length letters": raw(f"PUT /files/s/a?{Q} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: abc\r\n\r\nevil"),
+    "Content-Length negative": raw(f"PUT /files/s/a?{Q} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -4\r\n\r\nevil"),
+    "Content-Length superscript": raw(f"PUT /files/s/a?{Q} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: \xb2\r\n\r\nevil"),
     # -- lying hints -----------------------------------------------------------------------------
     "Logical-Size larger than body": put("/files/l/a", b"evil", "Logical-Size: 10"),
     "Logical-Size smaller than body": put("/files/l/a", b"evil", "Logical-Size: 2"),
@@ -140,26 +140,26 @@ HOSTILE: dict[str, bytes] = {
     "Transfer-Encoding chunked, identity": put("/files/m/a", b"4\r\nevil\r\n0\r\n\r\n",
                                                "Transfer-Encoding: chunked, identity"),
     "space before colon": put("/files/m/a", b"evil", "Transfer-Encoding : chunked", "Content-Length: 4"),
-    "obs-fold Content-Length": raw(f"PUT /files/m/a?{Q} HTTP/1.1\r\nHost: x\r\nContent-Length:\r\n 4\r\n\r\nevil"),
-    "bare LF line ends": raw(f"PUT /files/m/a?{Q} HTTP/1.1\nHost: x\nContent-Length: 4\n\nevil"),
+    "obs-fold Content-Length": raw(f"PUT /files/m/a?{Q} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length:\r\n 4\r\n\r\nevil"),
+    "bare LF line ends": raw(f"PUT /files/m/a?{Q} HTTP/1.1\nHost: 127.0.0.1\nContent-Length: 4\n\nevil"),
     "NUL in a header value": put("/files/m/a", b"evil", "X-A: a\x00b"),
     # -- oversize heads ----------------------------------------------------------------------------
     "200 KiB header": put("/files/o/a", b"evil", "X-Big: " + "a" * 200_000),
     "100 KiB URL": put("/files/o/" + "u" * 100_000),
     "5000 headers": put("/files/o/a", b"evil", *(f"X-H{i}: {i}" for i in range(5000))),
     # -- unknown and unsupported methods --------------------------------------------------------------
-    "unknown method FOO": raw("FOO /files/a HTTP/1.1\r\nHost: x\r\n\r\n"),
-    "CONNECT": raw("CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: x\r\n\r\n"),
+    "unknown method FOO": raw("FOO /files/a HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"),
+    "CONNECT": raw("CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"),
     "PATCH": put("/files/h/existing", method="PATCH"),
     "POST": put("/files/h/existing", method="POST"),
-    "OPTIONS": raw("OPTIONS /files/h/existing HTTP/1.1\r\nHost: x\r\n\r\n"),
-    "TRACE": raw("TRACE /files/h/existing HTTP/1.1\r\nHost: x\r\n\r\n"),
+    "OPTIONS": raw("OPTIONS /files/h/existing HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"),
+    "TRACE": raw("TRACE /files/h/existing HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"),
     "PUT on /version": put("/version"),
     "DELETE on /list": put("/list/h", b"", method="DELETE"),
     # -- ranges no byte satisfies --------------------------------------------------------------------
-    "suffix range of an empty file": raw("GET /files/h/empty HTTP/1.1\r\nHost: x\r\nRange: bytes=-5\r\n\r\n"),
-    "range past the end": raw("GET /files/h/large HTTP/1.1\r\nHost: x\r\nRange: bytes=300000-\r\n\r\n"),
-    "HTTP/9.9": raw("GET /version HTTP/9.9\r\nHost: x\r\n\r\n"),
+    "suffix range of an empty file": raw("GET /files/h/empty HTTP/1.1\r\nHost: 127.0.0.1\r\nRange: bytes=-5\r\n\r\n"),
+    "range past the end": raw("GET /files/h/large HTTP/1.1\r\nHost: 127.0.0.1\r\nRange: bytes=300000-\r\n\r\n"),
+    "HTTP/9.9": raw("GET /version HTTP/9.9\r\nHost: 127.0.0.1\r\n\r\n"),
     "not HTTP at all": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + os.urandom(64),  # a TLS hello
 }
 

@@ -137,7 +137,7 @@ def _metric(text: str, name: str) -> float:
 def _send_miss(url: str, path: str) -> socket.socket:
     parts = urlsplit(url)
     s = socket.create_connection((parts.hostname or "", parts.port or 80))
-    s.sendall(f"GET /files{path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    s.sendall(f"GET /files{path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
     return s
 
 

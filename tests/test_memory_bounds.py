@@ -102,7 +102,7 @@ def _stalled(url: str, i: int, frame: bytes) -> socket.socket:
     """A zstd upload that sent its head and all but the last bytes of its body."""
     parts = urlsplit(url)
     s = socket.create_connection((parts.hostname, parts.port), timeout=10)
-    s.sendall(f"PUT /files/stalled/{i}?last_modified=x HTTP/1.1\r\nHost: x\r\nContent-Encoding: zstd\r\n"
+    s.sendall(f"PUT /files/stalled/{i}?last_modified=x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Encoding: zstd\r\n"
               f"Logical-Size: {16 << 10}\r\nContent-Length: {len(frame)}\r\n\r\n".encode() + frame[:-10])
     return s
 

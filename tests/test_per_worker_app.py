@@ -41,7 +41,7 @@ def _inner(events: list[str]) -> Starlette:
     return Starlette(routes=[Route("/files/{path:path}", files)], lifespan=lifespan)
 
 
-async def _get(app: PerWorkerApp, path: str) -> tuple[int, bytes]:
+async def _get(app: PerWorkerApp, path: str, headers: list[tuple[bytes, bytes]] | None = None) -> tuple[int, bytes]:
     sent: list[Message] = []
 
     async def receive() -> Message:
@@ -51,7 +51,7 @@ async def _get(app: PerWorkerApp, path: str) -> tuple[int, bytes]:
         sent.append(message)
 
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
-             "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"", "headers": [],
+             "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"", "headers": headers or [],
              "server": ("127.0.0.1", 9), "client": ("127.0.0.1", 1)}
     await app(scope, receive, send)
     return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])

@@ -35,7 +35,7 @@ def _idle_upload(url: str, i: int) -> socket.socket:
     """A connection that sent a PUT's head and part of its body, and then stopped."""
     parts = urlsplit(url)
     s = socket.create_connection((parts.hostname, parts.port), timeout=10)
-    head = f"PUT /files/idle/{i}?{QUERY} HTTP/1.1\r\nHost: x\r\n"
+    head = f"PUT /files/idle/{i}?{QUERY} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
     kind = i % 4
     if kind == 0:  # chunked: no size known, streamed
         s.sendall(f"{head}Transfer-Encoding: chunked\r\n\r\n10000\r\n".encode() + os.urandom(3000))
@@ -128,7 +128,7 @@ def test_a_slow_request_head_gets_408(tmp_path: Path) -> None:
         parts = urlsplit(url)
         with socket.create_connection((parts.hostname, parts.port), timeout=10) as silent, \
                 socket.create_connection((parts.hostname, parts.port), timeout=10) as partial:
-            partial.sendall(b"GET /version HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            partial.sendall(b"GET /version HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
             for s in (silent, partial):
                 head = _response_head(s)
                 assert head.startswith(b"HTTP/1.1 408"), head[:200]

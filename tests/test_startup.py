@@ -85,7 +85,7 @@ def test_the_web_page_is_loaded_by_its_first_request(tmp_path: Path) -> None:
     statement = (
         "import os; os.environ['CASTORE_ROOT'] = " + repr(str(tmp_path / "s")) + "; "
         "from starlette.testclient import TestClient; from castore.server import app_from_environment; "
-        "client = TestClient(app_from_environment()); "
+        "client = TestClient(app_from_environment(), base_url='http://localhost'); "
         "assert client.get('/version/').status_code == 200; "
         "assert 'jinja2' not in sys.modules; "
         "assert client.get('/ui/').status_code == 200"

@@ -238,6 +238,21 @@ def test_health_open_metrics_protected(server: tuple[str, Path, dict[str, str]])
     assert big.status_code == 401
 
 
+def test_only_get_and_head_of_health_are_open(server: tuple[str, Path, dict[str, str]]) -> None:
+    """Other methods on /health go through authentication like any path: 401 without a token, not 405."""
+    url, _, tokens = server
+    got = httpx.get(url + "/health")
+    head = httpx.head(url + "/health")
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-type"] == got.headers["content-type"]
+    assert head.headers["content-length"] == str(len(got.content))
+    for method in ("POST", "PUT", "DELETE", "PATCH", "OPTIONS"):
+        refused = httpx.request(method, url + "/health")
+        assert refused.status_code == 401, method
+        assert refused.headers["X-Exception"] == "an access token is required"
+        assert httpx.request(method, url + "/health", headers=_bearer(tokens["admin"])).status_code == 405, method
+
+
 def test_cli_url_mode_uses_the_token(server: tuple[str, Path, dict[str, str]], tmp_path: Path) -> None:
     url, _, tokens = server
     runner = CliRunner()

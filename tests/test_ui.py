@@ -246,3 +246,63 @@ def test_under_a_url_prefix(tmp_path: Path) -> None:
         file_page = client.get(href)
         assert links(file_page.text)["current version"] == "/ft/files/p/a%20b"
         assert client.get("/ft/files/p/a%20b").content == b"x"
+
+
+def test_the_report_is_computed_once_per_interval_and_says_when(tmp_path: Path) -> None:
+    """Requests for one report within ui.REPORT_TTL share one computation, run once even when they
+    come together; after the interval it is computed again; the page says when it was computed."""
+    import asyncio
+    import threading
+
+    from starlette.applications import Starlette
+
+    store = Store.open(tmp_path / "s", create=True)
+    store.put("/r/a/1", b"shared", 1)
+    store.put("/r/b/1", b"shared", 1)
+    computed: list[tuple[str, int]] = []
+    gate = threading.Event()
+    real = store.dedup_report
+
+    def counting(prefix: str = "/", *, depth: int = 1, top: int = 10) -> object:
+        computed.append((prefix, depth))
+        assert gate.wait(10)
+        return real(prefix, depth=depth, top=top)
+
+    store.dedup_report = counting  # type: ignore[method-assign]
+    now = [1000.0]
+    mount = ui.ui_mount(store, clock=lambda: now[0])
+    reports = mount.routes[0].endpoint.__self__.reports  # type: ignore[attr-defined]
+    app = Starlette(routes=[mount])
+
+    async def scenario() -> list[str]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
+            async def get(**params: str) -> str:
+                page = await http.get("/ui/report", params={"prefix": "/r", "by": "1", **params})
+                assert page.status_code == 200
+                return page.text
+
+            together = [asyncio.ensure_future(get(sort=sort)) for sort in ("name", "freed", "stored", "name")]
+            for _ in range(1000):  # until the first computes and the three others wait for it
+                if computed and reports.waiting(("/r/", 1)) == 3:
+                    break
+                await asyncio.sleep(0.01)
+            assert len(computed) == 1 and reports.waiting(("/r/", 1)) == 3
+            gate.set()
+            pages = list(await asyncio.gather(*together))
+            now[0] += ui.REPORT_TTL - 1
+            pages.append(await get())
+            assert len(computed) == 1
+            now[0] += 2
+            pages.append(await get())
+            assert len(computed) == 2
+            await get(by="2")
+            assert computed == [("/r/", 1), ("/r/", 1), ("/r/", 2)]
+            return pages
+
+    pages = asyncio.run(scenario())
+    stamp = re.compile(r"computed at (\d\d:\d\d:\d\d) UTC, (\d+) s ago")
+    ages = [int(stamp.search(page).group(2)) for page in pages]  # type: ignore[union-attr]
+    assert ages == [0, 0, 0, 0, int(ui.REPORT_TTL) - 1, 0]
+    assert "all of /r/" in pages[0]
+    store.close()
