@@ -75,6 +75,7 @@ from .protocol import (
     parse_size,
     parse_version_date,
     path_from_url,
+    quote_path,
 )
 from .reading import BlobReader
 from .sizes import WHOLE_IN_MEMORY
@@ -410,7 +411,7 @@ class FiletrackerApp:
                     return await self._head_soon(path)
                 reader, body = await anyio.to_thread.run_sync(self._open, path, plain, "zstd" in accepted)
             elif self.fallback_url is not None:
-                return RedirectResponse(f"{self.fallback_url}/files{path}", status_code=307)
+                return RedirectResponse(self._fallback_location(request, path), status_code=307)
             else:
                 raise
         headers = self._headers(reader.version, reader.size, reader.key, reader.digests)
@@ -440,6 +441,13 @@ class FiletrackerApp:
             return StreamingResponse(_gzip(reader), headers=headers, media_type=media)
         headers["Content-Length"] = str(reader.size)
         return StreamingResponse(_content(reader), headers=headers, media_type=media)
+
+    def _fallback_location(self, request: Request, path: str) -> str:
+        """Where a missing ``path`` is on the ``--fallback-url`` server: the path castore looked
+        up, percent-encoded again (a decoded ``?``, ``#`` or ``%41`` would name another file
+        there), with the query the client sent (``?last_modified=…``)."""
+        query = request.scope.get("query_string", b"").decode("latin-1")
+        return f"{self.fallback_url}/files{quote_path(path)}" + (f"?{query}" if query else "")
 
     def _verifies_first(self, accepted: set[str]) -> bool:
         """Whether to verify a streamed body whole before sending headers (an extra read).

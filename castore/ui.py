@@ -31,6 +31,7 @@ from .errors import InvalidName, NotFound
 from .metadata.repo import Usage
 from .metadata.report import SORT_KEYS
 from .names import check_prefix, parse_name, parse_version, versioned_name
+from .protocol import quote_path
 from .reading import BlobReader
 from .sizes import IO_BUFFER, format_size
 from .store import Store
@@ -47,11 +48,6 @@ USAGE_TTL = 30.0
 """Seconds the usage summary is reused: on a million paths it costs seconds of CPU."""
 
 T = TypeVar("T")
-
-
-def quote_path(path: str) -> str:
-    """``path`` percent-encoded for a URL path, keeping its ``/`` separators."""
-    return quote(path, safe="/")
 
 
 def content_id(key: str) -> str:
