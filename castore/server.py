@@ -44,6 +44,7 @@ from .batch import MAX_BATCH_BYTES, MAX_FILE_SIZE, BatchLimits, store_batch
 from .blobs.fs import FileBlobBackend
 from .blobs.memory import MemoryBlobBackend
 from .codec import Codec, compressed_chunks
+from .conditional import precondition, range_holds
 from .content_coding import CODINGS, max_frame_size
 from .digests import content_digest
 from .errors import (
@@ -381,18 +382,34 @@ class FiletrackerApp:
             headers[CONTENT_DIGEST_HEADER] = format_content_digest(content_digest(digests))
         return headers
 
-    def _head(self, path: str) -> Response:
+    def _head(self, path: str, request: Request) -> Response:
         """A HEAD answer from the metadata alone (a primary-key lookup: on the event loop)."""
         entry = self.store.lookup(path)
         headers = self._headers(entry.version, entry.blob.size, entry.blob.key, entry.blob.digests)
+        not_modified = self._precondition(request, headers, entry.version)
+        if not_modified is not None:
+            return not_modified
         headers["Content-Length"] = str(entry.blob.size)
         return Response(status_code=200, headers=headers, media_type="application/octet-stream")
 
-    async def _head_soon(self, path: str) -> Response:
+    async def _head_soon(self, path: str, request: Request) -> Response:
         """:meth:`_head` on the event loop for local metadata, else in a thread."""
         if self.store.metadata.local_reads:
-            return self._head(path)
-        return await anyio.to_thread.run_sync(self._head, path)
+            return self._head(path, request)
+        return await anyio.to_thread.run_sync(self._head, path, request)
+
+    @staticmethod
+    def _precondition(request: Request, headers: dict[str, str], version: int) -> Response | None:
+        """The answer a GET or HEAD gets instead of the file by its conditional headers
+        (:mod:`castore.conditional`): a 304 with the file's validators and no body, or
+        None (answer as usual); a failed If-Match or If-Unmodified-Since raises 412."""
+        status = precondition(request.headers, headers["ETag"], version)
+        if status == 412:
+            raise _HTTPError(412, "precondition failed: the file's current version does not match If-Match "
+                                  "or If-Unmodified-Since")
+        if status == 304:
+            return Response(status_code=304, headers=headers)
+        return None
 
     async def _get(self, request: Request, path: str) -> Response:
         media = "application/octet-stream"
@@ -400,7 +417,7 @@ class FiletrackerApp:
         accepted = accepted_encodings(request.headers.get("accept-encoding"))
         try:
             if request.method == "HEAD":
-                return await self._head_soon(path)
+                return await self._head_soon(path, request)
             small = self._open_small(path, plain, "zstd" in accepted)
             if small is None:
                 small = await anyio.to_thread.run_sync(self._open, path, plain, "zstd" in accepted)
@@ -408,7 +425,7 @@ class FiletrackerApp:
         except NotFound:
             if self.migration is not None and await self.migration.fetch(path):
                 if request.method == "HEAD":
-                    return await self._head_soon(path)
+                    return await self._head_soon(path, request)
                 reader, body = await anyio.to_thread.run_sync(self._open, path, plain, "zstd" in accepted)
             elif self.fallback_url is not None:
                 return RedirectResponse(self._fallback_location(request, path), status_code=307)
@@ -417,6 +434,12 @@ class FiletrackerApp:
         headers = self._headers(reader.version, reader.size, reader.key, reader.digests)
         range_header = request.headers.get("range")
         try:
+            not_modified = self._precondition(request, headers, reader.version)
+            if not_modified is not None:
+                reader.close()
+                return not_modified
+            if range_header and not range_holds(request.headers.get("if-range"), headers["ETag"]):
+                range_header = None  # a validator of another content: the whole new one, never a splice
             span = _parse_range(range_header, reader.size) if range_header else None
             if body is None and self._verifies_first(accepted):
                 start, end = span or (0, reader.size)

@@ -20,6 +20,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 import pytest
+import requests
 from filetracker.client import Client as FiletrackerClient
 
 from castore.client import Client
@@ -83,13 +84,13 @@ class _OldHandler(BaseHTTPRequestHandler):
         if with_body:
             self.wfile.write(content)
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         self._answer(True)
 
-    def do_HEAD(self) -> None:  # noqa: N802 - http.server's name
+    def do_HEAD(self) -> None:
         self._answer(False)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - http.server's name
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
@@ -145,7 +146,7 @@ def test_a_file_missing_on_both_is_a_clean_error(new: str, tmp_path: Path, name:
     finally:
         client.close()
     assert not (tmp_path / "castore-out").exists()
-    with pytest.raises(Exception) as info:  # noqa: PT011 - requests' HTTPError: a 404
+    with pytest.raises(requests.HTTPError) as info:
         FiletrackerClient(local_store=None, remote_url=new).get_file(name, str(tmp_path / "filetracker-out"))
     assert "404" in str(info.value)
     assert not (tmp_path / "filetracker-out").exists()
