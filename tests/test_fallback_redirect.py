@@ -20,8 +20,8 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 import pytest
-import requests
 from filetracker.client import Client as FiletrackerClient
+from filetracker.client import FiletrackerError as OldClientError
 
 from castore.client import Client
 from castore.errors import FileNotAvailable
@@ -146,7 +146,7 @@ def test_a_file_missing_on_both_is_a_clean_error(new: str, tmp_path: Path, name:
     finally:
         client.close()
     assert not (tmp_path / "castore-out").exists()
-    with pytest.raises(requests.HTTPError) as info:
+    with pytest.raises(OldClientError) as info:
         FiletrackerClient(local_store=None, remote_url=new).get_file(name, str(tmp_path / "filetracker-out"))
     assert "404" in str(info.value)
     assert not (tmp_path / "filetracker-out").exists()
