@@ -233,6 +233,12 @@ def _span(reader: BlobReader, start: int, limit: int | None) -> Iterator[bytes]:
         yield chunk
 
 
+def _passes_through(reader: BlobReader, frames: bool) -> bool:
+    """Whether the answer is the stored zstd frames as they are: the client may take them
+    (``frames``: it accepts zstd, and wants the whole content) and the file is stored so."""
+    return frames and reader.codec is Codec.ZSTD
+
+
 def _stored_frames(reader: BlobReader) -> Iterator[bytes]:
     """The stored zstd frames, each piece sent only once the content it decodes to is verified."""
     return _closing_on_damage(reader, reader.verified_stored())
@@ -332,9 +338,9 @@ class FiletrackerApp:
             return await self._put(request, path)
         return await self._delete(request, path)
 
-    def _open(self, path: str, want_body: bool, accept_zstd: bool) -> tuple[BlobReader, bytes | None]:
-        """Open a file; read it whole at once (verified) when it is small and goes out decoded."""
-        return self._open_reader(self.store.open_file(path), want_body, accept_zstd)
+    def _open(self, path: str, frames: bool) -> tuple[BlobReader, bytes | None]:
+        """Open a file; read it whole at once (verified) when it is small (:meth:`_open_reader`)."""
+        return self._open_reader(self.store.open_file(path), frames)
 
     def _verify_span(self, path: str, version: int, start: int, end: int) -> None:
         """Read and verify content bytes ``[start, end)`` of ``path@version`` (before any header is sent)."""
@@ -348,14 +354,17 @@ class FiletrackerApp:
                     break
 
     @staticmethod
-    def _open_reader(reader: BlobReader, want_body: bool, accept_zstd: bool) -> tuple[BlobReader, bytes | None]:
-        passthrough = accept_zstd and reader.codec is Codec.ZSTD
-        if want_body and reader.size <= SMALL_BODY and not passthrough:
-            with reader:
-                return reader, reader.read()
-        return reader, None
+    def _open_reader(reader: BlobReader, frames: bool) -> tuple[BlobReader, bytes | None]:
+        """The reader and, for a file up to SMALL_BODY, the whole answer body, verified
+        before any header is sent (damage: CorruptBlob, a 500): its stored zstd frames when
+        ``frames`` (the client accepts zstd and asked no range) and it is stored so
+        (:func:`_passes_through`), else its content. A larger file is streamed: None."""
+        if reader.size > SMALL_BODY:
+            return reader, None
+        with reader:
+            return reader, b"".join(reader.verified_stored()) if _passes_through(reader, frames) else reader.read()
 
-    def _open_small(self, path: str, want_body: bool, accept_zstd: bool) -> tuple[BlobReader, bytes | None] | None:
+    def _open_small(self, path: str, frames: bool) -> tuple[BlobReader, bytes | None] | None:
         """Open a file on the event loop when its bytes and digests are in the metadata row.
 
         A lookup by primary key plus at most 128 KiB from SQLite's page cache takes
@@ -369,7 +378,7 @@ class FiletrackerApp:
         entry = self.store.lookup(path)
         if entry.blob.data is None or entry.blob.digests is None:
             return None
-        return self._open_reader(self.store.open_entry(entry), want_body, accept_zstd)
+        return self._open_reader(self.store.open_entry(entry), frames)
 
     def _headers(self, version: int, size: int, key: BlobKey, digests: bytes | None) -> dict[str, str]:
         headers = {
@@ -413,20 +422,20 @@ class FiletrackerApp:
 
     async def _get(self, request: Request, path: str) -> Response:
         media = "application/octet-stream"
-        plain = "range" not in request.headers
         accepted = accepted_encodings(request.headers.get("accept-encoding"))
+        frames = "zstd" in accepted and "range" not in request.headers  # stored zstd frames may go out as they are
         try:
             if request.method == "HEAD":
                 return await self._head_soon(path, request)
-            small = self._open_small(path, plain, "zstd" in accepted)
+            small = self._open_small(path, frames)
             if small is None:
-                small = await anyio.to_thread.run_sync(self._open, path, plain, "zstd" in accepted)
+                small = await anyio.to_thread.run_sync(self._open, path, frames)
             reader, body = small
         except NotFound:
             if self.migration is not None and await self.migration.fetch(path):
                 if request.method == "HEAD":
                     return await self._head_soon(path, request)
-                reader, body = await anyio.to_thread.run_sync(self._open, path, plain, "zstd" in accepted)
+                reader, body = await anyio.to_thread.run_sync(self._open, path, frames)
             elif self.fallback_url is not None:
                 return RedirectResponse(self._fallback_location(request, path), status_code=307)
             else:
@@ -451,12 +460,16 @@ class FiletrackerApp:
             start, end = span
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{reader.size}"
             headers["Content-Length"] = str(end - start)
+            if body is not None:  # a small file's content, read whole
+                return Response(body[start:end], status_code=206, headers=headers, media_type=media)
             part = _content(reader, start=start, limit=end - start)
             return StreamingResponse(part, status_code=206, headers=headers, media_type=media)
         if body is not None:
+            if _passes_through(reader, frames):
+                headers["Content-Encoding"] = "zstd"
             return Response(body, headers=headers, media_type=media)
         codec = reader.codec.value
-        if codec == Codec.ZSTD.value and "zstd" in accepted:
+        if _passes_through(reader, "zstd" in accepted):
             headers.update({"Content-Encoding": "zstd", "Content-Length": str(reader.stored_size)})
             return StreamingResponse(_stored_frames(reader), headers=headers, media_type=media)
         if codec == Codec.ZSTD.value and "gzip" in accepted and self.gzip:

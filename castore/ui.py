@@ -33,7 +33,7 @@ from .metadata.report import SORT_KEYS
 from .names import check_prefix, parse_name, parse_version, versioned_name
 from .protocol import quote_path
 from .reading import BlobReader
-from .sizes import IO_BUFFER, format_size
+from .sizes import IO_BUFFER, WHOLE_IN_MEMORY, format_size
 from .store import Store
 
 __all__ = ["FOLDER_PAGE", "content_id", "quote_path", "ui_mount"]
@@ -164,6 +164,10 @@ class _Pages:
         filename = quote(path.rsplit("/", 1)[1], safe="")
         headers = {"Content-Length": str(reader.size), "Content-Disposition": f"attachment; filename*=UTF-8''{filename}",
                    "X-Content-Type-Options": "nosniff"}
+        if reader.size <= WHOLE_IN_MEMORY:
+            # read whole and verified before the headers: damage raises CorruptBlob, a 500 (castore.server)
+            body = await anyio.to_thread.run_sync(_whole, reader)
+            return Response(body, headers=headers, media_type="application/octet-stream")
         return StreamingResponse(_chunks(reader), headers=headers, media_type="application/octet-stream")
 
     async def report(self, request: Request) -> Response:
@@ -183,6 +187,12 @@ class _Pages:
         return self._render(request, "report.html", title=f"Dedup report of {report.prefix}", report=report,
                             groups=groups[:REPORT_ROWS], hidden=max(len(groups) - REPORT_ROWS, 0), depth=depth,
                             sort=sort, sort_keys=SORT_KEYS, crumbs=_crumbs(report.prefix))
+
+
+def _whole(reader: BlobReader) -> bytes:
+    """The whole (small) content, verified, and the reader closed."""
+    with reader:
+        return reader.read()
 
 
 def _chunks(reader: BlobReader) -> Iterator[bytes]:
