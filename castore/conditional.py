@@ -21,15 +21,12 @@ If-Modified-Since) → 304; then If-Range, for a request with ``Range``.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from .errors import InvalidVersion
 from .protocol import parse_version_date
 
-__all__ = ["CONDITIONAL_HEADERS", "precondition", "range_holds"]
-
-CONDITIONAL_HEADERS = ("if-match", "if-none-match", "if-modified-since", "if-unmodified-since")
-"""The headers :func:`precondition` reads (lowercase, as ASGI gives them)."""
+__all__ = ["has_conditions", "precondition", "range_holds"]
 
 _ENTITY_TAG = re.compile(r'(W/)?("[\x21\x23-\x7e\x80-\xff]*")')
 
@@ -57,6 +54,15 @@ def _strong_match(header: str, etag: str) -> bool:
 def _weak_match(header: str, etag: str) -> bool:
     """Whether the list ``header`` holds ``*`` or ``etag`` by weak comparison (the W/ is disregarded)."""
     return header.strip() == "*" or any(opaque == etag for _, opaque in _tags(header))
+
+
+def has_conditions(raw_headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Whether any ``If-…`` header is among an ASGI request's (lowercased) raw headers.
+
+    One pass over the raw list (~1 µs) spares the requests without any (nearly all) the
+    five lookups of :func:`precondition` (~4 µs).
+    """
+    return any(name[:3] == b"if-" for name, _ in raw_headers)
 
 
 def precondition(headers: Mapping[str, str], etag: str, version: int) -> int | None:

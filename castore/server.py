@@ -44,7 +44,7 @@ from .batch import MAX_BATCH_BYTES, MAX_FILE_SIZE, BatchLimits, store_batch
 from .blobs.fs import FileBlobBackend
 from .blobs.memory import MemoryBlobBackend
 from .codec import Codec, compressed_chunks
-from .conditional import precondition, range_holds
+from .conditional import has_conditions, precondition, range_holds
 from .content_coding import CODINGS, max_frame_size
 from .digests import content_digest
 from .errors import (
@@ -412,6 +412,8 @@ class FiletrackerApp:
         """The answer a GET or HEAD gets instead of the file by its conditional headers
         (:mod:`castore.conditional`): a 304 with the file's validators and no body, or
         None (answer as usual); a failed If-Match or If-Unmodified-Since raises 412."""
+        if not has_conditions(request.scope["headers"]):
+            return None
         status = precondition(request.headers, headers["ETag"], version)
         if status == 412:
             raise _HTTPError(412, "precondition failed: the file's current version does not match If-Match "
