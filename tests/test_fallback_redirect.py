@@ -1,8 +1,9 @@
 """``--fallback-url``: a file castore lacks is fetched from exactly that file on the old server.
 
-A real ``castore serve --fallback-url`` on loopback redirects to a small scripted old
-server that records every request target it gets and answers each path with its own
-bytes. Names hold ``?``, ``#``, ``%``, spaces, non-ASCII and a literal ``%2F``; for each,
+A real ``castore serve --fallback-url`` on loopback redirects to an old server: a small
+scripted one that records every request target it gets and answers each path with its
+own bytes, and Filetracker 2.3.3's own server holding the same files (skipped when it is
+not installed: ``bash benchmarks/setup_filetracker.sh``). Names hold ``?``, ``#``, ``%``, spaces, non-ASCII and a literal ``%2F``; for each,
 the old server also holds a *decoy* under the path a wrongly encoded redirect would
 name (``/tests/a`` for ``/tests/a?b.in``). castore's client and Filetracker 2.3.3's
 client must get exactly the named file's bytes, and a file the old server does not
@@ -23,6 +24,7 @@ import pytest
 from filetracker.client import Client as FiletrackerClient
 from filetracker.client import FiletrackerError as OldClientError
 
+from benchmarks.server import FT_VENV, filetracker_server, running
 from castore.client import Client
 from castore.errors import FileNotAvailable
 
@@ -108,8 +110,25 @@ def old() -> Iterator[OldServer]:
 
 
 @pytest.fixture(scope="module")
-def new(old: OldServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with castore_server(tmp_path_factory.mktemp("fallback") / "store", "--fallback-url", old.url) as url:
+def filetracker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Filetracker 2.3.3's server, holding the old files (put by its own client)."""
+    if not (FT_VENV / "bin/filetracker-server").exists():
+        pytest.skip("Filetracker's server is not installed (bash benchmarks/setup_filetracker.sh)")
+    work = tmp_path_factory.mktemp("filetracker-server")
+    with running(*filetracker_server(work / "data", work / "server.log")) as url:
+        client = FiletrackerClient(local_store=None, remote_url=url)
+        for name, content in _old_files().items():
+            (work / "source").write_bytes(content)
+            client.put_file(f"{name}@{VERSION}", str(work / "source"))
+        yield url
+
+
+@pytest.fixture(scope="module", params=["scripted old server", "Filetracker 2.3.3"])
+def new(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """castore serve with ``--fallback-url`` naming the old server."""
+    old_url = request.getfixturevalue("old").url if request.param == "scripted old server" \
+        else request.getfixturevalue("filetracker")
+    with castore_server(tmp_path_factory.mktemp("fallback") / "store", "--fallback-url", old_url) as url:
         yield url
 
 
@@ -152,10 +171,10 @@ def test_a_file_missing_on_both_is_a_clean_error(new: str, tmp_path: Path, name:
     assert not (tmp_path / "filetracker-out").exists()
 
 
-def test_the_redirect_names_the_path_looked_up_and_keeps_the_query(new: str, old: OldServer) -> None:
+def test_the_redirect_names_the_path_looked_up_and_keeps_the_query(old: OldServer, tmp_path: Path) -> None:
     """An encoded ``/`` in a URL is a separator once decoded (castore looks up ``/tests/x/y``):
     the redirect names that same path. The query the client sent goes along."""
-    with httpx.Client(timeout=10) as http:
+    with castore_server(tmp_path / "store", "--fallback-url", old.url) as new, httpx.Client(timeout=10) as http:
         r = http.get(f"{new}/files/tests/x%2Fy")
         assert r.status_code == 307 and r.headers["location"] == f"{old.url}/files/tests/x/y"
         query = "last_modified=Thu%2C%2001%20Jan%201970%2000%3A16%3A40%20-0000"
