@@ -9,6 +9,7 @@ from __future__ import annotations
 import email.utils
 import functools
 import re
+from urllib.parse import quote
 
 from .errors import InvalidName, InvalidVersion
 from .names import MAX_VERSION, check_path, check_version
@@ -23,6 +24,7 @@ __all__ = [
     "parse_size",
     "parse_version_date",
     "path_from_url",
+    "quote_path",
 ]
 
 PROTOCOL_VERSIONS = [2]
@@ -71,6 +73,16 @@ def parse_version_date(text: str | None) -> int:
     if not 0 <= version <= MAX_VERSION:
         raise InvalidVersion(f"last_modified {text!r} is before 1970")
     return check_version(version)
+
+
+def quote_path(path: str) -> str:
+    """``path`` percent-encoded for a URL path, keeping its ``/`` separators.
+
+    Every other byte that is not unreserved is encoded (``?``, ``#``, ``%``, spaces,
+    non-ASCII as UTF-8), so the server decodes the URL back to exactly ``path``. The
+    client, the web page's links and the server's ``--fallback-url`` redirect all use it.
+    """
+    return quote(path, safe="/")
 
 
 def path_from_url(rest: str) -> str:

@@ -40,6 +40,7 @@ from .protocol import (
     parse_content_digest,
     parse_size,
     parse_version_date,
+    quote_path,
 )
 from .sizes import IO_BUFFER, WHOLE_IN_MEMORY
 
@@ -641,7 +642,7 @@ class Remote:
             raise _no_answer(method, f"http://{parts.netloc}", target, e) from None
 
     def _files_url(self, path: str, version: int | None = None) -> str:
-        url = f"{self._prefix}/files{quote(path, safe='/')}"
+        url = f"{self._prefix}/files{quote_path(path)}"
         if version is not None:
             url += "?last_modified=" + quote(format_version(version))
         return url
@@ -823,7 +824,7 @@ class Remote:
 
         ``max_bytes``: a listing longer than this raises FiletrackerError (None: no limit).
         """
-        url = f"{self._prefix}/list{quote(subpath, safe='/')}"
+        url = f"{self._prefix}/list{quote_path(subpath)}"
         url += "?last_modified=" + quote(format_version(int(time.time()) if cutoff is None else cutoff))
         response = self._send("GET", url, watch=watch)
         _check_status(response, subpath)

@@ -44,6 +44,7 @@ from .batch import MAX_BATCH_BYTES, MAX_FILE_SIZE, BatchLimits, store_batch
 from .blobs.fs import FileBlobBackend
 from .blobs.memory import MemoryBlobBackend
 from .codec import Codec, compressed_chunks
+from .conditional import has_conditions, precondition, range_holds
 from .content_coding import CODINGS, max_frame_size
 from .digests import content_digest
 from .errors import (
@@ -77,6 +78,7 @@ from .protocol import (
     parse_size,
     parse_version_date,
     path_from_url,
+    quote_path,
 )
 from .reading import BlobReader
 from .sizes import WHOLE_IN_MEMORY
@@ -238,6 +240,12 @@ def _span(reader: BlobReader, start: int, limit: int | None) -> Iterator[bytes]:
         yield chunk
 
 
+def _passes_through(reader: BlobReader, frames: bool) -> bool:
+    """Whether the answer is the stored zstd frames as they are: the client may take them
+    (``frames``: it accepts zstd, and wants the whole content) and the file is stored so."""
+    return frames and reader.codec is Codec.ZSTD
+
+
 def _stored_frames(reader: BlobReader) -> Iterator[bytes]:
     """The stored zstd frames, each piece sent only once the content it decodes to is verified."""
     return _closing_on_damage(reader, reader.verified_stored())
@@ -337,9 +345,9 @@ class FiletrackerApp:
             return await self._put(request, path)
         return await self._delete(request, path)
 
-    def _open(self, path: str, want_body: bool, accept_zstd: bool) -> tuple[BlobReader, bytes | None]:
-        """Open a file; read it whole at once (verified) when it is small and goes out decoded."""
-        return self._open_reader(self.store.open_file(path), want_body, accept_zstd)
+    def _open(self, path: str, frames: bool) -> tuple[BlobReader, bytes | None]:
+        """Open a file; read it whole at once (verified) when it is small (:meth:`_open_reader`)."""
+        return self._open_reader(self.store.open_file(path), frames)
 
     def _verify_span(self, path: str, version: int, start: int, end: int) -> None:
         """Read and verify content bytes ``[start, end)`` of ``path@version`` (before any header is sent)."""
@@ -353,14 +361,17 @@ class FiletrackerApp:
                     break
 
     @staticmethod
-    def _open_reader(reader: BlobReader, want_body: bool, accept_zstd: bool) -> tuple[BlobReader, bytes | None]:
-        passthrough = accept_zstd and reader.codec is Codec.ZSTD
-        if want_body and reader.size <= SMALL_BODY and not passthrough:
-            with reader:
-                return reader, reader.read()
-        return reader, None
+    def _open_reader(reader: BlobReader, frames: bool) -> tuple[BlobReader, bytes | None]:
+        """The reader and, for a file up to SMALL_BODY, the whole answer body, verified
+        before any header is sent (damage: CorruptBlob, a 500): its stored zstd frames when
+        ``frames`` (the client accepts zstd and asked no range) and it is stored so
+        (:func:`_passes_through`), else its content. A larger file is streamed: None."""
+        if reader.size > SMALL_BODY:
+            return reader, None
+        with reader:
+            return reader, b"".join(reader.verified_stored()) if _passes_through(reader, frames) else reader.read()
 
-    def _open_small(self, path: str, want_body: bool, accept_zstd: bool) -> tuple[BlobReader, bytes | None] | None:
+    def _open_small(self, path: str, frames: bool) -> tuple[BlobReader, bytes | None] | None:
         """Open a file on the event loop when its bytes and digests are in the metadata row.
 
         A lookup by primary key plus at most 128 KiB from SQLite's page cache takes
@@ -374,7 +385,7 @@ class FiletrackerApp:
         entry = self.store.lookup(path)
         if entry.blob.data is None or entry.blob.digests is None:
             return None
-        return self._open_reader(self.store.open_entry(entry), want_body, accept_zstd)
+        return self._open_reader(self.store.open_entry(entry), frames)
 
     def _headers(self, version: int, size: int, key: BlobKey, digests: bytes | None) -> dict[str, str]:
         headers = {
@@ -387,42 +398,66 @@ class FiletrackerApp:
             headers[CONTENT_DIGEST_HEADER] = format_content_digest(content_digest(digests))
         return headers
 
-    def _head(self, path: str) -> Response:
+    def _head(self, path: str, request: Request) -> Response:
         """A HEAD answer from the metadata alone (a primary-key lookup: on the event loop)."""
         entry = self.store.lookup(path)
         headers = self._headers(entry.version, entry.blob.size, entry.blob.key, entry.blob.digests)
+        not_modified = self._precondition(request, headers, entry.version)
+        if not_modified is not None:
+            return not_modified
         headers["Content-Length"] = str(entry.blob.size)
         return Response(status_code=200, headers=headers, media_type="application/octet-stream")
 
-    async def _head_soon(self, path: str) -> Response:
+    async def _head_soon(self, path: str, request: Request) -> Response:
         """:meth:`_head` on the event loop for local metadata, else in a thread."""
         if self.store.metadata.local_reads:
-            return self._head(path)
-        return await anyio.to_thread.run_sync(self._head, path)
+            return self._head(path, request)
+        return await anyio.to_thread.run_sync(self._head, path, request)
+
+    @staticmethod
+    def _precondition(request: Request, headers: dict[str, str], version: int) -> Response | None:
+        """The answer a GET or HEAD gets instead of the file by its conditional headers
+        (:mod:`castore.conditional`): a 304 with the file's validators and no body, or
+        None (answer as usual); a failed If-Match or If-Unmodified-Since raises 412."""
+        if not has_conditions(request.scope["headers"]):
+            return None
+        status = precondition(request.headers, headers["ETag"], version)
+        if status == 412:
+            raise _HTTPError(412, "precondition failed: the file's current version does not match If-Match "
+                                  "or If-Unmodified-Since")
+        if status == 304:
+            return Response(status_code=304, headers=headers)
+        return None
 
     async def _get(self, request: Request, path: str) -> Response:
         media = "application/octet-stream"
-        plain = "range" not in request.headers
         accepted = accepted_encodings(request.headers.get("accept-encoding"))
+        frames = "zstd" in accepted and "range" not in request.headers  # stored zstd frames may go out as they are
         try:
             if request.method == "HEAD":
-                return await self._head_soon(path)
-            small = self._open_small(path, plain, "zstd" in accepted)
+                return await self._head_soon(path, request)
+            small = self._open_small(path, frames)
             if small is None:
-                small = await anyio.to_thread.run_sync(self._open, path, plain, "zstd" in accepted)
+                small = await anyio.to_thread.run_sync(self._open, path, frames)
             reader, body = small
         except NotFound:
             if self.migration is not None and await _while_connected(request, self.migration.fetch(path)):
                 if request.method == "HEAD":
-                    return await self._head_soon(path)
-                reader, body = await anyio.to_thread.run_sync(self._open, path, plain, "zstd" in accepted)
+                    return await self._head_soon(path, request)
+                reader, body = await anyio.to_thread.run_sync(self._open, path, frames)
             elif self.fallback_url is not None:
-                return RedirectResponse(f"{self.fallback_url}/files{path}", status_code=307)
+                return RedirectResponse(self._fallback_location(request, path), status_code=307)
             else:
                 raise
         headers = self._headers(reader.version, reader.size, reader.key, reader.digests)
         range_header = request.headers.get("range")
         try:
+            not_modified = self._precondition(request, headers, reader.version)
+            if not_modified is not None:
+                reader.close()
+                return not_modified
+            if range_header and not range_holds(request.headers.get("if-range"), headers["ETag"]):
+                range_header = None  # a validator of another content: the whole new one, never a splice
             span = _parse_range(range_header, reader.size) if range_header else None
             if body is None and self._verifies_first(accepted):
                 start, end = span or (0, reader.size)
@@ -434,12 +469,16 @@ class FiletrackerApp:
             start, end = span
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{reader.size}"
             headers["Content-Length"] = str(end - start)
+            if body is not None:  # a small file's content, read whole
+                return Response(body[start:end], status_code=206, headers=headers, media_type=media)
             part = _content(reader, start=start, limit=end - start)
             return StreamingResponse(part, status_code=206, headers=headers, media_type=media)
         if body is not None:
+            if _passes_through(reader, frames):
+                headers["Content-Encoding"] = "zstd"
             return Response(body, headers=headers, media_type=media)
         codec = reader.codec.value
-        if codec == Codec.ZSTD.value and "zstd" in accepted:
+        if _passes_through(reader, "zstd" in accepted):
             headers.update({"Content-Encoding": "zstd", "Content-Length": str(reader.stored_size)})
             return StreamingResponse(_stored_frames(reader), headers=headers, media_type=media)
         if codec == Codec.ZSTD.value and "gzip" in accepted and self.gzip:
@@ -447,6 +486,13 @@ class FiletrackerApp:
             return StreamingResponse(_gzip(reader), headers=headers, media_type=media)
         headers["Content-Length"] = str(reader.size)
         return StreamingResponse(_content(reader), headers=headers, media_type=media)
+
+    def _fallback_location(self, request: Request, path: str) -> str:
+        """Where a missing ``path`` is on the ``--fallback-url`` server: the path castore looked
+        up, percent-encoded again (a decoded ``?``, ``#`` or ``%41`` would name another file
+        there), with the query the client sent (``?last_modified=…``)."""
+        query = request.scope.get("query_string", b"").decode("latin-1")
+        return f"{self.fallback_url}/files{quote_path(path)}" + (f"?{query}" if query else "")
 
     def _verifies_first(self, accepted: set[str]) -> bool:
         """Whether to verify a streamed body whole before sending headers (an extra read).

@@ -39,8 +39,9 @@ from .errors import InvalidName, NotFound
 from .metadata.repo import Usage
 from .metadata.report import SORT_KEYS, DedupReport
 from .names import check_prefix, parse_name, parse_version, versioned_name
+from .protocol import quote_path
 from .reading import BlobReader
-from .sizes import IO_BUFFER, format_size
+from .sizes import IO_BUFFER, WHOLE_IN_MEMORY, format_size
 from .store import Store
 
 __all__ = ["FOLDER_PAGE", "content_id", "quote_path", "ui_mount"]
@@ -115,11 +116,6 @@ class _Recent(Generic[T]):
         """Callers waiting for ``key``'s computation (for tests)."""
         lock = self._locks.get(key)
         return lock.statistics().tasks_waiting if lock is not None else 0
-
-
-def quote_path(path: str) -> str:
-    """``path`` percent-encoded for a URL path, keeping its ``/`` separators."""
-    return quote(path, safe="/")
 
 
 def content_id(key: str) -> str:
@@ -235,6 +231,10 @@ class _Pages:
         filename = quote(path.rsplit("/", 1)[1], safe="")
         headers = {"Content-Length": str(reader.size), "Content-Disposition": f"attachment; filename*=UTF-8''{filename}",
                    "X-Content-Type-Options": "nosniff"}
+        if reader.size <= WHOLE_IN_MEMORY:
+            # read whole and verified before the headers: damage raises CorruptBlob, a 500 (castore.server)
+            body = await anyio.to_thread.run_sync(_whole, reader)
+            return Response(body, headers=headers, media_type="application/octet-stream")
         return StreamingResponse(_chunks(reader), headers=headers, media_type="application/octet-stream")
 
     async def report(self, request: Request) -> Response:
@@ -260,6 +260,12 @@ class _Pages:
                             sort=sort, sort_keys=SORT_KEYS, crumbs=_crumbs(report.prefix),
                             computed_at=time.strftime("%H:%M:%S", time.gmtime(computed.at)),
                             computed_ago=max(int(self.reports.clock() - computed.tick), 0), report_ttl=REPORT_TTL)
+
+
+def _whole(reader: BlobReader) -> bytes:
+    """The whole (small) content, verified, and the reader closed."""
+    with reader:
+        return reader.read()
 
 
 def _chunks(reader: BlobReader) -> Iterator[bytes]:

@@ -312,6 +312,38 @@ def test_serve_passes_verify_first_to_its_workers(tmp_path: Path) -> None:
     assert info.size == 3 << 20
 
 
+SMALL_KINDS = [kind for kind in KINDS if len(kind.content) <= MIB and not kind.via_client]
+
+
+def test_a_damaged_small_file_is_a_500_every_way(tmp_path: Path) -> None:
+    """Files up to 1 MiB are verified before the headers go out, whatever the answer's
+    form: stored zstd frames to a zstd client, a Range, the web page's download. A
+    damaged one answers 500 with the usual one-line message, never headers and a cut body."""
+    root = tmp_path / "store"
+    with Store.open(root, create=True) as store:
+        for kind in SMALL_KINDS:
+            store.put(kind.path, kind.content, version=1000)
+    for kind in SMALL_KINDS:
+        _flip_stored_byte(root, kind)
+    reads = [("/files{}", {"Accept-Encoding": "zstd"}), ("/files{}", {"Accept-Encoding": "identity"}),
+             ("/files{}", {"Accept-Encoding": "gzip"}),
+             ("/files{}", {"Accept-Encoding": "zstd", "Range": "bytes=-1000"}),
+             ("/files{}", {"Accept-Encoding": "zstd", "Range": "bytes=10-"}),
+             ("/ui/download{}?version=1000", {})]
+    answers = {}
+    with castore_server(root, "--gzip") as url, httpx.Client(base_url=url, timeout=30) as http:
+        for kind in SMALL_KINDS:
+            for where, headers in reads:
+                try:
+                    r = http.get(where.format(kind.path), headers=headers)
+                    answers[kind.name, where, str(headers)] = (r.status_code, r.headers.get("x-exception", ""))
+                except httpx.HTTPError as e:  # the body was cut after a 200
+                    answers[kind.name, where, str(headers)] = (0, type(e).__name__)
+    wrong = {read: answer for read, answer in answers.items()
+             if answer[0] != 500 or "failed verification" not in answer[1]}
+    assert wrong == {}
+
+
 # -- a second copy after a failed verification (BlobReader's refetch) -------------------------
 
 
