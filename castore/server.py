@@ -393,6 +393,7 @@ class FiletrackerApp:
             "Logical-Size": str(size),
             "Accept-Ranges": "bytes",
             "ETag": f'"{self.store.etag(key)}"',
+            "Vary": "Accept-Encoding",  # the same URL answers zstd, gzip or identity: caches must key on it
         }
         if digests is not None:
             headers[CONTENT_DIGEST_HEADER] = format_content_digest(content_digest(digests))

@@ -161,3 +161,15 @@ def test_order_of_evaluation(served: tuple[Ask, Tags], path: str) -> None:
     _whole(ask("GET", path, if_match=new_tag, if_none_match=old_tag, range="bytes=0-9", if_range=old_tag), path)
     assert ask("GET", "/missing", if_none_match="*")[0] == 404
     assert ask("GET", "/missing", if_match="*")[0] == 404
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_every_answer_says_it_varies_with_accept_encoding(served: tuple[Ask, Tags], path: str) -> None:
+    """One URL answers zstd, gzip or identity by ``Accept-Encoding``: a cache must key on it."""
+    ask, tags = served
+    for method in ("GET", "HEAD"):
+        for encoding in ("zstd", "gzip", "identity"):
+            status, headers, _ = ask(method, path, accept_encoding=encoding)
+            assert status == 200 and headers["vary"] == "Accept-Encoding", (method, encoding, status)
+    status, headers, _ = ask("GET", path, if_none_match=tags[path][1])
+    assert status == 304 and headers["vary"] == "Accept-Encoding"
