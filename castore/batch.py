@@ -28,7 +28,7 @@ be stored inline is stored on its own after the run before it, so that blob byte
 never published under an uncommitted row.
 
 This module holds the format (client and server) and :func:`store_batch` (the server's
-work, in a thread); the HTTP route is :meth:`castore.server.FiletrackerApp.put_batch`.
+work, in a thread); the HTTP route is :meth:`castore.server.app.FiletrackerApp.put_batch`.
 """
 
 from __future__ import annotations
@@ -209,7 +209,9 @@ def _content(file: BatchFile, payload: bytes, max_window: int) -> bytes:
     """A file's content from its payload: checked against its size (SourceError otherwise)."""
     if file.encoding == "identity":
         return payload
-    from .upload import UploadReader  # the server's one decoder of upload bodies (bounded, size-checked)
+    from .server.upload import (
+        UploadReader,  # the server's one decoder of upload bodies (bounded, size-checked)
+    )
 
     reader = UploadReader(io.BytesIO(payload), encoding="zstd", logical_size=file.size, sha256=None,
                           max_size=file.size, max_window=max_window)

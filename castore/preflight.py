@@ -5,7 +5,7 @@ start-up). A server's master only needs to know that its workers will be able to
 store, so when ``ROOT/metadata.sqlite3`` is a castore store at this code's schema
 revision, with all its settings, it looks with the standard library's ``sqlite3`` only,
 and each worker opens the store while it already answers ``GET /version``
-(:class:`castore.serving.PerWorkerApp`). The price: each worker loads SQLAlchemy itself
+(:class:`castore.server.serving.PerWorkerApp`). The price: each worker loads SQLAlchemy itself
 (~0.3 s of CPU each) instead of sharing the master's load through ``fork``; with one
 worker per core they load side by side, and a file request that reaches a worker still
 loading waits for it.

@@ -22,12 +22,12 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from castore.client import Client
-from castore.hosts import AllowedHosts, default_allowed_hosts, host_name
-from castore.server import early_answers
-from castore.serving import PerWorkerApp
+from castore.server.app import early_answers
+from castore.server.hosts import AllowedHosts, default_allowed_hosts, host_name
+from castore.server.serving import PerWorkerApp
+from castore.server.tokens import create_token
+from castore.server.upload import UploadLimits
 from castore.store import Store
-from castore.tokens import create_token
-from castore.upload import UploadLimits
 
 from .server_process import castore_server, read_response_head
 from .test_per_worker_app import _get as _asgi_get

@@ -24,11 +24,11 @@ from hypothesis import strategies as st
 
 from castore.batch import BatchLimits, batch_body, batch_entry, digest_of
 from castore.client import Client
+from castore.client.remote import Remote
 from castore.codec import pack_for_sending
 from castore.errors import FiletrackerError
-from castore.remote import Remote
+from castore.server.tokens import create_token
 from castore.store import Store
-from castore.tokens import create_token
 from tests.server_process import castore_server, castore_server_process, free_port, read_response_head
 
 

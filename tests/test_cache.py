@@ -1,4 +1,4 @@
-"""castore.cache.replaced_whole: a destination is replaced whole and atomically."""
+"""castore.client.cache.replaced_whole: a destination is replaced whole and atomically."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ def test_replacing_a_file_never_leaves_its_name_missing(tmp_path: Path) -> None:
     """A reader polling the destination while it is replaced 300 times always finds a whole file."""
     import threading
 
-    from castore.cache import replaced_whole
+    from castore.client.cache import replaced_whole
 
     destination = tmp_path / "input.txt"
     destination.write_bytes(b"0" * 1000)
@@ -43,7 +43,7 @@ def test_replacing_a_file_never_leaves_its_name_missing(tmp_path: Path) -> None:
 
 
 def test_replacing_keeps_a_folder_or_link_at_the_destination_as_os_replace_would(tmp_path: Path) -> None:
-    from castore.cache import replaced_whole
+    from castore.client.cache import replaced_whole
 
     target = tmp_path / "real.txt"
     target.write_bytes(b"old")

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from castore.cache import LocalCache
 from castore.cli import cli
+from castore.client.cache import LocalCache
 from castore.sizes import parse_size
 
 from .server_process import castore_server

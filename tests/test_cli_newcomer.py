@@ -434,7 +434,7 @@ def test_progress_counts_each_byte_once_over_two_passes(tmp_path: Path) -> None:
     """The store hashes a seekable source, then reads it again: the bar must still end at its size."""
     import io
 
-    from castore.remote import ProgressReader
+    from castore.client.remote import ProgressReader
 
     seen: list[int] = []
     reader = ProgressReader(io.BytesIO(b"x" * 1000), seen.append)

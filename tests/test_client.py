@@ -18,8 +18,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from castore.client import Client
+from castore.client.remote import Remote
 from castore.errors import FileNotAvailable, FiletrackerError
-from castore.remote import Remote
 from castore.store import Store
 
 from .server_process import castore_server, free_port
@@ -450,8 +450,8 @@ def test_what_a_small_upload_is_sent_as() -> None:
 
 
 def test_response_headers_are_split_as_http_client_would() -> None:
-    """castore.remote parses response headers itself (http.client's email parser was its largest cost)."""
-    from castore.remote import _Headers
+    """castore.client.remote parses response headers itself (http.client's email parser was its largest cost)."""
+    from castore.client.remote import _Headers
 
     headers = _Headers([b"Content-Length: 12\r\n", b"X-Exception: bad \xe9\r\n", b"Set: a\r\n", b"set: b\r\n",
                         b"Folded: one\r\n", b"  two\r\n", b"no colon here\r\n"])
@@ -467,8 +467,8 @@ def test_response_headers_are_split_as_http_client_would() -> None:
                  st.lists(st.text(alphabet="ab-9", max_size=70), min_size=1, max_size=4).map(".".join),
                  st.text(max_size=20)))
 def test_a_host_given_as_bytes_resolves_as_the_idna_codec_would(host: str) -> None:
-    """castore.remote hands getaddrinfo an ASCII host as bytes (no idna import at start-up): the same bytes."""
-    from castore.remote import _getaddrinfo_host
+    """castore.client.remote hands getaddrinfo an ASCII host as bytes (no idna import at start-up): the same bytes."""
+    from castore.client.remote import _getaddrinfo_host
 
     given = _getaddrinfo_host(host)
     if isinstance(given, bytes):
@@ -478,7 +478,7 @@ def test_a_host_given_as_bytes_resolves_as_the_idna_codec_would(host: str) -> No
 
 
 def test_which_hosts_go_to_getaddrinfo_as_bytes() -> None:
-    from castore.remote import _getaddrinfo_host
+    from castore.client.remote import _getaddrinfo_host
 
     assert _getaddrinfo_host("127.0.0.1") == b"127.0.0.1" and _getaddrinfo_host("files.example.") == b"files.example."
     assert _getaddrinfo_host("b\u00fccher.example") == "b\u00fccher.example"  # IDNA: the codec's punycode

@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from castore.cache import LocalCache
 from castore.client import Client
+from castore.client.cache import LocalCache
 
 from .server_process import castore_server
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from castore.client import Client
 from castore.keys import KeyState
-from castore.server import create_app
+from castore.server.app import create_app
 from castore.store import Store
 
 from .server_process import free_port

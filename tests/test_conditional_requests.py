@@ -15,7 +15,7 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from castore.server import create_app
+from castore.server.app import create_app
 from castore.store import Store
 
 from .server_process import castore_server

@@ -19,9 +19,9 @@ import pytest
 import zstandard
 from starlette.testclient import TestClient
 
-from castore.server import create_app
+from castore.server.app import create_app
+from castore.server.tokens import create_token
 from castore.store import Store
-from castore.tokens import create_token
 
 from .server_process import on_event_loop
 

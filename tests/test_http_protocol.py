@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from castore.http_protocol import BoundedHttpToolsProtocol, _HeadWithBody
+from castore.server.httptools import BoundedHttpToolsProtocol, _HeadWithBody
 
 
 class _Transport:

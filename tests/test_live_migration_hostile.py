@@ -24,9 +24,9 @@ from starlette.testclient import TestClient
 
 from castore.migration.live import MigrationLimits, migration_status
 from castore.protocol import format_version, parse_version_date
-from castore.server import create_app
+from castore.server.app import create_app
+from castore.server.upload import UploadLimits
 from castore.store import Store
-from castore.upload import UploadLimits
 from tests.server_process import castore_server, free_port, read_response_head
 
 pytestmark = pytest.mark.backends("sqlite+file")

@@ -25,7 +25,7 @@ from starlette.testclient import TestClient
 
 from castore.metadata.engine import BUSY_TIMEOUT_MS
 from castore.metadata.repo import WouldWait
-from castore.server import FiletrackerApp, create_app
+from castore.server.app import FiletrackerApp, create_app
 from castore.store import METADATA_FILE, Store
 
 from .server_process import on_event_loop

@@ -17,8 +17,8 @@ from sqlalchemy import create_engine, text
 
 from alembic import command
 from castore.blobs.fs import key_to_relpath
-from castore.cache import LocalCache
 from castore.client import Client
+from castore.client.cache import LocalCache
 from castore.errors import CorruptBlob, FiletrackerError
 from castore.keys import BlobKey
 from castore.metadata.migrate import SCHEMA_REVISION, alembic_config, current_revision

@@ -130,7 +130,7 @@ def test_verify_reports_a_difference(tmp_path: Path, store: Store) -> None:
 def test_migrating_server_answers_502_when_the_old_server_is_down(store: Store) -> None:
     from starlette.testclient import TestClient
 
-    from castore.server import create_app
+    from castore.server.app import create_app
     from tests.server_process import free_port
 
     store.put("/here", b"here", 5)

@@ -13,8 +13,8 @@ from castore.blobs.fs import FileBlobBackend
 from castore.blobs.memory import MemoryBlobBackend
 from castore.errors import StoreNotFound
 from castore.opening import initialize, locate, open_store
+from castore.server.tokens import create_token, revoke_token
 from castore.store import Store
-from castore.tokens import create_token, revoke_token
 
 from .backends import PostgresCluster
 

@@ -1,4 +1,4 @@
-"""castore.serving.PerWorkerApp: a worker answers /version/ while its app (its store) is still being built.
+"""castore.server.serving.PerWorkerApp: a worker answers /version/ while its app (its store) is still being built.
 
 Driven through the ASGI protocol in-process, with a factory that waits on an event the
 test sets: ``/version/`` is answered from ``early`` meanwhile, every other request waits
@@ -19,9 +19,9 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from castore.opening import open_store
-from castore.server import create_app, early_answers
-from castore.serving import PerWorkerApp
-from castore.upload import UploadLimits
+from castore.server.app import create_app, early_answers
+from castore.server.serving import PerWorkerApp
+from castore.server.upload import UploadLimits
 
 Message = dict[str, Any]
 

@@ -19,7 +19,7 @@ from castore.opening import open_store
 from .server_process import castore_server
 
 HEAVY = ("sqlalchemy", "alembic", "starlette", "uvicorn", "anyio")
-NOT_AT_BOOT = ("sqlalchemy.orm", "sqlalchemy.dialects.postgresql", "alembic", "jinja2", "mako", "castore.ui",
+NOT_AT_BOOT = ("sqlalchemy.orm", "sqlalchemy.dialects.postgresql", "alembic", "jinja2", "mako", "castore.server.ui",
                "castore.migration")
 """Modules a server answering the protocol on a current SQLite store never needs to import."""
 
@@ -51,21 +51,21 @@ def test_the_package_loads_the_store_on_first_use() -> None:
 
 
 def test_the_client_module_loads_the_cache_on_first_use() -> None:
-    assert not _loaded(_modules_after("import castore.client"), ("castore.cache", "logging", "shutil"))
-    assert "castore.cache" in _modules_after("from castore.client import LocalCache")
-    assert "castore.cache" in _modules_after("import castore.client; castore.client.Client(cache_dir='/nonexistent/c', "
+    assert not _loaded(_modules_after("import castore.client"), ("castore.client.cache", "logging", "shutil"))
+    assert "castore.client.cache" in _modules_after("from castore.client import LocalCache")
+    assert "castore.client.cache" in _modules_after("import castore.client; castore.client.Client(cache_dir='/nonexistent/c', "
                                              "remote_url='http://127.0.0.1:9')")
-    import castore.cache
     import castore.client
+    import castore.client.cache
 
-    assert castore.client.LocalCache is castore.cache.LocalCache and castore.client.CacheEntry is castore.cache.CacheEntry
+    assert castore.client.LocalCache is castore.client.cache.LocalCache and castore.client.CacheEntry is castore.client.cache.CacheEntry
     assert {"LocalCache", "CacheEntry", "Client"} <= set(dir(castore.client))
     with pytest.raises(AttributeError, match="NoSuchName"):
         castore.client.NoSuchName  # noqa: B018
 
 
 def test_importing_the_server_loads_nothing_a_request_does_not_need() -> None:
-    assert not _loaded(_modules_after("import castore.server, castore.serving"), NOT_AT_BOOT)
+    assert not _loaded(_modules_after("import castore.server.app, castore.server.serving"), NOT_AT_BOOT)
 
 
 def test_opening_or_creating_a_store_loads_neither_alembic_nor_the_orm(tmp_path: Path) -> None:
@@ -84,7 +84,7 @@ def test_the_web_page_is_loaded_by_its_first_request(tmp_path: Path) -> None:
     open_store(tmp_path / "s", create=True).close()
     statement = (
         "import os; os.environ['CASTORE_ROOT'] = " + repr(str(tmp_path / "s")) + "; "
-        "from starlette.testclient import TestClient; from castore.server import app_from_environment; "
+        "from starlette.testclient import TestClient; from castore.server.app import app_from_environment; "
         "client = TestClient(app_from_environment(), base_url='http://localhost'); "
         "assert client.get('/version/').status_code == 200; "
         "assert 'jinja2' not in sys.modules; "
@@ -93,11 +93,11 @@ def test_the_web_page_is_loaded_by_its_first_request(tmp_path: Path) -> None:
     assert "jinja2" in _packages(_modules_after(statement))
 
 
-CAT_NEVER = ("castore.batch", "castore.cache", "json", "logging", "shutil", "tempfile", "encodings.idna")
+CAT_NEVER = ("castore.batch", "castore.client.cache", "json", "logging", "shutil", "tempfile", "encodings.idna")
 """Modules ``castore --url URL cat NAME`` must not import (~15 ms of its start-up, issue #10): batched
 puts and their JSON manifest, the local cache (cat has none) with shutil/tempfile, the client's logger
 (it warns only about a cache), json (only ``is_castore`` and ``--json`` read or write it), and the idna
-codec that ``getaddrinfo`` imports for a ``str`` host (castore.remote gives an ASCII host as bytes)."""
+codec that ``getaddrinfo`` imports for a ``str`` host (castore.client.remote gives an ASCII host as bytes)."""
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +150,7 @@ def test_castore_help_loads_no_store_server_or_http_library() -> None:
 
 def test_the_server_code_is_imported_without_sqlalchemy() -> None:
     # the master imports it before forking; each worker loads SQLAlchemy while it answers /version/
-    assert not _loaded(_modules_after("import castore.server, castore.serving, castore.preflight"),
+    assert not _loaded(_modules_after("import castore.server.app, castore.server.serving, castore.preflight"),
                        ("sqlalchemy", "castore.store", "castore.opening"))
 
 
@@ -167,7 +167,7 @@ def test_preflight_tells_a_current_store_from_what_the_master_must_open(tmp_path
 
     from castore.opening import initialize, locate
     from castore.preflight import SETTING_NAMES, Preflight, preflight
-    from castore.tokens import create_token
+    from castore.server.tokens import create_token
 
     root = tmp_path / "s"
     assert preflight(root) is None  # no store: the master creates it (--init) or says so (exit 5)
@@ -195,7 +195,7 @@ def test_preflight_tells_a_current_store_from_what_the_master_must_open(tmp_path
 def test_serve_on_a_store_with_tokens_never_answers_version_without_one(tmp_path: Path) -> None:
     import httpx
 
-    from castore.tokens import create_token
+    from castore.server.tokens import create_token
 
     with open_store(tmp_path / "s", create=True) as store:
         _, token = create_token(store.metadata, "read")

@@ -17,13 +17,13 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from castore.auth import TokenAuth
 from castore.cli import cli
 from castore.client import Client
+from castore.client.remote import Remote
 from castore.errors import FiletrackerError
-from castore.remote import Remote
+from castore.server.auth import TokenAuth
+from castore.server.tokens import TOKEN_PREFIX, Role, TokenCache, create_token, digest, revoke_token
 from castore.store import METADATA_FILE, Store
-from castore.tokens import TOKEN_PREFIX, Role, TokenCache, create_token, digest, revoke_token
 
 from .server_process import castore_server
 

@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlsplit
 import httpx
 import pytest
 
-from castore import ui
+from castore.server import ui
 from castore.store import Store
 
 from .server_process import castore_server

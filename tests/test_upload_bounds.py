@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from castore.content_coding import ZstdFrameWalker, decoded
 from castore.errors import SourceError, UploadTimeout, UploadTooLarge
 from castore.protocol import parse_size
-from castore.server import _HTTPError, _parse_range
+from castore.server.app import _HTTPError, _parse_range
+from castore.server.upload import MemoryBudget, UploadLimits, UploadReader, receive_body
 from castore.store import Store
-from castore.upload import MemoryBudget, UploadLimits, UploadReader, receive_body
 
 from .server_process import castore_server
 

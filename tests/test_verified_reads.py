@@ -24,8 +24,8 @@ import pytest
 import zstandard
 from filetracker.client import Client as FiletrackerClient
 
-from castore.cache import LocalCache
 from castore.client import Client
+from castore.client.cache import LocalCache
 from castore.codec import Codec
 from castore.digests import CHUNK_SIZE, ChunkDigester
 from castore.errors import CorruptBlob

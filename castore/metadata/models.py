@@ -126,4 +126,4 @@ tokens = Table(
     Column("digest", String(64), unique=True, nullable=False, doc="SHA-256 of the token, as hex."),
     Column("created", BigInteger, nullable=False, doc="Unix time the token was created."),
 )
-"""An access token of the HTTP server (see :mod:`castore.tokens`); the token itself is never stored."""
+"""An access token of the HTTP server (see :mod:`castore.server.tokens`); the token itself is never stored."""

@@ -13,7 +13,7 @@
   fetch-on-miss, not through ``castore import-filetracker`` running beside the server.
 * ``/list/`` answers castore's paths merged with the old server's, less the deleted ones.
 
-The old server is reached with castore's own Filetracker client (:class:`~castore.remote.Remote`),
+The old server is reached with castore's own Filetracker client (:class:`~castore.client.remote.Remote`),
 whose calls block: the server runs them in threads of their own, a few at a time
 (:class:`MigrationLimits`), never in the threads every other request uses.
 
@@ -44,12 +44,12 @@ from typing import TypeVar
 import anyio
 import anyio.to_thread
 
+from ..client.remote import Remote
 from ..errors import Busy, FileNotAvailable, FiletrackerError, NotFound
 from ..names import check_path, child_range, is_valid_path
 from ..protocol import format_version
-from ..remote import Remote
+from ..server.upload import UploadLimits
 from ..store import Store
-from ..upload import UploadLimits
 from .importer import deleted_in_castore, undo_if_deleted
 from .sources import FAR_FUTURE, real_name
 

@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import quote
 
+from ..client.remote import Remote
 from ..errors import CastoreError
 from ..names import check_path, check_version
-from ..remote import Remote
 from ..sizes import IO_BUFFER
 
 __all__ = [

@@ -12,7 +12,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 from castore.client import Client
-from castore.remote import Remote
+from castore.client.remote import Remote
 from django_bridge.client import get_client, local_store_factory, remote_storage_factory
 
 NOT_A_CLIENT = object()

@@ -70,7 +70,7 @@ def test_versions_listing_and_deletes(client: Client, tmp_path: Path) -> None:
 def test_put_files_sends_no_batch_to_filetracker(url: str, tmp_path: Path) -> None:
     """No batch to a server that does not advertise one; one that is tried anyway falls back file by file."""
     from castore.batch import BatchLimits
-    from castore.remote import Remote
+    from castore.client.remote import Remote
 
     sources = []
     for i in range(5):

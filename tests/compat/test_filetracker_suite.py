@@ -5,7 +5,7 @@ through ``filetracker.servers.run.main`` and give it a fixed 1-2 s before they c
 here castore answers that call (``filetracker_standin``), and everything else is theirs:
 ports, sleeps, clients, assertions. ``parallel_test`` sleeps only 1 s, so castore must
 accept connections within that time even on a busy machine (``castore serve`` listens
-before it loads anything: :mod:`castore.listening`).
+before it loads anything: :mod:`castore.server.listening`).
 
 Result: every test passes but one, which looks inside Filetracker's server folder
 (``<server_dir>/links/put.txt``), a layout castore does not have. ``interaction_test``

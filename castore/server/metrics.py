@@ -10,8 +10,8 @@ import threading
 from collections import Counter
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # the server imports this module before SQLAlchemy (castore.serving)
-    from .metadata.repo import Usage
+if TYPE_CHECKING:  # the server imports this module before SQLAlchemy (castore.server.serving)
+    from ..metadata.repo import Usage
 
 __all__ = ["LATENCY_BUCKETS", "Metrics"]
 

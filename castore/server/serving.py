@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn_worker import UvicornWorker
 
 from .hosts import AllowedHosts
-from .http_protocol import BoundedHttpToolsProtocol
+from .httptools import BoundedHttpToolsProtocol
 
 __all__ = ["PerWorkerApp", "run"]
 
@@ -51,7 +51,7 @@ class PerWorkerApp:
     No file request is served before the store is open.
 
     ``early_hosts``: an early answer goes only to a request whose ``Host`` these allow
-    (:mod:`castore.hosts`); any other waits for the app, which refuses it.
+    (:mod:`castore.server.hosts`); any other waits for the app, which refuses it.
 
     ``on_failure``: called with the factory's error (default: log it and end the worker
     with :data:`STARTUP_FAILURE`, which stops gunicorn's master too, as a worker that

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, NamedTuple, TypeVar
 
-from .names import check_path, versioned_name
-from .sizes import IO_BUFFER
+from ..names import check_path, versioned_name
+from ..sizes import IO_BUFFER
 
 __all__ = ["CacheEntry", "CleanReport", "LocalCache", "replaced_whole"]
 

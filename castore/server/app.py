@@ -11,7 +11,7 @@ Endpoints (``docs/protocol.md`` has the details):
 * ``GET /list/<dir>`` — current files below a folder, one relative path per line
 * ``PUT /batch/`` — castore's own: many small files in one request (:mod:`castore.batch`)
 * ``GET /health``, ``GET /metrics`` — liveness and Prometheus metrics
-* ``GET /ui/`` — a read-only web page (:mod:`castore.ui`)
+* ``GET /ui/`` — a read-only web page (:mod:`castore.server.ui`)
 
 With ``migrate_from`` the app moves files in from an old Filetracker server as they
 are asked for (:mod:`castore.migration.live`).
@@ -39,15 +39,13 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .auth import TokenAuth
-from .batch import MAX_BATCH_BYTES, MAX_FILE_SIZE, BatchLimits, store_batch
-from .blobs.fs import FileBlobBackend
-from .blobs.memory import MemoryBlobBackend
-from .codec import Codec, compressed_chunks
-from .conditional import has_conditions, precondition, range_holds
-from .content_coding import CODINGS, max_frame_size
-from .digests import content_digest
-from .errors import (
+from ..batch import MAX_BATCH_BYTES, MAX_FILE_SIZE, BatchLimits, store_batch
+from ..blobs.fs import FileBlobBackend
+from ..blobs.memory import MemoryBlobBackend
+from ..codec import Codec, compressed_chunks
+from ..content_coding import CODINGS, max_frame_size
+from ..digests import content_digest
+from ..errors import (
     Busy,
     CastoreError,
     CorruptBlob,
@@ -63,13 +61,10 @@ from .errors import (
     UploadTooLarge,
     WouldWait,
 )
-from .faults import as_store_fault, on_read_only_filesystem
-from .hosts import LOCAL_NAMES, AllowedHosts, default_allowed_hosts
-from .http_protocol import DEFAULT_HEADER_TIMEOUT, HEADER_TIMEOUT_VARIABLE
-from .keys import BlobKey
-from .metrics import Metrics
-from .names import check_prefix, parse_name
-from .protocol import (
+from ..faults import as_store_fault, on_read_only_filesystem
+from ..keys import BlobKey
+from ..names import check_prefix, parse_name
+from ..protocol import (
     CONTENT_DIGEST_HEADER,
     PROTOCOL_VERSIONS,
     accepted_encodings,
@@ -80,14 +75,19 @@ from .protocol import (
     path_from_url,
     quote_path,
 )
-from .reading import BlobReader
-from .sizes import WHOLE_IN_MEMORY
+from ..reading import BlobReader
+from ..sizes import WHOLE_IN_MEMORY
+from .auth import TokenAuth
+from .conditional import has_conditions, precondition, range_holds
+from .hosts import LOCAL_NAMES, AllowedHosts, default_allowed_hosts
+from .httptools import DEFAULT_HEADER_TIMEOUT, HEADER_TIMEOUT_VARIABLE
+from .metrics import Metrics
 from .tokens import DEFAULT_CACHE_SECONDS, TokenCache
 from .upload import MemoryBudget, ReceivedBody, UploadLimits, UploadReader, receive_body
 
 if TYPE_CHECKING:  # imported when used: a server starts without them (see _OnFirstRequest)
-    from .migration.live import LiveMigration, MigrationLimits
-    from .store import Store
+    from ..migration.live import LiveMigration, MigrationLimits
+    from ..store import Store
 
 T = TypeVar("T")
 
@@ -418,7 +418,7 @@ class FiletrackerApp:
     @staticmethod
     def _precondition(request: Request, headers: dict[str, str], version: int) -> Response | None:
         """The answer a GET or HEAD gets instead of the file by its conditional headers
-        (:mod:`castore.conditional`): a 304 with the file's validators and no body, or
+        (:mod:`castore.server.conditional`): a 304 with the file's validators and no body, or
         None (answer as usual); a failed If-Match or If-Unmodified-Since raises 412."""
         if not has_conditions(request.scope["headers"]):
             return None
@@ -744,7 +744,7 @@ class _StrictUrl:
 
 
 class _AllowedHost:
-    """ASGI middleware: answer only requests whose ``Host`` names this server (:mod:`castore.hosts`).
+    """ASGI middleware: answer only requests whose ``Host`` names this server (:mod:`castore.server.hosts`).
 
     The guard against DNS rebinding: a web page that made its own name resolve to this
     server's address gets 421 (400 for HTTP/1.1 without ``Host``, or two of them),
@@ -823,7 +823,7 @@ def create_app(
     """The ASGI app serving ``store``; ``prefix`` (e.g. ``/ft``) mounts it below a path.
 
     Once the store has an access token, every request but ``/health`` needs one
-    (:mod:`castore.auth`); a worker rereads the tokens every ``token_cache_seconds``.
+    (:mod:`castore.server.auth`); a worker rereads the tokens every ``token_cache_seconds``.
 
     ``limits``: what one upload may cost (timeouts, sizes, zstd window); ``spool_dir``:
     where bodies too large to keep in memory wait while they arrive (the store's folder,
@@ -854,13 +854,13 @@ def create_app(
     (the tests compare the two).
 
     ``allowed_hosts``: the ``Host`` values answered, others get 421 before anything else
-    (:mod:`castore.hosts`); None answers any (the app does not know the names it is
+    (:mod:`castore.server.hosts`); None answers any (the app does not know the names it is
     served by: ``castore serve`` passes its own, see :func:`app_from_environment`).
     """
     metrics = Metrics()
     migration = None
     if migrate_from:
-        from .migration.live import LiveMigration
+        from ..migration.live import LiveMigration
 
         migration = LiveMigration(store, migrate_from, limits=migration_limits, uploads=limits)
     handlers = FiletrackerApp(
@@ -947,9 +947,9 @@ def app_from_environment() -> ASGIApp:
     ``CASTORE_TOKEN_CACHE_SECONDS`` (default 5) sets how soon a new or revoked access
     token takes effect on every worker. ``CASTORE_VERIFY_FIRST`` is ``auto``, ``always``
     or ``never`` (see :func:`create_app`). ``CASTORE_ALLOWED_HOSTS``: the ``Host`` values
-    answered, comma-separated (:mod:`castore.hosts`); unset or empty, only the loopback names.
+    answered, comma-separated (:mod:`castore.server.hosts`); unset or empty, only the loopback names.
     """
-    from .opening import open_store  # SQLAlchemy: each worker loads it while answering /version/
+    from ..opening import open_store  # SQLAlchemy: each worker loads it while answering /version/
 
     env = os.environ
     read_only = env.get("CASTORE_READ_ONLY") == "1"
@@ -970,7 +970,7 @@ def app_from_environment() -> ASGIApp:
     migrate_from = env.get("CASTORE_MIGRATE_FROM") or None
     migration_limits = None
     if migrate_from:
-        from .migration.live import MigrationLimits
+        from ..migration.live import MigrationLimits
 
         migration_limits = MigrationLimits.from_environment(env)
     return create_app(
@@ -991,7 +991,7 @@ def app_from_environment() -> ASGIApp:
 
 def early_answers(prefix: str = "", *, read_only: bool, limits: UploadLimits) -> dict[str, bytes]:
     """What a worker answers to ``GET`` of these paths while its store is still opening
-    (:class:`castore.serving.PerWorkerApp`): the body :class:`FiletrackerApp` sends, byte for
+    (:class:`castore.server.serving.PerWorkerApp`): the body :class:`FiletrackerApp` sends, byte for
     byte, for a store served read-only or not, with these upload limits."""
     base = "/" + prefix.strip("/") if prefix.strip("/") else ""
     body = bytes(JSONResponse(version_answer(read_only=read_only, batch=batch_limits(limits))).body)
@@ -1020,7 +1020,7 @@ def serve(
     early_version: bool = False,
     allowed_hosts: Sequence[str] | None = None,
 ) -> None:
-    """Run the server in the foreground until SIGTERM or SIGINT (``castore.serving``).
+    """Run the server in the foreground until SIGTERM or SIGINT (``castore.server.serving``).
 
     The store at ``root`` must exist and be migrated (``castore serve`` opens it once first).
     ``header_timeout``: seconds a connection may take to send a request line and
@@ -1028,11 +1028,11 @@ def serve(
     serve reads only (PUT and DELETE answer 403) and never change the store;
     ``verify_first``: see :data:`VERIFY_FIRST` (``CASTORE_VERIFY_FIRST`` for the workers).
     ``migrate_from``, ``migration_limits``: see :func:`create_app`.
-    ``sock``: a socket already listening (:func:`castore.listening.listen`), served
+    ``sock``: a socket already listening (:func:`castore.server.listening.listen`), served
     instead of binding ``host:port``. ``early_version``: each worker answers ``GET
     /version`` while its store is still opening (only for a store without access tokens,
     whose ``/version`` needs none). ``allowed_hosts``: the ``Host`` values answered
-    (:mod:`castore.hosts`; ``["*"]``: any); None: :func:`castore.hosts.default_allowed_hosts`
+    (:mod:`castore.server.hosts`; ``["*"]``: any); None: :func:`castore.server.hosts.default_allowed_hosts`
     for ``host`` (``CASTORE_ALLOWED_HOSTS`` for the workers).
     """
     from .serving import run
@@ -1061,11 +1061,11 @@ def serve(
     if fallback_url:
         os.environ["CASTORE_FALLBACK_URL"] = fallback_url
     if migrate_from:
-        from .migration.live import MigrationLimits, share_fetch_locks
+        from ..migration.live import MigrationLimits, share_fetch_locks
 
         os.environ["CASTORE_MIGRATE_FROM"] = migrate_from
         os.environ.update((migration_limits or MigrationLimits()).environment())
         share_fetch_locks()  # the workers fetch a missing path once in all
-    run("castore.server:app_from_environment", host=host, port=port, workers=workers, log_level=log_level, sock=sock,
+    run("castore.server.app:app_from_environment", host=host, port=port, workers=workers, log_level=log_level, sock=sock,
         early=early_answers(prefix, read_only=read_only or bool(root and on_read_only_filesystem(root)), limits=limits)
         if early_version else None, early_hosts=hosts)

@@ -23,8 +23,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
-from .errors import InvalidVersion
-from .protocol import parse_version_date
+from ..errors import InvalidVersion
+from ..protocol import parse_version_date
 
 __all__ = ["has_conditions", "precondition", "range_holds"]
 

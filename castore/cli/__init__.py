@@ -48,7 +48,7 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO, NoReturn, cast
 import click
 from click.core import ParameterSource
 
-from .errors import (
+from ..errors import (
     CastoreError,
     FileNotAvailable,
     FiletrackerError,
@@ -58,15 +58,15 @@ from .errors import (
     SourceError,
     StoreNotFound,
 )
-from .names import check_path, check_prefix, check_version, parse_name, parse_prefix, versioned_name
-from .sizes import IO_BUFFER, format_size, parse_size
+from ..names import check_path, check_prefix, check_version, parse_name, parse_prefix, versioned_name
+from ..sizes import IO_BUFFER, format_size, parse_size
 
 if TYPE_CHECKING:
-    from .client import Client
-    from .maintenance import CheckReport
-    from .metadata.report import DedupReport, GroupUsage
-    from .opening import Location
-    from .store import FileInfo, Store
+    from ..client import Client
+    from ..maintenance import CheckReport
+    from ..metadata.report import DedupReport, GroupUsage
+    from ..opening import Location
+    from ..store import FileInfo, Store
 
 __all__ = [
     "EXIT_CODES",
@@ -305,7 +305,7 @@ class Context:
 
     def client(self) -> Client:
         """A client without a cache whose origin is the server at ``--url`` or the store at ``--root``."""
-        from .client import Client
+        from ..client import Client
 
         if self.url is None:
             return Client(local_store=None, remote_store=self.store())
@@ -319,14 +319,14 @@ class Context:
     def local_only(self, command: str) -> None:
         """Refuse a command the Filetracker protocol cannot carry when ``--url`` is in effect."""
         if self.url is not None:
-            from .remote import redact_url
+            from ..client.remote import redact_url
 
             fail(f"castore {command} needs a local store (--root), not --url {redact_url(self.url)}", EXIT_USAGE)
 
     def store(self, create: bool = False, read_only: bool | None = None, **settings: int) -> Store:
         """The store at ``--root`` (or ``--metadata``/``--blobs``), closed when the command ends."""
-        from .opening import open_store
-        from .store import check_settings
+        from ..opening import open_store
+        from ..store import check_settings
 
         check_settings(settings)
         self.location()  # a bad URL: one line, exit 2
@@ -338,7 +338,7 @@ class Context:
 
     def location(self) -> Location:
         """Where the store is: ``--root``, with ``--metadata`` / ``--blobs`` replacing its parts."""
-        from .opening import locate
+        from ..opening import locate
 
         try:
             return locate(self.root, metadata=self.metadata, blobs=self.blobs)
@@ -525,7 +525,7 @@ def get(c: Context, name: str, local: str) -> None:
 
     Example: castore get /problems/12/tests/1a.in@1700000000 1a.in
     """
-    from .cache import replaced_whole
+    from ..client.cache import replaced_whole
 
     stream, stored, size = _open_for_reading(c, name)
     with stream, progress("get", size) as bar:
@@ -565,7 +565,7 @@ def _list(c: Context, client: Client, prefix: str, max_version: int | None) -> l
         if e.status == 400:
             fail(f"not a folder: {folder}", EXIT_NOT_FOUND)
         if e.status == 404 and c.url is not None:  # castore answers 404 only to an unknown endpoint
-            from .remote import redact_url
+            from ..client.remote import redact_url
 
             fail(f"no file list at {redact_url(c.url)} (is the --url prefix right?)", EXIT_NOT_FOUND)
         raise
@@ -661,7 +661,7 @@ def stat(c: Context, name: str) -> None:
 
     Example: castore stat /problems/12/tests/1a.in
     """
-    from .errors import VersionNotFound
+    from ..errors import VersionNotFound
 
     client = c.client()
     parsed = parse_name(name)
@@ -716,7 +716,7 @@ class _Walk:
 
 def _is_store_folder(path: str) -> bool:
     """Whether ``path`` is a castore store folder (a metadata database and a blob folder)."""
-    from .layout import BLOBS_DIR, METADATA_FILE
+    from ..layout import BLOBS_DIR, METADATA_FILE
 
     return os.path.isfile(os.path.join(path, METADATA_FILE)) and os.path.isdir(os.path.join(path, BLOBS_DIR))
 
@@ -875,12 +875,12 @@ def serve(c: Context, host: str, allowed_hosts: tuple[str, ...], port: int, work
 
     Example: castore --root ./castore-data serve --init --port 9999   # FILETRACKER_URL=http://127.0.0.1:9999
     """
-    from . import __version__
-    from .upload import UploadLimits
+    from .. import __version__
+    from ..server.upload import UploadLimits
 
     c.local_only("serve")
     if workers == "auto":
-        from .listening import auto_workers
+        from ..server.listening import auto_workers
 
         count = auto_workers()
     elif workers.isdigit() and int(workers) >= 1:
@@ -901,20 +901,20 @@ def serve(c: Context, host: str, allowed_hosts: tuple[str, ...], port: int, work
                           max_zstd_window=sizes["--max-zstd-window"] or UploadLimits.max_zstd_window)
     hosts = [entry.strip() for item in allowed_hosts for entry in item.split(",") if entry.strip()] or None
     if hosts is not None:
-        from .hosts import AllowedHosts
+        from ..server.hosts import AllowedHosts
 
         try:
             AllowedHosts.parse(hosts)
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--allowed-hosts") from None
-    from .listening import listen
+    from ..server.listening import listen
 
     try:  # first: from here on, clients that connect wait for an answer instead of being refused
         sock = listen(host, port)
     except OSError as e:
         fail(f"cannot listen on {host}:{port}: {e.strerror or e}", EXIT_NETWORK)
     click.get_current_context().call_on_close(sock.close)
-    from .preflight import preflight
+    from ..preflight import preflight
 
     # a current SQLite store (or a new one, made here with --init): each worker opens it while it answers
     # /version/ (SQLAlchemy is not loaded here); otherwise create or migrate once here, before workers start
@@ -927,8 +927,8 @@ def serve(c: Context, host: str, allowed_hosts: tuple[str, ...], port: int, work
     shown_host = f"[{host}]" if ":" in host else host
     c.warn(f"castore {__version__} serving {c.describe()} at http://{shown_host}:{port}"
            f"{prefix.rstrip('/')} ({count} worker{'s' if count > 1 else ''}{', read-only' if read_only else ''})")
-    from .migration.live import MigrationLimits
-    from .server import serve as run_server
+    from ..migration.live import MigrationLimits
+    from ..server.app import serve as run_server
 
     run_server(str(c.root), metadata=c.metadata, blobs=c.blobs, host=host, port=port, workers=count, prefix=prefix,
                fallback_url=fallback_url, gzip=gzip, log_level=log_level, migrate_from=migrate_from,
@@ -953,8 +953,8 @@ def cache_clean(c: Context, cache_dirs: tuple[Path, ...], max_size: str, keep: f
 
     Example: castore cache-clean --cache-dir /var/cache/castore --max-size 8G --keep 50
     """
-    from .cache import LocalCache
-    from .client import default_cache_dir
+    from ..client import default_cache_dir
+    from ..client.cache import LocalCache
 
     try:
         limit = parse_size(max_size)
@@ -998,7 +998,7 @@ def import_filetracker(c: Context, folder: Path | None, source_url: str | None, 
 
     Example: castore import-filetracker /var/lib/filetracker --verify
     """
-    from .migration import FolderV1, FolderV2, Importer, ServerSource, Source
+    from ..migration import FolderV1, FolderV2, Importer, ServerSource, Source
 
     c.local_only("import-filetracker")
     if (folder is None) == (source_url is None):
@@ -1082,7 +1082,7 @@ def migrate_status(c: Context, url: str, versions: bool, show: int) -> None:
 
     Example: castore migrate status http://old-filetracker:9999
     """
-    from .migration.live import migration_status
+    from ..migration.live import migration_status
 
     c.local_only("migrate status")
     status = migration_status(c.store(), url, versions=versions)
@@ -1307,7 +1307,7 @@ def check(c: Context, verify_content: bool, repair: bool, grace: float, check_js
 
     Example: castore check --verify-content --repair
     """
-    from .maintenance import check as run_check
+    from ..maintenance import check as run_check
 
     c.local_only("check")
     bar = _CheckBar(verify_content)
@@ -1353,7 +1353,7 @@ def token_create(c: Context, role: str, name: str | None) -> None:
 
     Example: castore token create --role read --name grader
     """
-    from .tokens import create_token
+    from ..server.tokens import create_token
 
     c.local_only("token create")
     try:
@@ -1389,7 +1389,7 @@ def token_revoke(c: Context, name: str) -> None:
 
     Example: castore token revoke grader
     """
-    from .tokens import revoke_token
+    from ..server.tokens import revoke_token
 
     c.local_only("token revoke")
     if not revoke_token(c.store().metadata, name):
@@ -1410,7 +1410,7 @@ def migrate_schema(c: Context) -> None:
 
     Example: castore --metadata postgresql+psycopg://castore@db/castore --blobs s3://bucket migrate-schema
     """
-    from .opening import migrate
+    from ..opening import migrate
 
     c.local_only("migrate-schema")
     where = c.location()
@@ -1433,8 +1433,8 @@ def migrate_store(c: Context, to_metadata: str, to_blobs: str) -> None:
     Example: castore --root ./castore-data migrate-store --to-metadata postgresql+psycopg://castore@db/castore
     --to-blobs 's3://bucket/castore?endpoint_url=http://minio:9000'
     """
-    from .moving import copy_store, verify_copy
-    from .opening import locate
+    from ..moving import copy_store, verify_copy
+    from ..opening import locate
 
     c.local_only("migrate-store")
     try:

@@ -2,9 +2,9 @@
 
 A client has an *origin* that holds the files and, optionally, a local *cache*:
 
-* origin: a server (:class:`~castore.remote.Remote`, from ``remote_url``) or an embedded
+* origin: a server (:class:`~castore.client.remote.Remote`, from ``remote_url``) or an embedded
   :class:`~castore.store.Store` (no server at all, for development and tests);
-* cache: a :class:`~castore.cache.LocalCache` folder (``cache_dir``) shared by every
+* cache: a :class:`~castore.client.cache.LocalCache` folder (``cache_dir``) shared by every
   process on the machine.
 
 The cache-then-origin rule lives in one method, :meth:`Client._from_cache`, and is
@@ -33,19 +33,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Final, Protocol, TypeVar, cast
 
-from .errors import FileNotAvailable, FiletrackerError, NotFound, SourceError
-from .lazy import lazy_members
-from .names import parse_name, versioned_name
+from ..errors import FileNotAvailable, FiletrackerError, NotFound, SourceError
+from ..lazy import lazy_members
+from ..names import parse_name, versioned_name
+from ..sizes import IO_BUFFER, WHOLE_IN_MEMORY
 from .remote import DEFAULT_TIMEOUT, ProgressReader, Remote, RemoteFile
-from .sizes import IO_BUFFER, WHOLE_IN_MEMORY
 
 if TYPE_CHECKING:  # castore.store pulls in SQLAlchemy, logging and the cache cost start-up: imported on use
     import logging
 
     from typing_extensions import TypeIs
 
+    from ..store import Store
     from .cache import CacheEntry, LocalCache
-    from .store import Store
 
 __all__ = [
     "AUTO", "CacheEntry", "Client", "FileNotAvailable", "FiletrackerError", "LocalCache", "Origin", "ProgressReader",

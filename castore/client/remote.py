@@ -29,12 +29,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from .codec import DEFAULT_LEVEL, SAMPLE_SIZE, pack_for_sending, worth_compressing, zstd_chunks
-from .content_coding import Sized, SizeMismatch, decoded
-from .digests import ChunkDigester, content_digest
-from .errors import FileNotAvailable, FiletrackerError, SourceError
-from .names import parse_name
-from .protocol import (
+from ..codec import DEFAULT_LEVEL, SAMPLE_SIZE, pack_for_sending, worth_compressing, zstd_chunks
+from ..content_coding import Sized, SizeMismatch, decoded
+from ..digests import ChunkDigester, content_digest
+from ..errors import FileNotAvailable, FiletrackerError, SourceError
+from ..names import parse_name
+from ..protocol import (
     CONTENT_DIGEST_HEADER,
     format_version,
     parse_content_digest,
@@ -42,10 +42,10 @@ from .protocol import (
     parse_version_date,
     quote_path,
 )
-from .sizes import IO_BUFFER, WHOLE_IN_MEMORY
+from ..sizes import IO_BUFFER, WHOLE_IN_MEMORY
 
 if TYPE_CHECKING:  # castore.batch (and json) are imported by the calls that use them: not by cat/get
-    from .batch import BatchLimits
+    from ..batch import BatchLimits
 
 __all__ = ["DEFAULT_TIMEOUT", "ProgressReader", "Remote", "RemoteFile", "Watch", "redact_url"]
 
@@ -459,7 +459,7 @@ def _batch_limits(advertised: object) -> BatchLimits | None:
     """A server's advertised batch limits, within this client's own (None: no batches)."""
     if not isinstance(advertised, dict):
         return None
-    from .batch import BatchLimits
+    from ..batch import BatchLimits
 
     try:
         ours = BatchLimits()
@@ -690,7 +690,7 @@ class Remote:
         limits = self.batch_limits()
         if limits is None:
             raise FiletrackerError(f"HTTP/404: {self.base_url} has no batched puts", status=404)
-        from .batch import BATCH_MEDIA_TYPE, batch_body, batch_entry, digest_of, parse_answer
+        from ..batch import BATCH_MEDIA_TYPE, batch_body, batch_entry, digest_of, parse_answer
 
         entries, payloads = [], []
         for path, source, version in files:

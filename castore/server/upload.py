@@ -36,9 +36,9 @@ import anyio
 import anyio.to_thread
 from starlette.requests import ClientDisconnect
 
-from .content_coding import MAX_ZSTD_WINDOW, Sized, SizeMismatch, decoded
-from .errors import SourceError, UploadTimeout, UploadTooLarge
-from .sizes import WHOLE_IN_MEMORY
+from ..content_coding import MAX_ZSTD_WINDOW, Sized, SizeMismatch, decoded
+from ..errors import SourceError, UploadTimeout, UploadTooLarge
+from ..sizes import WHOLE_IN_MEMORY
 
 __all__ = ["MemoryBudget", "ReceivedBody", "UploadLimits", "UploadReader", "receive_body"]
 

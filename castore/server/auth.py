@@ -1,4 +1,4 @@
-"""ASGI middleware that requires an access token once the store has any (:mod:`castore.tokens`).
+"""ASGI middleware that requires an access token once the store has any (:mod:`castore.server.tokens`).
 
 It wraps the whole app, so every endpoint, present or future, is covered unless it is
 listed in ``open_paths`` (``/health``, for load balancers), and those are open to ``GET``

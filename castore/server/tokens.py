@@ -2,7 +2,7 @@
 
 Tokens are optional: a store without any token serves everyone (as Filetracker does).
 Once the first token exists, every request except ``GET`` and ``HEAD /health`` must carry one
-(:mod:`castore.auth` enforces it). A token has a role:
+(:mod:`castore.server.auth` enforces it). A token has a role:
 
 ======  =====================================================================
 read    GET and HEAD: files, lists, ``/version``, ``/metrics``
@@ -29,8 +29,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # the server imports this module before SQLAlchemy (castore.serving)
-    from .metadata.repo import MetadataRepo
+if TYPE_CHECKING:  # the server imports this module before SQLAlchemy (castore.server.serving)
+    from ..metadata.repo import MetadataRepo
 
 __all__ = [
     "DEFAULT_CACHE_SECONDS",
@@ -94,7 +94,7 @@ def create_token(metadata: MetadataRepo, role: Role | str, name: str | None = No
     role = Role(role)
     name = check_token_name(name) if name is not None else f"{role.value}-{secrets.token_hex(4)}"
     token = new_token()
-    from .metadata.repo import TokenRow
+    from ..metadata.repo import TokenRow
 
     if not metadata.add_token(TokenRow(name, role.value, digest(token), int(time.time()))):
         raise ValueError(f"a token named {name!r} exists already (revoke it first)")

@@ -35,14 +35,14 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.templating import Jinja2Templates
 
-from .errors import InvalidName, NotFound
-from .metadata.repo import Usage
-from .metadata.report import SORT_KEYS, DedupReport
-from .names import check_prefix, parse_name, parse_version, versioned_name
-from .protocol import quote_path
-from .reading import BlobReader
-from .sizes import IO_BUFFER, WHOLE_IN_MEMORY, format_size
-from .store import Store
+from ..errors import InvalidName, NotFound
+from ..metadata.repo import Usage
+from ..metadata.report import SORT_KEYS, DedupReport
+from ..names import check_prefix, parse_name, parse_version, versioned_name
+from ..protocol import quote_path
+from ..reading import BlobReader
+from ..sizes import IO_BUFFER, WHOLE_IN_MEMORY, format_size
+from ..store import Store
 
 __all__ = ["FOLDER_PAGE", "content_id", "quote_path", "ui_mount"]
 
@@ -232,7 +232,7 @@ class _Pages:
         headers = {"Content-Length": str(reader.size), "Content-Disposition": f"attachment; filename*=UTF-8''{filename}",
                    "X-Content-Type-Options": "nosniff"}
         if reader.size <= WHOLE_IN_MEMORY:
-            # read whole and verified before the headers: damage raises CorruptBlob, a 500 (castore.server)
+            # read whole and verified before the headers: damage raises CorruptBlob, a 500 (castore.server.app)
             body = await anyio.to_thread.run_sync(_whole, reader)
             return Response(body, headers=headers, media_type="application/octet-stream")
         return StreamingResponse(_chunks(reader), headers=headers, media_type="application/octet-stream")

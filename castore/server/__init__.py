@@ -1,0 +1,30 @@
+"""The HTTP server: the Filetracker v2 protocol over a castore store (Starlette on uvicorn/gunicorn).
+
+What lives where in this package (``docs/design.md``, "Map of the code"):
+
+* :mod:`.app` — ``create_app`` (the ASGI app for one store), ``serve`` and
+  ``app_from_environment`` (what each worker runs);
+* :mod:`.upload`, :mod:`.conditional`, :mod:`.hosts`, :mod:`.auth`, :mod:`.tokens`,
+  :mod:`.metrics` — request bodies and their bounds, conditional requests, the ``Host``
+  check, access tokens, Prometheus counters;
+* :mod:`.serving`, :mod:`.listening`, :mod:`.httptools` — the process model (gunicorn with
+  uvicorn workers), the listening socket, the HTTP parser's limits;
+* :mod:`.ui` and ``templates/`` — the read-only web page.
+
+The names below are imported on first use (PEP 562), so importing a module of this package
+(say :mod:`.upload`, which the batch format uses) does not load Starlette.
+"""
+
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_members
+
+_LAZY = {name: "app" for name in
+         ("app_from_environment", "batch_limits", "create_app", "early_answers", "serve", "version_answer")}
+
+__getattr__, __dir__ = lazy_members(globals(), _LAZY)
+
+if TYPE_CHECKING:
+    from .app import app_from_environment, batch_limits, create_app, early_answers, serve, version_answer
+
+__all__ = ["app_from_environment", "batch_limits", "create_app", "early_answers", "serve", "version_answer"]
