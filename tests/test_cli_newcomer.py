@@ -18,7 +18,8 @@ import httpx
 import pytest
 from click.testing import CliRunner, Result
 
-from castore.cli import EXIT_CODES, cli
+from castore.cli import cli
+from castore.cli.common import EXIT_CODES
 from castore.store import Store
 
 from .server_process import castore_server, free_port

@@ -331,7 +331,7 @@ def test_groups_named_per_shared_content_are_bounded(tmp_path: Path) -> None:
 
 
 def test_cli_sort_choices_are_the_reports() -> None:
-    from castore.cli import DU_SORT_KEYS
+    from castore.cli.admin import DU_SORT_KEYS
     from castore.metadata.report import SORT_KEYS
 
     assert DU_SORT_KEYS == SORT_KEYS
