@@ -7,10 +7,9 @@ store at ``--root`` and on a server at ``--url``.
 from __future__ import annotations
 
 import os
-import stat as stat_module
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -129,7 +128,9 @@ def _put_tree(c: Context, local: str, name: str, strict: bool, jobs: int) -> Non
     prefix, given = parse_prefix(name)  # "/" and "/q/" are prefixes too
     base = prefix.rstrip("/")
     version = given if given is not None else int(time.time())
-    walk = _walk(folder, follow_symlinks=False)
+    from ..client.walk import walk_folder
+
+    walk = walk_folder(folder)
     for path, why in walk.skipped:
         c.warn(f"skipped ({why}): {_printable(str(path))}")
     pairs = [(versioned_name(f"{base}/{path.relative_to(folder).as_posix()}", version), path) for path, _ in walk.files]
@@ -365,80 +366,6 @@ def log(c: Context, name: str) -> None:
 # -- ingest: a folder, each file at its modification time ------------------------------------------
 
 
-@dataclass
-class _Walk:
-    """What ``ingest`` found below a folder: regular files to store, and what it skipped."""
-
-    files: list[tuple[Path, os.stat_result]] = field(default_factory=list)
-    skipped: list[tuple[Path, str]] = field(default_factory=list)
-
-
-def _is_store_folder(path: str) -> bool:
-    """Whether ``path`` is a castore store folder (a metadata database and a blob folder)."""
-    from ..layout import BLOBS_DIR, METADATA_FILE
-
-    return os.path.isfile(os.path.join(path, METADATA_FILE)) and os.path.isdir(os.path.join(path, BLOBS_DIR))
-
-
-def _a_loop(link: str, inside: list[str]) -> bool:
-    """Whether the folder ``link`` points to is one of the folders ``inside`` (real paths + sep) or above one."""
-    target = os.path.realpath(link).rstrip(os.sep) + os.sep
-    return any(real.startswith(target) for real in inside)
-
-
-def _walk(folder: Path, follow_symlinks: bool) -> _Walk:
-    """Regular files below ``folder`` (sorted); links are skipped unless followed, FIFOs etc. always.
-
-    A store folder below ``folder`` (such as ``./castore-data`` under ``put -r .``) is
-    skipped whole, listed: its files are the store's own (a database that changes while
-    it is read, blobs that are stored contents already), never files to store.
-    """
-    found = _Walk()
-    if _is_store_folder(str(folder)):  # put -r ./castore-data: the tree is a store itself
-        found.skipped.append((folder, "a castore store's folder"))
-        return found
-
-    def fail_walk(error: OSError) -> None:
-        raise error
-
-    chains: dict[str, list[str]] = {}  # with links followed: each folder walked -> real paths (+ sep) of it and its parents
-
-    for top, dirs, names in os.walk(folder, onerror=fail_walk, followlinks=follow_symlinks):
-        dirs.sort()
-        if follow_symlinks:
-            # A link to a folder the walk is already inside (or to one above it) would take
-            # os.walk round and round: a/up -> .. stored a/f ~40 times, two such links 2**40 paths,
-            # and a/x -> b with b/y -> a as many times as the path length allows.
-            inside = chains[top] = [*chains.get(os.path.dirname(top), []), os.path.realpath(top) + os.sep]
-            for name in [d for d in dirs if os.path.islink(os.path.join(top, d)) and _a_loop(os.path.join(top, d), inside)]:
-                dirs.remove(name)
-                found.skipped.append((Path(top, name), "a symlink loop"))
-        for name in [d for d in dirs if (follow_symlinks or not os.path.islink(os.path.join(top, d)))
-                     and _is_store_folder(os.path.join(top, d))]:
-            dirs.remove(name)
-            found.skipped.append((Path(top, name), "a castore store's folder"))
-        for entry in [*sorted(names), *(d for d in dirs if os.path.islink(os.path.join(top, d)))]:
-            path = Path(top, entry)
-            info = path.lstat()
-            if stat_module.S_ISLNK(info.st_mode):
-                if not follow_symlinks:
-                    found.skipped.append((path, "symlink"))
-                    continue
-                try:
-                    info = path.stat()
-                except OSError:
-                    found.skipped.append((path, "broken symlink"))
-                    continue
-                if stat_module.S_ISDIR(info.st_mode):
-                    continue  # os.walk descends into it
-            if stat_module.S_ISREG(info.st_mode):
-                found.files.append((path, info))
-            elif not stat_module.S_ISDIR(info.st_mode):
-                found.skipped.append((path, "not a regular file"))
-    found.files.sort()
-    return found
-
-
 @click.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("prefix")
@@ -455,7 +382,9 @@ def ingest(c: Context, folder: Path, prefix: str, follow_symlinks: bool, strict:
     Example: castore ingest ./packages /packages
     """
     base = check_prefix(prefix).rstrip("/")
-    walk = _walk(folder, follow_symlinks)
+    from ..client.walk import walk_folder
+
+    walk = walk_folder(folder, follow_symlinks=follow_symlinks)
     for path, why in walk.skipped:
         c.warn(f"skipped ({why}): {path}")
     # every name is checked before the first put: a bad one is refused with nothing stored
