@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 __all__ = ["COMMANDS", "DU_SORT_KEYS"]
 
 
+# -- init: a new store, or an existing one's schema upgraded ---------------------------------------
+
+
 @click.command()
 @click.option("--retention", type=click.IntRange(1), default=None, help="Versions kept per path (default 10).")
 @click.option("--inline-max", type=click.IntRange(0), default=None,

@@ -85,7 +85,7 @@ PROGRESS_MIN_BYTES = 32 << 20
 """Show a progress bar for transfers at least this large (when stderr is a terminal)."""
 
 
-# -- errors: one line, one documented exit code ---------------------------------------------
+# -- errors: one line, one documented exit code ----------------------------------------------------
 
 
 class CliError(click.ClickException):
@@ -155,7 +155,7 @@ def errors_as_exit_codes() -> Iterator[None]:
         raise CliError(message_for(e), exit_code_for(e)) from e
 
 
-# -- progress: files, bytes, rate, ETA -----------------------------------------------------------
+# -- progress: files, bytes, rate, ETA -------------------------------------------------------------
 
 
 @dataclass
@@ -220,7 +220,7 @@ def progress(description: str, total_bytes: int | None, files: int = 1, *, by_fi
         yield Progress(bar=bar, files_total=files)
 
 
-# -- the context every command gets -------------------------------------------------------------
+# -- the context every command gets ----------------------------------------------------------------
 
 
 class Context:

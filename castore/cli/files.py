@@ -54,6 +54,16 @@ def _check_kept(c: Context, wanted: str, stored: str, strict: bool, undone: str 
     return True
 
 
+def _copy(source: BinaryIO, out: BinaryIO, bar: Progress) -> None:
+    """Copy ``source`` to ``out`` in blocks, counting each block on the progress bar."""
+    while chunk := source.read(IO_BUFFER):
+        out.write(chunk)
+        bar.update(len(chunk))
+
+
+# -- put: one file, or with -r a folder ------------------------------------------------------------
+
+
 @click.command()
 @click.argument("local", type=click.Path(allow_dash=True))
 @click.argument("name")
@@ -162,12 +172,6 @@ def _put_tree(c: Context, local: str, name: str, strict: bool, jobs: int) -> Non
 
 
 # -- reading ---------------------------------------------------------------------------------------
-
-
-def _copy(source: BinaryIO, out: BinaryIO, bar: Progress) -> None:
-    while chunk := source.read(IO_BUFFER):
-        out.write(chunk)
-        bar.update(len(chunk))
 
 
 def _open_for_reading(c: Context, name: str) -> tuple[BinaryIO, str, int | None]:
