@@ -828,7 +828,12 @@ class Remote:
         url += "?last_modified=" + quote(format_version(int(time.time()) if cutoff is None else cutoff))
         response = self._send("GET", url, watch=watch)
         _check_status(response, subpath)
+        body = response.read_all(max_bytes)
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:  # Filetracker 2.3.3 encodes every name it lists as UTF-8
+            raise FiletrackerError(f"the listing of {subpath} by {self.base_url} is not UTF-8") from None
         # "\n" only: Filetracker 2.3.3's double-encoded names may hold U+0085, which
         # str.splitlines() would also break on
-        return [line for line in response.read_all(max_bytes).decode("utf-8").split("\n") if line]
+        return [line for line in text.split("\n") if line]
 
