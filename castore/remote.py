@@ -224,6 +224,9 @@ class _Connection(http.client.HTTPConnection):
 
 
 _RETRYABLE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+_UNANSWERED = (OSError, http.client.HTTPException, UnicodeEncodeError)
+"""A request that was not sent or not answered; ``UnicodeEncodeError``: a target ``http.client``
+cannot send (it takes ASCII only), such as a redirect's ``Location`` holding a raw non-ASCII byte."""
 
 
 class _Pool:
@@ -589,7 +592,7 @@ class Remote:
                 if reused and attempt == 1:
                     continue
                 raise _no_answer(method, self.base_url, url, e) from None
-            except (OSError, http.client.HTTPException) as e:
+            except _UNANSWERED as e:
                 connection.close()
                 raise _no_answer(method, self.base_url, url, e) from None
             finally:
@@ -637,7 +640,7 @@ class Remote:
         try:
             connection.request(method, target, headers=headers or {})
             return _Response(connection.getresponse(), connection, None)
-        except (OSError, http.client.HTTPException) as e:
+        except _UNANSWERED as e:
             connection.close()
             raise _no_answer(method, f"http://{parts.netloc}", target, e) from None
 

@@ -7,11 +7,15 @@ tests' :class:`OldServer`) must get castore to answer a clean 502 naming it, nev
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import httpx
 import pytest
 from starlette.testclient import TestClient
 
 from castore.server import create_app
 from castore.store import Store
+from tests.server_process import castore_server
 from tests.test_live_migration_hostile import OldServer, _Handler, not_found
 
 pytestmark = pytest.mark.backends("sqlite+file")
@@ -43,3 +47,25 @@ def test_an_old_servers_listing_that_is_not_utf8_is_a_502(store: Store) -> None:
         response = http.get("/list/")
     assert response.status_code == 502
     assert old.url in response.headers["x-exception"] and "UTF-8" in response.headers["x-exception"]
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_a_redirect_to_a_non_ascii_target_is_a_502(tmp_path: Path, method: str) -> None:
+    """A same-origin ``Location`` with a raw non-ASCII byte, which http.client cannot send.
+
+    On a real server: the message names the target, a byte Starlette's test client
+    cannot decode. Before: 500 ``internal error: UnicodeEncodeError``."""
+
+    def answer(handler: _Handler) -> None:
+        if handler.path == "/files/x":
+            _answer(handler, 307, {"Location": "/files/caf\xe9", "Content-Length": "0"})
+        else:
+            not_found(handler)
+
+    with OldServer(answer) as old, \
+            castore_server(tmp_path / "castore", "--workers", "1", "--migrate-from", old.url) as url:
+        response = httpx.request(method, url + "/files/x")
+        assert response.status_code == 502
+        assert old.url in response.headers["x-exception"]
+        assert old.requests == ["/files/x"]
+        assert httpx.get(url + "/files/x").status_code == 502  # and again: nothing was stored
