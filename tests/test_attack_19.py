@@ -7,16 +7,19 @@ tests' :class:`OldServer`) must get castore to answer a clean 502 naming it, nev
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 from starlette.testclient import TestClient
 
+from castore.protocol import format_version
 from castore.server import create_app
 from castore.store import Store
 from tests.server_process import castore_server
-from tests.test_live_migration_hostile import OldServer, _Handler, not_found
+from tests.test_live_migration_hostile import GUARD, OLD_VERSION, OldServer, _Handler, not_found, send_file
 
 pytestmark = pytest.mark.backends("sqlite+file")
 
@@ -69,3 +72,34 @@ def test_a_redirect_to_a_non_ascii_target_is_a_502(tmp_path: Path, method: str) 
         assert old.url in response.headers["x-exception"]
         assert old.requests == ["/files/x"]
         assert httpx.get(url + "/files/x").status_code == 502  # and again: nothing was stored
+
+
+def test_a_delete_whose_old_version_is_newer_keeps_a_concurrent_deletion(tmp_path: Path) -> None:
+    """Two DELETEs of a path only the old server has (at ``OLD + 200``), while it is slow to
+    answer their HEADs: one at ``OLD + 100`` (older: nothing deleted), one at ``OLD + 300``.
+
+    The first one put back the deletions table as it found it, erasing the second's
+    deletion, which had answered 200: the old file then came back on the next GET.
+    """
+    answer_heads = threading.Event()
+
+    def answer(handler: _Handler) -> None:
+        if handler.command == "HEAD":
+            answer_heads.wait(GUARD)
+        send_file(handler, b"old content", version=OLD_VERSION + 200)
+
+    with OldServer(answer) as old, \
+            castore_server(tmp_path / "castore", "--workers", "1", "--migrate-from", old.url) as url:
+        def delete(version: int) -> int:
+            params = {"last_modified": format_version(version)}
+            return httpx.delete(url + "/files/p", params=params, timeout=GUARD).status_code
+
+        with ThreadPoolExecutor(2) as pool:
+            older = pool.submit(delete, OLD_VERSION + 100)
+            assert old.wait_for(lambda: len(old.requests) == 1)
+            newer = pool.submit(delete, OLD_VERSION + 300)
+            assert old.wait_for(lambda: len(old.requests) == 2)
+            answer_heads.set()
+            assert older.result() == 200 and newer.result() == 200
+        assert httpx.get(url + "/files/p").status_code == 404
+        assert old.requests == ["/files/p", "/files/p"]  # not asked again: the deletion is remembered

@@ -378,14 +378,14 @@ class LiveMigration:
         try:
             old = await self._on_old_server(lambda guard: self.remote.stat(path, watch=guard.watch), path)
         except FileNotAvailable:
-            await anyio.to_thread.run_sync(metadata.restore_deletion, path, before)  # a failed request changes nothing
+            await anyio.to_thread.run_sync(metadata.restore_deletion, path, before, when)  # a failed request changes nothing
             raise NotFound(path) from None
         except BaseException:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(metadata.restore_deletion, path, before)
+                await anyio.to_thread.run_sync(metadata.restore_deletion, path, before, when)
             raise
         if old.version > when:  # the old server's is newer: nothing deleted, nothing to remember
-            await anyio.to_thread.run_sync(metadata.restore_deletion, path, before)
+            await anyio.to_thread.run_sync(metadata.restore_deletion, path, before, when)
             return False
         return True
 
