@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit, urlunsplit
 
 from .codec import DEFAULT_LEVEL, SAMPLE_SIZE, pack_for_sending, worth_compressing, zstd_chunks
 from .content_coding import Sized, SizeMismatch, decoded
@@ -495,6 +495,18 @@ def _file_chunks(source: BinaryIO) -> Iterator[bytes]:
         yield chunk
 
 
+def _split_location(location: str, who: str) -> SplitResult:
+    """A redirect's ``Location``, split; FiletrackerError (``who`` redirected…) when its host
+    or port is malformed: ``urlsplit`` raises ValueError for an open IPv6 bracket, and its
+    ``port`` for one out of range or not a number, which would otherwise escape as a 500."""
+    try:
+        parts = urlsplit(location)
+        parts.port  # noqa: B018 - asked now, so that it raises here
+    except ValueError as e:
+        raise FiletrackerError(f"{who} redirected to a malformed location ({location[:200]!r}: {e})") from None
+    return parts
+
+
 def redact_url(url: str) -> str:
     """``url`` with its credentials (a token) replaced by ``***``, for messages."""
     parts = urlsplit(url)
@@ -612,29 +624,28 @@ class Remote:
             if response.status not in (301, 302, 303, 307, 308) or not location:
                 return response
             response.read_all()
-            same = self._same_origin(location)
+            parts = _split_location(location, f"{path}: {self.base_url}")
+            same = self._same_origin(parts)
             if same is not None:
                 response = self._send(method, same, headers=headers, watch=watch)
             elif self._other_origins:
-                response = self._foreign(method, location, headers)
+                response = self._foreign(method, parts, headers)
             else:
                 raise FiletrackerError(f"{path}: {self.base_url} redirected to another server ({location[:200]!r}): "
                                        "not followed")
         return response
 
-    def _same_origin(self, location: str) -> str | None:
+    def _same_origin(self, parts: SplitResult) -> str | None:
         """The request target of a redirect to this server (same scheme, host and port), else None."""
-        parts = urlsplit(location)
         elsewhere = parts.scheme != "http" or parts.hostname != self._pool.host or (parts.port or 80) != self._pool.port
         if ((parts.scheme or parts.netloc) and elsewhere) or not parts.path.startswith("/"):
             return None
         return parts.path + (f"?{parts.query}" if parts.query else "")
 
-    def _foreign(self, method: str, url: str, headers: dict[str, str] | None) -> _Response:
+    def _foreign(self, method: str, parts: SplitResult, headers: dict[str, str] | None) -> _Response:
         """One request to another server (a redirect target), on a connection of its own."""
-        parts = urlsplit(url)
         if parts.scheme != "http" or not parts.hostname:
-            raise FiletrackerError(f"cannot follow a redirect to {url!r}")
+            raise FiletrackerError(f"cannot follow a redirect to {parts.geturl()!r}")
         connection = _Connection(parts.hostname, parts.port or 80, timeout=self._timeout, blocksize=IO_BUFFER)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         try:

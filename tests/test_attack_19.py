@@ -8,6 +8,7 @@ tests' :class:`OldServer`) must get castore to answer a clean 502 naming it, nev
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,7 +16,9 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
+from castore.errors import FiletrackerError
 from castore.protocol import format_version
+from castore.remote import Remote
 from castore.server import create_app
 from castore.store import Store
 from tests.server_process import castore_server
@@ -103,3 +106,39 @@ def test_a_delete_whose_old_version_is_newer_keeps_a_concurrent_deletion(tmp_pat
             assert older.result() == 200 and newer.result() == 200
         assert httpx.get(url + "/files/p").status_code == 404
         assert old.requests == ["/files/p", "/files/p"]  # not asked again: the deletion is remembered
+
+
+MALFORMED_LOCATIONS = ["http://127.0.0.1:99999/files/y", "http://127.0.0.1:-1/files/y", "http://[::1/files/y"]
+"""Locations ``urlsplit`` takes, but whose port or host it cannot tell (ValueError on asking)."""
+
+
+def _redirecting_to(location: str) -> Callable[[_Handler], None]:
+    def answer(handler: _Handler) -> None:
+        if handler.path == "/files/x":
+            _answer(handler, 307, {"Location": location, "Content-Length": "0"})
+        else:
+            not_found(handler)
+
+    return answer
+
+
+@pytest.mark.parametrize("location", MALFORMED_LOCATIONS)
+def test_a_redirect_to_a_malformed_location_is_a_502(store: Store, location: str) -> None:
+    """Before: 500 ``internal error: ValueError`` (Port out of range, Invalid IPv6 URL)."""
+    with OldServer(_redirecting_to(location)) as old, \
+            TestClient(create_app(store, migrate_from=old.url), raise_server_exceptions=False) as http:
+        response = http.get("/files/x")
+    assert response.status_code == 502
+    assert "redirected" in response.headers["x-exception"] and not store.exists("/x")
+
+
+@pytest.mark.parametrize("location", MALFORMED_LOCATIONS)
+def test_castores_client_reports_a_malformed_redirect_as_a_filetracker_error(location: str) -> None:
+    """castore's client follows redirects to other servers: the same Location is its error, not a ValueError."""
+    with OldServer(_redirecting_to(location)) as old:
+        remote = Remote(old.url)
+        try:
+            with pytest.raises(FiletrackerError, match="redirected"):
+                remote.open("/x")
+        finally:
+            remote.close()
