@@ -832,17 +832,21 @@ class Remote:
         _check_status(response, path)
 
     def list(
-        self, subpath: str, cutoff: int | None = None, *, watch: Watch | None = None, max_bytes: int | None = None
+        self, subpath: str, cutoff: int | None = None, *, watch: Watch | None = None, max_bytes: int | None = None,
+        max_names: int | None = None,
     ) -> list[str]:
         """Paths below the folder ``subpath``, relative to it, with versions ≤ ``cutoff``.
 
-        ``max_bytes``: a listing longer than this raises FiletrackerError (None: no limit).
+        ``max_bytes``, ``max_names``: a listing longer than this, or of more names, raises
+        FiletrackerError before it is split into names (None: no limit).
         """
         url = f"{self._prefix}/list{quote_path(subpath)}"
         url += "?last_modified=" + quote(format_version(int(time.time()) if cutoff is None else cutoff))
         response = self._send("GET", url, watch=watch)
         _check_status(response, subpath)
         body = response.read_all(max_bytes)
+        if max_names is not None and body.count(b"\n") + (not body.endswith(b"\n")) > max_names:  # lines (the last may lack "\n")
+            raise FiletrackerError(f"the listing of {subpath} by {self.base_url} has over {max_names} names: not read")
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:  # Filetracker 2.3.3 encodes every name it lists as UTF-8

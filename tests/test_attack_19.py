@@ -17,6 +17,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from castore.errors import FiletrackerError
+from castore.migration.live import MigrationLimits
 from castore.protocol import format_version
 from castore.remote import Remote
 from castore.server import create_app
@@ -142,3 +143,21 @@ def test_castores_client_reports_a_malformed_redirect_as_a_filetracker_error(loc
                 remote.open("/x")
         finally:
             remote.close()
+
+
+def test_an_old_servers_listing_of_many_short_names_is_refused(store: Store) -> None:
+    """The listing limit is in bytes, but a name costs some 180 bytes of a worker's memory however
+    short: 53 MiB of 7 M seven-digit names took 1.2 GB and 21 s of CPU. Within the byte limit, a listing of more than one name per 32 bytes of it is refused."""
+    names = [f"{i:07}" for i in range(4001)]  # 32 008 bytes: within 64 000, but 4001 names > 64 000 / 32
+    listed = [names]
+
+    def answer(handler: _Handler) -> None:
+        body = "".join(name + "\n" for name in listed[0]).encode()
+        _answer(handler, 200, {"Content-Length": str(len(body))}, body)
+
+    with OldServer(answer) as old, TestClient(create_app(
+            store, migrate_from=old.url, migration_limits=MigrationLimits(listing=64_000))) as http:
+        response = http.get("/list/")
+        assert response.status_code == 502 and "names" in response.headers["x-exception"]
+        listed[0] = names[:2000]  # one name per 32 bytes of the limit: listed
+        assert http.get("/list/").text.split() == names[:2000]
