@@ -7,6 +7,8 @@ tests' :class:`OldServer`) must get castore to answer a clean 502 naming it, nev
 
 from __future__ import annotations
 
+import gc
+import random
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -14,9 +16,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
+from castore import ui
 from castore.errors import FiletrackerError
+from castore.metadata.report import GroupUsage
 from castore.migration.live import MigrationLimits
 from castore.protocol import format_version
 from castore.remote import Remote
@@ -161,3 +166,38 @@ def test_an_old_servers_listing_of_many_short_names_is_refused(store: Store) -> 
         assert response.status_code == 502 and "names" in response.headers["x-exception"]
         listed[0] = names[:2000]  # one name per 32 bytes of the limit: listed
         assert http.get("/list/").text.split() == names[:2000]
+
+
+def _held(value: object, kind: type) -> int:
+    """How many distinct ``kind`` objects ``value`` holds, through any containers and dataclasses."""
+    seen: set[int] = set()
+    count, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        if id(item) in seen or isinstance(item, (str, bytes, int, float)):
+            continue
+        seen.add(id(item))
+        count += isinstance(item, kind)
+        stack.extend(gc.get_referents(item))
+    return count
+
+
+def test_the_cached_report_page_keeps_only_the_rows_it_shows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report cache keeps up to RECENT_REPORTS reports a minute per worker; a report has a group
+    per path at a deep ``--by`` (~440 bytes each: 16 reports of a 1 M-path store, ~7 GB), and each
+    reload sorted all of them again on the event loop. Only the rows a page shows are kept."""
+    monkeypatch.setattr(ui, "REPORT_ROWS", 10)
+    store = Store.open(tmp_path / "s", create=True)
+    store.put_many([(f"/r/{i:04}/f", 1, random.Random(i).randbytes(i + 1), None) for i in range(300)])  # sizes differ
+    mount = ui.ui_mount(store)
+    reports = mount.routes[0].endpoint.__self__.reports  # type: ignore[attr-defined]
+    with TestClient(Starlette(routes=[mount])) as http:
+        pages = {sort: http.get("/ui/report", params={"prefix": "/r", "by": "1", "sort": sort}).text
+                 for sort in ui.SORT_KEYS}
+    assert all("290 more groups are not shown" in page for page in pages.values())
+    assert pages["name"].index("/r/0000/") < pages["name"].index("/r/0009/") and "/r/0010/" not in pages["name"]
+    assert pages["freed"].index("/r/0299/") < pages["freed"].index("/r/0290/") and "/r/0289/" not in pages["freed"]
+    assert [key for key, _ in reports._results.items()] == [("/r/", 1)]
+    cached = reports._results[("/r/", 1)].value
+    assert _held(cached, GroupUsage) <= 10 * len(ui.SORT_KEYS) + 1  # and the total
+    store.close()
