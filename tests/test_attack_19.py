@@ -2,7 +2,9 @@
 
 A hostile old server of ``serve --migrate-from`` (scripted with the hostile-migration
 tests' :class:`OldServer`) must get castore to answer a clean 502 naming it, never a 500
-"internal error" with a traceback in the log.
+"internal error" with a traceback in the log, nor make a worker hold a gigabyte for a
+listing of short names; two DELETEs racing over a slow old server must not bring a
+deleted file back; the report page's cache must not keep every group of every report.
 """
 
 from __future__ import annotations
