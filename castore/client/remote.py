@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit, urlunsplit
 
 from ..codec import DEFAULT_LEVEL, SAMPLE_SIZE, pack_for_sending, worth_compressing, zstd_chunks
 from ..content_coding import Sized, SizeMismatch, decoded
@@ -224,6 +224,9 @@ class _Connection(http.client.HTTPConnection):
 
 
 _RETRYABLE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+_UNANSWERED = (OSError, http.client.HTTPException, UnicodeEncodeError)
+"""A request that was not sent or not answered; ``UnicodeEncodeError``: a target ``http.client``
+cannot send (it takes ASCII only), such as a redirect's ``Location`` holding a raw non-ASCII byte."""
 
 
 class _Pool:
@@ -492,6 +495,18 @@ def _file_chunks(source: BinaryIO) -> Iterator[bytes]:
         yield chunk
 
 
+def _split_location(location: str, who: str) -> SplitResult:
+    """A redirect's ``Location``, split; FiletrackerError (``who`` redirected…) when its host
+    or port is malformed: ``urlsplit`` raises ValueError for an open IPv6 bracket, and its
+    ``port`` for one out of range or not a number, which would otherwise escape as a 500."""
+    try:
+        parts = urlsplit(location)
+        parts.port  # noqa: B018 - asked now, so that it raises here
+    except ValueError as e:
+        raise FiletrackerError(f"{who} redirected to a malformed location ({location[:200]!r}: {e})") from None
+    return parts
+
+
 def redact_url(url: str) -> str:
     """``url`` with its credentials (a token) replaced by ``***``, for messages."""
     parts = urlsplit(url)
@@ -589,7 +604,7 @@ class Remote:
                 if reused and attempt == 1:
                     continue
                 raise _no_answer(method, self.base_url, url, e) from None
-            except (OSError, http.client.HTTPException) as e:
+            except _UNANSWERED as e:
                 connection.close()
                 raise _no_answer(method, self.base_url, url, e) from None
             finally:
@@ -609,35 +624,34 @@ class Remote:
             if response.status not in (301, 302, 303, 307, 308) or not location:
                 return response
             response.read_all()
-            same = self._same_origin(location)
+            parts = _split_location(location, f"{path}: {self.base_url}")
+            same = self._same_origin(parts)
             if same is not None:
                 response = self._send(method, same, headers=headers, watch=watch)
             elif self._other_origins:
-                response = self._foreign(method, location, headers)
+                response = self._foreign(method, parts, headers)
             else:
                 raise FiletrackerError(f"{path}: {self.base_url} redirected to another server ({location[:200]!r}): "
                                        "not followed")
         return response
 
-    def _same_origin(self, location: str) -> str | None:
+    def _same_origin(self, parts: SplitResult) -> str | None:
         """The request target of a redirect to this server (same scheme, host and port), else None."""
-        parts = urlsplit(location)
         elsewhere = parts.scheme != "http" or parts.hostname != self._pool.host or (parts.port or 80) != self._pool.port
         if ((parts.scheme or parts.netloc) and elsewhere) or not parts.path.startswith("/"):
             return None
         return parts.path + (f"?{parts.query}" if parts.query else "")
 
-    def _foreign(self, method: str, url: str, headers: dict[str, str] | None) -> _Response:
+    def _foreign(self, method: str, parts: SplitResult, headers: dict[str, str] | None) -> _Response:
         """One request to another server (a redirect target), on a connection of its own."""
-        parts = urlsplit(url)
         if parts.scheme != "http" or not parts.hostname:
-            raise FiletrackerError(f"cannot follow a redirect to {url!r}")
+            raise FiletrackerError(f"cannot follow a redirect to {parts.geturl()!r}")
         connection = _Connection(parts.hostname, parts.port or 80, timeout=self._timeout, blocksize=IO_BUFFER)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         try:
             connection.request(method, target, headers=headers or {})
             return _Response(connection.getresponse(), connection, None)
-        except (OSError, http.client.HTTPException) as e:
+        except _UNANSWERED as e:
             connection.close()
             raise _no_answer(method, f"http://{parts.netloc}", target, e) from None
 
@@ -818,17 +832,26 @@ class Remote:
         _check_status(response, path)
 
     def list(
-        self, subpath: str, cutoff: int | None = None, *, watch: Watch | None = None, max_bytes: int | None = None
+        self, subpath: str, cutoff: int | None = None, *, watch: Watch | None = None, max_bytes: int | None = None,
+        max_names: int | None = None,
     ) -> list[str]:
         """Paths below the folder ``subpath``, relative to it, with versions ≤ ``cutoff``.
 
-        ``max_bytes``: a listing longer than this raises FiletrackerError (None: no limit).
+        ``max_bytes``, ``max_names``: a listing longer than this, or of more names, raises
+        FiletrackerError before it is split into names (None: no limit).
         """
         url = f"{self._prefix}/list{quote_path(subpath)}"
         url += "?last_modified=" + quote(format_version(int(time.time()) if cutoff is None else cutoff))
         response = self._send("GET", url, watch=watch)
         _check_status(response, subpath)
+        body = response.read_all(max_bytes)
+        if max_names is not None and body.count(b"\n") + (not body.endswith(b"\n")) > max_names:  # lines (the last may lack "\n")
+            raise FiletrackerError(f"the listing of {subpath} by {self.base_url} has over {max_names} names: not read")
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:  # Filetracker 2.3.3 encodes every name it lists as UTF-8
+            raise FiletrackerError(f"the listing of {subpath} by {self.base_url} is not UTF-8") from None
         # "\n" only: Filetracker 2.3.3's double-encoded names may hold U+0085, which
         # str.splitlines() would also break on
-        return [line for line in response.read_all(max_bytes).decode("utf-8").split("\n") if line]
+        return [line for line in text.split("\n") if line]
 

@@ -1186,9 +1186,13 @@ class MetadataRepo:
             elif known < version:
                 c.execute(update(deletions).where(deletions.c.path == path).values(version=version))
 
-    def restore_deletion(self, path: str, version: int | None) -> None:
-        """Put back what :meth:`deletion` said before a failed delete (None: no row)."""
+    def restore_deletion(self, path: str, version: int | None, written: int) -> None:
+        """Put back what :meth:`deletion` said (``version``; None: no row) before a failed
+        delete that remembered ``written``, unless another delete has remembered a later
+        version since: that deletion stands (its own request answered for it)."""
         with self._writer.begin() as c:
+            if c.execute(_SELECT_DELETION, {"p": path}).scalar() != written:
+                return
             c.execute(delete(deletions).where(deletions.c.path == path))
             if version is not None:
                 c.execute(deletions.insert().values(path=path, version=version))

@@ -27,6 +27,7 @@ PostgreSQL. ``benchmarks/report.py`` measures it on a million paths.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,10 +111,11 @@ class DedupReport:
     shared: list[SharedContent]
     """The most shared contents, by :attr:`SharedContent.saved_bytes`, largest first."""
 
-    def sorted_groups(self, key: str = "name") -> list[GroupUsage]:
-        """The groups by ``key`` (one of :data:`SORT_KEYS`): by name, or largest figure first."""
+    def sorted_groups(self, key: str = "name", limit: int | None = None) -> list[GroupUsage]:
+        """The groups by ``key`` (one of :data:`SORT_KEYS`): by name, or largest figure first;
+        only the first ``limit`` (None: all), found without sorting all of them."""
         if key == "name":
-            return list(self.groups)
+            return self.groups[:limit]
         if key not in SORT_KEYS:
             raise ValueError(f"cannot sort by {key!r}: use one of {', '.join(SORT_KEYS)}")
         figure = {
@@ -126,7 +128,9 @@ class DedupReport:
             "shared": lambda g: g.shared_bytes,
             "ratio": lambda g: g.dedup_ratio,
         }[key]
-        # stable: groups with equal figures stay in name order
+        # stable: groups with equal figures stay in name order (nlargest is sorted(...)[:limit], stable too)
+        if limit is not None:
+            return heapq.nlargest(limit, self.groups, key=figure)
         return sorted(self.groups, key=figure, reverse=True)
 
 

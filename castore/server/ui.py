@@ -19,11 +19,11 @@ whoever sees it work at the store's secret seed; the page shows a short one-way
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
@@ -37,7 +37,7 @@ from starlette.templating import Jinja2Templates
 
 from ..errors import InvalidName, NotFound
 from ..metadata.repo import Usage
-from ..metadata.report import SORT_KEYS, DedupReport
+from ..metadata.report import SORT_KEYS, DedupReport, GroupUsage
 from ..names import check_prefix, parse_name, parse_version, versioned_name
 from ..protocol import quote_path
 from ..reading import BlobReader
@@ -62,7 +62,7 @@ RECENT_REPORTS = 16
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Computed(Generic[T]):
     """A result of :class:`_Recent` with when it was computed."""
 
@@ -146,6 +146,28 @@ def _templates() -> Jinja2Templates:
     return Jinja2Templates(env=env)
 
 
+@dataclasses.dataclass(frozen=True)
+class _ReportPage:
+    """What the report page shows of a dedup report, by every sort: what :class:`_Pages` caches.
+
+    Not the report: it has a group per path at a deep ``--by`` (~440 bytes each), and
+    :data:`RECENT_REPORTS` of them would stay a minute in each worker (~7 GB for a 1 M-path
+    store); nor sorted again on the event loop by every request that finds it cached.
+    """
+
+    report: DedupReport
+    """The report's figures, without its groups."""
+    rows: dict[str, list[GroupUsage]]
+    """The first :data:`REPORT_ROWS` groups by each of :data:`SORT_KEYS`."""
+    groups: int
+    """The report's groups in all."""
+
+    @classmethod
+    def of(cls, report: DedupReport) -> _ReportPage:
+        rows = {key: report.sorted_groups(key, REPORT_ROWS) for key in SORT_KEYS}
+        return cls(dataclasses.replace(report, groups=[]), rows, len(report.groups))
+
+
 class _Pages:
     """The page handlers, bound to one store."""
 
@@ -153,7 +175,7 @@ class _Pages:
         self.store = store
         self.templates = _templates()
         self.usage: _Recent[Usage] = _Recent(USAGE_TTL, clock=clock)
-        self.reports: _Recent[DedupReport] = _Recent(REPORT_TTL, size=RECENT_REPORTS, clock=clock)
+        self.reports: _Recent[_ReportPage] = _Recent(REPORT_TTL, size=RECENT_REPORTS, clock=clock)
         self._heavy: anyio.CapacityLimiter | None = None
 
     async def _run_heavy(self, function: Callable[[], T]) -> T:
@@ -248,15 +270,14 @@ class _Pages:
             if sort not in SORT_KEYS:
                 raise ValueError(f"sort must be one of {', '.join(SORT_KEYS)}")
             folder = check_prefix(prefix)
-            computed = await self.reports.get(
-                (folder, depth), lambda: self._run_heavy(lambda: self.store.dedup_report(folder, depth=depth, top=10))
-            )
+            computed = await self.reports.get((folder, depth), lambda: self._run_heavy(
+                lambda: _ReportPage.of(self.store.dedup_report(folder, depth=depth, top=10))))
         except ValueError as e:  # InvalidName is a ValueError
             return self._problem(request, 400, str(e))
-        report = computed.value
-        groups = report.sorted_groups(sort)
+        page = computed.value
+        report = page.report
         return self._render(request, "report.html", title=f"Dedup report of {report.prefix}", report=report,
-                            groups=groups[:REPORT_ROWS], hidden=max(len(groups) - REPORT_ROWS, 0), depth=depth,
+                            groups=page.rows[sort], hidden=max(page.groups - REPORT_ROWS, 0), depth=depth,
                             sort=sort, sort_keys=SORT_KEYS, crumbs=_crumbs(report.prefix),
                             computed_at=time.strftime("%H:%M:%S", time.gmtime(computed.at)),
                             computed_ago=max(int(self.reports.clock() - computed.tick), 0), report_ttl=REPORT_TTL)
