@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import MissingBlob
 from .keys import BlobKey
-from .metadata.repo import BlobState
+from .metadata.rows import BlobState
 from .names import versioned_name
 from .sizes import IO_BUFFER
 

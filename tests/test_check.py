@@ -271,7 +271,7 @@ def test_gc_deletes_no_file_when_the_metadata_fails(filled: Store, monkeypatch: 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise OperationalError("DELETE", {}, Exception("database disk image is malformed"))
 
-    from castore.metadata.repo import WriteTxn
+    from castore.metadata.txn import WriteTxn
 
     monkeypatch.setattr(WriteTxn, "forget_blob", broken)
     with pytest.raises(OperationalError):
