@@ -7,6 +7,9 @@ connection) and from the command line::
 
 The URL comes from ``-x url=…``, else ``sqlalchemy.url`` in the config, else the
 ``CASTORE_METADATA_URL`` environment variable.
+
+The revisions are ``versions/stepNN_revXXXX_<slug>.py``: ``NN`` is the place in the
+chain, ``XXXX`` the revision id (which databases store: never renamed).
 """
 
 from __future__ import annotations

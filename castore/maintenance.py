@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import MissingBlob
 from .keys import BlobKey
-from .metadata.repo import BlobState
+from .metadata.rows import BlobState
 from .names import versioned_name
 from .sizes import IO_BUFFER
 
@@ -53,9 +53,9 @@ __all__ = [
     "EXIT_DAMAGED",
     "EXIT_REPAIRED",
     "MAX_LISTED",
+    "CheckProblem",
+    "CheckProgress",
     "CheckReport",
-    "Problem",
-    "Progress",
     "check",
 ]
 
@@ -70,7 +70,7 @@ _DAMAGED = re.compile(r"blob (\S+?):")
 
 
 @dataclass(frozen=True)
-class Problem:
+class CheckProblem:
     """One thing found wrong. ``kind`` is one of:
 
     ``refcount`` (a blob's reference count is wrong), ``dangling`` (versions name a key
@@ -88,7 +88,7 @@ class Problem:
         return f"{self.subject}: {self.detail}" + (" (repaired)" if self.repaired else "")
 
 
-class Progress(Protocol):
+class CheckProgress(Protocol):
     """What a progress display gets from :func:`check` while it reads blobs."""
 
     def start(self, blobs: int, logical_bytes: int) -> None:
@@ -117,7 +117,7 @@ class CheckReport:
     seconds: float = 0.0
     blob_seconds: float = 0.0
     """Time spent reading blobs (the verify rate is measured over it)."""
-    problems: list[Problem] = field(default_factory=list)
+    problems: list[CheckProblem] = field(default_factory=list)
     problem_count: int = 0
     repaired_count: int = 0
     lost: list[str] = field(default_factory=list)
@@ -131,7 +131,7 @@ class CheckReport:
     digests_added: int | None = None
     """Chunk digests added by repair; None when not run."""
 
-    def add(self, problem: Problem) -> None:
+    def add(self, problem: CheckProblem) -> None:
         self.problem_count += 1
         self.repaired_count += problem.repaired
         if len(self.problems) < MAX_LISTED:
@@ -194,7 +194,7 @@ def check(
     verify_content: bool = False,
     repair: bool = False,
     grace: float = DEFAULT_GRACE,
-    progress: Progress | None = None,
+    progress: CheckProgress | None = None,
 ) -> CheckReport:
     """Check ``store`` (see the module docstring); with ``repair``, fix what can be fixed."""
     if grace < 0:
@@ -215,7 +215,7 @@ def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
 
 class _Checker:
     def __init__(
-        self, store: Store, *, verify_content: bool, repair: bool, grace: float, progress: Progress | None
+        self, store: Store, *, verify_content: bool, repair: bool, grace: float, progress: CheckProgress | None
     ) -> None:
         self.store = store
         self.metadata = store.metadata
@@ -258,12 +258,13 @@ class _Checker:
             for key, stored, counted in batch:
                 if stored is None:
                     self.lost_keys.add(key)
-                    self.report.add(Problem("dangling", key, f"{counted} versions name blob {key}, which has no row"))
+                    detail = f"{counted} versions name blob {key}, which has no row"
+                    self.report.add(CheckProblem("dangling", key, detail))
                     continue
                 detail = f"refcount {stored}, but {counted} versions name it"
                 if key in changed:
                     detail += f"; set to {changed[key][1]}"
-                self.report.add(Problem("refcount", key, detail, repaired=self.repair))
+                self.report.add(CheckProblem("refcount", key, detail, repaired=self.repair))
 
     # -- 2. paths ---------------------------------------------------------------------
 
@@ -275,7 +276,7 @@ class _Checker:
                     with self.metadata.write() as txn:
                         txn.recount_path(path)
                     repaired = True
-                self.report.add(Problem("path", path, detail, repaired=repaired))
+                self.report.add(CheckProblem("path", path, detail, repaired=repaired))
 
     # -- 3. blobs ---------------------------------------------------------------------
 
@@ -325,7 +326,7 @@ class _Checker:
 
     def _lose(self, blob: BlobState, kind: str, detail: str) -> None:
         self.lost_keys.add(blob.key)
-        self.report.add(Problem(kind, blob.key, detail))
+        self.report.add(CheckProblem(kind, blob.key, detail))
 
     def _list_lost(self) -> None:
         """Name every retained version whose blob is lost (one scan of versions per batch)."""
@@ -372,4 +373,4 @@ class _Checker:
                 continue  # found by the blob pass already
             if key is not None:
                 self.lost_keys.add(key)
-            self.report.add(Problem("corrupt", key or "?", str(damage)))
+            self.report.add(CheckProblem("corrupt", key or "?", str(damage)))

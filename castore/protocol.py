@@ -21,7 +21,7 @@ __all__ = [
     "format_content_digest",
     "format_version",
     "parse_content_digest",
-    "parse_size",
+    "parse_size_header",
     "parse_version_date",
     "path_from_url",
     "quote_path",
@@ -99,8 +99,11 @@ def path_from_url(rest: str) -> str:
 _SIZE = re.compile(r"[0-9]{1,19}")
 
 
-def parse_size(text: str) -> int:
+def parse_size_header(text: str) -> int:
     """A size header (``Content-Length``, ``Logical-Size``): ASCII decimal digits only.
+
+    Bytes as a header carries them; a size a person writes (``8G``) is
+    :func:`castore.sizes.parse_size`'s.
 
     ``str.isdigit`` and ``int`` also take '²', '٣', '+5', ' 5' or '5_0'; a size
     in a header is ``[0-9]+``, anything else raises ValueError.

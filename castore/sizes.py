@@ -20,12 +20,16 @@ WHOLE_IN_MEMORY = 1 << 20
 """Contents up to this size are handled whole in memory (an upload prepared or received in
 one piece, a small file read and sent in one body); larger ones are streamed."""
 
-_SIZE_PART = r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?"
+_SIZE_PART = r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B|I)?"
 _SCALE = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
 def parse_size(text: str) -> int:
-    """Bytes in a size such as ``8G``, ``512M``, ``1G512M``, ``2GiB`` or ``1000`` (binary units).
+    """Bytes in a size such as ``8G``, ``512M``, ``1G512M``, ``2GiB``, ``20Gi`` or ``1000`` (binary units).
+
+    The one grammar of a size a person writes: command-line options and the S3
+    backend's ``cache_size``. (A size in an HTTP header is
+    :func:`castore.protocol.parse_size_header`'s: decimal digits only.)
 
     Raises ValueError for anything else (ASCII digits only).
     """

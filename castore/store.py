@@ -50,8 +50,10 @@ from .faults import as_store_fault, is_disk_full, on_read_only_filesystem
 from .ingest import Ingest, Prepared, Source
 from .keys import BlobKey, Hasher, KeyFunction, etag, probe_keys, xxh3_key
 from .layout import BLOBS_DIR, DEFAULT_INLINE_MAX, DEFAULT_RETENTION, METADATA_FILE, SETTINGS
-from .metadata.repo import BlobRow, DedupCandidate, Entry, MetadataRepo, Reservation, Usage, WriteConflict
+from .metadata.repo import MetadataRepo
 from .metadata.report import DedupReport
+from .metadata.rows import BlobRow, DedupCandidate, Entry, Reservation, Usage
+from .metadata.txn import WriteConflict
 from .names import check_prefix, check_version, child_range, parse_name, versioned_name
 from .reading import BlobReader
 from .reserve import SpaceReserve

@@ -271,7 +271,7 @@ def test_gc_deletes_no_file_when_the_metadata_fails(filled: Store, monkeypatch: 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise OperationalError("DELETE", {}, Exception("database disk image is malformed"))
 
-    from castore.metadata.repo import WriteTxn
+    from castore.metadata.txn import WriteTxn
 
     monkeypatch.setattr(WriteTxn, "forget_blob", broken)
     with pytest.raises(OperationalError):
@@ -294,11 +294,11 @@ def test_repair_reports_blobs_the_digest_step_finds_damaged(filled: Store, monke
 
 
 def test_reports_keep_at_most_max_listed_items() -> None:
-    from castore.maintenance import CheckReport, Problem
+    from castore.maintenance import CheckProblem, CheckReport
 
     report = CheckReport(repair=False, verify_content=False)
     for i in range(MAX_LISTED + 5):
-        report.add(Problem("refcount", str(i), "x"))
+        report.add(CheckProblem("refcount", str(i), "x"))
     assert report.problem_count == MAX_LISTED + 5 and len(report.problems) == MAX_LISTED
     assert report.exit_code == 2
 

@@ -23,8 +23,8 @@ import pytest
 import zstandard
 from starlette.testclient import TestClient
 
+from castore.errors import WouldWait
 from castore.metadata.engine import BUSY_TIMEOUT_MS
-from castore.metadata.repo import WouldWait
 from castore.server.app import FiletrackerApp, create_app
 from castore.store import METADATA_FILE, Store
 

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from castore.migration import FolderV2, Importer, Item, Problem, real_name
+from castore.migration import FolderV2, Importer, ImportProblem, Item, real_name
 from castore.migration.importer import Outcome
 from castore.store import Store
 
@@ -64,7 +64,7 @@ def test_folder_v2_items_and_problems(tmp_path: Path) -> None:
     os.symlink("/etc/passwd", root / "links/b/elsewhere")
     found = list(FolderV2(root).items())
     items = {i.path: i for i in found if isinstance(i, Item)}
-    problems = {p.where: p.reason for p in found if isinstance(p, Problem)}
+    problems = {p.where: p.reason for p in found if isinstance(p, ImportProblem)}
     assert set(items) == {"/a/zażółć.in", "/a/ą.out"}
     assert items["/a/ą.out"].version == 1001
     assert items["/a/ą.out"].digest == hashlib.sha256(b"a").hexdigest()
@@ -199,7 +199,7 @@ def test_a_folder_the_walk_cannot_open_is_reported(tmp_path: Path, store: Store)
     finally:
         os.close(fd)
     found = list(FolderV2(root).items())
-    problems = [p for p in found if isinstance(p, Problem)]
+    problems = [p for p in found if isinstance(p, ImportProblem)]
     assert [i.path for i in found if isinstance(i, Item)] == ["/a/ok.in"]
     assert len(problems) == 1 and "d" * 249 in problems[0].where and "unreadable folder" in problems[0].reason
     report = Importer(store, FolderV2(root)).run()

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from castore.content_coding import ZstdFrameWalker, decoded
 from castore.errors import SourceError, UploadTimeout, UploadTooLarge
-from castore.protocol import parse_size
+from castore.protocol import parse_size_header
 from castore.server.app import _HTTPError, _parse_range
 from castore.server.upload import MemoryBudget, UploadLimits, UploadReader, receive_body
 from castore.store import Store
@@ -78,8 +78,8 @@ def test_a_zstd_window_over_the_limit_is_refused_before_decoding() -> None:
 @pytest.mark.parametrize("text", ["\u00b2", "\u0663", "+5", "-5", "5_0", "0x5", "", " ", "5 5", "1" * 20, "5.0"])
 def test_sizes_in_headers_are_ascii_digits(text: str) -> None:
     with pytest.raises(ValueError):
-        parse_size(text)
-    assert parse_size("0") == 0 and parse_size(" 42 ") == 42
+        parse_size_header(text)
+    assert parse_size_header("0") == 0 and parse_size_header(" 42 ") == 42
 
 
 def test_ranges() -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from castore.metadata import engine, repo
+from castore.metadata import engine, sqlite
 from castore.store import Store
 
 WRITERS = 8
@@ -24,7 +24,7 @@ WRITERS = 8
 
 def test_queued_writers_fail_within_one_busy_timeout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(engine, "BUSY_TIMEOUT_MS", 1000)
-    monkeypatch.setattr(repo, "BUSY_TIMEOUT_MS", 1000)
+    monkeypatch.setattr(sqlite, "BUSY_TIMEOUT_MS", 1000)
     store = Store.open(tmp_path / "s", create=True)
     store.put("/warm", b"x", 1)
     other = sqlite3.connect(str(tmp_path / "s" / "metadata.sqlite3"), isolation_level=None)

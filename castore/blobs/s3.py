@@ -28,6 +28,7 @@ from typing import Any, BinaryIO
 
 from ..errors import MissingBlob
 from ..keys import BlobKey, is_valid_key
+from ..sizes import parse_size
 from .base import BlobBackend, StagedBlob
 from .fs import key_to_relpath
 
@@ -35,15 +36,6 @@ __all__ = ["S3BlobBackend"]
 
 PART_SIZE = 8 << 20
 """Multipart part size and threshold: a blob larger than this is uploaded in parts."""
-
-
-def parse_size(text: str) -> int:
-    """``1G``, ``512M``, ``100k`` or a number of bytes."""
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-    text = text.strip().lower().removesuffix("b").removesuffix("i")
-    if text and text[-1] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text)
 
 
 _clients: dict[tuple[str | None, str | None], Any] = {}

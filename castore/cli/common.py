@@ -43,7 +43,7 @@ __all__ = [
     "EXIT_CODES",
     "CliError",
     "Context",
-    "Progress",
+    "ProgressBar",
     "errors_as_exit_codes",
     "exit_code_for",
     "fail",
@@ -159,7 +159,7 @@ def errors_as_exit_codes() -> Iterator[None]:
 
 
 @dataclass
-class Progress:
+class ProgressBar:
     """A progress bar on stderr (tqdm), or nothing when it is off; ``update(n)`` counts bytes."""
 
     bar: Any = None
@@ -198,7 +198,7 @@ def progress_wanted(total_bytes: int, files: int) -> bool:
 
 
 @contextmanager
-def progress(description: str, total_bytes: int | None, files: int = 1, *, by_files: bool = False) -> Iterator[Progress]:
+def progress(description: str, total_bytes: int | None, files: int = 1, *, by_files: bool = False) -> Iterator[ProgressBar]:
     """A progress bar of bytes (rate and ETA) and files for a transfer in either direction.
 
     Shown on stderr when it is a terminal and the transfer is large or has several files
@@ -206,18 +206,18 @@ def progress(description: str, total_bytes: int | None, files: int = 1, *, by_fi
     ``by_files``: no bytes move (``rm -r``), so the bar counts files, with their rate and ETA.
     """
     if not progress_wanted(total_bytes or 0, files):
-        yield Progress(files_total=files)
+        yield ProgressBar(files_total=files)
         return
     from tqdm import tqdm
 
     if by_files:
         with tqdm(total=files, desc=description, unit=" files", leave=False, file=sys.stderr, dynamic_ncols=True,
                   mininterval=0.2) as bar:
-            yield Progress(bar=bar, files_total=files, by_files=True)
+            yield ProgressBar(bar=bar, files_total=files, by_files=True)
         return
     with tqdm(total=total_bytes, desc=description, unit="B", unit_scale=True, unit_divisor=1024,
               leave=False, file=sys.stderr, dynamic_ncols=True, mininterval=0.2) as bar:
-        yield Progress(bar=bar, files_total=files)
+        yield ProgressBar(bar=bar, files_total=files)
 
 
 # -- the context every command gets ----------------------------------------------------------------

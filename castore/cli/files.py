@@ -24,7 +24,7 @@ from .common import (
     EXIT_NOT_FOUND,
     EXIT_USAGE,
     Context,
-    Progress,
+    ProgressBar,
     exit_code_for,
     fail,
     message_for,
@@ -54,7 +54,7 @@ def _check_kept(c: Context, wanted: str, stored: str, strict: bool, undone: str 
     return True
 
 
-def _copy(source: BinaryIO, out: BinaryIO, bar: Progress) -> None:
+def _copy(source: BinaryIO, out: BinaryIO, bar: ProgressBar) -> None:
     """Copy ``source`` to ``out`` in blocks, counting each block on the progress bar."""
     while chunk := source.read(IO_BUFFER):
         out.write(chunk)

@@ -38,7 +38,7 @@ from ..protocol import (
     CONTENT_DIGEST_HEADER,
     format_version,
     parse_content_digest,
-    parse_size,
+    parse_size_header,
     parse_version_date,
     quote_path,
 )
@@ -746,7 +746,7 @@ class Remote:
         if value is None and (response.header("Content-Encoding") or "identity") == "identity":
             value = response.header("Content-Length")
         try:
-            return parse_size(value)  # type: ignore[arg-type]
+            return parse_size_header(value)  # type: ignore[arg-type]
         except (AttributeError, TypeError, ValueError):
             raise FiletrackerError(f"{path}: the server sent no Logical-Size") from None
 

@@ -22,7 +22,7 @@ BUSY_TIMEOUT_MS = 60_000
 
 
 def configure_sqlite(dbapi_connection: Any, *, read_only: bool = False) -> None:
-    """Settings every SQLite connection of a store gets (the engines' and :mod:`.repo`'s own)."""
+    """Settings every SQLite connection of a store gets (the engines' and :mod:`.sqlite`'s own)."""
     # Let SQLAlchemy's "begin" event, not pysqlite, decide how a transaction starts.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()

@@ -8,16 +8,16 @@
 from __future__ import annotations
 
 from .importer import Importer, ImportReport, Outcome
-from .sources import FolderV1, FolderV2, Item, Problem, ServerSource, Source, real_name
+from .sources import FolderV1, FolderV2, ImportProblem, Item, ServerSource, Source, real_name
 
 __all__ = [
     "FolderV1",
     "FolderV2",
+    "ImportProblem",
     "ImportReport",
     "Importer",
     "Item",
     "Outcome",
-    "Problem",
     "ServerSource",
     "Source",
     "real_name",

@@ -16,7 +16,7 @@ The rules, so that an import can be killed and re-run, and can run beside
   the stored blob without being decompressed again; castore hashes every content it
   stores the first time it stores it;
 * anything unreadable (broken link, corrupt gzip, a file gone from the server) is a
-  :class:`~castore.migration.sources.Problem` in the report; the import goes on.
+  :class:`~castore.migration.sources.ImportProblem` in the report; the import goes on.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from ..names import child_range, parse_name, versioned_name
 from ..reading import BlobReader
 from ..sizes import IO_BUFFER
 from ..store import Store
-from .sources import Item, Problem, Source
+from .sources import ImportProblem, Item, Source
 
 __all__ = ["ImportReport", "Importer", "Outcome", "deleted_in_castore", "undo_if_deleted"]
 
@@ -75,7 +75,7 @@ class ImportReport:
     """How much the store's stored bytes grew during the run."""
     seconds: float = 0.0
     verified: int | None = None
-    problems: list[Problem] = field(default_factory=list)
+    problems: list[ImportProblem] = field(default_factory=list)
 
     @property
     def dedup_ratio(self) -> float:
@@ -128,7 +128,7 @@ class _Done:
     item: Item | None
     outcome: Outcome
     size: int = 0
-    problem: Problem | None = None
+    problem: ImportProblem | None = None
 
 
 ProgressHook = Callable[[Outcome, int], None]
@@ -167,12 +167,12 @@ class Importer:
         report.seconds = time.perf_counter() - started
         return report
 
-    def _results(self, entries: Iterator[Item | Problem], work: Callable[[Item], _Done]) -> Iterator[_Done]:
+    def _results(self, entries: Iterator[Item | ImportProblem], work: Callable[[Item], _Done]) -> Iterator[_Done]:
         """Run ``work`` on every item in a bounded thread pool; problems pass straight through."""
         with ThreadPoolExecutor(self.jobs, thread_name_prefix="castore-import") as pool:
             pending: set[Future[_Done]] = set()
             for entry in entries:
-                if isinstance(entry, Problem):
+                if isinstance(entry, ImportProblem):
                     yield _Done(None, Outcome.PROBLEM, problem=entry)
                     continue
                 pending.add(pool.submit(self._guarded, work, entry))
@@ -187,7 +187,7 @@ class Importer:
         try:
             return work(item)
         except Exception as e:  # noqa: BLE001 - every failure is reported, the import goes on
-            return _Done(item, Outcome.PROBLEM, problem=Problem(item.where, _reason(item, e)))
+            return _Done(item, Outcome.PROBLEM, problem=ImportProblem(item.where, _reason(item, e)))
 
     def _count(self, report: ImportReport, result: _Done) -> None:
         outcome = result.outcome
@@ -265,7 +265,7 @@ class Importer:
 
     # -- verifying ---------------------------------------------------------------------------
 
-    def verify(self, progress: ProgressHook | None = None) -> list[Problem]:
+    def verify(self, progress: ProgressHook | None = None) -> list[ImportProblem]:
         """Re-read every imported path from castore and compare it with the source.
 
         A path whose version changed in castore since the import (a client put or
@@ -295,7 +295,7 @@ class Importer:
             return _Done(item, Outcome.NEWER)  # the source changed since the import
         if (source_digest, source_size) != (castore_digest, castore_size):
             reason = f"differs from castore's {item.path}@{item.version} ({source_size} vs {castore_size} bytes)"
-            return _Done(item, Outcome.PROBLEM, problem=Problem(item.where, reason))
+            return _Done(item, Outcome.PROBLEM, problem=ImportProblem(item.where, reason))
         return _Done(item, Outcome.ALREADY, source_size)
 
 

@@ -1,7 +1,7 @@
 """Where Filetracker's files come from: a 2.x data folder, a 1.x plain folder, a 2.x server.
 
 A source lists *items* (a castore path, and its version when the listing knows it) and
-opens them one at a time; everything it cannot make sense of is a :class:`Problem`
+opens them one at a time; everything it cannot make sense of is an :class:`ImportProblem`
 (where, and why), never an exception that stops an import.
 
 Filetracker 2.x data folder (``filetracker.servers.storage.FileStorage``)::
@@ -39,9 +39,9 @@ __all__ = [
     "FAR_FUTURE",
     "FolderV1",
     "FolderV2",
+    "ImportProblem",
     "Item",
     "Opened",
-    "Problem",
     "ServerSource",
     "Source",
     "real_name",
@@ -83,7 +83,7 @@ class Item:
 
 
 @dataclass(frozen=True)
-class Problem:
+class ImportProblem:
     """Something a source could not import: where it is and why."""
 
     where: str
@@ -112,7 +112,7 @@ class Source(ABC):
         """How many items (and problems) :meth:`items` will yield, for a progress bar."""
 
     @abstractmethod
-    def items(self) -> Iterator[Item | Problem]:
+    def items(self) -> Iterator[Item | ImportProblem]:
         """Every file, in a stable order, or a problem found while listing."""
 
     @abstractmethod
@@ -128,10 +128,10 @@ class Source(ABC):
         """Release connections; the source is not used afterwards."""
 
 
-def _walk_files(top: Path) -> Iterator[Path | Problem]:
+def _walk_files(top: Path) -> Iterator[Path | ImportProblem]:
     """Every non-directory under ``top`` (symlinks not followed), in sorted order.
 
-    A folder that cannot be listed is a :class:`Problem`, never skipped in silence: the
+    A folder that cannot be listed is an :class:`ImportProblem`, never skipped in silence: the
     files in it would be missing from the import without a word.
     """
     folders = [top]
@@ -141,14 +141,14 @@ def _walk_files(top: Path) -> Iterator[Path | Problem]:
             with os.scandir(folder) as listing:
                 entries = sorted(listing, key=lambda entry: entry.name)
         except OSError as e:
-            yield Problem(str(folder), f"unreadable folder: {e.strerror}")
+            yield ImportProblem(str(folder), f"unreadable folder: {e.strerror}")
             continue
         below = []
         for entry in entries:
             try:
                 is_folder = entry.is_dir(follow_symlinks=False)
             except OSError as e:
-                yield Problem(entry.path, f"unreadable: {e.strerror}")
+                yield ImportProblem(entry.path, f"unreadable: {e.strerror}")
                 continue
             if is_folder:
                 below.append(Path(entry.path))
@@ -157,12 +157,12 @@ def _walk_files(top: Path) -> Iterator[Path | Problem]:
         folders.extend(reversed(below))  # depth first, in name order
 
 
-def _checked_path(parts: tuple[str, ...], where: str) -> str | Problem:
+def _checked_path(parts: tuple[str, ...], where: str) -> str | ImportProblem:
     path = "/" + "/".join(parts)
     try:
         return check_path(path)
     except CastoreError as e:
-        return Problem(where, str(e))
+        return ImportProblem(where, str(e))
 
 
 class _OnePass(io.RawIOBase):
@@ -202,33 +202,33 @@ class FolderV2(Source):
     def count(self) -> int:
         return sum(1 for _ in _walk_files(self.links))
 
-    def items(self) -> Iterator[Item | Problem]:
+    def items(self) -> Iterator[Item | ImportProblem]:
         for link in _walk_files(self.links):
-            yield link if isinstance(link, Problem) else self._item(link)
+            yield link if isinstance(link, ImportProblem) else self._item(link)
 
-    def _item(self, link: Path) -> Item | Problem:
+    def _item(self, link: Path) -> Item | ImportProblem:
         where = str(link)
         try:
             info = link.lstat()
             if not stat.S_ISLNK(info.st_mode):
-                return Problem(where, "not a symlink: a Filetracker 2.x link must point at a blob")
+                return ImportProblem(where, "not a symlink: a Filetracker 2.x link must point at a blob")
             target = os.readlink(link)
         except OSError as e:
-            return Problem(where, f"unreadable link: {e.strerror}")
+            return ImportProblem(where, f"unreadable link: {e.strerror}")
         digest = os.path.basename(target)
         if not _SHA256.fullmatch(digest):
-            return Problem(where, f"broken link: target {target!r} does not name a blob")
+            return ImportProblem(where, f"broken link: target {target!r} does not name a blob")
         blob = self.blobs / digest[:2] / digest
         if not blob.is_file():
-            return Problem(where, f"broken link: its blob {blob} is missing")
+            return ImportProblem(where, f"broken link: its blob {blob} is missing")
         parts = tuple(real_name(part) for part in link.relative_to(self.links).parts)
         path = _checked_path(parts, where)
-        if isinstance(path, Problem):
+        if isinstance(path, ImportProblem):
             return path
         try:
             version = check_version(int(info.st_mtime))
         except CastoreError as e:
-            return Problem(where, str(e))
+            return ImportProblem(where, str(e))
         return Item(path, where, version, digest, str(blob))
 
     def open(self, item: Item) -> Opened:
@@ -248,28 +248,28 @@ class FolderV1(Source):
     def count(self) -> int:
         return sum(1 for _ in _walk_files(self.root))
 
-    def items(self) -> Iterator[Item | Problem]:
+    def items(self) -> Iterator[Item | ImportProblem]:
         for file in _walk_files(self.root):
-            if isinstance(file, Problem):
+            if isinstance(file, ImportProblem):
                 yield file
                 continue
             where = str(file)
             try:
                 info = file.stat()
             except OSError as e:
-                yield Problem(where, f"unreadable: {e.strerror}")
+                yield ImportProblem(where, f"unreadable: {e.strerror}")
                 continue
             if not stat.S_ISREG(info.st_mode):
-                yield Problem(where, "not a regular file")
+                yield ImportProblem(where, "not a regular file")
                 continue
             path = _checked_path(file.relative_to(self.root).parts, where)
-            if isinstance(path, Problem):
+            if isinstance(path, ImportProblem):
                 yield path
                 continue
             try:
                 yield Item(path, where, check_version(int(info.st_mtime)))
             except CastoreError as e:
-                yield Problem(where, str(e))
+                yield ImportProblem(where, str(e))
 
     def open(self, item: Item) -> Opened:
         assert item.version is not None
@@ -294,12 +294,12 @@ class ServerSource(Source):
     def count(self) -> int:
         return len(self.names())
 
-    def items(self) -> Iterator[Item | Problem]:
+    def items(self) -> Iterator[Item | ImportProblem]:
         for listed in self.names():
             parts = tuple(real_name(part) for part in listed.split("/"))
             where = f"{self.description}/files/{quote('/'.join(parts))}"
             path = _checked_path(parts, where)
-            yield path if isinstance(path, Problem) else Item(path, where)
+            yield path if isinstance(path, ImportProblem) else Item(path, where)
 
     def version_of(self, item: Item) -> int:
         """One HEAD: lets a re-run skip a path castore has without downloading it."""

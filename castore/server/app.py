@@ -70,7 +70,7 @@ from ..protocol import (
     accepted_encodings,
     format_content_digest,
     format_version,
-    parse_size,
+    parse_size_header,
     parse_version_date,
     path_from_url,
     quote_path,
@@ -187,7 +187,7 @@ def _int_header(request: Request, name: str) -> int | None:
     if value is None:
         return None
     try:
-        return parse_size(value)
+        return parse_size_header(value)
     except ValueError:
         raise _HTTPError(400, f"invalid {name} header {value!r}: expected decimal digits") from None
 

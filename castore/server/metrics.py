@@ -11,7 +11,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the server imports this module before SQLAlchemy (castore.server.serving)
-    from ..metadata.repo import Usage
+    from ..metadata.rows import Usage
 
 __all__ = ["LATENCY_BUCKETS", "Metrics"]
 

@@ -94,7 +94,7 @@ def create_token(metadata: MetadataRepo, role: Role | str, name: str | None = No
     role = Role(role)
     name = check_token_name(name) if name is not None else f"{role.value}-{secrets.token_hex(4)}"
     token = new_token()
-    from ..metadata.repo import TokenRow
+    from ..metadata.rows import TokenRow
 
     if not metadata.add_token(TokenRow(name, role.value, digest(token), int(time.time()))):
         raise ValueError(f"a token named {name!r} exists already (revoke it first)")

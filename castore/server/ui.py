@@ -36,8 +36,8 @@ from starlette.routing import Mount, Route
 from starlette.templating import Jinja2Templates
 
 from ..errors import InvalidName, NotFound
-from ..metadata.repo import Usage
 from ..metadata.report import SORT_KEYS, DedupReport, GroupUsage
+from ..metadata.rows import Usage
 from ..names import check_prefix, parse_name, parse_version, versioned_name
 from ..protocol import quote_path
 from ..reading import BlobReader

@@ -1,0 +1,241 @@
+"""The metadata's SQLAlchemy Core statements, built once at import.
+
+SQLAlchemy caches their compiled form, which keeps a put at a handful of cheap
+executions (see ``benchmarks/core.py``). Parameters are bound by name.
+
+The statements of a put and of a read are :class:`HotStatement`: also compiled once for
+SQLite's own driver, on which :mod:`castore.metadata.txn` and
+:mod:`castore.metadata.repo` run them on SQLite (see :mod:`castore.metadata.sqlite`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import bindparam, case, delete, func, select, update
+from sqlalchemy.dialects import sqlite
+
+from ..codec import Codec
+from ..keys import BlobKey
+from .models import blobs, deletions, paths, versions
+from .rows import BlobRow
+
+__all__ = [
+    "BLOB_COLUMNS",
+    "DELETE_ALL_VERSIONS",
+    "DELETE_PATH",
+    "DELETE_UNREFERENCED",
+    "DELETE_VERSIONS_UP_TO",
+    "END_LEASE",
+    "INLINE_LENGTH",
+    "INSERT_PATH",
+    "INSERT_RESERVED",
+    "INSERT_VERSION",
+    "OLDEST_VERSIONS",
+    "RELEASE_BLOB",
+    "SELECT_BLOB_STATE",
+    "SELECT_CURRENT",
+    "SELECT_CURRENT_ENTRY",
+    "SELECT_CURRENT_VERSION",
+    "SELECT_DELETION",
+    "SELECT_FOR_RESERVE",
+    "SELECT_VERSION_ENTRY",
+    "SET_DIGESTS",
+    "TAKE_OVER",
+    "UNREFERENCED",
+    "UPDATE_PATH",
+    "UPDATE_VERSION",
+    "VERSION_KEYS",
+    "HotStatement",
+    "acquire_statement",
+    "blob_row",
+    "blob_tuple",
+]
+
+
+INLINE_LENGTH = func.coalesce(func.length(blobs.c.data), -1).label("inline_length")
+"""-1 for a blob kept by the backend, else the length of its inline bytes."""
+
+BLOB_COLUMNS = (blobs.c.key, blobs.c.size, blobs.c.stored_size, blobs.c.codec, blobs.c.data, blobs.c.digests)
+
+
+def blob_row(row: Any) -> BlobRow:
+    """A BlobRow from a Core row with the columns of :data:`BLOB_COLUMNS` (by name)."""
+    return BlobRow(BlobKey(row.key), row.size, row.stored_size, Codec(row.codec), row.data, row.digests)
+
+
+def blob_tuple(row: tuple[Any, ...]) -> BlobRow:
+    """A BlobRow from the values of :data:`BLOB_COLUMNS`, in that order."""
+    key, size, stored_size, codec, data, digests = row
+    return BlobRow(BlobKey(key), size, stored_size, Codec(codec), data, digests)
+
+
+_SQLITE_NAMED = sqlite.dialect(paramstyle="named")
+
+
+class HotStatement:
+    """A prebuilt statement of the put and read paths, also compiled once for SQLite's own driver.
+
+    Rows come back as plain tuples (columns in the statement's order) on either path.
+    """
+
+    __slots__ = ("core", "defaults", "sql")
+
+    def __init__(self, core: Any) -> None:
+        self.core = core
+        compiled = core.compile(dialect=_SQLITE_NAMED)
+        self.sql = str(compiled)
+        self.defaults = dict(compiled.params)  # literal values (refcount=1...) are parameters too
+
+    def params(self, given: dict[str, Any]) -> dict[str, Any]:
+        return {**self.defaults, **given}
+
+
+# -- the put and read paths: hot statements ---------------------------------------
+
+SELECT_CURRENT = HotStatement(
+    select(paths.c.version, paths.c.blob_key, paths.c.nversions)
+    .where(paths.c.path == bindparam("p"))
+    .with_for_update()
+)
+SELECT_CURRENT_ENTRY = HotStatement(
+    select(paths.c.path, paths.c.version, *BLOB_COLUMNS)
+    .join(blobs, blobs.c.key == paths.c.blob_key)
+    .where(paths.c.path == bindparam("p"))
+)
+SELECT_VERSION_ENTRY = HotStatement(
+    select(versions.c.path, versions.c.version, *BLOB_COLUMNS)
+    .join(blobs, blobs.c.key == versions.c.blob_key)
+    .where(versions.c.path == bindparam("p"), versions.c.version == bindparam("v"))
+)
+SELECT_CURRENT_VERSION = HotStatement(select(paths.c.version).where(paths.c.path == bindparam("p")))
+SELECT_BLOB_STATE = HotStatement(
+    select(*BLOB_COLUMNS, blobs.c.refcount, blobs.c.created).where(blobs.c.key == bindparam("k"))
+)
+INSERT_PATH = HotStatement(
+    paths.insert().values(path=bindparam("p"), version=bindparam("v"), blob_key=bindparam("k"), nversions=1)
+)
+UPDATE_PATH = HotStatement(
+    update(paths)
+    .where(paths.c.path == bindparam("p"))
+    .values(version=bindparam("v"), blob_key=bindparam("k"), nversions=bindparam("nv"))
+)
+INSERT_VERSION = HotStatement(
+    versions.insert().values(path=bindparam("p"), version=bindparam("v"), blob_key=bindparam("k"))
+)
+UPDATE_VERSION = HotStatement(
+    update(versions)
+    .where(versions.c.path == bindparam("p"), versions.c.version == bindparam("v"))
+    .values(blob_key=bindparam("k"))
+)
+OLDEST_VERSIONS = HotStatement(
+    select(versions.c.version, versions.c.blob_key)
+    .where(versions.c.path == bindparam("p"))
+    .order_by(versions.c.version)
+    .limit(bindparam("n"))
+)
+DELETE_VERSIONS_UP_TO = HotStatement(
+    delete(versions).where(versions.c.path == bindparam("p"), versions.c.version <= bindparam("v"))
+)
+RELEASE_BLOB = HotStatement(
+    update(blobs)
+    .where(blobs.c.key == bindparam("k"))
+    .values(refcount=blobs.c.refcount - bindparam("n"))
+)
+
+
+# -- Core only: digests, leases, deletes, garbage collection ----------------------
+
+SET_DIGESTS = (
+    update(blobs)
+    .where(blobs.c.key == bindparam("k"), blobs.c.size == bindparam("s_size"), blobs.c.digests.is_(None))
+    .values(digests=bindparam("d"))
+)
+VERSION_KEYS = select(versions.c.blob_key).where(versions.c.path == bindparam("p"))
+DELETE_ALL_VERSIONS = delete(versions).where(versions.c.path == bindparam("p"))
+DELETE_PATH = delete(paths).where(paths.c.path == bindparam("p"))
+UNREFERENCED = (
+    select(blobs.c.key, INLINE_LENGTH, blobs.c.stored_size)
+    .where(
+        blobs.c.refcount == 0,
+        (blobs.c.pending_until.is_(None)) | (blobs.c.pending_until < bindparam("now")),
+    )
+    .limit(bindparam("limit"))
+    .with_for_update()
+)
+SELECT_DELETION = select(deletions.c.version).where(deletions.c.path == bindparam("p"))
+SELECT_FOR_RESERVE = (
+    select(blobs.c.refcount, blobs.c.size, blobs.c.codec, blobs.c.stored_size, blobs.c.digests,
+           blobs.c.pending_until)
+    .where(blobs.c.key == bindparam("k"))
+    .with_for_update()
+)
+INSERT_RESERVED = blobs.insert().values(
+    key=bindparam("k"),
+    size=bindparam("b_size"),
+    stored_size=bindparam("b_stored_size"),
+    codec=bindparam("b_codec"),
+    data=None,
+    refcount=0,
+    created=bindparam("b_created"),
+    digests=bindparam("b_digests"),
+    pending_until=bindparam("until"),
+)
+TAKE_OVER = (
+    update(blobs)
+    .where(blobs.c.key == bindparam("k"), blobs.c.refcount == 0)
+    .values(size=bindparam("b_size"), stored_size=bindparam("b_stored_size"), codec=bindparam("b_codec"),
+            data=None, digests=bindparam("b_digests"), pending_until=bindparam("until"))
+)
+END_LEASE = (
+    update(blobs)
+    .where(blobs.c.key == bindparam("k"), blobs.c.pending_until == bindparam("until"))
+    .values(pending_until=None)
+)
+DELETE_UNREFERENCED = delete(blobs).where(blobs.c.key == bindparam("k"), blobs.c.refcount == 0)
+
+
+def acquire_statement(dialect: str) -> HotStatement:
+    """Insert a blob row with refcount 1, or add one reference to the existing row.
+
+    Built per dialect (an upsert), once per :class:`~castore.metadata.repo.MetadataRepo`.
+    """
+    insert: Any
+    if dialect == "sqlite":
+        insert = sqlite.insert
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql  # here: a SQLite store never loads it (start-up)
+
+        insert = postgresql.insert
+    else:
+        raise NotImplementedError(f"castore metadata does not support the {dialect} dialect yet")
+    statement: Any = insert(blobs).values(
+        key=bindparam("k"),
+        size=bindparam("b_size"),
+        stored_size=bindparam("b_stored_size"),
+        codec=bindparam("b_codec"),
+        data=bindparam("b_data"),
+        refcount=1,
+        created=bindparam("b_created"),
+        digests=bindparam("b_digests"),
+    )
+    # A row at refcount 0 may be half collected (its bytes already deleted), or hold
+    # another content with the same key: reviving it takes the new content whole, and
+    # the store then publishes the new bytes.
+    dead = blobs.c.refcount == 0
+    revive = {
+        column: case((dead, getattr(statement.excluded, column)), else_=blobs.c[column])
+        for column in ("codec", "stored_size", "data", "size", "created")
+    }
+    # A live row from before revision 0002 learns its digests from a put that compared
+    # its bytes (the store only shares a blob it compared).
+    revive["digests"] = case(
+        (dead, statement.excluded.digests), else_=func.coalesce(blobs.c.digests, statement.excluded.digests)
+    )
+    return HotStatement(statement.on_conflict_do_update(
+        index_elements=[blobs.c.key], set_={"refcount": blobs.c.refcount + 1, **revive}
+    ).returning(
+        # Not "data IS [NOT] NULL": SQLite 3.40 gets both wrong inside this RETURNING.
+        blobs.c.refcount, blobs.c.size, INLINE_LENGTH, blobs.c.digests, blobs.c.created
+    ))
+

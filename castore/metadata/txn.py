@@ -1,0 +1,231 @@
+"""One write transaction of the metadata: the row operations a store composes.
+
+The store decides what they mean (which version wins, when a blob must be
+published); :meth:`castore.metadata.repo.MetadataRepo.write` opens the transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from sqlalchemy import Connection, func, select, update
+
+from ..codec import Codec
+from ..keys import BlobKey
+from .models import blobs, paths, versions
+from .rows import Acquired, Current, Reservation
+from .statements import (
+    DELETE_ALL_VERSIONS,
+    DELETE_PATH,
+    DELETE_UNREFERENCED,
+    DELETE_VERSIONS_UP_TO,
+    END_LEASE,
+    INSERT_PATH,
+    INSERT_RESERVED,
+    INSERT_VERSION,
+    OLDEST_VERSIONS,
+    RELEASE_BLOB,
+    SELECT_CURRENT,
+    SELECT_FOR_RESERVE,
+    TAKE_OVER,
+    UNREFERENCED,
+    UPDATE_PATH,
+    UPDATE_VERSION,
+    VERSION_KEYS,
+    HotStatement,
+)
+
+__all__ = ["CONFLICT_SQLSTATES", "WriteConflict", "WriteTxn", "file_blobs"]
+
+
+CONFLICT_SQLSTATES = frozenset({"23505", "40001", "40P01"})
+"""unique_violation (two writers created one new path), serialization_failure, deadlock_detected."""
+
+
+class WriteConflict(Exception):
+    """A write transaction lost a race with another writer and was rolled back; try it again."""
+
+
+def file_blobs(connection: Connection, keys: list[BlobKey]) -> set[BlobKey]:
+    """Those of ``keys`` whose row says the blob backend holds their bytes (not inline)."""
+    query = select(blobs.c.key).where(blobs.c.key.in_(keys), blobs.c.data.is_(None))
+    found: list[str] = list(connection.execute(query).scalars())
+    return {BlobKey(k) for k in found}
+
+
+class WriteTxn:
+    """Primitive row operations inside one write transaction.
+
+    Opened by :meth:`~castore.metadata.repo.MetadataRepo.write`.
+    """
+
+    def __init__(self, connection: Connection, acquire_statement: HotStatement) -> None:
+        self._c = connection
+        self._acquire = acquire_statement
+        self._raw: sqlite3.Connection | None = (
+            connection.connection.driver_connection if connection.dialect.name == "sqlite" else None
+        )
+
+    def _run(self, hot: HotStatement, given: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Execute a hot statement in this transaction; its rows as tuples."""
+        if self._raw is not None:
+            return self._raw.execute(hot.sql, hot.params(given)).fetchall()
+        result = self._c.execute(hot.core, given)
+        return [tuple(row) for row in result] if result.returns_rows else []
+
+    def current(self, path: str) -> Current | None:
+        """The current version of ``path``, locked for this transaction."""
+        rows = self._run(SELECT_CURRENT, {"p": path})
+        if not rows:
+            return None
+        version, blob_key, nversions = rows[0]
+        return Current(version, BlobKey(blob_key), nversions)
+
+    def acquire_blob(
+        self,
+        key: BlobKey,
+        *,
+        size: int,
+        stored_size: int,
+        codec: Codec,
+        data: bytes | None,
+        digests: bytes | None,
+        now: int,
+    ) -> Acquired:
+        """Take one reference on ``key``, creating (or reviving) its row with this content if needed."""
+        params = {
+            "k": key,
+            "b_size": size,
+            "b_stored_size": stored_size,
+            "b_codec": codec.value,
+            "b_data": data,
+            "b_created": now,
+            "b_digests": digests,
+        }
+        (refcount, size_, inline_length, digests_, created), = self._run(self._acquire, params)
+        return Acquired(refcount, size_, inline_length >= 0, digests_, created)
+
+    def reserve_blob(
+        self, key: BlobKey, *, size: int, stored_size: int, codec: Codec, digests: bytes | None, now: int, until: int
+    ) -> Reservation:
+        """Lease ``key`` until ``until`` for a put about to upload its bytes.
+
+        A missing row is created at refcount 0; a row at refcount 0 whose lease has ended
+        (or that holds the same representation and chunk digests: another put of the same
+        content, sharing the lease) takes this put's content and lease (a dead
+        row may hold another content with the same key: the store settled ``key`` as free);
+        a live row is LIVE; garbage collection leaves a leased row alone.
+        """
+        row = self._c.execute(SELECT_FOR_RESERVE, {"k": key}).first()
+        params = {"k": key, "b_size": size, "b_stored_size": stored_size, "b_codec": codec.value,
+                  "b_created": now, "b_digests": digests, "until": until}
+        if row is None:
+            self._c.execute(INSERT_RESERVED, params)
+            return Reservation.OWN
+        if row.refcount > 0:
+            return Reservation.LIVE
+        leased = row.pending_until is not None and row.pending_until >= now
+        if leased and (row.codec, row.stored_size, row.size, row.digests) != (codec.value, stored_size, size, digests):
+            return Reservation.BUSY  # another content, or another representation of it, is being uploaded
+        params["until"] = max(until, row.pending_until or 0)
+        self._c.execute(TAKE_OVER, params)
+        return Reservation.OWN
+
+    def end_lease(self, key: BlobKey, until: int) -> None:
+        """Drop the lease a put took with ``until`` (if still its own): the row may be collected."""
+        self._c.execute(END_LEASE, {"k": key, "until": until})
+
+    def release_blob(self, key: BlobKey, count: int = 1) -> None:
+        """Drop ``count`` references on ``key``; rows reaching 0 wait for garbage collection."""
+        self._run(RELEASE_BLOB, {"k": key, "n": count})
+
+    def add_path(self, path: str, version: int, key: BlobKey) -> None:
+        """Record a new path with its first version."""
+        self._run(INSERT_PATH, {"p": path, "v": version, "k": key})
+        self._run(INSERT_VERSION, {"p": path, "v": version, "k": key})
+
+    def add_version(self, path: str, version: int, key: BlobKey, nversions: int) -> None:
+        """Make ``version`` the current version of an existing path."""
+        self._run(UPDATE_PATH, {"p": path, "v": version, "k": key, "nv": nversions})
+        self._run(INSERT_VERSION, {"p": path, "v": version, "k": key})
+
+    def replace_current(self, path: str, current: Current, key: BlobKey) -> None:
+        """Point the current version of ``path`` at another blob."""
+        params = {"p": path, "v": current.version, "k": key, "nv": current.nversions}
+        self._run(UPDATE_PATH, params)
+        self._run(UPDATE_VERSION, params)
+
+    def drop_oldest(self, path: str, count: int) -> list[BlobKey]:
+        """Delete the ``count`` oldest versions of ``path``; return their blob keys."""
+        rows = self._run(OLDEST_VERSIONS, {"p": path, "n": count})
+        if rows:
+            self._run(DELETE_VERSIONS_UP_TO, {"p": path, "v": rows[-1][0]})
+        return [BlobKey(blob_key) for _version, blob_key in rows]
+
+    def drop_path(self, path: str) -> list[BlobKey]:
+        """Delete ``path`` with all its versions; return their blob keys."""
+        rows: Any = self._c.execute(VERSION_KEYS, {"p": path}).scalars().all()
+        keys = [BlobKey(str(k)) for k in rows]
+        self._c.execute(DELETE_ALL_VERSIONS, {"p": path})
+        self._c.execute(DELETE_PATH, {"p": path})
+        return keys
+
+    def unreferenced_blobs(self, limit: int, now: int) -> list[tuple[BlobKey, bool, int]]:
+        """Up to ``limit`` blobs with no reference and no lease at ``now``: ``(key, inline, stored_size)``."""
+        rows = self._c.execute(UNREFERENCED, {"limit": limit, "now": now}).all()
+        return [(BlobKey(row.key), row.inline_length >= 0, row.stored_size) for row in rows]
+
+    def forget_blob(self, key: BlobKey) -> bool:
+        """Delete the row of an unreferenced blob; False if it was referenced again."""
+        return self._c.execute(DELETE_UNREFERENCED, {"k": key}).rowcount == 1
+
+    def file_blobs(self, keys: list[BlobKey]) -> set[BlobKey]:
+        """Like :meth:`.MetadataRepo.file_blobs`, inside this transaction (for deciding to delete)."""
+        return file_blobs(self._c, keys)
+
+    def recount_blobs(self, keys: list[BlobKey]) -> dict[BlobKey, tuple[int, int]]:
+        """Set the refcount of each of ``keys`` (that has a row) to the versions naming it.
+
+        Returns ``key -> (old, new)`` for the rows changed. Counted inside this write
+        transaction, so no put or delete can slip in between counting and writing.
+        """
+        counted: dict[str, int] = {
+            row[0]: int(row[1])
+            for row in self._c.execute(
+                select(versions.c.blob_key, func.count()).where(versions.c.blob_key.in_(keys))
+                .group_by(versions.c.blob_key)
+            )
+        }
+        stored: dict[str, int] = {
+            row[0]: int(row[1])
+            for row in self._c.execute(select(blobs.c.key, blobs.c.refcount).where(blobs.c.key.in_(keys)))
+        }
+        changed: dict[BlobKey, tuple[int, int]] = {}
+        for key, old in stored.items():
+            new = int(counted.get(key, 0))
+            if old != new:
+                self._c.execute(update(blobs).where(blobs.c.key == key).values(refcount=new))
+                changed[BlobKey(key)] = (int(old), new)
+        return changed
+
+    def recount_path(self, path: str) -> tuple[int, int] | None:
+        """Set ``nversions`` of ``path`` to its number of versions rows; ``(old, new)`` if changed."""
+        old = self._c.execute(select(paths.c.nversions).where(paths.c.path == path)).scalar()
+        new = self._c.execute(select(func.count()).where(versions.c.path == path)).scalar_one()
+        if old is None or old == new:
+            return None
+        self._c.execute(update(paths).where(paths.c.path == path).values(nversions=new))
+        return int(old), int(new)
+
+    def bulk_add_paths(self, rows: list[tuple[str, int]], key: BlobKey) -> None:
+        """Add many new paths (``(path, version)``) naming one existing blob, in one go.
+
+        For bulk imports and the metadata-scale benchmark.
+        """
+        self._c.execute(paths.insert(), [{"path": p, "version": v, "blob_key": key, "nversions": 1} for p, v in rows])
+        self._c.execute(versions.insert(), [{"path": p, "version": v, "blob_key": key} for p, v in rows])
+        self._c.execute(
+            update(blobs).where(blobs.c.key == key).values(refcount=blobs.c.refcount + len(rows))
+        )
+
