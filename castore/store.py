@@ -251,7 +251,7 @@ class Store:
     @classmethod
     def _open_metadata(cls, root: Path, database: Path, create: bool, settings: dict[str, int]) -> MetadataRepo:
         if create:  # create, or upgrade the schema, under the migration lock (castore/opening.py)
-            from .opening import initialize, locate
+            from .location import initialize, locate
 
             initialize(locate(root), **settings)
         return MetadataRepo(f"sqlite:///{database}")
