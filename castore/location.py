@@ -1,6 +1,6 @@
-"""Opening a store: where its metadata and its blobs live, given as a folder or as URLs.
+"""Where a store lives, given as a folder or as URLs, and its two parts opened from there.
 
-The one way in is :func:`open_store`. A store has two parts, each named by a URL:
+A store has two parts, each named by a URL:
 
 * metadata: ``sqlite:///path/metadata.sqlite3`` (the embedded default) or
   ``postgresql+psycopg://user:password@host:port/database``;
@@ -9,6 +9,12 @@ The one way in is :func:`open_store`. A store has two parts, each named by a URL
 
 ``root`` is the short form of the embedded default: ``root/metadata.sqlite3`` and
 ``root/blobs``. A URL given beside ``root`` replaces that part only.
+
+:func:`open_parts` is the one way in: a folder or URLs -> the opened :class:`Parts`
+(metadata repository, blob backend, the folder's disk-space reserve, read-only or not),
+the settings checked once (:func:`check_settings`). :class:`castore.store.Store` is made
+from them: :func:`castore.open_store` and ``Store.open`` are both one call to it. This
+module does not import the store, so the store can (``Store.open``) without a circle.
 
 Creating a store (``create=True``, ``castore init``) and upgrading its schema
 (:func:`migrate`, ``castore migrate-schema``) are explicit and run under the database's
@@ -19,8 +25,8 @@ any number of servers can open one database at once without racing to change it.
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable
+import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,22 +40,25 @@ from .blobs.memory import MemoryBlobBackend
 from .codec import DEFAULT_LEVEL
 from .creating import CREATION_ERRORS, create_database
 from .errors import StoreNotFound
-from .faults import as_store_fault
+from .faults import as_store_fault, faults_named, on_read_only_filesystem
 from .keys import new_seed
+from .layout import BLOBS_DIR, DEFAULT_INLINE_MAX, DEFAULT_RETENTION, METADATA_FILE, SETTINGS
 from .metadata.migrate import SCHEMA_REVISION, migration_lock, upgrade_schema
 from .metadata.models import settings as settings_table
 from .metadata.repo import MetadataRepo
-from .store import BLOBS_DIR, DEFAULT_INLINE_MAX, DEFAULT_RETENTION, METADATA_FILE, Store, check_settings
+from .reserve import SpaceReserve
 
 __all__ = [
     "BLOBS_DIR",
     "METADATA_FILE",
     "Location",
+    "Parts",
+    "check_settings",
     "initialize",
     "locate",
     "migrate",
     "open_blobs",
-    "open_store",
+    "open_parts",
     "upgrade_schema_of",
 ]
 
@@ -83,59 +92,72 @@ def locate(
     return Location(metadata, blobs)
 
 
-def open_store(
+@dataclass(frozen=True)
+class Parts:
+    """A store's two parts, opened: what :class:`castore.store.Store` is made of."""
+
+    metadata: MetadataRepo
+    blobs: BlobBackend
+    reserve: SpaceReserve | None = None
+    """The folder's disk-space reserve (:mod:`castore.reserve`): a writable store folder only."""
+    read_only: bool = False
+
+    def close(self) -> None:
+        self.metadata.close()
+        self.blobs.close()
+
+
+def open_parts(
     root: str | os.PathLike[str] | None = None,
     *,
     metadata: str | None = None,
     blobs: str | None = None,
     create: bool = False,
-    retention: int | None = None,
-    inline_max: int | None = None,
-    zstd_level: int | None = None,
-    clock: Callable[[], float] | None = None,
     read_only: bool | None = None,
-) -> Store:
-    """Open (with ``create=True``: create, or upgrade) the store at ``root`` or at two URLs.
+    settings: Mapping[str, Any],
+) -> Parts:
+    """Open (with ``create=True``: create, or upgrade) the store at folder ``root`` or at two URLs.
 
-    ``retention``, ``inline_max`` and ``zstd_level`` are the store's settings: a new
-    store takes them (defaults otherwise); for an existing store each one given must
-    equal the stored value (ValueError otherwise: they cannot change after creation).
-    Raises StoreNotFound when there is no store and ``create`` is false, and
-    SchemaOutdated when the store needs ``castore migrate-schema``.
+    ``settings`` (:data:`~castore.layout.SETTINGS`: ``retention``, ``inline_max``,
+    ``zstd_level``) are checked first (:func:`check_settings`: TypeError for an unknown
+    name, ValueError for a value out of range); a new store takes them (defaults
+    otherwise), and for an existing store each one given must equal the stored value
+    (ValueError otherwise: they cannot change after creation, nor be given without
+    ``create``). Raises StoreNotFound when there is no store and ``create`` is false,
+    and SchemaOutdated when the store needs ``castore migrate-schema``.
 
-    ``read_only`` (a folder only): True opens it for reading, writing nothing; None
-    does so when the folder is on a read-only filesystem (:meth:`Store.open_root`, which
-    also keeps the folder's disk-space reserve).
+    ``read_only`` (a folder only): True opens it for reading, writing nothing (not even
+    a lock file); None does so when the folder is on a read-only filesystem.
     """
-    wanted: dict[str, Any] = {
-        name: value
-        for name, value in (("retention", retention), ("inline_max", inline_max), ("zstd_level", zstd_level))
-        if value is not None
-    }
-    check_settings(wanted)
+    check_settings(settings)
     if root is not None and metadata is None and blobs is None:
-        return Store.open_root(root, create, clock=clock or time.time, read_only=read_only, **wanted)
+        return _open_folder(Path(root), create, read_only, settings)
     if read_only:
         raise ValueError("read_only is for a store folder (--root), not for metadata/blobs URLs")
     where = locate(root, metadata=metadata, blobs=blobs)
-    if wanted and not create:
-        raise ValueError(f"store settings are chosen at creation: pass create=True with {sorted(wanted)}")
+    _require_create(settings, create)
     if create:
-        initialize(where, **wanted)
+        initialize(where, **settings)
     else:
         _require_existing(where)
     repo = MetadataRepo(where.metadata)
     try:
-        _check_settings(repo, wanted, where)
-        backend = open_blobs(where.blobs)
-        try:
-            return Store(repo, backend) if clock is None else Store(repo, backend, clock=clock)
-        except BaseException:
-            backend.close()
-            raise
+        _require_same_settings(repo, settings, f"({where.describe()})")
+        return Parts(repo, open_blobs(where.blobs))
     except BaseException:
         repo.close()
         raise
+
+
+def check_settings(settings: Mapping[str, Any]) -> None:
+    """TypeError for an unknown setting name, ValueError for a value out of range."""
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown:
+        raise TypeError(f"unknown store setting(s) {', '.join(unknown)} (known: {', '.join(SETTINGS)})")
+    for name, low, high in (("retention", 1, 1 << 31), ("inline_max", 0, 1 << 30), ("zstd_level", 1, 22)):
+        value = settings.get(name, low)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"{name} must be an integer in {low}..{high}, not {value!r}")
 
 
 def initialize(
@@ -272,12 +294,57 @@ def _require_existing(where: Location) -> None:
         raise StoreNotFound(f"no castore store at {folder} (run: {hint})")
 
 
-def _check_settings(repo: MetadataRepo, wanted: dict[str, int], where: Location) -> None:
+def _open_folder(root: Path, create: bool, read_only: bool | None, settings: Mapping[str, Any]) -> Parts:
+    """The parts of the store in folder ``root``: SQLite metadata and a blob folder inside it.
+
+    A writable folder keeps its disk-space reserve; opening it on a full disk (SQLite cannot
+    make its shared-memory file at 100 %) frees the reserve and tries once more.
+    """
+    _require_create(settings, create)
+    database = root / METADATA_FILE
+    if not database.exists():
+        if not create:
+            raise StoreNotFound(f"no castore store at {root} (run: castore --root {root} init)")
+        root.mkdir(parents=True, exist_ok=True)
+    if read_only is None:
+        read_only = database.exists() and on_read_only_filesystem(root)
+    if read_only:
+        return Parts(MetadataRepo(f"sqlite:///{database}", read_only=True),
+                     FileBlobBackend(root / BLOBS_DIR, read_only=True), read_only=True)
+    reserve = SpaceReserve(root)
+    with faults_named():
+        try:
+            repo = _open_folder_metadata(root, database, create, settings)
+        except Exception:
+            if shutil.disk_usage(root).free >= reserve.size or not reserve.release():
+                raise
+            repo = _open_folder_metadata(root, database, create, settings)
+    try:
+        _require_same_settings(repo, settings, f"at {root}")
+        return Parts(repo, FileBlobBackend(root / BLOBS_DIR), reserve)
+    except BaseException:
+        repo.close()
+        raise
+
+
+def _open_folder_metadata(root: Path, database: Path, create: bool, settings: Mapping[str, Any]) -> MetadataRepo:
+    if create:  # create, or upgrade the schema, under the migration lock
+        initialize(locate(root), **settings)
+    return MetadataRepo(f"sqlite:///{database}")
+
+
+def _require_create(settings: Mapping[str, Any], create: bool) -> None:
+    if settings and not create:
+        raise ValueError(f"store settings are chosen at creation: pass create=True with {sorted(settings)}")
+
+
+def _require_same_settings(repo: MetadataRepo, wanted: Mapping[str, Any], where: str) -> None:
+    """ValueError when a setting asked for differs from the existing store's (``where``: for the message)."""
     stored = repo.settings()
     differing = sorted(name for name, value in wanted.items() if name in stored and int(stored[name]) != value)
     if differing:
         kept = ", ".join(f"{name}={stored[name]}" for name in differing)
-        raise ValueError(f"the store ({where.describe()}) already exists with {kept}; settings are chosen at creation")
+        raise ValueError(f"the store {where} already exists with {kept}; settings are chosen at creation")
 
 
 def _hide_password(url: str) -> str:

@@ -22,17 +22,14 @@ import dataclasses
 import functools
 import io
 import os
-import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, BinaryIO, Self, TypeVar
 
+from . import maintenance
 from .blobs.base import BlobBackend
-from .blobs.fs import FileBlobBackend
 from .codec import decode_bytes, decoding_reader
 from .digests import CHUNK_SIZE, content_digest
 from .errors import (
@@ -46,10 +43,11 @@ from .errors import (
     StoreNotFound,
     VersionNotFound,
 )
-from .faults import as_store_fault, is_disk_full, on_read_only_filesystem
+from .faults import faults_named, is_disk_full
 from .ingest import Ingest, Prepared, Source
 from .keys import BlobKey, Hasher, KeyFunction, etag, probe_keys, xxh3_key
 from .layout import BLOBS_DIR, DEFAULT_INLINE_MAX, DEFAULT_RETENTION, METADATA_FILE, SETTINGS
+from .location import Parts, open_parts
 from .metadata.repo import BlobRow, DedupCandidate, Entry, MetadataRepo, Reservation, Usage, WriteConflict
 from .metadata.report import DedupReport
 from .names import check_prefix, check_version, child_range, parse_name, versioned_name
@@ -66,7 +64,6 @@ __all__ = [
     "FileInfo",
     "GcReport",
     "Store",
-    "check_settings",
 ]
 
 _T = TypeVar("_T")
@@ -139,25 +136,8 @@ class _Restart(Exception):
     """Roll the put's transaction back and publish again (the blob's bytes may be gone)."""
 
 
-@contextmanager
-def _faults_named() -> Iterator[None]:
-    """Re-raise a full or read-only disk as StoreFull or ReadOnlyStore (one line, the cause named)."""
-    try:
-        yield
-    except Exception as e:
-        fault = as_store_fault(e)
-        if fault is None or fault is e:
-            raise
-        raise fault from e
-
-
 class Store:
     """A content-addressed, deduplicating file store with Filetracker names and versions."""
-
-    read_only = False
-    """True when opened read-only: reads work, every write raises ReadOnlyStore."""
-    reserve: SpaceReserve | None = None
-    """Space kept aside so that deletes work on a full disk (``castore/reserve.py``)."""
 
     def __init__(
         self,
@@ -166,6 +146,8 @@ class Store:
         *,
         clock: Callable[[], float] = time.time,
         key_function: KeyFunction = xxh3_key,
+        reserve: SpaceReserve | None = None,
+        read_only: bool = False,
     ) -> None:
         settings = metadata.settings()
         if "seed" not in settings:
@@ -183,11 +165,17 @@ class Store:
             level=int(settings["zstd_level"]),
             key_function=key_function,
         )
+        self.read_only = read_only
+        """True when opened read-only: reads work, every write raises ReadOnlyStore."""
+        self.reserve = reserve
+        """Space kept aside so that deletes work on a full disk (``castore/reserve.py``), made here."""
+        if reserve is not None:
+            reserve.ensure()
 
     # -- opening ------------------------------------------------------------------
 
     @classmethod
-    def open_root(
+    def open(
         cls,
         root: str | os.PathLike[str],
         create: bool = False,
@@ -195,9 +183,9 @@ class Store:
         clock: Callable[[], float] = time.time,
         read_only: bool | None = None,
         key_function: KeyFunction = xxh3_key,
-        **settings: int,
+        **settings: Any,
     ) -> Store:
-        """Open the store at folder ``root``: SQLite metadata and a blob folder inside it.
+        """Open the store in folder ``root``: the short spelling of :func:`castore.open_store` (``root``).
 
         With ``create=True`` a missing store is made with the given ``settings``
         (:data:`SETTINGS`: ``retention``, ``inline_max``, ``zstd_level``); an existing
@@ -213,48 +201,18 @@ class Store:
         ``key_function`` is for tests (see :mod:`castore.keys`); a store must always be
         opened with the same one.
         """
-        _check_settings(settings)
-        if settings and not create:
-            raise ValueError(f"store settings are chosen at creation: pass create=True with {sorted(settings)}")
-        root = Path(root)
-        database = root / METADATA_FILE
-        if not database.exists():
-            if not create:
-                raise StoreNotFound(f"no castore store at {root} (run: castore --root {root} init)")
-            root.mkdir(parents=True, exist_ok=True)
-        if read_only is None:
-            read_only = database.exists() and on_read_only_filesystem(root)
-        if read_only:
-            store = cls(MetadataRepo(f"sqlite:///{database}", read_only=True),
-                        FileBlobBackend(root / BLOBS_DIR, read_only=True), clock=clock, key_function=key_function)
-            store.read_only = True
-            return store
-        reserve = SpaceReserve(root)
-        with _faults_named():
-            try:
-                metadata = cls._open_metadata(root, database, create, settings)
-            except Exception:
-                # At 100 % disk SQLite cannot make its shared-memory file: free the reserve, once.
-                if shutil.disk_usage(root).free >= reserve.size or not reserve.release():
-                    raise
-                metadata = cls._open_metadata(root, database, create, settings)
-        store = cls(metadata, FileBlobBackend(root / BLOBS_DIR), clock=clock, key_function=key_function)
-        differing = {k: v for k, v in settings.items() if store.settings()[k] != v}
-        if differing:
-            store.close()
-            kept = ", ".join(f"{k}={store.settings()[k]}" for k in sorted(differing))
-            raise ValueError(f"the store at {root} already exists with {kept}; settings are chosen at creation")
-        store.reserve = reserve
-        reserve.ensure()
-        return store
+        parts = open_parts(root, create=create, read_only=read_only, settings=settings)
+        return cls.of(parts, clock=clock, key_function=key_function)
 
     @classmethod
-    def _open_metadata(cls, root: Path, database: Path, create: bool, settings: dict[str, int]) -> MetadataRepo:
-        if create:  # create, or upgrade the schema, under the migration lock (castore/opening.py)
-            from .location import initialize, locate
-
-            initialize(locate(root), **settings)
-        return MetadataRepo(f"sqlite:///{database}")
+    def of(cls, parts: Parts, *, clock: Callable[[], float] = time.time, key_function: KeyFunction = xxh3_key) -> Store:
+        """The store made of opened parts (:func:`castore.location.open_parts`); they are closed if it cannot be."""
+        try:
+            return cls(parts.metadata, parts.blobs, clock=clock, key_function=key_function, reserve=parts.reserve,
+                       read_only=parts.read_only)
+        except BaseException:
+            parts.close()
+            raise
 
     def settings(self) -> dict[str, int]:
         """The store's settings chosen at creation: ``retention``, ``inline_max``, ``zstd_level``."""
@@ -289,7 +247,7 @@ class Store:
         """
         path, version = self._put_target(name, version)
         self._check_room()
-        with _faults_named():
+        with faults_named():
             return self._put(path, version, source, expected_size)
 
     def _put(self, path: str, version: int, source: Source, expected_size: int | None) -> str:
@@ -321,7 +279,7 @@ class Store:
         """
         path, version = self._put_target(name, version)
         self._check_room()
-        with _faults_named():
+        with faults_named():
             newer = self._newer_than(path, version)
             if newer is not None:
                 return newer
@@ -365,7 +323,7 @@ class Store:
         """
         targets = [self._put_target(name, version) for name, version, _, _ in items]
         self._check_room()
-        with _faults_named():
+        with faults_named():
             prepared: builtins.list[Prepared] = []
             try:
                 for (name, _, data, zstd_size), (path, _) in zip(items, targets):
@@ -626,7 +584,7 @@ class Store:
 
     def _with_reserve(self, operation: Callable[[], Any]) -> Any:
         """Run a space-freeing ``operation``; on a full disk, free the reserve and run it again."""
-        with _faults_named():
+        with faults_named():
             try:
                 return operation()
             except Exception as e:
@@ -769,23 +727,6 @@ class Store:
         low, high = child_range(check_prefix(prefix))
         return self.metadata.dedup_report(low, high, depth=depth, top=top)
 
-    @classmethod
-    def open(
-        cls,
-        root: str | os.PathLike[str],
-        create: bool = False,
-        *,
-        clock: Callable[[], float] = time.time,
-        read_only: bool | None = None,
-        **settings: Any,
-    ) -> Store:
-        """Open the store in folder ``root``: the short spelling of :func:`castore.open_store` (``root``).
-
-        An unknown setting (a typo such as ``retension``) raises TypeError, a setting given
-        without ``create`` or differing from an existing store's raises ValueError.
-        """
-        return cls.open_root(root, create, clock=clock, read_only=read_only, **settings)
-
     # -- maintenance ---------------------------------------------------------------
 
     def collect_garbage(self, *, staging_grace: float = 3600.0, batch: int = 500) -> GcReport:
@@ -851,9 +792,7 @@ class Store:
         Changes nothing. ``castore check`` (:func:`castore.maintenance.check`) has the
         counts, the lost paths and the repairs.
         """
-        from .maintenance import check
-
-        return [str(problem) for problem in check(self, verify_content=True).problems]
+        return [str(problem) for problem in maintenance.check(self, verify_content=True).problems]
 
     # -- private steps ---------------------------------------------------------------
 
@@ -956,17 +895,3 @@ def _nonempty_bytes(pieces: Iterable[bytes | memoryview]) -> Iterator[bytes]:
     for piece in pieces:
         if len(piece):
             yield piece if type(piece) is bytes else bytes(piece)
-
-
-def check_settings(settings: dict[str, Any]) -> None:
-    """TypeError for an unknown setting name, ValueError for a value out of range."""
-    unknown = sorted(set(settings) - set(SETTINGS))
-    if unknown:
-        raise TypeError(f"unknown store setting(s) {', '.join(unknown)} (known: {', '.join(SETTINGS)})")
-    for name, low, high in (("retention", 1, 1 << 31), ("inline_max", 0, 1 << 30), ("zstd_level", 1, 22)):
-        value = settings.get(name, low)
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ValueError(f"{name} must be an integer in {low}..{high}, not {value!r}")
-
-
-_check_settings = check_settings
