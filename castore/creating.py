@@ -1,6 +1,6 @@
 """Making a new store folder with the standard library only: no SQLAlchemy, no Alembic.
 
-``castore serve --init`` on a new folder, ``castore init`` and ``Store.open_root(create=True)``
+``castore serve --init`` on a new folder, ``castore init`` and ``Store.open(root, create=True)``
 start here. Loading SQLAlchemy to create a database costs ~0.3 s on a quiet 2-core
 machine; a server's master would pay it before its first worker starts. Instead the
 database is made from ``castore/metadata/schema.sql``: the ``CREATE`` statements that
@@ -122,7 +122,7 @@ def create_database(database: Path, settings: Mapping[str, int]) -> bool:
 def create_folder(root: str | os.PathLike[str], settings: Mapping[str, int] | None = None) -> bool:
     """Make the store folder ``root`` (``settings``: defaults) unless its database exists.
 
-    Makes what :meth:`castore.store.Store.open_root` with ``create=True`` makes: the
+    Makes what :func:`castore.location.open_parts` with ``create=True`` makes: the
     folder, the blob folder, the database with its settings and seed, the disk-space
     reserve. True when this call made the database.
     """

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from .errors import CastoreError, ReadOnlyStore, StoreFull
 
-__all__ = ["as_store_fault", "is_disk_full", "on_read_only_filesystem"]
+__all__ = ["as_store_fault", "faults_named", "is_disk_full", "on_read_only_filesystem"]
 
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 _SQLITE_FULL = ("database or disk is full",)
@@ -50,6 +52,18 @@ def as_store_fault(error: BaseException) -> CastoreError | None:
     return None
 
 
+@contextmanager
+def faults_named() -> Iterator[None]:
+    """Re-raise a full or read-only disk as StoreFull or ReadOnlyStore (one line, the cause named)."""
+    try:
+        yield
+    except Exception as e:
+        fault = as_store_fault(e)
+        if fault is None or fault is e:
+            raise
+        raise fault from e
+
+
 def is_disk_full(error: BaseException) -> bool:
     """True when ``error`` (or what it wraps) says the disk is full."""
     return isinstance(as_store_fault(error), StoreFull)
@@ -58,7 +72,7 @@ def is_disk_full(error: BaseException) -> bool:
 def on_read_only_filesystem(folder: str | os.PathLike[str]) -> bool:
     """Whether ``folder`` lies on a filesystem mounted read-only (False when that cannot be told).
 
-    How a store folder is found read-only before opening it: :meth:`castore.store.Store.open_root`
+    How a store folder is found read-only before opening it: :func:`castore.location.open_parts`
     opens it so, and ``serve`` says so in its early ``/version`` answer.
     """
     try:

@@ -45,7 +45,10 @@ from .names import versioned_name
 from .sizes import IO_BUFFER
 
 if TYPE_CHECKING:
-    from .store import Store
+    from .blobs.base import BlobBackend
+    from .metadata.repo import MetadataRepo
+    from .metadata.rows import BlobRow
+    from .reading import BlobReader
 
 __all__ = [
     "DEFAULT_GRACE",
@@ -56,6 +59,8 @@ __all__ = [
     "CheckProblem",
     "CheckProgress",
     "CheckReport",
+    "CheckedStore",
+    "DigestsAdded",
     "check",
 ]
 
@@ -86,6 +91,34 @@ class CheckProblem:
 
     def __str__(self) -> str:
         return f"{self.subject}: {self.detail}" + (" (repaired)" if self.repaired else "")
+
+
+class CheckedStore(Protocol):
+    """What the check needs of a store: :class:`castore.store.Store` has it.
+
+    A protocol rather than the store's class: the store calls the check (``Store.check``),
+    so this module does not import it, not even for its types.
+    """
+
+    @property
+    def metadata(self) -> MetadataRepo: ...
+
+    @property
+    def blobs(self) -> BlobBackend: ...
+
+    def open_blob(self, blob: BlobRow, name: str, version: int = 0) -> BlobReader: ...
+
+    def add_missing_digests(self, *, batch: int = 100) -> DigestsAdded: ...
+
+
+class DigestsAdded(Protocol):
+    """What :meth:`CheckedStore.add_missing_digests` reports (:class:`castore.store.DigestReport`)."""
+
+    @property
+    def added(self) -> int: ...
+
+    @property
+    def damaged(self) -> list[str]: ...
 
 
 class CheckProgress(Protocol):
@@ -189,7 +222,7 @@ class CheckReport:
 
 
 def check(
-    store: Store,
+    store: CheckedStore,
     *,
     verify_content: bool = False,
     repair: bool = False,
@@ -215,7 +248,7 @@ def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
 
 class _Checker:
     def __init__(
-        self, store: Store, *, verify_content: bool, repair: bool, grace: float, progress: CheckProgress | None
+        self, store: CheckedStore, *, verify_content: bool, repair: bool, grace: float, progress: CheckProgress | None
     ) -> None:
         self.store = store
         self.metadata = store.metadata

@@ -1,19 +1,10 @@
-"""Opening a store: where its metadata and its blobs live, given as a folder or as URLs.
+"""Opening a store: :func:`open_store`, given a folder or two URLs (``from castore import open_store``).
 
-The one way in is :func:`open_store`. A store has two parts, each named by a URL:
-
-* metadata: ``sqlite:///path/metadata.sqlite3`` (the embedded default) or
-  ``postgresql+psycopg://user:password@host:port/database``;
-* blobs: ``file:///path/blobs`` (the embedded default), ``s3://bucket/prefix?endpoint_url=…``
-  (credentials from the standard AWS environment variables), or ``memory://`` (tests).
-
-``root`` is the short form of the embedded default: ``root/metadata.sqlite3`` and
-``root/blobs``. A URL given beside ``root`` replaces that part only.
-
-Creating a store (``create=True``, ``castore init``) and upgrading its schema
-(:func:`migrate`, ``castore migrate-schema``) are explicit and run under the database's
-migration lock; plain opening only checks that the schema is the expected one, so
-any number of servers can open one database at once without racing to change it.
+The machinery is :mod:`castore.location` (where a store lives, creating and upgrading it,
+opening its two parts); this module makes the :class:`~castore.store.Store` from those
+parts, and is the public face of both: its names are the ones the CLI, the server, the
+Django bridge and the tests open stores with. ``Store.open(root)`` is the same call
+(:func:`castore.location.open_parts`, then :meth:`Store.of`), spelt for a folder.
 """
 
 from __future__ import annotations
@@ -21,25 +12,20 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
-from sqlalchemy import create_engine, select
-
-from .blobs.base import BlobBackend
-from .blobs.fs import FileBlobBackend
-from .blobs.memory import MemoryBlobBackend
-from .codec import DEFAULT_LEVEL
-from .creating import CREATION_ERRORS, create_database
-from .errors import StoreNotFound
-from .faults import as_store_fault
-from .keys import new_seed
-from .metadata.migrate import SCHEMA_REVISION, migration_lock, upgrade_schema
-from .metadata.models import settings as settings_table
-from .metadata.repo import MetadataRepo
-from .store import BLOBS_DIR, DEFAULT_INLINE_MAX, DEFAULT_RETENTION, METADATA_FILE, Store, check_settings
+from .location import (
+    BLOBS_DIR,
+    METADATA_FILE,
+    Location,
+    initialize,
+    locate,
+    migrate,
+    open_blobs,
+    open_parts,
+    upgrade_schema_of,
+)
+from .store import Store
 
 __all__ = [
     "BLOBS_DIR",
@@ -52,35 +38,6 @@ __all__ = [
     "open_store",
     "upgrade_schema_of",
 ]
-
-
-@dataclass(frozen=True)
-class Location:
-    """Where one store lives: its metadata URL and its blobs URL."""
-
-    metadata: str
-    blobs: str
-
-    def describe(self) -> str:
-        return f"metadata {_hide_password(self.metadata)}, blobs {self.blobs}"
-
-
-def locate(
-    root: str | os.PathLike[str] | None = None, *, metadata: str | None = None, blobs: str | None = None
-) -> Location:
-    """The URLs of a store given as a folder, as URLs, or as a folder with one part replaced."""
-    if root is None and (metadata is None or blobs is None):
-        raise ValueError("give a store folder (root), or both a metadata URL and a blobs URL")
-    folder = Path(root).absolute() if root is not None else None
-    if metadata is None:
-        assert folder is not None
-        metadata = f"sqlite:///{folder / METADATA_FILE}"
-    if blobs is None:
-        assert folder is not None
-        blobs = (folder / BLOBS_DIR).as_uri()
-    _check_metadata_url(metadata)
-    _check_blobs_url(blobs)
-    return Location(metadata, blobs)
 
 
 def open_store(
@@ -104,184 +61,13 @@ def open_store(
     SchemaOutdated when the store needs ``castore migrate-schema``.
 
     ``read_only`` (a folder only): True opens it for reading, writing nothing; None
-    does so when the folder is on a read-only filesystem (:meth:`Store.open_root`, which
-    also keeps the folder's disk-space reserve).
+    does so when the folder is on a read-only filesystem. A folder also keeps its
+    disk-space reserve (:func:`castore.location.open_parts` says it all).
     """
     wanted: dict[str, Any] = {
         name: value
         for name, value in (("retention", retention), ("inline_max", inline_max), ("zstd_level", zstd_level))
         if value is not None
     }
-    check_settings(wanted)
-    if root is not None and metadata is None and blobs is None:
-        return Store.open_root(root, create, clock=clock or time.time, read_only=read_only, **wanted)
-    if read_only:
-        raise ValueError("read_only is for a store folder (--root), not for metadata/blobs URLs")
-    where = locate(root, metadata=metadata, blobs=blobs)
-    if wanted and not create:
-        raise ValueError(f"store settings are chosen at creation: pass create=True with {sorted(wanted)}")
-    if create:
-        initialize(where, **wanted)
-    else:
-        _require_existing(where)
-    repo = MetadataRepo(where.metadata)
-    try:
-        _check_settings(repo, wanted, where)
-        backend = open_blobs(where.blobs)
-        try:
-            return Store(repo, backend) if clock is None else Store(repo, backend, clock=clock)
-        except BaseException:
-            backend.close()
-            raise
-    except BaseException:
-        repo.close()
-        raise
-
-
-def initialize(
-    where: Location,
-    *,
-    retention: int | None = None,
-    inline_max: int | None = None,
-    zstd_level: int | None = None,
-) -> None:
-    """Create the store at ``where`` if missing (schema and settings), or upgrade its schema.
-
-    Runs under the database's migration lock, so several processes may call it at once. A
-    missing SQLite database is first made whole, or not at all, by :mod:`castore.creating`.
-    """
-    settings = {
-        "retention": DEFAULT_RETENTION if retention is None else retention,
-        "inline_max": DEFAULT_INLINE_MAX if inline_max is None else inline_max,
-        "zstd_level": DEFAULT_LEVEL if zstd_level is None else zstd_level,
-    }
-    check_settings(settings)
-    _make_sqlite_folder(where.metadata)
-    _create_sqlite_database(where.metadata, settings)
-    engine = create_engine(where.metadata)
-    try:
-        upgrade_schema(engine)  # finds the new SQLite database current: nothing to do
-        with migration_lock(engine) as connection:
-            present = {row.name for row in connection.execute(select(settings_table.c.name))}
-            values = {"seed": str(new_seed()), **{k: str(v) for k, v in settings.items()}}
-            missing = [{"name": k, "value": v} for k, v in values.items() if k not in present]
-            if missing:
-                connection.execute(settings_table.insert(), missing)
-    finally:
-        engine.dispose()
-
-
-def migrate(where: Location) -> tuple[str | None, str]:
-    """Upgrade an existing store's schema; return ``(revision before, revision now)``."""
-    _require_existing(where)
-    engine = create_engine(where.metadata)
-    try:
-        before = upgrade_schema(engine)
-    finally:
-        engine.dispose()
-    return before, SCHEMA_REVISION
-
-
-def upgrade_schema_of(where: Location) -> None:
-    """Create or upgrade the schema at ``where`` (under the migration lock), without settings."""
-    _make_sqlite_folder(where.metadata)
-    engine = create_engine(where.metadata)
-    try:
-        upgrade_schema(engine)
-    finally:
-        engine.dispose()
-
-
-def open_blobs(url: str) -> BlobBackend:
-    """The blob backend a blobs URL names."""
-    scheme = _check_blobs_url(url)
-    if scheme == "file":
-        return FileBlobBackend(_file_path(url))
-    if scheme == "memory":
-        return MemoryBlobBackend()
-    parts = urlsplit(url)
-    options = {k: v[-1] for k, v in parse_qs(parts.query, strict_parsing=bool(parts.query)).items()}
-    from .blobs.s3 import S3BlobBackend
-
-    backend: BlobBackend = S3BlobBackend(parts.netloc, parts.path.strip("/"), **options)
-    return backend
-
-
-# -- private steps --------------------------------------------------------------------
-
-
-def _check_metadata_url(url: str) -> None:
-    scheme = url.split(":", 1)[0]
-    if scheme == "sqlite":
-        if not url.startswith("sqlite:///") or url in ("sqlite:///", "sqlite:///:memory:"):
-            raise ValueError(f"a SQLite metadata URL names a file: sqlite:///path/metadata.sqlite3, not {url!r}")
-        return
-    if scheme.split("+", 1)[0] == "postgresql":
-        return
-    raise ValueError(f"unsupported metadata URL {url!r}: use sqlite:///… or postgresql+psycopg://…")
-
-
-def _check_blobs_url(url: str) -> str:
-    scheme = url.split(":", 1)[0]
-    if scheme == "file" and url.startswith("file:///"):
-        return scheme
-    if scheme == "memory" and url == "memory://":
-        return scheme
-    if scheme == "s3" and urlsplit(url).netloc:
-        return scheme
-    raise ValueError(f"unsupported blobs URL {url!r}: use file:///path, s3://bucket/prefix?… or memory://")
-
-
-def _file_path(url: str) -> Path:
-    return Path(unquote(urlsplit(url).path))
-
-
-def _sqlite_file(url: str) -> Path | None:
-    return Path(url[len("sqlite:///"):].split("?", 1)[0]) if url.startswith("sqlite:///") else None
-
-
-def _make_sqlite_folder(url: str) -> None:
-    database = _sqlite_file(url)
-    if database is not None:
-        database.parent.mkdir(parents=True, exist_ok=True)
-
-
-def _create_sqlite_database(url: str, settings: dict[str, int]) -> None:
-    """A missing SQLite database made whole or not at all (castore.creating), without Alembic's steps.
-
-    Any other failure leaves the database to SQLAlchemy below, which makes it or gives its usual
-    error; but a full or read-only disk is raised at once (StoreFull, ReadOnlyStore): SQLAlchemy
-    would write the database in place and leave it partial or empty, taken for a store next time.
-    """
-    database = _sqlite_file(url)
-    if database is None or "?" in url or database.exists():
-        return
-    try:
-        create_database(database, settings)
-    except CREATION_ERRORS as e:
-        fault = as_store_fault(e)
-        if fault is not None:
-            raise fault from e
-
-
-def _require_existing(where: Location) -> None:
-    database = _sqlite_file(where.metadata)
-    if database is not None and not database.exists():
-        folder = database.parent
-        hint = f"castore --root {folder} init" if database.name == METADATA_FILE else "castore init"
-        raise StoreNotFound(f"no castore store at {folder} (run: {hint})")
-
-
-def _check_settings(repo: MetadataRepo, wanted: dict[str, int], where: Location) -> None:
-    stored = repo.settings()
-    differing = sorted(name for name, value in wanted.items() if name in stored and int(stored[name]) != value)
-    if differing:
-        kept = ", ".join(f"{name}={stored[name]}" for name in differing)
-        raise ValueError(f"the store ({where.describe()}) already exists with {kept}; settings are chosen at creation")
-
-
-def _hide_password(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return url.replace(f":{parts.password}@", ":***@", 1)
+    parts = open_parts(root, metadata=metadata, blobs=blobs, create=create, read_only=read_only, settings=wanted)
+    return Store.of(parts, clock=clock or time.time)

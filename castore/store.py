@@ -1,8 +1,8 @@
 """The store: Filetracker semantics over a blob backend and a metadata database.
 
 Every public method checks its input first (nothing is changed by a bad name),
-then does its I/O in small private steps: prepare the blob, record it in one
-metadata transaction, publish its bytes. The rules live here and only here:
+then does its I/O in small private steps. The rules live here and in the put's
+steps (:mod:`castore.putting`, mixed into :class:`Store`), and only there:
 
 * ``put`` with a version older than the current one is ignored and returns the
   current versioned name; an equal version replaces the content; no version means
@@ -11,6 +11,8 @@ metadata transaction, publish its bytes. The rules live here and only here:
   version is not older than the current one.
 * the last ``retention`` versions of each path stay readable as ``path@version``.
 
+A store is made of its two opened parts (:meth:`Store.of`); :meth:`Store.open` and
+:func:`castore.open_store` open them (:func:`castore.location.open_parts`).
 ``docs/design.md`` explains why the order of steps keeps the store consistent when
 a process is killed at any point, and when several processes share one store.
 """
@@ -19,24 +21,17 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
-import functools
 import io
 import os
-import shutil
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, BinaryIO, Self, TypeVar
+from typing import Any, BinaryIO, Self
 
+from . import maintenance
 from .blobs.base import BlobBackend
-from .blobs.fs import FileBlobBackend
-from .codec import decode_bytes, decoding_reader
-from .digests import CHUNK_SIZE, content_digest
+from .digests import content_digest
 from .errors import (
-    CastoreError,
     IntegrityError,
     InvalidVersion,
     MissingBlob,
@@ -46,15 +41,16 @@ from .errors import (
     StoreNotFound,
     VersionNotFound,
 )
-from .faults import as_store_fault, is_disk_full, on_read_only_filesystem
-from .ingest import Ingest, Prepared, Source
-from .keys import BlobKey, Hasher, KeyFunction, etag, probe_keys, xxh3_key
+from .faults import faults_named, is_disk_full
+from .ingest import Ingest, Source
+from .keys import BlobKey, Hasher, KeyFunction, etag, xxh3_key
 from .layout import BLOBS_DIR, DEFAULT_INLINE_MAX, DEFAULT_RETENTION, METADATA_FILE, SETTINGS
+from .location import Parts, open_parts
 from .metadata.repo import MetadataRepo
 from .metadata.report import DedupReport
-from .metadata.rows import BlobRow, DedupCandidate, Entry, Reservation, Usage
-from .metadata.txn import WriteConflict
+from .metadata.rows import BlobRow, Entry, Usage
 from .names import check_prefix, check_version, child_range, parse_name, versioned_name
+from .putting import PutSteps
 from .reading import BlobReader
 from .reserve import SpaceReserve
 
@@ -68,21 +64,7 @@ __all__ = [
     "FileInfo",
     "GcReport",
     "Store",
-    "check_settings",
 ]
-
-_T = TypeVar("_T")
-
-UPLOAD_LEASE = 3600
-"""Seconds a put may take to upload a blob's bytes before garbage collection may take them."""
-LEASE_MARGIN = 600
-"""A put whose lease has less than this left when it records the reference publishes again:
-room for clock differences between servers (``docs/design.md``, "Publishing")."""
-
-WRITE_ATTEMPTS = 20
-"""How often a write transaction is tried when the database reports a conflict with another
-writer (PostgreSQL: two creators of one new path, a deadlock, a serialization failure)."""
-
 
 @dataclass(frozen=True)
 class FileInfo:
@@ -126,40 +108,8 @@ class DigestReport:
     damaged: list[str]
 
 
-class _NeedBytes(Exception):
-    """The live blob a put counted on was collected (or replaced) before the put's transaction."""
-
-
-class _Raced(Exception):
-    """The blob row a put settled on changed before its transaction: settle again."""
-
-
-_SETTLE_ATTEMPTS = 8
-
-
-class _Restart(Exception):
-    """Roll the put's transaction back and publish again (the blob's bytes may be gone)."""
-
-
-@contextmanager
-def _faults_named() -> Iterator[None]:
-    """Re-raise a full or read-only disk as StoreFull or ReadOnlyStore (one line, the cause named)."""
-    try:
-        yield
-    except Exception as e:
-        fault = as_store_fault(e)
-        if fault is None or fault is e:
-            raise
-        raise fault from e
-
-
-class Store:
+class Store(PutSteps):
     """A content-addressed, deduplicating file store with Filetracker names and versions."""
-
-    read_only = False
-    """True when opened read-only: reads work, every write raises ReadOnlyStore."""
-    reserve: SpaceReserve | None = None
-    """Space kept aside so that deletes work on a full disk (``castore/reserve.py``)."""
 
     def __init__(
         self,
@@ -168,6 +118,8 @@ class Store:
         *,
         clock: Callable[[], float] = time.time,
         key_function: KeyFunction = xxh3_key,
+        reserve: SpaceReserve | None = None,
+        read_only: bool = False,
     ) -> None:
         settings = metadata.settings()
         if "seed" not in settings:
@@ -185,11 +137,17 @@ class Store:
             level=int(settings["zstd_level"]),
             key_function=key_function,
         )
+        self.read_only = read_only
+        """True when opened read-only: reads work, every write raises ReadOnlyStore."""
+        self.reserve = reserve
+        """Space kept aside so that deletes work on a full disk (``castore/reserve.py``), made here."""
+        if reserve is not None:
+            reserve.ensure()
 
     # -- opening ------------------------------------------------------------------
 
     @classmethod
-    def open_root(
+    def open(
         cls,
         root: str | os.PathLike[str],
         create: bool = False,
@@ -197,9 +155,9 @@ class Store:
         clock: Callable[[], float] = time.time,
         read_only: bool | None = None,
         key_function: KeyFunction = xxh3_key,
-        **settings: int,
+        **settings: Any,
     ) -> Store:
-        """Open the store at folder ``root``: SQLite metadata and a blob folder inside it.
+        """Open the store in folder ``root``: the short spelling of :func:`castore.open_store` (``root``).
 
         With ``create=True`` a missing store is made with the given ``settings``
         (:data:`SETTINGS`: ``retention``, ``inline_max``, ``zstd_level``); an existing
@@ -215,48 +173,18 @@ class Store:
         ``key_function`` is for tests (see :mod:`castore.keys`); a store must always be
         opened with the same one.
         """
-        _check_settings(settings)
-        if settings and not create:
-            raise ValueError(f"store settings are chosen at creation: pass create=True with {sorted(settings)}")
-        root = Path(root)
-        database = root / METADATA_FILE
-        if not database.exists():
-            if not create:
-                raise StoreNotFound(f"no castore store at {root} (run: castore --root {root} init)")
-            root.mkdir(parents=True, exist_ok=True)
-        if read_only is None:
-            read_only = database.exists() and on_read_only_filesystem(root)
-        if read_only:
-            store = cls(MetadataRepo(f"sqlite:///{database}", read_only=True),
-                        FileBlobBackend(root / BLOBS_DIR, read_only=True), clock=clock, key_function=key_function)
-            store.read_only = True
-            return store
-        reserve = SpaceReserve(root)
-        with _faults_named():
-            try:
-                metadata = cls._open_metadata(root, database, create, settings)
-            except Exception:
-                # At 100 % disk SQLite cannot make its shared-memory file: free the reserve, once.
-                if shutil.disk_usage(root).free >= reserve.size or not reserve.release():
-                    raise
-                metadata = cls._open_metadata(root, database, create, settings)
-        store = cls(metadata, FileBlobBackend(root / BLOBS_DIR), clock=clock, key_function=key_function)
-        differing = {k: v for k, v in settings.items() if store.settings()[k] != v}
-        if differing:
-            store.close()
-            kept = ", ".join(f"{k}={store.settings()[k]}" for k in sorted(differing))
-            raise ValueError(f"the store at {root} already exists with {kept}; settings are chosen at creation")
-        store.reserve = reserve
-        reserve.ensure()
-        return store
+        parts = open_parts(root, create=create, read_only=read_only, settings=settings)
+        return cls.of(parts, clock=clock, key_function=key_function)
 
     @classmethod
-    def _open_metadata(cls, root: Path, database: Path, create: bool, settings: dict[str, int]) -> MetadataRepo:
-        if create:  # create, or upgrade the schema, under the migration lock (castore/opening.py)
-            from .opening import initialize, locate
-
-            initialize(locate(root), **settings)
-        return MetadataRepo(f"sqlite:///{database}")
+    def of(cls, parts: Parts, *, clock: Callable[[], float] = time.time, key_function: KeyFunction = xxh3_key) -> Store:
+        """The store made of opened parts (:func:`castore.location.open_parts`); they are closed if it cannot be."""
+        try:
+            return cls(parts.metadata, parts.blobs, clock=clock, key_function=key_function, reserve=parts.reserve,
+                       read_only=parts.read_only)
+        except BaseException:
+            parts.close()
+            raise
 
     def settings(self) -> dict[str, int]:
         """The store's settings chosen at creation: ``retention``, ``inline_max``, ``zstd_level``."""
@@ -291,25 +219,8 @@ class Store:
         """
         path, version = self._put_target(name, version)
         self._check_room()
-        with _faults_named():
+        with faults_named():
             return self._put(path, version, source, expected_size)
-
-    def _put(self, path: str, version: int, source: Source, expected_size: int | None) -> str:
-        if not isinstance(source, (bytes, bytearray, memoryview)):
-            newer = self._newer_than(path, version)
-            if newer is not None:
-                return newer  # do not read a stream that an older version would throw away
-        prepared = self._ingest.prepare(source, expected_size=expected_size, find_same=self._find_same)
-        try:
-            for _ in range(WRITE_ATTEMPTS - 1):
-                try:
-                    return self._settle_and_record(path, version, prepared)
-                except _NeedBytes:
-                    prepared.discard()
-                    prepared = self._ingest.prepare(source, expected_size=expected_size, force_bytes=True)
-            return self._settle_and_record(path, version, prepared)
-        finally:
-            prepared.discard()
 
     def put_zstd(
         self, name: str, frame: BinaryIO, version: int | None = None, *, size: int, max_window: int | None = None
@@ -323,15 +234,8 @@ class Store:
         """
         path, version = self._put_target(name, version)
         self._check_room()
-        with _faults_named():
-            newer = self._newer_than(path, version)
-            if newer is not None:
-                return newer
-            prepared = self._ingest.prepare_zstd(frame, size=size, max_window=max_window)
-            try:
-                return self._settle_and_record(path, version, prepared)
-            finally:
-                prepared.discard()
+        with faults_named():
+            return self._put_zstd(path, version, frame, size, max_window)
 
     def put_existing(self, name: str, key: BlobKey, version: int | None = None) -> str | None:
         """Point ``name`` at the content already stored under ``key``, without reading it.
@@ -341,15 +245,7 @@ class Store:
         blob has that key (then the caller must :meth:`put` the bytes).
         """
         path, version = self._put_target(name, version)
-        candidate = self.metadata.dedup_candidate(key)
-        if candidate is None or candidate.refcount == 0:
-            return None
-        blob = candidate.blob
-        prepared = Prepared(key, blob.size, blob.codec, 0, blob.digests)  # no bytes: the row's content is kept
-        try:
-            return self._record_put(path, version, prepared, key, candidate.created)
-        except _NeedBytes:
-            return None  # collected since the lookup: the transaction was rolled back
+        return self._put_existing(path, version, key)
 
     def put_many(
         self, items: Sequence[tuple[str, int | None, bytes, int | None]], *, max_window: int | None = None
@@ -367,242 +263,8 @@ class Store:
         """
         targets = [self._put_target(name, version) for name, version, _, _ in items]
         self._check_room()
-        with _faults_named():
-            prepared: builtins.list[Prepared] = []
-            try:
-                for (name, _, data, zstd_size), (path, _) in zip(items, targets):
-                    if zstd_size is None:
-                        ready = self._ingest.prepare(data, expected_size=len(data))
-                    else:
-                        ready = self._ingest.prepare_zstd(io.BytesIO(data), size=zstd_size, max_window=max_window)
-                    prepared.append(ready)
-                    if ready.inline is None:
-                        raise ValueError(f"{path}: {ready.size} bytes do not fit inline: put it on its own")
-                with self.metadata.batch():
-                    return [self._settle_and_record(path, version, ready)
-                            for (path, version), ready in zip(targets, prepared)]
-            finally:
-                for ready in prepared:
-                    ready.discard()
-
-    def _newer_than(self, path: str, version: int) -> str | None:
-        """The current versioned name if it is newer than ``version`` (a put would be ignored)."""
-        current = self.metadata.current_version(path)
-        return versioned_name(path, current) if current is not None and current > version else None
-
-    # -- dedup that compares bytes --------------------------------------------------------
-
-    def _settle_and_record(self, path: str, version: int, prepared: Prepared) -> str:
-        """Choose the blob key for a prepared content (comparing bytes), then record the put."""
-        if not prepared.has_bytes:
-            # find_same compared the bytes already; any change of that row needs them again
-            assert prepared.matched is not None
-            return self._record_put(path, version, prepared, prepared.key, prepared.matched)
-        for _ in range(_SETTLE_ATTEMPTS):
-            key, matched = self._settle(prepared)
-            try:
-                return self._record_put(path, version, prepared, key, matched)
-            except _Raced:
-                continue
-        raise CastoreError(f"{path}: its blob kept changing under the put; try again")
-
-    def _probe(
-        self, key: BlobKey, size: int, digests: bytes, content: Callable[[], Iterable[bytes | memoryview]]
-    ) -> tuple[BlobKey, DedupCandidate | None]:
-        """The first probe key that holds exactly this content (with its row) or is free (None)."""
-        for candidate in probe_keys(self.seed, key, digests):
-            state = self.metadata.dedup_candidate(candidate)
-            if state is None or state.refcount == 0:
-                return candidate, None
-            if self._holds(state, size, digests, content):
-                return candidate, state
-        raise CastoreError(f"{size} bytes of content collide with other contents at every probe key")
-
-    def _settle(self, prepared: Prepared) -> tuple[BlobKey, int | None]:
-        """``(key, created of the live blob holding this content)``, or ``(free key, None)``."""
-        assert prepared.digests is not None
-        key, state = self._probe(prepared.key, prepared.size, prepared.digests, lambda: self._content_of(prepared))
-        return key, None if state is None else state.created
-
-    def _find_same(
-        self, key: BlobKey, size: int, digests: bytes, content: Callable[[], Iterator[memoryview]]
-    ) -> tuple[BlobKey, int] | None:
-        """For ingest: the live blob holding exactly this content, before any byte is written."""
-        found, state = self._probe(key, size, digests, content)
-        return None if state is None else (found, state.created)
-
-    def _holds(
-        self, state: DedupCandidate, size: int, digests: bytes, content: Callable[[], Iterable[bytes | memoryview]]
-    ) -> bool:
-        """Whether a live blob holds exactly this content: sizes, digests, then every byte.
-
-        The bytes are compared even when key and digests agree (dedup "verify"): they
-        are only read on such a hit, and reading is cheaper than writing a copy. A
-        stored blob that fails its own verification holds nothing worth sharing.
-        """
-        blob = state.blob
-        if blob.size != size or (blob.digests is not None and blob.digests != digests):
-            return False
-        try:
-            with self.open_blob(blob, f"blob {blob.key}", 0) as reader:
-                return _same_bytes(reader.chunks(), content())
-        except IntegrityError:
-            return False
-
-    def _content_of(self, prepared: Prepared) -> Iterator[bytes]:
-        """The content of a prepared blob, read back from its inline or staged bytes."""
-        if prepared.inline is not None:
-            yield decode_bytes(prepared.inline, prepared.codec)
-            return
-        assert prepared.staged is not None
-        with prepared.staged.open() as stored, decoding_reader(stored, prepared.codec) as content:
-            while chunk := content.read(CHUNK_SIZE):
-                yield chunk
-
-    def _record_put(self, path: str, version: int, prepared: Prepared, key: BlobKey, matched: int | None) -> str:
-        """Publish the blob's bytes if needed, then record the put in one transaction.
-
-        ``matched`` is the ``created`` time of the live blob the put compared with, or
-        None when the put found ``key`` free: the row must still be what was decided.
-        A large new blob's bytes are uploaded *outside* the write transaction, under a
-        lease taken on its row first (:meth:`_lease_and_publish`), so a slow upload (S3)
-        never holds a database lock and garbage collection never deletes bytes a put is
-        about to reference (``docs/design.md``, "Publishing"). Small blobs live in the row.
-        """
-        published = [False]
-        for _ in range(WRITE_ATTEMPTS):
-            until = None
-            if prepared.inline is None and matched is None:
-                until = self._lease_and_publish(prepared, key, published)
-            try:
-                return self._retrying(
-                    functools.partial(self._record_put_once, path, version, prepared, key, matched, until)
-                )
-            except _Restart:
-                continue
-            finally:
-                if until is not None:
-                    self._end_lease(key, until)
-        raise CastoreError(f"{path}: its blob kept changing under the put; try again")
-
-    def _lease_and_publish(self, prepared: Prepared, key: BlobKey, published: list[bool]) -> int:
-        """Lease the (free) blob row ``key`` and upload the bytes; return the lease's end.
-
-        Raises _Raced when another put made ``key`` live since it was settled: the put
-        settles again, comparing bytes.
-        """
-        while True:
-            now = int(self.clock())
-            until = now + UPLOAD_LEASE
-            state = self._retrying(functools.partial(self._reserve, prepared, key, now, until))
-            if state is Reservation.LIVE:
-                raise _Raced()
-            if state is Reservation.OWN:
-                break
-            time.sleep(0.05)  # BUSY: another put is uploading another representation
-        try:
-            if published[0]:
-                # Bytes published by an earlier try may have been collected since (lease over):
-                # publish again from the staged bytes, which stay until the put is over.
-                if key not in self.blobs:
-                    assert prepared.staged is not None
-                    self.blobs.publish(prepared.staged, key)
-            elif prepared.staged is not None:
-                self.blobs.publish(prepared.staged, key)
-                published[0] = True
-            else:
-                raise _NeedBytes()  # only hashed: a live blob had this key when we looked
-        except BaseException:
-            self._end_lease(key, until)
-            raise
-        return until
-
-    def _reserve(self, prepared: Prepared, key: BlobKey, now: int, until: int) -> Reservation:
-        with self.metadata.write() as txn:
-            return txn.reserve_blob(
-                key, size=prepared.size, stored_size=prepared.stored_size, codec=prepared.codec,
-                digests=prepared.digests, now=now, until=until,
-            )
-
-    def _end_lease(self, key: BlobKey, until: int) -> None:
-        def end() -> None:
-            with self.metadata.write() as txn:
-                txn.end_lease(key, until)
-
-        self._retrying(end)
-
-    def _record_put_once(
-        self, path: str, version: int, prepared: Prepared, key: BlobKey, matched: int | None, until: int | None
-    ) -> str:
-        """One transaction: compare versions, reference the blob, point the path at it."""
-        with self.metadata.write() as txn:
-            current = txn.current(path)
-            if current is not None and current.version > version:
-                return versioned_name(path, current.version)
-            acquired = txn.acquire_blob(
-                key,
-                size=prepared.size,
-                stored_size=prepared.stored_size,
-                codec=prepared.codec,
-                data=prepared.inline,
-                digests=prepared.digests,
-                now=int(self.clock()),
-            )
-            if acquired.refcount == 1:
-                # New, or revived from 0 with this content (its old bytes may be gone).
-                if not acquired.inline:
-                    if prepared.inline is not None:
-                        # A small content whose row keeps its bytes in the backend (revived):
-                        # a few bytes, written under the row lock.
-                        self.blobs.put_bytes(key, prepared.inline)
-                    elif until is None:
-                        # Live when compared, collected since: settle again (uploading ours).
-                        if not prepared.has_bytes:
-                            raise _NeedBytes()
-                        raise _Raced()
-                    elif self.clock() > until - LEASE_MARGIN:
-                        raise _Restart()  # our lease ran out: a collector may have taken the bytes
-                    elif key not in self.blobs:
-                        # Another put sharing the lease ended it and a collection took the row and
-                        # the bytes we uploaded before this transaction locked the row: upload again.
-                        raise _Restart()
-            elif until is not None and (acquired.size, acquired.digests) == (prepared.size, prepared.digests):
-                pass  # another put of this content, sharing our lease (same digests), recorded first
-            elif matched is None or (acquired.created, acquired.size, acquired.digests) != (
-                matched,
-                prepared.size,
-                prepared.digests,
-            ):
-                # Another put took the key, or the blob compared with was replaced.
-                if not prepared.has_bytes:
-                    raise _NeedBytes()
-                raise _Raced()
-            if current is None:
-                txn.add_path(path, version, key)
-            elif current.version == version:
-                txn.replace_current(path, current, key)
-                txn.release_blob(current.blob_key)
-            else:
-                txn.add_version(path, version, key, min(current.nversions + 1, self.retention))
-                excess = current.nversions + 1 - self.retention
-                if excess > 0:
-                    self._release(txn, txn.drop_oldest(path, excess))
-        return versioned_name(path, version)
-
-    @staticmethod
-    def _retrying(attempt: Callable[[], _T]) -> _T:
-        """Run one write transaction, again while the database reports a conflict."""
-        for _ in range(WRITE_ATTEMPTS - 1):
-            try:
-                return attempt()
-            except WriteConflict:
-                continue
-        return attempt()
-
-    @staticmethod
-    def _release(txn: Any, keys: list[BlobKey]) -> None:
-        for key, count in sorted(Counter(keys).items()):  # one order: fewer lock waits between writers
-            txn.release_blob(key, count)
+        with faults_named():
+            return self._put_many(items, targets, max_window)
 
     def delete(self, name: str, version: int | None = None) -> bool:
         """Remove ``name`` with its whole history; return False when ignored.
@@ -628,7 +290,7 @@ class Store:
 
     def _with_reserve(self, operation: Callable[[], Any]) -> Any:
         """Run a space-freeing ``operation``; on a full disk, free the reserve and run it again."""
-        with _faults_named():
+        with faults_named():
             try:
                 return operation()
             except Exception as e:
@@ -771,23 +433,6 @@ class Store:
         low, high = child_range(check_prefix(prefix))
         return self.metadata.dedup_report(low, high, depth=depth, top=top)
 
-    @classmethod
-    def open(
-        cls,
-        root: str | os.PathLike[str],
-        create: bool = False,
-        *,
-        clock: Callable[[], float] = time.time,
-        read_only: bool | None = None,
-        **settings: Any,
-    ) -> Store:
-        """Open the store in folder ``root``: the short spelling of :func:`castore.open_store` (``root``).
-
-        An unknown setting (a typo such as ``retension``) raises TypeError, a setting given
-        without ``create`` or differing from an existing store's raises ValueError.
-        """
-        return cls.open_root(root, create, clock=clock, read_only=read_only, **settings)
-
     # -- maintenance ---------------------------------------------------------------
 
     def collect_garbage(self, *, staging_grace: float = 3600.0, batch: int = 500) -> GcReport:
@@ -853,9 +498,7 @@ class Store:
         Changes nothing. ``castore check`` (:func:`castore.maintenance.check`) has the
         counts, the lost paths and the repairs.
         """
-        from .maintenance import check
-
-        return [str(problem) for problem in check(self, verify_content=True).problems]
+        return [str(problem) for problem in maintenance.check(self, verify_content=True).problems]
 
     # -- private steps ---------------------------------------------------------------
 
@@ -921,54 +564,3 @@ class Store:
         if not self.read_only:  # a read-only store verifies the same way, it just cannot remember
             self.metadata.set_digests(blob.key, blob.size, digests)
         return dataclasses.replace(blob, digests=digests)
-
-
-def _same_bytes(left: Iterable[bytes | memoryview], right: Iterable[bytes | memoryview]) -> bool:
-    """Whether two streams of pieces (cut anywhere) carry the same bytes.
-
-    Pieces are compared as ``bytes`` (one memcmp): a memoryview is copied once, and a
-    ``bytes`` piece compared whole is not copied at all; where the two streams are cut
-    at different places, only the part compared is copied. Comparing two memoryviews
-    goes element by element, and copying both sides at once page-faults two fresh
-    buffers: either was several times slower than the copy (measured on 1 MiB pieces).
-    """
-    lefts, rights = _nonempty_bytes(left), _nonempty_bytes(right)
-    a = b = b""
-    i = j = 0  # how much of a and of b is compared already
-    while True:
-        if i == len(a):
-            a, i = next(lefts, b""), 0
-        if j == len(b):
-            b, j = next(rights, b""), 0
-        if not a or not b:
-            return not a and not b
-        n = min(len(a) - i, len(b) - j)
-        if _part(a, i, n) != _part(b, j, n):
-            return False
-        i, j = i + n, j + n
-
-
-def _part(data: bytes, start: int, length: int) -> bytes:
-    """``data[start:start + length]``, without a copy when that is all of ``data``."""
-    return data if start == 0 and length == len(data) else data[start : start + length]
-
-
-def _nonempty_bytes(pieces: Iterable[bytes | memoryview]) -> Iterator[bytes]:
-    """The pieces as ``bytes``, empty ones left out (an empty piece is not the end)."""
-    for piece in pieces:
-        if len(piece):
-            yield piece if type(piece) is bytes else bytes(piece)
-
-
-def check_settings(settings: dict[str, Any]) -> None:
-    """TypeError for an unknown setting name, ValueError for a value out of range."""
-    unknown = sorted(set(settings) - set(SETTINGS))
-    if unknown:
-        raise TypeError(f"unknown store setting(s) {', '.join(unknown)} (known: {', '.join(SETTINGS)})")
-    for name, low, high in (("retention", 1, 1 << 31), ("inline_max", 0, 1 << 30), ("zstd_level", 1, 22)):
-        value = settings.get(name, low)
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ValueError(f"{name} must be an integer in {low}..{high}, not {value!r}")
-
-
-_check_settings = check_settings

@@ -189,7 +189,7 @@ def test_same_bytes_compares_pieces_cut_anywhere(
     left: bytes, right: bytes, left_cuts: list[int], right_cuts: list[int], views: bool
 ) -> None:
     """The dedup comparison: equal exactly when the concatenated pieces are equal."""
-    from castore.store import _same_bytes
+    from castore.putting import _same_bytes
 
     def pieces(data: bytes, cuts: list[int]) -> list[bytes | memoryview]:
         bounds = [0, *sorted(c for c in cuts if c < len(data)), len(data)]

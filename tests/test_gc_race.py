@@ -13,7 +13,8 @@ import threading
 from typing import Any
 
 from castore.opening import Location, open_store
-from castore.store import UPLOAD_LEASE, Store
+from castore.putting import UPLOAD_LEASE
+from castore.store import Store
 
 
 def _open(where: Location, like: Store) -> Store:

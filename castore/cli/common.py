@@ -256,10 +256,8 @@ class Context:
 
     def store(self, create: bool = False, read_only: bool | None = None, **settings: int) -> Store:
         """The store at ``--root`` (or ``--metadata``/``--blobs``), closed when the command ends."""
-        from ..opening import open_store
-        from ..store import check_settings
+        from ..opening import open_store  # checks the settings (castore.location.open_parts)
 
-        check_settings(settings)
         self.location()  # a bad URL: one line, exit 2
         store = open_store(self.root, metadata=self.metadata, blobs=self.blobs, create=create, read_only=read_only,
                            retention=settings.get("retention"), inline_max=settings.get("inline_max"),
