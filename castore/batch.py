@@ -28,7 +28,7 @@ be stored inline is stored on its own after the run before it, so that blob byte
 never published under an uncommitted row.
 
 This module holds the format (client and server) and :func:`store_batch` (the server's
-work, in a thread); the HTTP route is :meth:`castore.server.app.FiletrackerApp.put_batch`.
+work, in a thread); the HTTP route is :meth:`castore.server.handlers.FiletrackerApp.put_batch`.
 """
 
 from __future__ import annotations

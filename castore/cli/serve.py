@@ -124,7 +124,7 @@ def serve(c: Context, host: str, allowed_hosts: tuple[str, ...], port: int, work
     c.warn(f"castore {__version__} serving {c.describe()} at http://{shown_host}:{port}"
            f"{prefix.rstrip('/')} ({count} worker{'s' if count > 1 else ''}{', read-only' if read_only else ''})")
     from ..migration.live import MigrationLimits
-    from ..server.app import serve as run_server
+    from ..server.serving import serve as run_server
 
     run_server(str(c.root), metadata=c.metadata, blobs=c.blobs, host=host, port=port, workers=count, prefix=prefix,
                fallback_url=fallback_url, gzip=gzip, log_level=log_level, migrate_from=migrate_from,
