@@ -19,8 +19,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 
 from ..batch import MAX_BATCH_BYTES, MAX_FILE_SIZE, BatchLimits, store_batch
-from ..blobs.fs import FileBlobBackend
-from ..blobs.memory import MemoryBlobBackend
 from ..codec import Codec
 from ..content_coding import CODINGS, max_frame_size
 from ..digests import content_digest
@@ -119,7 +117,7 @@ class FiletrackerApp:
         self._heavy_uploads: anyio.CapacityLimiter | None = None
         self.batch_limits = batch_limits(limits)
         self.inline_max = store.settings()["inline_max"]
-        self.loop_puts = store.metadata.local_reads and isinstance(store.blobs, (FileBlobBackend, MemoryBlobBackend))
+        self.loop_puts = store.metadata.local_reads and store.blobs.local
         """Small puts may be stored on the event loop (:meth:`_store_on_loop`); tests turn it off."""
 
     @property
