@@ -18,7 +18,7 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 
-from ..batch import MAX_BATCH_BYTES, MAX_FILE_SIZE, BatchLimits, store_batch
+from ..batch import MAX_BATCH_BYTES, MAX_FILE_SIZE, BatchLimits
 from ..codec import Codec
 from ..content_coding import CODINGS, max_frame_size
 from ..digests import content_digest
@@ -43,6 +43,7 @@ from ..protocol import (
 )
 from ..reading import BlobReader
 from ..sizes import WHOLE_IN_MEMORY
+from .batch import store_batch
 from .conditional import has_conditions, precondition, range_holds
 from .metrics import Metrics
 from .statuses import HTTPError, int_header, one_line
