@@ -19,6 +19,7 @@ are asked for (:mod:`castore.migration.live`).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,86 +33,75 @@ from starlette.types import ASGIApp
 
 from ..errors import CastoreError
 from .auth import TokenAuth
+from .config import ServerConfig, server_config
 from .handlers import FiletrackerApp, batch_limits, version_answer
-from .hosts import LOCAL_NAMES, AllowedHosts
+from .hosts import AllowedHosts
 from .metrics import Metrics
 from .middleware import AllowedHost, HotFiles, Metered, OnFirstRequest, StrictUrl
 from .statuses import HTTPError, error_response
-from .tokens import DEFAULT_CACHE_SECONDS, TokenCache
+from .tokens import TokenCache
 from .upload import UploadLimits
 
 if TYPE_CHECKING:  # imported when used: a server starts without them (see OnFirstRequest)
-    from ..migration.live import MigrationLimits
     from ..store import Store
 
 __all__ = ["app_from_environment", "create_app", "early_answers"]
 
 
 def create_app(
-    store: Store,
-    *,
-    fallback_url: str | None = None,
-    prefix: str = "",
-    gzip: bool = False,
-    close_store: bool = False,
-    migrate_from: str | None = None,
-    migration_limits: MigrationLimits | None = None,
-    token_cache_seconds: float = DEFAULT_CACHE_SECONDS,
-    limits: UploadLimits | None = None,
-    spool_dir: str | None = None,
-    verify_first: str = "auto",
-    lean: bool = True,
+    store: Store, config: ServerConfig | None = None, *, close_store: bool = False, lean: bool = True,
     loop_puts: bool = True,
-    allowed_hosts: AllowedHosts | None = None,
 ) -> ASGIApp:
-    """The ASGI app serving ``store``; ``prefix`` (e.g. ``/ft``) mounts it below a path.
+    """The ASGI app serving ``store`` as ``config`` says (:class:`castore.server.config.ServerConfig`;
+    None: its defaults).
 
-    Once the store has an access token, every request but ``/health`` needs one
-    (:mod:`castore.server.auth`); a worker rereads the tokens every ``token_cache_seconds``.
+    ``config.prefix`` (e.g. ``/ft``) mounts it below a path. Once the store has an access
+    token, every request but ``/health`` needs one (:mod:`castore.server.auth`); a worker
+    rereads the tokens every ``config.token_cache_seconds``.
 
-    ``limits``: what one upload may cost (timeouts, sizes, zstd window); ``spool_dir``:
-    where bodies too large to keep in memory wait while they arrive (the store's folder,
-    so that a full disk answers 507; None: the system's temporary folder).
+    ``config.limits``: what one upload may cost (timeouts, sizes, zstd window);
+    ``config.spool_dir``: where bodies too large to keep in memory wait while they arrive
+    (the store's folder, so that a full disk answers 507; None: the system's temporary folder).
 
-    ``close_store``: the app owns the store and closes it when the server shuts down
-    (SQLite then folds its write-ahead log back into the database file).
+    ``config.gzip``: compress compressible large files on the fly for clients that accept
+    gzip but not zstd. Off by default: gzip -1 runs at ~110 MB/s here, slower than sending
+    the bytes as they are on loopback or a LAN (see ``benchmarks/server.py``).
 
-    ``gzip``: compress compressible large files on the fly for clients that accept gzip
-    but not zstd. Off by default: gzip -1 runs at ~110 MB/s here, slower than sending the
-    bytes as they are on loopback or a LAN (see ``benchmarks/server.py``).
+    ``config.migrate_from``: an old Filetracker server whose files move in on a miss;
+    ``config.migration_limits``: what calls to it may cost (timeouts, threads, queue), and
+    what it sends is held to ``config.limits`` as an upload is.
 
-    ``migrate_from``: an old Filetracker server whose files move in on a miss;
-    ``migration_limits``: what calls to it may cost (timeouts, threads, queue), and what it
-    sends is held to ``limits`` as an upload is.
-
-    ``verify_first``: every byte sent is verified first in any case; a file over 1 MiB
-    goes out chunk by chunk and a damaged chunk aborts the connection. ``auto`` (the
+    ``config.verify_first``: every byte sent is verified first in any case; a file over
+    1 MiB goes out chunk by chunk and a damaged chunk aborts the connection. ``auto`` (the
     default) also reads the whole response once before its headers for clients that do
     not accept zstd (Filetracker's client), so they get a 500 instead of a cut body;
     ``always`` does so for every client, ``never`` for none.
 
-    ``lean``: answer ``/files/`` requests past Starlette's router (:class:`HotFiles`);
-    False sends them through it like every other request (the tests compare the two).
+    ``config.allowed_hosts``: the ``Host`` values answered, others get 421 before anything
+    else (:mod:`castore.server.hosts`); ``("*",)`` (the default) answers any (the app does
+    not know the names it is served by: ``castore serve`` passes its own).
 
-    ``loop_puts``: store small bodies on the event loop when the database is free at once
-    (:meth:`FiletrackerApp._store_on_loop`); False stores every body in a worker thread
-    (the tests compare the two).
+    Not configuration, so keyword arguments rather than fields of ``config`` (a worker's
+    configuration never holds them):
 
-    ``allowed_hosts``: the ``Host`` values answered, others get 421 before anything else
-    (:mod:`castore.server.hosts`); None answers any (the app does not know the names it is
-    served by: ``castore serve`` passes its own, see :func:`app_from_environment`).
+    ``close_store``: the app owns the store and closes it when the server shuts down
+    (SQLite then folds its write-ahead log back into the database file): who made the
+    store, not how to serve it.
+
+    ``lean`` and ``loop_puts``, test hooks: ``lean`` answers ``/files/`` requests past
+    Starlette's router (:class:`HotFiles`), False sends them through it like every other
+    request; ``loop_puts`` stores small bodies on the event loop when the database is free
+    at once (:meth:`FiletrackerApp._store_on_loop`), False stores every body in a worker
+    thread. Both are on in every server; the tests turn them off to compare the two paths.
     """
+    config = config or ServerConfig()
     metrics = Metrics()
     migration = None
-    if migrate_from:
+    if config.migrate_from:
         from ..migration.live import LiveMigration
 
-        migration = LiveMigration(store, migrate_from, limits=migration_limits, uploads=limits)
-    handlers = FiletrackerApp(
-        store, fallback_url=fallback_url, metrics=metrics, gzip=gzip, migration=migration,
-        limits=limits or UploadLimits(), spool_dir=spool_dir, verify_first=verify_first,
-    )
-    handlers.loop_puts = handlers.loop_puts and loop_puts
+        migration = LiveMigration(store, config.migrate_from, limits=config.migration_limits, uploads=config.limits)
+    handlers = FiletrackerApp(store, config, metrics=metrics, migration=migration, loop_puts=loop_puts)
     routes: list[BaseRoute] = [
         Route("/version", handlers.version, methods=["GET"]),
         Route("/version/", handlers.version, methods=["GET"]),
@@ -123,6 +113,7 @@ def create_app(
         Route("/metrics", handlers.metrics_endpoint, methods=["GET"]),
         Mount("/ui", app=OnFirstRequest(lambda: _ui_app(store))),  # the read-only web page (castore/ui.py)
     ]
+    prefix = config.prefix
     if prefix.strip("/"):
         routes = [Mount("/" + prefix.strip("/"), routes=routes)]
 
@@ -144,6 +135,7 @@ def create_app(
         HTTPError: error,
         Exception: error,  # unexpected: a one-line 500, logged by uvicorn
     }
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
@@ -155,10 +147,11 @@ def create_app(
     app = Starlette(routes=routes, exception_handlers=handlers_by_error, lifespan=lifespan)
     app.state.store = store
     base = "/" + prefix.strip("/") if prefix.strip("/") else ""
-    tokens = TokenCache(store.metadata.token_roles, seconds=token_cache_seconds)
+    tokens = TokenCache(store.metadata.token_roles, seconds=config.token_cache_seconds)
     inner: ASGIApp = HotFiles(app, handlers, base) if lean else app
     guarded: ASGIApp = TokenAuth(StrictUrl(inner), tokens, open_paths=frozenset({f"{base}/health"}))
-    if allowed_hosts is not None and not allowed_hosts.any:
+    allowed_hosts = AllowedHosts.parse(config.allowed_hosts)
+    if not allowed_hosts.any:
         guarded = AllowedHost(guarded, allowed_hosts)
     return Metered(guarded, metrics)
 
@@ -170,52 +163,20 @@ def _ui_app(store: Store) -> ASGIApp:
 
 
 def app_from_environment() -> ASGIApp:
-    """App factory for the workers, configured by ``CASTORE_*`` variables (set by :func:`serve`).
+    """App factory for the workers: the store and app that :func:`castore.server.config.server_config` says.
 
-    The store must exist (made by ``castore init`` or ``serve --init``).
-    ``CASTORE_TOKEN_CACHE_SECONDS`` (default 5) sets how soon a new or revoked access
-    token takes effect on every worker. ``CASTORE_VERIFY_FIRST`` is ``auto``, ``always``
-    or ``never`` (see :func:`castore.server.app.create_app`). ``CASTORE_ALLOWED_HOSTS``: the ``Host`` values
-    answered, comma-separated (:mod:`castore.server.hosts`); unset or empty, only the loopback names.
+    The store must exist (made by ``castore init`` or ``serve --init``). Large uploads
+    spool beside the store's folder, if it has one and is writable.
     """
     from ..opening import open_store  # SQLAlchemy: each worker loads it while answering /version/
 
-    env = os.environ
-    read_only = env.get("CASTORE_READ_ONLY") == "1"
-    store = open_store(
-        env.get("CASTORE_ROOT") or None,
-        metadata=env.get("CASTORE_METADATA") or None,
-        blobs=env.get("CASTORE_BLOBS") or None,
-        read_only=True if read_only else None,
-    )
+    config = server_config()
+    store = open_store(config.root, metadata=config.metadata, blobs=config.blobs,
+                       read_only=True if config.read_only else None)
     store.metadata.checkpoint_in_background()  # SQLite's log is copied back by a thread, not inside puts
-    spool_root = env.get("CASTORE_ROOT") or ""  # large uploads spool beside the store folder, if any
-    max_upload = env.get("CASTORE_MAX_UPLOAD_SIZE")
-    limits = UploadLimits(
-        body_timeout=float(env.get("CASTORE_BODY_TIMEOUT", UploadLimits.body_timeout)),
-        max_upload_size=int(max_upload) if max_upload else None,
-        max_zstd_window=int(env.get("CASTORE_MAX_ZSTD_WINDOW", UploadLimits.max_zstd_window)),
-    )
-    migrate_from = env.get("CASTORE_MIGRATE_FROM") or None
-    migration_limits = None
-    if migrate_from:
-        from ..migration.live import MigrationLimits
-
-        migration_limits = MigrationLimits.from_environment(env)
-    return create_app(
-        store,
-        fallback_url=env.get("CASTORE_FALLBACK_URL") or None,
-        prefix=env.get("CASTORE_URL_PREFIX", ""),
-        gzip=env.get("CASTORE_GZIP") == "1",
-        close_store=True,
-        migrate_from=migrate_from,
-        migration_limits=migration_limits,
-        token_cache_seconds=float(env.get("CASTORE_TOKEN_CACHE_SECONDS") or DEFAULT_CACHE_SECONDS),
-        limits=limits,
-        spool_dir=None if store.read_only or not os.path.isdir(spool_root) else os.path.abspath(spool_root),
-        verify_first=env.get("CASTORE_VERIFY_FIRST", "auto"),
-        allowed_hosts=AllowedHosts.parse((env.get("CASTORE_ALLOWED_HOSTS") or ",".join(LOCAL_NAMES)).split(",")),
-    )
+    if config.spool_dir is None and not store.read_only and config.root and os.path.isdir(config.root):
+        config = dataclasses.replace(config, spool_dir=os.path.abspath(config.root))
+    return create_app(store, config, close_store=True)
 
 
 def early_answers(prefix: str = "", *, read_only: bool, limits: UploadLimits) -> dict[str, bytes]:

@@ -45,6 +45,7 @@ from ..reading import BlobReader
 from ..sizes import WHOLE_IN_MEMORY
 from .batch import store_batch
 from .conditional import has_conditions, precondition, range_holds
+from .config import ServerConfig
 from .metrics import Metrics
 from .statuses import HTTPError, int_header, one_line
 from .streaming import gzipped, parse_range, passes_through, stored_frames, verified_content
@@ -84,8 +85,6 @@ HEAVY_UPLOADS = 4
 and 1 MiB buffers; a zstd decoder up to an 8 MiB window): about 12 MiB each at most."""
 
 
-VERIFY_FIRST = ("auto", "always", "never")
-"""When a streamed response is verified whole before its headers are sent (see :func:`castore.server.app.create_app`)."""
 
 
 class FiletrackerApp:
@@ -94,31 +93,26 @@ class FiletrackerApp:
     def __init__(
         self,
         store: Store,
+        config: ServerConfig,
         *,
-        fallback_url: str | None,
         metrics: Metrics,
-        gzip: bool,
         migration: LiveMigration | None = None,
-        limits: UploadLimits | None = None,
-        spool_dir: str | None = None,
-        verify_first: str = "auto",
+        loop_puts: bool = True,
     ) -> None:
-        if verify_first not in VERIFY_FIRST:
-            raise ValueError(f"verify_first must be one of {', '.join(VERIFY_FIRST)}, not {verify_first!r}")
-        limits = limits or UploadLimits()
+        limits = config.limits
         self.store = store
         self.migration = migration
-        self.gzip = gzip
-        self.verify_first = verify_first
-        self.fallback_url = fallback_url.rstrip("/") if fallback_url else None
+        self.gzip = config.gzip
+        self.verify_first = config.verify_first
+        self.fallback_url = config.fallback_url.rstrip("/") if config.fallback_url else None
         self.metrics = metrics
         self.limits = limits
-        self.spool_dir = spool_dir
+        self.spool_dir = config.spool_dir
         self.budget = MemoryBudget(limits.memory_budget)
         self._heavy_uploads: anyio.CapacityLimiter | None = None
         self.batch_limits = batch_limits(limits)
         self.inline_max = store.settings()["inline_max"]
-        self.loop_puts = store.metadata.local_reads and store.blobs.local
+        self.loop_puts = loop_puts and store.metadata.local_reads and store.blobs.local
         """Small puts may be stored on the event loop (:meth:`_store_on_loop`); tests turn it off."""
 
     @property

@@ -21,20 +21,17 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn_worker import UvicornWorker
 
 from ..faults import on_read_only_filesystem
 from .app import early_answers
-from .hosts import AllowedHosts, default_allowed_hosts
-from .httptools import DEFAULT_HEADER_TIMEOUT, HEADER_TIMEOUT_VARIABLE, BoundedHttpToolsProtocol
-from .upload import UploadLimits
-
-if TYPE_CHECKING:
-    from ..migration.live import MigrationLimits
+from .config import CONFIG_VARIABLE, ServerConfig
+from .hosts import AllowedHosts
+from .httptools import BoundedHttpToolsProtocol
 
 __all__ = ["PerWorkerApp", "run", "serve"]
 
@@ -261,72 +258,25 @@ def run(factory: str, *, host: str, port: int, workers: int, log_level: str,
     _Master().run()
 
 
-def serve(
-    root: str | None,
-    *,
-    metadata: str | None = None,
-    blobs: str | None = None,
-    host: str = "127.0.0.1",
-    port: int = 9999,
-    workers: int = 1,
-    prefix: str = "",
-    fallback_url: str | None = None,
-    gzip: bool = False,
-    log_level: str = "warning",
-    migrate_from: str | None = None,
-    migration_limits: MigrationLimits | None = None,
-    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
-    limits: UploadLimits | None = None,
-    read_only: bool = False,
-    verify_first: str = "auto",
-    sock: socket.socket | None = None,
-    early_version: bool = False,
-    allowed_hosts: Sequence[str] | None = None,
-) -> None:
-    """Run the server in the foreground until SIGTERM or SIGINT (``castore.server.serving``).
+def serve(config: ServerConfig, *, host: str = "127.0.0.1", port: int = 9999, workers: int = 1,
+          log_level: str = "warning", sock: socket.socket | None = None, early_version: bool = False) -> None:
+    """Serve the store ``config`` names, as it says, in the foreground until SIGTERM or SIGINT.
 
-    The store at ``root`` must exist and be migrated (``castore serve`` opens it once first).
-    ``header_timeout``: seconds a connection may take to send a request line and
-    headers (408 after); ``limits``: body timeout and upload sizes; ``read_only``:
-    serve reads only (PUT and DELETE answer 403) and never change the store;
-    ``verify_first``: see :data:`VERIFY_FIRST` (``CASTORE_VERIFY_FIRST`` for the workers).
-    ``migrate_from``, ``migration_limits``: see :func:`create_app`.
-    ``sock``: a socket already listening (:func:`castore.server.listening.listen`), served
-    instead of binding ``host:port``. ``early_version``: each worker answers ``GET
-    /version`` while its store is still opening (only for a store without access tokens,
-    whose ``/version`` needs none). ``allowed_hosts``: the ``Host`` values answered
-    (:mod:`castore.server.hosts`; ``["*"]``: any); None: :func:`castore.server.hosts.default_allowed_hosts`
-    for ``host`` (``CASTORE_ALLOWED_HOSTS`` for the workers).
+    The store must exist and be migrated (``castore serve`` opens it once first). Each worker
+    gets ``config`` through :data:`castore.server.config.CONFIG_VARIABLE` and builds its app
+    with :func:`castore.server.app.app_from_environment`. ``sock``: a socket already
+    listening (:func:`castore.server.listening.listen`), served instead of binding
+    ``host:port``. ``early_version``: each worker answers ``GET /version`` while its store
+    is still opening (only for a store without access tokens, whose ``/version`` needs none).
     """
-    if allowed_hosts is None:
-        allowed_hosts = default_allowed_hosts(host, sock.getsockname()[0] if sock is not None else None)
-    hosts = AllowedHosts.parse(allowed_hosts)  # ValueError for a malformed entry, before anything starts
+    hosts = AllowedHosts.parse(config.allowed_hosts)  # ValueError for a malformed entry, before anything starts
+    os.environ[CONFIG_VARIABLE] = config.to_json()
+    if config.migrate_from:
+        from ..migration.live import share_fetch_locks
 
-    limits = limits or UploadLimits()
-    os.environ.update(
-        {
-            "CASTORE_ROOT": os.path.abspath(root) if root else "",
-            "CASTORE_METADATA": metadata or "",
-            "CASTORE_BLOBS": blobs or "",
-            "CASTORE_URL_PREFIX": prefix,
-            "CASTORE_GZIP": "1" if gzip else "0",
-            "CASTORE_READ_ONLY": "1" if read_only else "0",
-            "CASTORE_VERIFY_FIRST": verify_first,
-            "CASTORE_BODY_TIMEOUT": str(limits.body_timeout),
-            "CASTORE_MAX_UPLOAD_SIZE": str(limits.max_upload_size or ""),
-            "CASTORE_MAX_ZSTD_WINDOW": str(limits.max_zstd_window),
-            HEADER_TIMEOUT_VARIABLE: str(header_timeout),
-            "CASTORE_ALLOWED_HOSTS": ",".join(allowed_hosts),
-        }
-    )
-    if fallback_url:
-        os.environ["CASTORE_FALLBACK_URL"] = fallback_url
-    if migrate_from:
-        from ..migration.live import MigrationLimits, share_fetch_locks
-
-        os.environ["CASTORE_MIGRATE_FROM"] = migrate_from
-        os.environ.update((migration_limits or MigrationLimits()).environment())
         share_fetch_locks()  # the workers fetch a missing path once in all
+    root = config.root
+    read_only = config.read_only or bool(root and on_read_only_filesystem(root))
     run("castore.server.app:app_from_environment", host=host, port=port, workers=workers, log_level=log_level, sock=sock,
-        early=early_answers(prefix, read_only=read_only or bool(root and on_read_only_filesystem(root)), limits=limits)
-        if early_version else None, early_hosts=hosts)
+        early=early_answers(config.prefix, read_only=read_only, limits=config.limits) if early_version else None,
+        early_hosts=hosts)
