@@ -106,7 +106,7 @@ def create_app(
         Route("/version", handlers.version, methods=["GET"]),
         Route("/version/", handlers.version, methods=["GET"]),
         Route("/files/{path:path}", handlers.files, methods=["GET", "HEAD", "PUT", "DELETE"]),
-        Route("/batch/", handlers.put_batch, methods=["PUT"]),  # castore's own: castore/batch.py
+        Route("/batch/", handlers.put_batch, methods=["PUT"]),  # castore's own: castore/batch.py, castore/server/batch.py
         Route("/list", handlers.list, methods=["GET"]),
         Route("/list/{path:path}", handlers.list, methods=["GET"]),
         Route("/health", handlers.health, methods=["GET"]),
