@@ -10,6 +10,9 @@ connections) after the fork, in :class:`PerWorkerApp`, since a connection must n
 cross a ``fork``; it does so in a thread while it already answers ``GET /version``, so the
 store (and SQLAlchemy, when the master did not need to open the store: castore.preflight)
 loads while the server is already up. No file request is served before the store is open.
+
+:func:`serve` is ``castore serve``'s entry: it hands the workers their
+:class:`~castore.server.config.ServerConfig` and calls :func:`run`.
 """
 
 from __future__ import annotations
