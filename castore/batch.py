@@ -27,26 +27,22 @@ hashed and compressed, and recorded in one metadata transaction each
 be stored inline is stored on its own after the run before it, so that blob bytes are
 never published under an uncommitted row.
 
-This module holds the format (client and server) and :func:`store_batch` (the server's
-work, in a thread); the HTTP route is :meth:`castore.server.app.FiletrackerApp.put_batch`.
+This module holds the format, for the client and the server alike: it imports nothing of
+either. The server's work (:func:`castore.server.batch.store_batch`, in a thread) and its
+route (:meth:`castore.server.handlers.FiletrackerApp.put_batch`) live in the server.
 """
 
 from __future__ import annotations
 
-import io
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
 from .content_coding import MAX_ZSTD_WINDOW, max_frame_size
 from .digests import ChunkDigester, content_digest
 from .errors import InvalidName, SourceError, UploadTooLarge
 from .names import parse_name
 from .protocol import format_content_digest, format_version, parse_content_digest
-
-if TYPE_CHECKING:  # the client imports this module without the store (SQLAlchemy)
-    from .store import Store
 
 __all__ = [
     "BATCH_MEDIA_TYPE",
@@ -58,11 +54,10 @@ __all__ = [
     "BatchLimits",
     "batch_body",
     "batch_entry",
-    "check_batch",
     "digest_of",
     "parse_answer",
     "parse_manifest",
-    "store_batch",
+    "read_manifest",
 ]
 
 MAX_BATCH_FILES = 1000
@@ -71,8 +66,6 @@ MAX_BATCH_BYTES = 64 << 20
 """Bytes of one batch's body, at most (beyond the in-memory budget it waits in a spool file)."""
 MAX_FILE_SIZE = 1 << 20
 """Content size of one file of a batch, at most (larger files go by ``PUT /files/``)."""
-COMMIT_FILES = 64
-"""Small files recorded per transaction: the database stays locked for a few milliseconds at a time."""
 MAX_MANIFEST = 1 << 20
 """Bytes of the manifest line, at most (~150 bytes a file: room for the longest names)."""
 ENCODINGS = ("identity", "zstd")
@@ -81,7 +74,7 @@ BATCH_MEDIA_TYPE = "application/x-castore-batch"
 
 @dataclass(frozen=True)
 class BatchLimits:
-    """What one batch may hold (advertised by ``GET /version``, enforced by :func:`store_batch`)."""
+    """What one batch may hold (advertised by ``GET /version``, enforced by the server: :mod:`castore.server.batch`)."""
 
     max_files: int = MAX_BATCH_FILES
     max_bytes: int = MAX_BATCH_BYTES
@@ -200,24 +193,6 @@ def parse_manifest(line: bytes, limits: BatchLimits) -> list[BatchFile]:
     return files
 
 
-def _payloads(body: BinaryIO, files: list[BatchFile]) -> Iterator[tuple[BatchFile, bytes]]:
-    for file in files:
-        yield file, body.read(file.length)
-
-
-def _content(file: BatchFile, payload: bytes, max_window: int) -> bytes:
-    """A file's content from its payload: checked against its size (SourceError otherwise)."""
-    if file.encoding == "identity":
-        return payload
-    from .server.upload import (
-        UploadReader,  # the server's one decoder of upload bodies (bounded, size-checked)
-    )
-
-    reader = UploadReader(io.BytesIO(payload), encoding="zstd", logical_size=file.size, sha256=None,
-                          max_size=file.size, max_window=max_window)
-    return reader.read_whole(file.size)
-
-
 def read_manifest(body: BinaryIO) -> bytes:
     """The manifest line at the start of a batch body, without its newline."""
     line = body.readline(MAX_MANIFEST + 1)
@@ -226,62 +201,3 @@ def read_manifest(body: BinaryIO) -> bytes:
             raise UploadTooLarge(f"the batch manifest is longer than {MAX_MANIFEST} bytes")
         raise SourceError("the batch body ends before its manifest line does")
     return line[:-1]
-
-
-def check_batch(body: BinaryIO, body_size: int, limits: BatchLimits) -> list[BatchFile]:
-    """Parse and check a whole batch body (every file decoded, its digest compared); store nothing."""
-    manifest = read_manifest(body)
-    files = parse_manifest(manifest, limits)
-    expected = len(manifest) + 1 + sum(f.length for f in files)
-    if body_size != expected:
-        what = "is truncated" if body_size < expected else "has bytes past its last file"
-        raise SourceError(f"the batch body {what}: {body_size} bytes, its manifest says {expected}")
-    for index, (file, payload) in enumerate(_payloads(body, files)):
-        try:
-            content = _content(file, payload, limits.max_zstd_window)
-        except SourceError as e:
-            raise SourceError(f"batch file {index + 1} ({file.name!r}): {e}") from None
-        if len(content) != file.size:
-            raise SourceError(f"batch file {index + 1} ({file.name!r}): {len(content)} bytes, not its size {file.size}")
-        if digest_of(content) != file.digest:
-            raise SourceError(f"batch file {index + 1} ({file.name!r}): the content does not match its digest")
-    return files
-
-
-def store_batch(store: Store, body: BinaryIO, body_size: int, limits: BatchLimits) -> list[str]:
-    """Check a batch whole, then store its files in order; the versioned name now current of each.
-
-    Blocking (a worker thread). Nothing is stored when the check fails. Files small
-    enough to live in their metadata row share one transaction; a larger one commits
-    what came before and is stored on its own (its bytes go to the blob backend under
-    a lease of their own, see :meth:`castore.store.Store.put`).
-    """
-    files = check_batch(body, body_size, limits)
-    body.seek(0)
-    read_manifest(body)
-    inline_max = store.settings()["inline_max"]
-    stored: list[str] = []
-    run: list[tuple[BatchFile, bytes]] = []  # small files waiting for their shared commit
-    for file, payload in _payloads(body, files):
-        if file.size <= inline_max and len(run) < COMMIT_FILES:
-            run.append((file, payload))
-            continue
-        stored += _store_run(store, run, limits)
-        run = []
-        if file.size <= inline_max:
-            run.append((file, payload))
-        else:
-            stored.append(_store_one(store, file, payload, limits))
-    return stored + _store_run(store, run, limits)
-
-
-def _store_run(store: Store, run: list[tuple[BatchFile, bytes]], limits: BatchLimits) -> list[str]:
-    items = [(f.path, f.version, payload, f.size if f.encoding == "zstd" else None) for f, payload in run]
-    return store.put_many(items, max_window=limits.max_zstd_window) if items else []
-
-
-def _store_one(store: Store, file: BatchFile, payload: bytes, limits: BatchLimits) -> str:
-    if file.encoding == "zstd":  # keep the client's frame as the stored bytes, as PUT does
-        return store.put_zstd(file.path, io.BytesIO(payload), file.version, size=file.size,
-                              max_window=limits.max_zstd_window)
-    return store.put(file.path, payload, file.version, expected_size=file.size)

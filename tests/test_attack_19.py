@@ -28,6 +28,7 @@ from castore.migration.live import MigrationLimits
 from castore.protocol import format_version
 from castore.server import ui
 from castore.server.app import create_app
+from castore.server.config import ServerConfig
 from castore.store import Store
 from tests.server_process import castore_server
 from tests.test_live_migration_hostile import GUARD, OLD_VERSION, OldServer, _Handler, not_found, send_file
@@ -57,7 +58,7 @@ def test_an_old_servers_listing_that_is_not_utf8_is_a_502(store: Store) -> None:
             not_found(handler)
 
     with OldServer(answer) as old, \
-            TestClient(create_app(store, migrate_from=old.url), raise_server_exceptions=False) as http:
+            TestClient(create_app(store, ServerConfig(migrate_from=old.url)), raise_server_exceptions=False) as http:
         response = http.get("/list/")
     assert response.status_code == 502
     assert old.url in response.headers["x-exception"] and "UTF-8" in response.headers["x-exception"]
@@ -134,7 +135,7 @@ def _redirecting_to(location: str) -> Callable[[_Handler], None]:
 def test_a_redirect_to_a_malformed_location_is_a_502(store: Store, location: str) -> None:
     """Before: 500 ``internal error: ValueError`` (Port out of range, Invalid IPv6 URL)."""
     with OldServer(_redirecting_to(location)) as old, \
-            TestClient(create_app(store, migrate_from=old.url), raise_server_exceptions=False) as http:
+            TestClient(create_app(store, ServerConfig(migrate_from=old.url)), raise_server_exceptions=False) as http:
         response = http.get("/files/x")
     assert response.status_code == 502
     assert "redirected" in response.headers["x-exception"] and not store.exists("/x")
@@ -163,7 +164,7 @@ def test_an_old_servers_listing_of_many_short_names_is_refused(store: Store) -> 
         _answer(handler, 200, {"Content-Length": str(len(body))}, body)
 
     with OldServer(answer) as old, TestClient(create_app(
-            store, migrate_from=old.url, migration_limits=MigrationLimits(listing=64_000))) as http:
+            store, ServerConfig(migrate_from=old.url, migration_limits=MigrationLimits(listing=64_000)))) as http:
         response = http.get("/list/")
         assert response.status_code == 502 and "names" in response.headers["x-exception"]
         listed[0] = names[:2000]  # one name per 32 bytes of the limit: listed

@@ -451,7 +451,7 @@ def test_what_a_small_upload_is_sent_as() -> None:
 
 def test_response_headers_are_split_as_http_client_would() -> None:
     """castore.client.remote parses response headers itself (http.client's email parser was its largest cost)."""
-    from castore.client.remote import _Headers
+    from castore.client.transport import _Headers
 
     headers = _Headers([b"Content-Length: 12\r\n", b"X-Exception: bad \xe9\r\n", b"Set: a\r\n", b"set: b\r\n",
                         b"Folded: one\r\n", b"  two\r\n", b"no colon here\r\n"])
@@ -468,7 +468,7 @@ def test_response_headers_are_split_as_http_client_would() -> None:
                  st.text(max_size=20)))
 def test_a_host_given_as_bytes_resolves_as_the_idna_codec_would(host: str) -> None:
     """castore.client.remote hands getaddrinfo an ASCII host as bytes (no idna import at start-up): the same bytes."""
-    from castore.client.remote import _getaddrinfo_host
+    from castore.client.transport import _getaddrinfo_host
 
     given = _getaddrinfo_host(host)
     if isinstance(given, bytes):
@@ -478,7 +478,7 @@ def test_a_host_given_as_bytes_resolves_as_the_idna_codec_would(host: str) -> No
 
 
 def test_which_hosts_go_to_getaddrinfo_as_bytes() -> None:
-    from castore.client.remote import _getaddrinfo_host
+    from castore.client.transport import _getaddrinfo_host
 
     assert _getaddrinfo_host("127.0.0.1") == b"127.0.0.1" and _getaddrinfo_host("files.example.") == b"files.example."
     assert _getaddrinfo_host("b\u00fccher.example") == "b\u00fccher.example"  # IDNA: the codec's punycode

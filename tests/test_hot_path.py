@@ -20,6 +20,7 @@ import zstandard
 from starlette.testclient import TestClient
 
 from castore.server.app import create_app
+from castore.server.config import ServerConfig
 from castore.server.tokens import create_token
 from castore.store import Store
 
@@ -59,7 +60,7 @@ def clients(tmp_path: Path) -> Iterator[Callable[..., tuple[TestClient, TestClie
         pair = []
         for root, lean in ((lean_root, True), (general_root, False)):
             store = Store.open(root, read_only=read_only)
-            client = TestClient(create_app(store, lean=lean, **options), raise_server_exceptions=False)
+            client = TestClient(create_app(store, ServerConfig(**options), lean=lean), raise_server_exceptions=False)
             opened.append((store, client))
             pair.append(client)
         return pair[0], pair[1]

@@ -25,6 +25,7 @@ from starlette.testclient import TestClient
 from castore.migration.live import MigrationLimits, migration_status
 from castore.protocol import format_version, parse_version_date
 from castore.server.app import create_app
+from castore.server.config import ServerConfig
 from castore.server.upload import UploadLimits
 from castore.store import Store
 from tests.server_process import castore_server, free_port, read_response_head
@@ -215,8 +216,8 @@ def _dripping(handler: _Handler) -> None:
 @pytest.mark.parametrize("answer", [_dripping, lambda h: h.server.old.hang(h)], ids=["drips", "hangs"])
 def test_a_fetch_ends_at_its_deadline(store: Store, answer: Answer) -> None:
     with OldServer(answer) as old, \
-            TestClient(create_app(store, migrate_from=old.url,
-                                  migration_limits=MigrationLimits(timeout=60, deadline=1))) as http:
+            TestClient(create_app(store, ServerConfig(migrate_from=old.url,
+                                  migration_limits=MigrationLimits(timeout=60, deadline=1)))) as http:
         response = http.get("/files/drip")
         assert response.status_code == 502
         assert "did not answer" in response.headers["x-exception"]
@@ -240,7 +241,7 @@ def test_an_old_servers_zstd_window_over_the_limit_is_refused(store: Store) -> N
         send_file(handler, frame, headers={"Content-Encoding": "zstd", "Logical-Size": str(len(content))})
 
     with OldServer(answer) as old, TestClient(create_app(
-            store, migrate_from=old.url, limits=UploadLimits(max_zstd_window=1 << 20))) as http:
+            store, ServerConfig(migrate_from=old.url, limits=UploadLimits(max_zstd_window=1 << 20)))) as http:
         response = http.get("/files/wide")
         assert response.status_code == 502
         assert "window" in response.headers["x-exception"] and "\n" not in response.text.strip()
@@ -249,7 +250,7 @@ def test_an_old_servers_zstd_window_over_the_limit_is_refused(store: Store) -> N
 
 def test_an_old_servers_file_over_the_upload_limit_is_refused(store: Store) -> None:
     with OldServer(lambda h: send_file(h, b"y" * 5000)) as old, TestClient(create_app(
-            store, migrate_from=old.url, limits=UploadLimits(max_upload_size=4000))) as http:
+            store, ServerConfig(migrate_from=old.url, limits=UploadLimits(max_upload_size=4000)))) as http:
         response = http.get("/files/large")
         assert response.status_code == 502
         assert "4000" in response.headers["x-exception"]
@@ -260,7 +261,7 @@ def test_an_old_servers_file_over_the_upload_limit_is_refused(store: Store) -> N
 def test_an_old_servers_listing_over_the_limit_is_refused(store: Store) -> None:
     names = {f"name-{i:06}": OLD_VERSION for i in range(2000)}  # some 24 KB of listing
     with OldServer(_listing(names)) as old, TestClient(create_app(
-            store, migrate_from=old.url, migration_limits=MigrationLimits(listing=16000))) as http:
+            store, ServerConfig(migrate_from=old.url, migration_limits=MigrationLimits(listing=16000)))) as http:
         response = http.get("/list/")
         assert response.status_code == 502 and "16000 bytes" in response.headers["x-exception"]
 
@@ -280,7 +281,7 @@ def test_no_redirect_to_another_origin_is_followed(store: Store) -> None:
             handler.send_header("Content-Length", "0")
             handler.end_headers()
 
-        with OldServer(answer) as old, TestClient(create_app(store, migrate_from=old.url)) as http:
+        with OldServer(answer) as old, TestClient(create_app(store, ServerConfig(migrate_from=old.url))) as http:
             response = http.get("/files/redirect_internal/x")
             assert response.status_code == 502 and "redirect" in response.headers["x-exception"]
             assert http.get("/files/x").content == b"same origin"  # same scheme, host and port: followed
@@ -316,7 +317,7 @@ def _listing(names: dict[str, int]) -> Answer:
 
 def test_a_far_future_version_is_refused_counted_and_reported(store: Store) -> None:
     with OldServer(_listing({"future": FUTURE, "fine": OLD_VERSION})) as old, \
-            TestClient(create_app(store, migrate_from=old.url)) as http:
+            TestClient(create_app(store, ServerConfig(migrate_from=old.url))) as http:
         response = http.get("/files/future")
         assert response.status_code == 502 and "future" in response.headers["x-exception"]
         assert http.get("/files/fine").content == b"old fine"
@@ -331,7 +332,7 @@ def test_a_far_future_version_is_refused_counted_and_reported(store: Store) -> N
 def test_hostile_names_are_left_out_of_the_merged_list(store: Store) -> None:
     names = {"../../etc/passwd": OLD_VERSION, "bad//x": OLD_VERSION, "x\u0085y": OLD_VERSION, "ok": OLD_VERSION}
     store.put("/mine", b"mine", OLD_VERSION)
-    with OldServer(_listing(names)) as old, TestClient(create_app(store, migrate_from=old.url)) as http:
+    with OldServer(_listing(names)) as old, TestClient(create_app(store, ServerConfig(migrate_from=old.url))) as http:
         assert http.get("/list/").text == "mine\nok\n"
         assert _metric(http.get("/metrics").text, "castore_migration_bad_names_total") == 3
         assert len(migration_status(store, old.url).problems) == 3
@@ -343,7 +344,7 @@ def test_hostile_names_are_left_out_of_the_merged_list(store: Store) -> None:
 def test_a_deleted_path_is_404_while_the_old_server_is_down(store: Store) -> None:
     store.put("/gone", b"gone", OLD_VERSION)
     down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    with TestClient(create_app(store, migrate_from=down)) as http:
+    with TestClient(create_app(store, ServerConfig(migrate_from=down))) as http:
         assert http.delete("/files/gone", params={"last_modified": format_version(OLD_VERSION)}).status_code == 200
         for method in ("GET", "HEAD"):
             assert http.request(method, "/files/gone").status_code == 404

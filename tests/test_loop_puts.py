@@ -25,7 +25,8 @@ from starlette.testclient import TestClient
 
 from castore.errors import WouldWait
 from castore.metadata.engine import BUSY_TIMEOUT_MS
-from castore.server.app import FiletrackerApp, create_app
+from castore.server.app import create_app
+from castore.server.handlers import FiletrackerApp
 from castore.store import METADATA_FILE, Store
 
 from .server_process import on_event_loop

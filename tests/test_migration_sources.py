@@ -131,11 +131,12 @@ def test_migrating_server_answers_502_when_the_old_server_is_down(store: Store) 
     from starlette.testclient import TestClient
 
     from castore.server.app import create_app
+    from castore.server.config import ServerConfig
     from tests.server_process import free_port
 
     store.put("/here", b"here", 5)
     old = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    with TestClient(create_app(store, migrate_from=old)) as http:
+    with TestClient(create_app(store, ServerConfig(migrate_from=old))) as http:
         assert http.get("/files/here").content == b"here"  # what castore has needs no old server
         for response in (http.get("/files/missing"), http.head("/files/missing"), http.get("/list/"),
                          http.delete("/files/missing", params={"last_modified": "Thu, 01 Jan 1970 00:00:09 -0000"})):

@@ -20,6 +20,7 @@ from starlette.testclient import TestClient
 
 from castore.opening import open_store
 from castore.server.app import create_app, early_answers
+from castore.server.config import ServerConfig
 from castore.server.serving import PerWorkerApp
 from castore.server.upload import UploadLimits
 
@@ -142,7 +143,7 @@ def test_early_version_body_is_the_servers_own(tmp_path: Any) -> None:
         for limits in (UploadLimits(), UploadLimits(max_upload_size=1 << 20)):
             with open_store(tmp_path / "s", read_only=read_only) as store:
                 for prefix in ("", "/ft"):
-                    client = TestClient(create_app(store, prefix=prefix, limits=limits))
+                    client = TestClient(create_app(store, ServerConfig(prefix=prefix, limits=limits)))
                     for path, body in early_answers(prefix, read_only=read_only, limits=limits).items():
                         answer = client.get(path)
                         assert answer.status_code == 200 and answer.content == body, (path, read_only, limits)

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from castore.content_coding import ZstdFrameWalker, decoded
 from castore.errors import SourceError, UploadTimeout, UploadTooLarge
 from castore.protocol import parse_size_header
-from castore.server.app import _HTTPError, _parse_range
+from castore.server.statuses import HTTPError as _HTTPError
+from castore.server.streaming import parse_range as _parse_range
 from castore.server.upload import MemoryBudget, UploadLimits, UploadReader, receive_body
 from castore.store import Store
 

@@ -14,7 +14,7 @@ Publishing is idempotent: publishing a key that is already present keeps one cop
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import BinaryIO, ClassVar
 
 from ..keys import BlobKey
 
@@ -42,6 +42,14 @@ class StagedBlob:
 
 class BlobBackend:
     """Stored bytes by key. Subclasses implement the methods that raise here."""
+
+    local: ClassVar[bool] = False
+    """Whether its bytes are on this machine (a disk, memory), not behind a network call.
+
+    The server stores a small upload on its event loop only for a local backend with local
+    metadata (:meth:`castore.server.handlers.FiletrackerApp._store_on_loop`); anything else,
+    an unknown backend included, goes to a worker thread.
+    """
 
     def stage(self) -> StagedBlob:
         """Start writing a new blob."""

@@ -115,6 +115,8 @@ class _FileStaged(StagedBlob):
 class FileBlobBackend(BlobBackend):
     """Blobs as files below ``directory`` (created if needed)."""
 
+    local = True
+
     def __init__(self, directory: str | os.PathLike[str], *, read_only: bool = False) -> None:
         self.directory = Path(directory)
         self.read_only = read_only

@@ -38,6 +38,8 @@ class _MemoryStaged(StagedBlob):
 class MemoryBlobBackend(BlobBackend):
     """Blobs in a dict; thread-safe, gone with the process."""
 
+    local = True
+
     def __init__(self) -> None:
         self._blobs: dict[BlobKey, bytes] = {}
         self._written: dict[BlobKey, float] = {}

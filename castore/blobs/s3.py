@@ -144,6 +144,8 @@ class S3BlobBackend(BlobBackend):
     folder); ``cache_dir`` with ``cache_size`` (e.g. ``4G``) turns on the local read cache.
     """
 
+    local = False
+
     def __init__(
         self,
         bucket: str,

@@ -250,7 +250,7 @@ class Context:
     def local_only(self, command: str) -> None:
         """Refuse a command the Filetracker protocol cannot carry when ``--url`` is in effect."""
         if self.url is not None:
-            from ..client.remote import redact_url
+            from ..client.transport import redact_url
 
             fail(f"castore {command} needs a local store (--root), not --url {redact_url(self.url)}", EXIT_USAGE)
 

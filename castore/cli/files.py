@@ -233,7 +233,7 @@ def _list(c: Context, client: Client, prefix: str, max_version: int | None) -> l
         if e.status == 400:
             fail(f"not a folder: {folder}", EXIT_NOT_FOUND)
         if e.status == 404 and c.url is not None:  # castore answers 404 only to an unknown endpoint
-            from ..client.remote import redact_url
+            from ..client.transport import redact_url
 
             fail(f"no file list at {redact_url(c.url)} (is the --url prefix right?)", EXIT_NOT_FOUND)
         raise

@@ -6,6 +6,7 @@ live migration are imported when ``serve`` runs.
 
 from __future__ import annotations
 
+import os
 import re
 
 import click
@@ -96,9 +97,9 @@ def serve(c: Context, host: str, allowed_hosts: tuple[str, ...], port: int, work
     limits = UploadLimits(body_timeout=body_timeout, max_upload_size=sizes["--max-upload-size"],
                           max_zstd_window=sizes["--max-zstd-window"] or UploadLimits.max_zstd_window)
     hosts = [entry.strip() for item in allowed_hosts for entry in item.split(",") if entry.strip()] or None
-    if hosts is not None:
-        from ..server.hosts import AllowedHosts
+    from ..server.hosts import AllowedHosts, default_allowed_hosts
 
+    if hosts is not None:
         try:
             AllowedHosts.parse(hosts)
         except ValueError as e:
@@ -123,15 +124,23 @@ def serve(c: Context, host: str, allowed_hosts: tuple[str, ...], port: int, work
     shown_host = f"[{host}]" if ":" in host else host
     c.warn(f"castore {__version__} serving {c.describe()} at http://{shown_host}:{port}"
            f"{prefix.rstrip('/')} ({count} worker{'s' if count > 1 else ''}{', read-only' if read_only else ''})")
-    from ..migration.live import MigrationLimits
-    from ..server.app import serve as run_server
+    from ..server.config import ServerConfig, token_cache_seconds
+    from ..server.serving import serve as run_server
 
-    run_server(str(c.root), metadata=c.metadata, blobs=c.blobs, host=host, port=port, workers=count, prefix=prefix,
-               fallback_url=fallback_url, gzip=gzip, log_level=log_level, migrate_from=migrate_from,
-               migration_limits=MigrationLimits(timeout=migrate_timeout, deadline=migrate_deadline,
-                                                fetches=migrate_fetches, queue=migrate_queue),
-               header_timeout=header_timeout, limits=limits, read_only=read_only, verify_first=verify_first,
-               sock=sock, early_version=not tokens, allowed_hosts=hosts)
+    migration_limits = None
+    if migrate_from:
+        from ..migration.live import MigrationLimits
+
+        migration_limits = MigrationLimits(timeout=migrate_timeout, deadline=migrate_deadline, fetches=migrate_fetches,
+                                           queue=migrate_queue)
+    config = ServerConfig(
+        root=os.path.abspath(c.root) if c.root else None, metadata=c.metadata or None, blobs=c.blobs or None,
+        read_only=read_only, prefix=prefix, fallback_url=fallback_url or None, gzip=gzip, verify_first=verify_first,
+        limits=limits, header_timeout=header_timeout,
+        allowed_hosts=tuple(hosts if hosts is not None else default_allowed_hosts(host, sock.getsockname()[0])),
+        token_cache_seconds=token_cache_seconds(os.environ), migrate_from=migrate_from,
+        migration_limits=migration_limits)
+    run_server(config, host=host, port=port, workers=count, log_level=log_level, sock=sock, early_version=not tokens)
 
 
 COMMANDS = (serve,)

@@ -36,9 +36,9 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import anyio
@@ -119,22 +119,6 @@ class MigrationLimits:
     """Largest ``/list/`` answer read from the old server, in bytes (some million names); beyond, 502.
     It may hold at most one name per :data:`LISTING_BYTES_PER_NAME` of this (2 M), also 502 beyond."""
 
-    def environment(self) -> dict[str, str]:
-        """``CASTORE_MIGRATE_*`` variables that tell the workers these limits."""
-        return {f"{_VARIABLES}{f.name.upper()}": str(getattr(self, f.name)) for f in fields(self)}
-
-    @classmethod
-    def from_environment(cls, env: Mapping[str, str]) -> MigrationLimits:
-        """The limits :meth:`environment` told (a variable not set: its default)."""
-        def given(name: str) -> str | None:
-            return env.get(_VARIABLES + name.upper()) or None
-
-        return cls(timeout=float(given("timeout") or cls.timeout), deadline=float(given("deadline") or cls.deadline),
-                   fetches=int(given("fetches") or cls.fetches), queue=int(given("queue") or cls.queue),
-                   listing=int(given("listing") or cls.listing))
-
-
-_VARIABLES = "CASTORE_MIGRATE_"
 
 LISTING_BYTES_PER_NAME = 32
 """Bytes of :attr:`MigrationLimits.listing` per name an old server's listing may hold.

@@ -6,7 +6,7 @@ then talks to a castore server on the same machine as if it were the page's own 
 reads the answers and sends PUT and DELETE, while the ``Host`` header still says
 ``evil.example``. A server without access tokens would serve it. So a request whose
 ``Host`` is not one of the server's names is refused (421) before anything else looks at
-it (``castore serve --allowed-hosts``, :class:`castore.server.app._AllowedHost`).
+it (``castore serve --allowed-hosts``, :class:`castore.server.middleware.AllowedHost`).
 
 An entry of the list is a name (``files.example``), an IP address (``10.0.0.5``,
 ``::1`` or ``[::1]``), a network (``10.0.0.0/8``: every IP address in it), or ``*`` (any

@@ -26,7 +26,6 @@ writes them apart, two system calls and two TCP segments for every small answer.
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -34,14 +33,12 @@ from typing import Any
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["DEFAULT_HEADER_TIMEOUT", "HEADER_TIMEOUT_VARIABLE", "MAX_REQUEST_HEAD", "BoundedHttpToolsProtocol"]
+from .config import server_config
+
+__all__ = ["MAX_REQUEST_HEAD", "BoundedHttpToolsProtocol"]
 
 MAX_REQUEST_HEAD = 64 * 1024
 """Largest request line + headers accepted, in bytes."""
-DEFAULT_HEADER_TIMEOUT = 30.0
-"""Seconds a client may take to send a request line and headers."""
-HEADER_TIMEOUT_VARIABLE = "CASTORE_HEADER_TIMEOUT"
-"""Environment variable carrying the header timeout to worker processes."""
 
 
 def _one_line(text: str) -> bytes:
@@ -70,10 +67,8 @@ _TOO_LARGE = _refusal(b"431 Request Header Fields Too Large", b"the request line
 
 
 def _header_timeout() -> float:
-    try:
-        return float(os.environ.get(HEADER_TIMEOUT_VARIABLE, DEFAULT_HEADER_TIMEOUT))
-    except ValueError:
-        return DEFAULT_HEADER_TIMEOUT
+    """This server's ``--header-timeout`` (:attr:`castore.server.config.ServerConfig.header_timeout`)."""
+    return server_config().header_timeout
 
 
 class _HeadWithBody:

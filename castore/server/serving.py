@@ -10,6 +10,9 @@ connections) after the fork, in :class:`PerWorkerApp`, since a connection must n
 cross a ``fork``; it does so in a thread while it already answers ``GET /version``, so the
 store (and SQLAlchemy, when the master did not need to open the store: castore.preflight)
 loads while the server is already up. No file request is served before the store is open.
+
+:func:`serve` is ``castore serve``'s entry: it hands the workers their
+:class:`~castore.server.config.ServerConfig` and calls :func:`run`.
 """
 
 from __future__ import annotations
@@ -27,10 +30,13 @@ from typing import Any, ClassVar
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn_worker import UvicornWorker
 
+from ..faults import on_read_only_filesystem
+from .app import early_answers
+from .config import CONFIG_VARIABLE, ServerConfig
 from .hosts import AllowedHosts
 from .httptools import BoundedHttpToolsProtocol
 
-__all__ = ["PerWorkerApp", "run"]
+__all__ = ["PerWorkerApp", "run", "serve"]
 
 GRACEFUL_SHUTDOWN = 10
 """Seconds a stopping worker gives requests in flight before it closes them."""
@@ -253,3 +259,27 @@ def run(factory: str, *, host: str, port: int, workers: int, log_level: str,
             return app
 
     _Master().run()
+
+
+def serve(config: ServerConfig, *, host: str = "127.0.0.1", port: int = 9999, workers: int = 1,
+          log_level: str = "warning", sock: socket.socket | None = None, early_version: bool = False) -> None:
+    """Serve the store ``config`` names, as it says, in the foreground until SIGTERM or SIGINT.
+
+    The store must exist and be migrated (``castore serve`` opens it once first). Each worker
+    gets ``config`` through :data:`castore.server.config.CONFIG_VARIABLE` and builds its app
+    with :func:`castore.server.app.app_from_environment`. ``sock``: a socket already
+    listening (:func:`castore.server.listening.listen`), served instead of binding
+    ``host:port``. ``early_version``: each worker answers ``GET /version`` while its store
+    is still opening (only for a store without access tokens, whose ``/version`` needs none).
+    """
+    hosts = AllowedHosts.parse(config.allowed_hosts)  # ValueError for a malformed entry, before anything starts
+    os.environ[CONFIG_VARIABLE] = config.to_json()
+    if config.migrate_from:
+        from ..migration.live import share_fetch_locks
+
+        share_fetch_locks()  # the workers fetch a missing path once in all
+    root = config.root
+    read_only = config.read_only or bool(root and on_read_only_filesystem(root))
+    run("castore.server.app:app_from_environment", host=host, port=port, workers=workers, log_level=log_level, sock=sock,
+        early=early_answers(config.prefix, read_only=read_only, limits=config.limits) if early_version else None,
+        early_hosts=hosts)
