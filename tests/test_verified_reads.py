@@ -357,6 +357,17 @@ def test_a_failed_chunk_is_read_again_from_a_fresh_copy_once(key_mode: bool) -> 
     assert calls == [1]  # one second copy, never more
 
 
+def test_a_fresh_copy_failing_later_is_corrupt_after_exactly_one_refetch() -> None:
+    """Damage in two chunks: the local copy fails in chunk 0, the fresh copy in chunk 2. A
+    second refetch (here a good copy) is never asked for: the source failed too, so CorruptBlob."""
+    content = os.urandom(3 * CHUNK_SIZE + 100)
+    reader, calls = _refetching_reader(_damaged(content, 9), content, Codec.RAW,
+                                       [_damaged(content, 2 * CHUNK_SIZE + 9), content])
+    with pytest.raises(CorruptBlob), reader:
+        reader.read()
+    assert calls == [1]
+
+
 def test_key_mode_refuses_a_fresh_copy_that_differs_in_what_was_handed_out() -> None:
     content = os.urandom(2 * CHUNK_SIZE + 100)
     other = _damaged(content, 3)  # differs in chunk 0, already handed out
