@@ -221,6 +221,30 @@ def test_the_body_timeout_bounds_each_wait_not_the_whole_body() -> None:
         asyncio.run(cancelled_from_outside())
 
 
+def test_an_idle_body_fails_before_a_part_that_comes_after_one_and_a_half_body_timeouts() -> None:
+    """The bound is the body timeout itself, not a multiple of it.
+
+    No clock is read: the part is held back by a timer on the same event loop, due at
+    1.5 x the body timeout, and the loop runs due timers in order, so the body's timer
+    (due at 1 x) must have failed the body before that part is handed over.
+    """
+    timeout = 0.2
+    handed: list[bytes] = []
+
+    async def late_part() -> AsyncIterator[bytes]:
+        await asyncio.sleep(1.5 * timeout)
+        handed.append(b"late")
+        yield b"late"
+
+    async def run() -> None:
+        await receive_body(late_part(), content_length=None, limits=UploadLimits(body_timeout=timeout),
+                           budget=MemoryBudget(1 << 20), spool_dir=None)
+
+    with pytest.raises(UploadTimeout):
+        asyncio.run(run())
+    assert handed == []
+
+
 def test_a_body_that_says_its_size_stays_in_memory_when_the_budget_has_room_for_all_of_it() -> None:
     budget = MemoryBudget(8 << 20)
     parts = [os.urandom(1 << 20) for _ in range(3)]
