@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -31,7 +32,7 @@ from castore.codec import Codec
 from castore.digests import CHUNK_SIZE, ChunkDigester
 from castore.errors import CorruptBlob, FiletrackerError
 from castore.keys import Hasher
-from castore.reading import STORED_PIECE, BlobReader
+from castore.reading import MAX_BLOCK, STORED_PIECE, BlobReader
 from castore.store import Store
 
 from .server_process import castore_server
@@ -395,3 +396,117 @@ def test_stored_frames_go_on_from_a_fresh_copy_only_if_it_starts_with_what_was_s
     reader, _ = _refetching_reader(_damaged(frame, len(frame) - 3), content, Codec.ZSTD, [other])
     with pytest.raises(CorruptBlob, match="changed while it was read"), reader:
         b"".join(reader.verified_stored())
+
+
+# -- verified_stored and seek_content at their edges, in-process (scripts/mutate.sh's reading tests) --
+
+
+class _Trickle(io.RawIOBase):
+    """Stored bytes handed out at most ``step`` at a time (a socket or a slow disk)."""
+
+    def __init__(self, data: bytes, step: int = 3) -> None:
+        self._data, self._at, self._step = data, 0, step
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        piece = self._data[self._at : self._at + min(self._step, len(buffer))]
+        buffer[: len(piece)] = piece
+        self._at += len(piece)
+        return len(piece)
+
+
+def _zstd_reader(stored: bytes, content: bytes, *, trickle: bool = False) -> BlobReader:
+    digester = ChunkDigester()
+    digester.update(content)
+    hasher = Hasher(7)
+    hasher.update(content)
+    source: Any = _Trickle(stored) if trickle else io.BytesIO(stored)
+    return BlobReader(source, codec=Codec.ZSTD, key=hasher.key(), size=len(content), stored_size=len(stored),
+                      digests=digester.digests(), name="/z", version=1)
+
+
+def _passed_through(stored: bytes, content: bytes, *, trickle: bool = False) -> bytes:
+    with _zstd_reader(stored, content, trickle=trickle) as reader:
+        out = b"".join(reader.verified_stored())
+        assert reader.read() == b""  # the end was reached and checked: nothing more
+    return out
+
+
+def _stored_refusal(stored: bytes, content: bytes) -> str:
+    with pytest.raises(CorruptBlob) as refused, _zstd_reader(stored, content) as reader:
+        b"".join(reader.verified_stored())
+    return str(refused.value).removeprefix("/z: the stored content ")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"level": 1},
+        {"level": 3, "write_checksum": True},
+        {"level": 1, "write_content_size": False},
+        {"level": 19, "write_checksum": True, "write_content_size": False},
+    ],
+    ids=["plain", "checksum", "no-size", "no-size-checksum"],
+)
+@pytest.mark.parametrize("size", [0, 100, 300, 70_000, 3 * CHUNK_SIZE + 17])
+def test_every_frame_shape_is_passed_through_whole(options: dict[str, Any], size: int) -> None:
+    """Header fields of every width (content size of 0, 1, 2, 4 bytes or none; window
+    descriptor or single segment), raw, RLE and compressed blocks, an optional checksum;
+    fed whole and a few bytes at a time."""
+    content = _text(size, size // 2) + b"\0" * (size - size // 2)  # text, then a run: RLE blocks
+    frame = zstandard.ZstdCompressor(**options).compress(content)
+    noise = os.urandom(200_000)  # incompressible: raw blocks
+    noisy = zstandard.ZstdCompressor(**options).compress(noise)
+    for stored, expected in ((frame, content), (noisy, noise), (frame + noisy, content + noise)):
+        assert _passed_through(stored, expected) == stored
+        assert _passed_through(stored, expected, trickle=True) == stored
+
+
+def test_damaged_frames_are_refused_with_their_reason() -> None:
+    content = _text(1, 3 * CHUNK_SIZE)
+    frame = zstandard.ZstdCompressor(level=1).compress(content)
+    assert _stored_refusal(b"garbage!" + frame, content) == "is not a zstd frame"
+    assert _stored_refusal(frame[: len(frame) // 2], content) == "ends inside a zstd frame"
+    assert _stored_refusal(frame[:2], content) == "ends inside a zstd frame"
+    assert _stored_refusal(frame, content + b"x") == f"has {len(content)} bytes, {len(content) + 1} recorded"
+    longer = content + b"tail"
+    frame_of_longer = zstandard.ZstdCompressor(level=1).compress(longer)
+    assert _stored_refusal(frame_of_longer, content) == f"is longer than its recorded {len(content)} bytes"
+    other = content[: CHUNK_SIZE + 5] + b"#" + content[CHUNK_SIZE + 6 :]
+    assert _stored_refusal(zstandard.ZstdCompressor(level=1).compress(other), content) == \
+        f"does not match its digest at bytes {CHUNK_SIZE}-{2 * CHUNK_SIZE - 1}"
+    header_end = 4 + 1 + 1 + 4  # magic, descriptor, window, 4-byte content size (3 MiB, not single segment)
+    reserved = bytearray(frame)
+    reserved[header_end] |= 0x06  # block type 3: reserved
+    oversized = bytearray(frame)
+    oversized[header_end : header_end + 3] = (((MAX_BLOCK + 1) << 3) | (2 << 1)).to_bytes(3, "little")
+    for bad in (reserved, oversized):
+        assert _stored_refusal(bytes(bad), content) == "has an invalid zstd block"
+
+
+def test_verified_stored_and_seek_content_only_where_they_apply() -> None:
+    content = _text(2, 1000)
+    frame = zstandard.ZstdCompressor().compress(content)
+    reader = _zstd_reader(frame, content)
+    list(reader.verified_stored())
+    with pytest.raises(ValueError, match=r"^verified_stored\(\) only before reading, on a zstd blob with digests$"):
+        list(reader.verified_stored())  # twice
+    with pytest.raises(ValueError, match=r"^seek_content\(\) only before reading, on a blob with digests$"):
+        reader.seek_content(0)
+    raw, _ = _refetching_reader(content, content, Codec.RAW, [])
+    with pytest.raises(ValueError, match="on a zstd blob with digests"):
+        list(raw.verified_stored())
+    keyed, _ = _refetching_reader(frame, content, Codec.ZSTD, [], key_mode=True)
+    with pytest.raises(ValueError, match="on a zstd blob with digests"):
+        list(keyed.verified_stored())
+    with pytest.raises(ValueError, match="on a blob with digests"):
+        keyed.seek_content(0)
+    for offset, expected in ((0, content), (len(content), b""), (999, content[999:])):
+        reader = _zstd_reader(frame, content)
+        reader.seek_content(offset)
+        assert reader.read() == expected
+    for offset in (-1, len(content) + 1):
+        with pytest.raises(ValueError, match=f"^offset {offset} is outside the 1000 bytes of /z$"):
+            _zstd_reader(frame, content).seek_content(offset)
