@@ -510,3 +510,41 @@ def test_verified_stored_and_seek_content_only_where_they_apply() -> None:
     for offset in (-1, len(content) + 1):
         with pytest.raises(ValueError, match=f"^offset {offset} is outside the 1000 bytes of /z$"):
             _zstd_reader(frame, content).seek_content(offset)
+
+
+def test_reading_in_small_pieces_and_then_in_chunks_gives_every_byte_once() -> None:
+    content = os.urandom(2 * CHUNK_SIZE + 5)
+    reader, _ = _refetching_reader(content, content, Codec.RAW, [])
+    assert reader.readinto(bytearray(0)) == 0
+    head = reader.read(10) + reader.read(10)
+    with pytest.raises(ValueError, match="only before reading"):
+        reader.seek_content(0)  # reading has started
+    assert head + b"".join(reader.chunks()) == content
+    assert reader.read(10) == b""
+
+
+def test_blob_reader_refusals_say_what_is_wrong() -> None:
+    def refusal(reader: BlobReader) -> str:
+        with pytest.raises(CorruptBlob) as refused, reader:
+            reader.read()
+        return str(refused.value).removeprefix("/x: the stored content ")
+
+    content = os.urandom(CHUNK_SIZE + 100)
+    short_digests = BlobReader(io.BytesIO(content), codec=Codec.RAW, key=Hasher(7).key(), size=len(content),
+                               stored_size=len(content), digests=b"\0" * 16, name="/x", version=1)
+    assert refusal(short_digests) == "has digests that do not fit its size"
+    longer, _ = _refetching_reader(content + b"!", content, Codec.RAW, [])
+    assert refusal(longer) == f"is longer than its recorded {len(content)} bytes"
+    keyed, _ = _refetching_reader(_damaged(content, 7), content, Codec.RAW, [], key_mode=True)
+    assert refusal(keyed) == "does not match its key"
+    # a fresh copy too short for the chunks already handed out, and one that differs in them
+    keyed, _ = _refetching_reader(_damaged(content, CHUNK_SIZE + 1), content, Codec.RAW, [content[:100]],
+                                  key_mode=True)
+    assert refusal(keyed) == f"has fewer than the {CHUNK_SIZE} bytes already read"
+    keyed, _ = _refetching_reader(_damaged(content, CHUNK_SIZE + 1), content, Codec.RAW,
+                                  [_damaged(content, 3)], key_mode=True)
+    assert refusal(keyed) == "changed while it was read"
+    frame = zstandard.ZstdCompressor().compress(content)
+    cut = _zstd_reader(frame[: len(frame) // 3], content)
+    with pytest.raises(CorruptBlob, match=f"^/z: the stored content ends before byte {len(content)}$"):
+        cut.seek_content(CHUNK_SIZE + 50)
