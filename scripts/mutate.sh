@@ -37,7 +37,7 @@ MODULES=(
   "names|castore/names.py|-|tests/test_names.py"
   "upload|castore/upload.py|-|tests/test_upload_bounds.py tests/test_put_zstd.py"
   "auth|castore/auth.py castore/tokens.py|-|tests/test_tokens.py"
-  "reading|castore/reading.py|-|tests/test_verified_reads.py tests/test_integrity.py tests/test_blob_backends.py"
+  "reading|castore/reading.py|-|tests/test_verified_reads.py tests/test_integrity.py"
   "batch|castore/batch.py|-|tests/test_batch.py tests/test_batch_attacks.py"
   "dedup|castore/store.py|castore.store.x__same_bytes__* castore.store.x__part__* castore.store.x__nonempty_bytes__* castore.store.xǁStoreǁ_holds__* castore.store.xǁStoreǁ_probe__*|tests/test_dedup.py tests/test_collisions.py tests/test_store_semantics.py"
   "blobs-fs|castore/blobs/fs.py|-|tests/test_blob_backends.py tests/test_faults.py"
@@ -76,8 +76,12 @@ write_config() {
         for f in $files; do echo "    $f"; done
         echo "pytest_add_cli_args_test_selection ="
         for f in $tests; do echo "    $f"; done
+        # -m "not slow": the slow tests (crash rounds, flipped bytes through every client) take
+        # seconds each, and each mutant reaching their code would run them
         echo "pytest_add_cli_args = -p"
         echo "    no:cacheprovider"
+        echo "    -m"
+        echo "    not slow"
         echo "also_copy = tests"
         echo "    benchmarks"
         echo "    docs"

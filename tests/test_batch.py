@@ -19,14 +19,17 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from starlette.testclient import TestClient
 
 from castore.batch import BatchLimits, batch_body, batch_entry, digest_of
 from castore.client import Client
 from castore.codec import pack_for_sending
 from castore.errors import FiletrackerError, SourceError
 from castore.remote import Remote
+from castore.server import create_app
 from castore.store import Store
 from castore.tokens import create_token
+from castore.upload import UploadLimits
 from tests.server_process import (
     castore_server,
     castore_server_process,
@@ -162,9 +165,7 @@ def test_a_corrupt_file_refuses_the_whole_batch(http: httpx.Client) -> None:
         assert _stored(http, path) is None  # nothing stored, not even the file before it
 
 
-@pytest.mark.parametrize(
-    ("change", "status", "says"),
-    [
+MALFORMED = [
         (lambda body: body[:-1], 400, "truncated"),  # whole request, one byte short of the manifest's sum
         (lambda body: body + b"x", 400, "past its last file"),
         (lambda body: body.replace(b'"size":3,', b'"size":4,', 1), 400, "length (3) must be its size (4)"),
@@ -178,8 +179,11 @@ def test_a_corrupt_file_refuses_the_whole_batch(http: httpx.Client) -> None:
         (lambda body: body.replace(b'"size":3,', b'"size":-3,', 1), 400, "whole numbers"),
         (lambda body: body.replace(b'"size":3,', b'"size":true,', 1), 400, "whole numbers"),
         (lambda body: body.replace(b"\n", b" ", 1), 400, "before its manifest line"),
-    ],
-)
+]
+"""Changes to a two-file batch body, with the status and part of the X-Exception each must get."""
+
+
+@pytest.mark.parametrize(("change", "status", "says"), MALFORMED)
 def test_malformed_batches_are_refused_and_store_nothing(http: httpx.Client, change: object, status: int,
                                                          says: str) -> None:
     body = _body([("/m/1", 10, b"one"), ("/m/2", 10, b"two")], compress=False)
@@ -419,3 +423,67 @@ def test_put_many_is_one_transaction_on_sqlite(tmp_path: Path, monkeypatch: pyte
         assert calls == ["/tx/0", "/tx/1", "/tx/2"]
         assert not any(store.exists(f"/tx/{i}") for i in range(4))
         assert store.put_many([("/tx/0", 1, b"0", None)]) == ["/tx/0@1"] and store.check() == []
+
+
+# -- the same batches in-process (TestClient): scripts/mutate.sh's batch tests see the server's code --
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> Iterator[tuple[TestClient, Store]]:
+    with Store.open(tmp_path / "s", create=True) as store, \
+            TestClient(create_app(store, limits=UploadLimits(max_upload_size=4 << 20))) as http:
+        yield http, store
+
+
+def _held(store: Store, path: str) -> tuple[int, bytes] | None:
+    return (store.stat(path).version, store.read_bytes(path)) if store.exists(path) else None
+
+
+@pytest.mark.parametrize(("change", "status", "says"), MALFORMED)
+def test_in_process_malformed_batches_are_refused(local: tuple[TestClient, Store], change: object, status: int,
+                                                  says: str) -> None:
+    http, store = local
+    body = _body([("/m/1", 10, b"one"), ("/m/2", 10, b"two")], compress=False)
+    response = http.put("/batch/", content=change(body))  # type: ignore[operator]
+    assert response.status_code == status, response.text
+    assert says in response.headers["X-Exception"], response.headers["X-Exception"]
+    assert not store.exists("/m/1") and not store.exists("/m/2")
+
+
+def test_in_process_batches_store_like_puts_in_order(local: tuple[TestClient, Store]) -> None:
+    http, store = local
+    text, noise, big = b"1 2 3\n" * 20_000, os.urandom(64 << 10), os.urandom(300 << 10)
+    assert http.put("/batch/", content=_body([("/o/a", 2000, b"new a")])).status_code == 200
+    files = [("/b/text", 1000, text), ("/b/noise", 1000, noise), ("/b/empty", 1000, b""), ("/b/big", 1000, big),
+             ("/o/a", 1000, b"old a"), ("/o/b", 5, b"first b"), ("/o/b", 5, b"second b"), ("/o/b", 4, b"older b")]
+    for compress in (True, False):
+        response = http.put("/batch/", content=_body(files, compress=compress))
+        assert response.status_code == 200, response.text
+        assert [f["stored"] for f in response.json()["files"]] == [
+            "/b/text@1000", "/b/noise@1000", "/b/empty@1000", "/b/big@1000", "/o/a@2000", "/o/b@5", "/o/b@5",
+            "/o/b@5"]
+    assert [_held(store, p) for p in ("/b/text", "/b/noise", "/b/empty", "/b/big", "/o/a", "/o/b")] == [
+        (1000, text), (1000, noise), (1000, b""), (1000, big), (2000, b"new a"), (5, b"second b")]
+
+
+def test_in_process_a_fault_in_any_file_refuses_the_batch(local: tuple[TestClient, Store]) -> None:
+    http, store = local
+    files = [("/bad/1", 10, b"one"), ("/bad/2", 10, b"two" * 5000), ("/bad/3", 10, b"three")]
+    manifest, _, payloads = _body(files).partition(b"\n")
+    listed = json.loads(manifest)
+    listed["files"][1]["digest"] = "xxh3-128-chunks-1m=" + "0" * 32
+    response = http.put("/batch/", content=json.dumps(listed).encode() + b"\n" + payloads)
+    assert response.status_code == 400 and "batch file 2 ('/bad/2@10')" in response.headers["X-Exception"]
+    content = b"1 2 3\n" * 3000
+    body = _body([("/z/1", 10, content)])
+    shorter = body.replace(f'"size":{len(content)}'.encode(), f'"size":{len(content) - 1}'.encode(), 1)
+    response = http.put("/batch/", content=shorter)
+    assert response.status_code == 400 and "batch file 1" in response.headers["X-Exception"]
+    response = http.put("/batch/", content=_body([(f"/l/{i}", 1, b"") for i in range(1001)]))
+    assert response.status_code == 413 and "1001 files" in response.headers["X-Exception"]
+    response = http.put("/batch/", content=_body([("/l/big", 1, os.urandom((1 << 20) + 1))]))
+    assert response.status_code == 413 and "per file in a batch" in response.headers["X-Exception"]
+    exactly = _body([(f"/l/{i}", 1, b"") for i in range(1000)])  # the limits themselves pass
+    assert http.put("/batch/", content=exactly).status_code == 200
+    assert http.put("/batch/", content=_body([("/l/mib", 1, os.urandom(1 << 20))])).status_code == 200
+    assert not any(store.exists(p) for p in ("/bad/1", "/bad/2", "/bad/3", "/z/1", "/l/big"))
