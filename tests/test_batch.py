@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from castore.batch import BatchLimits, batch_body, batch_entry, digest_of
+from castore.batch import BatchLimits, batch_body, batch_entry, digest_of, parse_answer
 from castore.client import Client
 from castore.codec import pack_for_sending
 from castore.errors import FiletrackerError, SourceError
@@ -487,3 +487,14 @@ def test_in_process_a_fault_in_any_file_refuses_the_batch(local: tuple[TestClien
     assert http.put("/batch/", content=exactly).status_code == 200
     assert http.put("/batch/", content=_body([("/l/mib", 1, os.urandom(1 << 20))])).status_code == 200
     assert not any(store.exists(p) for p in ("/bad/1", "/bad/2", "/bad/3", "/z/1", "/l/big"))
+
+
+def test_the_manifest_is_ascii_and_answers_are_checked() -> None:
+    entry = batch_entry("/zażółć@1", 1, 1, digest_of(b"z"), "identity", b"z")
+    manifest = batch_body([entry], [b"z"])[0]
+    assert manifest.isascii() and json.loads(manifest)["files"][0]["name"] == "/zażółć@1"
+    assert parse_answer(b'{"files": [{"stored": "/a@1"}]}', 1) == ["/a@1"]
+    with pytest.raises(ValueError, match="^the answer names 1 files, the batch had 2$"):
+        parse_answer(b'{"files": [{"stored": "/a@1"}]}', 2)
+    with pytest.raises(ValueError, match="^the answer names 1 files, the batch had 1$"):
+        parse_answer(b'{"files": [{"stored": 7}]}', 1)
