@@ -6,6 +6,7 @@ one PUT per file to any other server or after a batch refused whole.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -17,14 +18,26 @@ from pathlib import Path
 
 import httpx
 import pytest
+import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from castore.batch import BatchLimits, batch_body, batch_entry, digest_of, parse_answer
+from castore.batch import (
+    MAX_FILE_SIZE,
+    MAX_MANIFEST,
+    BatchLimits,
+    batch_body,
+    batch_entry,
+    check_batch,
+    digest_of,
+    parse_answer,
+    store_batch,
+)
 from castore.client import Client
-from castore.codec import pack_for_sending
-from castore.errors import FiletrackerError, SourceError
+from castore.codec import Codec, pack_for_sending
+from castore.content_coding import max_frame_size
+from castore.errors import FiletrackerError, InvalidName, SourceError, UploadTooLarge
 from castore.remote import Remote
 from castore.server import create_app
 from castore.store import Store
@@ -498,3 +511,75 @@ def test_the_manifest_is_ascii_and_answers_are_checked() -> None:
         parse_answer(b'{"files": [{"stored": "/a@1"}]}', 2)
     with pytest.raises(ValueError, match="^the answer names 1 files, the batch had 1$"):
         parse_answer(b'{"files": [{"stored": 7}]}', 1)
+
+
+def _manifest_line(*entries: object) -> bytes:
+    return json.dumps({"files": list(entries)}).encode() + b"\n"
+
+
+def _check_refusal(body: bytes) -> str:
+    with pytest.raises((SourceError, InvalidName, UploadTooLarge)) as refused:
+        check_batch(io.BytesIO(body), len(body), BatchLimits())
+    return str(refused.value)
+
+
+def test_each_batch_fault_is_named_exactly() -> None:
+    """Every refusal names the file (its place in the batch and its name) and the rule it broke."""
+    ok = batch_entry("/a", 1, 3, digest_of(b"abc"), "identity", b"abc")
+    cases: list[tuple[bytes, str]] = [
+        (b"not json\n", "the batch manifest is not JSON"),
+        (b"[1]\n", 'the batch manifest must be {"files": [...]}'),
+        (_manifest_line(ok, 7), "batch file 2: an entry must be an object"),
+        (_manifest_line({**ok, "name": 5}), "batch file 1: no name"),
+        (_manifest_line({**ok, "size": "3"}), "batch file 1 ('/a@1'): size and length must be whole numbers of bytes"),
+        (_manifest_line({**ok, "encoding": "br"}), "batch file 1 ('/a@1'): unsupported encoding 'br' (identity or zstd)"),
+        (_manifest_line({**ok, "length": 4}),
+         "batch file 1 ('/a@1'): an identity entry's length (4) must be its size (3)"),
+        (_manifest_line({**ok, "encoding": "zstd", "length": max_frame_size(3) + 1}),
+         f"batch file 1 ('/a@1'): a zstd entry's length ({max_frame_size(3) + 1}) is far larger than its size (3)"),
+        (_manifest_line({**ok, "digest": 7}), "batch file 1 ('/a@1'): no valid digest (xxh3-128-chunks-1m=<32 hex>)"),
+        (_manifest_line({**ok, "size": MAX_FILE_SIZE + 1, "length": MAX_FILE_SIZE + 1}),
+         (f"batch file 1 ('/a@1') has {MAX_FILE_SIZE + 1} bytes, over this server's limit of {MAX_FILE_SIZE} per "
+         "file in a batch (send it with PUT /files/)")),
+        (_manifest_line(ok) + b"ab", (f"the batch body is truncated: {len(_manifest_line(ok)) + 2} bytes, its "
+         f"manifest says {len(_manifest_line(ok)) + 3}")),
+        (_manifest_line(ok) + b"abcd", (f"the batch body has bytes past its last file: {len(_manifest_line(ok)) + 4} "
+         f"bytes, its manifest says {len(_manifest_line(ok)) + 3}")),
+        (_manifest_line(ok, {**ok, "name": "/b@1"}) + b"abcabd",
+         "batch file 2 ('/b@1'): the content does not match its digest"),
+        (b'{"files": []}', "the batch body ends before its manifest line does"),
+        (b" " * (MAX_MANIFEST + 1), f"the batch manifest is longer than {MAX_MANIFEST} bytes"),
+    ]
+    frame = zstandard.ZstdCompressor().compress(b"abcd")
+    cases.append((_manifest_line(ok, {**ok, "name": "/z@1", "encoding": "zstd", "length": len(frame)}) + b"abc" + frame,
+                  "batch file 2 ('/z@1'): the body decodes to more than its Logical-Size of 3 bytes"))
+    for body, message in cases:
+        assert _check_refusal(body) == message, body[:200]
+
+
+def test_a_batch_at_its_limits_passes_the_check() -> None:
+    ok = batch_entry("/a", 1, 3, digest_of(b"abc"), "identity", b"abc")
+    del ok["encoding"]  # identity when not said
+    manifest = _manifest_line(ok)
+    padded = manifest[:-2] + b" " * (MAX_MANIFEST - len(manifest)) + b"}\n"  # exactly the longest manifest line
+    assert len(padded) == MAX_MANIFEST
+    for body in (manifest + b"abc", padded + b"abc"):
+        assert [f.name for f in check_batch(io.BytesIO(body), len(body), BatchLimits())] == ["/a@1"]
+    frame = zstandard.ZstdCompressor().compress(b"abc")
+    framed = {**ok, "encoding": "zstd", "length": max_frame_size(3)}  # the largest frame allowed, padded
+    padding = max_frame_size(3) - len(frame) - 8
+    body = _manifest_line(framed) + frame + b"\x50\x2a\x4d\x18" + padding.to_bytes(4, "little") + bytes(padding)
+    assert check_batch(io.BytesIO(body), len(body), BatchLimits())[0].encoding == "zstd"
+
+
+def test_a_large_zstd_batch_file_is_stored_as_its_frame(store: Store) -> None:
+    content = b"".join(b"%d\n" % i for i in range(100_000))  # over the inline size, under a batch file's limit
+    frame = zstandard.ZstdCompressor().compress(content)
+    small = zstandard.ZstdCompressor().compress(b"small " * 10)
+    entries = [batch_entry("/zb/small", 1, 60, digest_of(b"small " * 10), "zstd", small),
+               batch_entry("/zb/large", 1, len(content), digest_of(content), "zstd", frame)]
+    body = b"".join(batch_body(entries, [small, frame]))
+    assert store_batch(store, io.BytesIO(body), len(body), BatchLimits()) == ["/zb/small@1", "/zb/large@1"]
+    assert store.read_bytes("/zb/large") == content and store.read_bytes("/zb/small") == b"small " * 10
+    info = store.stat("/zb/large")
+    assert info.codec == Codec.ZSTD.value and info.stored_size == len(frame)  # the client's frame, kept
