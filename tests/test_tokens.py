@@ -346,6 +346,7 @@ def test_token_from_each_header_form() -> None:
     assert token_from_header("Bearer cst_x") == "cst_x"
     assert token_from_header("  bEaReR   cst_x  ") == "cst_x"
     assert token_from_header(basic(b"any:cst_p")) == "cst_p"  # the password
+    assert token_from_header(basic(b"any:cst_p:q")) == "cst_p:q"  # all of it, after the user name
     assert token_from_header(basic(b"cst_u:")) == "cst_u"  # or the user name when there is no password
     unsupported = (401, "unsupported Authorization header: send Bearer TOKEN, or Basic with the token as password")
     for value in ("Bearer ", "Bearer", "Token cst_x", basic(b":"), basic(b"")):
@@ -377,7 +378,7 @@ def _guarded(roles: dict[str, str] | Exception) -> TestClient:
         return roles
 
     async def ok(request: Any) -> PlainTextResponse:
-        return PlainTextResponse("ok")
+        return PlainTextResponse("ok" + (await request.body()).decode())  # the body reaches the app
 
     app = Starlette(routes=[Route("/files/x", ok, methods=["GET", "HEAD", "PUT", "DELETE", "POST"]),
                             Route("/health", ok)])
@@ -401,8 +402,9 @@ def test_every_answer_of_the_middleware() -> None:
                 (status, message, message + "\n"), headers
             assert response.headers["content-length"] == str(len(message) + 1)
             assert response.headers["content-type"] == "text/plain; charset=utf-8"
-            assert ("www-authenticate" in response.headers) == (status == 401)
-        assert http.put("/files/x", headers=_bearer(tokens["write"])).text == "ok"
+            assert response.headers.get("www-authenticate") == \
+                ('Basic realm="castore", charset="UTF-8"' if status == 401 else None)
+        assert http.put("/files/x", headers=_bearer(tokens["write"]), content=b" body").text == "ok body"
         assert http.get("/files/x", headers=_basic("any", tokens["read"])).text == "ok"
         assert http.post("/files/x", headers=_bearer(tokens["write"])).status_code == 403
         assert http.get("/files/x", headers=_bearer(tokens["read"])).headers.get("www-authenticate") is None

@@ -301,6 +301,9 @@ def test_receiving_edges_keep_every_byte_in_the_right_place(tmp_path: Path) -> N
     small = _received([b"s" * SMALL_BODY])  # exactly the small-body size, no Content-Length: in memory
     assert not small.spooled and small.size == SMALL_BODY
     sized = _received([b"z" * (SIZED_BODY // 2)] * 2, content_length=SIZED_BODY)  # exactly the sized bound
+    at_limit = _received([b"l" * (2 << 20)], content_length=2 << 20, limits=UploadLimits(max_upload_size=2 << 20))
+    assert not at_limit.spooled  # a Content-Length of exactly the upload limit is held whole in memory
+    at_limit.close()
     assert not sized.spooled and sized.in_memory == b"z" * SIZED_BODY
     sized.close()
     budget = MemoryBudget(4 << 20)
