@@ -68,7 +68,7 @@ def test_idle_uploads_do_not_stall_other_clients(tmp_path: Path) -> None:
     with castore_server(root, "--body-timeout", "300") as url, _held(url, IDLE_UPLOADS):
         port = int(urlsplit(url).port or 0)
         wait_for(lambda: (queues := unread_bytes(port)) and len(queues) >= IDLE_UPLOADS and not any(queues),
-                 "the server reads every idle upload's head and first bytes")
+                 "the server reads every idle upload's head and first bytes", timeout=60)
         answered = 0
         with httpx.Client(base_url=url, timeout=ANSWER_WITHIN) as http:
             version = {"last_modified": V1000}
