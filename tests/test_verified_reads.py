@@ -548,3 +548,19 @@ def test_blob_reader_refusals_say_what_is_wrong() -> None:
     cut = _zstd_reader(frame[: len(frame) // 3], content)
     with pytest.raises(CorruptBlob, match=f"^/z: the stored content ends before byte {len(content)}$"):
         cut.seek_content(CHUNK_SIZE + 50)
+
+
+def test_seeking_into_a_zstd_blob_and_reading_trickled_or_empty_contents() -> None:
+    """A Range into a later chunk of a zstd blob decodes and drops what comes before it; a
+    stored stream that hands out a few bytes at a time, and an empty content, read whole."""
+    content = _text(3, 2 * CHUNK_SIZE + 300)
+    frame = zstandard.ZstdCompressor().compress(content)
+    reader = _zstd_reader(frame, content)
+    reader.seek_content(CHUNK_SIZE + 50)
+    assert reader.read() == content[CHUNK_SIZE + 50 :]
+    assert _zstd_reader(frame, content, trickle=True).read() == content
+    empty = zstandard.ZstdCompressor().compress(b"")
+    assert _zstd_reader(empty, b"").read() == b""
+    raw, _ = _refetching_reader(content, content, Codec.RAW, [])
+    raw.seek_content(len(content))
+    assert raw.read() == b""
