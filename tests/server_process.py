@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -68,6 +68,39 @@ def castore_server_process(
             except subprocess.TimeoutExpired:
                 process.kill()
                 raise
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float = 20.0) -> None:
+    """Poll ``condition`` until it is true; fail with ``what`` if it is not within ``timeout`` seconds.
+
+    The timeout only bounds a test that would otherwise hang: tests wait for an event
+    this way rather than sleeping for a time they hope is long enough.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def requests_answered(url: str, method: str) -> int:
+    """How many ``method`` requests this server (one worker: the counters are per worker) has finished."""
+    text = httpx.get(url + "/metrics", timeout=10).text
+    prefix = f'castore_requests_total{{method="{method}",'
+    return sum(int(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def unread_bytes(port: int) -> list[int]:
+    """Bytes waiting in the receive queue of each accepted-or-not connection to 127.0.0.1:``port``
+    (from /proc/net/tcp: the server has read what a client sent once its queue is 0)."""
+    queues = []
+    with open("/proc/net/tcp") as table:
+        next(table)
+        for line in table:
+            fields = line.split()
+            local, state, queue = fields[1], fields[3], fields[4]
+            if local == f"0100007F:{port:04X}" and state == "01":  # ESTABLISHED, server side
+                queues.append(int(queue.split(":")[1], 16))
+    return queues
 
 
 def read_response_head(s: socket.socket) -> bytes:

@@ -21,15 +21,35 @@ import pytest
 import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from starlette.testclient import TestClient
 
-from castore.batch import BatchLimits, batch_body, batch_entry, digest_of
+from castore.batch import (
+    MAX_FILE_SIZE,
+    MAX_MANIFEST,
+    BatchLimits,
+    batch_body,
+    batch_entry,
+    digest_of,
+    parse_answer,
+)
 from castore.client import Client
 from castore.client.remote import Remote
-from castore.codec import pack_for_sending
-from castore.errors import FiletrackerError
+from castore.codec import Codec, pack_for_sending
+from castore.content_coding import max_frame_size
+from castore.errors import FiletrackerError, InvalidName, SourceError, UploadTooLarge
+from castore.server.app import create_app
+from castore.server.batch import check_batch, store_batch
+from castore.server.config import ServerConfig
 from castore.server.tokens import create_token
+from castore.server.upload import UploadLimits
 from castore.store import Store
-from tests.server_process import castore_server, castore_server_process, free_port, read_response_head
+from tests.server_process import (
+    castore_server,
+    castore_server_process,
+    free_port,
+    read_response_head,
+    wait_for,
+)
 
 
 def _body(files: list[tuple[str, int, bytes]], *, compress: bool = True) -> bytes:
@@ -158,9 +178,7 @@ def test_a_corrupt_file_refuses_the_whole_batch(http: httpx.Client) -> None:
         assert _stored(http, path) is None  # nothing stored, not even the file before it
 
 
-@pytest.mark.parametrize(
-    ("change", "status", "says"),
-    [
+MALFORMED = [
         (lambda body: body[:-1], 400, "truncated"),  # whole request, one byte short of the manifest's sum
         (lambda body: body + b"x", 400, "past its last file"),
         (lambda body: body.replace(b'"size":3,', b'"size":4,', 1), 400, "length (3) must be its size (4)"),
@@ -174,8 +192,11 @@ def test_a_corrupt_file_refuses_the_whole_batch(http: httpx.Client) -> None:
         (lambda body: body.replace(b'"size":3,', b'"size":-3,', 1), 400, "whole numbers"),
         (lambda body: body.replace(b'"size":3,', b'"size":true,', 1), 400, "whole numbers"),
         (lambda body: body.replace(b"\n", b" ", 1), 400, "before its manifest line"),
-    ],
-)
+]
+"""Changes to a two-file batch body, with the status and part of the X-Exception each must get."""
+
+
+@pytest.mark.parametrize(("change", "status", "says"), MALFORMED)
 def test_malformed_batches_are_refused_and_store_nothing(http: httpx.Client, change: object, status: int,
                                                          says: str) -> None:
     body = _body([("/m/1", 10, b"one"), ("/m/2", 10, b"two")], compress=False)
@@ -359,18 +380,19 @@ def test_kill_9_mid_batch_leaves_no_path_at_a_missing_blob(tmp_path: Path) -> No
 
         sender = threading.Thread(target=send)
         sender.start()
-        time.sleep(0.3)  # the body is sent; the server is storing (about a second for 800 files)
+        # the server is storing once the first large file's blob is in place (all 800 take about a second)
+        wait_for(lambda: any(p.is_file() for p in (root / "blobs").glob("??/??/*")), "the batch is being stored")
         process.send_signal(signal.SIGKILL)
         process.wait()
         sender.join()
+    assert answered == []  # killed mid-batch: no answer
     with Store.open(root) as store:
         assert store.check() == []
         stored = [path for path, _, _ in files if store.exists(path)]
         for path, _, content in files:
             if path in stored:
                 assert store.read_bytes(path) == content
-    assert answered in ([], [200])
-    assert not answered or len(stored) == len(files)
+    assert len(stored) < len(files)
 
 
 def test_store_put_many(store: Store) -> None:
@@ -390,7 +412,7 @@ def test_store_put_many(store: Store) -> None:
         store.put_many([("/pm/e", 1, b"e", None), ("/pm/f", 1, too_large, None)])
     with pytest.raises(ValueError):
         store.put_many([("/pm/g", 1, b"g", None), ("/pm/../h", 1, b"h", None)])
-    with pytest.raises(Exception, match="Logical|size|bytes"):
+    with pytest.raises(SourceError, match="truncated: 6000 of 6001 bytes"):
         store.put_many([("/pm/i", 1, b"i", None), ("/pm/j", 1, frame, len(text) + 1)])
     assert not any(store.exists(f"/pm/{n}") for n in "efghij")
 
@@ -479,3 +501,150 @@ def test_the_store_keeps_an_empty_content_raw_whatever_it_came_as(store: Store) 
     store.put_zstd("/empty/frames", io.BytesIO(b""), 1, size=0)
     store.put_many([("/empty/many", 1, b"", 0)])
     assert store.stat("/empty/frames").codec == store.stat("/empty/many").codec == "raw"
+
+
+# -- the same batches in-process (TestClient): scripts/mutate.sh's batch tests see the server's code --
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> Iterator[tuple[TestClient, Store]]:
+    with Store.open(tmp_path / "s", create=True) as store, \
+            TestClient(create_app(store, ServerConfig(limits=UploadLimits(max_upload_size=4 << 20)))) as http:
+        yield http, store
+
+
+def _held(store: Store, path: str) -> tuple[int, bytes] | None:
+    return (store.stat(path).version, store.read_bytes(path)) if store.exists(path) else None
+
+
+@pytest.mark.parametrize(("change", "status", "says"), MALFORMED)
+def test_in_process_malformed_batches_are_refused(local: tuple[TestClient, Store], change: object, status: int,
+                                                  says: str) -> None:
+    http, store = local
+    body = _body([("/m/1", 10, b"one"), ("/m/2", 10, b"two")], compress=False)
+    response = http.put("/batch/", content=change(body))  # type: ignore[operator]
+    assert response.status_code == status, response.text
+    assert says in response.headers["X-Exception"], response.headers["X-Exception"]
+    assert not store.exists("/m/1") and not store.exists("/m/2")
+
+
+def test_in_process_batches_store_like_puts_in_order(local: tuple[TestClient, Store]) -> None:
+    http, store = local
+    text, noise, big = b"1 2 3\n" * 20_000, os.urandom(64 << 10), os.urandom(300 << 10)
+    assert http.put("/batch/", content=_body([("/o/a", 2000, b"new a")])).status_code == 200
+    files = [("/b/text", 1000, text), ("/b/noise", 1000, noise), ("/b/empty", 1000, b""), ("/b/big", 1000, big),
+             ("/o/a", 1000, b"old a"), ("/o/b", 5, b"first b"), ("/o/b", 5, b"second b"), ("/o/b", 4, b"older b")]
+    for compress in (True, False):
+        response = http.put("/batch/", content=_body(files, compress=compress))
+        assert response.status_code == 200, response.text
+        assert [f["stored"] for f in response.json()["files"]] == [
+            "/b/text@1000", "/b/noise@1000", "/b/empty@1000", "/b/big@1000", "/o/a@2000", "/o/b@5", "/o/b@5",
+            "/o/b@5"]
+    assert [_held(store, p) for p in ("/b/text", "/b/noise", "/b/empty", "/b/big", "/o/a", "/o/b")] == [
+        (1000, text), (1000, noise), (1000, b""), (1000, big), (2000, b"new a"), (5, b"second b")]
+
+
+def test_in_process_a_fault_in_any_file_refuses_the_batch(local: tuple[TestClient, Store]) -> None:
+    http, store = local
+    files = [("/bad/1", 10, b"one"), ("/bad/2", 10, b"two" * 5000), ("/bad/3", 10, b"three")]
+    manifest, _, payloads = _body(files).partition(b"\n")
+    listed = json.loads(manifest)
+    listed["files"][1]["digest"] = "xxh3-128-chunks-1m=" + "0" * 32
+    response = http.put("/batch/", content=json.dumps(listed).encode() + b"\n" + payloads)
+    assert response.status_code == 400 and "batch file 2 ('/bad/2@10')" in response.headers["X-Exception"]
+    content = b"1 2 3\n" * 3000
+    body = _body([("/z/1", 10, content)])
+    shorter = body.replace(f'"size":{len(content)}'.encode(), f'"size":{len(content) - 1}'.encode(), 1)
+    response = http.put("/batch/", content=shorter)
+    assert response.status_code == 400 and "batch file 1" in response.headers["X-Exception"]
+    response = http.put("/batch/", content=_body([(f"/l/{i}", 1, b"") for i in range(1001)]))
+    assert response.status_code == 413 and "1001 files" in response.headers["X-Exception"]
+    response = http.put("/batch/", content=_body([("/l/big", 1, os.urandom((1 << 20) + 1))]))
+    assert response.status_code == 413 and "per file in a batch" in response.headers["X-Exception"]
+    exactly = _body([(f"/l/{i}", 1, b"") for i in range(1000)])  # the limits themselves pass
+    assert http.put("/batch/", content=exactly).status_code == 200
+    assert http.put("/batch/", content=_body([("/l/mib", 1, os.urandom(1 << 20))])).status_code == 200
+    assert not any(store.exists(p) for p in ("/bad/1", "/bad/2", "/bad/3", "/z/1", "/l/big"))
+
+
+def test_the_manifest_is_ascii_and_answers_are_checked() -> None:
+    entry = batch_entry("/zażółć", 1, 1, digest_of(b"z"), "identity", b"z")
+    manifest = batch_body([entry], [b"z"])[0]
+    assert manifest.isascii() and json.loads(manifest)["files"][0]["name"] == "/zażółć@1"
+    assert parse_answer(b'{"files": [{"stored": "/a@1"}]}', 1) == ["/a@1"]
+    with pytest.raises(ValueError, match="^the answer names 1 files, the batch had 2$"):
+        parse_answer(b'{"files": [{"stored": "/a@1"}]}', 2)
+    with pytest.raises(ValueError, match="^the answer names 1 files, the batch had 1$"):
+        parse_answer(b'{"files": [{"stored": 7}]}', 1)
+
+
+def _manifest_line(*entries: object) -> bytes:
+    return json.dumps({"files": list(entries)}).encode() + b"\n"
+
+
+def _check_refusal(body: bytes) -> str:
+    with pytest.raises((SourceError, InvalidName, UploadTooLarge)) as refused:
+        check_batch(io.BytesIO(body), len(body), BatchLimits())
+    return str(refused.value)
+
+
+def test_each_batch_fault_is_named_exactly() -> None:
+    """Every refusal names the file (its place in the batch and its name) and the rule it broke."""
+    ok = batch_entry("/a", 1, 3, digest_of(b"abc"), "identity", b"abc")
+    cases: list[tuple[bytes, str]] = [
+        (b"not json\n", "the batch manifest is not JSON"),
+        (b"[1]\n", 'the batch manifest must be {"files": [...]}'),
+        (_manifest_line(ok, 7), "batch file 2: an entry must be an object"),
+        (_manifest_line({**ok, "name": 5}), "batch file 1: no name"),
+        (_manifest_line({**ok, "size": "3"}), "batch file 1 ('/a@1'): size and length must be whole numbers of bytes"),
+        (_manifest_line({**ok, "encoding": "br"}), "batch file 1 ('/a@1'): unsupported encoding 'br' (identity or zstd)"),
+        (_manifest_line({**ok, "length": 4}),
+         "batch file 1 ('/a@1'): an identity entry's length (4) must be its size (3)"),
+        (_manifest_line({**ok, "encoding": "zstd", "length": max_frame_size(3) + 1}),
+         f"batch file 1 ('/a@1'): a zstd entry's length ({max_frame_size(3) + 1}) is far larger than its size (3)"),
+        (_manifest_line({**ok, "digest": 7}), "batch file 1 ('/a@1'): no valid digest (xxh3-128-chunks-1m=<32 hex>)"),
+        (_manifest_line({**ok, "size": MAX_FILE_SIZE + 1, "length": MAX_FILE_SIZE + 1}),
+         (f"batch file 1 ('/a@1') has {MAX_FILE_SIZE + 1} bytes, over this server's limit of {MAX_FILE_SIZE} per "
+         "file in a batch (send it with PUT /files/)")),
+        (_manifest_line(ok) + b"ab", (f"the batch body is truncated: {len(_manifest_line(ok)) + 2} bytes, its "
+         f"manifest says {len(_manifest_line(ok)) + 3}")),
+        (_manifest_line(ok) + b"abcd", (f"the batch body has bytes past its last file: {len(_manifest_line(ok)) + 4} "
+         f"bytes, its manifest says {len(_manifest_line(ok)) + 3}")),
+        (_manifest_line(ok, {**ok, "name": "/b@1"}) + b"abcabd",
+         "batch file 2 ('/b@1'): the content does not match its digest"),
+        (b'{"files": []}', "the batch body ends before its manifest line does"),
+        (b" " * (MAX_MANIFEST + 1), f"the batch manifest is longer than {MAX_MANIFEST} bytes"),
+    ]
+    frame = zstandard.ZstdCompressor().compress(b"abcd")
+    cases.append((_manifest_line(ok, {**ok, "name": "/z@1", "encoding": "zstd", "length": len(frame)}) + b"abc" + frame,
+                  "batch file 2 ('/z@1'): the body decodes to more than its Logical-Size of 3 bytes"))
+    for body, message in cases:
+        assert _check_refusal(body) == message, body[:200]
+
+
+def test_a_batch_at_its_limits_passes_the_check() -> None:
+    ok = batch_entry("/a", 1, 3, digest_of(b"abc"), "identity", b"abc")
+    del ok["encoding"]  # identity when not said
+    manifest = _manifest_line(ok)
+    padded = manifest[:-2] + b" " * (MAX_MANIFEST - len(manifest)) + b"}\n"  # exactly the longest manifest line
+    assert len(padded) == MAX_MANIFEST
+    for body in (manifest + b"abc", padded + b"abc"):
+        assert [f.name for f in check_batch(io.BytesIO(body), len(body), BatchLimits())] == ["/a@1"]
+    frame = zstandard.ZstdCompressor().compress(b"abc")
+    framed = {**ok, "encoding": "zstd", "length": max_frame_size(3)}  # the largest frame allowed, padded
+    padding = max_frame_size(3) - len(frame) - 8
+    body = _manifest_line(framed) + frame + b"\x50\x2a\x4d\x18" + padding.to_bytes(4, "little") + bytes(padding)
+    assert check_batch(io.BytesIO(body), len(body), BatchLimits())[0].encoding == "zstd"
+
+
+def test_a_large_zstd_batch_file_is_stored_as_its_frame(store: Store) -> None:
+    content = b"".join(b"%d\n" % i for i in range(100_000))  # over the inline size, under a batch file's limit
+    frame = zstandard.ZstdCompressor().compress(content)
+    small = zstandard.ZstdCompressor().compress(b"small " * 10)
+    entries = [batch_entry("/zb/small", 1, 60, digest_of(b"small " * 10), "zstd", small),
+               batch_entry("/zb/large", 1, len(content), digest_of(content), "zstd", frame)]
+    body = b"".join(batch_body(entries, [small, frame]))
+    assert store_batch(store, io.BytesIO(body), len(body), BatchLimits()) == ["/zb/small@1", "/zb/large@1"]
+    assert store.read_bytes("/zb/large") == content and store.read_bytes("/zb/small") == b"small " * 10
+    info = store.stat("/zb/large")
+    assert info.codec == Codec.ZSTD.value and info.stored_size == len(frame)  # the client's frame, kept

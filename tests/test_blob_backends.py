@@ -308,3 +308,39 @@ class TestS3ReadCacheHealing:
         size = self.cached_file(cached_store, "/noise").stat().st_size
         self.flip_in_bucket(cached_store, "/noise", size // 2)
         assert cached_store.read_bytes("/noise") == self.NOISE
+
+
+@pytest.mark.parametrize("already_there", [False, True])
+def test_a_staged_blob_is_fsynced_before_it_is_linked_into_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, already_there: bool
+) -> None:
+    """A spy on os.fsync and os.link records which file each acts on (by inode): the staged
+    file's own descriptor is fsynced before any link to it is made, whether the key is new
+    or its bytes are replaced (the spare-link path)."""
+    backend = FileBlobBackend(tmp_path / "blobs")
+    key = BlobKey("ab" + "0" * 62)
+    if already_there:
+        backend.path_of(key).parent.mkdir(parents=True)
+        backend.path_of(key).write_bytes(b"left behind")
+    events: list[tuple[str, int]] = []
+    real_fsync, real_link = os.fsync, os.link
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            events.append(("fsync", os.fstat(fd).st_ino))
+        real_fsync(fd)
+
+    def link(source: str | os.PathLike[str], destination: str | os.PathLike[str], **options: object) -> None:
+        events.append(("link", os.stat(source).st_ino))
+        real_link(source, destination, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "link", link)
+    staged = backend.stage()
+    staged.write(b"content")
+    staged.finish()
+    assert staged.path is not None
+    inode = staged.path.stat().st_ino
+    backend.publish(staged, key)
+    assert backend.path_of(key).read_bytes() == b"content"
+    assert [e for e in events if e[1] == inode][:2] == [("fsync", inode), ("link", inode)]

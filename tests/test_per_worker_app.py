@@ -9,6 +9,7 @@ app's own lifespan (which closes the store) runs after it is built.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from typing import Any
 
@@ -72,6 +73,25 @@ class _Lifespan:
         return str((await asyncio.wait_for(self.from_app.get(), 10))["type"])
 
 
+async def _until_waiting_for_the_app(request: asyncio.Future[Any]) -> None:
+    """Return once ``request`` is suspended in PerWorkerApp awaiting the app being built.
+
+    That is the observable event (its chain of coroutines ends in ``PerWorkerApp.__call__``,
+    which awaits a future: the app), not a pause; a request answered or refused instead ends.
+    """
+    assert isinstance(request, asyncio.Task)
+    for _ in range(10_000):
+        await asyncio.sleep(0)
+        if request.done():
+            return
+        coroutine: Any = request.get_coro()
+        while inspect.iscoroutine(getattr(coroutine, "cr_await", None)):
+            coroutine = coroutine.cr_await
+        if coroutine.cr_code is PerWorkerApp.__call__.__code__ and coroutine.cr_await is not None:
+            return
+    raise AssertionError("the request never reached its wait for the app")
+
+
 def test_version_answers_while_the_app_is_built_and_other_requests_wait() -> None:
     release = threading.Event()
     events: list[str] = []
@@ -90,7 +110,7 @@ def test_version_answers_while_the_app_is_built_and_other_requests_wait() -> Non
         assert await asyncio.wait_for(_get(app, "/version/"), 5) == (200, early["/version/"])
         assert await asyncio.wait_for(_get(app, "/version"), 5) == (200, early["/version"])
         waiting = asyncio.ensure_future(_get(app, "/files/a"))
-        await asyncio.sleep(0.2)
+        await _until_waiting_for_the_app(waiting)
         assert not waiting.done() and events == []  # not refused, not answered: waiting for the store
         release.set()
         assert await asyncio.wait_for(waiting, 10) == (200, b"file")
@@ -110,7 +130,7 @@ def test_without_early_answers_version_waits_too() -> None:
         lifespan = _Lifespan(app)
         assert await lifespan.send("startup") == "lifespan.startup.complete"
         waiting = asyncio.ensure_future(_get(app, "/version/"))
-        await asyncio.sleep(0.2)
+        await _until_waiting_for_the_app(waiting)
         assert not waiting.done()  # a store with tokens: /version/ needs one, so it waits for the app
         release.set()
         assert (await asyncio.wait_for(waiting, 10))[0] == 404  # the inner app has no /version/ route

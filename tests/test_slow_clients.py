@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +22,7 @@ import pytest
 
 from castore.store import Store
 
-from .server_process import castore_server, read_response_head
+from .server_process import castore_server, read_response_head, unread_bytes, wait_for
 
 IDLE_UPLOADS = 200
 ANSWER_WITHIN = 1.0  # seconds: the httpx timeout of every other client's request
@@ -61,20 +60,15 @@ def _held(url: str, count: int) -> Iterator[list[socket.socket]]:
             s.close()
 
 
-def _wait_for(condition: object, what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
-
-
 @pytest.mark.slow
 def test_idle_uploads_do_not_stall_other_clients(tmp_path: Path) -> None:
     root = tmp_path / "store"
     Store.open(root, create=True).close()
     big = os.urandom(3 << 20)  # stored as a blob file: its GET reads in a worker thread
     with castore_server(root, "--body-timeout", "300") as url, _held(url, IDLE_UPLOADS):
-        time.sleep(1.0)  # let the server read every idle upload's head and first bytes
+        port = int(urlsplit(url).port or 0)
+        wait_for(lambda: (queues := unread_bytes(port)) and len(queues) >= IDLE_UPLOADS and not any(queues),
+                 "the server reads every idle upload's head and first bytes", timeout=60)
         answered = 0
         with httpx.Client(base_url=url, timeout=ANSWER_WITHIN) as http:
             version = {"last_modified": V1000}

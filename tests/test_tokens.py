@@ -16,13 +16,25 @@ import filetracker.client
 import httpx
 import pytest
 from click.testing import CliRunner
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
 
 from castore.cli import cli
 from castore.client import Client
 from castore.client.remote import Remote
 from castore.errors import FiletrackerError
-from castore.server.auth import TokenAuth
-from castore.server.tokens import TOKEN_PREFIX, Role, TokenCache, create_token, digest, revoke_token
+from castore.server.auth import TokenAuth, _Refused, token_from_header
+from castore.server.tokens import (
+    TOKEN_PREFIX,
+    Role,
+    TokenCache,
+    create_token,
+    digest,
+    new_token,
+    revoke_token,
+)
 from castore.store import METADATA_FILE, Store
 
 from .server_process import castore_server
@@ -325,3 +337,117 @@ def test_middleware_covers_websockets_and_passes_lifespan(store: Store) -> None:
     assert anyio.run(call, {"type": "websocket", "path": "/ui/live", "headers": headers}) == []
     assert anyio.run(call, {"type": "lifespan"}) == []
     assert reached == ["websocket", "lifespan"]
+
+
+# -- in-process: every answer of the middleware, every role, every header form -----------------
+
+
+@pytest.mark.parametrize(
+    ("role", "allowed"),
+    [
+        (Role.READ, {"GET", "HEAD"}),
+        (Role.WRITE, {"GET", "HEAD", "PUT", "DELETE"}),
+        (Role.ADMIN, {"GET", "HEAD", "PUT", "DELETE", "POST", "PATCH", "OPTIONS", "get", "put"}),
+    ],
+)
+def test_each_role_allows_exactly_its_methods(role: Role, allowed: set[str]) -> None:
+    methods = {"GET", "HEAD", "PUT", "DELETE", "POST", "PATCH", "OPTIONS", "get", "put"}  # methods are upper case
+    assert {m for m in methods if role.allows(m)} == allowed
+
+
+def _refusal_of_header(value: str) -> tuple[int, str]:
+    with pytest.raises(_Refused) as refused:
+        token_from_header(value)
+    return refused.value.status, str(refused.value)
+
+
+def test_token_from_each_header_form() -> None:
+    def basic(credentials: bytes) -> str:
+        return "Basic " + base64.b64encode(credentials).decode()
+
+    assert token_from_header(None) is None
+    assert token_from_header("Bearer cst_x") == "cst_x"
+    assert token_from_header("  bEaReR   cst_x  ") == "cst_x"
+    assert token_from_header(basic(b"any:cst_p")) == "cst_p"  # the password
+    assert token_from_header(basic(b"any:cst_p:q")) == "cst_p:q"  # all of it, after the user name
+    assert token_from_header(basic(b"cst_u:")) == "cst_u"  # or the user name when there is no password
+    unsupported = (401, "unsupported Authorization header: send Bearer TOKEN, or Basic with the token as password")
+    for value in ("Bearer ", "Bearer", "Token cst_x", basic(b":"), basic(b"")):
+        assert _refusal_of_header(value) == unsupported, value
+    for value in ("Basic !!!", basic(b"\xff:\xfe")):
+        assert _refusal_of_header(value) == (401, "malformed Basic credentials"), value
+
+
+def test_tokens_are_random_urlsafe_and_hashed_as_given() -> None:
+    token = new_token()
+    assert token.startswith(TOKEN_PREFIX) and len(token) == len(TOKEN_PREFIX) + 43 and token != new_token()
+    assert digest("cst_x") == hashlib.sha256(b"cst_x").hexdigest()
+    assert digest("cst_\udcff") == hashlib.sha256(b"cst_\xff").hexdigest()  # a header's stray byte, as is
+
+
+def test_a_made_up_token_name_is_the_role_and_8_hex_digits(store_root: Path) -> None:
+    with Store.open(store_root, create=True) as store:
+        name, _ = create_token(store.metadata, "write")
+    role, _, suffix = name.partition("-")
+    assert role == "write" and len(suffix) == 8 and int(suffix, 16) >= 0
+
+
+def _guarded(roles: dict[str, str] | Exception) -> TestClient:
+    """The middleware around a two-route app, with tokens from ``roles`` (or failing with it)."""
+
+    def load() -> dict[str, str]:
+        if isinstance(roles, Exception):
+            raise roles
+        return roles
+
+    async def ok(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("ok" + (await request.body()).decode())  # the body reaches the app
+
+    app = Starlette(routes=[Route("/files/x", ok, methods=["GET", "HEAD", "PUT", "DELETE", "POST"]),
+                            Route("/health", ok)])
+    return TestClient(TokenAuth(app, TokenCache(load, seconds=0), open_paths=frozenset({"/health"})))
+
+
+def test_every_answer_of_the_middleware() -> None:
+    with _guarded({}) as http:
+        assert http.put("/files/x").text == "ok"  # no token exists: open
+    tokens = {role: f"cst_{role}" for role in ("read", "write")}
+    with _guarded({digest(t): role for role, t in tokens.items()}) as http:
+        assert http.get("/health").text == "ok"  # an open path
+        for headers, status, message in [
+            ({}, 401, "an access token is required"),
+            (_bearer("cst_wrong"), 401, "the access token is not valid"),
+            (_basic("any", "cst_wrong"), 401, "the access token is not valid"),
+            (_bearer(tokens["read"]), 403, "a read token may not PUT"),
+        ]:
+            response = http.put("/files/x", headers=headers)
+            assert (response.status_code, response.headers["x-exception"], response.text) == \
+                (status, message, message + "\n"), headers
+            assert response.headers["content-length"] == str(len(message) + 1)
+            assert response.headers["content-type"] == "text/plain; charset=utf-8"
+            assert response.headers.get("www-authenticate") == \
+                ('Basic realm="castore", charset="UTF-8"' if status == 401 else None)
+        assert http.put("/files/x", headers=_bearer(tokens["write"]), content=b" body").text == "ok body"
+        assert http.get("/files/x", headers=_basic("any", tokens["read"])).text == "ok"
+        assert http.post("/files/x", headers=_bearer(tokens["write"])).status_code == 403
+        assert http.get("/files/x", headers=_bearer(tokens["read"])).headers.get("www-authenticate") is None
+    with _guarded(OSError("disk gone")) as http:
+        response = http.get("/files/x")
+        assert (response.status_code, response.headers["x-exception"]) == (503, "cannot read the access tokens: OSError")
+        assert http.get("/health").text == "ok"
+
+
+def test_the_token_cache_reloads_only_when_due() -> None:
+    now = [0.0]
+    loads: list[int] = []
+
+    def load() -> dict[str, str]:
+        loads.append(1)
+        return {digest("cst_r"): "read"}
+
+    cache = TokenCache(load, seconds=5, clock=lambda: now[0])
+    assert cache.role_of("cst_r") is Role.READ and cache.role_of("cst_x") is None
+    now[0] = 4.9
+    assert cache.roles() and len(loads) == 1
+    now[0] = 5.0
+    assert cache.roles() and len(loads) == 2

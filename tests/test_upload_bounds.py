@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import hashlib
 import io
 import os
 from collections.abc import AsyncIterator
@@ -16,13 +17,22 @@ import pytest
 import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from starlette.requests import ClientDisconnect
 
 from castore.content_coding import ZstdFrameWalker, decoded
 from castore.errors import SourceError, UploadTimeout, UploadTooLarge
 from castore.protocol import parse_size_header
 from castore.server.statuses import HTTPError as _HTTPError
 from castore.server.streaming import parse_range as _parse_range
-from castore.server.upload import MemoryBudget, UploadLimits, UploadReader, receive_body
+from castore.server.upload import (
+    SIZED_BODY,
+    SMALL_BODY,
+    MemoryBudget,
+    ReceivedBody,
+    UploadLimits,
+    UploadReader,
+    receive_body,
+)
 from castore.store import Store
 
 from .server_process import castore_server
@@ -222,6 +232,30 @@ def test_the_body_timeout_bounds_each_wait_not_the_whole_body() -> None:
         asyncio.run(cancelled_from_outside())
 
 
+def test_an_idle_body_fails_before_a_part_that_comes_after_one_and_a_half_body_timeouts() -> None:
+    """The bound is the body timeout itself, not a multiple of it.
+
+    No clock is read: the part is held back by a timer on the same event loop, due at
+    1.5 x the body timeout, and the loop runs due timers in order, so the body's timer
+    (due at 1 x) must have failed the body before that part is handed over.
+    """
+    timeout = 0.2
+    handed: list[bytes] = []
+
+    async def late_part() -> AsyncIterator[bytes]:
+        await asyncio.sleep(1.5 * timeout)
+        handed.append(b"late")
+        yield b"late"
+
+    async def run() -> None:
+        await receive_body(late_part(), content_length=None, limits=UploadLimits(body_timeout=timeout),
+                           budget=MemoryBudget(1 << 20), spool_dir=None)
+
+    with pytest.raises(UploadTimeout):
+        asyncio.run(run())
+    assert handed == []
+
+
 def test_a_body_that_says_its_size_stays_in_memory_when_the_budget_has_room_for_all_of_it() -> None:
     budget = MemoryBudget(8 << 20)
     parts = [os.urandom(1 << 20) for _ in range(3)]
@@ -242,3 +276,127 @@ def test_a_body_that_says_its_size_stays_in_memory_when_the_budget_has_room_for_
     with pytest.raises(SourceError, match="has 3145728 of its"):
         _receive(parts, content_length=(3 << 20) + 1, budget=budget)
     assert budget.used == 0  # what a refused body held is given back
+
+
+# -- the edges of receive_body and UploadReader, in-process (scripts/mutate.sh's upload tests) --
+
+
+def _received(parts: list[bytes], *, content_length: int | None = None, limits: UploadLimits | None = None,
+              budget: MemoryBudget | None = None, spool_dir: str | None = None) -> ReceivedBody:
+    async def run() -> ReceivedBody:
+        return await receive_body(_chunks(parts), content_length=content_length, limits=limits or UploadLimits(),
+                                  budget=budget or MemoryBudget(UploadLimits.memory_budget), spool_dir=spool_dir)
+
+    return anyio.run(run)
+
+
+def test_the_memory_budget_can_be_spent_exactly() -> None:
+    budget = MemoryBudget(10)
+    assert budget.take(10) and not budget.take(1)
+
+
+def test_receiving_edges_keep_every_byte_in_the_right_place(tmp_path: Path) -> None:
+    """Exactly the limits, empty parts, sizes, where a spool lives, and closing twice."""
+    exact = _received([b"a" * 600, b"", b"b" * 400], limits=UploadLimits(max_upload_size=1000))
+    assert (exact.size, exact.open().read()) == (1000, b"a" * 600 + b"b" * 400)  # an empty part is no end
+    small = _received([b"s" * SMALL_BODY])  # exactly the small-body size, no Content-Length: in memory
+    assert not small.spooled and small.size == SMALL_BODY
+    sized = _received([b"z" * (SIZED_BODY // 2)] * 2, content_length=SIZED_BODY)  # exactly the sized bound
+    at_limit = _received([b"l" * (2 << 20)], content_length=2 << 20, limits=UploadLimits(max_upload_size=2 << 20))
+    assert not at_limit.spooled  # a Content-Length of exactly the upload limit is held whole in memory
+    at_limit.close()
+    assert not sized.spooled and sized.in_memory == b"z" * SIZED_BODY
+    sized.close()
+    budget = MemoryBudget(4 << 20)
+    spooled = _received([b"p" * SMALL_BODY, b"q"], budget=budget, spool_dir=str(tmp_path))
+    assert spooled.spooled and budget.used == 0 and spooled.size == SMALL_BODY + 1
+    where = os.readlink(f"/proc/self/fd/{spooled.open().fileno()}")  # anonymous: "<folder>/#<inode> (deleted)"
+    assert os.path.dirname(where) == str(tmp_path), where
+    spooled.close()
+    kept = _received([b"k" * 100], budget=budget)
+    assert budget.used == 100
+    kept.close()
+    kept.close()  # twice: the budget is given back once
+    assert budget.used == 0
+
+
+def test_a_body_refused_after_it_spooled_gives_its_budget_back() -> None:
+    budget = MemoryBudget(4 << 20)
+    with pytest.raises(UploadTooLarge) as refused:
+        _received([b"a" * 1000, b"b" * SMALL_BODY, b"c" * 10], budget=budget,
+                  limits=UploadLimits(max_upload_size=SMALL_BODY + 1000))
+    assert str(refused.value) == f"the body is larger than this server's limit of {SMALL_BODY + 1000} bytes"
+    assert budget.used == 0
+    with pytest.raises(SourceError) as refused:
+        _received([b"a" * 10], content_length=5)
+    assert str(refused.value) == "the body is longer than its Content-Length"
+
+
+def test_a_client_that_disconnects_is_a_cut_upload() -> None:
+    async def parts() -> AsyncIterator[bytes]:
+        yield b"a"
+        raise ClientDisconnect()
+
+    async def run() -> None:
+        await receive_body(parts(), content_length=None, limits=UploadLimits(), budget=MemoryBudget(100),
+                           spool_dir=None)
+
+    with pytest.raises(SourceError) as refused:
+        anyio.run(run)
+    assert str(refused.value) == "the upload was cut short: the client disconnected"
+
+
+def test_the_body_timer_is_set_again_for_a_wait_that_began_after_it() -> None:
+    """The first part comes at half the timeout; the timer, due at 1x, finds a later wait in
+    progress and must set itself again for that wait (else a stall after it waits forever)."""
+    timeout = 0.3
+
+    async def parts() -> AsyncIterator[bytes]:
+        await asyncio.sleep(timeout / 2)
+        yield b"first"
+        await asyncio.sleep(3600)
+        yield b"never"
+
+    async def run() -> None:
+        async with asyncio.timeout(60):  # only a guard against hanging: the body must fail long before
+            await receive_body(parts(), content_length=None, limits=UploadLimits(body_timeout=timeout),
+                               budget=MemoryBudget(100), spool_dir=None)
+
+    with pytest.raises(UploadTimeout):
+        asyncio.run(run())
+
+
+def _reader(body: bytes, **options: object) -> UploadReader:
+    settings: dict[str, object] = {"encoding": "identity", "logical_size": None, "sha256": None, **options}
+    return UploadReader(io.BytesIO(body), **settings)  # type: ignore[arg-type]
+
+
+def _refusal(body: bytes, **options: object) -> str:
+    with pytest.raises((SourceError, UploadTooLarge)) as refused:
+        _reader(body, **options).read()
+    return str(refused.value)
+
+
+def test_upload_reader_checks_the_sha256_it_is_given() -> None:
+    digest = hashlib.sha256(CONTENT).hexdigest()
+    assert _reader(CONTENT, sha256=digest.upper()).read() == CONTENT  # hex in either case
+    assert _refusal(CONTENT, sha256=hashlib.sha256(b"other").hexdigest()) == \
+        "the body does not match its SHA256-Checksum"
+    assert _refusal(CONTENT, sha256="0" * 64) == "the body does not match its SHA256-Checksum"
+
+
+def test_upload_reader_refusals_name_the_problem() -> None:
+    with pytest.raises(SourceError) as refused:
+        _reader(b"", encoding="zstd")
+    assert str(refused.value) == "a zstd body needs a Logical-Size header"
+    assert _refusal(b"abc", logical_size=5) == "the identity body is short: 3 of its Logical-Size 5 bytes"
+    assert _refusal(gzip.compress(b"abc"), encoding="gzip", logical_size=5) == \
+        "the gzip body is truncated: 3 of its Logical-Size 5 bytes"
+    assert _refusal(b"abcdef", logical_size=5) == "the body decodes to more than its Logical-Size of 5 bytes"
+    assert _reader(b"abcde", max_size=5).read() == b"abcde"  # exactly the limit
+    assert _refusal(b"abcdef", max_size=5) == "the content is larger than 5 bytes"
+    assert _refusal(b"abcdef", max_size=5, too_large="too much") == "too much"
+    wide = zstandard.ZstdCompressor(compression_params=zstandard.ZstdCompressionParameters(window_log=21))
+    writer = wide.compressobj()  # no content size in the header: the window is not shrunk to it
+    frame = writer.compress(os.urandom(100_000)) + writer.flush()
+    assert "at most 1 MiB" in _refusal(frame, encoding="zstd", logical_size=100_000, max_window=1 << 20)

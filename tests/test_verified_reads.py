@@ -18,19 +18,21 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import zstandard
 from filetracker.client import Client as FiletrackerClient
+from filetracker.client import FiletrackerError as FiletrackerClientError
 
 from castore.client import Client
 from castore.client.cache import LocalCache
 from castore.codec import Codec
 from castore.digests import CHUNK_SIZE, ChunkDigester
-from castore.errors import CorruptBlob
+from castore.errors import CorruptBlob, FiletrackerError
 from castore.keys import Hasher
-from castore.reading import STORED_PIECE, BlobReader
+from castore.reading import MAX_BLOCK, STORED_PIECE, BlobReader
 from castore.store import Store
 
 from .server_process import castore_server
@@ -233,6 +235,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str
         yield root, url
 
 
+REFUSALS = (CorruptBlob, FiletrackerError, FiletrackerClientError, httpx.RemoteProtocolError)
+"""How each reader refuses a damaged blob: the store raises CorruptBlob, castore's client its
+FiletrackerError, Filetracker's client its own, and a raw GET sees the body cut short (a
+refused GET with a status is None). Anything else, a crash included, fails the test."""
+
+
 def _read_everything(reads: Reads) -> list[tuple[Kind, str, bytes | None, bytes]]:
     outcomes = []
     for kind in KINDS:
@@ -240,7 +248,7 @@ def _read_everything(reads: Reads) -> list[tuple[Kind, str, bytes | None, bytes]
             started = time.monotonic()
             try:
                 served = run()
-            except Exception:  # noqa: BLE001 - a failed read is what a damaged blob must give
+            except REFUSALS:
                 served = None
             if os.environ.get("CASTORE_TEST_TRACE"):
                 print(kind.name, read, served is not None, round(time.monotonic() - started, 2), flush=True)
@@ -389,6 +397,17 @@ def test_a_failed_chunk_is_read_again_from_a_fresh_copy_once(key_mode: bool) -> 
     assert calls == [1]  # one second copy, never more
 
 
+def test_a_fresh_copy_failing_later_is_corrupt_after_exactly_one_refetch() -> None:
+    """Damage in two chunks: the local copy fails in chunk 0, the fresh copy in chunk 2. A
+    second refetch (here a good copy) is never asked for: the source failed too, so CorruptBlob."""
+    content = os.urandom(3 * CHUNK_SIZE + 100)
+    reader, calls = _refetching_reader(_damaged(content, 9), content, Codec.RAW,
+                                       [_damaged(content, 2 * CHUNK_SIZE + 9), content])
+    with pytest.raises(CorruptBlob), reader:
+        reader.read()
+    assert calls == [1]
+
+
 def test_key_mode_refuses_a_fresh_copy_that_differs_in_what_was_handed_out() -> None:
     content = os.urandom(2 * CHUNK_SIZE + 100)
     other = _damaged(content, 3)  # differs in chunk 0, already handed out
@@ -409,3 +428,171 @@ def test_stored_frames_go_on_from_a_fresh_copy_only_if_it_starts_with_what_was_s
     reader, _ = _refetching_reader(_damaged(frame, len(frame) - 3), content, Codec.ZSTD, [other])
     with pytest.raises(CorruptBlob, match="changed while it was read"), reader:
         b"".join(reader.verified_stored())
+
+
+# -- verified_stored and seek_content at their edges, in-process (scripts/mutate.sh's reading tests) --
+
+
+class _Trickle(io.RawIOBase):
+    """Stored bytes handed out at most ``step`` at a time (a socket or a slow disk)."""
+
+    def __init__(self, data: bytes, step: int = 3) -> None:
+        self._data, self._at, self._step = data, 0, step
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        piece = self._data[self._at : self._at + min(self._step, len(buffer))]
+        buffer[: len(piece)] = piece
+        self._at += len(piece)
+        return len(piece)
+
+
+def _zstd_reader(stored: bytes, content: bytes, *, trickle: bool = False) -> BlobReader:
+    digester = ChunkDigester()
+    digester.update(content)
+    hasher = Hasher(7)
+    hasher.update(content)
+    source: Any = _Trickle(stored) if trickle else io.BytesIO(stored)
+    return BlobReader(source, codec=Codec.ZSTD, key=hasher.key(), size=len(content), stored_size=len(stored),
+                      digests=digester.digests(), name="/z", version=1)
+
+
+def _passed_through(stored: bytes, content: bytes, *, trickle: bool = False) -> bytes:
+    with _zstd_reader(stored, content, trickle=trickle) as reader:
+        out = b"".join(reader.verified_stored())
+        assert reader.read() == b""  # the end was reached and checked: nothing more
+    return out
+
+
+def _stored_refusal(stored: bytes, content: bytes) -> str:
+    with pytest.raises(CorruptBlob) as refused, _zstd_reader(stored, content) as reader:
+        b"".join(reader.verified_stored())
+    return str(refused.value).removeprefix("/z: the stored content ")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"level": 1},
+        {"level": 3, "write_checksum": True},
+        {"level": 1, "write_content_size": False},
+        {"level": 19, "write_checksum": True, "write_content_size": False},
+    ],
+    ids=["plain", "checksum", "no-size", "no-size-checksum"],
+)
+@pytest.mark.parametrize("size", [0, 100, 300, 70_000, 3 * CHUNK_SIZE + 17])
+def test_every_frame_shape_is_passed_through_whole(options: dict[str, Any], size: int) -> None:
+    """Header fields of every width (content size of 0, 1, 2, 4 bytes or none; window
+    descriptor or single segment), raw, RLE and compressed blocks, an optional checksum;
+    fed whole and a few bytes at a time."""
+    content = _text(size, size // 2) + b"\0" * (size - size // 2)  # text, then a run: RLE blocks
+    frame = zstandard.ZstdCompressor(**options).compress(content)
+    noise = os.urandom(200_000)  # incompressible: raw blocks
+    noisy = zstandard.ZstdCompressor(**options).compress(noise)
+    for stored, expected in ((frame, content), (noisy, noise), (frame + noisy, content + noise)):
+        assert _passed_through(stored, expected) == stored
+        assert _passed_through(stored, expected, trickle=True) == stored
+
+
+def test_damaged_frames_are_refused_with_their_reason() -> None:
+    content = _text(1, 3 * CHUNK_SIZE)
+    frame = zstandard.ZstdCompressor(level=1).compress(content)
+    assert _stored_refusal(b"garbage!" + frame, content) == "is not a zstd frame"
+    assert _stored_refusal(frame[: len(frame) // 2], content) == "ends inside a zstd frame"
+    assert _stored_refusal(frame[:2], content) == "ends inside a zstd frame"
+    assert _stored_refusal(frame, content + b"x") == f"has {len(content)} bytes, {len(content) + 1} recorded"
+    longer = content + b"tail"
+    frame_of_longer = zstandard.ZstdCompressor(level=1).compress(longer)
+    assert _stored_refusal(frame_of_longer, content) == f"is longer than its recorded {len(content)} bytes"
+    other = content[: CHUNK_SIZE + 5] + b"#" + content[CHUNK_SIZE + 6 :]
+    assert _stored_refusal(zstandard.ZstdCompressor(level=1).compress(other), content) == \
+        f"does not match its digest at bytes {CHUNK_SIZE}-{2 * CHUNK_SIZE - 1}"
+    header_end = 4 + 1 + 1 + 4  # magic, descriptor, window, 4-byte content size (3 MiB, not single segment)
+    reserved = bytearray(frame)
+    reserved[header_end] |= 0x06  # block type 3: reserved
+    oversized = bytearray(frame)
+    oversized[header_end : header_end + 3] = (((MAX_BLOCK + 1) << 3) | (2 << 1)).to_bytes(3, "little")
+    for bad in (reserved, oversized):
+        assert _stored_refusal(bytes(bad), content) == "has an invalid zstd block"
+
+
+def test_verified_stored_and_seek_content_only_where_they_apply() -> None:
+    content = _text(2, 1000)
+    frame = zstandard.ZstdCompressor().compress(content)
+    reader = _zstd_reader(frame, content)
+    list(reader.verified_stored())
+    with pytest.raises(ValueError, match=r"^verified_stored\(\) only before reading, on a zstd blob with digests$"):
+        list(reader.verified_stored())  # twice
+    with pytest.raises(ValueError, match=r"^seek_content\(\) only before reading, on a blob with digests$"):
+        reader.seek_content(0)
+    raw, _ = _refetching_reader(content, content, Codec.RAW, [])
+    with pytest.raises(ValueError, match="on a zstd blob with digests"):
+        list(raw.verified_stored())
+    keyed, _ = _refetching_reader(frame, content, Codec.ZSTD, [], key_mode=True)
+    with pytest.raises(ValueError, match="on a zstd blob with digests"):
+        list(keyed.verified_stored())
+    with pytest.raises(ValueError, match="on a blob with digests"):
+        keyed.seek_content(0)
+    for offset, expected in ((0, content), (len(content), b""), (999, content[999:])):
+        reader = _zstd_reader(frame, content)
+        reader.seek_content(offset)
+        assert reader.read() == expected
+    for offset in (-1, len(content) + 1):
+        with pytest.raises(ValueError, match=f"^offset {offset} is outside the 1000 bytes of /z$"):
+            _zstd_reader(frame, content).seek_content(offset)
+
+
+def test_reading_in_small_pieces_and_then_in_chunks_gives_every_byte_once() -> None:
+    content = os.urandom(2 * CHUNK_SIZE + 5)
+    reader, _ = _refetching_reader(content, content, Codec.RAW, [])
+    assert reader.readinto(bytearray(0)) == 0
+    head = reader.read(10) + reader.read(10)
+    with pytest.raises(ValueError, match="only before reading"):
+        reader.seek_content(0)  # reading has started
+    assert head + b"".join(reader.chunks()) == content
+    assert reader.read(10) == b""
+
+
+def test_blob_reader_refusals_say_what_is_wrong() -> None:
+    def refusal(reader: BlobReader) -> str:
+        with pytest.raises(CorruptBlob) as refused, reader:
+            reader.read()
+        return str(refused.value).removeprefix("/x: the stored content ")
+
+    content = os.urandom(CHUNK_SIZE + 100)
+    short_digests = BlobReader(io.BytesIO(content), codec=Codec.RAW, key=Hasher(7).key(), size=len(content),
+                               stored_size=len(content), digests=b"\0" * 16, name="/x", version=1)
+    assert refusal(short_digests) == "has digests that do not fit its size"
+    longer, _ = _refetching_reader(content + b"!", content, Codec.RAW, [])
+    assert refusal(longer) == f"is longer than its recorded {len(content)} bytes"
+    keyed, _ = _refetching_reader(_damaged(content, 7), content, Codec.RAW, [], key_mode=True)
+    assert refusal(keyed) == "does not match its key"
+    # a fresh copy too short for the chunks already handed out, and one that differs in them
+    keyed, _ = _refetching_reader(_damaged(content, CHUNK_SIZE + 1), content, Codec.RAW, [content[:100]],
+                                  key_mode=True)
+    assert refusal(keyed) == f"has fewer than the {CHUNK_SIZE} bytes already read"
+    keyed, _ = _refetching_reader(_damaged(content, CHUNK_SIZE + 1), content, Codec.RAW,
+                                  [_damaged(content, 3)], key_mode=True)
+    assert refusal(keyed) == "changed while it was read"
+    frame = zstandard.ZstdCompressor().compress(content)
+    cut = _zstd_reader(frame[: len(frame) // 3], content)
+    with pytest.raises(CorruptBlob, match=f"^/z: the stored content ends before byte {len(content)}$"):
+        cut.seek_content(CHUNK_SIZE + 50)
+
+
+def test_seeking_into_a_zstd_blob_and_reading_trickled_or_empty_contents() -> None:
+    """A Range into a later chunk of a zstd blob decodes and drops what comes before it; a
+    stored stream that hands out a few bytes at a time, and an empty content, read whole."""
+    content = _text(3, 2 * CHUNK_SIZE + 300)
+    frame = zstandard.ZstdCompressor().compress(content)
+    reader = _zstd_reader(frame, content)
+    reader.seek_content(CHUNK_SIZE + 50)
+    assert reader.read() == content[CHUNK_SIZE + 50 :]
+    assert _zstd_reader(frame, content, trickle=True).read() == content
+    empty = zstandard.ZstdCompressor().compress(b"")
+    assert _zstd_reader(empty, b"").read() == b""
+    raw, _ = _refetching_reader(content, content, Codec.RAW, [])
+    raw.seek_content(len(content))
+    assert raw.read() == b""

@@ -101,7 +101,7 @@ def test_inline_values_round_trip_and_bad_ones_are_clear() -> None:
 
 
 def test_a_corrupt_fixture_stores_nothing(tmp_path: Path) -> None:
-    with pytest.raises(Exception, match="cannot decode"):
+    with pytest.raises(ValueError, match="cannot decode"):
         load(tmp_path, [{"pk": 1, "model": "testapp.filetestmodel",
                          "fields": {"file_field": "data:tests/bad.txt:@@@@"}}])
     assert not default_storage.exists("tests/bad.txt")

@@ -1,0 +1,106 @@
+"""No resurrection while moving in: the edges the other migration tests leave open.
+
+The old server here is a castore server (it speaks Filetracker's protocol), so these run
+without a Filetracker install; tests/compat/test_filetracker_import.py does the rest
+against a real Filetracker 2.3.3.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from castore.migration import FolderV2, Importer
+from castore.migration.live import LiveMigration, _Guard
+from castore.protocol import format_version
+from castore.store import Store
+from tests.server_process import castore_server
+
+from .test_migration_sources import _ft_put
+
+OLD_VERSION = 1_600_000_000
+
+
+@pytest.fixture(scope="module")
+def old_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server holding ``/exact``, ``/raced`` and ``/later`` at OLD_VERSION."""
+    with castore_server(tmp_path_factory.mktemp("old")) as url:
+        for path in ("/exact", "/raced", "/later"):
+            response = httpx.put(url + "/files" + path, content=b"old " + path.encode(),
+                                 params={"last_modified": format_version(OLD_VERSION)})
+            assert response.status_code == 200, response.text
+        yield url
+
+
+@pytest.fixture
+def migration(old_server: str, tmp_path: Path) -> Iterator[LiveMigration]:
+    with Store.open(tmp_path / "new", create=True) as store:
+        live = LiveMigration(store, old_server)
+        try:
+            yield live
+        finally:
+            live.close()
+
+
+def test_a_path_deleted_at_exactly_the_old_version_is_not_fetched_back(migration: LiveMigration) -> None:
+    """DELETE with the old server's own version covers that version (``<=``, not ``<``)."""
+    assert anyio.run(migration.delete, "/exact", OLD_VERSION) is True
+    assert migration._fetch("/exact", _Guard()) is False
+    assert not migration.store.exists("/exact")
+    assert (migration.not_resurrected, migration.fetched) == (1, 0)
+
+
+def test_a_later_path_is_still_fetched(migration: LiveMigration) -> None:
+    """The other side of the edge: a deletion at an older version does not hide a newer file."""
+    migration.store.metadata.remember_deletion("/later", OLD_VERSION - 1)
+    assert migration._fetch("/later", _Guard()) is True
+    assert migration.store.read_bytes("/later") == b"old /later"
+    assert (migration.not_resurrected, migration.fetched) == (0, 1)
+
+
+def test_a_delete_landing_during_the_fetchs_put_leaves_the_path_deleted(
+    migration: LiveMigration, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The DELETE arrives after the fetch checked for deletions, before its put is stored.
+
+    The delete finds nothing in castore yet (the put is not committed), so only the
+    fetch's undo after its put can keep the path deleted.
+    """
+    store = migration.store
+    real_put = store.put
+    deletes: list[bool] = []
+
+    def put_racing_a_delete(path: str, data: Any, version: int | None = None, **options: Any) -> str:
+        deletes.append(anyio.run(migration.delete, path, None))  # now: a version later than the old one
+        return real_put(path, data, version, **options)
+
+    monkeypatch.setattr(store, "put", put_racing_a_delete)
+    assert migration._fetch("/raced", _Guard()) is False
+    assert deletes == [True]
+    assert not store.exists("/raced")
+    assert (migration.not_resurrected, migration.fetched) == (1, 0)
+
+
+def test_the_importer_does_not_bring_back_a_path_deleted_at_its_version_during_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deletion remembered after the run began, at exactly the source's version, is caught after the put."""
+    root = tmp_path / "ft"
+    (root / "links").mkdir(parents=True)
+    _ft_put(root, "/gone", b"gone", 500)
+    with Store.open(tmp_path / "new", create=True) as store:
+        real_put = store.put
+
+        def put_then_deleted(path: str, data: Any, version: int | None = None, **options: Any) -> str:
+            store.metadata.remember_deletion(path, 500)  # the live server's DELETE, meanwhile
+            return real_put(path, data, version, **options)
+
+        monkeypatch.setattr(store, "put", put_then_deleted)
+        report = Importer(store, FolderV2(root), jobs=1).run()
+        assert report.deleted_in_castore == 1 and report.imported == 0
+        assert not store.exists("/gone")
