@@ -13,7 +13,7 @@ kept for deletes.
 Measured on a full tmpfs: without it, a process opening the store fails with "disk I/O
 error" (SQLite cannot make its ``-shm`` file), so ``castore rm`` cannot even start; a
 delete in a process that has the database open works only while the write-ahead log
-can reuse its own pages. With it, both work (tests/test_faults.py).
+can reuse its own pages. With it, both work (tests/store/test_faults.py).
 """
 
 from __future__ import annotations

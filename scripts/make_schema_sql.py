@@ -1,6 +1,6 @@
 """Write castore/metadata/schema.sql: a new store's schema as SQLAlchemy creates it.
 
-Run after adding a migration (tests/test_creating.py fails until the file is current)::
+Run after adding a migration (tests/store/test_creating.py fails until the file is current)::
 
     .venv/bin/python scripts/make_schema_sql.py
 

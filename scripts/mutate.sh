@@ -14,7 +14,7 @@
 # survivor with `cd $MUTATE_WORK/<module> && ../../path/to/.venv/bin/mutmut show <name>`
 # (the command is printed). MUTATE_JOBS (default 2) sets mutmut's --max-children.
 #
-# Why mutmut rather than cosmic-ray (both tried on castore/names.py with tests/test_names.py):
+# Why mutmut rather than cosmic-ray (both tried on castore/names.py with tests/store/test_names.py):
 # mutmut ran 136 mutants in 20 s (~9 a second: it forks one warm pytest process per mutant
 # and runs only the tests that reach the mutated function); cosmic-ray ran 33 of its 185 in
 # 90 s (~0.4 a second: a new pytest process per mutant, every test each time), about 25x
@@ -34,16 +34,16 @@ EQUIVALENT=$REPO/scripts/mutate-equivalent.md
 # [| CASTORE_TEST_BACKENDS, default sqlite+file: each mutant's run is a new pytest session, and
 #    PostgreSQL or moto started anew for each would cost more than the mutant's tests]
 MODULES=(
-  "names|castore/names.py|-|tests/test_names.py"
-  "upload|castore/server/upload.py|-|tests/test_upload_bounds.py tests/test_put_zstd.py"
-  "auth|castore/server/auth.py castore/server/tokens.py|-|tests/test_tokens.py"
-  "reading|castore/reading.py|-|tests/test_verified_reads.py tests/test_integrity.py"
-  "batch|castore/batch.py castore/server/batch.py|-|tests/test_batch.py tests/test_batch_attacks.py"
-  "dedup|castore/putting.py|castore.putting.x__same_bytes__* castore.putting.x__part__* castore.putting.x__nonempty_bytes__* castore.putting.xǁPutStepsǁ_holds__* castore.putting.xǁPutStepsǁ_probe__*|tests/test_dedup.py tests/test_collisions.py tests/test_store_semantics.py"
-  "blobs-fs|castore/blobs/fs.py|-|tests/test_blob_backends.py tests/test_faults.py"
-  "blobs-s3|castore/blobs/s3.py|castore.blobs.s3.xǁS3BlobBackendǁpublish__* castore.blobs.s3.xǁ_S3Stagedǁ*|tests/test_blob_backends.py|sqlite+s3"
-  "cache|castore/client/cache.py|-|tests/test_cache.py"
-  "migration|castore/migration/live.py castore/migration/importer.py|-|tests/test_migration_sources.py tests/test_migration_no_resurrection.py"
+  "names|castore/names.py|-|tests/store/test_names.py"
+  "upload|castore/server/upload.py|-|tests/server/test_upload_bounds.py tests/store/test_put_zstd.py"
+  "auth|castore/server/auth.py castore/server/tokens.py|-|tests/server/test_tokens.py"
+  "reading|castore/reading.py|-|tests/store/test_verified_reads.py tests/store/test_integrity.py"
+  "batch|castore/batch.py castore/server/batch.py|-|tests/server/test_batch.py tests/server/test_batch_attacks.py"
+  "dedup|castore/putting.py|castore.putting.x__same_bytes__* castore.putting.x__part__* castore.putting.x__nonempty_bytes__* castore.putting.xǁPutStepsǁ_holds__* castore.putting.xǁPutStepsǁ_probe__*|tests/store/test_dedup.py tests/store/test_collisions.py tests/store/test_store_semantics.py"
+  "blobs-fs|castore/blobs/fs.py|-|tests/blobs/test_blob_backends.py tests/store/test_faults.py"
+  "blobs-s3|castore/blobs/s3.py|castore.blobs.s3.xǁS3BlobBackendǁpublish__* castore.blobs.s3.xǁ_S3Stagedǁ*|tests/blobs/test_blob_backends.py|sqlite+s3"
+  "cache|castore/client/cache.py|-|tests/client/test_cache.py"
+  "migration|castore/migration/live.py castore/migration/importer.py|-|tests/migration/test_migration_sources.py tests/migration/test_migration_no_resurrection.py"
   "bridge-storage|django_bridge/storage.py|-|tests/bridge/test_storage_contract.py tests/bridge/test_newcomer_safety.py"
 )
 

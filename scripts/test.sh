@@ -6,7 +6,7 @@ source "$(dirname "$0")/env.sh"
 ensure_venv
 # Filetracker 2.3.3's own server, a real peer for tests/compat (Debian's libdb-dev for bsddb3)
 bash benchmarks/setup_filetracker.sh >/dev/null
-# Debian's Chromium and its driver, for the web page's browser test (tests/test_ui_browser.py)
+# Debian's Chromium and its driver, for the web page's browser test (tests/server/test_ui_browser.py)
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
     echo "castore: installing chromium and chromium-driver with apt-get" >&2
     apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null

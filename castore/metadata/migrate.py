@@ -143,7 +143,7 @@ def _create_current_schema(connection: Connection) -> None:
     """Make a new SQLite database at :data:`SCHEMA_REVISION` straight from the models, stamped
     as Alembic stamps it ("create_all, then stamp head", as Alembic's cookbook does).
 
-    Same schema as running every revision (tests/test_migrations.py compares the two), in
+    Same schema as running every revision (tests/metadata/test_migrations.py compares the two), in
     a fraction of the time: Alembic and the revisions are not even imported, which is most
     of what ``castore serve --init`` on a new folder costs before its first answer.
     """
