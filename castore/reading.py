@@ -5,7 +5,7 @@ A blob whose chunk digests are known (:mod:`castore.digests`) is read one chunk
 no caller, and so no HTTP client, ever gets a byte that was not verified, even from
 the middle of a large file (:meth:`BlobReader.seek_content`, for Range requests). A
 mismatch raises :class:`~castore.errors.CorruptBlob`; a server that has already sent
-headers then aborts the connection (``castore/server.py``).
+headers then aborts the connection (``castore/server/streaming.py``).
 
 :meth:`BlobReader.verified_stored` hands out the stored zstd frames themselves (for
 clients that accept zstd), each piece only once the content it decodes to is verified.

@@ -111,7 +111,7 @@ def create_app(
         Route("/list/{path:path}", handlers.list, methods=["GET"]),
         Route("/health", handlers.health, methods=["GET"]),
         Route("/metrics", handlers.metrics_endpoint, methods=["GET"]),
-        Mount("/ui", app=OnFirstRequest(lambda: _ui_app(store))),  # the read-only web page (castore/ui.py)
+        Mount("/ui", app=OnFirstRequest(lambda: _ui_app(store))),  # the read-only web page (castore/server/ui.py)
     ]
     prefix = config.prefix
     if prefix.strip("/"):

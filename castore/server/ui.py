@@ -1,6 +1,6 @@
 """The read-only web page at ``/ui/``: browse folders, a file's versions, usage, dedup report.
 
-Server-rendered HTML (Jinja2 templates in ``castore/templates/``, no JavaScript), mounted
+Server-rendered HTML (Jinja2 templates in ``castore/server/templates/``, no JavaScript), mounted
 inside the server's app by :func:`ui_mount`, so it sits behind whatever guards the API
 (URL prefix, access tokens). Every store call runs in a worker thread.
 
