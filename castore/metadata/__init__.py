@@ -1,1 +1,2 @@
-"""Metadata: which path holds which blob at which version, through SQLAlchemy only."""
+"""Metadata: which path holds which blob at which version, through SQLAlchemy (and, on SQLite,
+the driver's own connections for the hot statements: :mod:`castore.metadata.sqlite`)."""

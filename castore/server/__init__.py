@@ -5,7 +5,8 @@ What lives where in this package (``docs/design.md``, "Map of the code"):
 * :mod:`.app` — ``create_app`` (the ASGI app for one store: routes, middlewares, lifespan)
   and ``app_from_environment`` (what each worker runs);
 * :mod:`.config` — ``ServerConfig``, the one configuration ``castore serve`` hands its workers;
-* :mod:`.handlers` (the endpoints), :mod:`.statuses` (errors become statuses there only),
+* :mod:`.handlers` (the endpoints), :mod:`.statuses` (errors become statuses there, but for
+  :mod:`.auth`'s, :mod:`.ui`'s and ``/health``'s own answers),
   :mod:`.streaming` (ranges and verified bodies), :mod:`.middleware` (the ASGI wrappers);
 * :mod:`.upload`, :mod:`.batch`, :mod:`.conditional`, :mod:`.hosts`, :mod:`.auth`, :mod:`.tokens`,
   :mod:`.metrics` — request bodies and their bounds, ``PUT /batch/``'s work, conditional requests, the ``Host``

@@ -1,8 +1,9 @@
 """The HTTP server: the Filetracker v2 protocol over a castore store (Starlette ASGI app).
 
-Handlers only translate HTTP to store calls and back; errors become statuses in one
-place (:func:`castore.server.statuses.error_response`), always with a one-line ``X-Exception`` header and
-never a traceback. Blocking store calls run in worker threads.
+Handlers only translate HTTP to store calls and back; errors become statuses in
+:func:`castore.server.statuses.error_response` (the token check and the web page answer
+their own), always with a one-line ``X-Exception`` header and never a traceback. Blocking
+store calls run in worker threads.
 
 Endpoints (``docs/protocol.md`` has the details):
 

@@ -1,7 +1,10 @@
-"""The one place where exceptions become HTTP statuses (starlette's ``HTTPException`` idea).
+"""Where exceptions become HTTP statuses for the API (starlette's ``HTTPException`` idea).
 
 :class:`HTTPError` is what a handler raises for a status of its own; :func:`error_response`
 turns it, or any castore error, into a one-line ``X-Exception`` answer, never a traceback.
+The app's exception handlers and the middlewares call it. Three answers are made
+elsewhere: the token check's 401/403/503 (:mod:`castore.server.auth`), the web page's
+HTML 400/404 (:mod:`castore.server.ui`) and ``/health``'s 503 (:mod:`castore.server.handlers`).
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ _CLOSE_AFTER = {408, 413, 421, 507}
 
 
 def error_response(error: Exception) -> Response:
-    """The one place where exceptions become HTTP statuses."""
+    """The answer for ``error``: its status (:class:`HTTPError`'s own, else from ``_STATUSES``) and one line."""
     if not isinstance(error, (HTTPError, CastoreError)):
         error = as_store_fault(error) or error  # ENOSPC, SQLITE_FULL, EROFS: say so
     if isinstance(error, HTTPError):

@@ -254,7 +254,7 @@ class _Pages:
         headers = {"Content-Length": str(reader.size), "Content-Disposition": f"attachment; filename*=UTF-8''{filename}",
                    "X-Content-Type-Options": "nosniff"}
         if reader.size <= WHOLE_IN_MEMORY:
-            # read whole and verified before the headers: damage raises CorruptBlob, a 500 (castore.server.handlers)
+            # read whole and verified before the headers: damage raises CorruptBlob, a 500 (castore.server.statuses.error_response)
             body = await anyio.to_thread.run_sync(_whole, reader)
             return Response(body, headers=headers, media_type="application/octet-stream")
         return StreamingResponse(_chunks(reader), headers=headers, media_type="application/octet-stream")
