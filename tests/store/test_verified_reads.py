@@ -810,7 +810,7 @@ def test_a_blob_reader_describes_its_blob_and_closes_what_it_read() -> None:
         assert stored.closed
     reader, _ = _refetching_reader(content, content, Codec.RAW, [], key_mode=True)
     assert reader.in_memory is True and reader.computed_digests is None
-    reader.read()
+    assert io.BufferedReader(reader).read() == content  # a raw stream Python's buffered I/O accepts
     assert reader.computed_digests == digester.digests()
     first = io.BytesIO(_damaged(content, 3))
     refetched = BlobReader(first, codec=Codec.RAW, key=Hasher(7).key(), size=1000, stored_size=1000,
