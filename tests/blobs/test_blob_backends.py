@@ -18,7 +18,7 @@ from castore.blobs.memory import MemoryBlobBackend
 from castore.blobs.s3 import PART_SIZE, S3BlobBackend
 from castore.codec import Codec
 from castore.digests import CHUNK_SIZE
-from castore.errors import CorruptBlob, MissingBlob
+from castore.errors import CorruptBlob, MissingBlob, ReadOnlyStore
 from castore.keys import BlobKey, check_key
 from castore.opening import open_blobs, open_store
 from castore.store import Store
@@ -153,6 +153,70 @@ class TestFileBackend(BackendContract):
             assert f.read() == b"new"
         assert sorted(p.name for p in backend.path_of(KEY_B).parent.iterdir()) == [KEY_B]
         assert list((backend.directory / ".staging").iterdir()) == []  # no spare name left behind
+
+
+    def test_the_sweep_takes_every_old_unheld_file_and_counts_them(  # type: ignore[override]
+        self, backend: FileBlobBackend
+    ) -> None:
+        """Old files among fresh ones and old ones live writers hold: each old unheld file goes,
+        whatever order the folder lists them in; a file exactly as old as the bound stays."""
+        staging = backend.directory / ".staging"
+        live = [backend.stage() for _ in range(3)]  # each holds its lock
+        bound = 1_000_000_000.0
+        for i in range(6):
+            (staging / f"tmp-old-{i}").write_bytes(b"old")
+            os.utime(staging / f"tmp-old-{i}", (bound - 10, bound - 10))
+            (staging / f"tmp-fresh-{i}").write_bytes(b"fresh")
+        (staging / "tmp-at-bound").write_bytes(b"at the bound")
+        os.utime(staging / "tmp-at-bound", (bound, bound))
+        held = [staged.path.name for staged in live]  # type: ignore[attr-defined]
+        for name in held:
+            os.utime(staging / name, (bound - 10, bound - 10))
+        assert backend.sweep_staging(bound) == 6
+        left = sorted(p.name for p in staging.iterdir())
+        assert left == sorted([*held, "tmp-at-bound", *(f"tmp-fresh-{i}" for i in range(6))])
+        for staged in live:
+            staged.abort()
+
+    def test_a_read_only_backend_neither_stages_nor_sweeps(  # type: ignore[override]
+        self, backend: FileBlobBackend
+    ) -> None:
+        abandoned = backend.directory / ".staging" / "tmp-crashed"
+        abandoned.write_bytes(b"abandoned")
+        os.utime(abandoned, (1000.0, 1000.0))
+        reader = FileBlobBackend(backend.directory, read_only=True)
+        assert reader.sweep_staging(time.time()) == 0
+        assert abandoned.exists(), "a read-only opening removes nothing"
+        with pytest.raises(ReadOnlyStore, match=f"^the blob folder {backend.directory} is open read-only$"):
+            reader.stage()
+
+    def test_a_missing_blob_is_named_with_its_folder(self, backend: FileBlobBackend) -> None:  # type: ignore[override]
+        missing = f"^blob {KEY_A} is missing from {backend.directory}$"
+        for action in (backend.open, backend.stored_size, backend.modified):
+            with pytest.raises(MissingBlob, match=missing):
+                action(KEY_A)
+
+    def test_keys_that_share_their_first_folder_are_both_published(  # type: ignore[override]
+        self, backend: FileBlobBackend
+    ) -> None:
+        first, second = BlobKey("ab" + "cd" + "0" * 28), BlobKey("ab" + "ef" + "0" * 28)
+        backend.put_bytes(first, b"first")
+        backend.put_bytes(second, b"second")  # ab/ exists already, ab/ef/ not yet
+        for key, data in ((first, b"first"), (second, b"second")):
+            with backend.open(key) as f:
+                assert f.read() == data
+
+    def test_an_aborted_blob_leaves_no_open_file_and_cannot_be_published(  # type: ignore[override]
+        self, backend: FileBlobBackend
+    ) -> None:
+        before = len(os.listdir("/proc/self/fd"))
+        staged = backend.stage()
+        staged.write(b"given up")
+        staged.abort()
+        assert len(os.listdir("/proc/self/fd")) == before, "abort closes (and unlocks) the staging file"
+        with pytest.raises(AssertionError):
+            backend.publish(staged, KEY_A)
+        assert KEY_A not in backend
 
 
 def test_check_key() -> None:

@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from castore.client import Client
+from castore.errors import CastoreError
 from castore.keys import KeyState
 from castore.server.app import create_app
 from castore.store import Store
@@ -198,3 +199,36 @@ def test_same_bytes_compares_pieces_cut_anywhere(
 
     assert _same_bytes(pieces(left, left_cuts), pieces(right, right_cuts)) == (left == right)
     assert _same_bytes(pieces(left, left_cuts), pieces(left, right_cuts))
+
+
+@pytest.mark.parametrize("views", [False, True])
+def test_same_bytes_where_one_side_is_cut_inside_the_others_piece(views: bool) -> None:
+    """Equal bytes cut at different places on each side (the stored chunks against an upload's
+    pieces): each comparison takes only what is left of the shorter side's current piece."""
+    from castore.putting import _same_bytes
+
+    def pieces(*parts: bytes) -> list[bytes | memoryview]:
+        return [memoryview(bytearray(p)) if views else p for p in parts]
+
+    cuts = [(b"abcd", b"efgh"), (b"ab", b"cdefgh"), (b"a", b"bcdefg", b"h"), (b"abcdefgh",)]
+    for left in cuts:
+        for right in cuts:
+            assert _same_bytes(pieces(*left), pieces(*right)), (left, right)
+            assert not _same_bytes(pieces(*left), pieces(*right[:-1], right[-1][:-1] + b"#")), (left, right)
+
+
+@pytest.mark.backends("sqlite+file", "postgresql+file")  # damages blob files in place
+def test_a_content_whose_every_probe_key_holds_a_damaged_copy_is_refused(store: Store) -> None:
+    """Each put that finds only damaged copies stores a new one at the next probe key; when all
+    64 probe keys hold one, the put fails and says why, rather than overwrite or alias."""
+    from castore.keys import MAX_PROBES
+
+    content = os.urandom(200_000)  # a file blob (not inline), so that it can be damaged in place
+    for i in range(MAX_PROBES):
+        store.put(f"/copy/{i}", content, version=1)
+        path = store.blobs.path_of(store.stat(f"/copy/{i}").key)  # type: ignore[attr-defined]
+        path.chmod(0o644)
+        path.write_bytes(b"\0" * path.stat().st_size)
+    assert len({store.stat(f"/copy/{i}").key for i in range(MAX_PROBES)}) == MAX_PROBES
+    with pytest.raises(CastoreError, match=r"^200000 bytes of content collide with other contents at every probe key$"):
+        store.put("/one-more", content, version=1)

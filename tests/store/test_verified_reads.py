@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+import xxhash
 import zstandard
 from filetracker.client import Client as FiletrackerClient
 from filetracker.client import FiletrackerError as FiletrackerClientError
@@ -596,3 +597,226 @@ def test_seeking_into_a_zstd_blob_and_reading_trickled_or_empty_contents() -> No
     raw, _ = _refetching_reader(content, content, Codec.RAW, [])
     raw.seek_content(len(content))
     assert raw.read() == b""
+
+
+# -- what scripts/mutate.sh's reading run found untested (issue #24) ----------------------------
+
+
+def _handmade_frame(content: bytes, *, dict_flag: int, fcs_flag: int, single: bool, checksum: bool) -> bytes:
+    """One zstd frame of one raw block, with header fields of the widths zstd's compressor never
+    picks for small contents: a dictionary ID field (of value 0: no dictionary), an oversized
+    content size field (RFC 8878, 3.1.1.1)."""
+    descriptor = (fcs_flag << 6) | (single << 5) | (checksum << 2) | dict_flag
+    frame = b"\x28\xb5\x2f\xfd" + bytes([descriptor]) + (b"" if single else bytes([0x38]))  # window 128 KiB
+    frame += bytes((0, 1, 2, 4)[dict_flag])
+    size = len(content) - 256 if fcs_flag == 1 else len(content)
+    frame += size.to_bytes((1 if single else 0, 2, 4, 8)[fcs_flag], "little")
+    frame += ((len(content) << 3) | 1).to_bytes(3, "little") + content  # the last block, raw
+    if checksum:
+        frame += xxhash.xxh64(content).intdigest().to_bytes(8, "little")[:4]
+    return frame
+
+
+def _skippable(data: bytes, low: int = 0) -> bytes:
+    return bytes([0x50 | low]) + b"\x2a\x4d\x18" + len(data).to_bytes(4, "little") + data
+
+
+def test_frames_with_every_header_field_width_are_passed_through() -> None:
+    """Dictionary ID fields of 1, 2 and 4 bytes, content size fields of 2, 4 and 8 bytes, with
+    and without a window descriptor and a checksum, followed by another frame: each header is
+    cut where it ends, or the next unit would start in the wrong place."""
+    content = _text(5, 1000)
+    shapes = [
+        {"dict_flag": 1, "fcs_flag": 1, "single": False, "checksum": False},
+        {"dict_flag": 2, "fcs_flag": 2, "single": False, "checksum": True},
+        {"dict_flag": 3, "fcs_flag": 3, "single": True, "checksum": False},
+        {"dict_flag": 1, "fcs_flag": 1, "single": True, "checksum": True},
+    ]
+    tail = zstandard.ZstdCompressor().compress(b"tail")
+    for shape in shapes:
+        stored = _handmade_frame(content, **shape) + tail
+        assert zstandard.ZstdDecompressor().stream_reader(stored, read_across_frames=True).read() == content + b"tail"
+        assert _passed_through(stored, content + b"tail") == stored, shape
+
+
+def test_skippable_frames_of_every_magic_and_alone_are_passed_through() -> None:
+    """Any of the 16 skippable magics (0x184D2A50-5F) is kept as is and not decoded; a blob
+    whose stored bytes are only a skippable frame holds the empty content."""
+    content = _text(6, 5000)
+    frame = zstandard.ZstdCompressor().compress(content)
+    for low in (0, 1, 0xE, 0xF):
+        stored = _skippable(b"castore", low) + frame + _skippable(b"", low)
+        assert _passed_through(stored, content) == stored, low
+    assert _passed_through(_skippable(b"note"), b"") == _skippable(b"note")
+
+
+def test_stored_bytes_cut_anywhere_are_refused_as_cut() -> None:
+    """The stored bytes end inside a skippable frame's size or data, a frame's descriptor, its
+    header, a block header or the checksum: each is "ends inside a zstd frame", not a crash."""
+    content = _text(7, 3000)
+    frame = zstandard.ZstdCompressor(write_checksum=True).compress(content)
+    skippable = _skippable(b"0123456789")
+    stored = skippable + frame
+    header = 4 + 1 + 2  # magic, descriptor (single segment), 2-byte content size
+    cuts = {
+        "skippable size": 6,
+        "skippable data": 12,
+        "descriptor": len(skippable) + 4,
+        "header": len(skippable) + 6,
+        "block header": len(skippable) + header + 1,
+        "checksum": len(stored) - 2,
+    }
+    assert frame[4] & 0x23 == 0x20 and (frame[4] >> 6) == 1, "a single-segment frame with a 2-byte size"
+    refusals = {where: _stored_refusal(stored[:cut], content) for where, cut in cuts.items()}
+    assert refusals == dict.fromkeys(cuts, "ends inside a zstd frame")
+
+
+def test_bytes_that_only_look_skippable_are_not_a_zstd_frame() -> None:
+    content = _text(8, 100)
+    frame = zstandard.ZstdCompressor().compress(content)
+    assert _stored_refusal(b"\x50\x00\x00\x00" + frame, content) == "is not a zstd frame"
+    assert _stored_refusal(b"\x28\x2a\x4d\x18" + frame, content) == "is not a zstd frame"
+
+
+def test_undecodable_blocks_are_refused_as_such_every_way() -> None:
+    content = _text(9, 4000)
+    frame = bytearray(zstandard.ZstdCompressor(level=3).compress(content))
+    assert frame[4] & 0x20, "single segment: the first block header follows the 2-byte size"
+    first_block = 4 + 1 + 2
+    assert (int.from_bytes(frame[first_block : first_block + 3], "little") >> 1) & 3 == 2, "a compressed block"
+    frame[first_block + 3 : first_block + 8] = b"\xff" * 5  # its literals section: nonsense
+    assert _stored_refusal(bytes(frame), content).startswith("cannot be decoded (")
+    with pytest.raises(CorruptBlob, match=r"^/z: the stored content cannot be decoded \(.+\)$"), \
+            _zstd_reader(bytes(frame), content) as reader:
+        reader.read()
+
+
+def test_a_wrong_last_chunk_is_refused_however_it_ends() -> None:
+    """The last chunk is checked too, whether it is whole or partial: when the content ends
+    exactly where the chunk does, no more bytes will come to prompt the check."""
+    for size in (2 * CHUNK_SIZE, 2 * CHUNK_SIZE + 500):
+        content = _text(10, size)
+        other = content[:-1] + b"#"
+        last = (size - 1) // CHUNK_SIZE * CHUNK_SIZE
+        assert _stored_refusal(zstandard.ZstdCompressor(level=1).compress(other), content) == \
+            f"does not match its digest at bytes {last}-{size - 1}"
+
+
+def test_verified_stored_bytes_go_out_as_soon_as_their_chunk_is_verified() -> None:
+    """Damage in chunk 1: every stored byte that decodes into chunk 0 has gone out before the
+    refusal (blocks of 128 KiB end exactly at the chunk's end), and nothing of chunk 1."""
+    content = _text(11, 2 * CHUNK_SIZE)
+    frame = zstandard.ZstdCompressor(level=1).compress(content)
+    damaged = _damaged(frame, len(frame) - 50)
+    sent: list[bytes] = []
+    with pytest.raises(CorruptBlob), _zstd_reader(damaged, content) as reader:
+        sent.extend(reader.verified_stored())  # keeps the pieces handed out before the refusal
+    decoded = zstandard.ZstdDecompressor().decompressobj().decompress(b"".join(sent))
+    assert decoded == content[:CHUNK_SIZE]
+
+
+def test_a_fresh_copy_of_stored_frames_is_checked_against_what_was_sent() -> None:
+    """After a refetch, verified_stored() goes on only if the fresh copy starts with exactly the
+    bytes already sent: a copy that differs in them, or ends before them, is refused as changed.
+    A copy that matches hands out the rest, and the reader ends there (no stray bytes)."""
+    content = b"".join(b"%d %d\n" % (i, i * 7) for i in range(400_000))
+    frame = zstandard.ZstdCompressor(level=1).compress(content)
+    damaged = _damaged(frame, len(frame) - 3)
+    reader, _ = _refetching_reader(damaged, content, Codec.ZSTD, [frame])
+    with reader:
+        assert b"".join(reader.verified_stored()) == frame
+        assert reader.read() == b""
+    other = zstandard.ZstdCompressor(level=9).compress(content)
+    padded = _skippable(bytes(3 * STORED_PIECE)) + damaged  # what went out before the damage outlasts `frame`
+    cases = [(damaged, other + _skippable(bytes(len(frame)))), (padded, frame)]
+    for first, copy in cases:
+        reader, _ = _refetching_reader(first, content, Codec.ZSTD, [copy])
+        with pytest.raises(CorruptBlob, match=r"^/x: the stored content changed while it was read$"), reader:
+            b"".join(reader.verified_stored())
+
+
+def test_a_failed_zstd_chunk_is_read_again_from_a_fresh_copy() -> None:
+    """A zstd blob read as content: after a refetch the fresh copy is decoded from its start up
+    to the chunk that failed (its stored bytes cannot be seeked into by content offset)."""
+    content = _text(12, 3 * CHUNK_SIZE + 100)
+    frame = zstandard.ZstdCompressor(level=1).compress(content)
+    reader, calls = _refetching_reader(_damaged(frame, len(frame) - 20), content, Codec.ZSTD, [frame])
+    with reader:
+        assert reader.read() == content
+    assert calls == [1]
+
+
+def test_a_refused_reader_hands_out_nothing_more() -> None:
+    """After a refusal the reader is at its end: a further read returns nothing, and does not
+    go on reading the stored bytes past the damage."""
+    content = os.urandom(3 * CHUNK_SIZE)
+    stored = io.BytesIO(_damaged(content, 5))
+    digester = ChunkDigester()
+    digester.update(content)
+    reader = BlobReader(stored, codec=Codec.RAW, key=Hasher(7).key(), size=len(content), stored_size=len(content),
+                        digests=digester.digests(), name="/x", version=1)
+    with pytest.raises(CorruptBlob):
+        reader.read(10)
+    at = stored.tell()
+    assert reader.read() == b""
+    assert b"".join(reader.chunks()) == b""
+    assert stored.tell() == at
+
+
+def test_raw_stored_bytes_that_arrive_in_pieces_are_read_whole() -> None:
+    """A stored stream that hands out part of what is asked (a socket, a pipe) is read until
+    the chunk is complete, its parts joined in order."""
+    content = os.urandom(CHUNK_SIZE + 1000)
+    for step in (3, CHUNK_SIZE // 2 + 1, CHUNK_SIZE - 1):
+        digester = ChunkDigester()
+        digester.update(content)
+        reader = BlobReader(_Trickle(content, step), codec=Codec.RAW, key=Hasher(7).key(), size=len(content),
+                            stored_size=len(content), digests=digester.digests(), name="/x", version=1)
+        with reader:
+            assert reader.read() == content, step
+
+
+def test_content_reads_say_where_the_content_is_wrong() -> None:
+    """The refusal of a content read names the byte range of the chunk that failed, or how
+    many bytes there were: what an operator needs to find the damage."""
+    def refusal(stored: bytes, content: bytes) -> str:
+        reader, _ = _refetching_reader(stored, content, Codec.RAW, [])
+        with pytest.raises(CorruptBlob) as refused, reader:
+            reader.read()
+        return str(refused.value).removeprefix("/x: the stored content ")
+
+    content = os.urandom(2 * CHUNK_SIZE + 100)
+    assert refusal(_damaged(content, CHUNK_SIZE + 3), content) == \
+        f"does not match its digest at bytes {CHUNK_SIZE}-{2 * CHUNK_SIZE - 1}"
+    assert refusal(_damaged(content, 2 * CHUNK_SIZE + 3), content) == \
+        f"does not match its digest at bytes {2 * CHUNK_SIZE}-{2 * CHUNK_SIZE + 99}"
+    assert refusal(content[: CHUNK_SIZE + 40], content) == f"has {CHUNK_SIZE + 40} bytes, {len(content)} recorded"
+
+
+def test_a_blob_reader_describes_its_blob_and_closes_what_it_read() -> None:
+    content = os.urandom(1000)
+    frame = zstandard.ZstdCompressor().compress(content)
+    for codec, data in ((Codec.RAW, content), (Codec.ZSTD, frame)):
+        stored = io.BytesIO(data)
+        digester = ChunkDigester()
+        digester.update(content)
+        reader = BlobReader(stored, codec=codec, key=Hasher(7).key(), size=len(content), stored_size=len(data),
+                            digests=digester.digests(), name="/d", version=42)
+        assert (reader.name, reader.version, reader.size, reader.stored_size) == ("/d", 42, 1000, len(data))
+        assert reader.in_memory is True
+        assert reader.read() == content
+        assert reader.computed_digests is None, "digests are computed only in key mode"
+        reader.close()
+        assert stored.closed
+    reader, _ = _refetching_reader(content, content, Codec.RAW, [], key_mode=True)
+    assert reader.in_memory is True and reader.computed_digests is None
+    assert io.BufferedReader(reader).read() == content  # a raw stream Python's buffered I/O accepts
+    assert reader.computed_digests == digester.digests()
+    first = io.BytesIO(_damaged(content, 3))
+    refetched = BlobReader(first, codec=Codec.RAW, key=Hasher(7).key(), size=1000, stored_size=1000,
+                           digests=digester.digests(), name="/d", version=1, refetch=lambda: io.BytesIO(content))
+    assert refetched.read() == content
+    assert first.closed, "the copy that failed is closed once a fresh one replaces it"
+    with pytest.raises(ValueError, match=r"^a BlobReader needs the blob's digests or its key function$"):
+        BlobReader(io.BytesIO(content), codec=Codec.RAW, key=Hasher(7).key(), size=1000, stored_size=1000,
+                   digests=None, name="/d", version=1)
