@@ -15,6 +15,7 @@ import anyio
 import httpx
 import pytest
 
+from castore.errors import NotFound
 from castore.migration import FolderV2, Importer
 from castore.migration.live import LiveMigration, _Guard
 from castore.protocol import format_version
@@ -104,3 +105,59 @@ def test_the_importer_does_not_bring_back_a_path_deleted_at_its_version_during_t
         report = Importer(store, FolderV2(root), jobs=1).run()
         assert report.deleted_in_castore == 1 and report.imported == 0
         assert not store.exists("/gone")
+
+
+# -- DELETE of a path castore does not have yet: the old server decides ---------------------
+
+def test_deleting_a_path_neither_side_has_is_not_found_and_remembers_nothing(migration: LiveMigration) -> None:
+    """The failed DELETE takes back the deletion it remembered first."""
+    with pytest.raises(NotFound):
+        anyio.run(migration.delete, "/nowhere", None)
+    assert migration.store.metadata.deletion("/nowhere") is None
+
+
+def test_a_failed_delete_puts_back_the_deletion_remembered_before(migration: LiveMigration) -> None:
+    """An earlier deletion of the path stays as it was, not dropped nor raised to the failed one's version."""
+    migration.store.metadata.remember_deletion("/nowhere", OLD_VERSION)
+    with pytest.raises(NotFound):
+        anyio.run(migration.delete, "/nowhere", OLD_VERSION + 10)
+    assert migration.store.metadata.deletion("/nowhere") == OLD_VERSION
+
+
+def test_deleting_an_older_version_than_the_old_servers_deletes_nothing(migration: LiveMigration) -> None:
+    """The old server's file is newer: False, no deletion remembered, and a miss still fetches it."""
+    assert anyio.run(migration.delete, "/later", OLD_VERSION - 1) is False
+    assert migration.store.metadata.deletion("/later") is None
+    assert anyio.run(migration.fetch, "/later") is True
+    assert migration.store.read_bytes("/later") == b"old /later"
+
+
+def test_deleting_a_path_only_the_old_server_has_keeps_it_out(migration: LiveMigration) -> None:
+    """The deletion is remembered at the DELETE's version; a miss answers False without fetching."""
+    assert anyio.run(migration.delete, "/exact", None) is True
+    assert migration.store.metadata.deletion("/exact") is not None
+    assert migration.store.metadata.deletion("/exact") >= OLD_VERSION  # type: ignore[operator]
+    assert anyio.run(migration.fetch, "/exact") is False
+    assert not migration.store.exists("/exact")
+    assert (migration.not_resurrected, migration.fetched, migration.missing) == (1, 0, 0)
+
+
+def test_deleting_a_path_castore_has_deletes_it_there_and_remembers_it(migration: LiveMigration) -> None:
+    """Castore's own copy goes; the old server's older copy is not brought back by a miss."""
+    migration.store.put("/later", b"new", OLD_VERSION + 5)
+    assert anyio.run(migration.delete, "/later", OLD_VERSION + 5) is True
+    assert migration.store.metadata.deletion("/later") == OLD_VERSION + 5
+    assert not migration.store.exists("/later")
+    assert anyio.run(migration.fetch, "/later") is False
+    assert not migration.store.exists("/later")
+
+
+def test_a_miss_the_old_server_lacks_is_counted_missing(migration: LiveMigration) -> None:
+    assert anyio.run(migration.fetch, "/nowhere") is False
+    assert (migration.missing, migration.fetched, migration.not_resurrected) == (1, 0, 0)
+
+
+def test_a_fetch_counts_the_files_and_their_bytes(migration: LiveMigration) -> None:
+    assert anyio.run(migration.fetch, "/exact") is True
+    assert anyio.run(migration.fetch, "/exact") is True  # castore has it now: not fetched again
+    assert (migration.fetched, migration.fetched_bytes) == (1, len(b"old /exact"))
