@@ -7,6 +7,7 @@ against a real Filetracker 2.3.3.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,12 +16,12 @@ import anyio
 import httpx
 import pytest
 
-from castore.errors import NotFound
+from castore.errors import FiletrackerError, NotFound
 from castore.migration import FolderV2, Importer
 from castore.migration.live import LiveMigration, _Guard
 from castore.protocol import format_version
 from castore.store import Store
-from tests.server_process import castore_server
+from tests.server_process import castore_server, free_port
 
 from .test_migration_sources import _ft_put
 
@@ -111,7 +112,7 @@ def test_the_importer_does_not_bring_back_a_path_deleted_at_its_version_during_t
 
 def test_deleting_a_path_neither_side_has_is_not_found_and_remembers_nothing(migration: LiveMigration) -> None:
     """The failed DELETE takes back the deletion it remembered first."""
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound, match="/nowhere"):
         anyio.run(migration.delete, "/nowhere", None)
     assert migration.store.metadata.deletion("/nowhere") is None
 
@@ -125,10 +126,11 @@ def test_a_failed_delete_puts_back_the_deletion_remembered_before(migration: Liv
 
 
 def test_deleting_an_older_version_than_the_old_servers_deletes_nothing(migration: LiveMigration) -> None:
-    """The old server's file is newer: False, no deletion remembered, and a miss still fetches it."""
+    """The old server's file is newer: False, and the deletion remembered before is put back as it was."""
+    migration.store.metadata.remember_deletion("/later", OLD_VERSION - 5)
     assert anyio.run(migration.delete, "/later", OLD_VERSION - 1) is False
-    assert migration.store.metadata.deletion("/later") is None
-    assert anyio.run(migration.fetch, "/later") is True
+    assert migration.store.metadata.deletion("/later") == OLD_VERSION - 5
+    assert migration._fetch("/later", _Guard()) is True  # the deletion is older than the old server's file
     assert migration.store.read_bytes("/later") == b"old /later"
 
 
@@ -161,3 +163,49 @@ def test_a_fetch_counts_the_files_and_their_bytes(migration: LiveMigration) -> N
     assert anyio.run(migration.fetch, "/exact") is True
     assert anyio.run(migration.fetch, "/exact") is True  # castore has it now: not fetched again
     assert (migration.fetched, migration.fetched_bytes) == (1, len(b"old /exact"))
+
+
+def test_deleting_an_older_version_than_castores_keeps_castores_file(migration: LiveMigration) -> None:
+    """The DELETE's version goes to castore's delete: an older one leaves the newer file in place."""
+    migration.store.put("/later", b"new", OLD_VERSION + 5)
+    assert anyio.run(migration.delete, "/later", OLD_VERSION + 1) is False
+    assert migration.store.read_bytes("/later") == b"new"
+
+
+def test_a_delete_the_old_server_cannot_answer_puts_the_deletion_back(tmp_path: Path) -> None:
+    """The old server is down: the error names the path, and the deletion remembered before stands as it was."""
+    with Store.open(tmp_path / "new", create=True) as store:
+        live = LiveMigration(store, f"http://127.0.0.1:{free_port()}")
+        try:
+            store.metadata.remember_deletion("/x", OLD_VERSION)
+            with pytest.raises(FiletrackerError, match="/x"):
+                anyio.run(live.delete, "/x", OLD_VERSION + 10)
+            assert store.metadata.deletion("/x") == OLD_VERSION
+        finally:
+            live.close()
+
+
+def test_a_delete_cancelled_while_asking_the_old_server_puts_the_deletion_back(tmp_path: Path) -> None:
+    """The request is cancelled (its client hung up) while the old server has not answered:
+    the put-back runs shielded from that cancellation."""
+    with socket.socket() as listener, Store.open(tmp_path / "new", create=True) as store:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        live = LiveMigration(store, f"http://127.0.0.1:{listener.getsockname()[1]}")
+        store.metadata.remember_deletion("/x", OLD_VERSION)
+        asked: list[socket.socket] = []
+
+        async def delete_then_hang_up() -> None:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(live.delete, "/x", OLD_VERSION + 10)
+                connection, _ = await anyio.to_thread.run_sync(listener.accept)  # the old server is asked
+                asked.append(connection)
+                tg.cancel_scope.cancel()
+
+        try:
+            anyio.run(delete_then_hang_up)
+            assert store.metadata.deletion("/x") == OLD_VERSION
+        finally:
+            live.close()
+            for connection in asked:
+                connection.close()
