@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from castore.migration import FolderV2, Importer, ImportProblem, Item, real_name
-from castore.migration.importer import Outcome
+from castore.migration.importer import ImportReport, Outcome
 from castore.store import Store
 
 
@@ -205,3 +205,39 @@ def test_a_folder_the_walk_cannot_open_is_reported(tmp_path: Path, store: Store)
     assert len(problems) == 1 and "d" * 249 in problems[0].where and "unreadable folder" in problems[0].reason
     report = Importer(store, FolderV2(root)).run()
     assert report.imported == 1 and len(report.problems) == 1
+
+
+def test_verify_leaves_paths_changed_in_castore_since_the_import(tmp_path: Path, store: Store) -> None:
+    """A path deleted or put anew in castore after the import is no difference; the rest is
+    re-read and compared, and the progress hook hears each outcome with its size."""
+    root = tmp_path / "ft"
+    (root / "links").mkdir(parents=True)
+    _ft_put(root, "/gone", b"gone", 100)
+    _ft_put(root, "/newer", b"newer", 100)
+    _ft_put(root, "/same", b"same!", 100)
+    importer = Importer(store, FolderV2(root), jobs=1)
+    assert importer.run().imported == 3
+    store.delete("/gone")
+    store.put("/newer", b"put by a client", 200)
+    seen: dict[Outcome, int] = {}
+    assert importer.verify(lambda outcome, size: seen.__setitem__(outcome, seen.get(outcome, 0) + size + 1)) == []
+    assert seen == {Outcome.DELETED: 1, Outcome.NEWER: 1, Outcome.ALREADY: len(b"same!") + 1}
+
+
+def test_a_report_as_json() -> None:
+    """``--json`` prints every count, the ratios rounded, and the problems by where and why."""
+    report = ImportReport("/ft", files=7, imported=4, linked=1, already=1, newer_in_castore=1, deleted_in_castore=1,
+                          logical_bytes=3_000_000, stored_bytes=2_000_000, seconds=2.0, verified=4,
+                          problems=[ImportProblem("/ft/links/x", "broken link")])
+    assert report.as_dict() == {
+        "source": "/ft", "files": 7, "imported": 4, "linked": 1, "already": 1, "newer_in_castore": 1,
+        "deleted_in_castore": 1, "logical_bytes": 3_000_000, "stored_bytes": 2_000_000, "dedup_ratio": 1.5,
+        "seconds": 2.0, "files_per_second": 2.0, "mb_per_second": 1.5, "verified": 4,
+        "problems": [{"where": "/ft/links/x", "reason": "broken link"}],
+    }
+    assert ImportReport("/ft", seconds=0.0).as_dict()["files_per_second"] is None
+    assert ImportReport("/ft", seconds=0.0).as_dict()["mb_per_second"] is None
+    assert ImportReport("/ft", logical_bytes=5).as_dict()["dedup_ratio"] == 1.0
+    assert ImportReport("/ft", imported=1, logical_bytes=1234, stored_bytes=1000, seconds=3.0).as_dict() == {
+        **ImportReport("/ft").as_dict(), "imported": 1, "logical_bytes": 1234, "stored_bytes": 1000,
+        "dedup_ratio": 1.234, "seconds": 3.0, "files_per_second": 0.3, "mb_per_second": 0.0}
