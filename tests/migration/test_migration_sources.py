@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from castore.migration import FolderV2, Importer, ImportProblem, Item, real_name
-from castore.migration.importer import ImportReport, Outcome
+from castore.migration.importer import ImportReport, Outcome, _reason
+from castore.migration.live import MigrationStatus
 from castore.store import Store
 
 
@@ -241,3 +243,20 @@ def test_a_report_as_json() -> None:
     assert ImportReport("/ft", imported=1, logical_bytes=1234, stored_bytes=1000, seconds=3.0).as_dict() == {
         **ImportReport("/ft").as_dict(), "imported": 1, "logical_bytes": 1234, "stored_bytes": 1000,
         "dedup_ratio": 1.234, "seconds": 3.0, "files_per_second": 0.3, "mb_per_second": 0.0}
+
+
+def test_a_problems_reason_is_one_short_line_naming_the_blob() -> None:
+    """Read errors name the blob file (or say content); others their type; a traceback keeps its first line."""
+    blob = Item("/x", "/ft/links/x", 1, None, "/ft/blobs/ab")
+    plain = Item("/x", "/ft/links/x", 1)
+    assert _reason(blob, OSError("boom")) == "unreadable or corrupt blob /ft/blobs/ab: OSError: boom"
+    assert _reason(plain, EOFError("cut")) == "unreadable or corrupt content: EOFError: cut"
+    assert _reason(blob, zlib.error("bad header")) == "unreadable or corrupt blob /ft/blobs/ab: error: bad header"
+    assert _reason(plain, ValueError("first  line\nTraceback ...")) == "ValueError: first line"
+    assert _reason(plain, ValueError()) == "ValueError: ValueError"
+    assert _reason(plain, ValueError("y" * 400)) == "ValueError: " + "y" * 300
+
+
+def test_a_migration_status_as_json() -> None:
+    status = MigrationStatus(old_files=5, moved=2, deleted=1, left=["/a", "/b"], problems=["bad name"])
+    assert status.as_dict() == {"old_files": 5, "moved": 2, "deleted": 1, "left": 2, "problems": ["bad name"]}
