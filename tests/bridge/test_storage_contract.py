@@ -162,3 +162,32 @@ def test_read_using_cache(castore_storage: FiletrackerStorage) -> None:
     name = castore_storage.save("cached/statement.pdf", ContentFile(b"%PDF"))
     with castore_storage.read_using_cache(name) as f:
         assert f.read() == b"%PDF" and f.size == 4
+
+
+def test_storage_names_map_to_store_paths_below_the_prefix() -> None:
+    """Relative names go below the prefix (with or without its trailing ``/``); ``\\`` is a
+    folder separator; a version, in the name or a FiletrackerFilename, is kept."""
+    for prefix in ("/p", "/p/"):
+        storage = FiletrackerStorage(prefix=prefix)
+        assert storage._make_filetracker_path("a/b") == "/p/a/b"
+        assert storage._make_filetracker_path("a\\b") == "/p/a/b"
+        assert storage._make_filetracker_path("a..b/c.") == "/p/a..b/c."
+        assert storage._make_filetracker_path("a/b@123") == "/p/a/b@123"
+        assert storage._make_filetracker_path(FiletrackerFilename("a/b@123")) == "/p/a/b@123"
+        assert storage._cut_prefix("/p/a/b") == "a/b"
+    assert FiletrackerStorage(prefix="/")._make_filetracker_path("a") == "/a"
+    with pytest.raises(ValueError, match="outside of storage prefix"):
+        FiletrackerStorage(prefix="/p")._cut_prefix("/pq/a")
+
+
+@pytest.mark.parametrize(("name", "why"), [
+    ("/a", "does not support absolute paths"), ("\\a", "does not support absolute paths"),
+    ("/a@12", "does not support absolute paths"), ("..", "path traversal"), ("a/..", "path traversal"),
+    (".", "path traversal"), ("a\\..\\b", "path traversal"), ("a/./b@5", "path traversal"),
+    ("a//b", "not a valid file name"), ("a\0b", "not a valid file name"), ("", "not a valid file name"),
+])
+def test_each_unsafe_name_is_refused_for_its_reason(name: str, why: str) -> None:
+    """The refusal says which rule the name broke, and names it."""
+    with pytest.raises(UnsafeName, match=why) as refused:
+        FiletrackerStorage(prefix="/p")._make_filetracker_path(name)
+    assert repr(name.replace("\\", "/")) in str(refused.value) or repr(name) in str(refused.value)
