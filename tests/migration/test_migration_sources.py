@@ -260,3 +260,29 @@ def test_a_problems_reason_is_one_short_line_naming_the_blob() -> None:
 def test_a_migration_status_as_json() -> None:
     status = MigrationStatus(old_files=5, moved=2, deleted=1, left=["/a", "/b"], problems=["bad name"])
     assert status.as_dict() == {"old_files": 5, "moved": 2, "deleted": 1, "left": 2, "problems": ["bad name"]}
+
+
+def test_an_import_skips_what_castore_deleted_or_has_already_and_counts_each(tmp_path: Path, store: Store) -> None:
+    """Deleted in castore at the source's version or later: not brought back (``<=``); castore's
+    same version: already; newer: left alone; older, or deleted before the source's version: imported."""
+    root = tmp_path / "ft"
+    (root / "links").mkdir(parents=True)
+    for name in ("deleted_at", "deleted_after", "deleted_before", "same", "newer", "older", "fresh"):
+        _ft_put(root, "/" + name, name.encode(), 100)
+    store.metadata.remember_deletion("/deleted_at", 100)
+    store.metadata.remember_deletion("/deleted_after", 101)
+    store.metadata.remember_deletion("/deleted_before", 99)
+    store.put("/same", b"same", 100)
+    store.put("/newer", b"castore's", 101)
+    store.put("/older", b"castore's", 99)
+    seen: list[tuple[Outcome, int]] = []
+    report = Importer(store, FolderV2(root), jobs=1).run(lambda outcome, size: seen.append((outcome, size)))
+    assert (report.files, report.imported, report.linked, report.already, report.newer_in_castore,
+            report.deleted_in_castore, report.problems) == (7, 3, 0, 1, 1, 2, [])
+    assert report.logical_bytes == len(b"deleted_before" + b"older" + b"fresh")
+    assert sorted(seen, key=str) == sorted([(Outcome.DELETED, 0)] * 2 + [(Outcome.ALREADY, 0), (Outcome.NEWER, 0),
+                                            (Outcome.IMPORTED, 14), (Outcome.IMPORTED, 5), (Outcome.IMPORTED, 5)],
+                                           key=str)
+    assert not store.exists("/deleted_at") and not store.exists("/deleted_after")
+    assert store.read_bytes("/deleted_before") == b"deleted_before" and store.read_bytes("/older") == b"older"
+    assert store.read_bytes("/newer") == b"castore's" and store.read_bytes("/same") == b"same"
