@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from castore.errors import FiletrackerError, NotFound
-from castore.migration import FolderV2, Importer
+from castore.migration import FolderV2, Importer, ServerSource
+from castore.migration.importer import Outcome
 from castore.migration.live import LiveMigration, _Guard
 from castore.protocol import format_version
 from castore.store import Store
@@ -209,3 +210,26 @@ def test_a_delete_cancelled_while_asking_the_old_server_puts_the_deletion_back(t
             live.close()
             for connection in asked:
                 connection.close()
+
+
+def test_an_import_from_a_server_learns_each_version_and_verifies_it(old_server: str, tmp_path: Path) -> None:
+    """A server's listing has no versions: each item is stamped with the one its download (or,
+    on a re-run, its HEAD) told, so a deletion at that version holds and verify re-reads that version."""
+    with Store.open(tmp_path / "new", create=True) as store:
+        store.metadata.remember_deletion("/exact", OLD_VERSION)
+        source = ServerSource(old_server)
+        try:
+            importer = Importer(store, source, jobs=1)
+            first = importer.run()
+            assert (first.imported, first.deleted_in_castore, first.problems) == (2, 1, [])
+            again = Importer(store, source, jobs=1)
+            second = again.run()
+            assert (second.imported, second.already, second.deleted_in_castore, second.problems) == (0, 2, 1, [])
+            for run in (importer, again):
+                seen: list[tuple[Outcome, int]] = []
+                assert run.verify(lambda outcome, size: seen.append((outcome, size))) == []
+                assert sorted(seen) == [(Outcome.ALREADY, len(b"old /later")), (Outcome.ALREADY, len(b"old /raced"))]
+                assert sorted(item.version for item in run.done) == [OLD_VERSION, OLD_VERSION]
+        finally:
+            source.close()
+        assert not store.exists("/exact")
