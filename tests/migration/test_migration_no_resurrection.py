@@ -227,7 +227,7 @@ def test_an_import_from_a_server_learns_each_version_and_verifies_it(old_server:
             assert (second.imported, second.already, second.deleted_in_castore, second.problems) == (0, 2, 1, [])
             for run in (importer, again):
                 seen: list[tuple[Outcome, int]] = []
-                assert run.verify(lambda outcome, size: seen.append((outcome, size))) == []
+                assert run.verify(lambda outcome, size, seen=seen: seen.append((outcome, size))) == []
                 assert sorted(seen) == [(Outcome.ALREADY, len(b"old /later")), (Outcome.ALREADY, len(b"old /raced"))]
                 assert sorted(item.version for item in run.done) == [OLD_VERSION, OLD_VERSION]
         finally:
