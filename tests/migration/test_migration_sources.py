@@ -286,3 +286,20 @@ def test_an_import_skips_what_castore_deleted_or_has_already_and_counts_each(tmp
     assert not store.exists("/deleted_at") and not store.exists("/deleted_after")
     assert store.read_bytes("/deleted_before") == b"deleted_before" and store.read_bytes("/older") == b"older"
     assert store.read_bytes("/newer") == b"castore's" and store.read_bytes("/same") == b"same"
+
+
+def test_an_unreadable_blob_is_one_problem_and_the_import_goes_on(tmp_path: Path, store: Store) -> None:
+    """A blob that is not gzip: the link is reported with the blob named; the other file is imported."""
+    root = tmp_path / "ft"
+    (root / "links").mkdir(parents=True)
+    bad = _ft_put(root, "/bad", b"bad", 100)
+    _ft_put(root, "/good", b"good", 100)
+    blob = bad.parent / os.readlink(bad)
+    blob.write_bytes(b"not gzip at all")
+    seen: list[Outcome] = []
+    report = Importer(store, FolderV2(root), jobs=1).run(lambda outcome, size: seen.append(outcome))
+    assert (report.files, report.imported) == (2, 1)
+    assert [p.where for p in report.problems] == [str(bad)]
+    assert report.problems[0].reason.startswith(f"unreadable or corrupt blob {os.path.realpath(blob)}: ")
+    assert sorted(seen, key=str) == sorted([Outcome.PROBLEM, Outcome.IMPORTED], key=str)
+    assert not store.exists("/bad") and store.read_bytes("/good") == b"good"
