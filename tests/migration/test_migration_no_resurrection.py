@@ -233,3 +233,16 @@ def test_an_import_from_a_server_learns_each_version_and_verifies_it(old_server:
         finally:
             source.close()
         assert not store.exists("/exact")
+
+
+def test_a_merged_list_keeps_both_sides_within_the_cutoff_less_the_deleted(migration: LiveMigration) -> None:
+    """Castore's and the old server's names up to the cutoff, without paths deleted in castore;
+    a folder neither side has is NotFound."""
+    store = migration.store
+    store.put("/mine", b"mine", OLD_VERSION - 10)
+    store.put("/late", b"late", OLD_VERSION + 10)
+    store.metadata.remember_deletion("/later", OLD_VERSION)
+    assert anyio.run(migration.list_folder, "/", OLD_VERSION + 5) == ["exact", "mine", "raced"]
+    assert anyio.run(migration.list_folder, "/", OLD_VERSION - 5) == ["mine"]
+    with pytest.raises(NotFound):
+        anyio.run(migration.list_folder, "/nowhere/", OLD_VERSION)
