@@ -11,7 +11,9 @@ Factories:
   part, at ``settings.CASTORE_METADATA`` / ``settings.CASTORE_BLOBS`` URLs); no server
   (the default, for development and tests);
 * :func:`remote_storage_factory` — a castore (or Filetracker) server at
-  ``settings.FILETRACKER_URL`` with a local cache at ``settings.FILETRACKER_CACHE_ROOT``;
+  ``settings.FILETRACKER_URL`` (``http://`` or ``https://``, whose certificate is checked
+  against ``settings.FILETRACKER_CA_BUNDLE``, else ``$CASTORE_CA_BUNDLE``, else the system's
+  CAs) with a local cache at ``settings.FILETRACKER_CACHE_ROOT``;
 * :func:`memory_store_factory` — a throw-away store in a temporary folder, for tests
   only: every file is gone when the process ends, so outside a test run it raises
   ``ImproperlyConfigured``. A test run is recognised the way Django marks one:
@@ -36,6 +38,7 @@ from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
 from castore.client import Client
+from castore.client.transport import BadCaBundle
 from castore.opening import open_store
 
 __all__ = [
@@ -103,7 +106,8 @@ def reset_client() -> None:
 
 @receiver(setting_changed)
 def _on_setting_changed(*, setting: str, **_: Any) -> None:
-    if setting in ("FILETRACKER_CLIENT_FACTORY", "FILETRACKER_URL", "FILETRACKER_CACHE_ROOT", "CASTORE_ROOT",
+    if setting in ("FILETRACKER_CLIENT_FACTORY", "FILETRACKER_URL", "FILETRACKER_CACHE_ROOT", "FILETRACKER_CA_BUNDLE",
+                   "CASTORE_ROOT",
                    "CASTORE_METADATA", "CASTORE_BLOBS"):
         reset_client()
 
@@ -132,12 +136,18 @@ def _required(name: str) -> Any:
 
 
 def remote_storage_factory() -> Client:
-    """A client of the server at ``FILETRACKER_URL``, caching in ``FILETRACKER_CACHE_ROOT``."""
+    """A client of the server at ``FILETRACKER_URL``, caching in ``FILETRACKER_CACHE_ROOT``.
+
+    An ``https://`` server's certificate is always verified: against the CAs in the PEM file
+    ``FILETRACKER_CA_BUNDLE`` names, else ``$CASTORE_CA_BUNDLE``, else the system's.
+    """
     url = _required("FILETRACKER_URL")
+    ca_bundle = getattr(settings, "FILETRACKER_CA_BUNDLE", None) or None
     try:
-        return Client(remote_url=url, cache_dir=_required("FILETRACKER_CACHE_ROOT"))
-    except ValueError as e:  # a URL that is not http://host[:port][/prefix]
-        raise ImproperlyConfigured(f"settings.FILETRACKER_URL: {e}") from None
+        return Client(remote_url=url, cache_dir=_required("FILETRACKER_CACHE_ROOT"), ca_bundle=ca_bundle)
+    except ValueError as e:  # a URL that is not http[s]://host[:port][/prefix], or an unreadable CA bundle
+        setting = "FILETRACKER_CA_BUNDLE" if isinstance(e, BadCaBundle) else "FILETRACKER_URL"
+        raise ImproperlyConfigured(f"settings.{setting}: {e}") from None
 
 
 def local_store_factory() -> Client:

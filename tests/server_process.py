@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -25,34 +26,38 @@ def free_port() -> int:
 
 @contextmanager
 def castore_server(
-    root: Path, *extra: str, port: int | None = None, store_options: Sequence[str] = ()
+    root: Path, *extra: str, port: int | None = None, store_options: Sequence[str] = (), tls_ca: Path | None = None
 ) -> Iterator[str]:
     """Run ``castore --root ROOT serve --init`` on loopback (a free port by default); yield its base URL.
 
     ``store_options`` go before ``serve``, e.g. ``("--metadata", URL, "--blobs", URL)``.
+    ``tls_ca``: ``extra`` has ``--tls-cert``/``--tls-key`` of a certificate this CA signed (an ``https://`` URL).
     """
-    with castore_server_process(root, *extra, port=port, store_options=store_options) as (url, _process):
+    with castore_server_process(root, *extra, port=port, store_options=store_options, tls_ca=tls_ca) as (url, _):
         yield url
 
 
 @contextmanager
 def castore_server_process(
-    root: Path, *extra: str, port: int | None = None, store_options: Sequence[str] = ()
+    root: Path, *extra: str, port: int | None = None, store_options: Sequence[str] = (), tls_ca: Path | None = None,
+    output_file: Path | None = None,
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """Like :func:`castore_server`, yielding the base URL and the server's process."""
+    """Like :func:`castore_server`, yielding the base URL and the server's process; its output
+    goes to ``output_file`` when given."""
     port = port or free_port()
     command = [sys.executable, "-m", "castore", "--root", str(root), *store_options, "serve", "--init", "--port",
                str(port), *extra]
     # Output goes to a file, not a pipe: a pipe nobody reads fills up and blocks a server that logs.
-    with tempfile.TemporaryFile() as output:
+    with open(output_file, "w+b") if output_file else tempfile.TemporaryFile() as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env={**os.environ})
         prefix = next((extra[i + 1] for i, a in enumerate(extra) if a == "--prefix"), "")
-        url = f"http://127.0.0.1:{port}{prefix.rstrip('/')}"
+        url = f"{'https' if tls_ca else 'http'}://127.0.0.1:{port}{prefix.rstrip('/')}"
+        verify = ssl.create_default_context(cafile=tls_ca) if tls_ca else True
         try:
             deadline = time.monotonic() + 20
             while True:
                 try:
-                    if httpx.get(url + "/version", timeout=1).status_code in (200, 401):  # 401: tokens are on
+                    if httpx.get(url + "/version", timeout=1, verify=verify).status_code in (200, 401):  # 401: tokens are on
                         break
                 except httpx.TransportError:
                     pass

@@ -18,7 +18,7 @@ on stdout with ``--json``) and one of these exit codes (also in the README):
 6     integrity problem: corrupt or missing blob, hash collision; check could not run
 7     a local file or folder could not be read or written
 8     ``--strict``: a newer version was already stored, so this one was not
-9     network: the server cannot be reached, or ``serve`` cannot listen on its address
+9     network: the server cannot be reached, or its TLS certificate is refused; ``serve`` cannot listen
 141   stdout was closed early (``castore ls | head -1``), quietly, as Unix tools do
 ====  ==================================================
 
@@ -104,6 +104,9 @@ def _quiet_broken_pipe() -> NoReturn:
     help="Work against this server instead of --root (env CASTORE_URL, FILETRACKER_URL). "
     "put, get, cat, ls, rm, stat and ingest work remotely, with the same output.",
 )
+@click.option("--ca-bundle", default=None, envvar="CASTORE_CA_BUNDLE", metavar="FILE",
+              help="CA certificates (PEM) trusted for an https:// --url, e.g. a private CA's (env CASTORE_CA_BUNDLE; "
+              "default: the system's). Certificates are always verified: a refused one exits 9.")
 @click.option("--metadata", default=None, envvar="CASTORE_METADATA", metavar="URL",
               help="Metadata database instead of --root's: sqlite:///…/metadata.sqlite3 or "
               "postgresql+psycopg://user:pw@host/db (env CASTORE_METADATA).")
@@ -113,8 +116,8 @@ def _quiet_broken_pipe() -> NoReturn:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts (errors too: {error, code}).")
 @click.version_option(package_name="castore")
 @click.pass_context
-def cli(ctx: click.Context, root: Path, url: str | None, metadata: str | None, blobs: str | None,
-        as_json: bool) -> None:
+def cli(ctx: click.Context, root: Path, url: str | None, ca_bundle: str | None, metadata: str | None,
+        blobs: str | None, as_json: bool) -> None:
     """castore: a content-addressed, deduplicating file store.
 
     Names are absolute paths, optionally with @version: /problems/1/a.in@1700000000.
@@ -127,7 +130,8 @@ def cli(ctx: click.Context, root: Path, url: str | None, metadata: str | None, b
         if ctx.get_parameter_source("url") is ParameterSource.COMMANDLINE:
             raise click.UsageError("give --root or --url, not both")
         url = None
-    ctx.obj = Context(root, as_json, url or None, metadata=metadata or None, blobs=blobs or None)
+    ctx.obj = Context(root, as_json, url or None, metadata=metadata or None, blobs=blobs or None,
+                      ca_bundle=ca_bundle or None)
 
 
 for _command in (*files.COMMANDS, *admin.COMMANDS, *serve.COMMANDS, *migrate.COMMANDS):

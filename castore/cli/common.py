@@ -76,7 +76,8 @@ EXIT_CODES = {
     EXIT_INTEGRITY: "integrity problem: corrupt or missing blob, hash collision, failed check",
     EXIT_IO: "a local file or folder could not be read or written",
     EXIT_KEPT: "--strict: a newer version was already stored, so this one was not",
-    EXIT_NETWORK: "network: the server cannot be reached, or serve cannot listen on its address",
+    EXIT_NETWORK: "network: the server cannot be reached, or its TLS certificate is refused; serve cannot listen "
+                  "on its address",
     EXIT_BROKEN_PIPE: "stdout was closed early (castore ls | head -1); nothing is printed",
 }
 """Every exit code of the ``castore`` command and what it means (the README's table)."""
@@ -224,13 +225,15 @@ def progress(description: str, total_bytes: int | None, files: int = 1, *, by_fi
 
 
 class Context:
-    """What every command gets: where the store is (a local root or a server URL) and how to print."""
+    """What every command gets: where the store is (a local root or a server URL, with the CA
+    bundle trusted for an ``https://`` one) and how to print."""
 
     def __init__(self, root: Path, as_json: bool, url: str | None = None, *, metadata: str | None = None,
-                 blobs: str | None = None) -> None:
+                 blobs: str | None = None, ca_bundle: str | None = None) -> None:
         self.root = root
         self.as_json = as_json
         self.url = url
+        self.ca_bundle = ca_bundle
         self.metadata = metadata
         self.blobs = blobs
 
@@ -240,10 +243,12 @@ class Context:
 
         if self.url is None:
             return Client(local_store=None, remote_store=self.store())
+        from ..client.transport import BadCaBundle
+
         try:
-            client = Client(local_store=None, remote_url=self.url)
+            client = Client(local_store=None, remote_url=self.url, ca_bundle=self.ca_bundle)
         except ValueError as e:
-            fail(f"--url: {e}", EXIT_USAGE)
+            fail(f"{'--ca-bundle' if isinstance(e, BadCaBundle) else '--url'}: {e}", EXIT_USAGE)
         click.get_current_context().call_on_close(client.close)
         return client
 

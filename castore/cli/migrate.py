@@ -47,7 +47,7 @@ def import_filetracker(c: Context, folder: Path | None, source_url: str | None, 
         fail("--v1 reads a folder, not --url", EXIT_USAGE)
     try:
         source: Source = (
-            ServerSource(source_url) if source_url is not None else (FolderV1 if v1 else FolderV2)(cast(Path, folder))
+            ServerSource(source_url, ca_bundle=c.ca_bundle) if source_url is not None else (FolderV1 if v1 else FolderV2)(cast(Path, folder))
         )
     except ValueError as e:
         fail(str(e), EXIT_USAGE)
@@ -125,7 +125,7 @@ def migrate_status(c: Context, url: str, versions: bool, show: int) -> None:
     from ..migration.live import migration_status
 
     c.local_only("migrate status")
-    status = migration_status(c.store(), url, versions=versions)
+    status = migration_status(c.store(), url, versions=versions, ca_bundle=c.ca_bundle)
     lines = [(f"{url}: {status.old_files} files; moved {status.moved}, deleted in castore {status.deleted}, "
              f"left {len(status.left)}")]
     lines += [f"  {path}" for path in status.left[:show]]

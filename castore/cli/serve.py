@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import os
 import re
+from typing import TYPE_CHECKING
 
 import click
 
 from ..sizes import parse_size
-from .common import EXIT_NETWORK, EXIT_USAGE, Context, fail, pass_context
+from .common import EXIT_IO, EXIT_NETWORK, EXIT_USAGE, Context, fail, pass_context
+
+if TYPE_CHECKING:
+    from ..server.tls import TlsFiles
 
 __all__ = ["COMMANDS"]
 
@@ -29,7 +33,8 @@ __all__ = ["COMMANDS"]
 @click.option("--prefix", default="", help="URL prefix, e.g. /ft behind a reverse proxy.")
 @click.option("--fallback-url", default=None, help="Redirect GET/HEAD of missing files to this old server.")
 @click.option("--migrate-from", default=None, metavar="URL",
-              help="Fetch missing files from this old Filetracker server, store and serve them.")
+              help="Fetch missing files from this old Filetracker server, store and serve them "
+                   "(https://: its certificate is checked against --ca-bundle, see castore --help).")
 @click.option("--migrate-timeout", default=10.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               metavar="SECONDS", help="--migrate-from: seconds to connect to the old server and for each next "
                                       "byte of its answer (then 502).")
@@ -54,6 +59,10 @@ __all__ = ["COMMANDS"]
               help="Largest window a zstd upload may ask for (memory per decoder); larger: 400.")
 @click.option("--read-only", is_flag=True,
               help="Serve reads only: PUT and DELETE answer 403, and the store is never changed.")
+@click.option("--tls-cert", default=None, metavar="FILE",
+              help="Serve HTTPS with this certificate (PEM, intermediates after it); needs --tls-key. "
+                   "For sites without a TLS proxy in front.")
+@click.option("--tls-key", default=None, metavar="FILE", help="The private key of --tls-cert (PEM, unencrypted).")
 @click.option("--verify-first", default="auto", show_default=True, type=click.Choice(["auto", "always", "never"]),
               help="Verify a whole file before its headers go out: auto = for clients that cannot take a "
                    "cut body (no zstd), so they get a 500 rather than a truncated file.")
@@ -62,13 +71,15 @@ def serve(c: Context, host: str, allowed_hosts: tuple[str, ...], port: int, work
           fallback_url: str | None, migrate_from: str | None, migrate_timeout: float, migrate_deadline: float,
           migrate_fetches: int, migrate_queue: int, gzip: bool, create: bool, log_level: str,
           header_timeout: float, body_timeout: float, max_upload_size: str | None, max_zstd_window: str,
-          read_only: bool, verify_first: str) -> None:
+          read_only: bool, verify_first: str, tls_cert: str | None, tls_key: str | None) -> None:
     """Serve the store at --root over HTTP, Filetracker v2 protocol, until SIGTERM or Ctrl-C.
 
     A missing store is an error (exit 5) unless --init is given, so that a mistyped
     --root does not serve a new, empty store. Prints one line on start: URL, store,
     workers, version. Idle and slow clients hold no worker thread (bodies are received
     on the event loop); a store on a read-only filesystem is served read-only.
+    With --tls-cert and --tls-key it serves HTTPS (https:// on the start line); a missing,
+    unreadable or mismatched file is one line at start-up (exit 7 unreadable, 2 unusable).
 
     Example: castore --root ./castore-data serve --init --port 9999   # FILETRACKER_URL=http://127.0.0.1:9999
     """
@@ -84,8 +95,10 @@ def serve(c: Context, host: str, allowed_hosts: tuple[str, ...], port: int, work
         count = int(workers)
     else:
         raise click.BadParameter(f"{workers!r} is not a number >= 1 nor auto", param_hint="--workers")
-    if migrate_from is not None and not re.match(r"http://[^/\s]+", migrate_from):
-        fail(f"--migrate-from: {migrate_from!r} is not http://host[:port][/prefix]", EXIT_USAGE)
+    if migrate_from is not None and not re.match(r"https?://[^/\s]+", migrate_from):
+        fail(f"--migrate-from: {migrate_from!r} is not http[s]://host[:port][/prefix]", EXIT_USAGE)
+    if migrate_from is not None and c.ca_bundle:
+        os.environ["CASTORE_CA_BUNDLE"] = os.path.abspath(c.ca_bundle)  # the workers' client of the old server
     if migrate_from is not None and read_only:
         fail("--migrate-from moves files in: it cannot go with --read-only", EXIT_USAGE)
     sizes = {}
@@ -104,6 +117,7 @@ def serve(c: Context, host: str, allowed_hosts: tuple[str, ...], port: int, work
             AllowedHosts.parse(hosts)
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--allowed-hosts") from None
+    tls = _tls_files(tls_cert, tls_key)
     from ..server.listening import listen
 
     try:  # first: from here on, clients that connect wait for an answer instead of being refused
@@ -122,7 +136,7 @@ def serve(c: Context, host: str, allowed_hosts: tuple[str, ...], port: int, work
     else:
         tokens = ready.tokens
     shown_host = f"[{host}]" if ":" in host else host
-    c.warn(f"castore {__version__} serving {c.describe()} at http://{shown_host}:{port}"
+    c.warn(f"castore {__version__} serving {c.describe()} at {'https' if tls else 'http'}://{shown_host}:{port}"
            f"{prefix.rstrip('/')} ({count} worker{'s' if count > 1 else ''}{', read-only' if read_only else ''})")
     from ..server.config import ServerConfig, token_cache_seconds
     from ..server.serving import serve as run_server
@@ -140,7 +154,24 @@ def serve(c: Context, host: str, allowed_hosts: tuple[str, ...], port: int, work
         allowed_hosts=tuple(hosts if hosts is not None else default_allowed_hosts(host, sock.getsockname()[0])),
         token_cache_seconds=token_cache_seconds(os.environ), migrate_from=migrate_from,
         migration_limits=migration_limits)
-    run_server(config, host=host, port=port, workers=count, log_level=log_level, sock=sock, early_version=not tokens)
+    run_server(config, host=host, port=port, workers=count, log_level=log_level, sock=sock, early_version=not tokens,
+               tls=tls)
+
+
+def _tls_files(cert: str | None, key: str | None) -> TlsFiles | None:
+    """``--tls-cert`` and ``--tls-key``, checked (they come together, and the pair loads), or None."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        fail("--tls-cert and --tls-key go together", EXIT_USAGE)
+    from ..server.tls import TlsFiles, UnreadableFile
+
+    tls = TlsFiles(cert, key).absolute()
+    try:
+        tls.check()
+    except ValueError as e:
+        fail(str(e), EXIT_IO if isinstance(e, UnreadableFile) else EXIT_USAGE)
+    return tls
 
 
 COMMANDS = (serve,)

@@ -220,7 +220,9 @@ class Client:
 
     Keyword-only: ``link_files`` (hand out cached files as hard links; False copies),
     ``timeout`` (seconds per socket operation), ``token`` (the server's access token;
-    else the one in ``remote_url``'s userinfo, else ``$CASTORE_TOKEN``).
+    else the one in ``remote_url``'s userinfo, else ``$CASTORE_TOKEN``), ``ca_bundle``
+    (an ``https://`` server's certificate is verified against the CAs in this PEM file,
+    else in ``$CASTORE_CA_BUNDLE``'s, else the system's; verification cannot be turned off).
     """
 
     def __init__(
@@ -235,6 +237,7 @@ class Client:
         link_files: bool = True,
         timeout: float = DEFAULT_TIMEOUT,
         token: str | None = None,
+        ca_bundle: str | os.PathLike[str] | None = None,
     ) -> None:
         if _is_auto(local_store):
             from .cache import LocalCache
@@ -242,7 +245,7 @@ class Client:
             local_store = LocalCache(cache_dir or default_cache_dir(), locks_dir)
         if _is_auto(remote_store):
             url = remote_url or os.environ.get("FILETRACKER_URL")
-            remote_store = Remote(url, timeout=timeout, token=token) if url else None
+            remote_store = Remote(url, timeout=timeout, token=token, ca_bundle=ca_bundle) if url else None
         elif _is_store(remote_store):
             remote_store = EmbeddedOrigin(remote_store)
         if local_store is None and remote_store is None:

@@ -13,6 +13,9 @@ httpx because it made about twice as many small PUTs per second against the same
 (``shared/reference/machine-limits.md``). This module sends the requests (a stale pooled
 connection retried once, redirects followed) and reads the answers as Filetracker's.
 
+``https://`` servers are reached over TLS, their certificate and host name always verified
+(:func:`~castore.client.transport.tls_context`); ``http://`` requests take no TLS code at all.
+
 Every failure is a :class:`~castore.errors.FiletrackerError` whose message starts
 ``HTTP/<status>:`` when a server answered, as the Filetracker client's do.
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 import http.client
 import io
 import os
+import ssl
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -43,6 +47,7 @@ from ..protocol import (
 )
 from ..sizes import IO_BUFFER, WHOLE_IN_MEMORY
 from .transport import (
+    CA_BUNDLE_VARIABLE,
     POOL_SIZE,
     RETRYABLE,
     SMALL_UPLOAD,
@@ -51,9 +56,11 @@ from .transport import (
     Pool,
     Response,
     Watch,
+    default_port,
     no_answer,
     redact_url,
     split_location,
+    tls_context,
 )
 
 if TYPE_CHECKING:  # castore.batch (and json) are imported by the calls that use them: not by cat/get
@@ -269,6 +276,10 @@ class Remote:
     name when there is no password), else ``$CASTORE_TOKEN``. It is never sent to
     another server (a redirect target) and never shown in messages.
 
+    ``https://`` (TLS): the server's certificate is always verified, against the CAs in
+    ``ca_bundle`` (a PEM file), else in the file ``$CASTORE_CA_BUNDLE`` names, else the
+    system's; an unreadable bundle is a ValueError. There is no option to skip the check.
+
     ``other_origins``: follow a redirect to another scheme, host or port (False: such a
     redirect is an error; a redirect to the same server is followed either way).
     ``keep_connections``: idle connections kept for reuse (0: each request has its own).
@@ -283,11 +294,12 @@ class Remote:
         token: str | None = None,
         other_origins: bool = True,
         keep_connections: int = POOL_SIZE,
+        ca_bundle: str | os.PathLike[str] | None = None,
     ) -> None:
         parts = urlsplit(base_url)
         host = parts.hostname
-        if parts.scheme != "http" or not host:
-            raise ValueError(f"remote_url must be http://host[:port][/prefix], not {redact_url(base_url)!r}")
+        if parts.scheme not in ("http", "https") or not host:
+            raise ValueError(f"remote_url must be http[s]://host[:port][/prefix], not {redact_url(base_url)!r}")
         if parts.username is not None or parts.password is not None:
             token = token or unquote(parts.password or parts.username or "") or None
             parts = parts._replace(netloc=parts.netloc.rpartition("@")[2])
@@ -297,7 +309,12 @@ class Remote:
         self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self.base_url = urlunsplit(parts).rstrip("/")
         self._prefix = parts.path.rstrip("/")
-        self._pool = Pool(host, parts.port or 80, timeout)
+        self._ca_bundle = ca_bundle or os.environ.get(CA_BUNDLE_VARIABLE) or None
+        self._tls: ssl.SSLContext | None = None
+        if parts.scheme == "https":
+            self._tls = tls_context(self._ca_bundle)
+        self._scheme = parts.scheme
+        self._pool = Pool(host, parts.port or default_port(parts.scheme), timeout, tls=self._tls)
         self._pool.keep = keep_connections
         self._other_origins = other_origins
         self._timeout = timeout
@@ -373,23 +390,31 @@ class Remote:
 
     def _same_origin(self, parts: SplitResult) -> str | None:
         """The request target of a redirect to this server (same scheme, host and port), else None."""
-        elsewhere = parts.scheme != "http" or parts.hostname != self._pool.host or (parts.port or 80) != self._pool.port
+        elsewhere = (parts.scheme != self._scheme or parts.hostname != self._pool.host
+                     or (parts.port or default_port(parts.scheme)) != self._pool.port)
         if ((parts.scheme or parts.netloc) and elsewhere) or not parts.path.startswith("/"):
             return None
         return parts.path + (f"?{parts.query}" if parts.query else "")
 
     def _foreign(self, method: str, parts: SplitResult, headers: dict[str, str] | None) -> Response:
         """One request to another server (a redirect target), on a connection of its own."""
-        if parts.scheme != "http" or not parts.hostname:
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise FiletrackerError(f"cannot follow a redirect to {parts.geturl()!r}")
-        connection = Connection(parts.hostname, parts.port or 80, timeout=self._timeout, blocksize=IO_BUFFER)
+        tls = None
+        if parts.scheme == "https":
+            try:
+                tls = self._tls or tls_context(self._ca_bundle)
+            except ValueError as e:
+                raise FiletrackerError(str(e)) from None
+        connection = Connection(parts.hostname, parts.port or default_port(parts.scheme), tls=tls,
+                                timeout=self._timeout, blocksize=IO_BUFFER)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         try:
             connection.request(method, target, headers=headers or {})
             return Response(connection.getresponse(), connection, None)
         except UNANSWERED as e:
             connection.close()
-            raise no_answer(method, f"http://{parts.netloc}", target, e) from None
+            raise no_answer(method, f"{parts.scheme}://{parts.netloc}", target, e) from None
 
     def _files_url(self, path: str, version: int | None = None) -> str:
         url = f"{self._prefix}/files{quote_path(path)}"

@@ -4,8 +4,10 @@ Standard library ``http.client``, tuned: ``TCP_NODELAY`` and a small body sent w
 head in one write (:class:`Connection`), response heads parsed without the ``email``
 package (:class:`_Headers`), no ``idna`` import for an ASCII host, a per-process pool
 forgotten after ``fork()`` (:class:`Pool`), and a :class:`Response` whose connection goes
-back to the pool once its body is read. What is sent, and how redirects are followed, is
-the Filetracker protocol's business: :class:`castore.client.remote.Remote`.
+back to the pool once its body is read. ``https://`` servers: the same connection with its
+socket wrapped in TLS (:func:`tls_context`: certificates always verified, against the
+system's CAs or a CA bundle). What is sent, and how redirects are followed, is the
+Filetracker protocol's business: :class:`castore.client.remote.Remote`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import http.client
 import os
 import select
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -22,13 +25,16 @@ from urllib.parse import SplitResult, urlsplit, urlunsplit
 from ..errors import FiletrackerError
 from ..sizes import IO_BUFFER, WHOLE_IN_MEMORY
 
-__all__ = ["POOL_SIZE", "RETRYABLE", "UNANSWERED", "Connection", "Pool", "Response", "Watch", "no_answer",
-           "redact_url", "split_location"]
+__all__ = ["CA_BUNDLE_VARIABLE", "POOL_SIZE", "RETRYABLE", "UNANSWERED", "BadCaBundle", "Connection", "Pool", "Response",
+           "Watch", "default_port", "no_answer", "redact_url", "split_location", "tls_context"]
 
 POOL_SIZE = 4
 """Idle connections kept per client (more are opened when streams overlap)."""
 SMALL_UPLOAD = WHOLE_IN_MEMORY
 """Uploads up to this size are prepared in memory and sent in one write."""
+
+CA_BUNDLE_VARIABLE = "CASTORE_CA_BUNDLE"
+"""The environment variable naming a CA bundle (PEM) trusted for ``https://`` servers."""
 
 Watch = Callable[[socket.socket], None]
 """Told each socket a call sends a request on, before it waits for the answer: a caller
@@ -144,19 +150,46 @@ def _create_connection(
     return socket.create_connection((_getaddrinfo_host(host), port), timeout, source_address)  # type: ignore[arg-type]
 
 
+class BadCaBundle(ValueError):
+    """The CA bundle cannot be read, or holds no certificate."""
+
+
+def tls_context(ca_bundle: str | os.PathLike[str] | None = None) -> ssl.SSLContext:
+    """The TLS settings of an ``https://`` connection: the server's certificate and host name are
+    always verified, against the CAs in ``ca_bundle`` (a PEM file) or else the system's.
+
+    :class:`BadCaBundle` (one line) when ``ca_bundle`` cannot be read or holds no certificate.
+    There is deliberately no way to turn verification off.
+    """
+    try:
+        return ssl.create_default_context(cafile=None if ca_bundle is None else os.fspath(ca_bundle))
+    except OSError as e:  # a missing or unreadable file; ssl.SSLError: no certificate in it
+        reason = e.strerror if e.strerror and not isinstance(e, ssl.SSLError) else _tls_reason(e)
+        raise BadCaBundle(f"CA bundle {os.fspath(ca_bundle or '')}: {reason}") from None
+
+
+def default_port(scheme: str) -> int:
+    """The port of a URL that names none."""
+    return 443 if scheme == "https" else 80
+
+
 class Connection(http.client.HTTPConnection):
-    """A keep-alive HTTP connection with Nagle's algorithm off."""
+    """A keep-alive HTTP connection with Nagle's algorithm off; over TLS with ``tls``."""
 
     response_class = _FastResponse
 
-    def __init__(self, host: str, port: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, host: str, port: int | None = None, *, tls: ssl.SSLContext | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(host, port, **kwargs)
         self._create_connection = _create_connection  # http.client's hook: socket.create_connection
+        self._tls = tls
 
     def connect(self) -> None:
         super().connect()
         assert self.sock is not None
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._tls is not None:  # the handshake checks the certificate and that it names self.host
+            self.sock = self._tls.wrap_socket(self.sock, server_hostname=self.host)
 
     def _send_output(self, message_body: Any = None, encode_chunked: bool = False) -> None:
         """Send the head and a small body in one write: one segment, one wake-up of the server.
@@ -183,6 +216,16 @@ class Connection(http.client.HTTPConnection):
         return bool(readable)
 
 
+def _tls_reason(error: BaseException) -> str:
+    """An ``ssl`` error as one short line: the verifier's or OpenSSL's reason, without the file and line."""
+    if isinstance(error, ssl.SSLCertVerificationError) and error.verify_message:
+        return f"certificate verify failed: {error.verify_message}"
+    reason = getattr(error, "reason", None)
+    if isinstance(error, ssl.SSLError) and reason:
+        return str(reason).replace("_", " ").lower()
+    return str(error) or type(error).__name__
+
+
 RETRYABLE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 UNANSWERED = (OSError, http.client.HTTPException, UnicodeEncodeError)
 """A request that was not sent or not answered; ``UnicodeEncodeError``: a target ``http.client``
@@ -190,10 +233,10 @@ cannot send (it takes ASCII only), such as a redirect's ``Location`` holding a r
 
 
 class Pool:
-    """Idle keep-alive connections to one server, forgotten after ``fork()``."""
+    """Idle keep-alive connections to one server, forgotten after ``fork()``; over TLS with ``tls``."""
 
-    def __init__(self, host: str, port: int, timeout: float) -> None:
-        self.host, self.port, self.timeout = host, port, timeout
+    def __init__(self, host: str, port: int, timeout: float, *, tls: ssl.SSLContext | None = None) -> None:
+        self.host, self.port, self.timeout, self.tls = host, port, timeout, tls
         self.keep = POOL_SIZE
         """Idle connections kept; raised by :meth:`Remote.reserve_connections`."""
         self._idle: list[Connection] = []
@@ -210,7 +253,7 @@ class Pool:
                 if not connection.looks_closed():
                     return connection, True
                 connection.close()
-        return Connection(self.host, self.port, timeout=self.timeout, blocksize=IO_BUFFER), False
+        return Connection(self.host, self.port, tls=self.tls, timeout=self.timeout, blocksize=IO_BUFFER), False
 
     def give_back(self, connection: Connection) -> None:
         with self._lock:
@@ -299,6 +342,16 @@ def redact_url(url: str) -> str:
 def no_answer(method: str, server: str, target: str, error: BaseException) -> FiletrackerError:
     """The error of a request no server answered: Filetracker's client's message, with the
     server and the reason apart (``castore --url`` prints them as one short line)."""
-    reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error) or type(error).__name__
+    if isinstance(error, ssl.SSLCertVerificationError):
+        reason = (f"TLS: the server's certificate is refused ({_tls_reason(error)}); the CA of a private "
+                  f"certificate goes in --ca-bundle or {CA_BUNDLE_VARIABLE}")
+    elif isinstance(error, ssl.SSLError):
+        reason = f"TLS handshake failed ({_tls_reason(error)}): is the server https://?"
+    elif isinstance(error, OSError) and error.strerror:
+        reason = error.strerror
+    elif isinstance(error, http.client.RemoteDisconnected) and server.startswith("http://"):
+        reason = f"{error}: is the server https://?"  # what a TLS port does with a plain request
+    else:
+        reason = str(error) or type(error).__name__
     return FiletrackerError(f"Error making HTTP request: {method} {server}{target}: {error}",
                             server=redact_url(server), reason=reason)

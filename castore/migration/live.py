@@ -465,13 +465,13 @@ class MigrationStatus:
                 "left": len(self.left), "problems": self.problems}
 
 
-def migration_status(store: Store, url: str, *, versions: bool = False) -> MigrationStatus:
-    """Compare the old server's listing with the store.
+def migration_status(store: Store, url: str, *, versions: bool = False, ca_bundle: str | None = None) -> MigrationStatus:
+    """Compare the old server's listing with the store (``ca_bundle``: see :class:`Remote`).
 
     ``versions``: also ask the old server for the version of each path castore has,
     and count a path castore has at an older version as left (one HEAD per path).
     """
-    remote = Remote(url)
+    remote = Remote(url, ca_bundle=ca_bundle)
     try:
         names = remote.list("/", FAR_FUTURE)
         within = set(remote.list("/", int(time.time()) + FUTURE_HORIZON))

@@ -278,10 +278,11 @@ class FolderV1(Source):
 
 
 class ServerSource(Source):
-    """A running Filetracker 2.x server (``GET /list/`` and ``GET /files/...``)."""
+    """A running Filetracker 2.x server (``GET /list/`` and ``GET /files/...``); an ``https://``
+    one's certificate is checked against ``ca_bundle`` (see :class:`~castore.client.remote.Remote`)."""
 
-    def __init__(self, url: str, *, timeout: float = 300.0) -> None:
-        self.remote = Remote(url, timeout=timeout)
+    def __init__(self, url: str, *, timeout: float = 300.0, ca_bundle: str | None = None) -> None:
+        self.remote = Remote(url, timeout=timeout, ca_bundle=ca_bundle)
         self.description = self.remote.base_url
         self._names: list[str] | None = None
 

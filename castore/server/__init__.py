@@ -11,8 +11,8 @@ What lives where in this package (``docs/design.md``, "Map of the code"):
 * :mod:`.upload`, :mod:`.batch`, :mod:`.conditional`, :mod:`.hosts`, :mod:`.auth`, :mod:`.tokens`,
   :mod:`.metrics` — request bodies and their bounds, ``PUT /batch/``'s work, conditional requests, the ``Host``
   check, access tokens, Prometheus counters;
-* :mod:`.serving` (with ``serve``), :mod:`.listening`, :mod:`.httptools` — the process model (gunicorn with
-  uvicorn workers), the listening socket, the HTTP parser's limits;
+* :mod:`.serving` (with ``serve``), :mod:`.listening`, :mod:`.httptools`, :mod:`.tls` — the process model
+  (gunicorn with uvicorn workers), the listening socket, the HTTP parser's limits, HTTPS's certificate;
 * :mod:`.ui` and ``templates/`` — the read-only web page.
 
 The names below are imported on first use (PEP 562), so importing a module of this package

@@ -35,6 +35,7 @@ from .app import early_answers
 from .config import CONFIG_VARIABLE, ServerConfig
 from .hosts import AllowedHosts
 from .httptools import BoundedHttpToolsProtocol
+from .tls import TlsFiles
 
 __all__ = ["PerWorkerApp", "run", "serve"]
 
@@ -214,10 +215,11 @@ def _factory(path: str) -> Callable[[], ASGIApp]:
 
 def run(factory: str, *, host: str, port: int, workers: int, log_level: str,
         sock: socket.socket | None = None, early: Mapping[str, bytes] | None = None,
-        early_hosts: AllowedHosts | None = None) -> None:
+        early_hosts: AllowedHosts | None = None, tls: TlsFiles | None = None) -> None:
     """Serve the app that ``factory`` (``module:function``) builds, until SIGTERM or SIGINT.
 
     ``sock``: a socket already listening (then ``host`` and ``port`` only name it).
+    ``tls``: serve HTTPS with this certificate and key (every connection of every worker).
     ``early``: bodies of the ``GET`` paths each worker answers while its app is being built
     (:class:`PerWorkerApp`), to requests whose ``Host`` ``early_hosts`` allows.
     """
@@ -227,7 +229,8 @@ def run(factory: str, *, host: str, port: int, workers: int, log_level: str,
 
         config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
                                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN, http=BoundedHttpToolsProtocol,
-                                ws="none")  # no WebSockets: loading wsproto costs start-up
+                                ws="none",  # no WebSockets: loading wsproto costs start-up
+                                ssl_certfile=tls.cert if tls else None, ssl_keyfile=tls.key if tls else None)
         server = uvicorn.Server(config)
         try:
             server.run(sockets=None if sock is None else [sock])
@@ -251,6 +254,7 @@ def run(factory: str, *, host: str, port: int, workers: int, log_level: str,
                 "loglevel": log_level,
                 "accesslog": None,
                 "proc_name": "castore",
+                **({"certfile": tls.cert, "keyfile": tls.key} if tls else {}),  # each uvicorn worker's ssl_*
             }
             for key, value in settings.items():
                 self.cfg.set(key, value)
@@ -262,7 +266,8 @@ def run(factory: str, *, host: str, port: int, workers: int, log_level: str,
 
 
 def serve(config: ServerConfig, *, host: str = "127.0.0.1", port: int = 9999, workers: int = 1,
-          log_level: str = "warning", sock: socket.socket | None = None, early_version: bool = False) -> None:
+          log_level: str = "warning", sock: socket.socket | None = None, early_version: bool = False,
+          tls: TlsFiles | None = None) -> None:
     """Serve the store ``config`` names, as it says, in the foreground until SIGTERM or SIGINT.
 
     The store must exist and be migrated (``castore serve`` opens it once first). Each worker
@@ -271,6 +276,7 @@ def serve(config: ServerConfig, *, host: str = "127.0.0.1", port: int = 9999, wo
     listening (:func:`castore.server.listening.listen`), served instead of binding
     ``host:port``. ``early_version``: each worker answers ``GET /version`` while its store
     is still opening (only for a store without access tokens, whose ``/version`` needs none).
+    ``tls``: serve HTTPS (:mod:`castore.server.tls`; checked by the caller).
     """
     hosts = AllowedHosts.parse(config.allowed_hosts)  # ValueError for a malformed entry, before anything starts
     os.environ[CONFIG_VARIABLE] = config.to_json()
@@ -282,4 +288,4 @@ def serve(config: ServerConfig, *, host: str = "127.0.0.1", port: int = 9999, wo
     read_only = config.read_only or bool(root and on_read_only_filesystem(root))
     run("castore.server.app:app_from_environment", host=host, port=port, workers=workers, log_level=log_level, sock=sock,
         early=early_answers(config.prefix, read_only=read_only, limits=config.limits) if early_version else None,
-        early_hosts=hosts)
+        early_hosts=hosts, tls=tls)

@@ -133,7 +133,7 @@ def test_exit_codes_and_messages(tmp_path: Path) -> None:
     assert usage.exit_code == 2 and json.loads(usage.stdout)["code"] == 2
 
 
-@pytest.mark.parametrize("url", ["127.0.0.1:9999", "https://example.org", "http://"])
+@pytest.mark.parametrize("url", ["127.0.0.1:9999", "ftp://example.org", "http://"])
 def test_a_bad_url_is_one_line_and_exit_2(url: str) -> None:
     done = subprocess.run([*CASTORE, "--url", url, "ls"], capture_output=True, text=True, check=False)
     assert done.returncode == 2, done.stderr
