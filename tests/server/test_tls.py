@@ -40,13 +40,17 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return make_pki(tmp_path_factory.mktemp("pki"))
 
 
+def _serve_tls(folders: pytest.TempPathFactory, cert: Path, key: Path, ca: Path) -> Iterator[str]:
+    """``https://127.0.0.1:PORT`` of a one-worker ``castore serve --tls-cert CERT --tls-key KEY``."""
+    with castore_server(folders.mktemp("store"), "--workers", "1", "--tls-cert", str(cert), "--tls-key", str(key),
+                        tls_ca=ca) as url:
+        yield url
+
+
 @pytest.fixture(scope="module")
 def tls_url(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``https://127.0.0.1:PORT`` of a one-worker ``castore serve`` with the CA's certificate."""
-    root = tmp_path_factory.mktemp("tls-store")
-    with castore_server(root, "--workers", "1", "--tls-cert", str(pki.cert), "--tls-key", str(pki.key),
-                        tls_ca=pki.ca) as url:
-        yield url
+    """The server with the trusted CA's certificate for 127.0.0.1 and localhost."""
+    yield from _serve_tls(tmp_path_factory, pki.cert, pki.key, pki.ca)
 
 
 @pytest.fixture(scope="module")
@@ -123,10 +127,8 @@ def test_a_missing_ca_bundle_is_a_one_line_value_error(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def other_ca_url(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("other-ca-store")
-    with castore_server(root, "--workers", "1", "--tls-cert", str(pki.other_cert), "--tls-key", str(pki.other_key),
-                        tls_ca=pki.other_ca) as url:
-        yield url
+    """A server whose certificate another CA signed."""
+    yield from _serve_tls(tmp_path_factory, pki.other_cert, pki.other_key, pki.other_ca)
 
 
 @pytest.fixture(scope="module")
