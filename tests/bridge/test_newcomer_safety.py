@@ -28,7 +28,7 @@ def test_memory_store_is_refused_outside_a_test_run(monkeypatch: pytest.MonkeyPa
         get_client()
 
 
-@pytest.mark.parametrize("url", ["127.0.0.1:9999", "https://example.org", "ftp://x"])
+@pytest.mark.parametrize("url", ["127.0.0.1:9999", "http://", "ftp://x"])
 def test_a_bad_filetracker_url_is_improperly_configured(url: str, tmp_path: Path) -> None:
     with (
         override_settings(FILETRACKER_CLIENT_FACTORY="django_bridge.client.remote_storage_factory",
