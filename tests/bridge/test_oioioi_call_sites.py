@@ -177,3 +177,16 @@ def test_names_are_normalised_as_oioioi_s_normpath_does(given: str, stored: str)
     assert storage.exists(given) and storage.open(given).read() == b"x"
     assert storage._make_filetracker_path(given + "@12") == f"/p/{stored}@12"
 
+
+# -- the raw_file view: inline or download, as OIOIOI decides --------------------------------
+
+
+@pytest.mark.parametrize(("name", "disposition"), [
+    ("report.pdf", "inline"), ("notes.txt", "inline"), ("a.ps", "inline"), ("archive.zip", "attachment"),
+    ("REPORT.PDF", "attachment"), ("Notes.Txt", "attachment"), ("README", "attachment"),
+    ("txt", "inline"),  # OIOIOI: name.rsplit(".")[-1] in ["pdf", "ps", "txt"], a name without a dot included
+])
+def test_stream_file_shows_inline_exactly_what_oioioi_shows_inline(name: str, disposition: str) -> None:
+    response = stream_file(ContentFile(b"x", name=f"folder/{name}"))
+    assert response["Content-Disposition"] == f'{disposition}; filename="{name}"'
+    assert b"".join(response.streaming_content) == b"x"
