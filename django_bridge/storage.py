@@ -4,12 +4,15 @@ A storage name ``problems/1/a.in`` is the store path ``<prefix>/problems/1/a.in`
 returns a :class:`~django_bridge.filename.FiletrackerFilename` that remembers the version
 stored, which :class:`~django_bridge.fields.FileField` writes to the database.
 
-Differences from OIOIOI's ``FiletrackerStorage``, all in the direction of safety:
-``exists`` lets errors other than "not found" through (a server that is down must not
-look like a free name, which would overwrite a file); ``..`` and absolute names raise
-:class:`UnsafeName` (both a ``SuspiciousFileOperation`` and a ``ValueError``) before the
-store is asked anything; ``delete`` of a missing file is a no-op, as in Django's own
-storages; ``listdir`` works.
+Names are normalised as OIOIOI's ``os.path.normpath`` does for ``.`` and empty segments
+(``d/./e.txt`` is ``d/e.txt``). Differences from OIOIOI's ``FiletrackerStorage``, all in
+the direction of safety: ``exists`` lets errors other than "not found" through (a server
+that is down must not look like a free name, which would overwrite a file); ``..`` and
+absolute names raise :class:`UnsafeName` (both a ``SuspiciousFileOperation`` and a
+``ValueError``) before the store is asked anything, where normpath would collapse
+``a/../b``; ``delete`` of a missing file is a no-op, as in Django's own storages;
+``listdir`` works. What ``open`` returns closes with every client, and what
+``read_using_cache`` returns can seek (:mod:`django_bridge.streams`).
 """
 
 from __future__ import annotations
