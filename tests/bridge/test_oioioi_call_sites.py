@@ -19,8 +19,10 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
 from django.core.management import call_command
+from django.test import Client as DjangoClient
 from django.test import override_settings
 
 from django_bridge.storage import FiletrackerStorage
@@ -141,9 +143,13 @@ def test_read_using_cache_reads_and_seeks_like_a_file(client_kind: str) -> None:
 @pytest.mark.django_db
 def test_stream_file_and_dumpdata_with_each_client(client_kind: str) -> None:
     field = saved_field(b"whatever\x01\xff", f"report-{client_kind}.bin")  # the server is shared
-    response = stream_file(field.storage.open(field.name.versioned_name, "rb"))  # the raw_file view's call
+    response = stream_file(field.storage.open(field.name.versioned_name, "rb"))  # as OIOIOI's views call it
     assert b"".join(response.streaming_content) == b"whatever\x01\xff"
     response.close()
+    browser = DjangoClient()
+    browser.force_login(User.objects.create_superuser("admin", password="-"))
+    viewed = browser.get(field.url)  # the raw_file view
+    assert viewed.status_code == 200 and b"".join(viewed.streaming_content) == b"whatever\x01\xff"
     out = io.StringIO()
     call_command("dumpdata", "testapp.filetestmodel", stdout=out)  # FileField.value_to_string
     assert json.loads(out.getvalue())[0]["fields"]["file_field"] == f"data:tests/report-{client_kind}.bin:d2hhdGV2ZXIB/w=="
@@ -152,14 +158,19 @@ def test_stream_file_and_dumpdata_with_each_client(client_kind: str) -> None:
 @pytest.mark.django_db
 def test_each_client_s_stream_has_django_s_file_protocol(client_kind: str) -> None:
     storage = FiletrackerStorage()
-    name = storage.save("protocol/a.txt", ContentFile(b"abc" * 1000))
+    name = storage.save(f"protocol/{client_kind}.txt", ContentFile(b"abc" * 40_000))
+    with storage.open(name) as f:
+        f.read(3)
+    if client_kind == "filetracker":  # its _FileLikeFromResponse's download ended: the rest is not read
+        download = f.file._inner.iter
+        assert next(download, None) is None
     for opening in (storage.open, storage.read_using_cache):
         with opening(name) as f:
-            assert f.read(3) == b"abc" and f.read() == b"abc" * 999
+            assert f.read(3) == b"abc" and f.read() == b"abc" * 39_999
         assert f.closed
         f.close()  # twice: no error
         with opening(name) as f:
-            assert b"".join(f.chunks(chunk_size=100)) == b"abc" * 1000
+            assert b"".join(f.chunks(chunk_size=1000)) == b"abc" * 40_000
 
 
 # -- names as OIOIOI normalises them -----------------------------------------------------------
