@@ -22,12 +22,12 @@ import shutil
 import tempfile
 from typing import IO, Any
 
-from castore.sizes import IO_BUFFER
-
-__all__ = ["SPOOL_IN_MEMORY", "ClosableStream", "closable", "known_size", "seekable"]
+__all__ = ["SPOOL_IN_MEMORY", "SPOOL_PIECE", "ClosableStream", "closable", "known_size", "seekable"]
 
 SPOOL_IN_MEMORY = 1 << 20
 """A copy made to seek in stays in memory up to this size, then moves to a temporary file."""
+SPOOL_PIECE = 256 * 1024
+"""Bytes read at a time into that copy from a stream without verified chunks of its own."""
 
 
 class ClosableStream(io.RawIOBase):
@@ -103,7 +103,7 @@ def seekable(stream: Any, spool_dir: str | None = None) -> tuple[IO[bytes], int 
                 for piece in pieces():
                     copy.write(piece)
             else:
-                shutil.copyfileobj(source, copy, IO_BUFFER)
+                shutil.copyfileobj(source, copy, SPOOL_PIECE)
         size = copy.tell()
         copy.seek(0)
     except BaseException:

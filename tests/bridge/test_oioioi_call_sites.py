@@ -42,6 +42,13 @@ def filetracker_client_factory() -> Any:
     return FiletrackerClient(remote_url=settings.FILETRACKER_URL, cache_dir=settings.FILETRACKER_CACHE_ROOT)
 
 
+def uncached_client_factory() -> Any:
+    """castore's client of the server without a cache: each read is a download."""
+    from castore.client import Client
+
+    return Client(local_store=None, remote_url=settings.FILETRACKER_URL)
+
+
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with castore_server(tmp_path_factory.mktemp("oioioi-call-sites") / "store") as url:
@@ -55,17 +62,19 @@ def _settings_of(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> d
         return {"FILETRACKER_CLIENT_FACTORY": "django_bridge.client.local_store_factory",
                 "CASTORE_ROOT": str(tmp_path / "root")}
     factory = {"remote": "django_bridge.client.remote_storage_factory",
+               "remote-uncached": f"{__name__}.uncached_client_factory",
                "filetracker": f"{__name__}.filetracker_client_factory"}[kind]
     return {"FILETRACKER_CLIENT_FACTORY": factory, "FILETRACKER_URL": request.getfixturevalue("server_url"),
             "FILETRACKER_CACHE_ROOT": str(tmp_path / "cache")}
 
 
-CLIENTS = ["memory", "embedded", "remote", "filetracker"]
+CLIENTS = ["memory", "embedded", "remote", "remote-uncached", "filetracker"]
 
 
 @pytest.fixture(params=CLIENTS)
 def client_kind(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """Each store and client: in memory, embedded, castore's remote client, Filetracker 2.3.3's client."""
+    """Each store and client: in memory, embedded, castore's remote client (with its cache and
+    without), Filetracker 2.3.3's client."""
     with override_settings(**_settings_of(request.param, request, tmp_path)):
         yield request.param
 
