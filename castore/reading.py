@@ -23,6 +23,7 @@ digests, the backend knows copies: neither learns the other's job.
 
 from __future__ import annotations
 
+import errno
 import io
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -36,7 +37,7 @@ from .digests import CHUNK_SIZE, DIGEST_SIZE, chunk_digest, digest_of_chunk
 from .errors import CorruptBlob
 from .keys import BlobKey, Hasher
 
-__all__ = ["STORED_PIECE", "BlobReader"]
+__all__ = ["STORED_PIECE", "BlobReader", "RandomAccess"]
 
 STORED_PIECE = 256 * 1024
 """Verified stored bytes gathered before :meth:`BlobReader.verified_stored` hands them out."""
@@ -146,6 +147,25 @@ class BlobReader(io.RawIOBase):
         else:
             self._discard(start)
         self._index = index
+
+    def random_access(self) -> RandomAccess | None:
+        """A seekable view of this content where seeking is cheap; None elsewhere.
+
+        Cheap: a blob stored raw (not compressed) in a seekable file or in its metadata
+        row, with chunk digests, before anything was read. A compressed blob would be
+        decoded again from its start at each seek backwards, so it has none (a caller
+        that must seek copies it; ``django_bridge`` spools it to a temporary file).
+        """
+        if self._started or self._digests is None or self.codec is not Codec.RAW or not self._stored.seekable():
+            return None
+        return RandomAccess(self)
+
+    def _chunk_at(self, index: int) -> bytes:
+        """Chunk ``index`` of the content, verified (a raw blob in a seekable file only)."""
+        if index != self._index:
+            self._stored.seek(index * CHUNK_SIZE)
+            self._index, self._skip, self._pending, self._ended = index, 0, memoryview(b""), False
+        return self._next_chunk()
 
     def _discard(self, count: int) -> None:
         """Decode and drop ``count`` bytes of content that nobody will be handed."""
@@ -359,6 +379,72 @@ class BlobReader(io.RawIOBase):
                     self._decoded.close()
             finally:
                 self._stored.close()
+        super().close()
+
+
+class RandomAccess(io.RawIOBase):
+    """A seekable, read-only stream of a raw blob's content (see :meth:`BlobReader.random_access`).
+
+    Every byte handed out comes from a chunk verified against its digest, as with
+    :class:`BlobReader`. The last chunk read is kept (at most 1 MiB), so reads and seeks
+    within it (``zipfile`` reading a member's header, then its data) touch no file.
+    """
+
+    def __init__(self, reader: BlobReader) -> None:
+        super().__init__()
+        self._reader = reader
+        self.name = reader.name
+        self.version = reader.version
+        self.size = reader.size
+        self._position = 0
+        self._held_index = -1
+        self._held = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return not self.closed
+
+    def tell(self) -> int:
+        self._check_open()
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._check_open()
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self.size}.get(whence)
+        if base is None:
+            raise ValueError(f"invalid whence ({whence!r})")
+        if base + offset < 0:  # as a file does: zipfile.is_zipfile expects an OSError
+            raise OSError(errno.EINVAL, f"negative seek position {base + offset}")
+        self._position = base + offset
+        return self._position
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        """Fill ``buffer`` up to the end of the content (no short reads: ``zipfile`` expects none)."""
+        self._check_open()
+        view = memoryview(buffer).cast("B")
+        filled = 0
+        while filled < len(view) and self._position < self.size:
+            index, start = divmod(self._position, CHUNK_SIZE)
+            if index != self._held_index:
+                self._held, self._held_index = b"", -1  # a failed read below leaves nothing held
+                self._held = self._reader._chunk_at(index)
+                self._held_index = index
+            n = min(len(view) - filled, len(self._held) - start)
+            view[filled : filled + n] = self._held[start : start + n]
+            filled += n
+            self._position += n
+        return filled
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+
+    def close(self) -> None:
+        if not self.closed:
+            self._held = b""
+            self._reader.close()
         super().close()
 
 

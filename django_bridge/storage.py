@@ -4,12 +4,15 @@ A storage name ``problems/1/a.in`` is the store path ``<prefix>/problems/1/a.in`
 returns a :class:`~django_bridge.filename.FiletrackerFilename` that remembers the version
 stored, which :class:`~django_bridge.fields.FileField` writes to the database.
 
-Differences from OIOIOI's ``FiletrackerStorage``, all in the direction of safety:
-``exists`` lets errors other than "not found" through (a server that is down must not
-look like a free name, which would overwrite a file); ``..`` and absolute names raise
-:class:`UnsafeName` (both a ``SuspiciousFileOperation`` and a ``ValueError``) before the
-store is asked anything; ``delete`` of a missing file is a no-op, as in Django's own
-storages; ``listdir`` works.
+Names are normalised as OIOIOI's ``os.path.normpath`` does for ``.`` and empty segments
+(``d/./e.txt`` is ``d/e.txt``). Differences from OIOIOI's ``FiletrackerStorage``, all in
+the direction of safety: ``exists`` lets errors other than "not found" through (a server
+that is down must not look like a free name, which would overwrite a file); ``..`` and
+absolute names raise :class:`UnsafeName` (both a ``SuspiciousFileOperation`` and a
+``ValueError``) before the store is asked anything, where normpath would collapse
+``a/../b``; ``delete`` of a missing file is a no-op, as in Django's own storages;
+``listdir`` works. What ``open`` returns closes with every client, and what
+``read_using_cache`` returns can seek (:mod:`django_bridge.streams`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import SuspiciousFileOperation
 from django.core.files import File
 from django.core.files.storage import Storage
@@ -34,6 +38,7 @@ from castore.names import is_valid_path
 
 from .client import get_client
 from .filename import FiletrackerFilename, split_versioned
+from .streams import closable, known_size, seekable
 
 __all__ = ["FiletrackerStorage", "StoredFile", "UnsafeName", "is_missing"]
 
@@ -77,21 +82,34 @@ class FiletrackerStorage(Storage):
 
     # -- names ---------------------------------------------------------------------------
 
-    def _make_filetracker_path(self, name: str) -> str:
-        """The store path (with ``@version`` if ``name`` has one) of a storage name."""
+    def normalised_name(self, name: str) -> str:
+        """``name`` as OIOIOI's ``os.path.normpath`` leaves it: ``.`` and empty segments dropped.
+
+        ``d/./e.txt`` is ``d/e.txt``, ``f//g.txt`` is ``f/g.txt``, ``\\`` is ``/``; a version
+        (``@17``) is kept. Raises :class:`UnsafeName` for an absolute name, one with ``..``
+        (normpath would collapse ``a/../b``; castore refuses it), and one that is not a
+        valid store path (NUL, nothing left, ``@`` in a folder's name, ...).
+        """
         if isinstance(name, FiletrackerFilename):
             name = name.versioned_name
         name = str(name).replace("\\", "/")
         plain, version = split_versioned(name)
         if plain.startswith("/"):
             raise UnsafeName(f"{type(self).__name__} does not support absolute paths: {name!r}")
-        parts = plain.split("/")
-        if ".." in parts or "." in parts:
+        parts = [part for part in plain.split("/") if part not in ("", ".")]
+        if ".." in parts:
             raise UnsafeName(f"Detected path traversal attempt in {name!r}")
-        path = self.prefix.rstrip("/") + "/" + plain
-        if not is_valid_path(path):
+        plain = "/".join(parts)
+        if not plain or not is_valid_path("/" + plain):
             raise UnsafeName(f"{name!r} is not a valid file name for castore")
-        return path if version is None else f"{path}@{version}"
+        return plain if version is None else f"{plain}@{version}"
+
+    def _make_filetracker_path(self, name: str) -> str:
+        """The store path (with ``@version`` if ``name`` has one) of a storage name (see :meth:`normalised_name`)."""
+        path = self.prefix.rstrip("/") + "/" + self.normalised_name(name)
+        if not is_valid_path(split_versioned(path)[0]):
+            raise UnsafeName(f"{name!r} is not a valid file name for castore below {self.prefix!r}")
+        return path
 
     def _cut_prefix(self, path: str) -> str:
         head = self.prefix.rstrip("/") + "/"
@@ -121,6 +139,7 @@ class FiletrackerStorage(Storage):
             content = File(content, name)
         assert name is not None
         self._make_filetracker_path(name)
+        name = self.normalised_name(name)  # "d/./e.txt" is saved (and named) as "d/e.txt", as in OIOIOI
         room = None if max_length is None else max_length - VERSION_SUFFIX_MAX
         if room is not None and room < 1:
             raise SuspiciousFileOperation(f"max_length {max_length} leaves no room for a name and its version")
@@ -154,15 +173,24 @@ class FiletrackerStorage(Storage):
     # -- reading ---------------------------------------------------------------------------
 
     def _open(self, name: str, mode: str = "rb") -> File:
+        """A read-only :class:`StoredFile` (it closes whatever the client's stream is)."""
         if any(flag in mode for flag in "wa+x"):
             raise ValueError(f"{type(self).__name__}.open does not support writing. Use save().")
-        stream, versioned = self.client.get_stream(self._make_filetracker_path(name))
-        return StoredFile(stream, FiletrackerFilename(name), self, versioned)
+        path = self._make_filetracker_path(name)
+        stream, versioned = self.client.get_stream(path)
+        return StoredFile(closable(stream), FiletrackerFilename(name), self, _one_version(path, versioned))
 
     def read_using_cache(self, name: str) -> File:
-        """Open ``name`` through the client's local cache (downloaded there first)."""
-        stream, versioned = self.client.get_stream(self._make_filetracker_path(name), serve_from_cache=True)
-        return StoredFile(stream, FiletrackerFilename(name), self, versioned)
+        """Open ``name`` through the client's local cache (downloaded there first), seekable.
+
+        Seekable whatever the client (OIOIOI opens statements with
+        ``zipfile.ZipFile(field.read_using_cache())``), and never read into memory whole:
+        see :func:`django_bridge.streams.seekable`.
+        """
+        path = self._make_filetracker_path(name)
+        stream, versioned = self.client.get_stream(path, serve_from_cache=True)
+        readable, size = seekable(stream, getattr(settings, "FILE_UPLOAD_TEMP_DIR", None))
+        return StoredFile(readable, FiletrackerFilename(name), self, _one_version(path, versioned), size=size)
 
     def delete(self, name: str) -> None:
         """Delete ``name``; with a version, only if the store has nothing newer. Missing: no-op."""
@@ -204,9 +232,8 @@ class FiletrackerStorage(Storage):
     def url(self, name: str | None) -> str:
         if name is None:
             raise ValueError("a file without a name has no URL")
-        versioned = name.versioned_name if isinstance(name, FiletrackerFilename) else str(name)
-        self._make_filetracker_path(versioned)
-        return str(reverse(self.url_view, kwargs={"filename": versioned}))
+        self._make_filetracker_path(name)
+        return str(reverse(self.url_view, kwargs={"filename": self.normalised_name(name)}))
 
     def listdir(self, path: str) -> tuple[list[str], list[str]]:
         """Folders and files directly below ``path`` (FileNotFoundError if it holds nothing)."""
@@ -229,19 +256,38 @@ class FiletrackerStorage(Storage):
 
 
 class StoredFile(File):
-    """An open stored file; its size comes from the stream, or from the store when asked."""
+    """An open stored file; its size is given, or comes from the stream, or from the store when asked."""
 
-    def __init__(self, stream: Any, name: FiletrackerFilename, storage: FiletrackerStorage, store_name: str) -> None:
+    def __init__(
+        self, stream: Any, name: FiletrackerFilename, storage: FiletrackerStorage, store_name: str,
+        size: int | None = None,
+    ) -> None:
         super().__init__(stream, name)
         self._storage = storage
         self._store_name = store_name
+        if size is not None:
+            self.size = size
 
     @cached_property
     def size(self) -> int:
-        size = getattr(self.file, "size", None)
-        if isinstance(size, int):
+        size = known_size(self.file)
+        if size is not None:
             return size
         return int(self._storage.client.file_size(self._store_name))
+
+
+def _one_version(path: str, versioned: str) -> str:
+    """``path`` with the version a client answered, which may carry it twice.
+
+    Filetracker 2.3.3's client answers ``get_stream(..., serve_from_cache=True)`` for a
+    versioned name with ``p@v@v``, which its ``file_size`` then refuses.
+    """
+    plain = split_versioned(path)[0]
+    try:
+        version = split_versioned(versioned)[1]
+    except ValueError:
+        return plain
+    return plain if version is None else f"{plain}@{version}"
 
 
 @contextmanager

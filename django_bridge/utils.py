@@ -24,6 +24,8 @@ __all__ = [
 ]
 
 STREAM_CHUNK = IO_BUFFER
+SHOWABLE_EXTENSIONS = ("pdf", "ps", "txt")
+"""Shown in the browser by :func:`stream_file`, others downloaded: OIOIOI's list, case-sensitive as there."""
 
 
 class FileInFiletracker(File):
@@ -94,13 +96,15 @@ def stream_file(django_file: Any, name: str | None = None, showable: bool | None
     """A streaming response with ``django_file``'s content, its size and a download name.
 
     ``name`` defaults to the file's base name; ``showable`` (shown inline rather than
-    downloaded) defaults to True for .pdf, .ps and .txt files.
+    downloaded) defaults to what OIOIOI decides: True when the text after the last dot is
+    exactly ``pdf``, ``ps`` or ``txt`` (``REPORT.PDF`` is downloaded; so is any name
+    without a dot, except ``pdf``, ``ps`` and ``txt`` themselves).
     """
     if name is None:
         name = str(django_file.name).rsplit("/", 1)[-1]
     content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
     if showable is None:
-        showable = name.rsplit(".", 1)[-1].lower() in ("pdf", "ps", "txt") if "." in name else False
+        showable = name.rsplit(".", 1)[-1] in SHOWABLE_EXTENSIONS
     response = StreamingHttpResponse(_chunks(django_file), content_type=content_type)
     response["Content-Length"] = str(django_file.size)
     disposition = make_content_disposition_header("inline" if showable else "attachment", name)

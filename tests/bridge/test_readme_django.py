@@ -34,7 +34,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 def readme_snippets() -> dict[str, str]:
     text = (ROOT / "README.md").read_text()
     found = dict(re.findall(r"<!-- readme-django: (\S+) -->\n```\w*\n(.*?)```", text, re.DOTALL))
-    assert set(found) == {"settings.py", "urls.py", "models.py", "use", "cleanup"}, sorted(found)
+    assert set(found) == {"settings.py", "urls.py", "models.py", "use", "cleanup", "oioioi-call-sites",
+                          "oioioi/filetracker/fields.py"}, sorted(found)  # the last: test_oioioi_migrations.py
     return found
 
 
@@ -85,3 +86,7 @@ def test_the_readme_walk_through_works_as_written(tmp_path: Path) -> None:
             run(sys.executable, "-m", "castore", *words[1:])
     usage = json.loads(run(sys.executable, "-m", "castore", "--root", "castore-data", "--json", "du"))
     assert usage["files"] == 1 and usage["blobs"] == 1 and usage["unreferenced_blobs"] == 0, usage
+
+    # "Switching an OIOIOI site": OIOIOI's call sites, with the same model
+    called = django("shell", "-c", snippets["oioioi-call-sites"])
+    assert called.splitlines()[-2:] == ["['index.html']", "d/e.txt"], called

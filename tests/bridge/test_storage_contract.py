@@ -102,7 +102,7 @@ def test_listdir(castore_storage: FiletrackerStorage) -> None:
         storage.listdir("nowhere")
 
 
-@pytest.mark.parametrize("name", ["/absolute/path", "../x", "a/../../x", "a/./b", "a//b", "a\0b", ""])
+@pytest.mark.parametrize("name", ["/absolute/path", "../x", "a/../../x", "a/../b", "a\0b", "", ".", "./", "a@1/b"])
 def test_unsafe_names_never_reach_the_store(storage: FiletrackerStorage, name: str) -> None:
     with pytest.raises((ValueError, SuspiciousFileOperation)):
         storage.save(name, ContentFile(b"evil"))
@@ -110,6 +110,20 @@ def test_unsafe_names_never_reach_the_store(storage: FiletrackerStorage, name: s
         storage.open(name)
     with pytest.raises((ValueError, SuspiciousFileOperation)):
         storage.exists(name)
+
+
+@pytest.mark.parametrize(("given", "stored"), [("d/./e.txt", "d/e.txt"), ("f//g.txt", "f/g.txt"),
+                                               ("./h", "h"), ("i/", "i"), ("j\\.\\k", "j/k")])
+def test_dot_and_empty_segments_are_dropped_as_oioioi_s_normpath_does(
+    storage: FiletrackerStorage, given: str, stored: str
+) -> None:
+    """OIOIOI's storage passes names through ``os.path.normpath``: so does this one, for ``.``
+    and empty segments (``..`` stays refused, above)."""
+    name = storage.save(given, ContentFile(b"n"))
+    assert name == stored and storage.exists(stored) and storage.exists(given)
+    with storage.open(given) as f:
+        assert f.read() == b"n"
+    assert storage.url(given) == f"/file/{stored}/"
 
 
 def test_unsafe_name_is_both_kinds_of_error() -> None:
@@ -173,6 +187,8 @@ def test_storage_names_map_to_store_paths_below_the_prefix() -> None:
         assert storage._make_filetracker_path("a\\b") == "/p/a/b"
         assert storage._make_filetracker_path("a..b/c.") == "/p/a..b/c."
         assert storage._make_filetracker_path("a/b@123") == "/p/a/b@123"
+        assert storage._make_filetracker_path("a/./b@123") == "/p/a/b@123"
+        assert storage._make_filetracker_path("a//b/") == "/p/a/b"
         assert storage._make_filetracker_path(FiletrackerFilename("a/b@123")) == "/p/a/b@123"
         assert storage._cut_prefix("/p/a/b") == "a/b"
     assert FiletrackerStorage(prefix="/")._make_filetracker_path("a") == "/a"
@@ -183,8 +199,9 @@ def test_storage_names_map_to_store_paths_below_the_prefix() -> None:
 @pytest.mark.parametrize(("name", "why"), [
     ("/a", "does not support absolute paths"), ("\\a", "does not support absolute paths"),
     ("/a@12", "does not support absolute paths"), ("..", "path traversal"), ("a/..", "path traversal"),
-    (".", "path traversal"), ("a\\..\\b", "path traversal"), ("a/./b@5", "path traversal"),
-    ("a//b", "not a valid file name"), ("a\0b", "not a valid file name"), ("", "not a valid file name"),
+    ("a\\..\\b", "path traversal"), ("a/../b@5", "path traversal"), (".", "not a valid file name"),
+    ("./", "not a valid file name"), ("a\0b", "not a valid file name"), ("", "not a valid file name"),
+    ("a@1/b", "not a valid file name"),
 ])
 def test_each_unsafe_name_is_refused_for_its_reason(name: str, why: str) -> None:
     """The refusal says which rule the name broke, and names it."""
