@@ -43,8 +43,27 @@ _clients: dict[tuple[str | None, str | None], Any] = {}
 _clients_lock = threading.Lock()
 
 
+def _forget_clients_after_fork() -> None:
+    """In a forked child: the parent's clients (and their pooled keep-alive sockets) are not ours.
+
+    A connection shared by two processes carries requests of both on one socket; a child killed
+    in the middle of a PUT leaves the parent waiting out boto3's 60 s read timeout on it. The
+    parent's clients are dropped, not closed (closing them here could end the parent's requests),
+    and the lock is new, in case another thread of the parent held it at the fork.
+    """
+    global _clients_lock
+    _clients.clear()
+    _clients_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_clients_after_fork)
+
+
 def _client(endpoint_url: str | None, region: str | None) -> Any:
-    """One boto3 S3 client per endpoint and region in a process (thread-safe, and slow to make)."""
+    """One boto3 S3 client per endpoint and region in a process (thread-safe, and slow to make).
+
+    Per process: a child forked after a client was made makes its own (``_forget_clients_after_fork``).
+    """
     with _clients_lock:
         client = _clients.get((endpoint_url, region))
         if client is None:
@@ -163,7 +182,8 @@ class S3BlobBackend(BlobBackend):
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.endpoint_url = endpoint_url
-        self._client = _client(endpoint_url, region)
+        self.region = region
+        _client(endpoint_url, region)  # made now (slow), not on the first request
         self._transfer = TransferConfig(multipart_threshold=PART_SIZE, multipart_chunksize=PART_SIZE,
                                         max_concurrency=4)
         self._staging = Path(staging_dir or tempfile.gettempdir()) / "castore-s3-staging"
@@ -173,6 +193,11 @@ class S3BlobBackend(BlobBackend):
             self.cache = _ReadCache(Path(cache_dir), parse_size(str(cache_size or "1G")))
         elif cache_size is not None:
             raise ValueError("cache_size needs cache_dir")
+
+    @property
+    def _client(self) -> Any:
+        """This process's client: a backend made before a ``fork`` does not use its parent's in the child."""
+        return _client(self.endpoint_url, self.region)
 
     def object_name(self, key: BlobKey) -> str:
         return self.prefix + key_to_relpath(key)
