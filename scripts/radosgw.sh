@@ -6,8 +6,9 @@
 #   scripts/radosgw.sh stop DIR                     # stops the daemons and removes DIR
 #
 # One monitor and one OSD keeping its objects in memory (memstore), authentication off, all
-# on 127.0.0.1; radosgw with the beast frontend. An S3 user with access key "testing" and
-# secret "testing" is made; buckets are made by the tests. About 2 s to start, ~140 MB.
+# on 127.0.0.1; radosgw with the beast frontend. An S3 user is made with the access key and
+# secret in $AWS_ACCESS_KEY_ID and $AWS_SECRET_ACCESS_KEY (default: "testing" and "testing");
+# buckets are made by the tests. About 2 s to start, ~140 MB.
 # Ceph 16 (Debian 12) has no single-process "dbstore" backend, hence the small cluster.
 set -euo pipefail
 
@@ -85,7 +86,7 @@ start() {
     ceph-osd "${conf[@]}" -i "$id" 2>>"$dir/log/osd.stderr"   # notices, not errors
     radosgw "${conf[@]}" -n client.rgw
     radosgw-admin "${conf[@]}" user create --uid castore --display-name castore \
-        --access-key testing --secret-key testing >/dev/null
+        --access-key "${AWS_ACCESS_KEY_ID:-testing}" --secret-key "${AWS_SECRET_ACCESS_KEY:-testing}" >/dev/null
     local endpoint=http://127.0.0.1:$s3_port
     local waited=0
     until curl -s -o /dev/null "$endpoint"; do
