@@ -26,7 +26,7 @@ ensure_postgresql
 
 # The S3 tests run on radosgw too (PostgreSQL + radosgw; moto runs them all in the main part):
 # the S3 backend's contract and read cache, the setup check, the per-process clients, the
-# store's semantics, moving a store, killed writers and two servers on one bucket.
+# store's semantics, moving a store, killed writers, two servers on one bucket, the README's steps.
 RADOSGW_TESTS=(
     tests/blobs/test_blob_backends.py::TestS3Backend
     tests/blobs/test_blob_backends.py::TestS3ReadCacheHealing
@@ -36,6 +36,7 @@ RADOSGW_TESTS=(
     tests/store/test_moving.py
     tests/system/test_processes.py
     tests/system/test_two_servers.py
+    tests/system/test_readme_scale.py
 )
 
 run_part main .venv/bin/python -m pytest "$@"
