@@ -29,6 +29,7 @@ Each message is one line and says what went wrong with which name.
 from __future__ import annotations
 
 __all__ = [
+    "BlobsUnusable",
     "Busy",
     "CastoreError",
     "CorruptBlob",
@@ -96,6 +97,11 @@ class StoreNotFound(CastoreError):
 
 class SettingsMismatch(CastoreError):
     """A copy's target already holds another store (other seed or settings): nothing was copied."""
+
+
+class BlobsUnusable(StoreNotFound):
+    """The blob storage named cannot hold the store: a missing bucket, or one these credentials may not
+    write to (found at ``castore init`` / ``serve``, with what to do in the message)."""
 
 
 class SchemaOutdated(StoreNotFound):

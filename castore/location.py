@@ -115,6 +115,8 @@ def open_parts(
     create: bool = False,
     read_only: bool | None = None,
     settings: Mapping[str, Any],
+    check_blobs: bool | None = None,
+    create_bucket: bool = False,
 ) -> Parts:
     """Open (with ``create=True``: create, or upgrade) the store at folder ``root`` or at two URLs.
 
@@ -128,6 +130,11 @@ def open_parts(
 
     ``read_only`` (a folder only): True opens it for reading, writing nothing (not even
     a lock file); None does so when the folder is on a read-only filesystem.
+
+    ``check_blobs`` (URLs; default: when ``create``): first check that the blob storage
+    takes writes (:meth:`~castore.blobs.base.BlobBackend.check_setup`: for S3, a small put,
+    get and delete under the prefix), raising BlobsUnusable, which says what to do, before
+    anything is created; ``create_bucket`` makes a missing S3 bucket there.
     """
     check_settings(settings)
     if root is not None and metadata is None and blobs is None:
@@ -136,16 +143,24 @@ def open_parts(
         raise ValueError("read_only is for a store folder (--root), not for metadata/blobs URLs")
     where = locate(root, metadata=metadata, blobs=blobs)
     _require_create(settings, create)
-    if create:
-        initialize(where, **settings)
-    else:
+    if not create:
         _require_existing(where)
-    repo = MetadataRepo(where.metadata)
+    backend = open_blobs(where.blobs)
+    try:
+        if create if check_blobs is None else check_blobs:
+            backend.check_setup(create=create_bucket)
+        if create:
+            initialize(where, **settings)
+        repo = MetadataRepo(where.metadata)
+    except BaseException:
+        backend.close()
+        raise
     try:
         _require_same_settings(repo, settings, f"({where.describe()})")
-        return Parts(repo, open_blobs(where.blobs))
+        return Parts(repo, backend)
     except BaseException:
         repo.close()
+        backend.close()
         raise
 
 

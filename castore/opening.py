@@ -51,6 +51,8 @@ def open_store(
     zstd_level: int | None = None,
     clock: Callable[[], float] | None = None,
     read_only: bool | None = None,
+    check_blobs: bool | None = None,
+    create_bucket: bool = False,
 ) -> Store:
     """Open (with ``create=True``: create, or upgrade) the store at ``root`` or at two URLs.
 
@@ -63,11 +65,16 @@ def open_store(
     ``read_only`` (a folder only): True opens it for reading, writing nothing; None
     does so when the folder is on a read-only filesystem. A folder also keeps its
     disk-space reserve (:func:`castore.location.open_parts` says it all).
+
+    ``check_blobs`` (default: when ``create``) first checks that the blob storage takes
+    writes (BlobsUnusable otherwise, saying what to do); ``create_bucket`` makes a missing
+    S3 bucket.
     """
     wanted: dict[str, Any] = {
         name: value
         for name, value in (("retention", retention), ("inline_max", inline_max), ("zstd_level", zstd_level))
         if value is not None
     }
-    parts = open_parts(root, metadata=metadata, blobs=blobs, create=create, read_only=read_only, settings=wanted)
+    parts = open_parts(root, metadata=metadata, blobs=blobs, create=create, read_only=read_only, settings=wanted,
+                       check_blobs=check_blobs, create_bucket=create_bucket)
     return Store.of(parts, clock=clock or time.time)

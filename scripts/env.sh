@@ -18,7 +18,7 @@ make_venv() {
         if ! "$python" -m venv "$dir" 2>/dev/null; then
             echo "castore: installing python3-venv with apt-get" >&2
             apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
-            rm -rf "$dir" && "$python" -m venv "$dir"
+            rm -rf "$dir" && "$python" -m venv "$dir" || return 1
         fi
     fi
     local stamp=$dir/.castore-installed
@@ -26,9 +26,10 @@ make_venv() {
     want=$(_stamp_of)
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
         echo "castore: installing the project, $django and the dev tools into $dir" >&2
-        "$dir/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
-        "$dir/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev,django]' "$django"
-        "$dir/bin/python" -m pip install -q --disable-pip-version-check --no-deps 'filetracker==2.3.3'
+        # each step || return 1: errexit does not apply when the caller tests the result (test.sh)
+        "$dir/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null || return 1
+        "$dir/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev,django]' "$django" || return 1
+        "$dir/bin/python" -m pip install -q --disable-pip-version-check --no-deps 'filetracker==2.3.3' || return 1
         echo "$want" > "$stamp"
     fi
 }
@@ -39,6 +40,19 @@ ensure_postgresql() {
     if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
         echo "castore: installing postgresql with apt-get" >&2
         apt-get update -qq && apt-get install -y -qq postgresql >/dev/null
+    fi
+}
+
+# Ceph's radosgw, a real S3 implementation, for the tests' radosgw part (scripts/radosgw.sh
+# starts a throw-away one-node cluster). Prints why on stdout and fails when it cannot be had.
+ensure_radosgw() {
+    if command -v radosgw >/dev/null && command -v ceph-mon >/dev/null && command -v ceph-osd >/dev/null; then
+        return 0
+    fi
+    echo "castore: installing radosgw, ceph-mon and ceph-osd with apt-get" >&2
+    if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends radosgw ceph-mon ceph-osd; } >&2; then
+        echo "apt-get could not install radosgw, ceph-mon and ceph-osd"
+        return 1
     fi
 }
 
@@ -60,11 +74,12 @@ find_python_for_django6() {
     return 1
 }
 
+# Prints why on stdout and fails when there is no Python for it, or its install failed.
 ensure_django6_venv() {
     local python
     if ! python=$(find_python_for_django6); then
-        echo "castore: no Python >= 3.12 found for the Django 6.x tests (set PYTHON_DJANGO6)" >&2
+        echo "no Python >= 3.12 found for the Django 6.x tests (set PYTHON_DJANGO6)"
         return 1
     fi
-    make_venv .venv-django6 "$python" 'django>=6.0,<7'
+    make_venv .venv-django6 "$python" 'django>=6.0,<7' >&2 || { echo "installing .venv-django6 failed"; return 1; }
 }

@@ -7,8 +7,11 @@
   template (``CREATE DATABASE``, ~0.2-0.5 s, and 7 MB more to delete at the end).
 * :class:`MotoServer` — ``moto_server`` (moto[server] from PyPI), an S3 API in one process;
   each store gets its own bucket.
+* :class:`RadosGateway` — Ceph's radosgw, a real S3 implementation (``scripts/radosgw.sh``:
+  one monitor, one in-memory OSD, ~2 s to start). Unlike moto it keeps connections alive.
 
-scripts/test.sh installs both (``apt-get install postgresql``; moto is a dev dependency).
+scripts/test.sh installs them (``apt-get install postgresql radosgw ceph-mon ceph-osd``; moto is
+a dev dependency).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from castore.metadata.migrate import upgrade_schema
 
 from .server_process import free_port
 
-__all__ = ["MotoServer", "PostgresCluster", "postgres_bin"]
+__all__ = ["MotoServer", "PostgresCluster", "RadosGateway", "S3Server", "postgres_bin"]
 
 _count = itertools.count()
 
@@ -141,18 +144,47 @@ class PostgresCluster:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
-class MotoServer:
-    """``moto_server`` on a free loopback port: an in-memory S3 API."""
+class S3Server:
+    """An S3 server for tests: its ``endpoint``, and a new bucket for each store."""
 
     REGION = "us-east-1"
+    endpoint: str
+
+    @staticmethod
+    def credentials() -> tuple[str, str]:
+        """The access key and secret the tests sign with (the AWS variables, set to ``testing`` when unset)."""
+        for variable, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                                ("AWS_DEFAULT_REGION", S3Server.REGION)):
+            os.environ.setdefault(variable, value)
+        return os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
+
+    def bucket_url(self, name: str, prefix: str = "blobs") -> str:
+        """The blobs URL of bucket ``name`` (made or not) on this server."""
+        return f"s3://{name}/{prefix}?endpoint_url={self.endpoint}&region={self.REGION}"
+
+    def new_bucket_name(self) -> str:
+        """A bucket name no test used yet (the bucket is not made)."""
+        return f"castore-{os.getpid()}-{next(_count)}"
+
+    def new_bucket(self) -> str:
+        """A blobs URL on a new, empty bucket."""
+        from castore.blobs.s3 import _client
+
+        name = self.new_bucket_name()
+        _client(self.endpoint, self.REGION).create_bucket(Bucket=name)
+        return self.bucket_url(name)
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+
+class MotoServer(S3Server):
+    """``moto_server`` on a free loopback port: an in-memory S3 API (answers ``Connection: close``)."""
 
     def __init__(self) -> None:
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
-        # moto reads no real credentials; boto3 needs some to sign requests
-        for variable, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
-                                ("AWS_DEFAULT_REGION", self.REGION)):
-            os.environ.setdefault(variable, value)
+        self.credentials()  # moto reads no real credentials; boto3 needs some to sign requests
         self.process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -167,14 +199,6 @@ class MotoServer:
                     raise RuntimeError("moto_server did not start") from None
                 time.sleep(0.1)
 
-    def new_bucket(self) -> str:
-        """A blobs URL on a new, empty bucket."""
-        from castore.blobs.s3 import _client
-
-        name = f"castore-{os.getpid()}-{next(_count)}"
-        _client(self.endpoint, self.REGION).create_bucket(Bucket=name)
-        return f"s3://{name}/blobs?endpoint_url={self.endpoint}&region={self.REGION}"
-
     def stop(self) -> None:
         self.process.terminate()
         try:
@@ -182,3 +206,29 @@ class MotoServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+RADOSGW_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "radosgw.sh"
+
+
+class RadosGateway(S3Server):
+    """Ceph's radosgw on a throw-away one-node cluster (``scripts/radosgw.sh``): a real S3
+    implementation, which keeps connections alive as AWS does."""
+
+    def __init__(self) -> None:
+        if shutil.which("radosgw") is None:
+            raise RuntimeError("radosgw is not installed (scripts/test.sh runs: apt-get install -y "
+                               "--no-install-recommends radosgw ceph-mon ceph-osd)")
+        self.credentials()  # the script makes its S3 user with these keys
+        self.folder = Path(tempfile.mkdtemp(prefix="castore-radosgw-"))
+        self.port = free_port()
+        done = subprocess.run(["bash", str(RADOSGW_SCRIPT), "start", str(self.folder / "cluster"), str(self.port),
+                               str(free_port())], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            self.stop()
+            raise RuntimeError(f"scripts/radosgw.sh start failed: {done.stderr.strip()}")
+        self.endpoint = done.stdout.strip()
+
+    def stop(self) -> None:
+        subprocess.run(["bash", str(RADOSGW_SCRIPT), "stop", str(self.folder / "cluster")], check=False)
+        shutil.rmtree(self.folder, ignore_errors=True)

@@ -6,7 +6,12 @@ using them runs on SQLite + a blob folder, PostgreSQL + a blob folder and Postgr
 once per session).
 A test that depends on one combination narrows the list with
 ``@pytest.mark.backends("sqlite+file")``. ``CASTORE_TEST_BACKENDS=sqlite+file`` runs only
-the listed ones (quick local runs; ``sqlite+s3`` is available there too).
+the listed ones (quick local runs; ``sqlite+s3`` is available there too). ``+s3-radosgw``
+(``postgresql+s3-radosgw``, ``sqlite+s3-radosgw``) puts the blobs on Ceph's radosgw, a real S3
+implementation, instead of moto; scripts/test.sh runs the S3 tests so in a part of their own.
+
+Tests of the S3 backend itself take ``s3_server``: moto, or radosgw when the selected
+backends name ``s3-radosgw`` (both when both are named).
 """
 
 from __future__ import annotations
@@ -20,13 +25,17 @@ import pytest
 from castore.opening import Location, locate, open_store
 from castore.store import Store
 
-from .backends import MotoServer, PostgresCluster
+from .backends import MotoServer, PostgresCluster, RadosGateway, S3Server
 
 BACKENDS = ("sqlite+file", "postgresql+file", "postgresql+s3")
 """The metadata+blobs combinations the store's tests run against by default."""
 
-KNOWN_BACKENDS = (*BACKENDS, "sqlite+s3")
-"""Also runnable with CASTORE_TEST_BACKENDS (sqlite+s3 adds little the others do not cover)."""
+KNOWN_BACKENDS = (*BACKENDS, "sqlite+s3", "postgresql+s3-radosgw", "sqlite+s3-radosgw")
+"""Also runnable with CASTORE_TEST_BACKENDS (sqlite+s3 adds little the others do not cover;
+``+s3-radosgw``: the blobs on radosgw, as scripts/test.sh's radosgw part runs them)."""
+
+S3_SERVERS = ("s3", "s3-radosgw")
+"""The blobs part of a backend name that is an S3 server: moto, radosgw."""
 
 
 def selected_backends() -> tuple[str, ...]:
@@ -51,7 +60,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "store_backend" in metafunc.fixturenames:
         marker = metafunc.definition.get_closest_marker("backends")
         allowed = marker.args if marker is not None else KNOWN_BACKENDS
+        allowed = (*allowed, *(b + "-radosgw" for b in allowed if b.endswith("+s3")))  # +s3 runs on either
         metafunc.parametrize("store_backend", [b for b in selected_backends() if b in allowed])
+    if "s3_server" in metafunc.fixturenames:
+        named = [b.split("+", 1)[1] for b in selected_backends()]
+        metafunc.parametrize("s3_server", [s for s in S3_SERVERS if s in named] or ["s3"], indirect=True)
 
 
 class Clock:
@@ -76,6 +89,20 @@ def moto() -> Iterator[MotoServer]:
     server = MotoServer()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def radosgw() -> Iterator[RadosGateway]:
+    server = RadosGateway()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_server(request: pytest.FixtureRequest) -> S3Server:
+    """The S3 server of this test's parameter: moto (``s3``) or radosgw (``s3-radosgw``)."""
+    server: S3Server = request.getfixturevalue("moto" if request.param == "s3" else "radosgw")
+    return server
 
 
 @pytest.fixture
@@ -112,7 +139,8 @@ class Locations:
             self.databases.append(metadata)
         if self.backend.endswith("+file"):
             return Location(metadata, (folder / "blobs").as_uri())
-        return Location(metadata, self.request.getfixturevalue("moto").new_bucket())
+        server = "radosgw" if self.backend.endswith("+s3-radosgw") else "moto"
+        return Location(metadata, self.request.getfixturevalue(server).new_bucket())
 
     def release(self, where: Location) -> None:
         """Done with the store at ``where`` (closed): its database may serve another store."""

@@ -102,6 +102,14 @@ class BlobBackend:
         """
         return False
 
+    def check_setup(self, create: bool = False) -> None:
+        """Raise BlobsUnusable when blobs cannot be written and read back here, saying what to do.
+
+        Run once when a store is set up or served (:func:`castore.location.open_parts`), so that
+        a wrong setting fails at once rather than on the first large file. ``create``: make what
+        is missing and can be made (S3: the bucket). The default finds nothing to check.
+        """
+
     def put_bytes(self, key: BlobKey, data: bytes) -> None:
         """Store ``data`` under ``key`` in one call (stage, write, finish, publish)."""
         staged = self.stage()

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import io
 import os
+import secrets
 import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..errors import MissingBlob
+from ..errors import BlobsUnusable, MissingBlob
 from ..keys import BlobKey, is_valid_key
 from ..sizes import parse_size
 from .base import BlobBackend, StagedBlob
@@ -42,8 +43,27 @@ _clients: dict[tuple[str | None, str | None], Any] = {}
 _clients_lock = threading.Lock()
 
 
+def _forget_clients_after_fork() -> None:
+    """In a forked child: the parent's clients (and their pooled keep-alive sockets) are not ours.
+
+    A connection shared by two processes carries requests of both on one socket; a child killed
+    in the middle of a PUT leaves the parent waiting out boto3's 60 s read timeout on it. The
+    parent's clients are dropped, not closed (closing them here could end the parent's requests),
+    and the lock is new, in case another thread of the parent held it at the fork.
+    """
+    global _clients_lock
+    _clients.clear()
+    _clients_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_clients_after_fork)
+
+
 def _client(endpoint_url: str | None, region: str | None) -> Any:
-    """One boto3 S3 client per endpoint and region in a process (thread-safe, and slow to make)."""
+    """One boto3 S3 client per endpoint and region in a process (thread-safe, and slow to make).
+
+    Per process: a child forked after a client was made makes its own (``_forget_clients_after_fork``).
+    """
     with _clients_lock:
         client = _clients.get((endpoint_url, region))
         if client is None:
@@ -161,7 +181,9 @@ class S3BlobBackend(BlobBackend):
 
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
-        self._client = _client(endpoint_url, region)
+        self.endpoint_url = endpoint_url
+        self.region = region
+        _client(endpoint_url, region)  # made now (slow), not on the first request
         self._transfer = TransferConfig(multipart_threshold=PART_SIZE, multipart_chunksize=PART_SIZE,
                                         max_concurrency=4)
         self._staging = Path(staging_dir or tempfile.gettempdir()) / "castore-s3-staging"
@@ -172,8 +194,87 @@ class S3BlobBackend(BlobBackend):
         elif cache_size is not None:
             raise ValueError("cache_size needs cache_dir")
 
+    @property
+    def _client(self) -> Any:
+        """This process's client: a backend made before a ``fork`` does not use its parent's in the child."""
+        return _client(self.endpoint_url, self.region)
+
     def object_name(self, key: BlobKey) -> str:
         return self.prefix + key_to_relpath(key)
+
+    # -- setup ---------------------------------------------------------------------
+
+    def check_setup(self, create: bool = False) -> None:
+        """The bucket exists (made with ``create``) and a small object can be put, read and deleted
+        under the prefix; BlobsUnusable otherwise, in one line that says what to do."""
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+        where = f"s3://{self.bucket}/{self.prefix}"
+        try:
+            if not self._bucket_exists():
+                if not create:
+                    raise BlobsUnusable(self._missing_bucket_advice())
+                self._create_bucket()
+            self._probe(where)
+        except ClientError as e:
+            error = e.response.get("Error", {})
+            verb = {"PutObject": "write to", "GetObject": "read from", "DeleteObject": "delete in"}.get(
+                e.operation_name, "use")
+            raise BlobsUnusable(
+                f"cannot {verb} {where}{self._at()}: {e.operation_name} answered {error.get('Code', '?')}"
+                f"{' (' + error['Message'] + ')' if error.get('Message') else ''}; these credentials need "
+                "s3:PutObject, s3:GetObject, s3:DeleteObject and s3:ListBucket there") from None
+        except NoCredentialsError:
+            raise BlobsUnusable(f"no S3 credentials for {where}: set AWS_ACCESS_KEY_ID and "
+                                "AWS_SECRET_ACCESS_KEY (or ~/.aws/credentials)") from None
+        except BotoCoreError as e:
+            raise BlobsUnusable(f"cannot reach the S3 service for {where}: {e}") from None
+
+    def _at(self) -> str:
+        return f" at {self.endpoint_url}" if self.endpoint_url else ""
+
+    def _bucket_exists(self) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket"):
+                return False
+            raise
+        return True
+
+    def _missing_bucket_advice(self) -> str:
+        region = self._client.meta.region_name
+        options = f" --endpoint-url {self.endpoint_url}" if self.endpoint_url else ""
+        options += f" --region {region}" if region else ""
+        return (f"the bucket {self.bucket} does not exist{self._at()}: make it with castore init --create-bucket "
+                f"(or serve --init --create-bucket), or yourself: aws s3 mb s3://{self.bucket}{options}")
+
+    def _create_bucket(self) -> None:
+        from botocore.exceptions import ClientError
+
+        region = self._client.meta.region_name
+        where = {"CreateBucketConfiguration": {"LocationConstraint": region}} \
+            if region and region != "us-east-1" else {}
+        try:
+            self._client.create_bucket(Bucket=self.bucket, **where)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":  # made meanwhile
+                raise
+
+    def _probe(self, where: str) -> None:
+        """Put, read back and delete a small object (its name is no blob key: listings skip it)."""
+        name = f"{self.prefix}castore-setup-check-{secrets.token_hex(8)}"
+        body = secrets.token_bytes(32)
+        self._client.put_object(Bucket=self.bucket, Key=name, Body=body)
+        try:
+            with self._client.get_object(Bucket=self.bucket, Key=name)["Body"] as stream:
+                read = stream.read()
+        finally:
+            self._client.delete_object(Bucket=self.bucket, Key=name)
+        if read != body:
+            raise BlobsUnusable(f"{where}{self._at()} gave back other bytes than castore put there")
 
     # -- writing -------------------------------------------------------------------
 

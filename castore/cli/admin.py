@@ -46,12 +46,17 @@ __all__ = ["COMMANDS", "DU_SORT_KEYS"]
 @click.option("--inline-max", type=click.IntRange(0), default=None,
               help="Largest content kept inline in the database, in bytes (default 131072).")
 @click.option("--zstd-level", type=click.IntRange(1, 22), default=None, help="zstd level for blobs (default 1).")
+@click.option("--create-bucket", is_flag=True,
+              help="--blobs s3://…: make the bucket if it does not exist (else a missing bucket is an error, exit 5).")
 @pass_context
-def init(c: Context, retention: int | None, inline_max: int | None, zstd_level: int | None) -> None:
+def init(c: Context, retention: int | None, inline_max: int | None, zstd_level: int | None,
+         create_bucket: bool) -> None:
     """Create a store at --root (or upgrade an existing one's schema).
 
     The settings are chosen at creation; giving one that differs from an existing
-    store's is an error.
+    store's is an error. With --blobs s3://… the bucket is checked first (a small put,
+    get and delete under the prefix): a missing bucket, or one these credentials cannot
+    write to, is an error (exit 5) that says what to do, and nothing is created.
 
     Example: castore --root ./castore-data init --retention 3
     """
@@ -59,7 +64,7 @@ def init(c: Context, retention: int | None, inline_max: int | None, zstd_level: 
     given = {k: v for k, v in (("retention", retention), ("inline_max", inline_max),
                                ("zstd_level", zstd_level)) if v is not None}
     try:
-        store = c.store(create=True, **cast(dict[str, Any], given))
+        store = c.store(create=True, create_bucket=create_bucket, **cast(dict[str, Any], given))
     except ValueError as e:
         fail(str(e), EXIT_USAGE)
     where = {} if c.metadata is None and c.blobs is None else vars(c.location())

@@ -72,7 +72,7 @@ EXIT_CODES = {
     EXIT_USAGE: "bad usage: unknown option, missing argument, bad --url, a command --url cannot do",
     EXIT_NOT_FOUND: "not found: no such path or folder, or that version is not retained",
     EXIT_INVALID: "invalid name or version",
-    EXIT_NO_STORE: "no store at --root (run castore init)",
+    EXIT_NO_STORE: "no store at --root (run castore init), or its bucket is missing or not writable",
     EXIT_INTEGRITY: "integrity problem: corrupt or missing blob, hash collision, failed check",
     EXIT_IO: "a local file or folder could not be read or written",
     EXIT_KEPT: "--strict: a newer version was already stored, so this one was not",
@@ -259,14 +259,20 @@ class Context:
 
             fail(f"castore {command} needs a local store (--root), not --url {redact_url(self.url)}", EXIT_USAGE)
 
-    def store(self, create: bool = False, read_only: bool | None = None, **settings: int) -> Store:
-        """The store at ``--root`` (or ``--metadata``/``--blobs``), closed when the command ends."""
+    def store(self, create: bool = False, read_only: bool | None = None, *, check_blobs: bool | None = None,
+              create_bucket: bool = False, **settings: int) -> Store:
+        """The store at ``--root`` (or ``--metadata``/``--blobs``), closed when the command ends.
+
+        ``check_blobs`` (default: with ``create``) checks first that ``--blobs`` takes writes;
+        ``create_bucket`` makes a missing S3 bucket (castore.location.open_parts).
+        """
         from ..opening import open_store  # checks the settings (castore.location.open_parts)
 
         self.location()  # a bad URL: one line, exit 2
         store = open_store(self.root, metadata=self.metadata, blobs=self.blobs, create=create, read_only=read_only,
                            retention=settings.get("retention"), inline_max=settings.get("inline_max"),
-                           zstd_level=settings.get("zstd_level"))
+                           zstd_level=settings.get("zstd_level"), check_blobs=check_blobs,
+                           create_bucket=create_bucket)
         click.get_current_context().call_on_close(store.close)
         return store
 

@@ -47,6 +47,8 @@ __all__ = ["COMMANDS"]
 @click.option("--gzip/--no-gzip", default=False, show_default=True,
               help="gzip compressible files on the fly for clients that accept gzip but not zstd.")
 @click.option("--init", "create", is_flag=True, help="Create the store at --root if there is none.")
+@click.option("--create-bucket", is_flag=True,
+              help="--blobs s3://…: make the bucket if it does not exist (else a missing bucket is an error, exit 5).")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @click.option("--header-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
@@ -69,13 +71,15 @@ __all__ = ["COMMANDS"]
 @pass_context
 def serve(c: Context, host: str, allowed_hosts: tuple[str, ...], port: int, workers: str, prefix: str,
           fallback_url: str | None, migrate_from: str | None, migrate_timeout: float, migrate_deadline: float,
-          migrate_fetches: int, migrate_queue: int, gzip: bool, create: bool, log_level: str,
+          migrate_fetches: int, migrate_queue: int, gzip: bool, create: bool, create_bucket: bool, log_level: str,
           header_timeout: float, body_timeout: float, max_upload_size: str | None, max_zstd_window: str,
           read_only: bool, verify_first: str, tls_cert: str | None, tls_key: str | None) -> None:
     """Serve the store at --root over HTTP, Filetracker v2 protocol, until SIGTERM or Ctrl-C.
 
     A missing store is an error (exit 5) unless --init is given, so that a mistyped
-    --root does not serve a new, empty store. Prints one line on start: URL, store,
+    --root does not serve a new, empty store. With --blobs s3://… the bucket is checked
+    before serving (a small put, get and delete; exit 5 saying what to do when it is
+    missing or not writable). Prints one line on start: URL, store,
     workers, version. Idle and slow clients hold no worker thread (bodies are received
     on the event loop); a store on a read-only filesystem is served read-only.
     With --tls-cert and --tls-key it serves HTTPS (https:// on the start line); a missing,
@@ -131,8 +135,8 @@ def serve(c: Context, host: str, allowed_hosts: tuple[str, ...], port: int, work
     # /version/ (SQLAlchemy is not loaded here); otherwise create or migrate once here, before workers start
     ready = None if c.metadata or c.blobs else preflight(c.root, create=create and not read_only)
     if ready is None:
-        tokens = bool(c.store(create=create and not read_only, read_only=True if read_only else None)  # closed at exit
-                      .metadata.token_roles())
+        tokens = bool(c.store(create=create and not read_only, read_only=True if read_only else None,  # closed at exit
+                              check_blobs=not read_only, create_bucket=create_bucket).metadata.token_roles())
     else:
         tokens = ready.tokens
     shown_host = f"[{host}]" if ":" in host else host

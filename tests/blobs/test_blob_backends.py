@@ -23,7 +23,7 @@ from castore.keys import BlobKey, check_key
 from castore.opening import open_blobs, open_store
 from castore.store import Store
 
-from ..backends import MotoServer
+from ..backends import S3Server
 
 KEY_A = BlobKey("a" * 32)
 KEY_B = BlobKey("0123456789abcdef" * 2)
@@ -228,8 +228,8 @@ def test_check_key() -> None:
 
 class TestS3Backend(BackendContract):
     @pytest.fixture
-    def backend(self, moto: MotoServer) -> BlobBackend:
-        return open_blobs(moto.new_bucket())
+    def backend(self, s3_server: S3Server) -> BlobBackend:
+        return open_blobs(s3_server.new_bucket())
 
     def test_large_blobs_go_up_in_parts_and_read_back_by_range(self, backend: S3BlobBackend) -> None:  # type: ignore[override]
         content = os.urandom(2 * PART_SIZE + 12345)
@@ -246,8 +246,8 @@ class TestS3Backend(BackendContract):
             f.seek(0)
             assert f.read() == content
 
-    def test_read_cache_keeps_hot_blobs_within_its_size(self, moto: MotoServer, tmp_path: Path) -> None:
-        backend = open_blobs(moto.new_bucket() + f"&cache_dir={tmp_path / 'cache'}&cache_size=1M")
+    def test_read_cache_keeps_hot_blobs_within_its_size(self, s3_server: S3Server, tmp_path: Path) -> None:
+        backend = open_blobs(s3_server.new_bucket() + f"&cache_dir={tmp_path / 'cache'}&cache_size=1M")
         assert isinstance(backend, S3BlobBackend) and backend.cache is not None
         keys = [BlobKey(f"{i:032x}") for i in range(6)]
         for key in keys:
@@ -269,9 +269,9 @@ class TestS3Backend(BackendContract):
         assert sum((tmp_path / "cache" / name).stat().st_size for name in cached) <= 1 << 20
         assert BlobKey(f"{13:032x}") in cached and keys[1] not in cached
 
-    def test_unknown_url_options_are_refused(self, moto: MotoServer) -> None:
+    def test_unknown_url_options_are_refused(self, s3_server: S3Server) -> None:
         with pytest.raises(TypeError, match="bogus"):
-            open_blobs(moto.new_bucket() + "&bogus=1")
+            open_blobs(s3_server.new_bucket() + "&bogus=1")
 
 
 class TestS3ReadCacheHealing:
@@ -285,8 +285,8 @@ class TestS3ReadCacheHealing:
     NOISE = os.urandom(3 * (1 << 20) + 777)  # raw: does not compress
 
     @pytest.fixture
-    def cached_store(self, moto: MotoServer, tmp_path: Path) -> Iterator[Store]:
-        blobs = moto.new_bucket() + f"&cache_dir={tmp_path / 'cache'}&cache_size=64M"
+    def cached_store(self, s3_server: S3Server, tmp_path: Path) -> Iterator[Store]:
+        blobs = s3_server.new_bucket() + f"&cache_dir={tmp_path / 'cache'}&cache_size=64M"
         with open_store(metadata=f"sqlite:///{tmp_path / 'metadata.sqlite3'}", blobs=blobs, create=True,
                         inline_max=0) as store:
             frame = zstandard.ZstdCompressor(level=1).compress(self.TEXT)

@@ -20,7 +20,7 @@ from castore.errors import FileNotAvailable
 from castore.opening import Location, open_store
 
 from .._workers import content_for
-from ..backends import MotoServer, PostgresCluster
+from ..backends import PostgresCluster, S3Server
 from ..server_process import castore_server
 
 SHARED = [f"/shared/{i}" for i in range(8)]
@@ -74,8 +74,8 @@ def _client_work(urls: list[str], seed: int, work: str) -> None:
     (Path(work) / f"model-{seed}").write_text("\n".join(lines))
 
 
-def test_two_servers_share_postgresql_and_s3(postgres: PostgresCluster, moto: MotoServer, tmp_path: Path) -> None:
-    where = Location(postgres.new_database(), moto.new_bucket())
+def test_two_servers_share_postgresql_and_s3(postgres: PostgresCluster, s3_server: S3Server, tmp_path: Path) -> None:
+    where = Location(postgres.new_database(), s3_server.new_bucket())
     open_store(metadata=where.metadata, blobs=where.blobs, create=True, inline_max=4096).close()
     options = ("--metadata", where.metadata, "--blobs", where.blobs)
     with castore_server(tmp_path / "unused-a", store_options=options) as a, \
