@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Final, Protocol, TypeVar, cast
 
-from ..errors import FileNotAvailable, FiletrackerError, NotFound, SourceError
+from ..errors import FileNotAvailable, FiletrackerError, NotFound, PathConflict, SourceError
 from ..lazy import lazy_members
 from ..names import parse_name, versioned_name
 from ..sizes import IO_BUFFER, WHOLE_IN_MEMORY
@@ -78,7 +78,7 @@ its disk), and 300 files of 64 KiB make 20 batches, enough for ``jobs`` requests
 1 MiB batches were as fast as 2-8 MiB ones with 4 jobs, the machine's noise aside)."""
 MANIFEST_ENTRY = 160
 """Bytes of a file's manifest entry besides its name (``"size":…,"digest":…``)."""
-_BATCH_REFUSED = {400, 404, 405, 408, 411, 413, 415}
+_BATCH_REFUSED = {400, 404, 405, 408, 409, 411, 413, 415}
 """Answers to a batch after which its files are put one by one (each then gets its own answer)."""
 
 
@@ -148,7 +148,10 @@ class EmbeddedOrigin:
     ) -> int:
         with open(source, "rb") as f:
             reader = f if progress is None else cast(BinaryIO, ProgressReader(f, progress))
-            return parse_name(self.store.put(path, reader, version)).version or version
+            try:
+                return parse_name(self.store.put(path, reader, version)).version or version
+            except PathConflict as e:
+                raise FiletrackerError(f"HTTP/409: {e}", status=409) from e  # as a castore server answers
 
     def delete(self, path: str, version: int) -> None:
         try:
