@@ -28,6 +28,7 @@ from castore.server.tokens import create_token
 from castore.store import Store
 
 from ..server_process import castore_server, wait_for
+from .test_cli import write_tree
 
 EXIT_DENIED, EXIT_CONFLICT, EXIT_INTERRUPTED = 10, 12, 130
 
@@ -79,11 +80,7 @@ def test_rm_of_a_folder_suggests_rm_r(mode: str, server: str, tmp_path: Path) ->
 
 
 def _many_files(folder: Path, count: int) -> dict[str, bytes]:
-    contents = {f"d{i % 7}/f{i:05d}": os.urandom(256) + b"%d\n" % i * 200 for i in range(count)}
-    for relative, data in contents.items():
-        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
-        (folder / relative).write_bytes(data)
-    return contents
+    return write_tree(folder, {f"d{i % 7}/f{i:05d}": os.urandom(256) + b"%d\n" % i * 200 for i in range(count)})
 
 
 @pytest.mark.parametrize("mode", ["root", "url"])
@@ -123,10 +120,9 @@ def test_ctrl_c_during_put_r_says_what_was_stored(mode: str, server: str, tmp_pa
     assert said, err
     listed = stored()
     assert 20 <= len(listed) < count and int(said.group(1)) == len(listed)
-    client_where = where
     for path in listed:  # every path the store lists is whole and right
         relative = path[len(prefix) + 1:]
-        assert _invoke(client_where, "cat", path).stdout_bytes == contents[relative]
+        assert _invoke(where, "cat", path).stdout_bytes == contents[relative]
     again = _invoke(where, "put", "-r", str(tmp_path / "pkg"), prefix)
     assert f"put {count} files" in again.output
     assert len(stored()) == count

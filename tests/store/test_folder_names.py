@@ -19,24 +19,20 @@ from castore.store import Store
 from ..conftest import snapshot
 
 
-def test_a_put_onto_a_folder_is_refused_and_changes_nothing(store: Store) -> None:
-    store.put("/problems/1/a.in", b"a", version=10)
-    store.put("/problems/1/sub/b.in", b"b", version=10)
+@pytest.mark.parametrize("stored, refused, why", [
+    (["/problems/1/a.in", "/problems/1/sub/b.in"], ["/problems/1", "/problems/1/sub", "/problems"],
+     "it is a folder (files are stored below it)"),
+    (["/problems/1"], ["/problems/1/a.in", "/problems/1/deep/er/b.in"], "/problems/1 is a file"),
+])
+def test_a_put_onto_a_folder_or_below_a_file_is_refused_and_changes_nothing(
+        store: Store, stored: list[str], refused: list[str], why: str) -> None:
+    for name in stored:
+        store.put(name, b"stored", version=10)
     before = snapshot(store)
-    for name in ("/problems/1", "/problems/1/sub", "/problems"):
-        with pytest.raises(PathConflict) as refused:
-            store.put(name, b"a file where a folder is", version=20)
-        assert str(refused.value) == f"cannot store {name}: it is a folder (files are stored below it)"
-    assert snapshot(store) == before
-
-
-def test_a_put_below_a_file_is_refused_and_changes_nothing(store: Store) -> None:
-    store.put("/problems/1", b"a file", version=10)
-    before = snapshot(store)
-    for name in ("/problems/1/a.in", "/problems/1/deep/er/b.in"):
-        with pytest.raises(PathConflict) as refused:
-            store.put(name, b"below a file", version=20)
-        assert str(refused.value) == f"cannot store {name}: /problems/1 is a file"
+    for name in refused:
+        with pytest.raises(PathConflict) as refusal:
+            store.put(name, b"refused", version=20)
+        assert str(refusal.value) == f"cannot store {name}: {why}"
     assert snapshot(store) == before
 
 
