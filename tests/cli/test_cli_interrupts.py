@@ -193,3 +193,16 @@ def test_cache_clean_of_a_missing_folder_is_an_error_and_creates_nothing(tmp_pat
     assert result.exit_code == 7, result.output
     assert result.output == f"Error: {missing}: no such cache folder\n"
     assert not missing.exists()
+
+
+def test_a_read_only_store_stops_put_r_at_once(tmp_path: Path) -> None:
+    """A server started with --read-only answers 403: the same exit 10, one line; locally ReadOnlyStore is 10 too."""
+    from castore.cli.common import exit_code_for
+    from castore.errors import ReadOnlyStore
+
+    assert exit_code_for(ReadOnlyStore("the store is open read-only")) == EXIT_DENIED
+    _many_files(tmp_path / "pkg", 30)
+    Store.open(tmp_path / "store", create=True).close()
+    with castore_server(tmp_path / "store", "--read-only") as url:
+        refused = _invoke(["--url", url], "put", "-r", str(tmp_path / "pkg"), "/ro", code=EXIT_DENIED)
+    assert len(refused.output.splitlines()) == 1 and "HTTP/403: " in refused.output
