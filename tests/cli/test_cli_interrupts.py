@@ -79,14 +79,15 @@ def test_rm_of_a_folder_suggests_rm_r(mode: str, server: str, tmp_path: Path) ->
 # -- 6. Ctrl-C during put -r ------------------------------------------------------------------------
 
 
-def _many_files(folder: Path, count: int) -> dict[str, bytes]:
-    return write_tree(folder, {f"d{i % 7}/f{i:05d}": os.urandom(256) + b"%d\n" % i * 200 for i in range(count)})
+def _many_files(folder: Path, count: int, size: int = 256) -> dict[str, bytes]:
+    """``count`` files of ``size`` random bytes and a few lines of text, in 7 folders."""
+    return write_tree(folder, {f"d{i % 7}/f{i:05d}": os.urandom(size) + b"%d\n" % i * 200 for i in range(count)})
 
 
 @pytest.mark.parametrize("mode", ["root", "url"])
 def test_ctrl_c_during_put_r_says_what_was_stored(mode: str, server: str, tmp_path: Path) -> None:
-    count = 3000
-    contents = _many_files(tmp_path / "pkg", count)
+    count = 2000  # of 24 KiB each: about 40 batches over --url, so that the command is still running when signalled
+    contents = _many_files(tmp_path / "pkg", count, 24 << 10)
     prefix = f"/ctrl-c-{mode}"
     root = tmp_path / "data"
     if mode == "root":
