@@ -8,6 +8,7 @@ The tree::
     │   └── InvalidVersion                the ``@version`` part is not a valid version
     ├── NotFound (FileNotFoundError)      no such path in the store
     │   └── VersionNotFound               the path exists, that version is not retained
+    ├── PathConflict                      a file where a folder is, or below a file (HTTP 409)
     ├── StoreNotFound                     no store at that root (run ``castore init``)
     │   └── SchemaOutdated                the store's schema is older or newer (``castore migrate-schema``)
     ├── IntegrityError                    stored data does not match its key or size
@@ -42,6 +43,7 @@ __all__ = [
     "InvalidVersion",
     "MissingBlob",
     "NotFound",
+    "PathConflict",
     "ReadOnlyStore",
     "SchemaOutdated",
     "SettingsMismatch",
@@ -89,6 +91,24 @@ class VersionNotFound(NotFound):
         super().__init__(path, f"version {version} of {path} not found{extra}")
         self.version = version
         self.current = current
+
+
+class PathConflict(CastoreError):
+    """A put would make a name both a file and a folder; nothing was changed.
+
+    A name is one or the other, as in a file system (and in Filetracker's store of
+    links): a file cannot be stored under the name of a folder that holds files, nor
+    below a file. ``path`` is the name refused, ``taken`` the file in the way, or None
+    when ``path`` is a folder.
+    """
+
+    def __init__(self, path: str, taken: str | None) -> None:
+        if taken is None:
+            message = f"cannot store {path}: it is a folder (files are stored below it)"
+        else:
+            message = f"cannot store {path}: {taken} is a file"
+        super().__init__(message)
+        self.path, self.taken = path, taken
 
 
 class StoreNotFound(CastoreError):

@@ -34,6 +34,7 @@ __all__ = [
     "check_version",
     "child_range",
     "is_valid_path",
+    "parent_folders",
     "parse_name",
     "parse_prefix",
     "parse_version",
@@ -173,3 +174,12 @@ def child_range(directory: str) -> tuple[str, str]:
     if not directory.endswith("/"):
         raise ValueError("directory must end with '/'")
     return directory, directory[:-1] + "0"
+
+
+def parent_folders(path: str) -> list[str]:
+    """The folders above a (checked) path, as paths, outermost first: ``/a/b/c`` gives ``/a``, ``/a/b``.
+
+    A new file's name must not be a file already at any of them (``castore.putting``).
+    """
+    cuts = [i for i, char in enumerate(path) if char == "/"][1:]
+    return [path[:i] for i in cuts]

@@ -18,7 +18,8 @@ the store whole when a process is killed at any point):
 5. **lease and publish** (:meth:`PutSteps._lease_and_publish`, a new large blob only):
    lease the blob row, upload the staged bytes, outside the record transaction;
 6. **record** (:meth:`PutSteps._record_put_once`): one write transaction compares the
-   versions, takes a reference on the blob and points the path at it; a row changed
+   versions, refuses a new path whose name is a folder or below a file (``PathConflict``),
+   takes a reference on the blob and points the path at it; a row changed
    since step 3 sends the put back to step 3 (or to step 2 when it has no bytes);
 7. **return** the versioned name now current, and end the lease.
 
@@ -41,7 +42,7 @@ from typing import Any, BinaryIO, TypeVar
 from .blobs.base import BlobBackend
 from .codec import decode_bytes, decoding_reader
 from .digests import CHUNK_SIZE
-from .errors import CastoreError, IntegrityError
+from .errors import CastoreError, IntegrityError, PathConflict
 from .ingest import Ingest, Prepared, Source
 from .keys import BlobKey, probe_keys
 from .metadata.repo import MetadataRepo
@@ -317,6 +318,8 @@ class PutSteps:
             current = txn.current(path)
             if current is not None and current.version > version:
                 return versioned_name(path, current.version)
+            if current is None:
+                _check_free(path, txn.in_the_way(path))
             acquired = txn.acquire_blob(
                 key,
                 size=prepared.size,
@@ -383,6 +386,12 @@ class PutSteps:
     def _release(txn: Any, keys: list[BlobKey]) -> None:
         for key, count in sorted(Counter(keys).items()):  # one order: fewer lock waits between writers
             txn.release_blob(key, count)
+
+
+def _check_free(path: str, in_the_way: str | None) -> None:
+    """Refuse a new file whose name is a folder (``in_the_way`` is below it) or below a file."""
+    if in_the_way is not None:
+        raise PathConflict(path, None if in_the_way.startswith(path + "/") else in_the_way)
 
 
 def _same_bytes(left: Iterable[bytes | memoryview], right: Iterable[bytes | memoryview]) -> bool:

@@ -215,7 +215,8 @@ class Store(PutSteps):
         ``name`` may carry ``@version``, or ``version`` may be given (not both with
         different values); without either the version is the current Unix time. An
         older version than the current one is ignored: the current name is returned
-        and the source is not read.
+        and the source is not read. A name is a file or a folder, never both: a new path
+        that is a folder of the store, or below a file, raises PathConflict (nothing stored).
         """
         path, version = self._put_target(name, version)
         self._check_room()

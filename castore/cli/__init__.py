@@ -19,6 +19,10 @@ on stdout with ``--json``) and one of these exit codes (also in the README):
 7     a local file or folder could not be read or written
 8     ``--strict``: a newer version was already stored, so this one was not
 9     network: the server cannot be reached, or its TLS certificate is refused; ``serve`` cannot listen
+10    not allowed: a refused token (HTTP 401) or role (403), or a read-only store;
+      ``put -r``, ``rm -r`` and ``ingest`` stop at the first refusal
+12    a file where the store has a folder, or below a file
+130   interrupted (Ctrl-C); ``put -r`` says how many files it stored
 141   stdout was closed early (``castore ls | head -1``), quietly, as Unix tools do
 ====  ==================================================
 
@@ -46,7 +50,7 @@ import click
 from click.core import ParameterSource
 
 from . import admin, files, migrate, serve
-from .common import EXIT_BROKEN_PIPE, CliError, Context, errors_as_exit_codes, message_for
+from .common import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, CliError, Context, errors_as_exit_codes, message_for
 
 __all__ = ["cli", "main"]
 
@@ -68,8 +72,11 @@ class _Group(click.Group):
                 e.as_json = True
                 raise
             raise CliError(e.format_message(), e.exit_code, as_json=True) from e  # a usage error, as JSON
-        except (click.exceptions.Exit, click.Abort, KeyboardInterrupt):
+        except (click.exceptions.Exit, click.Abort):
             raise
+        except KeyboardInterrupt:
+            obj = ctx.find_object(Context)
+            raise CliError("interrupted", EXIT_INTERRUPTED, as_json=obj is not None and obj.as_json) from None
         except Exception as e:
             if os.environ.get("CASTORE_DEBUG") == "1":
                 raise

@@ -20,6 +20,7 @@ from ..sizes import format_size, parse_size
 from .common import (
     EXIT_INTEGRITY,
     EXIT_INVALID,
+    EXIT_IO,
     EXIT_NO_STORE,
     EXIT_NOT_FOUND,
     EXIT_USAGE,
@@ -399,6 +400,8 @@ def cache_clean(c: Context, cache_dirs: tuple[Path, ...], max_size: str, keep: f
                 dry_run: bool) -> None:
     """Evict least recently used files from client caches (replaces filetracker-cache-cleaner).
 
+    A --cache-dir that does not exist is an error (exit 7); nothing is created.
+
     Example: castore cache-clean --cache-dir /var/cache/castore --max-size 8G --keep 50
     """
     from ..client import default_cache_dir
@@ -408,6 +411,9 @@ def cache_clean(c: Context, cache_dirs: tuple[Path, ...], max_size: str, keep: f
         limit = parse_size(max_size)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--max-size") from None
+    for folder in cache_dirs:
+        if not folder.is_dir():  # a typo must not pass for an empty cache
+            fail(f"{folder}: no such cache folder", EXIT_IO)
     caches = [LocalCache(d) for d in cache_dirs] or [LocalCache(default_cache_dir())]
     while True:
         for cache in caches:

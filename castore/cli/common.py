@@ -30,6 +30,8 @@ from ..errors import (
     IntegrityError,
     InvalidName,
     NotFound,
+    PathConflict,
+    ReadOnlyStore,
     SourceError,
     StoreNotFound,
 )
@@ -47,6 +49,7 @@ __all__ = [
     "errors_as_exit_codes",
     "exit_code_for",
     "fail",
+    "is_denied",
     "json_line",
     "message_for",
     "pass_context",
@@ -64,6 +67,9 @@ EXIT_INTEGRITY = 6
 EXIT_IO = 7
 EXIT_KEPT = 8
 EXIT_NETWORK = 9
+EXIT_DENIED = 10
+EXIT_CONFLICT = 12
+EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 
 EXIT_CODES = {
@@ -78,6 +84,10 @@ EXIT_CODES = {
     EXIT_KEPT: "--strict: a newer version was already stored, so this one was not",
     EXIT_NETWORK: "network: the server cannot be reached, or its TLS certificate is refused; serve cannot listen "
                   "on its address",
+    EXIT_DENIED: "not allowed: the server refused the token (401) or its role (403), or the store is read-only; "
+                 "put -r, rm -r and ingest stop at the first refusal",
+    EXIT_CONFLICT: "a file where the store has a folder, or below a file (put /problems/1 when /problems/1/a.in is stored)",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C); put -r says how many files were stored",
     EXIT_BROKEN_PIPE: "stdout was closed early (castore ls | head -1); nothing is printed",
 }
 """Every exit code of the ``castore`` command and what it means (the README's table)."""
@@ -129,15 +139,31 @@ def exit_code_for(error: BaseException) -> int:
     ):
         if isinstance(error, kind):
             return code
+    if is_denied(error):
+        return EXIT_DENIED
+    if isinstance(error, PathConflict) or (isinstance(error, FiletrackerError) and error.status == 409):
+        return EXIT_CONFLICT
     if isinstance(error, FiletrackerError) and error.status is None:
         return EXIT_NETWORK  # no server answered (refused, timed out, cut short)
     return EXIT_ERROR
+
+
+def is_denied(error: BaseException) -> bool:
+    """Whether ``error`` says the command may not do this at all: a refused token or role, a read-only store.
+
+    Every other file would be refused alike, so ``put -r``, ``rm -r`` and ``ingest`` stop at the first.
+    """
+    return isinstance(error, ReadOnlyStore) or (isinstance(error, FiletrackerError) and error.status in (401, 403))
 
 
 def message_for(error: BaseException) -> str:
     """One line for an error, the same whether the store is local or behind a server."""
     if isinstance(error, FileNotAvailable) and error.status == 404:
         return f"not found: {error.path}"  # not the server's "HTTP/404: ..." plus its body
+    if isinstance(error, FiletrackerError) and error.status == 409:
+        return str(error).splitlines()[0].removeprefix("HTTP/409: ")  # the store's own words, as with --root
+    if is_denied(error):
+        return f"not allowed: {str(error).splitlines()[0]}"
     if isinstance(error, OSError) and error.strerror and error.filename is not None:
         return f"{error.filename}: {error.strerror}"
     if isinstance(error, FiletrackerError) and error.status is None and error.server is not None:
@@ -169,14 +195,36 @@ class ProgressBar:
     extra: dict[str, int] = field(default_factory=dict)
     by_files: bool = False
     """The bar counts files (``rm -r``), not bytes."""
+    sent: int = 0
+    """Bytes read so far (a file sent again after a refused batch counts twice)."""
+    done_bytes: int = 0
+    """Bytes of the files finished (``file_done(nbytes=…)``)."""
 
     def update(self, n: int) -> None:
+        """``n`` more bytes read or written."""
         if self.bar is not None and n > 0 and not self.by_files:
-            self.bar.update(n)
+            self.sent += n
+            self._show()
 
-    def file_done(self, **counts: int) -> None:
-        """One more file finished; ``counts`` (e.g. ``kept=1``) are added to the bar's postfix."""
+    def _show(self) -> None:
+        """Move the bar to the bytes done; with several files, below 99 % until every file is done.
+
+        Bytes are counted as they are read, before the server has stored them (and again
+        for a file sent twice): the bar reaches its total only with the last file's answer.
+        """
+        total = self.bar.total
+        position = max(self.sent, self.done_bytes)
+        if total is not None:
+            if self.files_total > 1 and self.files_done < self.files_total:
+                position = min(position, total * 99 // 100)
+            position = min(position, total)
+        if position > self.bar.n:
+            self.bar.update(position - self.bar.n)
+
+    def file_done(self, nbytes: int = 0, **counts: int) -> None:
+        """One more file finished, of ``nbytes``; ``counts`` (e.g. ``kept=1``) are added to the bar's postfix."""
         self.files_done += 1
+        self.done_bytes += nbytes
         for key, value in counts.items():
             self.extra[key] = self.extra.get(key, 0) + value
         if self.bar is None:
@@ -187,7 +235,10 @@ class ProgressBar:
                 self.bar.set_postfix(**shown, refresh=False)
             self.bar.update(1)
         else:
+            if self.files_done >= self.files_total and self.bar.total is not None:
+                self.done_bytes = max(self.done_bytes, self.bar.total)
             self.bar.set_postfix(files=f"{self.files_done}/{self.files_total}", **shown)
+            self._show()
 
 
 def progress_wanted(total_bytes: int, files: int) -> bool:

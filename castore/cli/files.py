@@ -19,6 +19,8 @@ from ..errors import FiletrackerError, NotFound
 from ..names import check_path, check_prefix, check_version, parse_name, parse_prefix, versioned_name
 from ..sizes import IO_BUFFER, format_size
 from .common import (
+    EXIT_DENIED,
+    EXIT_INTERRUPTED,
     EXIT_IO,
     EXIT_KEPT,
     EXIT_NOT_FOUND,
@@ -27,6 +29,7 @@ from .common import (
     ProgressBar,
     exit_code_for,
     fail,
+    is_denied,
     message_for,
     pass_context,
     progress,
@@ -34,7 +37,7 @@ from .common import (
 )
 
 if TYPE_CHECKING:
-    from ..client import Client
+    from ..client import Client, PutResult
     from ..store import FileInfo
 
 __all__ = ["COMMANDS", "PUT_JOBS"]
@@ -80,10 +83,15 @@ def put(c: Context, local: str, name: str, strict: bool, recursive: bool, jobs: 
     stored (Filetracker's rule): stderr says "kept: a newer version @N is stored", and
     --strict makes that exit 8.
 
+    NAME cannot be a folder of the store, nor below a file of it (exit 12).
+
     With -r, LOCAL is a folder and NAME a prefix: every regular file below LOCAL is
     stored under it, all with one version (NAME's @version, else now), --jobs at a time
     over kept-alive connections. A file that fails does not stop the others: each
-    failure is one line on stderr, and the exit code is the first failed file's.
+    failure is one line on stderr, and the exit code is the first failed file's. A
+    refused token or role (HTTP 401/403) or a read-only store stops it at once (exit
+    10). Ctrl-C stops it too: the files in flight finish, it says how many files were
+    stored (each whole), and exits 130; the same command again stores the rest.
 
     Example: castore put tests/1a.in /problems/12/tests/1a.in;  castore put -r --jobs 8 ./tests /problems/12/tests
     """
@@ -125,6 +133,14 @@ def _printable(name: str) -> str:
     return name if name.isprintable() else repr(name)
 
 
+class _Denied(Exception):
+    """``put -r`` met a refused token or role: stop (raised from ``put_files``' ``on_result``)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def _put_tree(c: Context, local: str, name: str, strict: bool, jobs: int) -> None:
     """``castore put -r``: every regular file below ``local`` under the prefix ``name``, ``jobs`` at a time.
 
@@ -144,11 +160,28 @@ def _put_tree(c: Context, local: str, name: str, strict: bool, jobs: int) -> Non
     for path, why in walk.skipped:
         c.warn(f"skipped ({why}): {_printable(str(path))}")
     pairs = [(versioned_name(f"{base}/{path.relative_to(folder).as_posix()}", version), path) for path, _ in walk.files]
-    total = sum(info.st_size for _, info in walk.files)
+    sizes = {str(path): info.st_size for path, info in walk.files}
+    total = sum(sizes.values())
     client = c.client()
-    with progress("put", total, files=len(pairs)) as bar:
-        results = client.put_files(pairs, jobs=jobs, progress=bar.update,
-                                   on_result=lambda r: bar.file_done(kept=int(r.kept_newer), failed=int(not r.ok)))
+    finished: list[PutResult] = []  # appended from put_files' threads, in the order the answers come
+
+    def on_result(result: PutResult) -> None:
+        finished.append(result)
+        bar.file_done(sizes.get(result.source, 0), kept=int(result.kept_newer), failed=int(not result.ok))
+        if result.error is not None and is_denied(result.error):
+            raise _Denied(result.error)  # every other file would be refused alike: stop
+
+    try:
+        with progress("put", total, files=len(pairs)) as bar:
+            results = client.put_files(pairs, jobs=jobs, progress=bar.update, on_result=on_result)
+    except _Denied as e:
+        fail(message_for(e.error), EXIT_DENIED)
+    except KeyboardInterrupt:
+        done = [r for r in finished if r.ok and not r.kept_newer]
+        others = len(finished) - len(done)
+        fail(f"interrupted: stored {len(done)} of {len(pairs)} files"
+             + (f" ({others} kept or failed)" if others else "")
+             + "; running the same command again finishes the rest", EXIT_INTERRUPTED)
     stored = [r for r in results if r.ok and not r.kept_newer]
     kept = [r for r in results if r.kept_newer]
     failed = [r for r in results if r.error is not None]
@@ -278,6 +311,15 @@ def _delete(c: Context, client: Client, name: str) -> int | None:
         return None
 
 
+def _is_folder(client: Client, path: str) -> bool:
+    """Whether ``path`` is a folder of the store (for a hint after a file of that name was not found)."""
+    try:
+        client.list_remote_files(subpath=path)
+    except FiletrackerError:
+        return False  # not a folder (400), or the listing failed: the "not found" stands
+    return True
+
+
 @click.command()
 @click.argument("name")
 @click.option("-r", "--recursive", is_flag=True, help="NAME is a folder: remove every file below it.")
@@ -288,13 +330,21 @@ def rm(c: Context, name: str, recursive: bool, yes: bool, strict: bool) -> None:
     """Remove NAME with its history (NAME@V: only if V is not older than the stored version).
 
     With -r, NAME is a folder and every file below it is removed, after a confirmation
-    (--yes skips it; without a terminal --yes is required).
+    (--yes skips it; without a terminal --yes is required). Without -r, a folder is
+    refused (exit 2) with a hint. A refused token or role (HTTP 401/403) or a read-only
+    store stops it at the first file (exit 10).
 
     Example: castore rm /eval/3/17/out;  castore rm -r --yes /eval/3
     """
     client = c.client()
     if not recursive:
-        kept = _delete(c, client, name)
+        try:
+            kept = _delete(c, client, name)
+        except NotFound:
+            path = parse_name(name).path
+            if _is_folder(client, path):
+                fail(f"{path} is a folder: remove it with castore rm -r {path}", EXIT_USAGE)
+            raise
         if kept is not None:
             _check_kept(c, name, versioned_name(parse_name(name).path, kept), strict, "was not removed")
         c.emit({"name": name, "removed": kept is None}, f"removed {name}" if kept is None else None)
@@ -381,7 +431,9 @@ def ingest(c: Context, folder: Path, prefix: str, follow_symlinks: bool, strict:
 
     The version of each file is its modification time (whole seconds). Symbolic links
     (unless --follow-symlinks), FIFOs, sockets and devices are skipped and listed on
-    stderr. A file whose stored version is newer is kept as stored and counted.
+    stderr. A file whose stored version is newer is kept as stored and counted. Any
+    other failure stops it there (a refused token or role, HTTP 401/403, or a read-only
+    store: exit 10); the same command again stores the rest.
 
     Example: castore ingest ./packages /packages
     """
@@ -398,12 +450,12 @@ def ingest(c: Context, folder: Path, prefix: str, follow_symlinks: bool, strict:
     total = sum(info.st_size for _, info in walk.files)
     kept: list[str] = []
     with progress("ingest", total, files=len(walk.files)) as bar:
-        for wanted, (path, _) in zip(names, walk.files, strict=True):
+        for wanted, (path, info) in zip(names, walk.files, strict=True):
             stored = client.put_file(wanted, path, progress=bar.update)
             if stored != wanted:
                 kept.append(stored)
                 c.warn(f"kept: a newer version @{parse_name(stored).version} is stored ({wanted} was not stored)")
-            bar.file_done(kept=int(stored != wanted))
+            bar.file_done(info.st_size, kept=int(stored != wanted))
     stored_count = len(walk.files) - len(kept)
     c.emit({"files": stored_count, "bytes": total, "kept_newer": len(kept), "skipped": len(walk.skipped)},
            f"ingested {stored_count} files ({format_size(total)}), {len(kept)} kept (a newer version is stored), "

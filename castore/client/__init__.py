@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Final, Protocol, TypeVar, cast
 
-from ..errors import FileNotAvailable, FiletrackerError, NotFound, SourceError
+from ..errors import FileNotAvailable, FiletrackerError, NotFound, PathConflict, SourceError
 from ..lazy import lazy_members
 from ..names import parse_name, versioned_name
 from ..sizes import IO_BUFFER, WHOLE_IN_MEMORY
@@ -78,7 +78,7 @@ its disk), and 300 files of 64 KiB make 20 batches, enough for ``jobs`` requests
 1 MiB batches were as fast as 2-8 MiB ones with 4 jobs, the machine's noise aside)."""
 MANIFEST_ENTRY = 160
 """Bytes of a file's manifest entry besides its name (``"size":…,"digest":…``)."""
-_BATCH_REFUSED = {400, 404, 405, 408, 411, 413, 415}
+_BATCH_REFUSED = {400, 404, 405, 408, 409, 411, 413, 415}
 """Answers to a batch after which its files are put one by one (each then gets its own answer)."""
 
 
@@ -148,7 +148,10 @@ class EmbeddedOrigin:
     ) -> int:
         with open(source, "rb") as f:
             reader = f if progress is None else cast(BinaryIO, ProgressReader(f, progress))
-            return parse_name(self.store.put(path, reader, version)).version or version
+            try:
+                return parse_name(self.store.put(path, reader, version)).version or version
+            except PathConflict as e:
+                raise FiletrackerError(f"HTTP/409: {e}", status=409) from e  # as a castore server answers
 
     def delete(self, path: str, version: int) -> None:
         try:
@@ -505,7 +508,9 @@ class Client:
         (threads: the time is spent waiting for the server); ``jobs=1`` sends them one
         after another in the calling thread, in order. ``progress`` is :meth:`put_file`'s and
         ``on_result`` gets each file's result as soon as it is known, both called from
-        those threads. The other options are :meth:`put_file`'s.
+        those threads. An exception from ``on_result`` (e.g. to stop at a refused token), or
+        Ctrl-C, stops the call: no other file is started, those in flight finish (each stored
+        whole or not at all), and it propagates. The other options are :meth:`put_file`'s.
         """
         if jobs < 1:
             raise ValueError(f"jobs must be at least 1, not {jobs}")
@@ -544,10 +549,16 @@ class Client:
         if jobs == 1:
             done = [put_group(group) for group in groups]  # in order, each group done before the next is read
         else:
-            from concurrent.futures import ThreadPoolExecutor  # here: 1.5 ms of start-up for every other use
+            from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait  # here: 1.5 ms to load
 
             with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="castore-put") as pool:
-                done = list(pool.map(put_group, groups))
+                futures = [pool.submit(put_group, group) for group in groups]
+                try:
+                    wait(futures, return_when=FIRST_EXCEPTION)
+                    done = [future.result() for future in futures]
+                except BaseException:  # on_result stopped it, or Ctrl-C: start no other file, finish those in flight
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
         return [result for _, result in sorted((pair for group in done for pair in group), key=lambda p: p[0])]
 
     def _groups(self, pairs: Iterable[tuple[str, str | os.PathLike[str]]]) -> Iterator[_Group]:

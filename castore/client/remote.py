@@ -429,6 +429,9 @@ class Remote:
 
             response = self._send("GET", f"{self._prefix}/version")
             body = response.read_all()
+            if response.status in (401, 403):  # the token was refused, whatever the protocol
+                refusal = response.header("X-Exception") or "access denied"
+                raise FiletrackerError(f"HTTP/{response.status}: {refusal}", status=response.status)
             if response.status != 200:
                 raise FiletrackerError(f"HTTP/{response.status}: {self.base_url} does not speak Filetracker v2")
             try:

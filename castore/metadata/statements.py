@@ -10,9 +10,10 @@ SQLite's own driver, on which :mod:`castore.metadata.txn` and
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from sqlalchemy import bindparam, case, delete, func, select, update
+from sqlalchemy import and_, bindparam, case, delete, func, or_, select, update
 from sqlalchemy.dialects import sqlite
 
 from ..codec import Codec
@@ -32,6 +33,7 @@ __all__ = [
     "INSERT_RESERVED",
     "INSERT_VERSION",
     "OLDEST_VERSIONS",
+    "PATH_LOCK_CLASS",
     "RELEASE_BLOB",
     "SELECT_BLOB_STATE",
     "SELECT_CURRENT",
@@ -50,6 +52,8 @@ __all__ = [
     "acquire_statement",
     "blob_row",
     "blob_tuple",
+    "in_the_way_statement",
+    "path_locks_statement",
 ]
 
 
@@ -239,3 +243,38 @@ def acquire_statement(dialect: str) -> HotStatement:
         blobs.c.refcount, blobs.c.size, INLINE_LENGTH, blobs.c.digests, blobs.c.created
     ))
 
+
+
+# -- a new file's name: no file above it, no file below it ------------------------
+
+
+@functools.lru_cache(maxsize=64)
+def in_the_way_statement(depth: int) -> HotStatement:
+    """One stored path that keeps a new path from being a file: a file at one of its ``depth``
+    parent folders (``:a0`` … outermost first), or a file below it (``[:lo, :hi)``).
+
+    One statement, every part a search of the primary key (SQLite: ``MULTI-INDEX OR``),
+    ``LIMIT 1``. Built once per depth.
+    """
+    below = and_(paths.c.path >= bindparam("lo"), paths.c.path < bindparam("hi"))
+    above = [paths.c.path == bindparam(f"a{i}") for i in range(depth)]
+    return HotStatement(select(paths.c.path).where(or_(*above, below)).limit(1))
+
+
+PATH_LOCK_CLASS = 0x63617374  # "cast"
+"""First key of the PostgreSQL advisory locks on path names (the second is the name's hash)."""
+
+
+@functools.lru_cache(maxsize=64)
+def path_locks_statement(depth: int) -> Any:
+    """PostgreSQL: lock the name ``:p`` (exclusive) and its ``depth`` parent folders ``:a0`` … (shared).
+
+    Transaction-level advisory locks, so that of two writers creating ``/a`` and ``/a/b`` at
+    once, the second waits for the first to commit and then sees its row (READ COMMITTED
+    takes a new snapshot for each statement). Writers below one folder only share locks.
+    """
+    def lock(name: str, kind: str) -> Any:
+        return getattr(func, kind)(PATH_LOCK_CLASS, func.hashtext(bindparam(name)))
+
+    return select(lock("p", "pg_advisory_xact_lock"),
+                  *(lock(f"a{i}", "pg_advisory_xact_lock_shared") for i in range(depth)))

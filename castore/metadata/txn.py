@@ -13,6 +13,7 @@ from sqlalchemy import Connection, func, select, update
 
 from ..codec import Codec
 from ..keys import BlobKey
+from ..names import child_range, parent_folders
 from .models import blobs, paths, versions
 from .rows import Acquired, Current, Reservation
 from .statements import (
@@ -34,6 +35,8 @@ from .statements import (
     UPDATE_VERSION,
     VERSION_KEYS,
     HotStatement,
+    in_the_way_statement,
+    path_locks_statement,
 )
 
 __all__ = ["CONFLICT_SQLSTATES", "WriteConflict", "WriteTxn", "file_blobs"]
@@ -81,6 +84,22 @@ class WriteTxn:
             return None
         version, blob_key, nversions = rows[0]
         return Current(version, BlobKey(blob_key), nversions)
+
+    def in_the_way(self, path: str) -> str | None:
+        """A stored path that keeps the new path ``path`` from being a file, or None.
+
+        That is a file at one of its parent folders, or any file below ``path`` (then
+        ``path`` is a folder). One indexed statement; on PostgreSQL the name and its
+        parent folders are locked first (:func:`.path_locks_statement`), so that a
+        writer creating a folder's file and one creating a file below it see each other.
+        """
+        folders = parent_folders(path)
+        given = {f"a{i}": folder for i, folder in enumerate(folders)}
+        if self._raw is None:
+            self._c.execute(path_locks_statement(len(folders)), {"p": path, **given})
+        low, high = child_range(path + "/")
+        rows = self._run(in_the_way_statement(len(folders)), {"lo": low, "hi": high, **given})
+        return rows[0][0] if rows else None
 
     def acquire_blob(
         self,

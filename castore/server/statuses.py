@@ -23,6 +23,7 @@ from ..errors import (
     InvalidName,
     MissingBlob,
     NotFound,
+    PathConflict,
     ReadOnlyStore,
     SourceError,
     StoreFull,
@@ -57,6 +58,7 @@ _STATUSES: list[tuple[type[Exception], int]] = [
     (UploadTooLarge, 413),
     (UploadTimeout, 408),
     (InvalidName, 400),
+    (PathConflict, 409),  # a file where a folder is, or below a file (Filetracker's server: 500)
     (SourceError, 400),
     (Busy, 503),
     (FiletrackerError, 502),  # the old server of a live migration failed

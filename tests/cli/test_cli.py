@@ -208,13 +208,18 @@ def test_parse_size_refuses(text: str) -> None:
 # -- put -r: a folder over a few connections (issue #10) ----------------------------------------
 
 
-def _package(folder: Path) -> dict[str, bytes]:
-    contents = {f"tests/{i}.in": b"%d\n" % i * (i + 1) for i in range(12)}
-    contents |= {"checker.cpp": b"int main() {}\n", "deep/er/x.out": os.urandom(5000), "empty": b""}
+def write_tree(folder: Path, contents: dict[str, bytes]) -> dict[str, bytes]:
+    """Write ``relative path -> bytes`` below ``folder``; return ``contents``."""
     for relative, data in contents.items():
         (folder / relative).parent.mkdir(parents=True, exist_ok=True)
         (folder / relative).write_bytes(data)
     return contents
+
+
+def _package(folder: Path) -> dict[str, bytes]:
+    contents = {f"tests/{i}.in": b"%d\n" % i * (i + 1) for i in range(12)}
+    contents |= {"checker.cpp": b"int main() {}\n", "deep/er/x.out": os.urandom(5000), "empty": b""}
+    return write_tree(folder, contents)
 
 
 @pytest.mark.parametrize("where", ["root", "url"])

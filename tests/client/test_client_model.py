@@ -30,7 +30,7 @@ from castore.errors import FileNotAvailable, FiletrackerError
 
 from ..server_process import castore_server
 
-NAMES = st.sampled_from(["a", "b", "d", "d/c", "d/e/f"])  # "d" is also a folder
+NAMES = st.sampled_from(["a", "b", "d", "d/c", "d/e/f"])  # "d" is a file or a folder, as they come
 VERSIONS = st.integers(min_value=1, max_value=6)
 CONTENTS = st.one_of(
     st.binary(max_size=40),
@@ -79,8 +79,14 @@ class ClientsModel(RuleBasedStateMachine):
         path = f"{self.prefix}/{name}"
         source = self.work / f"source{next(self.sources)}"
         source.write_bytes(content)
-        stored = self.call(client, "put_file", f"{path}@{version}", str(source))
         current = self.model.get(path)
+        if current is None and any(p.startswith(path + "/") or path.startswith(p + "/") for p in self.model):
+            # a name is a file or a folder, never both: refused (409), nothing stored
+            refusal = FiletrackerClientError if client == "filetracker" else FiletrackerError
+            with pytest.raises(refusal, match="409"):
+                self.call(client, "put_file", f"{path}@{version}", str(source))
+            return
+        stored = self.call(client, "put_file", f"{path}@{version}", str(source))
         if current is not None and current[0] > version:
             assert stored == f"{path}@{current[0]}"
             return

@@ -166,10 +166,16 @@ def test_bad_depth_or_top_is_refused(corpus_store: Store, depth: int, top: int) 
         corpus_store.dedup_report("/", depth=depth, top=top)
 
 
-def test_file_and_folder_of_one_name_are_two_groups(store: Store) -> None:
-    """``/c/x`` (a file), ``/c/x-1`` and ``/c/x/y`` sort as x < x-1 < x/y: three groups."""
+def test_file_and_folder_of_one_name_are_two_groups(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``/c/x`` (a file), ``/c/x-1`` and ``/c/x/y`` sort as x < x-1 < x/y: three groups.
+
+    Only a store written before castore refused a file below a file (issue #21) holds both.
+    """
+    from castore.metadata.txn import WriteTxn
+
     store.put("/c/x", content(10, 1), 1)
     store.put("/c/x-1", content(20, 2), 1)
+    monkeypatch.setattr(WriteTxn, "in_the_way", lambda self, path: None)  # as an older castore
     store.put("/c/x/y", content(10, 1), 1)
     report = store.dedup_report("/c", depth=1)
     assert [(g.group, g.files, g.freed_bytes) for g in report.groups] == [

@@ -4,7 +4,8 @@ Only files below the storage's prefix, older than ``--days``, and inside a top-l
 folder that at least one FileField value uses (``problems/``, ``submissions/``, ...) are
 candidates: folders Django does not manage, such as sioworkers' ``/sandboxes`` or
 scratch ``/eval`` files, are left alone unless ``--all-folders`` is given. Each file is
-deleted at the version seen, so a file re-uploaded meanwhile survives.
+deleted at the version seen, so a file re-uploaded meanwhile survives. ``--dry-run``
+lists the files it would delete (``-v 2`` lists them while deleting too; ``-v 0`` prints nothing).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class Command(BaseCommand):
         parser.add_argument("-d", "--days", type=float, default=30.0,
                             help="Only files whose version is older than this many days (default 30).")
         parser.add_argument("--dry-run", "-p", "--pretend", action="store_true", dest="dry_run",
-                            help="Report what would be deleted; delete nothing.")
+                            help="List the files that would be deleted (NAME@VERSION, one a line); delete nothing.")
         parser.add_argument("--all-folders", action="store_true",
                             help="Also consider top-level folders no FileField value uses (e.g. /sandboxes).")
 
@@ -78,13 +79,15 @@ class Command(BaseCommand):
                 raise
             if version < cutoff:
                 doomed.append((path, version))
+        verbosity = options.get("verbosity", 1)
         if not doomed:
-            self.stdout.write("No files to delete.")
+            if verbosity >= 1:
+                self.stdout.write("No files to delete.")
             return
-        verb = "Would delete" if dry_run else "Deleting"
-        self.stdout.write(f"{verb} {len(doomed)} file(s).")
+        if verbosity >= 1:
+            self.stdout.write(f"{'Would delete' if dry_run else 'Deleting'} {len(doomed)} file(s).")
         for path, version in doomed:
-            if options.get("verbosity", 1) >= 2:
+            if verbosity >= (1 if dry_run else 2):  # a dry run is for reading what would go
                 self.stdout.write(f"  {path}@{version}")
             if not dry_run:
                 # at that version: a newer one (a re-upload) survives; a missing file is no error
