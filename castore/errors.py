@@ -15,6 +15,7 @@ The tree::
     │   ├── MissingBlob                   metadata names a blob the backend does not have
     │   └── HashCollision                 (no longer raised: colliding contents are stored apart)
     ├── SettingsMismatch                  migrate-store's target holds another store
+    ├── TokenExists (ValueError)          ``token create`` with the name of an existing token
     ├── SourceError                       the content source was short, unreadable or wrong size
     │   ├── UploadTooLarge                a body (or what it decodes to) is over a limit
     │   └── UploadTimeout                 a client stopped sending its body
@@ -47,6 +48,7 @@ __all__ = [
     "SourceError",
     "StoreFull",
     "StoreNotFound",
+    "TokenExists",
     "UploadTimeout",
     "UploadTooLarge",
     "VersionNotFound",
@@ -96,6 +98,10 @@ class StoreNotFound(CastoreError):
 
 class SettingsMismatch(CastoreError):
     """A copy's target already holds another store (other seed or settings): nothing was copied."""
+
+
+class TokenExists(CastoreError, ValueError):
+    """An access token with that name exists already: nothing was created."""
 
 
 class SchemaOutdated(StoreNotFound):

@@ -19,6 +19,7 @@ on stdout with ``--json``) and one of these exit codes (also in the README):
 7     a local file or folder could not be read or written
 8     ``--strict``: a newer version was already stored, so this one was not
 9     network: the server cannot be reached, or ``serve`` cannot listen on its address
+11    exists already: ``token create`` with the name of an existing token
 141   stdout was closed early (``castore ls | head -1``), quietly, as Unix tools do
 ====  ==================================================
 

@@ -64,6 +64,7 @@ EXIT_INTEGRITY = 6
 EXIT_IO = 7
 EXIT_KEPT = 8
 EXIT_NETWORK = 9
+EXIT_EXISTS = 11
 EXIT_BROKEN_PIPE = 141
 
 EXIT_CODES = {
@@ -77,6 +78,7 @@ EXIT_CODES = {
     EXIT_IO: "a local file or folder could not be read or written",
     EXIT_KEPT: "--strict: a newer version was already stored, so this one was not",
     EXIT_NETWORK: "network: the server cannot be reached, or serve cannot listen on its address",
+    EXIT_EXISTS: "exists already: token create with the name of an existing token",
     EXIT_BROKEN_PIPE: "stdout was closed early (castore ls | head -1); nothing is printed",
 }
 """Every exit code of the ``castore`` command and what it means (the README's table)."""
