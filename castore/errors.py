@@ -29,6 +29,8 @@ Each message is one line and says what went wrong with which name.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = [
     "Busy",
     "CastoreError",
@@ -83,13 +85,27 @@ class NotFound(CastoreError, FileNotFoundError):
 
 
 class VersionNotFound(NotFound):
-    """The path exists but the requested version is not (or no longer) retained."""
+    """The path exists but the requested version is not (or no longer) retained.
 
-    def __init__(self, path: str, version: int, current: int | None = None) -> None:
-        extra = f" (current version is {current})" if current is not None else ""
-        super().__init__(path, f"version {version} of {path} not found{extra}")
+    ``retained``: the versions that are, newest first; the message names them (the first
+    :data:`LISTED_VERSIONS`), so that whoever asked can pick one.
+    """
+
+    LISTED_VERSIONS = 12
+
+    def __init__(self, path: str, version: int, retained: Sequence[int]) -> None:
         self.version = version
-        self.current = current
+        self.retained = sorted(retained, reverse=True)
+        listed = ", ".join(str(v) for v in self.retained[:self.LISTED_VERSIONS])
+        more = len(self.retained) - self.LISTED_VERSIONS
+        if more > 0:
+            listed += f" and {more} older"
+        super().__init__(path, f"version {version} of {path} is not retained; retained versions: {listed}")
+
+    @property
+    def current(self) -> int | None:
+        """The current version of the path (the newest retained)."""
+        return self.retained[0] if self.retained else None
 
 
 class StoreNotFound(CastoreError):
@@ -183,11 +199,18 @@ class FiletrackerError(CastoreError):
 
 
 class FileNotAvailable(FiletrackerError, NotFound):
-    """The file, or the requested version of it, is not available (HTTP 404)."""
+    """The file, or the requested version of it, is not available (HTTP 404).
 
-    def __init__(self, path: str, message: str | None = None, status: int | None = 404) -> None:
+    ``detail``: for a version castore does not retain, the :class:`VersionNotFound` line
+    that names the retained ones, the same from a castore server (``HTTP/404: `` and that
+    line) as from an embedded store; None otherwise.
+    """
+
+    def __init__(self, path: str, message: str | None = None, status: int | None = 404, *,
+                 detail: str | None = None) -> None:
         NotFound.__init__(self, path, message or f"File not available: {path}")
         self.status = status
+        self.detail = detail
 
 
 class WouldWait(Exception):

@@ -52,8 +52,21 @@ from .common import EXIT_BROKEN_PIPE, CliError, Context, errors_as_exit_codes, m
 __all__ = ["cli", "main"]
 
 
+_INSTEAD = {
+    word: "castore log NAME lists a file's retained versions; castore cat NAME@VERSION reads one."
+    for word in ("versions", "history")
+}
+"""Commands people try that castore spells otherwise, with what to type instead."""
+
+
 class _Group(click.Group):
     """castore's command group: expected errors of every command become one line and an exit code."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        """Click's lookup; a command castore spells otherwise (:data:`_INSTEAD`) names the right one."""
+        if args and args[0] in _INSTEAD and self.get_command(ctx, args[0]) is None:
+            ctx.fail(f"No such command '{args[0]}'. {_INSTEAD[args[0]]}")
+        return super().resolve_command(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

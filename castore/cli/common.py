@@ -137,8 +137,8 @@ def exit_code_for(error: BaseException) -> int:
 
 def message_for(error: BaseException) -> str:
     """One line for an error, the same whether the store is local or behind a server."""
-    if isinstance(error, FileNotAvailable) and error.status == 404:
-        return f"not found: {error.path}"  # not the server's "HTTP/404: ..." plus its body
+    if isinstance(error, FileNotAvailable) and error.status == 404:  # not the server's "HTTP/404: ..." plus its body
+        return error.detail or f"not found: {error.path}"  # detail: which versions are retained
     if isinstance(error, OSError) and error.strerror and error.filename is not None:
         return f"{error.filename}: {error.strerror}"
     if isinstance(error, FiletrackerError) and error.status is None and error.server is not None:

@@ -14,7 +14,12 @@ current version. Differences from Filetracker's client, all invisible to its cal
 files come out of the cache as hard links instead of copies, uploads to castore are
 zstd-compressed (not gzip -9) and not hashed with SHA-256 on the client (the server
 hashes what it receives), connections are kept alive, and a cache hit returns
-``path@version`` (Filetracker returns ``path@version@version``).
+``path@version`` (Filetracker returns ``path@version@version``). One extension:
+``get_file``/``get_stream`` of ``path@version`` read any version the origin retains (an
+embedded store, or a castore server through ``?version=``), where Filetracker's client
+reads only the current one; a version not retained raises FileNotAvailable whose
+``detail`` names the retained ones. A Filetracker server answers its current version, and
+the error says so in Filetracker's words (``Version 5 of /p not available. Server has 7``).
 
 Errors are :class:`~castore.errors.FiletrackerError` (``HTTP/404: ...`` and so on);
 a missing file raises its subclass :class:`~castore.errors.FileNotAvailable`, which
@@ -33,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Final, Protocol, TypeVar, cast
 
-from ..errors import FileNotAvailable, FiletrackerError, NotFound, SourceError
+from ..errors import FileNotAvailable, FiletrackerError, NotFound, SourceError, VersionNotFound
 from ..lazy import lazy_members
 from ..names import parse_name, versioned_name
 from ..sizes import IO_BUFFER, WHOLE_IN_MEMORY
@@ -49,7 +54,7 @@ if TYPE_CHECKING:  # castore.store pulls in SQLAlchemy, logging and the cache co
 
 __all__ = [
     "AUTO", "CacheEntry", "Client", "FileNotAvailable", "FiletrackerError", "LocalCache", "Origin", "ProgressReader",
-    "PutResult", "Remote", "default_cache_dir",
+    "PutResult", "Remote", "default_cache_dir", "other_version",
 ]
 
 _LAZY = {"CacheEntry": "cache", "LocalCache": "cache"}
@@ -97,9 +102,14 @@ The string ``"auto"`` (Filetracker's spelling) means the same.
 class Origin(Protocol):
     """Where a client's files live: a server, or a store in this process."""
 
-    def stat(self, path: str) -> RemoteFile: ...
+    def stat(self, path: str, *, version: int | None = None) -> RemoteFile:
+        """The version and size of ``path``: its current version, or that retained ``version``."""
+        ...
 
-    def open(self, path: str) -> tuple[RemoteFile, BinaryIO]: ...
+    def open(self, path: str, *, version: int | None = None) -> tuple[RemoteFile, BinaryIO]:
+        """The version of ``path`` and a stream of its content: the current version, or that retained
+        ``version`` (an origin that keeps no older versions, a Filetracker server, answers its current one)."""
+        ...
 
     def put(self, path: str, source: str | os.PathLike[str], version: int, *, compress: bool = True) -> int:
         """Store the file ``source`` as ``path@version``; the version now current.
@@ -123,18 +133,14 @@ class EmbeddedOrigin:
     def __repr__(self) -> str:
         return f"EmbeddedOrigin({self.store!r})"
 
-    def stat(self, path: str) -> RemoteFile:
-        try:
-            info = self.store.stat(path)
-        except NotFound:
-            raise FileNotAvailable(path) from None
+    def stat(self, path: str, *, version: int | None = None) -> RemoteFile:
+        with _not_available(path):
+            info = self.store.stat(versioned_name(path, version) if version is not None else path)
         return RemoteFile(info.version, info.size)
 
-    def open(self, path: str) -> tuple[RemoteFile, BinaryIO]:
-        try:
-            reader = self.store.open_file(path)
-        except NotFound:
-            raise FileNotAvailable(path) from None
+    def open(self, path: str, *, version: int | None = None) -> tuple[RemoteFile, BinaryIO]:
+        with _not_available(path):
+            reader = self.store.open_file(versioned_name(path, version) if version is not None else path)
         return RemoteFile(reader.version, reader.size), cast(BinaryIO, reader)  # a RawIOBase: read/readinto
 
     def put(
@@ -151,16 +157,32 @@ class EmbeddedOrigin:
             return parse_name(self.store.put(path, reader, version)).version or version
 
     def delete(self, path: str, version: int) -> None:
-        try:
+        with _not_available(path):
             self.store.delete(path, version)
-        except NotFound:
-            raise FileNotAvailable(path) from None
 
     def list(self, subpath: str, cutoff: int | None = None) -> list[str]:
         try:
             return self.store.list_folder(subpath or "/", max_version=cutoff)
         except NotFound:
             raise FiletrackerError(f"{subpath}: Path doesn't exist or is not a directory", status=400) from None
+
+
+def other_version(path: str, version: int, current: int) -> FileNotAvailable:
+    """The error for an origin that answered ``current`` when ``version`` was asked for: a
+    Filetracker server, which keeps no older versions (in Filetracker's client's words)."""
+    return FileNotAvailable(path, f"Version {version} of {path} not available. Server has {current}", status=None)
+
+
+@contextmanager
+def _not_available(path: str) -> Iterator[None]:
+    """The store's NotFound as a server's 404 would come: FileNotAvailable, and for a version
+    the store does not retain, its line naming the retained ones as ``detail`` (and message)."""
+    try:
+        yield
+    except VersionNotFound as e:
+        raise FileNotAvailable(path, str(e), detail=str(e)) from None
+    except NotFound:
+        raise FileNotAvailable(path) from None
 
 
 def _is_store(value: object) -> TypeIs[Store]:
@@ -302,13 +324,15 @@ class Client:
         return self.remote_store
 
     def _download(self, path: str, version: int | None) -> tuple[RemoteFile, BinaryIO]:
-        """Open ``path`` at the origin; the version must be ``version`` when one is asked for."""
-        info, stream = self._origin(path).open(path)
+        """Open ``path`` at the origin, its retained ``version`` when one is asked for.
+
+        An origin that keeps no older versions (a Filetracker server) answers its current
+        one: then it says which it has, in Filetracker's client's words.
+        """
+        info, stream = self._origin(path).open(path, version=version)
         if version is not None and info.version != version:
             stream.close()
-            raise FileNotAvailable(
-                path, f"Version {version} of {path} not available. Server has {info.version}", status=None
-            )
+            raise other_version(path, version, info.version)
         return info, stream
 
     def _fetch_into_cache(self, cache: LocalCache, path: str, version: int | None, force_refresh: bool) -> Path:
