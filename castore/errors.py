@@ -212,6 +212,12 @@ class FileNotAvailable(FiletrackerError, NotFound):
         self.status = status
         self.detail = detail
 
+    @classmethod
+    def other_version(cls, path: str, version: int, current: int) -> FileNotAvailable:
+        """For an origin that answered ``current`` when ``version`` was asked for: a Filetracker
+        server, which keeps no older versions (said in Filetracker's client's words)."""
+        return cls(path, f"Version {version} of {path} not available. Server has {current}", status=None)
+
 
 class WouldWait(Exception):
     """A write asked not to wait (:meth:`castore.metadata.repo.MetadataRepo.not_waiting`) found the database busy.

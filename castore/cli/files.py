@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import click
 
-from ..errors import FiletrackerError, NotFound
+from ..errors import FileNotAvailable, FiletrackerError, NotFound
 from ..names import check_path, check_prefix, check_version, parse_name, parse_prefix, versioned_name
 from ..sizes import IO_BUFFER, format_size
 from .common import (
@@ -333,15 +333,13 @@ def stat(c: Context, name: str) -> None:
 
     Example: castore stat /problems/12/tests/1a.in
     """
-    from ..client import other_version
-
     origin = c.client().remote_store
     assert origin is not None  # the command's client always has one (Context.client)
     parsed = parse_name(name)
     info = origin.stat(parsed.path, version=parsed.version)
     version, size = info.version, info.size
     if parsed.version is not None and parsed.version != version:  # a Filetracker server: its current one only
-        raise other_version(parsed.path, parsed.version, version)
+        raise FileNotAvailable.other_version(parsed.path, parsed.version, version)
     stored = versioned_name(parsed.path, version)
     date = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(min(version, 2**37)))
     c.emit({"name": stored, "path": parsed.path, "version": version, "size": size},

@@ -14,12 +14,9 @@ current version. Differences from Filetracker's client, all invisible to its cal
 files come out of the cache as hard links instead of copies, uploads to castore are
 zstd-compressed (not gzip -9) and not hashed with SHA-256 on the client (the server
 hashes what it receives), connections are kept alive, and a cache hit returns
-``path@version`` (Filetracker returns ``path@version@version``). One extension:
-``get_file``/``get_stream`` of ``path@version`` read any version the origin retains (an
-embedded store, or a castore server through ``?version=``), where Filetracker's client
-reads only the current one; a version not retained raises FileNotAvailable whose
-``detail`` names the retained ones. A Filetracker server answers its current version, and
-the error says so in Filetracker's words (``Version 5 of /p not available. Server has 7``).
+``path@version`` (Filetracker returns ``path@version@version``). One extension: ``path@version``
+reads any version a castore origin retains (Filetracker's client: only the current one); one not
+retained raises FileNotAvailable whose ``detail`` names the retained ones.
 
 Errors are :class:`~castore.errors.FiletrackerError` (``HTTP/404: ...`` and so on);
 a missing file raises its subclass :class:`~castore.errors.FileNotAvailable`, which
@@ -54,7 +51,7 @@ if TYPE_CHECKING:  # castore.store pulls in SQLAlchemy, logging and the cache co
 
 __all__ = [
     "AUTO", "CacheEntry", "Client", "FileNotAvailable", "FiletrackerError", "LocalCache", "Origin", "ProgressReader",
-    "PutResult", "Remote", "default_cache_dir", "other_version",
+    "PutResult", "Remote", "default_cache_dir",
 ]
 
 _LAZY = {"CacheEntry": "cache", "LocalCache": "cache"}
@@ -102,13 +99,10 @@ The string ``"auto"`` (Filetracker's spelling) means the same.
 class Origin(Protocol):
     """Where a client's files live: a server, or a store in this process."""
 
-    def stat(self, path: str, *, version: int | None = None) -> RemoteFile:
-        """The version and size of ``path``: its current version, or that retained ``version``."""
-        ...
+    def stat(self, path: str, *, version: int | None = None) -> RemoteFile: ...
 
     def open(self, path: str, *, version: int | None = None) -> tuple[RemoteFile, BinaryIO]:
-        """The version of ``path`` and a stream of its content: the current version, or that retained
-        ``version`` (an origin that keeps no older versions, a Filetracker server, answers its current one)."""
+        """The current version (or that retained ``version``; a Filetracker server: its current one) and its content."""
         ...
 
     def put(self, path: str, source: str | os.PathLike[str], version: int, *, compress: bool = True) -> int:
@@ -167,16 +161,9 @@ class EmbeddedOrigin:
             raise FiletrackerError(f"{subpath}: Path doesn't exist or is not a directory", status=400) from None
 
 
-def other_version(path: str, version: int, current: int) -> FileNotAvailable:
-    """The error for an origin that answered ``current`` when ``version`` was asked for: a
-    Filetracker server, which keeps no older versions (in Filetracker's client's words)."""
-    return FileNotAvailable(path, f"Version {version} of {path} not available. Server has {current}", status=None)
-
-
 @contextmanager
 def _not_available(path: str) -> Iterator[None]:
-    """The store's NotFound as a server's 404 would come: FileNotAvailable, and for a version
-    the store does not retain, its line naming the retained ones as ``detail`` (and message)."""
+    """A store's NotFound as FileNotAvailable; a VersionNotFound's line as its ``detail`` (and message)."""
     try:
         yield
     except VersionNotFound as e:
@@ -324,15 +311,12 @@ class Client:
         return self.remote_store
 
     def _download(self, path: str, version: int | None) -> tuple[RemoteFile, BinaryIO]:
-        """Open ``path`` at the origin, its retained ``version`` when one is asked for.
-
-        An origin that keeps no older versions (a Filetracker server) answers its current
-        one: then it says which it has, in Filetracker's client's words.
-        """
+        """Open ``path`` at the origin, its retained ``version`` when one is asked for (a Filetracker
+        server keeps no older versions: it answers its current one, and this says so)."""
         info, stream = self._origin(path).open(path, version=version)
         if version is not None and info.version != version:
             stream.close()
-            raise other_version(path, version, info.version)
+            raise FileNotAvailable.other_version(path, version, info.version)
         return info, stream
 
     def _fetch_into_cache(self, cache: LocalCache, path: str, version: int | None, force_refresh: bool) -> Path:
