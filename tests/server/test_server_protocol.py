@@ -99,7 +99,7 @@ def test_a_retained_version_by_query(http: httpx.Client) -> None:
         assert missing.headers["castore-retained-versions"] == "2000, 1000"
     gone = http.get("/files/p/never", params={"version": "5"})
     assert gone.status_code == 404 and "castore-retained-versions" not in gone.headers
-    for bad in ("abc", "-1", "+5", "1.5", ""):
+    for bad in ("abc", "-1", "+5", "1.5", "", "9" * 30, "1,2"):
         assert http.get("/files/p/old", params={"version": bad}).status_code == 400, bad
 
 
