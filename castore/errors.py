@@ -16,6 +16,7 @@ The tree::
     │   ├── MissingBlob                   metadata names a blob the backend does not have
     │   └── HashCollision                 (no longer raised: colliding contents are stored apart)
     ├── SettingsMismatch                  migrate-store's target holds another store
+    ├── TokenExists (ValueError)          ``token create`` with the name of an existing token
     ├── SourceError                       the content source was short, unreadable or wrong size
     │   ├── UploadTooLarge                a body (or what it decodes to) is over a limit
     │   └── UploadTimeout                 a client stopped sending its body
@@ -28,6 +29,8 @@ Each message is one line and says what went wrong with which name.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 __all__ = [
     "BlobsUnusable",
@@ -50,6 +53,7 @@ __all__ = [
     "SourceError",
     "StoreFull",
     "StoreNotFound",
+    "TokenExists",
     "UploadTimeout",
     "UploadTooLarge",
     "VersionNotFound",
@@ -84,13 +88,27 @@ class NotFound(CastoreError, FileNotFoundError):
 
 
 class VersionNotFound(NotFound):
-    """The path exists but the requested version is not (or no longer) retained."""
+    """The path exists but the requested version is not (or no longer) retained.
 
-    def __init__(self, path: str, version: int, current: int | None = None) -> None:
-        extra = f" (current version is {current})" if current is not None else ""
-        super().__init__(path, f"version {version} of {path} not found{extra}")
+    ``retained``: the versions that are, newest first; the message names them (the first
+    :data:`LISTED_VERSIONS`), so that whoever asked can pick one.
+    """
+
+    LISTED_VERSIONS = 12
+
+    def __init__(self, path: str, version: int, retained: Sequence[int]) -> None:
         self.version = version
-        self.current = current
+        self.retained = sorted(retained, reverse=True)
+        listed = ", ".join(str(v) for v in self.retained[:self.LISTED_VERSIONS])
+        more = len(self.retained) - self.LISTED_VERSIONS
+        if more > 0:
+            listed += f" and {more} older"
+        super().__init__(path, f"version {version} of {path} is not retained; retained versions: {listed}")
+
+    @property
+    def current(self) -> int | None:
+        """The current version of the path (the newest retained)."""
+        return self.retained[0] if self.retained else None
 
 
 class PathConflict(CastoreError):
@@ -122,6 +140,10 @@ class SettingsMismatch(CastoreError):
 class BlobsUnusable(StoreNotFound):
     """The blob storage named cannot hold the store: a missing bucket, or one these credentials may not
     write to (found at ``castore init`` / ``serve``, with what to do in the message)."""
+
+
+class TokenExists(CastoreError, ValueError):
+    """An access token with that name exists already: nothing was created."""
 
 
 class SchemaOutdated(StoreNotFound):
@@ -203,11 +225,24 @@ class FiletrackerError(CastoreError):
 
 
 class FileNotAvailable(FiletrackerError, NotFound):
-    """The file, or the requested version of it, is not available (HTTP 404)."""
+    """The file, or the requested version of it, is not available (HTTP 404).
 
-    def __init__(self, path: str, message: str | None = None, status: int | None = 404) -> None:
+    ``detail``: for a version castore does not retain, the :class:`VersionNotFound` line
+    that names the retained ones, the same from a castore server (``HTTP/404: `` and that
+    line) as from an embedded store; None otherwise.
+    """
+
+    def __init__(self, path: str, message: str | None = None, status: int | None = 404, *,
+                 detail: str | None = None) -> None:
         NotFound.__init__(self, path, message or f"File not available: {path}")
         self.status = status
+        self.detail = detail
+
+    @classmethod
+    def other_version(cls, path: str, version: int, current: int) -> FileNotAvailable:
+        """For an origin that answered ``current`` when ``version`` was asked for: a Filetracker
+        server, which keeps no older versions (said in Filetracker's client's words)."""
+        return cls(path, f"Version {version} of {path} not available. Server has {current}", status=None)
 
 
 class WouldWait(Exception):

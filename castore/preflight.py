@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .creating import CREATION_ERRORS, create_folder
-from .layout import METADATA_FILE, SETTING_NAMES
+from .layout import ACCESS_SETTING, METADATA_FILE, SETTING_NAMES, access_closed
 from .metadata.migrate import SCHEMA_REVISION
 
 __all__ = ["SETTING_NAMES", "Preflight", "preflight"]
@@ -39,8 +39,8 @@ __all__ = ["SETTING_NAMES", "Preflight", "preflight"]
 class Preflight:
     """A current store folder, which the workers can open themselves."""
 
-    tokens: bool
-    """The store has access tokens (then ``/version`` needs one, and is not answered early)."""
+    closed: bool
+    """Requests need an access token (then ``/version`` needs one, and is not answered early)."""
 
 
 def preflight(root: str | os.PathLike[str], *, create: bool = False) -> Preflight | None:
@@ -65,10 +65,11 @@ def preflight(root: str | os.PathLike[str], *, create: bool = False) -> Prefligh
         revision = connection.execute("SELECT version_num FROM alembic_version").fetchall()
         names = {row[0] for row in connection.execute("SELECT name FROM settings")}
         tokens = connection.execute("SELECT 1 FROM tokens LIMIT 1").fetchone() is not None
+        access = connection.execute("SELECT value FROM settings WHERE name = ?", (ACCESS_SETTING,)).fetchone()
     except sqlite3.Error:
         return None
     finally:
         connection.close()
     if revision != [(SCHEMA_REVISION,)] or not SETTING_NAMES <= names:
         return None
-    return Preflight(tokens=tokens)
+    return Preflight(closed=access_closed(access[0] if access else None, tokens))

@@ -12,15 +12,19 @@ import re
 from urllib.parse import quote
 
 from .errors import InvalidName, InvalidVersion
-from .names import MAX_VERSION, check_path, check_version
+from .names import MAX_VERSION, check_path, check_version, parse_version
 
 __all__ = [
     "CONTENT_DIGEST_HEADER",
     "PROTOCOL_VERSIONS",
+    "RETAINED_HEADER",
+    "VERSION_PARAMETER",
     "accepted_encodings",
     "format_content_digest",
+    "format_retained",
     "format_version",
     "parse_content_digest",
+    "parse_retained",
     "parse_size_header",
     "parse_version_date",
     "path_from_url",
@@ -46,6 +50,30 @@ def parse_content_digest(value: str | None) -> str | None:
     if algorithm != _DIGEST_ALGORITHM or not _HEX32.fullmatch(digest):
         return None
     return digest
+
+VERSION_PARAMETER = "version"
+"""castore's query parameter of ``GET``/``HEAD /files/<path>`` for a retained version (``?version=1700000000``).
+
+Filetracker's server ignores it and answers its current version, which its version check
+then tells apart."""
+RETAINED_HEADER = "Castore-Retained-Versions"
+"""A ``404`` answer's header for a version castore does not retain: the retained ones, newest first."""
+
+
+def format_retained(versions: list[int]) -> str:
+    """The :data:`RETAINED_HEADER` value: ``30, 20, 10``."""
+    return ", ".join(str(v) for v in versions)
+
+
+def parse_retained(value: str | None) -> list[int] | None:
+    """The versions in a :data:`RETAINED_HEADER` value; None when absent or malformed."""
+    if not value:
+        return None
+    try:
+        return [parse_version(part.strip()) for part in value.split(",")]
+    except ValueError:
+        return None
+
 
 _LARGEST_DATE = 253402300799  # 9999-12-31T23:59:59Z: what an RFC 2822 date can say
 

@@ -316,9 +316,10 @@ class Store(PutSteps):
     # -- reading ------------------------------------------------------------------
 
     def open_file(self, name: str) -> BlobReader:
-        """A binary stream of the content of ``name`` (current version, or ``@version``).
+        """A binary stream of the content of ``name`` (current version, or any retained ``@version``).
 
-        Every chunk is verified before it is read out (CorruptBlob otherwise). A blob
+        A version the path does not retain raises VersionNotFound, naming the retained
+        ones; a path that does not exist, NotFound. Every chunk is verified before it is read out (CorruptBlob otherwise). A blob
         written before chunk digests existed is verified whole first, once.
         """
         entry = self._entry(name)
@@ -524,9 +525,9 @@ class Store(PutSteps):
         if entry is not None:
             return entry
         if version is not None:
-            current = self.metadata.current_version(path)
-            if current is not None:
-                raise VersionNotFound(path, version, current)
+            retained = [e.version for e in self.metadata.history(path)]
+            if retained:
+                raise VersionNotFound(path, version, retained)
         raise NotFound(path)
 
     def _stored_bytes(self, blob: BlobRow) -> BinaryIO:

@@ -21,6 +21,7 @@ on stdout with ``--json``) and one of these exit codes (also in the README):
 9     network: the server cannot be reached, or its TLS certificate is refused; ``serve`` cannot listen
 10    not allowed: a refused token (HTTP 401) or role (403), or a read-only store;
       ``put -r``, ``rm -r`` and ``ingest`` stop at the first refusal
+11    exists already: ``token create`` with the name of an existing token
 12    a file where the store has a folder, or below a file
 130   interrupted (Ctrl-C); ``put -r`` says how many files it stored
 141   stdout was closed early (``castore ls | head -1``), quietly, as Unix tools do
@@ -55,8 +56,21 @@ from .common import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, CliError, Context, error
 __all__ = ["cli", "main"]
 
 
+_INSTEAD = {
+    word: "castore log NAME lists a file's retained versions; castore cat NAME@VERSION reads one."
+    for word in ("versions", "history")
+}
+"""Commands people try that castore spells otherwise, with what to type instead."""
+
+
 class _Group(click.Group):
     """castore's command group: expected errors of every command become one line and an exit code."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        """Click's lookup; a command castore spells otherwise (:data:`_INSTEAD`) names the right one."""
+        if args and args[0] in _INSTEAD and self.get_command(ctx, args[0]) is None:
+            ctx.fail(f"No such command '{args[0]}'. {_INSTEAD[args[0]]}")
+        return super().resolve_command(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

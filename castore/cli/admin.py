@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any, cast
 
 import click
 
-from ..errors import StoreNotFound
+from ..errors import StoreNotFound, TokenExists
 from ..sizes import format_size, parse_size
 from .common import (
+    EXIT_EXISTS,
     EXIT_INTEGRITY,
     EXIT_INVALID,
     EXIT_IO,
@@ -319,13 +320,15 @@ def _report_text(report: DedupReport, groups: list[GroupUsage]) -> str:
 
 @click.group()
 def token() -> None:
-    """Manage the server's access tokens (off until the first one exists).
+    """Manage the server's access tokens, and whether requests need one.
 
-    Once a token exists, castore serve answers only requests that carry one (GET and HEAD
-    /health stay open): Filetracker's client with FILETRACKER_URL=http://any:TOKEN@host:9999,
-    castore's with the same URL or CASTORE_TOKEN. Roles: read (GET, HEAD, /metrics),
-    write (also PUT, DELETE), admin (everything). Servers notice new and revoked tokens
-    within 5 seconds.
+    A store is open to anyone until its first token is made: that closes it. A closed
+    store's server answers only requests that carry a valid token (GET and HEAD /health
+    stay open): Filetracker's client with FILETRACKER_URL=http://any:TOKEN@host:9999,
+    castore's with the same URL or CASTORE_TOKEN. Revoking the last token leaves it
+    closed (then nobody gets in); only token open-access --yes opens it again. Roles:
+    read (GET, HEAD, /metrics), write (also PUT, DELETE), admin (everything). Every server
+    notices new and revoked tokens, and open-access, within 5 seconds.
 
     Example: castore token create --role write --name judge-1
     """
@@ -338,6 +341,9 @@ def token() -> None:
 def token_create(c: Context, role: str, name: str | None) -> None:
     """Create a token and print it: it is shown only this once (only its hash is kept).
 
+    Closes the store: from now on requests need a token. Exit codes: 0 created,
+    4 invalid name, 11 a token with that name exists (nothing created), 5 no store.
+
     Example: castore token create --role read --name grader
     """
     from ..server.tokens import create_token
@@ -345,6 +351,8 @@ def token_create(c: Context, role: str, name: str | None) -> None:
     c.local_only("token create")
     try:
         name, secret = create_token(c.store().metadata, role, name)
+    except TokenExists as e:
+        fail(str(e), EXIT_EXISTS)
     except ValueError as e:
         fail(str(e), EXIT_INVALID)
     if c.as_json:
@@ -354,16 +362,27 @@ def token_create(c: Context, role: str, name: str | None) -> None:
     click.echo(f"castore: token {name!r} ({role}) created; it cannot be shown again.", err=True)
 
 
+def _access_line(closed: bool) -> str:
+    if closed:
+        return "access: closed: every request needs a valid token (castore token open-access --yes opens it)"
+    return "access: open to anyone: no token needed (castore token create closes it)"
+
+
 @token.command(name="list")
 @pass_context
 def token_list(c: Context) -> None:
-    """List the tokens: name, role, creation time (never the tokens themselves).
+    """Say whether requests need a token, then list the tokens: name, role, creation time.
+
+    The tokens themselves are never shown. With --json the first line is
+    {"access": "closed"} or {"access": "open"}, then one line per token.
 
     Example: castore token list
     """
     c.local_only("token list")
-    rows = c.store().metadata.tokens()
-    for row in rows:
+    metadata = c.store().metadata
+    closed = metadata.access_closed()
+    c.emit({"access": "closed" if closed else "open"}, _access_line(closed))
+    for row in metadata.tokens():
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(row.created))
         c.emit({"name": row.name, "role": row.role, "created": row.created}, f"{row.name}\t{row.role}\t{created} UTC")
 
@@ -372,16 +391,44 @@ def token_list(c: Context) -> None:
 @click.argument("name")
 @pass_context
 def token_revoke(c: Context, name: str) -> None:
-    """Delete the token called NAME; servers refuse it within 5 seconds.
+    """Delete the token called NAME; servers refuse it within 5 seconds. The store stays closed.
 
     Example: castore token revoke grader
     """
     from ..server.tokens import revoke_token
 
     c.local_only("token revoke")
-    if not revoke_token(c.store().metadata, name):
+    metadata = c.store().metadata
+    if not revoke_token(metadata, name):
         fail(f"no token named {name!r}", EXIT_NOT_FOUND)
     c.emit({"name": name, "revoked": True}, f"revoked {name}")
+    if not metadata.tokens():
+        c.warn("castore: no token left: the store stays closed, nobody gets in "
+               "(castore token create makes one; castore token open-access --yes opens the store to anyone)")
+
+
+@token.command(name="open-access")
+@click.option("--yes", is_flag=True, help="Yes, let anyone who reaches the server read, write and delete.")
+@pass_context
+def token_open_access(c: Context, yes: bool) -> None:
+    """Open the store to requests without a token (as before its first token), once no token exists.
+
+    Every server answers anyone within 5 seconds. Refused while tokens exist (revoke
+    them first) and without --yes. The next token create closes the store again.
+
+    Example: castore token open-access --yes
+    """
+    from ..server.tokens import open_access
+
+    c.local_only("token open-access")
+    if not yes:
+        fail("token open-access lets anyone who reaches the server read, write and delete: "
+             "add --yes if that is what you want", EXIT_USAGE)
+    try:
+        open_access(c.store().metadata)
+    except ValueError as e:
+        fail(str(e))
+    c.emit({"access": "open"}, _access_line(False))
 
 
 # -- cache-clean: client cache folders -------------------------------------------------------------

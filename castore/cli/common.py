@@ -68,6 +68,7 @@ EXIT_IO = 7
 EXIT_KEPT = 8
 EXIT_NETWORK = 9
 EXIT_DENIED = 10
+EXIT_EXISTS = 11
 EXIT_CONFLICT = 12
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
@@ -86,6 +87,7 @@ EXIT_CODES = {
                   "on its address",
     EXIT_DENIED: "not allowed: the server refused the token (401) or its role (403), or the store is read-only; "
                  "put -r, rm -r and ingest stop at the first refusal",
+    EXIT_EXISTS: "exists already: token create with the name of an existing token",
     EXIT_CONFLICT: "a file where the store has a folder, or below a file (put /problems/1 when /problems/1/a.in is stored)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C); put -r says how many files were stored",
     EXIT_BROKEN_PIPE: "stdout was closed early (castore ls | head -1); nothing is printed",
@@ -158,8 +160,8 @@ def is_denied(error: BaseException) -> bool:
 
 def message_for(error: BaseException) -> str:
     """One line for an error, the same whether the store is local or behind a server."""
-    if isinstance(error, FileNotAvailable) and error.status == 404:
-        return f"not found: {error.path}"  # not the server's "HTTP/404: ..." plus its body
+    if isinstance(error, FileNotAvailable) and error.status == 404:  # not the server's "HTTP/404: ..." plus its body
+        return error.detail or f"not found: {error.path}"  # detail: which versions are retained
     if isinstance(error, FiletrackerError) and error.status == 409:
         return str(error).splitlines()[0].removeprefix("HTTP/409: ")  # the store's own words, as with --root
     if is_denied(error):

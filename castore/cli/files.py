@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import click
 
-from ..errors import FiletrackerError, NotFound
+from ..errors import FileNotAvailable, FiletrackerError, NotFound
 from ..names import check_path, check_prefix, check_version, parse_name, parse_prefix, versioned_name
 from ..sizes import IO_BUFFER, format_size
 from .common import (
@@ -377,19 +377,19 @@ def rm(c: Context, name: str, recursive: bool, yes: bool, strict: bool) -> None:
 @click.argument("name")
 @pass_context
 def stat(c: Context, name: str) -> None:
-    """Show the current version and size of NAME (NAME@V: fails unless V is current).
+    """Show the current version and size of NAME (NAME@V: of that retained version).
 
     Stored size, codec and key: castore log NAME.
 
     Example: castore stat /problems/12/tests/1a.in
     """
-    from ..errors import VersionNotFound
-
-    client = c.client()
+    origin = c.client().remote_store
+    assert origin is not None  # the command's client always has one (Context.client)
     parsed = parse_name(name)
-    version, size = client.file_version(parsed.path), client.file_size(parsed.path)
-    if parsed.version is not None and parsed.version != version:
-        raise VersionNotFound(parsed.path, parsed.version, version)
+    info = origin.stat(parsed.path, version=parsed.version)
+    version, size = info.version, info.size
+    if parsed.version is not None and parsed.version != version:  # a Filetracker server: its current one only
+        raise FileNotAvailable.other_version(parsed.path, parsed.version, version)
     stored = versioned_name(parsed.path, version)
     date = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(min(version, 2**37)))
     c.emit({"name": stored, "path": parsed.path, "version": version, "size": size},

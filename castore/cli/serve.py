@@ -79,9 +79,10 @@ def serve(c: Context, host: str, allowed_hosts: tuple[str, ...], port: int, work
     A missing store is an error (exit 5) unless --init is given, so that a mistyped
     --root does not serve a new, empty store. With --blobs s3://… the bucket is checked
     before serving (a small put, get and delete; exit 5 saying what to do when it is
-    missing or not writable). Prints one line on start: URL, store,
-    workers, version. Idle and slow clients hold no worker thread (bodies are received
-    on the event loop); a store on a read-only filesystem is served read-only.
+    missing or not writable). Prints one line on start: URL, store, workers, version,
+    and whether requests need an access token (castore token --help). Idle and slow
+    clients hold no worker thread (bodies are received on the event loop); a store on a
+    read-only filesystem is served read-only.
     With --tls-cert and --tls-key it serves HTTPS (https:// on the start line); a missing,
     unreadable or mismatched file is one line at start-up (exit 7 unreadable, 2 unusable).
 
@@ -135,13 +136,15 @@ def serve(c: Context, host: str, allowed_hosts: tuple[str, ...], port: int, work
     # /version/ (SQLAlchemy is not loaded here); otherwise create or migrate once here, before workers start
     ready = None if c.metadata or c.blobs else preflight(c.root, create=create and not read_only)
     if ready is None:
-        tokens = bool(c.store(create=create and not read_only, read_only=True if read_only else None,  # closed at exit
-                              check_blobs=not read_only, create_bucket=create_bucket).metadata.token_roles())
+        closed = (c.store(create=create and not read_only, read_only=True if read_only else None,  # closed at exit
+                          check_blobs=not read_only, create_bucket=create_bucket).metadata.access_closed())
     else:
-        tokens = ready.tokens
+        closed = ready.closed
+    access = "access tokens required" if closed else "open to anyone: no access token needed"
     shown_host = f"[{host}]" if ":" in host else host
     c.warn(f"castore {__version__} serving {c.describe()} at {'https' if tls else 'http'}://{shown_host}:{port}"
-           f"{prefix.rstrip('/')} ({count} worker{'s' if count > 1 else ''}{', read-only' if read_only else ''})")
+           f"{prefix.rstrip('/')} ({count} worker{'s' if count > 1 else ''}{', read-only' if read_only else ''}, "
+           f"{access})")
     from ..server.config import ServerConfig, token_cache_seconds
     from ..server.serving import serve as run_server
 
@@ -158,7 +161,7 @@ def serve(c: Context, host: str, allowed_hosts: tuple[str, ...], port: int, work
         allowed_hosts=tuple(hosts if hosts is not None else default_allowed_hosts(host, sock.getsockname()[0])),
         token_cache_seconds=token_cache_seconds(os.environ), migrate_from=migrate_from,
         migration_limits=migration_limits)
-    run_server(config, host=host, port=port, workers=count, log_level=log_level, sock=sock, early_version=not tokens,
+    run_server(config, host=host, port=port, workers=count, log_level=log_level, sock=sock, early_version=not closed,
                tls=tls)
 
 

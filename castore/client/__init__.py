@@ -14,7 +14,9 @@ current version. Differences from Filetracker's client, all invisible to its cal
 files come out of the cache as hard links instead of copies, uploads to castore are
 zstd-compressed (not gzip -9) and not hashed with SHA-256 on the client (the server
 hashes what it receives), connections are kept alive, and a cache hit returns
-``path@version`` (Filetracker returns ``path@version@version``).
+``path@version`` (Filetracker returns ``path@version@version``). One extension: ``path@version``
+reads any version a castore origin retains (Filetracker's client: only the current one); one not
+retained raises FileNotAvailable whose ``detail`` names the retained ones.
 
 Errors are :class:`~castore.errors.FiletrackerError` (``HTTP/404: ...`` and so on);
 a missing file raises its subclass :class:`~castore.errors.FileNotAvailable`, which
@@ -33,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Final, Protocol, TypeVar, cast
 
-from ..errors import FileNotAvailable, FiletrackerError, NotFound, PathConflict, SourceError
+from ..errors import FileNotAvailable, FiletrackerError, NotFound, PathConflict, SourceError, VersionNotFound
 from ..lazy import lazy_members
 from ..names import parse_name, versioned_name
 from ..sizes import IO_BUFFER, WHOLE_IN_MEMORY
@@ -97,9 +99,11 @@ The string ``"auto"`` (Filetracker's spelling) means the same.
 class Origin(Protocol):
     """Where a client's files live: a server, or a store in this process."""
 
-    def stat(self, path: str) -> RemoteFile: ...
+    def stat(self, path: str, *, version: int | None = None) -> RemoteFile: ...
 
-    def open(self, path: str) -> tuple[RemoteFile, BinaryIO]: ...
+    def open(self, path: str, *, version: int | None = None) -> tuple[RemoteFile, BinaryIO]:
+        """The current version (or that retained ``version``; a Filetracker server: its current one) and its content."""
+        ...
 
     def put(self, path: str, source: str | os.PathLike[str], version: int, *, compress: bool = True) -> int:
         """Store the file ``source`` as ``path@version``; the version now current.
@@ -123,18 +127,14 @@ class EmbeddedOrigin:
     def __repr__(self) -> str:
         return f"EmbeddedOrigin({self.store!r})"
 
-    def stat(self, path: str) -> RemoteFile:
-        try:
-            info = self.store.stat(path)
-        except NotFound:
-            raise FileNotAvailable(path) from None
+    def stat(self, path: str, *, version: int | None = None) -> RemoteFile:
+        with _not_available(path):
+            info = self.store.stat(versioned_name(path, version) if version is not None else path)
         return RemoteFile(info.version, info.size)
 
-    def open(self, path: str) -> tuple[RemoteFile, BinaryIO]:
-        try:
-            reader = self.store.open_file(path)
-        except NotFound:
-            raise FileNotAvailable(path) from None
+    def open(self, path: str, *, version: int | None = None) -> tuple[RemoteFile, BinaryIO]:
+        with _not_available(path):
+            reader = self.store.open_file(versioned_name(path, version) if version is not None else path)
         return RemoteFile(reader.version, reader.size), cast(BinaryIO, reader)  # a RawIOBase: read/readinto
 
     def put(
@@ -154,16 +154,25 @@ class EmbeddedOrigin:
                 raise FiletrackerError(f"HTTP/409: {e}", status=409) from e  # as a castore server answers
 
     def delete(self, path: str, version: int) -> None:
-        try:
+        with _not_available(path):
             self.store.delete(path, version)
-        except NotFound:
-            raise FileNotAvailable(path) from None
 
     def list(self, subpath: str, cutoff: int | None = None) -> list[str]:
         try:
             return self.store.list_folder(subpath or "/", max_version=cutoff)
         except NotFound:
             raise FiletrackerError(f"{subpath}: Path doesn't exist or is not a directory", status=400) from None
+
+
+@contextmanager
+def _not_available(path: str) -> Iterator[None]:
+    """A store's NotFound as FileNotAvailable; a VersionNotFound's line as its ``detail`` (and message)."""
+    try:
+        yield
+    except VersionNotFound as e:
+        raise FileNotAvailable(path, str(e), detail=str(e)) from None
+    except NotFound:
+        raise FileNotAvailable(path) from None
 
 
 def _is_store(value: object) -> TypeIs[Store]:
@@ -308,13 +317,12 @@ class Client:
         return self.remote_store
 
     def _download(self, path: str, version: int | None) -> tuple[RemoteFile, BinaryIO]:
-        """Open ``path`` at the origin; the version must be ``version`` when one is asked for."""
-        info, stream = self._origin(path).open(path)
+        """Open ``path`` at the origin, its retained ``version`` when one is asked for (a Filetracker
+        server keeps no older versions: it answers its current one, and this says so)."""
+        info, stream = self._origin(path).open(path, version=version)
         if version is not None and info.version != version:
             stream.close()
-            raise FileNotAvailable(
-                path, f"Version {version} of {path} not available. Server has {info.version}", status=None
-            )
+            raise FileNotAvailable.other_version(path, version, info.version)
         return info, stream
 
     def _fetch_into_cache(self, cache: LocalCache, path: str, version: int | None, force_refresh: bool) -> Path:

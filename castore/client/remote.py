@@ -35,12 +35,15 @@ from urllib.parse import SplitResult, quote, unquote, urlsplit, urlunsplit
 from ..codec import DEFAULT_LEVEL, SAMPLE_SIZE, pack_for_sending, worth_compressing, zstd_chunks
 from ..content_coding import Sized, SizeMismatch, decoded
 from ..digests import ChunkDigester, content_digest
-from ..errors import FileNotAvailable, FiletrackerError, SourceError
+from ..errors import FileNotAvailable, FiletrackerError, SourceError, VersionNotFound
 from ..names import parse_name
 from ..protocol import (
     CONTENT_DIGEST_HEADER,
+    RETAINED_HEADER,
+    VERSION_PARAMETER,
     format_version,
     parse_content_digest,
+    parse_retained,
     parse_size_header,
     parse_version_date,
     quote_path,
@@ -211,14 +214,21 @@ class ProgressReader(io.RawIOBase):
         super().close()
 
 
-def _check_status(response: Response, path: str) -> None:
-    """Raise Filetracker's ``HTTP/<status>: <X-Exception>`` error for a non-2xx answer."""
+def _check_status(response: Response, path: str, version: int | None = None) -> None:
+    """Raise Filetracker's ``HTTP/<status>: <X-Exception>`` error for a non-2xx answer.
+
+    A 404 to a request for ``version`` that names the retained versions (castore's
+    :data:`~castore.protocol.RETAINED_HEADER`) carries :class:`VersionNotFound`'s line as
+    its ``detail``, as an embedded store's does.
+    """
     if 200 <= response.status < 300:
         return
     body = response.read_all()[:2000].decode("utf-8", "replace")
     message = f"HTTP/{response.status}: {response.header('X-Exception') or ''}\n{body}".rstrip()
     if response.status == 404:
-        raise FileNotAvailable(path, message)
+        retained = parse_retained(response.header(RETAINED_HEADER)) if version is not None else None
+        detail = str(VersionNotFound(path, version, retained)) if version is not None and retained else None
+        raise FileNotAvailable(path, message, detail=detail)
     raise FiletrackerError(message, status=response.status)
 
 
@@ -367,11 +377,14 @@ class Remote:
         raise AssertionError("unreachable")
 
     def _send_following(
-        self, method: str, path: str, headers: dict[str, str] | None = None, watch: Watch | None = None
+        self, method: str, path: str, headers: dict[str, str] | None = None, watch: Watch | None = None,
+        version: int | None = None,
     ) -> Response:
-        """GET or HEAD ``/files<path>``, following the 307 a migrating server answers with (at
-        most :data:`MAX_REDIRECTS` hops; to another server only with ``other_origins``)."""
-        response = self._send(method, self._files_url(path), headers=headers, watch=watch)
+        """GET or HEAD ``/files<path>`` (``?version=``: that retained version), following the 307 a
+        migrating server answers with (at most :data:`MAX_REDIRECTS` hops; to another server only
+        with ``other_origins``)."""
+        url = self._files_url(path) + ("" if version is None else f"?{VERSION_PARAMETER}={version}")
+        response = self._send(method, url, headers=headers, watch=watch)
         for _ in range(MAX_REDIRECTS):
             location = response.header("Location")
             if response.status not in (301, 302, 303, 307, 308) or not location:
@@ -497,11 +510,12 @@ class Remote:
 
     # -- the protocol --------------------------------------------------------------------
 
-    def stat(self, path: str, *, watch: Watch | None = None) -> RemoteFile:
-        """The current version and logical size of ``path`` (HEAD)."""
-        response = self._send_following("HEAD", path, watch=watch)
+    def stat(self, path: str, *, version: int | None = None, watch: Watch | None = None) -> RemoteFile:
+        """The current version and logical size of ``path`` (HEAD); ``version``: of that retained version
+        (castore's ``?version=``; a Filetracker server answers its current one)."""
+        response = self._send_following("HEAD", path, watch=watch, version=version)
         response.read_all()
-        _check_status(response, path)
+        _check_status(response, path, version)
         return RemoteFile(_version_of(response, path), self._logical_size(response, path))
 
     @staticmethod
@@ -515,16 +529,21 @@ class Remote:
             raise FiletrackerError(f"{path}: the server sent no Logical-Size") from None
 
     def open(
-        self, path: str, *, max_window: int | None = None, max_size: int | None = None, watch: Watch | None = None
+        self, path: str, *, version: int | None = None, max_window: int | None = None, max_size: int | None = None,
+        watch: Watch | None = None,
     ) -> tuple[RemoteFile, BinaryIO]:
         """The current version of ``path`` and a stream of its (decoded, checked) content.
+
+        ``version``: that retained version instead (castore's ``?version=``); a Filetracker
+        server answers its current one, which the caller tells apart by the version returned.
 
         ``max_window``: the largest zstd window a frame of the answer may ask for;
         ``max_size``: a file larger than this raises FiletrackerError (status 413) before
         a byte of it is read (None: no limit).
         """
-        response = self._send_following("GET", path, headers={"Accept-Encoding": _ACCEPT_ENCODING}, watch=watch)
-        _check_status(response, path)
+        response = self._send_following("GET", path, headers={"Accept-Encoding": _ACCEPT_ENCODING}, watch=watch,
+                                        version=version)
+        _check_status(response, path, version)
         try:
             info = RemoteFile(_version_of(response, path), self._logical_size(response, path))
             if max_size is not None and info.size > max_size:

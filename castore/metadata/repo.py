@@ -28,6 +28,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from ..codec import Codec
 from ..errors import WouldWait
 from ..keys import BlobKey
+from ..layout import ACCESS_CLOSED, ACCESS_OPEN, ACCESS_SETTING, access_closed
 from .checkpoint import Checkpointer
 from .engine import make_engines
 from .migrate import check_schema
@@ -246,14 +247,20 @@ class MetadataRepo:
                 c.execute(settings.insert(), missing)
         return self.settings()
 
+    def set_setting(self, name: str, value: str | None) -> None:
+        """Set one setting, or remove it (None)."""
+        with self._writer.begin() as c:
+            _set_setting(c, name, value)
+
     # -- access tokens ------------------------------------------------------------
 
     def add_token(self, row: TokenRow) -> bool:
-        """Store a new token; False (nothing stored) when its name is taken."""
+        """Store a new token and close the store to requests without one; False (nothing done) when its name is taken."""
         with self._writer.begin() as c:
             if c.execute(select(tokens.c.name).where(tokens.c.name == row.name)).first() is not None:
                 return False
             c.execute(tokens.insert().values(name=row.name, role=row.role, digest=row.digest, created=row.created))
+            _set_setting(c, ACCESS_SETTING, ACCESS_CLOSED)
         return True
 
     def tokens(self) -> builtins.list[TokenRow]:
@@ -262,13 +269,32 @@ class MetadataRepo:
             rows = c.execute(select(tokens).order_by(tokens.c.name)).all()
         return [TokenRow(row.name, row.role, row.digest, int(row.created)) for row in rows]
 
-    def token_roles(self) -> dict[str, str]:
-        """``digest -> role`` of every token: what the server checks requests against."""
+    def token_access(self) -> tuple[bool, dict[str, str]]:
+        """Whether requests need a token (:func:`~castore.layout.access_closed`), and ``digest -> role``
+        of every token: what the server checks requests against.
+
+        The tokens are read before the setting: a token made or revoked in between can
+        only make the answer stricter (closed with the tokens seen before), never open.
+        """
         with self._reader.connect() as c:
-            return {row.digest: row.role for row in c.execute(select(tokens.c.digest, tokens.c.role))}
+            roles = {row.digest: row.role for row in c.execute(select(tokens.c.digest, tokens.c.role))}
+            access = c.execute(select(settings.c.value).where(settings.c.name == ACCESS_SETTING)).scalar()
+        return access_closed(access, bool(roles)), roles
+
+    def access_closed(self) -> bool:
+        """Whether the server wants a token from every request (but ``/health``)."""
+        return self.token_access()[0]
+
+    def open_access(self) -> builtins.list[str]:
+        """Let requests without a token in; unless tokens exist: then their names, and nothing is changed."""
+        with self._writer.begin() as c:
+            names: builtins.list[str] = list(c.execute(select(tokens.c.name).order_by(tokens.c.name)).scalars())
+            if not names:
+                _set_setting(c, ACCESS_SETTING, ACCESS_OPEN)
+        return names
 
     def delete_token(self, name: str) -> bool:
-        """Remove the token called ``name``; False when there is none."""
+        """Remove the token called ``name`` (the store stays closed); False when there is none."""
         with self._writer.begin() as c:
             return c.execute(delete(tokens).where(tokens.c.name == name)).rowcount == 1
 
@@ -609,3 +635,10 @@ class MetadataRepo:
         )
         with self._reader.connect() as c:
             return {row.path: int(row.version) for row in c.execute(query)}
+
+
+def _set_setting(c: Connection, name: str, value: str | None) -> None:
+    """Replace the setting ``name`` by ``value`` (None: remove it) inside the transaction ``c``."""
+    c.execute(delete(settings).where(settings.c.name == name))
+    if value is not None:
+        c.execute(settings.insert().values(name=name, value=value))

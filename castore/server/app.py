@@ -56,9 +56,10 @@ def create_app(
     """The ASGI app serving ``store`` as ``config`` says (:class:`castore.server.config.ServerConfig`;
     None: its defaults).
 
-    ``config.prefix`` (e.g. ``/ft``) mounts it below a path. Once the store has an access
-    token, every request but ``/health`` needs one (:mod:`castore.server.auth`); a worker
-    rereads the tokens every ``config.token_cache_seconds``.
+    ``config.prefix`` (e.g. ``/ft``) mounts it below a path. Once the store is closed (its
+    first access token closes it), every request but ``/health`` needs a token
+    (:mod:`castore.server.auth`); a worker rereads the tokens and the ``access`` setting
+    every ``config.token_cache_seconds``.
 
     ``config.limits``: what one upload may cost (timeouts, sizes, zstd window);
     ``config.spool_dir``: where bodies too large to keep in memory wait while they arrive
@@ -148,7 +149,7 @@ def create_app(
     app = Starlette(routes=routes, exception_handlers=handlers_by_error, lifespan=lifespan)
     app.state.store = store
     base = "/" + prefix.strip("/") if prefix.strip("/") else ""
-    tokens = TokenCache(store.metadata.token_roles, seconds=config.token_cache_seconds)
+    tokens = TokenCache(store.metadata.token_access, seconds=config.token_cache_seconds)
     inner: ASGIApp = HotFiles(app, handlers, base) if lean else app
     guarded: ASGIApp = TokenAuth(StrictUrl(inner), tokens, open_paths=frozenset({f"{base}/health"}))
     allowed_hosts = AllowedHosts.parse(config.allowed_hosts)

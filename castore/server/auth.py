@@ -1,4 +1,4 @@
-"""ASGI middleware that requires an access token once the store has any (:mod:`castore.server.tokens`).
+"""ASGI middleware that requires an access token once the store is closed (:mod:`castore.server.tokens`).
 
 It wraps the whole app, so every endpoint, present or future, is covered unless it is
 listed in ``open_paths`` (``/health``, for load balancers), and those are open to ``GET``
@@ -56,7 +56,7 @@ def token_from_header(value: str | None) -> str | None:
 
 
 class TokenAuth:
-    """Let a request through only with a token whose role allows its method (when tokens are on)."""
+    """Let a request through only with a token whose role allows its method (when the store is closed)."""
 
     def __init__(self, app: ASGIApp, tokens: TokenCache, *, open_paths: frozenset[str] = frozenset()) -> None:
         self.app = app
@@ -83,11 +83,11 @@ class TokenAuth:
 
     def _authorize(self, scope: Scope, method: str) -> None:
         try:
-            roles = self.tokens.roles()
+            closed = self.tokens.access().closed
         except Exception as e:  # noqa: BLE001 - cannot tell who may pass: nobody does
             raise _Refused(503, f"cannot read the access tokens: {type(e).__name__}") from None
-        if not roles:
-            return  # no token exists: the server is open
+        if not closed:
+            return  # no token was ever made, or an admin opened the store again
         header = None
         for name, value in scope["headers"]:
             if name == b"authorization":

@@ -27,13 +27,15 @@ from ..errors import (
     ReadOnlyStore,
     SourceError,
     UploadTooLarge,
+    VersionNotFound,
     WouldWait,
 )
 from ..keys import BlobKey
-from ..names import check_prefix, parse_name
+from ..names import check_prefix, parse_name, parse_version, versioned_name
 from ..protocol import (
     CONTENT_DIGEST_HEADER,
     PROTOCOL_VERSIONS,
+    VERSION_PARAMETER,
     accepted_encodings,
     format_content_digest,
     format_version,
@@ -250,18 +252,21 @@ class FiletrackerApp:
         media = "application/octet-stream"
         accepted = accepted_encodings(request.headers.get("accept-encoding"))
         frames = "zstd" in accepted and "range" not in request.headers  # stored zstd frames may go out as they are
+        name = _asked_name(request, path)
         try:
             if request.method == "HEAD":
-                return await self._head_soon(path, request)
-            small = self._open_small(path, frames)
+                return await self._head_soon(name, request)
+            small = self._open_small(name, frames)
             if small is None:
-                small = await anyio.to_thread.run_sync(self._open, path, frames)
+                small = await anyio.to_thread.run_sync(self._open, name, frames)
             reader, body = small
+        except VersionNotFound:
+            raise  # the path is here, without that version: nothing for an old server to add
         except NotFound:
             if self.migration is not None and await _while_connected(request, self.migration.fetch(path)):
                 if request.method == "HEAD":
-                    return await self._head_soon(path, request)
-                reader, body = await anyio.to_thread.run_sync(self._open, path, frames)
+                    return await self._head_soon(name, request)
+                reader, body = await anyio.to_thread.run_sync(self._open, name, frames)
             elif self.fallback_url is not None:
                 return RedirectResponse(self._fallback_location(request, path), status_code=307)
             else:
@@ -492,3 +497,14 @@ async def _while_connected(request: Request, work: Awaitable[T]) -> T:
     if not done:
         raise HTTPError(499, "the client hung up before the old server answered")
     return done[0]
+
+
+def _asked_name(request: Request, path: str) -> str:
+    """``path``, or ``path@N`` for castore's ``?version=N``: that retained version (:data:`VERSION_PARAMETER`).
+
+    Filetracker's clients never send it: they read the current version, as before.
+    """
+    if not request.scope.get("query_string"):
+        return path  # the common case: no query to parse
+    text = request.query_params.get(VERSION_PARAMETER)
+    return path if text is None else versioned_name(path, parse_version(text))

@@ -275,7 +275,7 @@ def serve(config: ServerConfig, *, host: str = "127.0.0.1", port: int = 9999, wo
     with :func:`castore.server.app.app_from_environment`. ``sock``: a socket already
     listening (:func:`castore.server.listening.listen`), served instead of binding
     ``host:port``. ``early_version``: each worker answers ``GET /version`` while its store
-    is still opening (only for a store without access tokens, whose ``/version`` needs none).
+    is still opening (only for a store open to requests without a token, whose ``/version`` needs none).
     ``tls``: serve HTTPS (:mod:`castore.server.tls`; checked by the caller).
     """
     hosts = AllowedHosts.parse(config.allowed_hosts)  # ValueError for a malformed entry, before anything starts

@@ -29,9 +29,12 @@ from ..errors import (
     StoreFull,
     UploadTimeout,
     UploadTooLarge,
+    VersionNotFound,
 )
 from ..faults import as_store_fault
 from ..protocol import (
+    RETAINED_HEADER,
+    format_retained,
     parse_size_header,
 )
 
@@ -94,6 +97,8 @@ def error_response(error: Exception) -> Response:
     headers = {"X-Exception": message}
     if isinstance(error, Busy):
         headers["Retry-After"] = str(error.retry_after)
+    if isinstance(error, VersionNotFound):
+        headers[RETAINED_HEADER] = format_retained(error.retained)
     if status in _CLOSE_AFTER:
         headers["Connection"] = "close"
     return PlainTextResponse(message + "\n", status_code=status, headers=headers)

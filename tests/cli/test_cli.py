@@ -67,7 +67,7 @@ def test_exit_codes(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def
     run("init")
     assert "not found" in run("cat", "/missing", code=3).output
     run("put", "-", "/f@5", input=b"x")
-    assert "Version 4" in run("cat", "/f@4", code=3).output
+    assert "version 4 of /f is not retained; retained versions: 5" in run("cat", "/f@4", code=3).output
     assert "invalid path" in run("put", "-", "/a/../b", input=b"x", code=4).output
     assert "invalid version" in run("cat", "/f@abc", code=4).output
     assert "no such local file" in run("put", str(tmp_path / "nope"), "/x", code=7).output
@@ -141,6 +141,51 @@ def test_commands_against_a_server(server_url: str, tmp_path: Path) -> None:
     os.utime(folder / "t" / "1.in", (1000, 1000))
     remote("ingest", str(folder), "/pkg")
     assert remote("--json", "stat", "/pkg/t/1.in").output.count('"version": 1000') == 1
+
+
+def test_cat_and_get_read_every_retained_version_locally_and_over_url(tmp_path: Path) -> None:
+    """Issue #21: what ``castore log`` lists, ``cat``/``get`` of ``path@version`` read, with --root and --url alike."""
+    runner = CliRunner()
+    root = tmp_path / "store"
+    contents = {10: b"ten\n", 20: b"twenty " * 40_000, 30: b"thirty\n"}  # 20: a blob file, streamed
+
+    def castore(*args: str, code: int = 0):  # type: ignore[no-untyped-def]
+        result = runner.invoke(cli, list(args))
+        assert result.exit_code == code, (args, result.output, result.exception)
+        return result
+
+    castore("--root", str(root), "init")
+    for version, content in contents.items():
+        source = tmp_path / "in"
+        source.write_bytes(content)
+        castore("--root", str(root), "put", str(source), f"/p/1.in@{version}")
+    logged = [i["version"] for i in json.loads(castore("--root", str(root), "--json", "log", "/p/1.in").stdout)]
+    assert logged == [30, 20, 10]
+    refusals = []
+    with castore_server(root, "--workers", "1") as url:
+        for where in (("--root", str(root)), ("--url", url)):
+            for version in logged:
+                assert castore(*where, "cat", f"/p/1.in@{version}").stdout_bytes == contents[version], where
+                out = tmp_path / f"out{version}"
+                got = json.loads(castore(*where, "--json", "get", f"/p/1.in@{version}", str(out)).stdout)
+                assert got["name"] == f"/p/1.in@{version}" and out.read_bytes() == contents[version]
+                stat = json.loads(castore(*where, "--json", "stat", f"/p/1.in@{version}").stdout)
+                assert (stat["version"], stat["size"]) == (version, len(contents[version]))
+            missing = castore(*where, "cat", "/p/1.in@15", code=3)
+            assert missing.stdout_bytes == b""
+            as_json = json.loads(castore(*where, "--json", "get", "/p/1.in@15", str(tmp_path / "no"), code=3).stdout)
+            refusals.append((missing.stderr, as_json, castore(*where, "stat", "/p/1.in@15", code=3).stderr))
+            assert "not found: /p/2.in" in castore(*where, "cat", "/p/2.in@5", code=3).stderr
+    assert refusals[0] == refusals[1], "the same words with --root and --url"
+    assert refusals[0][0] == "Error: version 15 of /p/1.in is not retained; retained versions: 30, 20, 10\n"
+    assert refusals[0][2] == refusals[0][0] and "Server" not in refusals[0][0] and not (tmp_path / "no").exists()
+
+
+@pytest.mark.parametrize("word", ["versions", "history"])
+def test_versions_and_history_suggest_log(word: str) -> None:
+    result = CliRunner().invoke(cli, [word, "/p/1.in"])
+    assert result.exit_code == 2
+    assert f"No such command '{word}'" in result.output and "castore log NAME" in result.output
 
 
 def test_url_from_environment_and_root_precedence(server_url: str, tmp_path: Path) -> None:

@@ -358,7 +358,7 @@ def test_serve_refuses_a_missing_store_and_prints_where_it_listens(tmp_path: Pat
         assert server.stderr is not None
         line = server.stderr.readline()
         assert re.fullmatch(rf"castore \S+ serving {re.escape(str(typo))} at http://127\.0\.0\.1:{port} "
-                            r"\(2 workers\)\n", line), line
+                            r"\(2 workers, open to anyone: no access token needed\)\n", line), line
         deadline = time.monotonic() + 30
         while True:  # wait until it listens
             try:
@@ -396,7 +396,7 @@ def test_run_sh_serves_a_new_embedded_store_and_says_where(tmp_path: Path) -> No
             line = server.stderr.readline()
         store = tmp_path / "castore-data"
         assert re.fullmatch(rf"castore \S+ serving {re.escape(str(store))} at http://127\.0\.0\.1:{port} "
-                            r"\(1 worker\)\n", line), line
+                            r"\(1 worker, open to anyone: no access token needed\)\n", line), line
         assert (store / "metadata.sqlite3").exists()
     finally:
         server.send_signal(signal.SIGTERM)

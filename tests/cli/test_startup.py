@@ -172,12 +172,12 @@ def test_preflight_tells_a_current_store_from_what_the_master_must_open(tmp_path
     root = tmp_path / "s"
     assert preflight(root) is None  # no store: the master creates it (--init) or says so (exit 5)
     open_store(root, create=True).close()
-    assert preflight(root) == Preflight(tokens=False)
+    assert preflight(root) == Preflight(closed=False)
     with sqlite3.connect(root / "metadata.sqlite3") as db:
         assert {row[0] for row in db.execute("SELECT name FROM settings")} == SETTING_NAMES  # as initialize writes
     with open_store(root) as store:
         create_token(store.metadata, "read")
-    assert preflight(root) == Preflight(tokens=True)
+    assert preflight(root) == Preflight(closed=True)
     with sqlite3.connect(root / "metadata.sqlite3") as db:
         db.execute("UPDATE alembic_version SET version_num = '0001'")
     assert preflight(root) is None  # an older schema: the master migrates it (--init) or says so

@@ -133,8 +133,40 @@ def test_missing_files_raise_404(client: Client, tmp_path: Path, local: MakeFile
 def test_asking_for_a_version_the_origin_does_not_have(client: Client, local: MakeFile, tmp_path: Path) -> None:
     path = unique("ver")
     client.put_file(f"{path}@2000", local(b"x"), to_local_store=False)
-    with pytest.raises(FileNotAvailable, match="Server has 2000"):
+    with pytest.raises(FileNotAvailable) as info:
         client.get_file(f"{path}@1000", tmp_path / "o")
+    wording = f"version 1000 of {path} is not retained; retained versions: 2000"
+    assert info.value.detail == wording and wording in str(info.value) and info.value.status == 404
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_every_retained_version_reads_as_path_at_version(client: Client, local: MakeFile, tmp_path: Path,
+                                                         cached: bool) -> None:
+    """Issue #21: what ``castore log`` lists reads back, through the cache or not, from a server or an embedded store."""
+    path = unique("retained")
+    contents = {1000: b"one", 2000: b"two " * 50_000, 3000: b"three"}  # 2000: a blob file, streamed
+    for version, content in contents.items():
+        client.put_file(f"{path}@{version}", local(content), to_local_store=False)
+    for version, content in [*contents.items(), (3000, contents[3000]), (1000, contents[1000])]:
+        out = tmp_path / f"out{version}"
+        assert client.get_file(f"{path}@{version}", out, add_to_cache=cached) == f"{path}@{version}"
+        assert out.read_bytes() == content
+        stream, name = client.get_stream(f"{path}@{version}", serve_from_cache=cached)
+        with stream:
+            assert stream.read() == content and name == f"{path}@{version}"
+    assert client.get_stream(path)[0].read() == contents[3000]  # the current one, whatever the cache holds
+    for missing in (999, 1500, 4000):
+        name = f"{path}@{missing}"
+        for call in (lambda: client.get_file(name, tmp_path / "no", add_to_cache=cached),  # noqa: B023 - called at once
+                     lambda: client.get_stream(name, serve_from_cache=cached)):  # noqa: B023
+            with pytest.raises(FileNotAvailable) as info:
+                call()
+            assert info.value.detail == f"version {missing} of {path} is not retained; " \
+                                        "retained versions: 3000, 2000, 1000"
+    with pytest.raises(FileNotAvailable) as gone:
+        client.get_file(f"{unique('never')}@5", tmp_path / "no")
+    assert gone.value.detail is None and gone.value.status == 404
 
 
 def test_list_remote_files(client: Client, local: MakeFile) -> None:

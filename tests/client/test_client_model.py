@@ -3,8 +3,11 @@
 Hypothesis drives puts, deletes and reads through three clients of one ``castore serve``;
 the server must behave as Filetracker's rules say (newest version wins, an equal version
 replaces, a delete with an older version is ignored), whichever client wrote last.
-A versioned read through the cached client may be answered from its cache: it must then
-return a content that was stored under that exact version at some point.
+A versioned read (``path@version``) by castore's clients gets any retained version (issue #21:
+the model keeps every version since the path's last delete; the default retention of 10 is
+never reached here), and a clear error naming the retained ones otherwise; through the cached
+client it may be answered from its cache: it must then return a content that was stored under
+that exact version at some point. Filetracker's client, as its protocol, reads only the current one.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 
 class ClientsModel(RuleBasedStateMachine):
-    """Model: path -> (current version, content); plus every content ever stored per version."""
+    """Model: path -> (current version, content); its retained versions; every content ever stored per version."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -64,6 +67,7 @@ class ClientsModel(RuleBasedStateMachine):
             "filetracker": FiletrackerClient(local_store=None, remote_url=url),
         }
         self.model: dict[str, tuple[int, bytes]] = {}
+        self.retained: dict[str, dict[int, bytes]] = {}
         self.ever: dict[tuple[str, int], set[bytes]] = {}
         self.sources = itertools.count()
 
@@ -92,6 +96,7 @@ class ClientsModel(RuleBasedStateMachine):
             return
         assert stored == f"{path}@{version}"
         self.model[path] = (version, content)
+        self.retained.setdefault(path, {})[version] = content  # an equal version replaces the content
         self.ever.setdefault((path, version), set()).add(content)
 
     @rule(client=st.sampled_from(["cached", "remote"]), name=NAMES, version=st.one_of(st.none(), VERSIONS))
@@ -106,6 +111,7 @@ class ClientsModel(RuleBasedStateMachine):
         self.call(client, "delete_file", target)
         if version is None or version >= current[0]:  # unversioned: "now", newer than all
             del self.model[path]
+            del self.retained[path]  # with its history
 
     @rule(client=CLIENTS, name=NAMES)
     def read_current(self, client: str, name: str) -> None:
@@ -121,18 +127,39 @@ class ClientsModel(RuleBasedStateMachine):
         assert stream.read() == current[1] and versioned == f"{path}@{current[0]}"
         assert self.call(client, "file_size", path) == len(current[1])
 
-    @rule(name=NAMES, version=VERSIONS)
-    def read_version_through_the_cache(self, name: str, version: int) -> None:
+    @rule(client=CLIENTS, name=NAMES, version=VERSIONS, stream=st.booleans())
+    def read_a_version(self, client: str, name: str, version: int, stream: bool) -> None:
         path = f"{self.prefix}/{name}"
+        retained = self.retained.get(path, {})
+        current = self.model.get(path)
+        if client == "filetracker":  # Filetracker's protocol: the current version only
+            readable = current[1] if current is not None and current[0] == version else None
+        else:
+            readable = retained.get(version)
         out = self.work / "out"
         try:
-            got = self.call("cached", "get_file", f"{path}@{version}", str(out))
-        except FileNotAvailable:
-            current = self.model.get(path)
-            assert current is None or current[0] != version  # the server has it: must not fail
+            if stream:
+                reader, got = self.call(client, "get_stream", f"{path}@{version}")
+                content = reader.read()
+            else:
+                got = self.call(client, "get_file", f"{path}@{version}", str(out))
+                content = out.read_bytes()
+        except FiletrackerClientError:
+            assert client == "filetracker" and readable is None
+            return
+        except FileNotAvailable as e:
+            assert readable is None, f"{path}@{version} is retained: must be read"
+            if retained:
+                listed = ", ".join(str(v) for v in sorted(retained, reverse=True))
+                assert e.detail == f"version {version} of {path} is not retained; retained versions: {listed}"
+            else:
+                assert e.detail is None and e.status == 404
             return
         assert got == f"{path}@{version}"
-        assert out.read_bytes() in self.ever[(path, version)]
+        if client == "cached":  # perhaps from its cache: a content stored under that version at some time
+            assert content in self.ever[(path, version)]
+        else:
+            assert readable is not None and content == readable
 
     @invariant()
     def listing_matches(self) -> None:

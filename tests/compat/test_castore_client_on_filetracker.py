@@ -67,6 +67,21 @@ def test_versions_listing_and_deletes(client: Client, tmp_path: Path) -> None:
         client.list_remote_files(subpath="/cc/nothing")
 
 
+def test_an_older_version_from_filetracker_says_what_the_server_has(client: Client, tmp_path: Path) -> None:
+    """Filetracker's server keeps only the current version and ignores castore's ``?version=``: the
+    client sees another version come back and says so, as Filetracker's client does (issue #21)."""
+    source = tmp_path / "source"
+    for version in (1000, 2000):
+        source.write_bytes(b"%d" % version)
+        client.put_file(f"/cc/old@{version}", source)
+    with pytest.raises(FileNotAvailable, match="Version 1000 of /cc/old not available. Server has 2000"):
+        client.get_file("/cc/old@1000", tmp_path / "out")
+    with pytest.raises(FileNotAvailable, match="Server has 2000"):
+        client.get_stream("/cc/old@1000")
+    assert not (tmp_path / "out").exists()
+    assert client.get_stream("/cc/old@2000")[0].read() == b"2000"
+
+
 def test_put_files_sends_no_batch_to_filetracker(url: str, tmp_path: Path) -> None:
     """No batch to a server that does not advertise one; one that is tried anyway falls back file by file."""
     from castore.batch import BatchLimits

@@ -66,6 +66,18 @@ def test_versions_older_equal_newer(client: Client, local) -> None:  # type: ign
     assert client.file_version("/compat/v") == 3000
 
 
+def test_an_older_retained_version_is_refused_as_filetracker_refuses_it(client: Client, local,  # type: ignore[no-untyped-def]
+                                                                         tmp_path: Path) -> None:
+    """Filetracker's protocol reads only the current version: its client keeps its own answer (issue #21)."""
+    client.put_file("/compat/r@1000", local(b"one"))
+    client.put_file("/compat/r@2000", local(b"two"))
+    with pytest.raises(FiletrackerError, match=r"Version /compat/r@1000 not available\. Server has 2000"):
+        client.get_stream("/compat/r@1000")
+    with pytest.raises(FiletrackerError, match="Server has 2000"):
+        client.get_file("/compat/r@1000", str(tmp_path / "out"))
+    assert client.get_stream("/compat/r@2000")[0].read() == b"two"
+
+
 def test_unversioned_put_uses_now(client: Client, local) -> None:  # type: ignore[no-untyped-def]
     import time
 

@@ -82,6 +82,27 @@ def test_version_rules_over_http(http: httpx.Client) -> None:
     assert http.delete("/files/p/v", params={"last_modified": V2000}).status_code == 404
 
 
+def test_a_retained_version_by_query(http: httpx.Client) -> None:
+    """castore's ``?version=N`` (issue #21): GET and HEAD of a retained version; a 404 naming the retained ones."""
+    put(http, "/p/old", b"one", V1000)
+    put(http, "/p/old", b"two" * 100_000, V2000)  # a blob file: streamed
+    older = http.get("/files/p/old", params={"version": "1000"})
+    assert older.content == b"one" and older.headers["last-modified"] == V1000
+    assert http.get("/files/p/old", params={"version": "2000"}).content == b"two" * 100_000
+    assert http.get("/files/p/old").content == b"two" * 100_000  # without it: the current version, as ever
+    head = http.head("/files/p/old", params={"version": "1000"})
+    assert head.status_code == 200 and head.headers["content-length"] == "3" and head.headers["last-modified"] == V1000
+    for method in ("GET", "HEAD"):
+        missing = http.request(method, "/files/p/old", params={"version": "1500"})
+        assert missing.status_code == 404, method
+        assert missing.headers["x-exception"] == "version 1500 of /p/old is not retained; retained versions: 2000, 1000"
+        assert missing.headers["castore-retained-versions"] == "2000, 1000"
+    gone = http.get("/files/p/never", params={"version": "5"})
+    assert gone.status_code == 404 and "castore-retained-versions" not in gone.headers
+    for bad in ("abc", "-1", "+5", "1.5", "", "9" * 30, "1,2"):
+        assert http.get("/files/p/old", params={"version": bad}).status_code == 400, bad
+
+
 def test_gzip_upload_with_hints(http: httpx.Client, root: Path) -> None:
     content = b"1 2 3 4 5\n" * 5000
     digest = hashlib.sha256(content).hexdigest()

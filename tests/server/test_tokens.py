@@ -129,17 +129,17 @@ def test_roles(server: tuple[str, Path, dict[str, str]]) -> None:
 
 def test_cache_delay_for_new_and_revoked_tokens(store: Store) -> None:
     now = [0.0]
-    cache = TokenCache(store.metadata.token_roles, seconds=5, clock=lambda: now[0])
-    assert cache.roles() == {}
+    cache = TokenCache(store.metadata.token_access, seconds=5, clock=lambda: now[0])
+    assert not cache.access().closed
     _, token = create_token(store.metadata, "write", "w")
-    assert cache.roles() == {}  # still off, for at most 5 seconds
+    assert not cache.access().closed  # still open, for at most 5 seconds
     now[0] = 5.0
     assert cache.role_of(token) is Role.WRITE
     revoke_token(store.metadata, "w")
     now[0] = 9.9
     assert cache.role_of(token) is Role.WRITE
     now[0] = 10.0
-    assert cache.role_of(token) is None and cache.roles() == {}
+    assert cache.role_of(token) is None and cache.access().closed  # the last token revoked: still closed
 
 
 @pytest.mark.backends("sqlite+file")  # reads the SQLite file at store_root
@@ -294,10 +294,11 @@ def test_cli_token_commands(tmp_path: Path) -> None:
     made = json.loads(run("--json", "token", "create", "--role", "admin").output)
     assert made["role"] == "admin" and made["name"].startswith("admin-")
     listed = [json.loads(line) for line in run("--json", "token", "list").output.splitlines()]
-    assert sorted(i["name"] for i in listed) == sorted(["grader", made["name"]])
+    assert listed[0] == {"access": "closed"}
+    assert sorted(i["name"] for i in listed[1:]) == sorted(["grader", made["name"]])
     text = run("token", "list").output
     assert "grader\tread" in text and token not in text and made["token"] not in text
-    assert "exists already" in run("token", "create", "--role", "write", "--name", "grader", code=4).output
+    assert "exists already" in run("token", "create", "--role", "write", "--name", "grader", code=11).output
     assert "invalid token name" in run("token", "create", "--role", "write", "--name", "a b", code=4).output
     run("token", "create", "--role", "root", code=2)
     assert run("token", "revoke", "grader").output.strip() == "revoked grader"
@@ -316,7 +317,7 @@ def test_middleware_covers_websockets_and_passes_lifespan(store: Store) -> None:
     async def inner(scope: Any, receive: Any, send: Any) -> None:
         reached.append(scope["type"])
 
-    auth = TokenAuth(inner, TokenCache(store.metadata.token_roles, seconds=0))
+    auth = TokenAuth(inner, TokenCache(store.metadata.token_access, seconds=0))
 
     async def call(scope: dict[str, Any]) -> list[dict[str, Any]]:
         sent: list[dict[str, Any]] = []
@@ -393,12 +394,12 @@ def test_a_made_up_token_name_is_the_role_and_8_hex_digits(store_root: Path) -> 
 
 
 def _guarded(roles: dict[str, str] | Exception) -> TestClient:
-    """The middleware around a two-route app, with tokens from ``roles`` (or failing with it)."""
+    """The middleware around a two-route app, with tokens from ``roles`` (or failing with it); closed when any."""
 
-    def load() -> dict[str, str]:
+    def load() -> tuple[bool, dict[str, str]]:
         if isinstance(roles, Exception):
             raise roles
-        return roles
+        return bool(roles), roles
 
     async def ok(request: Any) -> PlainTextResponse:
         return PlainTextResponse("ok" + (await request.body()).decode())  # the body reaches the app
@@ -441,13 +442,13 @@ def test_the_token_cache_reloads_only_when_due() -> None:
     now = [0.0]
     loads: list[int] = []
 
-    def load() -> dict[str, str]:
+    def load() -> tuple[bool, dict[str, str]]:
         loads.append(1)
-        return {digest("cst_r"): "read"}
+        return True, {digest("cst_r"): "read"}
 
     cache = TokenCache(load, seconds=5, clock=lambda: now[0])
     assert cache.role_of("cst_r") is Role.READ and cache.role_of("cst_x") is None
     now[0] = 4.9
-    assert cache.roles() and len(loads) == 1
+    assert cache.access().roles and len(loads) == 1
     now[0] = 5.0
-    assert cache.roles() and len(loads) == 2
+    assert cache.access().roles and len(loads) == 2

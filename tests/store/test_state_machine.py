@@ -86,8 +86,9 @@ class StoreModel(RuleBasedStateMachine):
         else:
             try:
                 self.store.read_bytes(f"{path}@{version}")
-            except VersionNotFound:
+            except VersionNotFound as e:
                 assert history, "VersionNotFound for a path that does not exist"
+                assert e.retained == sorted(history, reverse=True)  # it names the versions that are retained
             except NotFound:
                 assert not history
             else:

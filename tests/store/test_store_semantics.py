@@ -86,6 +86,24 @@ def test_retention_keeps_the_last_versions(make_store) -> None:  # type: ignore[
     assert store.check() == []
 
 
+def test_every_retained_version_reads_and_a_missing_one_names_the_retained(make_store) -> None:  # type: ignore[no-untyped-def]
+    """Issue #21: ``path@version`` reads each retained version; another version says which are retained."""
+    store = make_store(retention=3)
+    for v in (10, 20, 30, 40):
+        store.put("/p/1.in", b"v%d" % v, version=v)
+    for v in (20, 30, 40):
+        with store.open_file(f"/p/1.in@{v}") as reader:
+            assert reader.read() == b"v%d" % v and reader.version == v
+    for missing in (10, 25, 50):
+        with pytest.raises(VersionNotFound) as e:
+            store.open_file(f"/p/1.in@{missing}")
+        assert str(e.value) == f"version {missing} of /p/1.in is not retained; retained versions: 40, 30, 20"
+        assert e.value.retained == [40, 30, 20] and e.value.current == 40
+    with pytest.raises(NotFound) as gone:
+        store.open_file("/p/2.in@5")
+    assert not isinstance(gone.value, VersionNotFound) and str(gone.value) == "not found: /p/2.in"
+
+
 def test_default_retention_is_ten(store: Store) -> None:
     for v in range(15):
         store.put("/f", b"%d" % v, version=v)
