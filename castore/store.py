@@ -28,8 +28,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Self
 
-from . import maintenance
+from . import compacting, maintenance
 from .blobs.base import BlobBackend
+from .compacting import CompactReport
 from .digests import content_digest
 from .errors import (
     IntegrityError,
@@ -494,6 +495,26 @@ class Store(PutSteps):
                 freed += stored_size
         return (removed, freed), len(candidates)
 
+    def compact(
+        self,
+        *,
+        level: int = 19,
+        min_age: float = 0.0,
+        limit: int | None = None,
+        budget: float | None = None,
+        on_content: Callable[[BlobRow, int], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> CompactReport:
+        """Recompress stored contents at zstd ``level`` where it pays, oldest first (:mod:`castore.compacting`).
+
+        Safe while other processes read, put, delete and collect; continues where the last
+        run stopped. ``min_age`` (seconds) leaves fresh contents alone; ``limit`` (contents)
+        and ``budget`` (seconds) cut it into slices.
+        """
+        self._check_writable()
+        return compacting.compact(self, level=level, min_age=min_age, limit=limit, budget=budget,
+                                  on_content=on_content, should_stop=should_stop)
+
     def check(self) -> builtins.list[str]:
         """Verify every referenced blob's content and the reference counts; return the problems.
 
@@ -538,9 +559,20 @@ class Store(PutSteps):
         return self.open_blob(entry.blob, versioned_name(entry.path, entry.version), entry.version)
 
     def open_blob(self, blob: BlobRow, name: str, version: int = 0) -> BlobReader:
-        """A verifying reader of one blob row's content (``name`` is for error messages)."""
+        """A verifying reader of one blob row's content (``name`` is for error messages).
+
+        A file missing because ``castore compact`` moved the content inline after ``blob``
+        was read is read from the row as it is now (same content: same chunk digests).
+        """
+        try:
+            stored = self._stored_bytes(blob)
+        except MissingBlob:
+            now = self.metadata.dedup_candidate(blob.key)
+            if now is None or now.blob.data is None or (now.blob.size, now.blob.digests) != (blob.size, blob.digests):
+                raise
+            blob, stored = now.blob, io.BytesIO(now.blob.data)
         return BlobReader(
-            self._stored_bytes(blob),
+            stored,
             codec=blob.codec,
             key=blob.key,
             size=blob.size,

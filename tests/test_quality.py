@@ -44,7 +44,7 @@ LAYERS = [
     {"blobs", "metadata"},
     {"ingest", "reading", "creating", "preflight"},
     {"location", "putting"},
-    {"store", "maintenance", "moving", "opening"},
+    {"store", "maintenance", "moving", "opening", "compacting"},
     {"client", "server", "migration"},
     {"cli", "__main__", ""},
 ]

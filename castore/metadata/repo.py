@@ -29,7 +29,9 @@ from ..codec import Codec
 from ..errors import WouldWait
 from ..keys import BlobKey
 from ..layout import ACCESS_CLOSED, ACCESS_OPEN, ACCESS_SETTING, access_closed
+from . import compaction
 from .checkpoint import Checkpointer
+from .compaction import Backlog
 from .engine import make_engines
 from .migrate import check_schema
 from .models import blobs, deletions, paths, settings, tokens, versions
@@ -334,6 +336,19 @@ class MetadataRepo:
         """Record the chunk digests of a blob that has none yet; False if it had some (or changed)."""
         with self._writer.begin() as c:
             return c.execute(SET_DIGESTS, {"k": key, "s_size": size, "d": digests}).rowcount == 1
+
+    def compact_candidates(
+        self, after: tuple[int, str] | None, *, created_before: int, max_file_size: int, limit: int
+    ) -> builtins.list[tuple[BlobRow, int]]:
+        """The next blobs for ``castore compact`` (:func:`.compaction.candidates`)."""
+        with self._reader.connect() as c:
+            return compaction.candidates(c, after, created_before=created_before, max_file_size=max_file_size,
+                                         limit=limit)
+
+    def compact_backlog(self, after: tuple[int, str] | None, *, created_before: int, max_file_size: int) -> Backlog:
+        """What ``castore compact`` has still to look at (:func:`.compaction.backlog`)."""
+        with self._reader.connect() as c:
+            return compaction.backlog(c, after, created_before=created_before, max_file_size=max_file_size)
 
     def blobs_without_digests(self, after: str, limit: int) -> list[BlobRow]:
         """Up to ``limit`` live blobs with no digests and a key after ``after``, in key order."""
@@ -642,3 +657,4 @@ def _set_setting(c: Connection, name: str, value: str | None) -> None:
     c.execute(delete(settings).where(settings.c.name == name))
     if value is not None:
         c.execute(settings.insert().values(name=name, value=value))
+

@@ -15,7 +15,7 @@ from ..codec import Codec
 from ..keys import BlobKey
 from ..names import child_range, parent_folders
 from .models import blobs, paths, versions
-from .rows import Acquired, Current, Reservation
+from .rows import Acquired, BlobRow, Current, Reservation
 from .statements import (
     DELETE_ALL_VERSIONS,
     DELETE_PATH,
@@ -194,6 +194,27 @@ class WriteTxn:
         """Up to ``limit`` blobs with no reference and no lease at ``now``: ``(key, inline, stored_size)``."""
         rows = self._c.execute(UNREFERENCED, {"limit": limit, "now": now}).all()
         return [(BlobKey(row.key), row.inline_length >= 0, row.stored_size) for row in rows]
+
+    def settle_frame(self, was: BlobRow, *, codec: Codec, stored_size: int, data: bytes) -> bool:
+        """Switch a live blob's stored bytes from ``was`` to another frame of the same content, kept inline.
+
+        The one place where a content's stored representation changes after its put
+        (``castore compact``, :mod:`castore.compacting`): whole-store totals of stored
+        bytes change here by ``stored_size - was.stored_size``. A compare-and-swap: False,
+        changing nothing, when the row is no longer ``was`` (collected, revived with other
+        bytes, settled by another process) or no version references it.
+        """
+        same = [
+            blobs.c.key == was.key,
+            blobs.c.refcount > 0,
+            blobs.c.size == was.size,
+            blobs.c.codec == was.codec.value,
+            blobs.c.stored_size == was.stored_size,
+            blobs.c.digests == was.digests,
+            blobs.c.data.is_(None) if was.data is None else func.length(blobs.c.data) == len(was.data),
+        ]
+        statement = update(blobs).where(*same).values(codec=codec.value, stored_size=stored_size, data=data)
+        return self._c.execute(statement).rowcount == 1
 
     def forget_blob(self, key: BlobKey) -> bool:
         """Delete the row of an unreferenced blob; False if it was referenced again."""

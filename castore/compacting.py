@@ -1,0 +1,287 @@
+"""``castore compact``: settle stored contents at archive density, where nobody waits for it.
+
+A put stores at zstd level 1 (wire speed); compacting recompresses contents already
+stored at a high level (19 by default), oldest first, and keeps the new frame only
+where it pays (:func:`keeps`). Decoding costs the same at level 19 as at level 1, so
+readers lose nothing.
+
+What it settles: contents kept inline in the metadata, and contents the blob backend
+holds whose new frame is small enough to be kept inline (they leave the backend).
+A content that stays in the backend after recompression is left alone: switching its
+file for another under the same key could not be atomic with its row (see
+``docs/design.md``, "Compaction").
+
+Each content, one at a time:
+
+1. its stored bytes are read back verified, chunk by chunk (:class:`~castore.reading.BlobReader`),
+   and compressed as one zstd frame; given up as soon as the frame grows past what pays;
+2. the new frame is decoded and compared with the row's chunk digests;
+3. one write transaction switches the row to it (:meth:`~castore.metadata.txn.WriteTxn.settle_frame`,
+   a compare-and-swap: a row changed meanwhile by a put, a delete or another compactor is
+   left alone);
+4. a file left behind by a content that moved inline is removed after the commit. A
+   reader that opened it keeps reading it (POSIX keeps an open file; S3 finishes a GET),
+   and one that read the old row but had not opened the file yet reads the row again
+   (:meth:`castore.store.Store.open_blob`).
+
+A crash between 3 and 4 leaves a file no row needs, which ``castore check --repair``
+removes after its grace, as any orphan. Where it stopped is kept in the store's
+``compact_cursor`` setting (the level and the last ``(created, key)`` done), so a run in
+slices (``--limit``, ``--budget``) or after a crash continues there.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import zstandard
+
+from .blobs.base import BlobBackend
+from .codec import MIN_SAVING, Codec
+from .errors import IntegrityError, MissingBlob
+from .keys import BlobKey
+from .metadata.compaction import Backlog
+from .metadata.repo import MetadataRepo
+from .metadata.rows import BlobRow
+from .metadata.txn import WriteConflict
+from .reading import BlobReader
+
+__all__ = [
+    "CURSOR_SETTING", "DEFAULT_LEVEL", "KEEP_SAVING", "Backlog", "CompactReport", "CompactedStore", "backlog", "compact",
+    "keeps",
+]
+
+DEFAULT_LEVEL = 19
+"""zstd level contents are settled at: ~8-18 % smaller than level 1 on contest data, decoded as fast."""
+KEEP_SAVING = 0.03
+"""A new frame replaces a zstd one only when it saves at least this fraction of its bytes.
+
+Below 3 % (what level 19 gains on PDFs, images, archives: 1-4 %) a rewrite buys almost
+nothing: an inline row shrinking by less often frees no 4 KiB page at all, and each
+switch is a write transaction and, for a file, a delete. A content stored raw must save
+:data:`~castore.codec.MIN_SAVING` (5 %), the rule ingest applies: a zstd frame costs
+every read a decode and a raw content's cheap seeking."""
+MOVE_RATIO = 2
+"""A file of more than this many times the inline bound is not tried: it cannot shrink enough to move inline."""
+CURSOR_SETTING = "compact_cursor"
+BATCH = 100
+"""Rows fetched per query."""
+
+
+class CompactedStore(Protocol):
+    """What compacting needs of a store (:class:`castore.store.Store` has it)."""
+
+    metadata: MetadataRepo
+    blobs: BlobBackend
+    clock: Callable[[], float]
+
+    def settings(self) -> dict[str, int]: ...
+
+    def open_blob(self, blob: BlobRow, name: str, version: int = 0) -> BlobReader: ...
+
+
+@dataclass
+class CompactReport:
+    """What one run of :func:`compact` did."""
+
+    contents: int = 0
+    """Contents looked at."""
+    settled: int = 0
+    """Contents whose row now holds a new, smaller frame."""
+    moved_inline: int = 0
+    """Of those, contents that left the blob backend."""
+    bytes_before: int = 0
+    """Stored bytes of the contents looked at, before."""
+    bytes_after: int = 0
+    """Their stored bytes after (unchanged for those not settled)."""
+    logical_bytes: int = 0
+    """Original bytes of the contents looked at."""
+    cpu_seconds: float = 0.0
+    seconds: float = 0.0
+    finished: bool = False
+    """True when no content was left to look at (the cursor reached the newest old-enough content)."""
+    damaged: list[str] | None = None
+    """Contents that failed verification, left as they are (``castore check`` names them)."""
+
+    @property
+    def mb_per_second(self) -> float:
+        """Logical MB (10**6 bytes) looked at per second of wall time."""
+        return self.logical_bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "contents": self.contents, "settled": self.settled, "moved_inline": self.moved_inline,
+            "bytes_before": self.bytes_before, "bytes_after": self.bytes_after, "logical_bytes": self.logical_bytes,
+            "cpu_seconds": round(self.cpu_seconds, 3), "seconds": round(self.seconds, 3),
+            "mb_per_second": round(self.mb_per_second, 3), "finished": self.finished, "damaged": self.damaged or [],
+        }
+
+
+def keeps(was: BlobRow, new_size: int) -> bool:
+    """Whether a new frame of ``new_size`` bytes replaces ``was`` (:data:`KEEP_SAVING`, or MIN_SAVING from raw)."""
+    saving = MIN_SAVING if was.codec is Codec.RAW else KEEP_SAVING
+    return new_size <= _most(was, saving)
+
+
+def _most(was: BlobRow, saving: float) -> int:
+    return int(was.stored_size * (1 - saving))
+
+
+def compact(
+    store: CompactedStore,
+    *,
+    level: int = DEFAULT_LEVEL,
+    min_age: float = 0.0,
+    limit: int | None = None,
+    budget: float | None = None,
+    on_content: Callable[[BlobRow, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> CompactReport:
+    """Recompress contents at ``level``, oldest first, from where the last run stopped.
+
+    ``min_age``: contents first stored less than this many seconds ago are left for a
+    later run. ``limit``: at most this many contents; ``budget``: stop starting new ones
+    after this many seconds. ``on_content(row, stored_after)`` is called after each;
+    ``should_stop()`` before each (the idle server's way to yield at once).
+    """
+    if not 1 <= level <= 22:
+        raise ValueError(f"level must be 1-22, not {level}")
+    report = CompactReport()
+    started, cpu_started = time.monotonic(), time.process_time()
+    inline_max = store.settings()["inline_max"]
+    cursor = _load_cursor(store.metadata, level)
+    created_before = _created_before(store, min_age)
+    compressor = zstandard.ZstdCompressor(level=level, write_checksum=True)
+    try:
+        while True:
+            rows = store.metadata.compact_candidates(
+                cursor, created_before=created_before, max_file_size=inline_max * MOVE_RATIO, limit=BATCH
+            )
+            if not rows:
+                report.finished = True
+                break
+            stop = False
+            for row, created in rows:
+                if (limit is not None and report.contents >= limit) or (
+                    budget is not None and time.monotonic() - started >= budget
+                ) or (should_stop is not None and should_stop()):
+                    stop = True
+                    break
+                after = _settle(store, row, compressor, inline_max, report)
+                cursor = (created, row.key)
+                if on_content is not None:
+                    on_content(row, after)
+            _save_cursor(store.metadata, level, cursor)
+            if stop:
+                break
+    finally:
+        report.seconds = time.monotonic() - started
+        report.cpu_seconds = time.process_time() - cpu_started
+    return report
+
+
+def backlog(store: CompactedStore, *, level: int = DEFAULT_LEVEL, min_age: float = 0.0) -> Backlog:
+    """What :func:`compact` at ``level`` has still to look at (for a progress bar, and the server's page)."""
+    return store.metadata.compact_backlog(
+        _load_cursor(store.metadata, level), created_before=_created_before(store, min_age),
+        max_file_size=store.settings()["inline_max"] * MOVE_RATIO,
+    )
+
+
+def _created_before(store: CompactedStore, min_age: float) -> int:
+    """Contents first stored before this Unix time are old enough (all of them when ``min_age`` is 0)."""
+    return int(store.clock() - min_age) + (1 if min_age <= 0 else 0)
+
+
+def _settle(
+    store: CompactedStore, row: BlobRow, compressor: zstandard.ZstdCompressor, inline_max: int, report: CompactReport
+) -> int:
+    """Recompress one content and switch its row when that pays; its stored size after."""
+    report.contents += 1
+    report.bytes_before += row.stored_size
+    report.logical_bytes += row.size
+    most = _most(row, MIN_SAVING if row.codec is Codec.RAW else KEEP_SAVING)
+    if row.data is None:
+        most = min(most, inline_max)
+    try:
+        frame = _recompressed(store, row, compressor, most)
+        if frame is not None:
+            _verify(row, frame)
+    except MissingBlob:
+        frame = None  # collected meanwhile
+    except IntegrityError as e:
+        report.damaged = [*(report.damaged or []), f"blob {row.key}: {e}"]
+        frame = None
+    if frame is None or not _switch(store, row, frame):
+        report.bytes_after += row.stored_size
+        return row.stored_size
+    if row.data is None:
+        store.blobs.delete(row.key)
+        report.moved_inline += 1
+    report.settled += 1
+    report.bytes_after += len(frame)
+    return len(frame)
+
+
+def _recompressed(
+    store: CompactedStore, row: BlobRow, compressor: zstandard.ZstdCompressor, most: int
+) -> bytes | None:
+    """The content of ``row`` as one zstd frame of at most ``most`` bytes, or None (it does not pay)."""
+    if most <= 0:
+        return None
+    out: list[bytes] = []
+    length = 0
+    stream = compressor.compressobj(size=row.size)
+    with store.open_blob(row, f"blob {row.key}") as reader:
+        for chunk in reader.chunks():
+            if piece := stream.compress(chunk):
+                out.append(piece)
+                length += len(piece)
+                if length > most:
+                    return None
+    out.append(stream.flush())
+    frame = b"".join(out)
+    return frame if len(frame) <= most else None
+
+
+def _verify(row: BlobRow, frame: bytes) -> None:
+    """Decode ``frame`` and compare it with the row's chunk digests (raises CorruptBlob)."""
+    reader = BlobReader(io.BytesIO(frame), codec=Codec.ZSTD, key=row.key, size=row.size,
+                        stored_size=len(frame), digests=row.digests, name=f"blob {row.key} (recompressed)", version=0)
+    with reader:
+        for _ in reader.chunks():
+            pass
+
+
+def _switch(store: CompactedStore, row: BlobRow, frame: bytes) -> bool:
+    """One write transaction putting ``frame`` in place of ``row``'s stored bytes; False if the row changed."""
+    for _ in range(5):
+        try:
+            with store.metadata.write() as txn:
+                return txn.settle_frame(row, codec=Codec.ZSTD, stored_size=len(frame), data=frame)
+        except WriteConflict:
+            continue  # PostgreSQL: another writer's row; the next try sees it
+    return False
+
+
+def _load_cursor(metadata: MetadataRepo, level: int) -> tuple[int, str] | None:
+    """Where the last run at ``level`` stopped; None (from the start) for another level or none."""
+    value = metadata.settings().get(CURSOR_SETTING)
+    if value is None:
+        return None
+    try:
+        saved_level, created, key = value.split()
+        if int(saved_level) != level:
+            return None
+        return int(created), BlobKey(key)
+    except ValueError:
+        return None
+
+
+def _save_cursor(metadata: MetadataRepo, level: int, cursor: tuple[int, str] | None) -> None:
+    if cursor is not None:
+        metadata.set_setting(CURSOR_SETTING, f"{level} {cursor[0]} {cursor[1]}")
