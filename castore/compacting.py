@@ -33,17 +33,18 @@ slices (``--limit``, ``--budget``) or after a crash continues there.
 from __future__ import annotations
 
 import io
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import zstandard
 
 from .blobs.base import BlobBackend
 from .codec import MIN_SAVING, Codec
 from .errors import IntegrityError, MissingBlob
-from .keys import BlobKey
+from .keys import BlobKey, frame_name
 from .metadata.compaction import Backlog
 from .metadata.repo import MetadataRepo
 from .metadata.rows import BlobRow
@@ -65,8 +66,6 @@ nothing: an inline row shrinking by less often frees no 4 KiB page at all, and e
 switch is a write transaction and, for a file, a delete. A content stored raw must save
 :data:`~castore.codec.MIN_SAVING` (5 %), the rule ingest applies: a zstd frame costs
 every read a decode and a raw content's cheap seeking."""
-MOVE_RATIO = 2
-"""A file of more than this many times the inline bound is not tried: it cannot shrink enough to move inline."""
 CURSOR_SETTING = "compact_cursor"
 BATCH = 100
 """Rows fetched per query."""
@@ -158,9 +157,7 @@ def compact(
     compressor = zstandard.ZstdCompressor(level=level, write_checksum=True)
     try:
         while True:
-            rows = store.metadata.compact_candidates(
-                cursor, created_before=created_before, max_file_size=inline_max * MOVE_RATIO, limit=BATCH
-            )
+            rows = store.metadata.compact_candidates(cursor, created_before=created_before, limit=BATCH)
             if not rows:
                 report.finished = True
                 break
@@ -186,10 +183,7 @@ def compact(
 
 def backlog(store: CompactedStore, *, level: int = DEFAULT_LEVEL, min_age: float = 0.0) -> Backlog:
     """What :func:`compact` at ``level`` has still to look at (for a progress bar, and the server's page)."""
-    return store.metadata.compact_backlog(
-        _load_cursor(store.metadata, level), created_before=_created_before(store, min_age),
-        max_file_size=store.settings()["inline_max"] * MOVE_RATIO,
-    )
+    return store.metadata.compact_backlog(_load_cursor(store.metadata, level), created_before=_created_before(store, min_age))
 
 
 def _created_before(store: CompactedStore, min_age: float) -> int:
@@ -204,68 +198,125 @@ def _settle(
     report.contents += 1
     report.bytes_before += row.stored_size
     report.logical_bytes += row.size
-    most = _most(row, MIN_SAVING if row.codec is Codec.RAW else KEEP_SAVING)
-    if row.data is None:
-        most = min(most, inline_max)
     try:
-        frame = _recompressed(store, row, compressor, most)
-        if frame is not None:
-            _verify(row, frame)
+        after = _settled(store, row, compressor, inline_max, report)
     except MissingBlob:
-        frame = None  # collected meanwhile
+        after = None  # collected meanwhile
     except IntegrityError as e:
         report.damaged = [*(report.damaged or []), f"blob {row.key}: {e}"]
-        frame = None
-    if frame is None or not _switch(store, row, frame):
+        after = None
+    if after is None:
         report.bytes_after += row.stored_size
         return row.stored_size
-    if row.data is None:
-        store.blobs.delete(row.key)
-        report.moved_inline += 1
     report.settled += 1
-    report.bytes_after += len(frame)
-    return len(frame)
+    report.bytes_after += after
+    return after
+
+
+def _settled(
+    store: CompactedStore, row: BlobRow, compressor: zstandard.ZstdCompressor, inline_max: int, report: CompactReport
+) -> int | None:
+    """Steps 1-4 for one content: its new stored size, or None when it was left as it is."""
+    most = _most(row, MIN_SAVING if row.codec is Codec.RAW else KEEP_SAVING)
+    if row.data is not None:
+        frame = _recompressed(store, row, compressor, most)
+        if frame is None:
+            return None
+        _verify(row, io.BytesIO(frame))
+        return len(frame) if _switch(store, row, frame, len(frame), 0) else None
+    staged = store.blobs.stage()
+    try:
+        length = _recompressed_into(store, row, compressor, most, staged)
+        if length is None:
+            return None
+        staged.finish()
+        _verify(row, staged.open())
+        if length <= inline_max:
+            with staged.open() as written:
+                inline = written.read()
+            if not _switch(store, row, inline, length, 0):
+                return None
+            report.moved_inline += 1
+        else:
+            new = _new_frame(row.frame)
+            store.blobs.publish(staged, frame_name(row.key, new))
+            if not _switch(store, row, None, length, new):
+                store.blobs.delete(frame_name(row.key, new))  # a name only this run used
+                return None
+        store.blobs.delete(frame_name(row.key, row.frame))
+        return length
+    finally:
+        staged.abort()
+
+
+def _new_frame(old: int) -> int:
+    """A frame number for a new file: random, so that two compactors of one content never share a name."""
+    while (frame := secrets.randbelow(2**31 - 1) + 1) == old:
+        pass
+    return frame
 
 
 def _recompressed(
     store: CompactedStore, row: BlobRow, compressor: zstandard.ZstdCompressor, most: int
 ) -> bytes | None:
     """The content of ``row`` as one zstd frame of at most ``most`` bytes, or None (it does not pay)."""
+    out = io.BytesIO()
+    length = _recompressed_into(store, row, compressor, most, out)
+    return None if length is None else out.getvalue()
+
+
+def _recompressed_into(
+    store: CompactedStore, row: BlobRow, compressor: zstandard.ZstdCompressor, most: int, out: Writable
+) -> int | None:
+    """Write the content of ``row`` to ``out`` as one zstd frame; its length, or None past ``most`` bytes.
+
+    The content is read verified, chunk by chunk; memory holds a chunk and the
+    compressor's window, whatever the content's size.
+    """
     if most <= 0:
         return None
-    out: list[bytes] = []
     length = 0
     stream = compressor.compressobj(size=row.size)
     with store.open_blob(row, f"blob {row.key}") as reader:
         for chunk in reader.chunks():
             if piece := stream.compress(chunk):
-                out.append(piece)
+                out.write(piece)
                 length += len(piece)
                 if length > most:
                     return None
-    out.append(stream.flush())
-    frame = b"".join(out)
-    return frame if len(frame) <= most else None
+    piece = stream.flush()
+    out.write(piece)
+    length += len(piece)
+    return length if length <= most else None
 
 
-def _verify(row: BlobRow, frame: bytes) -> None:
-    """Decode ``frame`` and compare it with the row's chunk digests (raises CorruptBlob)."""
-    reader = BlobReader(io.BytesIO(frame), codec=Codec.ZSTD, key=row.key, size=row.size,
-                        stored_size=len(frame), digests=row.digests, name=f"blob {row.key} (recompressed)", version=0)
+def _verify(row: BlobRow, frame: BinaryIO) -> None:
+    """Decode ``frame`` and compare it with the row's chunk digests (raises CorruptBlob); closes it."""
+    reader = BlobReader(frame, codec=Codec.ZSTD, key=row.key, size=row.size, stored_size=0,
+                        digests=row.digests, name=f"blob {row.key} (recompressed)", version=0)
     with reader:
         for _ in reader.chunks():
             pass
 
 
-def _switch(store: CompactedStore, row: BlobRow, frame: bytes) -> bool:
-    """One write transaction putting ``frame`` in place of ``row``'s stored bytes; False if the row changed."""
+def _switch(store: CompactedStore, row: BlobRow, data: bytes | None, stored_size: int, frame: int) -> bool:
+    """One write transaction putting the new frame in place of ``row``'s stored bytes; False if the row changed.
+
+    ``data``: the frame kept inline; None for a file published as ``frame``.
+    """
     for _ in range(5):
         try:
             with store.metadata.write() as txn:
-                return txn.settle_frame(row, codec=Codec.ZSTD, stored_size=len(frame), data=frame)
+                return txn.settle_frame(row, codec=Codec.ZSTD, stored_size=stored_size, data=data, frame=frame)
         except WriteConflict:
             continue  # PostgreSQL: another writer's row; the next try sees it
     return False
+
+
+class Writable(Protocol):
+    """Where a new frame is written: a staged blob, or memory."""
+
+    def write(self, data: bytes, /) -> object: ...
 
 
 def _load_cursor(metadata: MetadataRepo, level: int) -> tuple[int, str] | None:

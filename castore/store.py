@@ -44,7 +44,7 @@ from .errors import (
 )
 from .faults import faults_named, is_disk_full
 from .ingest import Ingest, Source
-from .keys import BlobKey, Hasher, KeyFunction, etag, xxh3_key
+from .keys import BlobKey, Hasher, KeyFunction, etag, frame_name, xxh3_key
 from .layout import BLOBS_DIR, DEFAULT_INLINE_MAX, DEFAULT_RETENTION, METADATA_FILE, SETTINGS
 from .location import Parts, open_parts
 from .metadata.repo import MetadataRepo
@@ -483,14 +483,14 @@ class Store(PutSteps):
         removed = freed = 0
         with self.metadata.write() as txn:
             candidates = txn.unreferenced_blobs(batch, int(self.clock()))
-            for key, inline, stored_size in candidates:
+            for key, inline, stored_size, frame in candidates:
                 # The row goes first: a file is deleted only once the database agreed
                 # (still unreferenced, no lease); if the commit then fails, a row at 0
                 # without its file is allowed (a reviving put leases it and publishes).
                 if not txn.forget_blob(key):
                     continue
                 if not inline:
-                    self.blobs.delete(key)
+                    self.blobs.delete(frame_name(key, frame))
                 removed += 1
                 freed += stored_size
         return (removed, freed), len(candidates)
@@ -553,7 +553,7 @@ class Store(PutSteps):
 
     def _stored_bytes(self, blob: BlobRow) -> BinaryIO:
         """The stored bytes of a blob: its inline row data, or its backend file."""
-        return io.BytesIO(blob.data) if blob.data is not None else self.blobs.open(blob.key)
+        return io.BytesIO(blob.data) if blob.data is not None else self.blobs.open(frame_name(blob.key, blob.frame))
 
     def _reader(self, entry: Entry) -> BlobReader:
         return self.open_blob(entry.blob, versioned_name(entry.path, entry.version), entry.version)
@@ -561,16 +561,18 @@ class Store(PutSteps):
     def open_blob(self, blob: BlobRow, name: str, version: int = 0) -> BlobReader:
         """A verifying reader of one blob row's content (``name`` is for error messages).
 
-        A file missing because ``castore compact`` moved the content inline after ``blob``
-        was read is read from the row as it is now (same content: same chunk digests).
+        A file missing because ``castore compact`` switched the content to another frame
+        after ``blob`` was read is read as the row is now (same content: same chunk digests).
         """
         try:
             stored = self._stored_bytes(blob)
         except MissingBlob:
             now = self.metadata.dedup_candidate(blob.key)
-            if now is None or now.blob.data is None or (now.blob.size, now.blob.digests) != (blob.size, blob.digests):
+            if now is None or (now.blob.size, now.blob.digests) != (blob.size, blob.digests) or (
+                now.blob.frame, now.blob.data is None) == (blob.frame, True):
                 raise
-            blob, stored = now.blob, io.BytesIO(now.blob.data)
+            blob = now.blob
+            stored = self._stored_bytes(blob)
         return BlobReader(
             stored,
             codec=blob.codec,
@@ -581,7 +583,7 @@ class Store(PutSteps):
             name=name,
             version=version,
             key_hasher=lambda: Hasher(self.seed, self.key_function),
-            refetch=None if blob.data is not None else lambda: self._refetch(blob.key),
+            refetch=None if blob.data is not None else lambda: self._refetch(frame_name(blob.key, blob.frame)),
         )
 
     def _refetch(self, key: BlobKey) -> BinaryIO | None:

@@ -28,40 +28,31 @@ class Backlog:
     stored_bytes: int
 
 
-def _waiting(after: tuple[int, str] | None, created_before: int, max_file_size: int) -> list[Any]:
-    """Live blobs with chunk digests, created before ``created_before``, after the cursor ``after``.
-
-    A blob the backend holds counts only when its stored size is at most ``max_file_size``
-    (it can only move inline).
-    """
-    where = [
-        blobs.c.refcount > 0,
-        blobs.c.digests.is_not(None),
-        blobs.c.created < created_before,
-        blobs.c.data.is_not(None) | (blobs.c.stored_size <= max_file_size),
-    ]
+def _waiting(after: tuple[int, str] | None, created_before: int) -> list[Any]:
+    """Live blobs with chunk digests, created before ``created_before``, after the cursor ``after``."""
+    where = [blobs.c.refcount > 0, blobs.c.digests.is_not(None), blobs.c.created < created_before]
     if after is not None:
         where.append((blobs.c.created > after[0]) | ((blobs.c.created == after[0]) & (blobs.c.key > after[1])))
     return where
 
 
 def candidates(
-    c: Connection, after: tuple[int, str] | None, *, created_before: int, max_file_size: int, limit: int
+    c: Connection, after: tuple[int, str] | None, *, created_before: int, limit: int
 ) -> list[tuple[BlobRow, int]]:
     """Up to ``limit`` waiting blobs, oldest first, with their inline bytes: ``(row, created)``."""
     query = (
         select(*BLOB_COLUMNS, blobs.c.created)
-        .where(*_waiting(after, created_before, max_file_size))
+        .where(*_waiting(after, created_before))
         .order_by(blobs.c.created, blobs.c.key)
         .limit(limit)
     )
     return [(blob_row(row), int(row.created)) for row in c.execute(query)]
 
 
-def backlog(c: Connection, after: tuple[int, str] | None, *, created_before: int, max_file_size: int) -> Backlog:
+def backlog(c: Connection, after: tuple[int, str] | None, *, created_before: int) -> Backlog:
     """How much :func:`candidates` has still to hand out."""
     query = select(
         func.count(), func.coalesce(func.sum(blobs.c.size), 0), func.coalesce(func.sum(blobs.c.stored_size), 0)
-    ).where(*_waiting(after, created_before, max_file_size))
+    ).where(*_waiting(after, created_before))
     count, size, stored = c.execute(query).one()._tuple()
     return Backlog(int(count or 0), int(size or 0), int(stored or 0))

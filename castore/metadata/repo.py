@@ -321,7 +321,7 @@ class MetadataRepo:
             row = self._read_first(SELECT_CURRENT_ENTRY, {"p": path})
         else:
             row = self._read_first(SELECT_VERSION_ENTRY, {"p": path, "v": version})
-        return None if row is None else Entry(row[0], row[1], blob_tuple(row[2:8]))
+        return None if row is None else Entry(row[0], row[1], blob_tuple(row[2:9]))
 
     def current_version(self, path: str) -> int | None:
         row = self._read_first(SELECT_CURRENT_VERSION, {"p": path})
@@ -330,7 +330,7 @@ class MetadataRepo:
     def dedup_candidate(self, key: BlobKey) -> DedupCandidate | None:
         """The row of ``key`` (with inline bytes, refcount and creation time), or None."""
         row = self._read_first(SELECT_BLOB_STATE, {"k": key})
-        return None if row is None else DedupCandidate(blob_tuple(row[:6]), row[6], row[7])
+        return None if row is None else DedupCandidate(blob_tuple(row[:7]), row[7], row[8])
 
     def set_digests(self, key: BlobKey, size: int, digests: bytes) -> bool:
         """Record the chunk digests of a blob that has none yet; False if it had some (or changed)."""
@@ -338,17 +338,16 @@ class MetadataRepo:
             return c.execute(SET_DIGESTS, {"k": key, "s_size": size, "d": digests}).rowcount == 1
 
     def compact_candidates(
-        self, after: tuple[int, str] | None, *, created_before: int, max_file_size: int, limit: int
+        self, after: tuple[int, str] | None, *, created_before: int, limit: int
     ) -> builtins.list[tuple[BlobRow, int]]:
         """The next blobs for ``castore compact`` (:func:`.compaction.candidates`)."""
         with self._reader.connect() as c:
-            return compaction.candidates(c, after, created_before=created_before, max_file_size=max_file_size,
-                                         limit=limit)
+            return compaction.candidates(c, after, created_before=created_before, limit=limit)
 
-    def compact_backlog(self, after: tuple[int, str] | None, *, created_before: int, max_file_size: int) -> Backlog:
+    def compact_backlog(self, after: tuple[int, str] | None, *, created_before: int) -> Backlog:
         """What ``castore compact`` has still to look at (:func:`.compaction.backlog`)."""
         with self._reader.connect() as c:
-            return compaction.backlog(c, after, created_before=created_before, max_file_size=max_file_size)
+            return compaction.backlog(c, after, created_before=created_before)
 
     def blobs_without_digests(self, after: str, limit: int) -> list[BlobRow]:
         """Up to ``limit`` live blobs with no digests and a key after ``after``, in key order."""
@@ -611,10 +610,10 @@ class MetadataRepo:
                 return
             after = (rows[-1].path, int(rows[-1].version))
 
-    def file_blobs(self, keys: builtins.list[BlobKey]) -> set[BlobKey]:
-        """Those of ``keys`` whose row says the blob backend holds their bytes (not inline)."""
+    def file_blobs(self, names: builtins.list[BlobKey]) -> set[BlobKey]:
+        """Those of the blob backend's ``names`` that a row needs (:func:`.txn.file_blobs`)."""
         with self._reader.connect() as c:
-            return file_blobs(c, keys)
+            return file_blobs(c, names)
 
     # -- deletions remembered while moving in from Filetracker ------------------------
 

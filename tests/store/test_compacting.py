@@ -9,6 +9,8 @@ import zstandard
 
 from castore.codec import Codec
 from castore.compacting import CURSOR_SETTING, KEEP_SAVING, keeps
+from castore.keys import frame_name
+from castore.maintenance import check
 from castore.metadata.rows import BlobRow
 from castore.store import Store
 
@@ -113,9 +115,46 @@ def test_a_row_changed_meanwhile_is_not_switched(store: Store) -> None:
     frame = zstandard.ZstdCompressor(level=19).compress(data)
     store.delete("/c")
     with store.metadata.write() as txn:
-        assert not txn.settle_frame(stale, codec=Codec.ZSTD, stored_size=len(frame), data=frame)  # unreferenced
+        assert not txn.settle_frame(stale, codec=Codec.ZSTD, stored_size=len(frame), data=frame, frame=0)
     store.put("/c", data, 2)
     with store.metadata.write() as txn:
-        assert txn.settle_frame(stale, codec=Codec.ZSTD, stored_size=len(frame), data=frame)
-        assert not txn.settle_frame(stale, codec=Codec.ZSTD, stored_size=len(frame), data=frame)  # settled already
+        assert txn.settle_frame(stale, codec=Codec.ZSTD, stored_size=len(frame), data=frame, frame=0)
+        assert not txn.settle_frame(stale, codec=Codec.ZSTD, stored_size=len(frame), data=frame, frame=0)  # done
     assert store.read_bytes("/c") == data
+
+
+def test_a_large_file_gets_a_new_frame_under_a_new_name(store: Store) -> None:
+    data = numbers(4, 80_000)  # ~2 MiB: three chunks, its level-19 frame too large to keep inline
+    store.put("/huge.in", data, 1)
+    entry = store.lookup("/huge.in")
+    assert entry.blob.data is None and entry.blob.frame == 0
+    early = store.open_entry(entry)
+    first = early.read(1000)
+    report = store.compact()
+    assert (report.settled, report.moved_inline) == (1, 0), report
+    settled = row(store, "/huge.in")
+    assert settled.data is None and settled.frame != 0 and settled.stored_size < entry.blob.stored_size
+    assert entry.blob.key not in store.blobs and frame_name(settled.key, settled.frame) in store.blobs
+    assert first + early.read() == data  # opened before the switch: finishes with the old frame
+    early.close()
+    with store.open_entry(entry) as late:  # the old row in hand, its file gone: reads the new frame
+        assert late.read() == data
+    assert store.read_bytes("/huge.in") == data
+    assert store.check() == []
+    store.delete("/huge.in")
+    assert store.collect_garbage(staging_grace=0).blobs == 1
+    assert frame_name(settled.key, settled.frame) not in store.blobs
+
+
+def test_a_frame_left_behind_is_an_orphan_that_repair_removes(store: Store) -> None:
+    data = numbers(5, 80_000)
+    store.put("/huge.in", data, 1)
+    store.compact()
+    settled = row(store, "/huge.in")
+    store.delete("/huge.in")
+    store.put("/again.in", data, 2)  # revives the row before gc: the put's own frame, under the key
+    assert row(store, "/again.in").frame == 0 and store.read_bytes("/again.in") == data
+    report = check(store, verify_content=True, repair=True, grace=0)
+    assert report.orphan_files == 1 and report.orphan_files_removed == 1 and report.exit_code in (0, 1)
+    assert frame_name(settled.key, settled.frame) not in store.blobs
+    assert store.read_bytes("/again.in") == data and store.check() == []
