@@ -103,6 +103,8 @@ class CompactReport:
     seconds: float = 0.0
     finished: bool = False
     """True when no content was left to look at (the cursor reached the newest old-enough content)."""
+    metadata_bytes_reclaimed: int = 0
+    """Free pages of the metadata file given back afterwards (``castore/metadata/space.py``)."""
     damaged: list[str] | None = None
     """Contents that failed verification, left as they are (``castore check`` names them)."""
 
@@ -116,7 +118,8 @@ class CompactReport:
             "contents": self.contents, "settled": self.settled, "moved_inline": self.moved_inline,
             "bytes_before": self.bytes_before, "bytes_after": self.bytes_after, "logical_bytes": self.logical_bytes,
             "cpu_seconds": round(self.cpu_seconds, 3), "seconds": round(self.seconds, 3),
-            "mb_per_second": round(self.mb_per_second, 3), "finished": self.finished, "damaged": self.damaged or [],
+            "mb_per_second": round(self.mb_per_second, 3), "finished": self.finished,
+            "metadata_bytes_reclaimed": self.metadata_bytes_reclaimed, "damaged": self.damaged or [],
         }
 
 
@@ -175,6 +178,7 @@ def compact(
             _save_cursor(store.metadata, level, cursor)
             if stop:
                 break
+        report.metadata_bytes_reclaimed = store.metadata.reclaim_free_pages()
     finally:
         report.seconds = time.monotonic() - started
         report.cpu_seconds = time.process_time() - cpu_started

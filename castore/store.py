@@ -99,6 +99,8 @@ class GcReport:
     blobs: int
     stored_bytes: int
     staging_files: int
+    metadata_bytes_reclaimed: int = 0
+    """Free pages of the metadata file given back to the filesystem (``castore/metadata/space.py``)."""
 
 
 @dataclass(frozen=True)
@@ -421,6 +423,25 @@ class Store(PutSteps):
         """Logical bytes (current and retained), stored bytes, blob counts, dedup ratio."""
         return self.metadata.usage()
 
+    def overhead(self) -> dict[str, int | None]:
+        """What the store takes on disk beyond its stored bytes, in bytes (``castore du``).
+
+        ``tables``: the metadata file less the inline contents and free pages (paths,
+        versions, indexes, page fill; None off SQLite); ``free_pages``: free pages of the
+        file (None off SQLite), ``incremental``: 1 when they are given back after compact
+        and gc; ``file_slack``: blob files rounded up to 4 KiB blocks (an estimate);
+        ``reserve``: the space reserve file; ``total``: their sum.
+        """
+        space = self.metadata.space()
+        tables = None
+        if space.database_bytes is not None and space.free_bytes is not None:
+            tables = space.database_bytes - space.free_bytes - space.inline_bytes
+        reserve = self.reserve.size if self.reserve is not None else 0
+        parts = (tables or 0, space.free_bytes or 0, space.file_slack_bytes, reserve)
+        return {"tables": tables, "free_pages": space.free_bytes,
+                "incremental": None if space.incremental is None else int(space.incremental),
+                "file_slack": space.file_slack_bytes, "reserve": reserve, "total": sum(parts)}
+
     def dedup_report(self, prefix: str = "/", *, depth: int = 1, top: int = 10) -> DedupReport:
         """Which groups below folder ``prefix`` share which stored bytes.
 
@@ -458,7 +479,7 @@ class Store(PutSteps):
             if found < batch:
                 break
         staging = self.blobs.sweep_staging(self.clock() - staging_grace)
-        return GcReport(removed, freed, staging)
+        return GcReport(removed, freed, staging, self.metadata.reclaim_free_pages())
 
     def add_missing_digests(self, *, batch: int = 100) -> DigestReport:
         """Verify every live blob that has no chunk digests yet (written before 0002) and record them.

@@ -19,8 +19,12 @@ __all__ = ["COMMANDS"]
               help="Look at no more than N contents in this run.")
 @click.option("--budget", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
               help="Start no new content after this many seconds.")
+@click.option("--vacuum", is_flag=True,
+              help="Once, for a SQLite store made before castore gave free pages back: rewrite the metadata file "
+                   "(VACUUM; holds the write lock meanwhile and needs its size in free disk) so that compact and "
+                   "gc give free pages back from then on.")
 @pass_context
-def compact(c: Context, level: int, min_age: float, limit: int | None, budget: float | None) -> None:
+def compact(c: Context, level: int, min_age: float, limit: int | None, budget: float | None, vacuum: bool) -> None:
     """Recompress stored contents at a higher zstd level where it pays, oldest first.
 
     A new frame is kept only when it saves at least 3 % of a zstd content's stored bytes
@@ -37,6 +41,8 @@ def compact(c: Context, level: int, min_age: float, limit: int | None, budget: f
     c.local_only("compact")
     store = c.store()
     with store:
+        if vacuum and store.metadata.make_incremental():
+            c.warn("the metadata file now gives free pages back (VACUUM done)")
         waiting = backlog(store, level=level, min_age=min_age)
         files = waiting.contents if limit is None else min(limit, waiting.contents)
         with progress("compact", waiting.logical_bytes if limit is None else None, files=max(files, 1)) as bar:
@@ -49,7 +55,8 @@ def compact(c: Context, level: int, min_age: float, limit: int | None, budget: f
         f"looked at {report.contents} contents ({format_size(report.logical_bytes)}), settled {report.settled}"
         f" ({report.moved_inline} moved inline): stored {format_size(report.bytes_before)} -> "
         f"{format_size(report.bytes_after)} ({format_size(saved)} saved); {report.cpu_seconds:.1f} CPU seconds, "
-        f"{report.mb_per_second:.2f} MB/s" + ("" if report.finished else "; more to do (run it again)")
+        f"{report.mb_per_second:.2f} MB/s; {format_size(report.metadata_bytes_reclaimed)} of free metadata pages "
+        "given back" + ("" if report.finished else "; more to do (run it again)")
     )
     c.emit(report.as_dict(), text)
     for damage in report.damaged or []:

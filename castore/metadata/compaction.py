@@ -54,5 +54,5 @@ def backlog(c: Connection, after: tuple[int, str] | None, *, created_before: int
     query = select(
         func.count(), func.coalesce(func.sum(blobs.c.size), 0), func.coalesce(func.sum(blobs.c.stored_size), 0)
     ).where(*_waiting(after, created_before))
-    count, size, stored = c.execute(query).one()._tuple()
-    return Backlog(int(count or 0), int(size or 0), int(stored or 0))
+    count, size, stored = (int(value or 0) for value in c.execute(query).one())
+    return Backlog(count, size, stored)

@@ -37,6 +37,7 @@ from .migrate import check_schema
 from .models import blobs, deletions, paths, settings, tokens, versions
 from .report import DedupReport, dedup_report
 from .rows import BlobRow, BlobState, Child, Counts, DedupCandidate, Entry, TokenRow, Usage
+from .space import MetadataSpace, make_incremental, reclaim, space
 from .sqlite import SqliteReads, WriteTurn, busy_timeout_off, driver_connection, is_busy
 from .statements import (
     BLOB_COLUMNS,
@@ -348,6 +349,19 @@ class MetadataRepo:
         """What ``castore compact`` has still to look at (:func:`.compaction.backlog`)."""
         with self._reader.connect() as c:
             return compaction.backlog(c, after, created_before=created_before)
+
+    def space(self) -> MetadataSpace:
+        """What the database takes on disk beyond its contents (:mod:`.space`)."""
+        with self._reader.connect() as c:
+            return space(c)
+
+    def reclaim_free_pages(self) -> int:
+        """Give an incremental SQLite file's free pages back (:func:`.space.reclaim`); the bytes given back."""
+        return 0 if self.read_only else reclaim(self._writer)
+
+    def make_incremental(self) -> bool:
+        """Make an older SQLite file give free pages back from now on: one VACUUM (:func:`.space.make_incremental`)."""
+        return make_incremental(self._writer)
 
     def blobs_without_digests(self, after: str, limit: int) -> list[BlobRow]:
         """Up to ``limit`` live blobs with no digests and a key after ``after``, in key order."""
