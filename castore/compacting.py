@@ -37,7 +37,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, TypedDict
 
 import zstandard
 
@@ -53,7 +53,7 @@ from .metadata.txn import WriteConflict
 from .reading import BlobReader
 
 __all__ = [
-    "CURSOR_SETTING", "DEFAULT_LEVEL", "KEEP_SAVING", "Backlog", "CompactReport", "CompactedStore", "backlog", "compact",
+    "CURSOR_SETTING", "DEFAULT_LEVEL", "KEEP_SAVING", "Backlog", "CompactOptions", "CompactReport", "CompactedStore", "backlog", "compact",
     "keeps",
 ]
 
@@ -82,6 +82,17 @@ class CompactedStore(Protocol):
     def settings(self) -> dict[str, int]: ...
 
     def open_blob(self, blob: BlobRow, name: str, version: int = 0) -> BlobReader: ...
+
+
+class CompactOptions(TypedDict, total=False):
+    """The options of :func:`compact` (and :meth:`castore.store.Store.compact`)."""
+
+    level: int
+    min_age: float
+    limit: int | None
+    budget: float | None
+    on_content: Callable[[BlobRow, int], None] | None
+    should_stop: Callable[[], bool] | None
 
 
 @dataclass

@@ -26,11 +26,11 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Self
+from typing import Any, BinaryIO, Self, Unpack
 
 from . import compacting, maintenance
 from .blobs.base import BlobBackend
-from .compacting import CompactReport
+from .compacting import CompactOptions, CompactReport
 from .digests import content_digest
 from .errors import (
     IntegrityError,
@@ -516,25 +516,15 @@ class Store(PutSteps):
                 freed += stored_size
         return (removed, freed), len(candidates)
 
-    def compact(
-        self,
-        *,
-        level: int = 19,
-        min_age: float = 0.0,
-        limit: int | None = None,
-        budget: float | None = None,
-        on_content: Callable[[BlobRow, int], None] | None = None,
-        should_stop: Callable[[], bool] | None = None,
-    ) -> CompactReport:
-        """Recompress stored contents at zstd ``level`` where it pays, oldest first (:mod:`castore.compacting`).
+    def compact(self, **options: Unpack[CompactOptions]) -> CompactReport:
+        """Recompress stored contents at a higher zstd level where it pays, oldest first (:func:`castore.compacting.compact`).
 
         Safe while other processes read, put, delete and collect; continues where the last
-        run stopped. ``min_age`` (seconds) leaves fresh contents alone; ``limit`` (contents)
-        and ``budget`` (seconds) cut it into slices.
+        run stopped. ``level`` (19), ``min_age`` (seconds: fresh contents are left alone),
+        ``limit`` (contents) and ``budget`` (seconds) cut it into slices.
         """
         self._check_writable()
-        return compacting.compact(self, level=level, min_age=min_age, limit=limit, budget=budget,
-                                  on_content=on_content, should_stop=should_stop)
+        return compacting.compact(self, **options)
 
     def check(self) -> builtins.list[str]:
         """Verify every referenced blob's content and the reference counts; return the problems.
