@@ -151,6 +151,7 @@ def _create_current_schema(connection: Connection) -> None:
 
     from .models import metadata
 
+    connection.exec_driver_sql("PRAGMA auto_vacuum = INCREMENTAL")  # before the first table (metadata/space.py)
     metadata.create_all(connection)
     stamp = Table("alembic_version", MetaData(), Column("version_num", String(32), nullable=False),
                   PrimaryKeyConstraint("version_num", name="alembic_version_pkc"))
