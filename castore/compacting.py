@@ -5,11 +5,11 @@ stored at a high level (19 by default), oldest first, and keeps the new frame on
 where it pays (:func:`keeps`). Decoding costs the same at level 19 as at level 1, so
 readers lose nothing.
 
-What it settles: contents kept inline in the metadata, and contents the blob backend
-holds whose new frame is small enough to be kept inline (they leave the backend).
-A content that stays in the backend after recompression is left alone: switching its
-file for another under the same key could not be atomic with its row (see
-``docs/design.md``, "Compaction").
+What it settles: contents kept inline in the metadata (the new frame stays in the row),
+and contents the blob backend holds: a new frame small enough to be kept inline moves
+into the row (the content leaves the backend); a larger one is published under a new
+backend name, ``<key>.<frame>`` (:func:`~castore.keys.frame_name`), never over the old
+file, so that the row's switch is the one atomic step (``docs/design.md``, "Compaction").
 
 Each content, one at a time:
 
@@ -19,7 +19,7 @@ Each content, one at a time:
 3. one write transaction switches the row to it (:meth:`~castore.metadata.txn.WriteTxn.settle_frame`,
    a compare-and-swap: a row changed meanwhile by a put, a delete or another compactor is
    left alone);
-4. a file left behind by a content that moved inline is removed after the commit. A
+4. the old file (a content that moved inline, or the previous frame's) is removed after the commit. A
    reader that opened it keeps reading it (POSIX keeps an open file; S3 finishes a GET),
    and one that read the old row but had not opened the file yet reads the row again
    (:meth:`castore.store.Store.open_blob`).
@@ -160,16 +160,18 @@ def compact(
     ``min_age``: contents first stored less than this many seconds ago are left for a
     later run. ``limit``: at most this many contents; ``budget``: stop starting new ones
     after this many seconds. ``on_content(row, stored_after)`` is called after each;
-    ``should_stop()`` before each (the idle server's way to yield at once).
+    ``should_stop()`` before each and between the chunks of one (the idle server's way
+    to yield at once: a content stopped in the middle is left as it was, looked at again
+    by the next run).
     """
     if not 1 <= level <= 22:
         raise ValueError(f"level must be 1-22, not {level}")
     report = CompactReport()
     started, cpu_started = time.monotonic(), time.process_time()
-    inline_max = store.settings()["inline_max"]
+    run = _Run(store, zstandard.ZstdCompressor(level=level, write_checksum=True), level,
+               store.settings()["inline_max"], report, should_stop or (lambda: False))
     cursor = _load_cursor(store.metadata, level)
     created_before = _created_before(store, min_age)
-    compressor = zstandard.ZstdCompressor(level=level, write_checksum=True)
     try:
         while True:
             rows = store.metadata.compact_candidates(cursor, created_before=created_before, limit=BATCH)
@@ -180,10 +182,14 @@ def compact(
             for row, created in rows:
                 if (limit is not None and report.contents >= limit) or (
                     budget is not None and time.monotonic() - started >= budget
-                ) or (should_stop is not None and should_stop()):
+                ) or run.should_stop():
                     stop = True
                     break
-                after = _settle(store, row, compressor, level, inline_max, report)
+                try:
+                    after = _settle(run, row)
+                except _Stopped:
+                    stop = True  # this content is looked at again next time
+                    break
                 cursor = (created, row.key)
                 if on_content is not None:
                     on_content(row, after)
@@ -207,20 +213,35 @@ def _created_before(store: CompactedStore, min_age: float) -> int:
     return int(store.clock() - min_age) + (1 if min_age <= 0 else 0)
 
 
-def _settle(
-    store: CompactedStore, row: BlobRow, compressor: zstandard.ZstdCompressor, level: int, inline_max: int, report: CompactReport
-) -> int:
+@dataclass(frozen=True)
+class _Run:
+    """What every step of one :func:`compact` run needs."""
+
+    store: CompactedStore
+    compressor: zstandard.ZstdCompressor
+    level: int
+    inline_max: int
+    report: CompactReport
+    should_stop: Callable[[], bool]
+
+
+class _Stopped(Exception):
+    """``should_stop()`` said so in the middle of a content: it is left as it is."""
+
+
+def _settle(run: _Run, row: BlobRow) -> int:
     """Recompress one content and switch its row when that pays; its stored size after."""
-    report.contents += 1
-    report.bytes_before += row.stored_size
-    report.logical_bytes += row.size
+    report = run.report
     try:
-        after = _settled(store, row, compressor, level, inline_max, report)
+        after = _settled(run, row)
     except MissingBlob:
         after = None  # collected meanwhile
     except IntegrityError as e:
         report.damaged = [*(report.damaged or []), f"blob {row.key}: {e}"]
         after = None
+    report.contents += 1
+    report.bytes_before += row.stored_size
+    report.logical_bytes += row.size
     if after is None:
         report.bytes_after += row.stored_size
         return row.stored_size
@@ -229,30 +250,30 @@ def _settle(
     return after
 
 
-def _settled(
-    store: CompactedStore, row: BlobRow, compressor: zstandard.ZstdCompressor, level: int, inline_max: int, report: CompactReport
-) -> int | None:
+def _settled(run: _Run, row: BlobRow) -> int | None:
     """Steps 1-4 for one content: its new stored size, or None when it was left as it is."""
+    store = run.store
     most = _most(row, MIN_SAVING if row.codec is Codec.RAW else KEEP_SAVING)
     if row.data is not None:
-        frame = _recompressed(store, row, compressor, level, most)
-        if frame is None:
+        out = io.BytesIO()
+        if _recompressed_into(run, row, most, out) is None:
             return None
+        frame = out.getvalue()
         _verify(row, io.BytesIO(frame))
         return len(frame) if _switch(store, row, frame, len(frame), 0) else None
     staged = store.blobs.stage()
     try:
-        length = _recompressed_into(store, row, compressor, level, most, staged)
+        length = _recompressed_into(run, row, most, staged)
         if length is None:
             return None
         staged.finish()
         _verify(row, staged.open())
-        if length <= inline_max:
+        if length <= run.inline_max:
             with staged.open() as written:
                 inline = written.read()
             if not _switch(store, row, inline, length, 0):
                 return None
-            report.moved_inline += 1
+            run.report.moved_inline += 1
         else:
             new = _new_frame(row.frame)
             store.blobs.publish(staged, frame_name(row.key, new))
@@ -272,15 +293,6 @@ def _new_frame(old: int) -> int:
     return frame
 
 
-def _recompressed(
-    store: CompactedStore, row: BlobRow, compressor: zstandard.ZstdCompressor, level: int, most: int
-) -> bytes | None:
-    """The content of ``row`` as one zstd frame of at most ``most`` bytes, or None (it does not pay)."""
-    out = io.BytesIO()
-    length = _recompressed_into(store, row, compressor, level, most, out)
-    return None if length is None else out.getvalue()
-
-
 def _promising(row: BlobRow, sample: bytes, level: int) -> bool:
     """Whether ``level`` saves enough on a large content's first bytes to be tried on the whole.
 
@@ -293,9 +305,7 @@ def _promising(row: BlobRow, sample: bytes, level: int) -> bool:
     return packed <= len(zstd_compressor(DEFAULT_INGEST_LEVEL).compress(sample)) * (1 - KEEP_SAVING)
 
 
-def _recompressed_into(
-    store: CompactedStore, row: BlobRow, compressor: zstandard.ZstdCompressor, level: int, most: int, out: Writable
-) -> int | None:
+def _recompressed_into(run: _Run, row: BlobRow, most: int, out: Writable) -> int | None:
     """Write the content of ``row`` to ``out`` as one zstd frame; its length, or None past ``most`` bytes.
 
     The content is read verified, chunk by chunk; memory holds a chunk and the
@@ -304,11 +314,13 @@ def _recompressed_into(
     if most <= 0:
         return None
     length = 0
-    stream = compressor.compressobj(size=row.size)
-    with store.open_blob(row, f"blob {row.key}") as reader:
+    stream = run.compressor.compressobj(size=row.size)
+    with run.store.open_blob(row, f"blob {row.key}") as reader:
         for index, chunk in enumerate(reader.chunks()):
-            if index == 0 and row.size > 2 * SAMPLE_SIZE and not _promising(row, chunk[:SAMPLE_SIZE], level):
+            if index == 0 and row.size > 2 * SAMPLE_SIZE and not _promising(row, chunk[:SAMPLE_SIZE], run.level):
                 return None
+            if index > 0 and run.should_stop():
+                raise _Stopped()
             if piece := stream.compress(chunk):
                 out.write(piece)
                 length += len(piece)

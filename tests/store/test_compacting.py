@@ -14,6 +14,8 @@ from castore.maintenance import check
 from castore.metadata.rows import BlobRow
 from castore.store import Store
 
+from ..conftest import staging_leftovers
+
 
 def numbers(seed: int, lines: int) -> bytes:
     """Contest-like text: lines of integers, many repeated (level 19 saves 4-7 % over level 1 on it)."""
@@ -158,3 +160,15 @@ def test_a_frame_left_behind_is_an_orphan_that_repair_removes(store: Store) -> N
     assert report.orphan_files == 1 and report.orphan_files_removed == 1 and report.exit_code in (0, 1)
     assert frame_name(settled.key, settled.frame) not in store.blobs
     assert store.read_bytes("/again.in") == data and store.check() == []
+
+
+def test_should_stop_leaves_a_content_in_the_middle_as_it_was(store: Store) -> None:
+    data = numbers(6, 80_000)  # three chunks: asked again after the first
+    store.put("/huge.in", data, 1)
+    before = row(store, "/huge.in")
+    calls = iter([False, True])
+    report = store.compact(should_stop=lambda: next(calls, True))
+    assert (report.contents, report.settled, report.finished) == (0, 0, False)
+    assert row(store, "/huge.in") == before and staging_leftovers(store) == []
+    assert store.compact().settled == 1  # looked at again, from the start
+    assert store.read_bytes("/huge.in") == data
