@@ -118,7 +118,9 @@ deletions = Table(
 """A path deleted in castore while a Filetracker server's files were moving in.
 
 Versions of ``path`` on the old server up to ``version`` are dead: neither a live
-migration's fetch-on-miss nor an import may bring them back.
+migration's fetch-on-miss nor an import may bring them back. Retention: one row per path
+deleted while ``castore serve --migrate-from`` runs (a later delete of the path replaces
+it), kept until ``castore migrate finish`` drops them all.
 """
 
 tokens = Table(

@@ -614,6 +614,11 @@ class MetadataRepo:
         with self._reader.connect() as c:
             return c.execute(SELECT_DELETION, {"p": path}).scalar()
 
+    def forget_deletions(self) -> int:
+        """Drop every remembered deletion (``castore migrate finish``: the move is over); how many there were."""
+        with self._writer.begin() as c:
+            return int(c.execute(delete(deletions)).rowcount)
+
     def deletions(self, low: str, high: str) -> dict[str, int]:
         """Remembered deletions with ``low <= path < high``."""
         query = select(deletions.c.path, deletions.c.version).where(
