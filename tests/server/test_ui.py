@@ -8,6 +8,7 @@ tests/server/test_ui_browser.py.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -248,27 +249,32 @@ def test_under_a_url_prefix(tmp_path: Path) -> None:
         assert client.get("/ft/files/p/a%20b").content == b"x"
 
 
-def test_the_report_is_computed_once_per_interval_and_says_when(tmp_path: Path) -> None:
-    """Requests for one report within ui.REPORT_TTL share one computation, run once even when they
-    come together; after the interval it is computed again; the page says when it was computed."""
-    import asyncio
-    import threading
-
-    from starlette.applications import Starlette
-
+def _gated_reports(tmp_path: Path, folder: str) -> tuple[Store, list[tuple[str, int]], threading.Event]:
+    """A store with two groups below ``folder`` whose dedup reports are noted and wait for the gate."""
     store = Store.open(tmp_path / "s", create=True)
-    store.put("/r/a/1", b"shared", 1)
-    store.put("/r/b/1", b"shared", 1)
+    store.put(f"{folder}/a/1", b"shared", 1)
+    store.put(f"{folder}/b/1", b"shared", 1)
     computed: list[tuple[str, int]] = []
     gate = threading.Event()
     real = store.dedup_report
 
-    def counting(prefix: str = "/", *, depth: int = 1, top: int = 10) -> object:
+    def gated(prefix: str = "/", *, depth: int = 1, top: int = 10) -> object:
         computed.append((prefix, depth))
         assert gate.wait(10)
         return real(prefix, depth=depth, top=top)
 
-    store.dedup_report = counting  # type: ignore[method-assign]
+    store.dedup_report = gated  # type: ignore[method-assign]
+    return store, computed, gate
+
+
+def test_the_report_is_computed_once_per_interval_and_says_when(tmp_path: Path) -> None:
+    """Requests for one report within ui.REPORT_TTL share one computation, run once even when they
+    come together; after the interval it is computed again; the page says when it was computed."""
+    import asyncio
+
+    from starlette.applications import Starlette
+
+    store, computed, gate = _gated_reports(tmp_path, "/r")
     now = [1000.0]
     mount = ui.ui_mount(store, clock=lambda: now[0])
     reports = mount.routes[0].endpoint.__self__.reports  # type: ignore[attr-defined]
@@ -322,23 +328,10 @@ def test_the_report_of_the_whole_store_is_computed_in_the_background(tmp_path: P
     """The report of / (the whole store) is never computed on a request's path (#22): the first request
     says it is being computed, later ones show the last one computed and when; once per interval."""
     import asyncio
-    import threading
 
     from starlette.applications import Starlette
 
-    store = Store.open(tmp_path / "s", create=True)
-    store.put("/w/a/1", b"shared", 1)
-    store.put("/w/b/1", b"shared", 1)
-    computed: list[tuple[str, int]] = []
-    gate = threading.Event()
-    real = store.dedup_report
-
-    def blocking(prefix: str = "/", *, depth: int = 1, top: int = 10) -> object:
-        computed.append((prefix, depth))
-        assert gate.wait(10)
-        return real(prefix, depth=depth, top=top)
-
-    store.dedup_report = blocking  # type: ignore[method-assign]
+    store, computed, gate = _gated_reports(tmp_path, "/w")
     now = [1000.0]
     app = Starlette(routes=[ui.ui_mount(store, clock=lambda: now[0])])
 
