@@ -116,3 +116,14 @@ def test_postgresql_migration_counts_the_totals(postgres: PostgresCluster, tmp_p
         assert store.usage() == expected
         store.put("/after", b"more", version=1)
         assert store.usage() == store.metadata.recount_usage()
+
+
+def test_migrate_store_keeps_the_totals_of_the_copy(tmp_path: Path) -> None:
+    from castore.moving import copy_store
+
+    with open_store(tmp_path / "source", create=True) as source:
+        _fill(source)
+        copy_store(source, locate(tmp_path / "copy"))
+        with open_store(tmp_path / "copy") as copy:
+            assert copy.usage() == copy.metadata.recount_usage()
+            assert (copy.usage().files, copy.usage().versions) == (source.usage().files, source.usage().versions)
