@@ -127,3 +127,20 @@ def test_migrate_store_keeps_the_totals_of_the_copy(tmp_path: Path) -> None:
         with open_store(tmp_path / "copy") as copy:
             assert copy.usage() == copy.metadata.recount_usage()
             assert (copy.usage().files, copy.usage().versions) == (source.usage().files, source.usage().versions)
+
+
+@pytest.mark.backends("sqlite+file", "postgresql+file")
+def test_concurrent_writers_keep_the_totals(store: Store) -> None:
+    """Writers in several threads (on PostgreSQL: several connections, spread over the totals' rows)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def write(worker: int) -> None:
+        for i in range(25):
+            store.put(f"/c/{worker}/{i % 7}", b"shared %d" % (i % 3), version=i)  # shared contents, retention
+            if i % 5 == 4:
+                store.delete(f"/c/{worker}/{i % 7}")
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(write, range(4)))
+    store.collect_garbage()
+    assert store.usage() == store.metadata.recount_usage()
