@@ -13,6 +13,10 @@ Tables (see ``docs/design.md``, "Metadata schema"):
 * ``totals`` — the whole store's totals (what ``usage()`` shows), kept by triggers on
   ``paths``, ``versions`` and ``blobs`` inside every write transaction (revision 0007).
 
+``paths.blob_key`` and ``versions.blob_key`` are indexed (revision 0008): deleting a
+collected ``blobs`` row makes the database check both foreign keys, which scanned both
+tables for every blob freed without the index.
+
 Core ``Table`` objects rather than ORM declarative classes: nothing in castore maps rows
 to objects, and ``sqlalchemy.orm`` alone costs ~0.1 s of every server's and command's
 start-up.
@@ -91,7 +95,7 @@ paths = Table(
     metadata,
     Column("path", PathString, primary_key=True),
     Column("version", BigInteger, nullable=False),
-    Column("blob_key", ForeignKey("blobs.key"), nullable=False),
+    Column("blob_key", ForeignKey("blobs.key"), nullable=False, index=True),
     Column("nversions", Integer, nullable=False,
            doc="How many ``versions`` rows this path has (kept so retention costs no COUNT)."),
     sqlite_with_rowid=False,
@@ -103,7 +107,7 @@ versions = Table(
     metadata,
     Column("path", PathString, ForeignKey("paths.path"), primary_key=True),
     Column("version", BigInteger, primary_key=True),
-    Column("blob_key", ForeignKey("blobs.key"), nullable=False),
+    Column("blob_key", ForeignKey("blobs.key"), nullable=False, index=True),
     sqlite_with_rowid=False,
 )
 """One retained version of a path."""
