@@ -9,13 +9,13 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, func, select, text, update
 
 from ..codec import Codec
 from ..keys import BlobKey, frame_name, stored_name_key
 from ..names import child_range, parent_folders
 from .models import blobs, paths, versions
-from .rows import Acquired, BlobRow, Current, Reservation
+from .rows import Acquired, BlobRow, Current, Reservation, Usage
 from .statements import (
     DELETE_ALL_VERSIONS,
     DELETE_PATH,
@@ -38,6 +38,7 @@ from .statements import (
     in_the_way_statement,
     path_locks_statement,
 )
+from .totals import read_totals, recount, set_totals
 
 __all__ = ["CONFLICT_SQLSTATES", "WriteConflict", "WriteTxn", "file_blobs"]
 
@@ -266,6 +267,19 @@ class WriteTxn:
             return None
         self._c.execute(update(paths).where(paths.c.path == path).values(nversions=new))
         return int(old), int(new)
+
+    def totals_recounted(self) -> tuple[Usage, Usage]:
+        """Recount the store's totals and keep the recount: ``(kept before, recounted)``.
+
+        For ``castore check --repair``. On PostgreSQL ``totals`` is locked first: a writer
+        that changed rows the recount cannot see yet adds its change after this commit.
+        """
+        if self._raw is None:
+            self._c.execute(text("LOCK TABLE totals IN EXCLUSIVE MODE"))
+        kept, counted = read_totals(self._c), recount(self._c)
+        if kept != counted:
+            set_totals(self._c, counted)
+        return kept, counted
 
     def bulk_add_paths(self, rows: list[tuple[str, int]], key: BlobKey) -> None:
         """Add many new paths (``(path, version)``) naming one existing blob, in one go.

@@ -4,8 +4,8 @@
 name (``<key>.<frame>``) and switches the row to it in one transaction; 0, the default, is
 the frame a put wrote, under the key itself. Nothing else changes.
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-07
 """
 from __future__ import annotations
@@ -13,8 +13,10 @@ from __future__ import annotations
 from alembic import op
 import sqlalchemy as sa
 
-revision = '0007'
-down_revision = '0006'
+from castore.metadata.totals import install, uninstall
+
+revision = '0009'
+down_revision = '0008'
 branch_labels = None
 depends_on = None
 
@@ -24,5 +26,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    bind = op.get_bind()
+    if bind.dialect.name != "sqlite":
+        op.drop_column('blobs', 'frame')
+        return
+    # SQLite: batch mode copies blobs into a new table and renames it, which the totals'
+    # triggers (0007), naming blobs, would refuse; they are dropped and made again around it.
+    uninstall(bind)
     with op.batch_alter_table('blobs') as batch:
         batch.drop_column('frame')
+    install(bind)
