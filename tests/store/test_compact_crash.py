@@ -93,6 +93,7 @@ def test_sigkill_at_any_step_of_compact_leaves_a_clean_store(store_location: Loc
         killed += child.exitcode == -signal.SIGKILL
         with open_store(metadata=where[0], blobs=where[1]) as reopened:
             assert reopened.check() == [], f"round {round_}"
+            assert reopened.usage() == reopened.metadata.recount_usage(), f"round {round_}"
             for name, data in model.items():
                 assert reopened.read_bytes(name) == data, (round_, name)
     assert killed > rounds // 2
@@ -104,4 +105,5 @@ def test_sigkill_at_any_step_of_compact_leaves_a_clean_store(store_location: Loc
     repaired = check(store, verify_content=True, repair=True, grace=0)
     assert repaired.problems == [] or repaired.exit_code == 1
     assert _backend_names(store) == _needed_names(store)
-    assert store.check() == []
+    assert store.check() == [] and all(problem.kind != "totals" for problem in repaired.problems)
+    assert store.usage() == store.metadata.recount_usage()

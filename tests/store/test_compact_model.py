@@ -35,6 +35,11 @@ class CompactingModel(StoreModel):
             if blob.data is None:
                 assert self.store.blobs.stored_size(frame_name(blob.key, blob.frame)) == blob.stored_size
 
+    @invariant()
+    def totals_equal_a_recount(self) -> None:
+        """A switch changes stored_size and may move a content in or out of its row: the kept totals follow."""
+        assert self.store.usage() == self.store.metadata.recount_usage()
+
     def teardown(self) -> None:
         try:
             assert self.store.check() == []

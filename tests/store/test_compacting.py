@@ -68,8 +68,12 @@ def test_a_file_that_shrinks_enough_moves_inline_and_old_readers_finish(store: S
     entry = store.lookup("/big")
     assert entry.blob.data is None and len(data) > 131072 > entry.blob.stored_size
     early = store.open_entry(entry)  # holds the file open
+    totals = store.usage()
     report = store.compact()
     assert (report.settled, report.moved_inline) == (1, 1)
+    assert store.usage() == store.metadata.recount_usage()  # the totals follow the row out of the backend
+    assert store.usage().inline_blobs == totals.inline_blobs + 1
+    assert store.usage().stored_bytes == totals.stored_bytes - (report.bytes_before - report.bytes_after)
     assert row(store, "/big").data is not None
     assert store.blobs.__contains__(entry.blob.key) is False
     assert early.read() == data  # opened before: finishes with the old bytes
