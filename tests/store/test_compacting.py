@@ -167,7 +167,7 @@ def test_a_frame_left_behind_is_an_orphan_that_repair_removes(store: Store) -> N
 
 
 def test_should_stop_leaves_a_content_in_the_middle_as_it_was(store: Store) -> None:
-    data = numbers(6, 80_000)  # three chunks: asked again after the first
+    data = numbers(6, 80_000)  # several chunks: asked again after its first piece
     store.put("/huge.in", data, 1)
     before = row(store, "/huge.in")
     calls = iter([False, True])
