@@ -54,7 +54,7 @@ from .reading import BlobReader
 
 __all__ = [
     "CURSOR_SETTING", "DEFAULT_LEVEL", "KEEP_SAVING", "Backlog", "CompactOptions", "CompactReport", "CompactedStore", "backlog", "compact",
-    "keeps",
+    "keeps", "last_level",
 ]
 
 DEFAULT_LEVEL = 19
@@ -209,6 +209,13 @@ def compact(
 def backlog(store: CompactedStore, *, level: int = DEFAULT_LEVEL, min_age: float = 0.0) -> Backlog:
     """What :func:`compact` at ``level`` has still to look at (for a progress bar, and the server's page)."""
     return store.metadata.compact_backlog(_load_cursor(store.metadata, level), created_before=_created_before(store, min_age))
+
+
+def last_level(store: CompactedStore) -> int:
+    """The level the last run compacted at (:data:`DEFAULT_LEVEL` before any): what "settled" means now."""
+    value = store.metadata.settings().get(CURSOR_SETTING, "")
+    level = value.split(" ", 1)[0]
+    return int(level) if level.isdigit() and 1 <= int(level) <= 22 else DEFAULT_LEVEL
 
 
 def _created_before(store: CompactedStore, min_age: float) -> int:

@@ -139,3 +139,42 @@ def test_one_worker_at_a_time_leads() -> None:
             done.set()
             other.join(20)
         assert Activity(page.fileno()).lead()  # its lock went with it
+
+
+def test_the_landing_page_shows_how_much_is_settled(tmp_path: Path) -> None:
+    """Counted in the background (a scan of the contents not looked at yet), at most once per interval."""
+    import asyncio
+
+    from starlette.applications import Starlette
+
+    from castore.server import ui
+
+    store = Store.open(tmp_path / "s", create=True)
+    for i in range(4):
+        store.put(f"/settle/{i}.in", numbers(i, 400), 1)
+    now = [1000.0]
+    app = Starlette(routes=[ui.ui_mount(store, clock=lambda: now[0])])
+
+    async def settled(http: httpx.AsyncClient, wanted: str) -> str:
+        for _ in range(1000):  # until the background count is done
+            found = re.search(r'<dd id="settled">(.*?)</dd>', (await http.get("/ui/")).text, re.DOTALL)
+            assert found
+            if wanted in found.group(1):
+                return found.group(1)
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"{wanted!r} not in {found.group(1)!r}")
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http:
+            first = await settled(http, "0 % of the contents (0 of 4) looked at by")
+            assert "at zstd 19; 4 waiting" in first
+            store.compact(limit=3)
+            assert "(0 of 4)" in await settled(http, "of the contents")  # the last count, within the interval
+            now[0] += ui.REPORT_TTL + 1
+            assert "1 waiting" in await settled(http, "75 % of the contents (3 of 4)")
+            store.compact(level=22, limit=1)  # another level: settled means that level's now
+            now[0] += ui.REPORT_TTL + 1
+            assert "at zstd 22; 3 waiting" in await settled(http, "25 % of the contents (1 of 4)")
+
+    asyncio.run(scenario())
+    store.close()
