@@ -39,7 +39,7 @@ def test_ruff() -> None:
 # -- the map of the code (docs/design.md): layers depend one way, no import circle, small modules ------
 
 LAYERS = [
-    {"errors", "names", "keys", "digests", "codec", "content_coding", "sizes", "faults", "lazy", "reserve", "layout",
+    {"errors", "names", "keys", "digests", "codec", "content_coding", "sizes", "faults", "lazy", "reserve", "layout", "inherited",
      "protocol", "batch"},
     {"blobs", "metadata"},
     {"ingest", "reading", "creating", "preflight"},

@@ -33,15 +33,15 @@ import fcntl
 import logging
 import mmap
 import os
-import stat
 import struct
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..inherited import inherited_file, share_file
 
 if TYPE_CHECKING:
     from ..compacting import CompactedStore
@@ -62,24 +62,7 @@ REST_STEP = 0.05
 
 def share_idle() -> None:
     """In the master, before the workers fork: make the shared page (an unlinked file) they inherit."""
-    if IDLE_FD_VARIABLE not in os.environ:
-        fd, name = tempfile.mkstemp(prefix="castore-idle-")
-        os.unlink(name)
-        os.ftruncate(fd, mmap.PAGESIZE)
-        os.environ[IDLE_FD_VARIABLE] = str(fd)
-
-
-def _shared_fd() -> int | None:
-    value = os.environ.get(IDLE_FD_VARIABLE, "")
-    if not value.isdigit():
-        return None
-    try:
-        info = os.fstat(int(value))
-    except OSError:
-        return None
-    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 0 or info.st_size < _SIZE:
-        return None  # not the unlinked page (the variable came through an exec): this process alone
-    return int(value)
+    share_file(IDLE_FD_VARIABLE, prefix="castore-idle-", size=mmap.PAGESIZE)
 
 
 class Activity:
@@ -91,7 +74,7 @@ class Activity:
 
     def __init__(self, fd: int | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
-        self._fd = fd if fd is not None else _shared_fd()
+        self._fd = fd if fd is not None else inherited_file(IDLE_FD_VARIABLE, size=_SIZE)
         self._page = mmap.mmap(-1, _SIZE) if self._fd is None else mmap.mmap(self._fd, _SIZE, mmap.MAP_SHARED)
         self._leading = self._fd is None
 
