@@ -1,7 +1,8 @@
 """The queries of ``castore compact`` (:mod:`castore.compacting`): which contents it has still to look at.
 
 Contents are taken oldest first, in ``(created, key)`` order after a cursor (where the
-last run stopped); the switch of a row to a new frame is
+last run stopped), along the index ``ix_blobs_created_key`` (revision 0009): a batch costs
+the same however many contents the store holds; the switch of a row to a new frame is
 :meth:`castore.metadata.txn.WriteTxn.settle_frame`.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, literal, select, tuple_
 
 from .models import blobs
 from .rows import BlobRow
@@ -31,8 +32,8 @@ class Backlog:
 def _waiting(after: tuple[int, str] | None, created_before: int) -> list[Any]:
     """Live blobs with chunk digests, created before ``created_before``, after the cursor ``after``."""
     where = [blobs.c.refcount > 0, blobs.c.digests.is_not(None), blobs.c.created < created_before]
-    if after is not None:
-        where.append((blobs.c.created > after[0]) | ((blobs.c.created == after[0]) & (blobs.c.key > after[1])))
+    if after is not None:  # a row value: one seek in ix_blobs_created_key, not a scan from its start
+        where.append(tuple_(blobs.c.created, blobs.c.key) > tuple_(literal(after[0]), literal(after[1])))
     return where
 
 

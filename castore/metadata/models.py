@@ -31,6 +31,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -102,6 +103,7 @@ blobs = Table(
            doc="Which frame of the content the blob backend holds (revision 0009): 0 is the one a put "
                "wrote, under the key; ``castore compact`` writes another under ``<key>.<frame>`` "
                "(:func:`castore.keys.frame_name`). Ignored while the bytes are inline."),
+    Index("ix_blobs_created_key", "created", "key"),  # castore compact's order (revision 0009)
 )
 """One distinct content, stored once."""
 

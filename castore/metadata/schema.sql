@@ -22,6 +22,8 @@ CREATE TABLE blobs (
 	CONSTRAINT pk_blobs PRIMARY KEY ("key")
 );
 
+CREATE INDEX ix_blobs_created_key ON blobs (created, "key");
+
 CREATE TABLE deletions (
 	path VARCHAR(4096) NOT NULL, 
 	version BIGINT NOT NULL, 
