@@ -194,6 +194,8 @@ class IdleCompactor:
         """When a slice found nothing left: no other until some activity after it."""
 
     def start(self) -> None:
+        """Start the thread; the server's start counts as activity (a first slice waits ``idle`` seconds)."""
+        self.activity.touch()
         self._thread = threading.Thread(target=self._run, daemon=True, name="castore-idle-compact")
         self._thread.start()
 

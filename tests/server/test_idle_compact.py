@@ -178,3 +178,20 @@ def test_the_landing_page_shows_how_much_is_settled(tmp_path: Path) -> None:
 
     asyncio.run(scenario())
     store.close()
+
+
+def test_the_server_starting_counts_as_activity(tmp_path: Path) -> None:
+    """A fresh page says no request for ever: the first slice must still wait ``idle`` seconds."""
+    from castore.server.idle import IdleCompactor
+
+    now = [5000.0]
+    activity = Activity(clock=lambda: now[0])
+    assert activity.get("last") == 0
+    with Store.open(tmp_path / "s", create=True) as store:
+        compactor = IdleCompactor(store, activity, idle=3600, cpu=1.0, level=19)
+        compactor.start()
+        try:
+            assert activity.get("last") == 5000.0
+        finally:
+            compactor.close()
+    assert activity.get("slices") == 0
