@@ -28,7 +28,6 @@ def configure_sqlite(dbapi_connection: Any, *, read_only: bool = False) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     if not read_only:
-        cursor.execute("PRAGMA auto_vacuum = INCREMENTAL")  # takes effect on a new, empty file only (.space)
         cursor.execute("PRAGMA journal_mode = WAL")
     cursor.execute("PRAGMA synchronous = NORMAL")
     cursor.execute("PRAGMA foreign_keys = ON")
