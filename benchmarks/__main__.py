@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> Path:
             try:
                 result = system.run(src, years, scratch)
                 result.verified = verify(expected, scratch / "out")
-                if name.startswith("castore-embedded") or name == "filetracker":
+                if name.startswith(("castore-embedded", "castore-compacted")) or name == "filetracker":
                     breakdowns[name] = breakdown(name, scratch / "data", corpus, src)
             except Exception as e:  # noqa: BLE001 -- one broken system must not hide the others
                 traceback.print_exc()

@@ -79,11 +79,12 @@ def breakdown(system: str, data: Path, corpus: Corpus, src: Path) -> dict[str, A
     if system.startswith("castore"):
         from castore import Store
         from castore.blobs.fs import key_to_relpath
+        from castore.keys import frame_name
 
         with Store.open(data) as store:
             for recipe, (_, path) in _representatives(corpus).items():
                 info = store.stat(path)
-                blob_file = data / "blobs" / key_to_relpath(info.key)
+                blob_file = data / "blobs" / key_to_relpath(frame_name(info.key, store.lookup(path).blob.frame))
                 allocated = blob_file.stat().st_blocks * 512 if blob_file.exists() else 0
                 row = parts.setdefault(recipe.part, [0, 0, 0, 0])
                 row[0] += 1

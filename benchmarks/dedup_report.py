@@ -253,7 +253,7 @@ def plots(data: dict[str, Any], out: Path) -> list[Path]:
     rows = figures(data)
     names = [r["system"] for r in rows]
     colors = {n: plt.get_cmap("tab10")(i) for i, n in enumerate(
-        ["castore-embedded", "castore-http", "filetracker", "cp", "tar-zstd", "restic", "borg"])}
+        ["castore-embedded", "castore-http", "filetracker", "cp", "tar-zstd", "restic", "borg", "castore-compacted"])}
     written = []
     logical = data["corpus"]["logical_bytes"] / MiB
     scale = data["scale"]
@@ -393,6 +393,53 @@ def other_levels(data: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def after_compact(data: dict[str, Any]) -> list[str]:
+    """castore-compacted against castore-embedded, restic and borg; before/after compact per part (issue #23)."""
+    f = _by_name(data)
+    result = next((r for r in data["results"] if r["system"] == "castore-compacted" and not r["skipped"]), None)
+    if result is None or not result.get("compact"):
+        return []
+    c = result["compact"]
+    after = f["castore-compacted"]
+    logical = data["corpus"]["logical_bytes"]
+    intro = ("castore-compacted ingests as castore-embedded does (zstd level 1), then runs `castore compact` "
+             "(zstd 19) once after the last year, timed apart; its disk is the store's after compact and its "
+             "read-back reads the compacted store.")
+    settled = (f"- compact: {c['settled']:,} of {c['contents']:,} contents settled ({c['moved_inline']:,} moved "
+               f"inline), stored {c['bytes_before'] / MiB:,.1f} -> {c['bytes_after'] / MiB:,.1f} MiB "
+               f"({(c['bytes_after'] / c['bytes_before'] - 1) * 100:+.1f} %), disk {c['disk_before'] / MiB:,.1f} -> "
+               f"{c['disk_after'] / MiB:,.1f} MiB")
+    timing = (f"- compact time: {c['seconds']:,.1f} s wall, {c['cpu_seconds']:,.1f} s CPU: "
+              f"{c['logical_bytes'] / MB / max(c['cpu_seconds'], 1e-9):,.2f} MB/s of logical content per core "
+              f"(each distinct content once); the worker's peak RSS (ingest, compact and read) "
+              f"{after['rss'] / MiB:,.0f} MiB")
+    lines = ["## castore after `castore compact` (issue #23)", "", intro, "", settled, timing]
+    base = f.get("castore-embedded")
+    if base:
+        lines.append(f"- ingest {after['ingest_mbs']:,.1f} MB/s (castore-embedded: {base['ingest_mbs']:,.1f}); "
+                     f"read after compact {after['read_mbs']:,.1f} MB/s (castore-embedded, not compacted: "
+                     f"{base['read_mbs']:,.1f}, {(after['read_mbs'] / base['read_mbs'] - 1) * 100:+.0f} %)")
+    peers = {n: f[n]["disk"] for n in ("restic", "borg") if n in f}
+    if peers:
+        best = min(peers, key=lambda n: peers[n])
+        lines.append(f"- against the smaller of restic and borg ({best}, {peers[best] / MiB:,.1f} MiB): "
+                     f"**{after['disk'] / peers[best]:.3f}x** (before compact "
+                     f"{c['disk_before'] / peers[best]:.3f}x; target ≤ 1.0x, stretch ≤ 0.95x)")
+    lines.append(f"- logical / disk: {logical / after['disk']:.2f}")
+    b = data.get("breakdowns", {})
+    if "castore-embedded" in b and "castore-compacted" in b:
+        lines += ["", "Stored MiB per part of the corpus, before and after compact (each distinct content once):", "",
+                  "| part | distinct | before compact | after compact | change |", "|---|---:|---:|---:|---:|"]
+        for part, row in sorted(b["castore-embedded"]["parts"].items(), key=lambda kv: -kv[1][1]):
+            new = b["castore-compacted"]["parts"].get(part, row)
+            lines.append(f"| {part} | {row[0]:,} | {row[2] / MiB:,.2f} | {new[2] / MiB:,.2f} | "
+                         f"{(new[2] / row[2] - 1) * 100 if row[2] else 0:+.1f} % |")
+        cats = b["castore-compacted"]["categories"]
+        lines += ["", "castore-compacted's disk by category (allocated MiB): "
+                  + ", ".join(f"{name} {row[2] / MiB:,.1f}" for name, row in sorted(cats.items()))]
+    return [*lines, ""]
+
+
 def corpus_parts(data: dict[str, Any]) -> list[str]:
     """The corpus by part: how much each repeats (a table), when the run recorded it."""
     parts = data["corpus"].get("by_part")
@@ -472,6 +519,7 @@ def write_report(data: dict[str, Any], out: Path) -> Path:
         "",
         *against_filetracker(data),
         *other_levels(data),
+        *after_compact(data),
         "## Where sub-file dedup (restic, borg) saves more than castore",
         "",
         *subfile(data),

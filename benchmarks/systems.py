@@ -55,6 +55,8 @@ class Result:
     blobs: int | None = None
     verified: str = ""
     note: str = ""
+    compact: dict[str, Any] | None = None
+    """castore-compacted: ``castore compact``'s report and the disk before it (timed apart from ingest)."""
 
     @property
     def disk(self) -> int:
@@ -187,7 +189,7 @@ def worker(spec: dict[str, Any]) -> None:
     for year in spec["years"]:
         files = sorted(p for p in (src / year).rglob("*") if p.is_file())
         start = time.perf_counter()
-        if system.startswith("castore-embedded"):
+        if system.startswith(("castore-embedded", "castore-compacted")):
             with Store.open(data) as store:
                 for i, f in enumerate(files):
                     name = "/" + str(f.relative_to(src / year))
@@ -205,10 +207,13 @@ def worker(spec: dict[str, Any]) -> None:
         result["disk"].append(du(data))
         print(f"  [{system}] {year}: {len(files):,} files in {time.perf_counter() - start:.1f} s",
               file=sys.stderr, flush=True)
+    if spec.get("compact"):
+        result["compact"] = _compact(data, system)
+        result["disk"][-1] = du(data)  # the last year's disk is the store's after compact
     start = time.perf_counter()
     if not spec["read_back"]:
         pass
-    elif system.startswith("castore-embedded"):
+    elif system.startswith(("castore-embedded", "castore-compacted")):
         with Store.open(data) as store:
             for name, rel in names:
                 target = out / rel
@@ -229,6 +234,19 @@ def worker(spec: dict[str, Any]) -> None:
             usage = store.usage()
         result["blobs"], result["unique_bytes"] = usage.blobs, usage.blob_bytes
     Path(spec["result"]).write_text(json.dumps(result))
+
+
+def _compact(data: Path, system: str) -> dict[str, Any]:
+    """``castore compact`` on the store at ``data`` after the ingest: its report, the disk before and after."""
+    from castore import Store
+
+    before = du(data)
+    with Store.open(data) as store:
+        report = store.compact()
+    after = du(data)
+    print(f"  [{system}] compact: {report.settled:,} of {report.contents:,} contents settled, "
+          f"{report.seconds:.1f} s, disk {before / 2**20:,.1f} -> {after / 2**20:,.1f} MiB", file=sys.stderr, flush=True)
+    return {**report.as_dict(), "disk_before": before, "disk_after": after}
 
 
 # -- the systems ---------------------------------------------------------------------------
@@ -258,16 +276,26 @@ class CastoreEmbedded(System):
     def version(self) -> str:
         return castore_version()
 
+    compact = False
+    """Run ``castore compact`` after the ingest (castore-compacted)."""
+
     def run(self, src: Path, years: list[str], work: Path, read_back: bool = True) -> Result:
         from castore import open_store
 
         data, out = work / "data", work / "out"
         open_store(data, create=True, zstd_level=self.level).close()  # None: castore's default level
         r, rss = run_worker({"system": self.name, "src": str(src), "data": str(data), "out": str(out),
-                             "years": years, "read_back": read_back}, work)
+                             "years": years, "read_back": read_back, "compact": self.compact}, work)
         return Result(self.name, self.version(), disk_per_year=r["disk"], ingest_seconds=r["ingest"],
                       read_seconds=r["read"], peak_rss=rss, rss_of="the process", blobs=r["blobs"],
-                      unique_bytes=r["unique_bytes"])
+                      unique_bytes=r["unique_bytes"], compact=r.get("compact"))
+
+
+class CastoreCompacted(CastoreEmbedded):
+    name = "castore-compacted"
+    description = ("castore embedded, then castore compact (zstd 19) after the last year; compact timed apart, "
+                   "its disk after compact, read back after it")
+    compact = True
 
 
 class CastoreHttp(System):
@@ -451,7 +479,7 @@ class Borg(System):
 
 
 SYSTEMS: dict[str, type[System]] = {s.name: s for s in (
-    CastoreEmbedded, CastoreHttp, Filetracker, Copy, TarZstd, Restic, Borg)}
+    CastoreEmbedded, CastoreCompacted, CastoreHttp, Filetracker, Copy, TarZstd, Restic, Borg)}
 LEVEL_PREFIX = "castore-embedded-zstd"
 """``castore-embedded-zstdN``: castore embedded on a store created with zstd level N."""
 

@@ -109,6 +109,7 @@ def create_database(database: Path, settings: Mapping[str, int]) -> bool:
         connection = sqlite3.connect(made, isolation_level=None)
         try:
             connection.execute("PRAGMA synchronous = FULL")
+            connection.execute("PRAGMA auto_vacuum = INCREMENTAL")  # free pages given back (metadata/space.py)
             connection.executescript(f"BEGIN;\n{script}\nCOMMIT;")
             connection.executemany("INSERT INTO settings (name, value) VALUES (?, ?)", sorted(rows.items()))
             connection.execute("PRAGMA journal_mode = WAL")  # as castore.metadata.engine sets it on every open

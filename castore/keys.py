@@ -32,9 +32,12 @@ __all__ = [
     "KeyState",
     "check_key",
     "etag",
+    "frame_name",
+    "is_stored_name",
     "is_valid_key",
     "new_seed",
     "probe_keys",
+    "stored_name_key",
     "xxh3_key",
 ]
 
@@ -67,6 +70,32 @@ def xxh3_key(seed: int) -> KeyState:
 def is_valid_key(key: object) -> bool:
     """True when ``key`` has the form of a blob key."""
     return isinstance(key, str) and _KEY.fullmatch(key) is not None
+
+
+_FRAME_NAME = re.compile(r"([0-9a-f]{32})\.([1-9][0-9]{0,9})")
+
+
+def frame_name(key: BlobKey, frame: int) -> BlobKey:
+    """The blob backend's name for frame ``frame`` of ``key``'s content: the key itself for 0.
+
+    A content recompressed by ``castore compact`` gets a new name (``<key>.<frame>``, the
+    row's ``frame``), so that its row can switch to the new bytes in one transaction while
+    the old file stays readable under the old name (``docs/design.md``, "Compaction").
+    """
+    return key if frame == 0 else BlobKey(f"{key}.{frame}")
+
+
+def stored_name_key(name: object) -> tuple[BlobKey, int] | None:
+    """``(key, frame)`` of a name :func:`frame_name` makes; None for anything else."""
+    if is_valid_key(name):
+        return BlobKey(str(name)), 0
+    match = _FRAME_NAME.fullmatch(name) if isinstance(name, str) else None
+    return None if match is None else (BlobKey(match.group(1)), int(match.group(2)))
+
+
+def is_stored_name(name: object) -> bool:
+    """True for a name a blob backend may hold: a key, or a key's later frame (:func:`frame_name`)."""
+    return stored_name_key(name) is not None
 
 
 def check_key(key: object) -> BlobKey:

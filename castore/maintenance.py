@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import MissingBlob
-from .keys import BlobKey
+from .keys import BlobKey, frame_name
 from .metadata.rows import BlobState
 from .names import versioned_name
 from .sizes import IO_BUFFER
@@ -351,7 +351,7 @@ class _Checker:
                 return
         else:
             try:
-                size = self.store.blobs.stored_size(blob.key)
+                size = self.store.blobs.stored_size(frame_name(blob.key, blob.row.frame))
             except MissingBlob:
                 if self._still_referenced(blob.key):
                     self._lose(blob, "missing", "its bytes are missing from the blob backend")

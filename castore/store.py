@@ -26,10 +26,11 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Self
+from typing import Any, BinaryIO, Self, Unpack
 
-from . import maintenance
+from . import compacting, maintenance
 from .blobs.base import BlobBackend
+from .compacting import CompactOptions, CompactReport
 from .digests import content_digest
 from .errors import (
     IntegrityError,
@@ -43,7 +44,7 @@ from .errors import (
 )
 from .faults import faults_named, is_disk_full
 from .ingest import Ingest, Source
-from .keys import BlobKey, Hasher, KeyFunction, etag, xxh3_key
+from .keys import BlobKey, Hasher, KeyFunction, etag, frame_name, xxh3_key
 from .layout import BLOBS_DIR, DEFAULT_INLINE_MAX, DEFAULT_RETENTION, METADATA_FILE, SETTINGS
 from .location import Parts, open_parts
 from .metadata.repo import MetadataRepo
@@ -98,6 +99,8 @@ class GcReport:
     blobs: int
     stored_bytes: int
     staging_files: int
+    metadata_bytes_reclaimed: int = 0
+    """Free pages of the metadata file given back to the filesystem (``castore/metadata/space.py``)."""
 
 
 @dataclass(frozen=True)
@@ -420,6 +423,25 @@ class Store(PutSteps):
         """Logical bytes (current and retained), stored bytes, blob counts, dedup ratio."""
         return self.metadata.usage()
 
+    def overhead(self) -> dict[str, int | None]:
+        """What the store takes on disk beyond its stored bytes, in bytes (``castore du``).
+
+        ``tables``: the metadata file less the inline contents and free pages (paths,
+        versions, indexes, page fill; None off SQLite); ``free_pages``: free pages of the
+        file (None off SQLite), ``incremental``: 1 when they are given back after compact
+        and gc; ``file_slack``: blob files rounded up to 4 KiB blocks (an estimate);
+        ``reserve``: the space reserve file; ``total``: their sum.
+        """
+        space = self.metadata.space()
+        tables = None
+        if space.database_bytes is not None and space.free_bytes is not None:
+            tables = space.database_bytes - space.free_bytes - space.inline_bytes
+        reserve = self.reserve.size if self.reserve is not None else 0
+        parts = (tables or 0, space.free_bytes or 0, space.file_slack_bytes, reserve)
+        return {"tables": tables, "free_pages": space.free_bytes,
+                "incremental": None if space.incremental is None else int(space.incremental),
+                "file_slack": space.file_slack_bytes, "reserve": reserve, "total": sum(parts)}
+
     def dedup_report(self, prefix: str = "/", *, depth: int = 1, top: int = 10) -> DedupReport:
         """Which groups below folder ``prefix`` share which stored bytes.
 
@@ -457,7 +479,7 @@ class Store(PutSteps):
             if found < batch:
                 break
         staging = self.blobs.sweep_staging(self.clock() - staging_grace)
-        return GcReport(removed, freed, staging)
+        return GcReport(removed, freed, staging, self.metadata.reclaim_free_pages())
 
     def add_missing_digests(self, *, batch: int = 100) -> DigestReport:
         """Verify every live blob that has no chunk digests yet (written before 0002) and record them.
@@ -482,17 +504,27 @@ class Store(PutSteps):
         removed = freed = 0
         with self.metadata.write() as txn:
             candidates = txn.unreferenced_blobs(batch, int(self.clock()))
-            for key, inline, stored_size in candidates:
+            for key, inline, stored_size, frame in candidates:
                 # The row goes first: a file is deleted only once the database agreed
                 # (still unreferenced, no lease); if the commit then fails, a row at 0
                 # without its file is allowed (a reviving put leases it and publishes).
                 if not txn.forget_blob(key):
                     continue
                 if not inline:
-                    self.blobs.delete(key)
+                    self.blobs.delete(frame_name(key, frame))
                 removed += 1
                 freed += stored_size
         return (removed, freed), len(candidates)
+
+    def compact(self, **options: Unpack[CompactOptions]) -> CompactReport:
+        """Recompress stored contents at a higher zstd level where it pays, oldest first (:func:`castore.compacting.compact`).
+
+        Safe while other processes read, put, delete and collect; continues where the last
+        run stopped. ``level`` (19), ``min_age`` (seconds: fresh contents are left alone),
+        ``limit`` (contents) and ``budget`` (seconds) cut it into slices.
+        """
+        self._check_writable()
+        return compacting.compact(self, **options)
 
     def check(self) -> builtins.list[str]:
         """Verify every referenced blob's content and the reference counts; return the problems.
@@ -532,15 +564,28 @@ class Store(PutSteps):
 
     def _stored_bytes(self, blob: BlobRow) -> BinaryIO:
         """The stored bytes of a blob: its inline row data, or its backend file."""
-        return io.BytesIO(blob.data) if blob.data is not None else self.blobs.open(blob.key)
+        return io.BytesIO(blob.data) if blob.data is not None else self.blobs.open(frame_name(blob.key, blob.frame))
 
     def _reader(self, entry: Entry) -> BlobReader:
         return self.open_blob(entry.blob, versioned_name(entry.path, entry.version), entry.version)
 
     def open_blob(self, blob: BlobRow, name: str, version: int = 0) -> BlobReader:
-        """A verifying reader of one blob row's content (``name`` is for error messages)."""
+        """A verifying reader of one blob row's content (``name`` is for error messages).
+
+        A file missing because ``castore compact`` switched the content to another frame
+        after ``blob`` was read is read as the row is now (same content: same chunk digests).
+        """
+        try:
+            stored = self._stored_bytes(blob)
+        except MissingBlob:
+            now = self.metadata.dedup_candidate(blob.key)
+            if now is None or (now.blob.size, now.blob.digests) != (blob.size, blob.digests) or (
+                now.blob.frame, now.blob.data is None) == (blob.frame, True):
+                raise
+            blob = now.blob
+            stored = self._stored_bytes(blob)
         return BlobReader(
-            self._stored_bytes(blob),
+            stored,
             codec=blob.codec,
             key=blob.key,
             size=blob.size,
@@ -549,7 +594,7 @@ class Store(PutSteps):
             name=name,
             version=version,
             key_hasher=lambda: Hasher(self.seed, self.key_function),
-            refetch=None if blob.data is not None else lambda: self._refetch(blob.key),
+            refetch=None if blob.data is not None else lambda: self._refetch(frame_name(blob.key, blob.frame)),
         )
 
     def _refetch(self, key: BlobKey) -> BinaryIO | None:

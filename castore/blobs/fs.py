@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import MissingBlob, ReadOnlyStore
-from ..keys import BlobKey, is_valid_key
+from ..keys import BlobKey, is_stored_name
 from .base import BlobBackend, StagedBlob
 
 __all__ = ["FileBlobBackend", "key_to_relpath"]
@@ -181,7 +181,7 @@ class FileBlobBackend(BlobBackend):
             raise MissingBlob(f"blob {key} is missing from {self.directory}") from None
 
     def __contains__(self, key: object) -> bool:
-        return is_valid_key(key) and self.path_of(key).is_file()  # type: ignore[arg-type]
+        return is_stored_name(key) and self.path_of(key).is_file()  # type: ignore[arg-type]
 
     def __iter__(self) -> Iterator[BlobKey]:
         for first in sorted(os.listdir(self.directory)):
@@ -189,7 +189,7 @@ class FileBlobBackend(BlobBackend):
                 continue
             for second in sorted(os.listdir(self.directory / first)):
                 for name in os.listdir(self.directory / first / second):
-                    if is_valid_key(name):
+                    if is_stored_name(name):
                         yield BlobKey(name)
 
     def sweep_staging(self, older_than: float) -> int:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..errors import BlobsUnusable, MissingBlob
-from ..keys import BlobKey, is_valid_key
+from ..keys import BlobKey, is_stored_name
 from ..sizes import parse_size
 from .base import BlobBackend, StagedBlob
 from .fs import key_to_relpath
@@ -355,7 +355,7 @@ class S3BlobBackend(BlobBackend):
         return float(self._head(key)["LastModified"].timestamp())
 
     def __contains__(self, key: object) -> bool:
-        if not is_valid_key(key):
+        if not is_stored_name(key):
             return False
         try:
             self.stored_size(key)  # type: ignore[arg-type]
@@ -368,7 +368,7 @@ class S3BlobBackend(BlobBackend):
         for page in pages:
             for item in page.get("Contents", []):
                 name = item["Key"].rsplit("/", 1)[-1]
-                if is_valid_key(name):
+                if is_stored_name(name):
                     yield BlobKey(name)
 
     def close(self) -> None:
@@ -387,7 +387,7 @@ class _ReadCache:
         self.limit = limit
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._used = sum(p.stat().st_size for p in self.directory.glob("*") if is_valid_key(p.name))
+        self._used = sum(p.stat().st_size for p in self.directory.glob("*") if is_stored_name(p.name))
 
     def would_keep(self, size: int) -> bool:
         return size <= self.limit // 4
@@ -435,7 +435,7 @@ class _ReadCache:
         """Remove the least recently used blobs until the cache is at 3/4 of its limit."""
         entries = []
         for entry in os.scandir(self.directory):
-            if is_valid_key(entry.name):
+            if is_stored_name(entry.name):
                 try:
                     stat = entry.stat()
                 except FileNotFoundError:

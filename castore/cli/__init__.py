@@ -50,7 +50,7 @@ from typing import Any, NoReturn
 import click
 from click.core import ParameterSource
 
-from . import admin, files, migrate, serve
+from . import admin, compact, files, migrate, serve
 from .common import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, CliError, Context, errors_as_exit_codes, message_for
 
 __all__ = ["cli", "main"]
@@ -155,7 +155,7 @@ def cli(ctx: click.Context, root: Path, url: str | None, ca_bundle: str | None, 
                       ca_bundle=ca_bundle or None)
 
 
-for _command in (*files.COMMANDS, *admin.COMMANDS, *serve.COMMANDS, *migrate.COMMANDS):
+for _command in (*files.COMMANDS, *admin.COMMANDS, *compact.COMMANDS, *serve.COMMANDS, *migrate.COMMANDS):
     cli.add_command(_command)
 
 

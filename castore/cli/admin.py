@@ -234,8 +234,10 @@ def du(c: Context, prefix: str | None, depth: int | None, sort: str, top: int, a
 
 
 def _du_totals(c: Context) -> None:
-    usage = c.store().usage()
-    data = {**asdict(usage), "dedup_ratio": round(usage.dedup_ratio, 4)}
+    store = c.store()
+    usage = store.usage()
+    overhead = store.overhead()
+    data = {**asdict(usage), "dedup_ratio": round(usage.dedup_ratio, 4), "overhead": overhead}
     text = "\n".join(
         [
             f"files:          {usage.files} ({usage.versions} versions retained)",
@@ -244,9 +246,22 @@ def _du_totals(c: Context) -> None:
             f"stored bytes:   {format_size(usage.stored_bytes)}",
             f"dedup ratio:    {usage.dedup_ratio:.2f}x (retained / stored)",
             f"collectable:    {usage.unreferenced_blobs} blobs (castore gc)",
+            _overhead_text(overhead),
         ]
     )
     c.emit(data, text)
+
+
+def _overhead_text(overhead: dict[str, int | None]) -> str:
+    """One line: what the store takes beyond its stored bytes, and of what."""
+    parts = [f"metadata tables and indexes {format_size(overhead['tables'] or 0)}"] if overhead["tables"] is not None else []
+    if overhead["free_pages"] is not None:
+        parts.append(f"free pages {format_size(overhead['free_pages'])}"
+                     + ("" if overhead["incremental"] else " (kept: run castore compact --vacuum once)"))
+    parts.append(f"blob files' last blocks ~{format_size(overhead['file_slack'] or 0)}")
+    if overhead["reserve"]:
+        parts.append(f"space reserve {format_size(overhead['reserve'])}")
+    return f"overhead:       {format_size(overhead['total'] or 0)} ({', '.join(parts)})"
 
 
 def _group_json(group: GroupUsage) -> dict[str, Any]:

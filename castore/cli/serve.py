@@ -68,12 +68,20 @@ __all__ = ["COMMANDS"]
 @click.option("--verify-first", default="auto", show_default=True, type=click.Choice(["auto", "always", "never"]),
               help="Verify a whole file before its headers go out: auto = for clients that cannot take a "
                    "cut body (no zstd), so they get a 500 rather than a truncated file.")
+@click.option("--compact-when-idle", is_flag=True,
+              help="Recompress stored contents at zstd 19 (as castore compact) in slices while no request comes; "
+                   "a request stops a slice at once. Off by default.")
+@click.option("--compact-idle", default=60.0, show_default=True, type=click.FloatRange(min=0), metavar="SECONDS",
+              help="--compact-when-idle: seconds without a request (/health and /metrics aside) before a slice starts.")
+@click.option("--compact-cpu", default=0.5, show_default=True, type=click.FloatRange(min=0, max=1, min_open=True),
+              metavar="SHARE", help="--compact-when-idle: the share of one core a slice may use (0.25: a quarter).")
 @pass_context
 def serve(c: Context, host: str, allowed_hosts: tuple[str, ...], port: int, workers: str, prefix: str,
           fallback_url: str | None, migrate_from: str | None, migrate_timeout: float, migrate_deadline: float,
           migrate_fetches: int, migrate_queue: int, gzip: bool, create: bool, create_bucket: bool, log_level: str,
           header_timeout: float, body_timeout: float, max_upload_size: str | None, max_zstd_window: str,
-          read_only: bool, verify_first: str, tls_cert: str | None, tls_key: str | None) -> None:
+          read_only: bool, verify_first: str, tls_cert: str | None, tls_key: str | None, compact_when_idle: bool,
+          compact_idle: float, compact_cpu: float) -> None:
     """Serve the store at --root over HTTP, Filetracker v2 protocol, until SIGTERM or Ctrl-C.
 
     A missing store is an error (exit 5) unless --init is given, so that a mistyped
@@ -83,6 +91,8 @@ def serve(c: Context, host: str, allowed_hosts: tuple[str, ...], port: int, work
     and whether requests need an access token (castore token --help). Idle and slow
     clients hold no worker thread (bodies are received on the event loop); a store on a
     read-only filesystem is served read-only.
+    With --compact-when-idle it settles stored contents at zstd 19 while it has nothing
+    else to do (see castore compact --help), in slices that a request stops at once.
     With --tls-cert and --tls-key it serves HTTPS (https:// on the start line); a missing,
     unreadable or mismatched file is one line at start-up (exit 7 unreadable, 2 unusable).
 
@@ -106,6 +116,8 @@ def serve(c: Context, host: str, allowed_hosts: tuple[str, ...], port: int, work
         os.environ["CASTORE_CA_BUNDLE"] = os.path.abspath(c.ca_bundle)  # the workers' client of the old server
     if migrate_from is not None and read_only:
         fail("--migrate-from moves files in: it cannot go with --read-only", EXIT_USAGE)
+    if compact_when_idle and read_only:
+        fail("--compact-when-idle rewrites stored contents: it cannot go with --read-only", EXIT_USAGE)
     sizes = {}
     for option, text in (("--max-upload-size", max_upload_size), ("--max-zstd-window", max_zstd_window)):
         try:
@@ -160,7 +172,8 @@ def serve(c: Context, host: str, allowed_hosts: tuple[str, ...], port: int, work
         limits=limits, header_timeout=header_timeout,
         allowed_hosts=tuple(hosts if hosts is not None else default_allowed_hosts(host, sock.getsockname()[0])),
         token_cache_seconds=token_cache_seconds(os.environ), migrate_from=migrate_from,
-        migration_limits=migration_limits)
+        migration_limits=migration_limits, compact_when_idle=compact_when_idle, compact_idle=compact_idle,
+        compact_cpu=compact_cpu)
     run_server(config, host=host, port=port, workers=count, log_level=log_level, sock=sock, early_version=not closed,
                tls=tls)
 

@@ -32,7 +32,7 @@ __all__ = [
     "upgrade_schema",
 ]
 
-SCHEMA_REVISION = "0008"
+SCHEMA_REVISION = "0009"
 """The Alembic head revision this code is written for."""
 
 ADVISORY_LOCK_KEY = 0x6361_7374_6F72_65  # "castore": one bigint, the same in every process
@@ -152,6 +152,7 @@ def _create_current_schema(connection: Connection) -> None:
     from .models import metadata
     from .totals import install
 
+    connection.exec_driver_sql("PRAGMA auto_vacuum = INCREMENTAL")  # before the first table (metadata/space.py)
     metadata.create_all(connection)
     install(connection)
     stamp = Table("alembic_version", MetaData(), Column("version_num", String(32), nullable=False),

@@ -27,7 +27,19 @@ Changing anything here needs a new Alembic revision, a bump of
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, ForeignKey, Integer, LargeBinary, MetaData, String, Table, Text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
 
 __all__ = [
     "PATH_LENGTH",
@@ -87,6 +99,11 @@ blobs = Table(
     Column("pending_until", BigInteger, nullable=True,
            doc="Unix time until which a put may be uploading these bytes (revision 0006): garbage "
                "collection leaves a row at refcount 0 alone before then (``docs/design.md``, \"Publishing\")."),
+    Column("frame", Integer, nullable=False, server_default=text("0"),
+           doc="Which frame of the content the blob backend holds (revision 0009): 0 is the one a put "
+               "wrote, under the key; ``castore compact`` writes another under ``<key>.<frame>`` "
+               "(:func:`castore.keys.frame_name`). Ignored while the bytes are inline."),
+    Index("ix_blobs_created_key", "created", "key"),  # castore compact's order (revision 0009)
 )
 """One distinct content, stored once."""
 

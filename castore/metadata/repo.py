@@ -29,12 +29,15 @@ from ..codec import Codec
 from ..errors import WouldWait
 from ..keys import BlobKey
 from ..layout import ACCESS_CLOSED, ACCESS_OPEN, ACCESS_SETTING, access_closed
+from . import compaction
 from .checkpoint import Checkpointer
+from .compaction import Backlog
 from .engine import make_engines
 from .migrate import check_schema
 from .models import blobs, deletions, paths, settings, tokens, versions
 from .report import DedupReport, dedup_report
 from .rows import BlobRow, BlobState, Child, Counts, DedupCandidate, Entry, TokenRow, Usage
+from .space import MetadataSpace, make_incremental, reclaim, space
 from .sqlite import SqliteReads, WriteTurn, busy_timeout_off, driver_connection, is_busy
 from .statements import (
     BLOB_COLUMNS,
@@ -320,7 +323,7 @@ class MetadataRepo:
             row = self._read_first(SELECT_CURRENT_ENTRY, {"p": path})
         else:
             row = self._read_first(SELECT_VERSION_ENTRY, {"p": path, "v": version})
-        return None if row is None else Entry(row[0], row[1], blob_tuple(row[2:8]))
+        return None if row is None else Entry(row[0], row[1], blob_tuple(row[2:9]))
 
     def current_version(self, path: str) -> int | None:
         row = self._read_first(SELECT_CURRENT_VERSION, {"p": path})
@@ -329,12 +332,37 @@ class MetadataRepo:
     def dedup_candidate(self, key: BlobKey) -> DedupCandidate | None:
         """The row of ``key`` (with inline bytes, refcount and creation time), or None."""
         row = self._read_first(SELECT_BLOB_STATE, {"k": key})
-        return None if row is None else DedupCandidate(blob_tuple(row[:6]), row[6], row[7])
+        return None if row is None else DedupCandidate(blob_tuple(row[:7]), row[7], row[8])
 
     def set_digests(self, key: BlobKey, size: int, digests: bytes) -> bool:
         """Record the chunk digests of a blob that has none yet; False if it had some (or changed)."""
         with self._writer.begin() as c:
             return c.execute(SET_DIGESTS, {"k": key, "s_size": size, "d": digests}).rowcount == 1
+
+    def compact_candidates(
+        self, after: tuple[int, str] | None, *, created_before: int, limit: int
+    ) -> builtins.list[tuple[BlobRow, int]]:
+        """The next blobs for ``castore compact`` (:func:`.compaction.candidates`)."""
+        with self._reader.connect() as c:
+            return compaction.candidates(c, after, created_before=created_before, limit=limit)
+
+    def compact_backlog(self, after: tuple[int, str] | None, *, created_before: int) -> Backlog:
+        """What ``castore compact`` has still to look at (:func:`.compaction.backlog`)."""
+        with self._reader.connect() as c:
+            return compaction.backlog(c, after, created_before=created_before)
+
+    def space(self) -> MetadataSpace:
+        """What the database takes on disk beyond its contents (:mod:`.space`)."""
+        with self._reader.connect() as c:
+            return space(c)
+
+    def reclaim_free_pages(self) -> int:
+        """Give an incremental SQLite file's free pages back (:func:`.space.reclaim`); the bytes given back."""
+        return 0 if self.read_only else reclaim(self._writer)
+
+    def make_incremental(self) -> bool:
+        """Make an older SQLite file give free pages back from now on: one VACUUM (:func:`.space.make_incremental`)."""
+        return make_incremental(self._writer)
 
     def blobs_without_digests(self, after: str, limit: int) -> list[BlobRow]:
         """Up to ``limit`` live blobs with no digests and a key after ``after``, in key order."""
@@ -582,10 +610,10 @@ class MetadataRepo:
                 return
             after = (rows[-1].path, int(rows[-1].version))
 
-    def file_blobs(self, keys: builtins.list[BlobKey]) -> set[BlobKey]:
-        """Those of ``keys`` whose row says the blob backend holds their bytes (not inline)."""
+    def file_blobs(self, names: builtins.list[BlobKey]) -> set[BlobKey]:
+        """Those of the blob backend's ``names`` that a row needs (:func:`.txn.file_blobs`)."""
         with self._reader.connect() as c:
-            return file_blobs(c, keys)
+            return file_blobs(c, names)
 
     # -- deletions remembered while moving in from Filetracker ------------------------
 
@@ -633,3 +661,4 @@ def _set_setting(c: Connection, name: str, value: str | None) -> None:
     c.execute(delete(settings).where(settings.c.name == name))
     if value is not None:
         c.execute(settings.insert().values(name=name, value=value))
+

@@ -40,6 +40,8 @@ class BlobRow:
     """Inline stored bytes, or None when the blob backend holds them."""
     digests: bytes | None = None
     """Chunk digests of the content; None when not known yet (a blob from before 0002)."""
+    frame: int = 0
+    """Which frame of the content the blob backend holds (:func:`castore.keys.frame_name`); 0 for a put's own."""
 
 
 @dataclass(frozen=True)

@@ -60,18 +60,20 @@ __all__ = [
 INLINE_LENGTH = func.coalesce(func.length(blobs.c.data), -1).label("inline_length")
 """-1 for a blob kept by the backend, else the length of its inline bytes."""
 
-BLOB_COLUMNS = (blobs.c.key, blobs.c.size, blobs.c.stored_size, blobs.c.codec, blobs.c.data, blobs.c.digests)
+BLOB_COLUMNS = (
+    blobs.c.key, blobs.c.size, blobs.c.stored_size, blobs.c.codec, blobs.c.data, blobs.c.digests, blobs.c.frame
+)
 
 
 def blob_row(row: Any) -> BlobRow:
     """A BlobRow from a Core row with the columns of :data:`BLOB_COLUMNS` (by name)."""
-    return BlobRow(BlobKey(row.key), row.size, row.stored_size, Codec(row.codec), row.data, row.digests)
+    return BlobRow(BlobKey(row.key), row.size, row.stored_size, Codec(row.codec), row.data, row.digests, row.frame)
 
 
 def blob_tuple(row: tuple[Any, ...]) -> BlobRow:
     """A BlobRow from the values of :data:`BLOB_COLUMNS`, in that order."""
-    key, size, stored_size, codec, data, digests = row
-    return BlobRow(BlobKey(key), size, stored_size, Codec(codec), data, digests)
+    key, size, stored_size, codec, data, digests, frame = row
+    return BlobRow(BlobKey(key), size, stored_size, Codec(codec), data, digests, frame)
 
 
 _SQLITE_NAMED = sqlite.dialect(paramstyle="named")
@@ -159,7 +161,7 @@ VERSION_KEYS = select(versions.c.blob_key).where(versions.c.path == bindparam("p
 DELETE_ALL_VERSIONS = delete(versions).where(versions.c.path == bindparam("p"))
 DELETE_PATH = delete(paths).where(paths.c.path == bindparam("p"))
 UNREFERENCED = (
-    select(blobs.c.key, INLINE_LENGTH, blobs.c.stored_size)
+    select(blobs.c.key, INLINE_LENGTH, blobs.c.stored_size, blobs.c.frame)
     .where(
         blobs.c.refcount == 0,
         (blobs.c.pending_until.is_(None)) | (blobs.c.pending_until < bindparam("now")),
@@ -189,7 +191,7 @@ TAKE_OVER = (
     update(blobs)
     .where(blobs.c.key == bindparam("k"), blobs.c.refcount == 0)
     .values(size=bindparam("b_size"), stored_size=bindparam("b_stored_size"), codec=bindparam("b_codec"),
-            data=None, digests=bindparam("b_digests"), pending_until=bindparam("until"))
+            data=None, digests=bindparam("b_digests"), pending_until=bindparam("until"), frame=0)
 )
 END_LEASE = (
     update(blobs)
@@ -222,6 +224,7 @@ def acquire_statement(dialect: str) -> HotStatement:
         refcount=1,
         created=bindparam("b_created"),
         digests=bindparam("b_digests"),
+        frame=0,
     )
     # A row at refcount 0 may be half collected (its bytes already deleted), or hold
     # another content with the same key: reviving it takes the new content whole, and
@@ -229,7 +232,7 @@ def acquire_statement(dialect: str) -> HotStatement:
     dead = blobs.c.refcount == 0
     revive = {
         column: case((dead, getattr(statement.excluded, column)), else_=blobs.c[column])
-        for column in ("codec", "stored_size", "data", "size", "created")
+        for column in ("codec", "stored_size", "data", "size", "created", "frame")
     }
     # A live row from before revision 0002 learns its digests from a put that compared
     # its bytes (the store only shares a blob it compared).

@@ -10,7 +10,7 @@ Triggers on ``paths``, ``versions`` and ``blobs`` add each change to ``totals`` 
 transaction that makes it, so every write path (a put, a batch, a bulk insert, a delete,
 retention, gc, repair, import, live migration, ``migrate-store``, a change of a
 content's stored bytes) keeps them right without calling anything. A content's stored
-size changes through :meth:`castore.metadata.txn.WriteTxn.restore_blob` (recompressing
+size changes through :meth:`castore.metadata.txn.WriteTxn.settle_frame` (recompressing
 it, as ``castore compact`` does): the blobs trigger moves ``stored_bytes`` with it.
 
 * SQLite: one row (``slot`` 0) and row-level triggers (SQLite has no others). One writer

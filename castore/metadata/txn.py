@@ -12,10 +12,10 @@ from typing import Any
 from sqlalchemy import Connection, func, select, text, update
 
 from ..codec import Codec
-from ..keys import BlobKey
+from ..keys import BlobKey, frame_name, stored_name_key
 from ..names import child_range, parent_folders
 from .models import blobs, paths, versions
-from .rows import Acquired, Current, Reservation, Usage
+from .rows import Acquired, BlobRow, Current, Reservation, Usage
 from .statements import (
     DELETE_ALL_VERSIONS,
     DELETE_PATH,
@@ -51,11 +51,17 @@ class WriteConflict(Exception):
     """A write transaction lost a race with another writer and was rolled back; try it again."""
 
 
-def file_blobs(connection: Connection, keys: list[BlobKey]) -> set[BlobKey]:
-    """Those of ``keys`` whose row says the blob backend holds their bytes (not inline)."""
-    query = select(blobs.c.key).where(blobs.c.key.in_(keys), blobs.c.data.is_(None))
-    found: list[str] = list(connection.execute(query).scalars())
-    return {BlobKey(k) for k in found}
+def file_blobs(connection: Connection, names: list[BlobKey]) -> set[BlobKey]:
+    """Those of the backend's ``names`` that a row needs: its bytes are not inline, and it is that frame.
+
+    A name is a key or a key's later frame (:func:`~castore.keys.frame_name`); one that is
+    neither, or an earlier frame of a recompressed content, is needed by no row.
+    """
+    parsed = [found for name in names if (found := stored_name_key(name)) is not None]
+    keys = sorted({key for key, _ in parsed})
+    query = select(blobs.c.key, blobs.c.frame).where(blobs.c.key.in_(keys), blobs.c.data.is_(None))
+    needed = {frame_name(BlobKey(row.key), int(row.frame)) for row in connection.execute(query)}
+    return needed & set(names)
 
 
 class WriteTxn:
@@ -191,10 +197,34 @@ class WriteTxn:
         self._c.execute(DELETE_PATH, {"p": path})
         return keys
 
-    def unreferenced_blobs(self, limit: int, now: int) -> list[tuple[BlobKey, bool, int]]:
-        """Up to ``limit`` blobs with no reference and no lease at ``now``: ``(key, inline, stored_size)``."""
+    def unreferenced_blobs(self, limit: int, now: int) -> list[tuple[BlobKey, bool, int, int]]:
+        """Up to ``limit`` blobs with no reference and no lease at ``now``: ``(key, inline, stored_size, frame)``."""
         rows = self._c.execute(UNREFERENCED, {"limit": limit, "now": now}).all()
-        return [(BlobKey(row.key), row.inline_length >= 0, row.stored_size) for row in rows]
+        return [(BlobKey(row.key), row.inline_length >= 0, row.stored_size, row.frame) for row in rows]
+
+    def settle_frame(self, was: BlobRow, *, codec: Codec, stored_size: int, data: bytes | None, frame: int) -> bool:
+        """Switch a live blob's stored bytes from ``was`` to another frame of the same content.
+
+        ``data``: the new frame kept inline; None when the blob backend holds it under
+        ``frame_name(key, frame)``. The one place where a content's stored representation
+        changes after its put (``castore compact``, :mod:`castore.compacting`): whole-store
+        totals of stored bytes change here by ``stored_size - was.stored_size``. A
+        compare-and-swap: False, changing nothing, when the row is no longer ``was``
+        (collected, revived with other bytes, settled by another process) or no version
+        references it.
+        """
+        same = [
+            blobs.c.key == was.key,
+            blobs.c.refcount > 0,
+            blobs.c.size == was.size,
+            blobs.c.codec == was.codec.value,
+            blobs.c.stored_size == was.stored_size,
+            blobs.c.digests == was.digests,
+            blobs.c.frame == was.frame,
+            blobs.c.data.is_(None) if was.data is None else func.length(blobs.c.data) == len(was.data),
+        ]
+        values = {"codec": codec.value, "stored_size": stored_size, "data": data, "frame": 0 if data is not None else frame}
+        return self._c.execute(update(blobs).where(*same).values(**values)).rowcount == 1
 
     def forget_blob(self, key: BlobKey) -> bool:
         """Delete the row of an unreferenced blob; False if it was referenced again."""
@@ -237,20 +267,6 @@ class WriteTxn:
             return None
         self._c.execute(update(paths).where(paths.c.path == path).values(nversions=new))
         return int(old), int(new)
-
-    def restore_blob(self, key: BlobKey, *, stored_size: int, codec: Codec, data: bytes | None) -> bool:
-        """Store a live content's bytes another way (recompressed, moved inline or out); False: no live row.
-
-        The one way a content's stored size changes after its put (``castore compact``): the
-        store's totals follow it (``stored_bytes``, ``inline_blobs``: :mod:`castore.metadata.totals`).
-        The caller has the new bytes in place (backend or ``data``) before it commits.
-        """
-        changed = (
-            update(blobs)
-            .where(blobs.c.key == key, blobs.c.refcount > 0)
-            .values(stored_size=stored_size, codec=codec.value, data=data)
-        )
-        return self._c.execute(changed).rowcount == 1
 
     def totals_recounted(self) -> tuple[Usage, Usage]:
         """Recount the store's totals and keep the recount: ``(kept before, recounted)``.

@@ -30,10 +30,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
-import os
 import socket
-import stat
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -46,6 +43,7 @@ import anyio.to_thread
 
 from ..client.remote import Remote
 from ..errors import Busy, FileNotAvailable, FiletrackerError, NotFound
+from ..inherited import inherited_file, share_file
 from ..names import check_path, child_range, is_valid_path
 from ..protocol import format_version
 from ..server.upload import UploadLimits
@@ -76,23 +74,12 @@ def share_fetch_locks() -> None:
     a hash of the path (``lockf``: locks belong to the process, so workers exclude each
     other; requests within one worker already share one fetch).
     """
-    if FETCH_LOCKS_VARIABLE not in os.environ:
-        fd, name = tempfile.mkstemp(prefix="castore-migrate-")
-        os.unlink(name)
-        os.environ[FETCH_LOCKS_VARIABLE] = str(fd)
+    share_file(FETCH_LOCKS_VARIABLE, prefix="castore-migrate-")
 
 
 def _fetch_lock_fd() -> int | None:
-    value = os.environ.get(FETCH_LOCKS_VARIABLE, "")
-    if not value.isdigit():
-        return None
-    try:
-        info = os.fstat(int(value))
-    except OSError:
-        return None
-    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 0:
-        return None  # not the unlinked lock file (the variable came through an exec): no lock
-    return int(value)
+    """The lock file, or None (no lock) when the variable names anything else (it came through an exec)."""
+    return inherited_file(FETCH_LOCKS_VARIABLE)
 
 
 FUTURE_HORIZON = 86400

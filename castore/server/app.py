@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -45,6 +46,7 @@ from .upload import UploadLimits
 
 if TYPE_CHECKING:  # imported when used: a server starts without them (see OnFirstRequest)
     from ..store import Store
+    from .idle import Activity, IdleCompactor
 
 __all__ = ["app_from_environment", "create_app", "early_answers"]
 
@@ -103,7 +105,9 @@ def create_app(
         from ..migration.live import LiveMigration
 
         migration = LiveMigration(store, config.migrate_from, limits=config.migration_limits, uploads=config.limits)
-    handlers = FiletrackerApp(store, config, metrics=metrics, migration=migration, loop_puts=loop_puts)
+    activity, compactor = _idle_compactor(store, config)
+    handlers = FiletrackerApp(store, config, metrics=metrics, migration=migration, activity=activity,
+                              loop_puts=loop_puts)
     routes: list[BaseRoute] = [
         Route("/version", handlers.version, methods=["GET"]),
         Route("/version/", handlers.version, methods=["GET"]),
@@ -140,7 +144,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if compactor is not None:
+            compactor.start()
         yield
+        if compactor is not None:
+            await anyio.to_thread.run_sync(compactor.close)  # a slice stops at its next step
         metrics.close()
         if migration is not None:
             migration.close()
@@ -156,7 +164,24 @@ def create_app(
     allowed_hosts = AllowedHosts.parse(config.allowed_hosts)
     if not allowed_hosts.any:
         guarded = AllowedHost(guarded, allowed_hosts)
-    return Metered(guarded, metrics)
+    metered: ASGIApp = Metered(guarded, metrics)
+    if activity is not None:
+        from .idle import Touching
+
+        metered = Touching(metered, activity, prefix=prefix)
+    return metered
+
+
+def _idle_compactor(store: Store, config: ServerConfig) -> tuple[Activity | None, IdleCompactor | None]:
+    """``config.compact_when_idle``: the shared page of activity and the compactor (started by the lifespan)."""
+    if not config.compact_when_idle or store.read_only:
+        return None, None
+    from ..compacting import DEFAULT_LEVEL
+    from .idle import Activity, IdleCompactor
+
+    activity = Activity()
+    return activity, IdleCompactor(store, activity, idle=config.compact_idle, cpu=config.compact_cpu,
+                                   level=DEFAULT_LEVEL)
 
 
 def _ui_app(store: Store) -> ASGIApp:

@@ -76,10 +76,18 @@ class ServerConfig:
     """An old Filetracker server whose files move in on a miss (:mod:`castore.migration.live`)."""
     migration_limits: MigrationLimits | None = None
     """What calls to ``migrate_from`` may cost (None: the defaults)."""
+    compact_when_idle: bool = False
+    """Compact in slices while no request comes (:mod:`castore.server.idle`); off by default."""
+    compact_idle: float = 60.0
+    """Seconds without a request before a compaction slice starts."""
+    compact_cpu: float = 0.5
+    """The share of one core a compaction slice may use (above 0, at most 1)."""
 
     def __post_init__(self) -> None:
         if self.verify_first not in VERIFY_FIRST:
             raise ValueError(f"verify_first must be one of {', '.join(VERIFY_FIRST)}, not {self.verify_first!r}")
+        if not 0 < self.compact_cpu <= 1:
+            raise ValueError(f"compact_cpu must be above 0 and at most 1, not {self.compact_cpu}")
 
     def to_json(self) -> str:
         """This configuration as :func:`server_config` reads it back."""

@@ -56,6 +56,7 @@ from .upload import MemoryBudget, ReceivedBody, UploadLimits, UploadReader, rece
 if TYPE_CHECKING:  # imported when used: a server starts without them (see OnFirstRequest)
     from ..migration.live import LiveMigration
     from ..store import Store
+    from .idle import Activity
 
 T = TypeVar("T")
 
@@ -99,11 +100,14 @@ class FiletrackerApp:
         *,
         metrics: Metrics,
         migration: LiveMigration | None = None,
+        activity: Activity | None = None,
         loop_puts: bool = True,
     ) -> None:
         limits = config.limits
         self.store = store
         self.migration = migration
+        self.activity = activity
+        """The idle compactor's shared page (``serve --compact-when-idle``), for ``/metrics``."""
         self.gzip = config.gzip
         self.verify_first = config.verify_first
         self.fallback_url = config.fallback_url.rstrip("/") if config.fallback_url else None
@@ -465,7 +469,8 @@ class FiletrackerApp:
 
     async def metrics_endpoint(self, request: Request) -> Response:
         usage = await anyio.to_thread.run_sync(self.store.usage)
-        text = self.metrics.render(usage) + (self.migration.render_metrics() if self.migration else "")
+        text = (self.metrics.render(usage) + (self.migration.render_metrics() if self.migration else "")
+                + (self.activity.metrics() if self.activity else ""))
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
 

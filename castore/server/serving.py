@@ -290,6 +290,10 @@ def serve(config: ServerConfig, *, host: str = "127.0.0.1", port: int = 9999, wo
         from ..migration.live import share_fetch_locks
 
         share_fetch_locks()  # the workers fetch a missing path once in all
+    if config.compact_when_idle:
+        from .idle import share_idle
+
+        share_idle()  # every worker's requests are activity; one worker compacts (castore.server.idle)
     root = config.root
     read_only = config.read_only or bool(root and on_read_only_filesystem(root))
     run("castore.server.app:app_from_environment", host=host, port=port, workers=workers, log_level=log_level, sock=sock,

@@ -5,7 +5,10 @@ inside the server's app by :func:`ui_mount`, so it sits behind whatever guards t
 (URL prefix, access tokens). Every store call runs in a worker thread.
 
 The landing page's totals are read from what the write transactions keep
-(:mod:`castore.metadata.totals`): one small query, whatever the store holds. A dedup
+(:mod:`castore.metadata.totals`): one small query, whatever the store holds. How much of
+the store ``castore compact`` (or ``serve --compact-when-idle``) has settled costs a count
+over the contents not yet looked at: a thread computes it at most once per
+:data:`REPORT_TTL`, and the page shows the last count and when. A dedup
 report costs what its folder holds (~20 s over a million files), so each is kept
 :data:`REPORT_TTL` seconds per server worker and per report (prefix and depth): a
 folder's report is computed by one request while the others that want it wait
@@ -40,6 +43,7 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.templating import Jinja2Templates
 
+from ..compacting import Backlog, backlog, last_level
 from ..errors import InvalidName, NotFound
 from ..metadata.report import SORT_KEYS, DedupReport, GroupUsage
 from ..names import check_prefix, parse_name, parse_version, versioned_name
@@ -213,6 +217,25 @@ class _ReportPage:
         return cls(dataclasses.replace(report, groups=[]), rows, len(report.groups))
 
 
+@dataclasses.dataclass(frozen=True)
+class _Settled:
+    """How much of the store ``castore compact`` has settled, for the landing page."""
+
+    level: int
+    looked_at: int
+    """Live contents compact has looked at (settled, or not worth it) at ``level``."""
+    contents: int
+    waiting: Backlog
+
+    @classmethod
+    def of(cls, contents: int, level: int, waiting: Backlog) -> _Settled:
+        return cls(level, max(contents - waiting.contents, 0), contents, waiting)
+
+    @property
+    def percent(self) -> int:
+        return 100 if not self.contents else int(100 * self.looked_at / self.contents)
+
+
 class _Pages:
     """The page handlers, bound to one store."""
 
@@ -221,6 +244,7 @@ class _Pages:
         self.templates = _templates()
         self.reports: _Recent[_ReportPage] = _Recent(REPORT_TTL, size=RECENT_REPORTS, clock=clock)
         self.whole_store: _InBackground[_ReportPage] = _InBackground(REPORT_TTL, size=RECENT_REPORTS, clock=clock)
+        self.settling: _InBackground[tuple[int, Backlog]] = _InBackground(REPORT_TTL, size=1, clock=clock)
         self._heavy: anyio.CapacityLimiter | None = None
 
     async def _run_heavy(self, function: Callable[[], T]) -> T:
@@ -244,7 +268,15 @@ class _Pages:
 
     async def index(self, request: Request) -> Response:
         usage = await anyio.to_thread.run_sync(self.store.usage)  # the kept totals: one small query
-        return self._render(request, "index.html", title="castore", usage=usage, sort_keys=SORT_KEYS)
+        settling = self.settling.get("settling", self._settling)  # counting it scans blobs: in the background
+        return self._render(request, "index.html", title="castore", usage=usage, sort_keys=SORT_KEYS,
+                            settling=settling and _Settled.of(usage.blobs, *settling.value),
+                            settling_at=settling and time.strftime("%H:%M:%S", time.gmtime(settling.at)))
+
+    def _settling(self) -> tuple[int, Backlog]:
+        """The level contents are settled at now, and what ``castore compact`` has still to look at."""
+        level = last_level(self.store)
+        return level, backlog(self.store, level=level)
 
     async def browse(self, request: Request) -> Response:
         raw = request.path_params["path"]

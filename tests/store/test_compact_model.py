@@ -1,0 +1,55 @@
+"""Puts, deletes, gc and compact slices in any order read back what a plain model holds (#23)."""
+
+from __future__ import annotations
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import invariant, rule, run_state_machine_as_test
+
+from castore.keys import frame_name
+
+from ..conftest import Locations
+from .test_compacting import numbers
+from .test_state_machine import PATHS, VERSIONS, StoreModel
+
+COMPRESSIBLE = st.sampled_from([numbers(1, 30), numbers(2, 300), numbers(3, 400)])
+"""Contents a compact at level 19 settles: one kept inline (inline_max is 1000 here), two files."""
+
+
+class CompactingModel(StoreModel):
+    """The store model of ``test_state_machine``, with contents worth compacting and compact slices."""
+
+    @rule(path=PATHS, version=VERSIONS, content=COMPRESSIBLE)
+    def put_compressible(self, path: str, version: int, content: bytes) -> None:
+        self.put(path, version, content)
+
+    @rule(limit=st.integers(min_value=1, max_value=3), level=st.sampled_from([19, 22]))
+    def compact_slice(self, limit: int, level: int) -> None:
+        self.store.compact(level=level, limit=limit)
+
+    @invariant()
+    def backend_holds_what_rows_need(self) -> None:
+        """Every live row's frame is in the backend: compact never removes what a row names."""
+        for info in self.store.list("/"):
+            blob = self.store.lookup(info.path).blob
+            if blob.data is None:
+                assert self.store.blobs.stored_size(frame_name(blob.key, blob.frame)) == blob.stored_size
+
+    @invariant()
+    def totals_equal_a_recount(self) -> None:
+        """A switch changes stored_size and may move a content in or out of its row: the kept totals follow."""
+        assert self.store.usage() == self.store.metadata.recount_usage()
+
+    def teardown(self) -> None:
+        try:
+            assert self.store.check() == []
+        finally:
+            super().teardown()
+
+
+def test_compact_slices_follow_the_model(store_backend: str, new_location: Locations) -> None:
+    CompactingModel.new_location = new_location
+    examples = 40 if store_backend == "sqlite+file" else 10
+    run_state_machine_as_test(
+        CompactingModel, settings=settings(max_examples=examples, stateful_step_count=30, deadline=None)
+    )
