@@ -213,7 +213,7 @@ class MetadataRepo:
         turn = self._write_turn
         assert isinstance(turn, WriteTurn)
         if not turn.try_enter():
-            raise WouldWait("another write of this process is in progress")
+            raise WouldWait("another writer holds the turn (of this process or among processes)")
         try:
             connection = self._writer.connect()
             try:
