@@ -31,7 +31,8 @@ benchmark once without and once with it: the line above the table gives the mach
 load average seen during the rounds (lowest and highest), since other jobs add to it.
 
 ``--workers-sweep 1,2,4`` measures castore alone with each ``--workers`` value, one and
-4 client processes of each client: how its default was chosen.
+4 client processes of each client (``--clients 16``: 16), beside the CPU hog with
+``--background-load``: how its default was chosen.
 """
 
 from __future__ import annotations
@@ -341,7 +342,8 @@ def main() -> None:
         out = work / "out"
         out.mkdir()
         if args.workers_sweep is not None:
-            workers_sweep(args.workers_sweep.split(","), files["small"], out, work, clients[0])
+            with cpu_hog(args.background_load):
+                workers_sweep(args.workers_sweep.split(","), files["small"], out, work, clients[0])
             return
         for i in range(args.large):
             f = work / f"random{i}"
