@@ -24,7 +24,10 @@ from sqlalchemy.exc import OperationalError
 from .engine import BUSY_TIMEOUT_MS, configure_sqlite
 from .statements import HotStatement
 
-__all__ = ["TURN_SUFFIX", "SqliteReads", "WriteTurn", "busy_timeout_off", "driver_connection", "is_busy", "turn_file"]
+__all__ = [
+    "TURN_SUFFIX", "SqliteReads", "WriteTurn", "busy_timeout_off", "driver_connection", "flock_within", "is_busy",
+    "turn_file",
+]
 
 TURN_SUFFIX = "-turn"
 """The file beside a SQLite database whose ``flock`` is the writers' turn among processes (:class:`WriteTurn`)."""
@@ -125,10 +128,13 @@ class WriteTurn:
             raise OperationalError("BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked"))
         if self._depth == 0:
             try:
-                self._take_shared(wait=True)
+                taken = self._take_shared(wait=True)
             except BaseException:
                 self._lock.release()
                 raise
+            if not taken:
+                self._lock.release()
+                raise OperationalError("BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked"))
         self._depth += 1
 
     def __exit__(self, *exc_info: object) -> None:
@@ -168,18 +174,53 @@ class WriteTurn:
         return self._descriptor
 
     def _take_shared(self, *, wait: bool) -> bool:
+        """Take the turn among processes: at once, or (``wait``) within the busy timeout; whether taken."""
         descriptor = self._file()
         if descriptor is None:
             return True
         try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return False
+            return wait and flock_within(descriptor, self._timeout)
         return True
 
     def _give_shared(self) -> None:
         if self._descriptor is not None and self._owner == os.getpid():
             fcntl.flock(self._descriptor, fcntl.LOCK_UN)
+
+
+def flock_within(descriptor: int, timeout: float) -> bool:
+    """Take an exclusive ``flock`` on ``descriptor``, waiting in the kernel at most ``timeout`` seconds.
+
+    ``flock`` has no timeout of its own, and without one a process stopped while holding
+    the turn (SIGSTOP, a hung disk) would keep every writer of the other processes
+    waiting for ever, where SQLite's busy timeout made them fail after a minute. So a
+    helper thread waits in ``flock`` and the caller waits for it at most ``timeout``; a
+    lock the helper gets after the caller gave up is given back at once. The turn only
+    orders writers (SQLite's own lock guards the database), so the rare overlap of such
+    a late helper with the process's next writer costs order, never data.
+    """
+    taken = threading.Event()
+    guard = threading.Lock()
+    gave_up = False
+
+    def wait_in_kernel() -> None:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        except OSError:
+            return  # the descriptor was closed meanwhile (the store closed)
+        with guard:
+            if gave_up:
+                fcntl.flock(descriptor, fcntl.LOCK_UN)
+            else:
+                taken.set()
+
+    threading.Thread(target=wait_in_kernel, name="castore-write-turn", daemon=True).start()
+    if taken.wait(timeout):
+        return True
+    with guard:
+        gave_up = not taken.is_set()
+    return not gave_up
 
 
 def is_busy(error: OperationalError) -> bool:

@@ -95,13 +95,16 @@ def _other_process_holding_the_turn(root: Path) -> Iterator[subprocess.Popen[str
         holder.wait(30)
 
 
-def _waiting_for_a_file_lock(thread: threading.Thread) -> bool:
-    """Whether ``thread`` sleeps in ``flock`` (read from /proc: the system call it is in)."""
-    try:
-        syscall = Path(f"/proc/self/task/{thread.native_id}/syscall").read_text().split()[0]
-    except (OSError, IndexError):
-        return False
-    return syscall == str(SYS_FLOCK[os.uname().machine])
+def _a_thread_waits_for_a_file_lock() -> bool:
+    """Whether a thread of this process sleeps in ``flock`` (read from /proc: the system call each is in)."""
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            syscall = (task / "syscall").read_text().split()[0]
+        except (OSError, IndexError):
+            continue
+        if syscall == str(SYS_FLOCK[os.uname().machine]):
+            return True
+    return False
 
 
 def test_a_loop_put_does_not_go_ahead_while_another_process_holds_the_turn(tmp_path: Path) -> None:
@@ -133,10 +136,10 @@ def test_a_writer_waits_in_the_kernel_for_another_process_s_turn_and_goes_after_
             writer = threading.Thread(target=put)
             writer.start()
             deadline = time.monotonic() + 60
-            while writer.is_alive() and not _waiting_for_a_file_lock(writer) and time.monotonic() < deadline:
+            while writer.is_alive() and not _a_thread_waits_for_a_file_lock() and time.monotonic() < deadline:
                 time.sleep(0.01)
             assert writer.is_alive(), "a writer went ahead while another process held the writers' turn"
-            assert _waiting_for_a_file_lock(writer)
+            assert _a_thread_waits_for_a_file_lock()
             assert holder.stdin is not None and holder.stdout is not None
             holder.stdin.write("\n")
             holder.stdin.flush()
@@ -144,5 +147,35 @@ def test_a_writer_waits_in_the_kernel_for_another_process_s_turn_and_goes_after_
             writer.join()
         assert seen == [True]
         assert store.read_bytes("/b") == b"mine"
+    finally:
+        store.close()
+
+
+def test_a_writer_waits_for_another_process_s_turn_at_most_the_busy_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process stopped while holding the turn (SIGSTOP, a hung disk) makes the others' writers fail
+    after the busy timeout, as SQLite's own lock did, instead of waiting for ever; the turn given back,
+    writing goes on."""
+    monkeypatch.setattr(sqlite, "BUSY_TIMEOUT_MS", 500)
+    store = Store.open(tmp_path / "s", create=True)
+    outcome: list[str] = []
+
+    def put() -> None:
+        try:
+            store.put("/b", b"mine", 1)
+            outcome.append("stored")
+        except OperationalError as e:
+            outcome.append(str(e.orig))
+
+    try:
+        with _other_process_holding_the_turn(tmp_path / "s"):
+            writer = threading.Thread(target=put)
+            writer.start()
+            writer.join(60)  # a generous bound for a busy machine: without the timeout it never ends
+            assert not writer.is_alive(), "a writer waited for ever for another process's turn"
+            assert outcome == ["database is locked"]
+            assert not store.exists("/b")
+        assert store.put("/b", b"mine", 1) == "/b@1"
     finally:
         store.close()
