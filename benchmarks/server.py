@@ -19,12 +19,20 @@ fresh file names:
 * ``castore.client.Client`` against castore.
 
 The table prints each figure and its ratio to the baseline, all measured in one run:
-one client, then 4 client processes at once (64 KiB puts and gets); then the servers'
+one client, then 1, 4, 8 and 16 client processes at once (``--clients``: 64 KiB puts,
+gets and batched puts); then the servers'
 start-up (start to the first answer of ``GET /version/``, a new data folder, median of 5)
 and the Filetracker client's own ceiling (against a server that does nothing).
 
+``--background-load`` runs every round beside a CPU hog: one busy-looping process per
+core, started before the servers and stopped after the last round, so that the servers
+and the clients share cores with other work (a judging machine, a CI runner). Run the
+benchmark once without and once with it: the line above the table gives the machine's
+load average seen during the rounds (lowest and highest), since other jobs add to it.
+
 ``--workers-sweep 1,2,4`` measures castore alone with each ``--workers`` value, one and
-4 client processes of each client: how its default was chosen.
+4 client processes of each client (``--clients 16``: 16), beside the CPU hog with
+``--background-load``: how its default was chosen.
 """
 
 from __future__ import annotations
@@ -220,6 +228,18 @@ def parallel_clients(kind: str, url: str, small: list[Path], batched: list[Path]
     }
 
 
+@contextmanager
+def cpu_hog(on: bool) -> Iterator[None]:
+    """While the block runs, one process per core spinning at the default priority (``--background-load``)."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range((os.cpu_count() or 1) if on else 0)]
+    try:
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+
+
 def startup_seconds(server: Callable[[Path], tuple[list[str], str, dict[str, str]]], work: Path,
                     rounds: int = 5) -> float:
     """Median seconds from starting a server (new data folder) to its first answer of ``GET /version/``."""
@@ -300,10 +320,14 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=300)
     parser.add_argument("--large", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--clients", type=int, default=4, help="client processes of the parallel rows")
+    parser.add_argument("--clients", default="1,4,8,16", metavar="N,N,...",
+                        help="client processes at once of the parallel rows, one row each (--workers-sweep: the first)")
+    parser.add_argument("--background-load", action="store_true",
+                        help="run the rounds beside a CPU hog: one busy-looping process per core")
     parser.add_argument("--workers-sweep", default=None, metavar="N,N,...",
                         help="measure castore alone with these --workers values instead")
     args = parser.parse_args()
+    clients = [int(n) for n in args.clients.split(",")]
     if args.workers_sweep is None and not (FT_VENV / "bin/filetracker-server").exists():
         sys.exit("Filetracker's server is not installed: run bash benchmarks/setup_filetracker.sh")
 
@@ -318,7 +342,8 @@ def main() -> None:
         out = work / "out"
         out.mkdir()
         if args.workers_sweep is not None:
-            workers_sweep(args.workers_sweep.split(","), files["small"], out, work, args.clients)
+            with cpu_hog(args.background_load):
+                workers_sweep(args.workers_sweep.split(","), files["small"], out, work, clients[0])
             return
         for i in range(args.large):
             f = work / f"random{i}"
@@ -330,18 +355,23 @@ def main() -> None:
         from benchmarks.null_server import null_server
 
         runs: dict[str, list[dict[str, float]]] = {"baseline": [], "ft_on_castore": [], "castore": [], "ceiling": []}
-        with running(*castore_server(work / "castore")) as castore_url, \
+        loads: list[float] = []
+        with cpu_hog(args.background_load), running(*castore_server(work / "castore")) as castore_url, \
                 running(*filetracker_server(work / "filetracker", work / "ft.log")) as ft_url, \
                 null_server(64 * 1024) as null_small, null_server(16 * MiB) as null_large:
             suites = {"baseline": ("filetracker", ft_url), "ft_on_castore": ("filetracker", castore_url),
                       "castore": ("castore", castore_url)}
             for round_ in range(args.rounds):  # interleaved, so that drifts of the machine hit all of them
                 runs["ceiling"].append(filetracker_client_ceilings(files, null_small, null_large, out))
-                for label, (kind, url) in suites.items():
-                    figures = run_suite(make_client(kind, url), files, out, f"{label}{round_}")
-                    figures.update(parallel_clients(kind, url, files["small"], files["batched"], out,
-                                                    f"{label}{round_}p", args.clients))
-                    runs[label].append(figures)
+                figures = {label: run_suite(make_client(kind, url), files, out, f"{label}{round_}")
+                           for label, (kind, url) in suites.items()}
+                for count in clients:  # the servers take turns at each count, so that drifts hit all of them
+                    for label, (kind, url) in suites.items():
+                        figures[label].update(parallel_clients(kind, url, files["small"], files["batched"], out,
+                                                               f"{label}{round_}p{count}", count))
+                    loads.append(os.getloadavg()[0])
+                for label, measured in figures.items():
+                    runs[label].append(measured)
         startup = {
             "castore": startup_seconds(castore_server, work / "castore-starts"),
             "filetracker": startup_seconds(lambda d: filetracker_server(d, d.parent / f"{d.name}.log"),
@@ -354,8 +384,10 @@ def main() -> None:
         {figure: statistics.median(run[figure] for run in runs[label]) for figure in runs[label][0]}
         for label in ("baseline", "ft_on_castore", "castore", "ceiling")
     )
-    print(f"{args.small} x 64 KiB, {args.large} x 16 MiB per kind, medians of {args.rounds} interleaved rounds; "
-          "remote-only clients; each server with its defaults (castore serve; Filetracker 2 x cores workers)")
+    print(f"{args.small} x 64 KiB (per client process), {args.large} x 16 MiB per kind, medians of {args.rounds} "
+          "interleaved rounds; remote-only clients; each server with its defaults (castore serve; Filetracker 2 x cores "
+          f"workers); {'beside a CPU hog on every core' if args.background_load else 'no background load'}; "
+          f"load average {min(loads):.1f}-{max(loads):.1f} during the rounds, {os.cpu_count()} cores")
     print(f"{'figure':<44} {'FT client':>10} {'FT client':>10} {'ratio':>7} {'castore':>10} {'ratio':>7} "
           f"{'FT client':>10} {'FT -> FT':>8} {'FT -> castore':>13}")
     print(f"{'':<44} {'-> FT':>10} {'-> castore':>10} {'':>7} {'-> castore':>10} {'':>7} "

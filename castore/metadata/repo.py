@@ -38,7 +38,7 @@ from .models import blobs, deletions, paths, settings, tokens, versions
 from .report import DedupReport, dedup_report
 from .rows import BlobRow, BlobState, Child, Counts, DedupCandidate, Entry, TokenRow, Usage
 from .space import MetadataSpace, make_incremental, reclaim, space
-from .sqlite import SqliteReads, WriteTurn, busy_timeout_off, driver_connection, is_busy
+from .sqlite import SqliteReads, WriteTurn, busy_timeout_off, driver_connection, is_busy, turn_file
 from .statements import (
     BLOB_COLUMNS,
     INLINE_LENGTH,
@@ -80,7 +80,8 @@ class MetadataRepo:
         sqlite_file = self._reader.dialect.name == "sqlite"
         self._fast_reads = SqliteReads(self._reader, read_only=read_only) if sqlite_file else None
         self._checkpointer: Checkpointer | None = None
-        self._write_turn: AbstractContextManager[Any] = WriteTurn() if sqlite_file else nullcontext()
+        self._write_turn: AbstractContextManager[Any] = (
+            WriteTurn(None if read_only else turn_file(self._writer)) if sqlite_file else nullcontext())
         self._shares_commits = sqlite_file
         self._batch = threading.local()  # .connection: this thread's open shared transaction (see batch)
         self._waiting = threading.local()  # .off: this thread's writes must not wait (not_waiting)
@@ -116,6 +117,8 @@ class MetadataRepo:
             self._checkpointer.close()
         if self._fast_reads is not None:
             self._fast_reads.close()
+        if isinstance(self._write_turn, WriteTurn):
+            self._write_turn.close()
         self._reader.dispose()
         self._writer.dispose()
 
@@ -214,7 +217,7 @@ class MetadataRepo:
         turn = self._write_turn
         assert isinstance(turn, WriteTurn)
         if not turn.try_enter():
-            raise WouldWait("another write of this process is in progress")
+            raise WouldWait("another writer holds the turn (of this process or among processes)")
         try:
             connection = self._writer.connect()
             try:
