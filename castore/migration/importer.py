@@ -23,10 +23,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
+import tempfile
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from enum import Enum
 from typing import Any, BinaryIO, cast
 
@@ -144,12 +148,18 @@ class Importer:
         self.store = store
         self.source = source
         self.jobs = jobs
-        self._seen: dict[str, str] = {}
-        """Filetracker blob digest -> the versioned name it was first stored (or found) as."""
+        self._seen: OrderedDict[str, str] = OrderedDict()
+        self._seen_lock = threading.Lock()
+        """Filetracker blob digest -> the versioned name it was first stored (or found) as; the
+        :attr:`SEEN_MAX` most recently used (a content forgotten is read and put again, and
+        the put shares the stored blob: only time is lost)."""
         self._deleted: dict[str, int] = {}
         """Deletions remembered when the run began (later ones are caught after each put)."""
-        self.done: list[Item] = []
-        """Items castore now holds at the source's version (what ``verify`` re-reads)."""
+        self.done = ItemLog()
+        """Items castore now holds at the source's version (what ``verify`` re-reads), on disk."""
+
+    SEEN_MAX = 100_000
+    """Contents :attr:`_seen` remembers (~20 MiB): the import's memory does not grow with the source."""
 
     # -- importing -----------------------------------------------------------------------
 
@@ -219,7 +229,7 @@ class Importer:
             return None
         if current == version and item.digest is not None:
             # a re-run: other paths sharing this blob can be linked to it
-            self._seen.setdefault(item.digest, versioned_name(item.path, version))
+            self._remember(item.digest, versioned_name(item.path, version))
         return Outcome.ALREADY if current == version else Outcome.NEWER
 
     def _import_one(self, item: Item) -> _Done:
@@ -241,14 +251,26 @@ class Importer:
             name = self.store.put(item.path, cast(BinaryIO, counted), opened.version, expected_size=opened.size)
         done = self._recorded(item, name, opened.version, linked=False, size=counted.size)
         if done.outcome is Outcome.IMPORTED and item.digest is not None:
-            self._seen.setdefault(item.digest, name)
+            self._remember(item.digest, name)
         return done
+
+    def _remember(self, digest: str, name: str) -> None:
+        """Note that ``digest``'s content is stored as ``name`` (the first name stays), forgetting
+        the least recently used content beyond :attr:`SEEN_MAX`."""
+        with self._seen_lock:
+            self._seen.setdefault(digest, name)
+            while len(self._seen) > self.SEEN_MAX:
+                self._seen.popitem(last=False)
 
     def _link(self, item: Item, version: int) -> _Done | None:
         """Import ``item`` by pointing it at a content stored before, if it was."""
-        first = self._seen.get(item.digest) if item.digest is not None else None
-        if first is None:
+        if item.digest is None:
             return None
+        with self._seen_lock:
+            first = self._seen.get(item.digest)
+            if first is None:
+                return None
+            self._seen.move_to_end(item.digest)
         try:
             info = self.store.stat(first)  # that version: its content, whatever came since
         except NotFound:
@@ -272,7 +294,7 @@ class Importer:
         deleted it) is not a difference.
         """
         problems = []
-        for result in self._results(iter(self.done), self._verify_one):
+        for result in self._results(iter(self.done), self._verify_one):  # read back from disk
             if result.problem is not None:
                 problems.append(result.problem)
             if progress is not None:
@@ -320,6 +342,32 @@ class _Counted(io.RawIOBase):
             buffer[:n] = data
         self.size += n
         return n
+
+
+class ItemLog:
+    """Items appended to a temporary file and read back in order: a million cost disk, not memory."""
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 - kept open until close()
+        self._count = 0
+
+    def append(self, item: Item) -> None:
+        self._file.write(json.dumps(astuple(item)) + "\n")
+        self._count += 1
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[Item]:
+        self._file.seek(0)
+        try:
+            for line in self._file:
+                yield Item(*json.loads(line))
+        finally:
+            self._file.seek(0, io.SEEK_END)
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def _stamped(item: Item, version: int) -> Item:
