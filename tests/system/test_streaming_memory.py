@@ -1,4 +1,4 @@
-"""Walking a huge folder or import costs bounded memory: ``ls``, ``/list/`` and the import (#22).
+"""Walking a huge folder or import costs bounded memory: ``ls``, ``/list/`` and the import; gc shows progress (#22).
 
 Each test measures memory (tracemalloc's peak, or a server's peak RSS) on a small and a
 large input and checks that the large one does not cost what it holds; no timing is asserted.
@@ -147,3 +147,16 @@ def test_import_runs_in_bounded_memory(tmp_path: Path) -> None:
     large = traced_peak(lambda: run("ft-large"))
     # 2,700 more items (path, link, digest, blob: ~600 bytes each): ~1.5 MiB if all kept
     assert large - small < 512 * 1024, (small, large)
+
+
+def test_gc_shows_the_blobs_it_removes_on_a_progress_bar(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    with Store.open(tmp_path / "store", create=True) as store:
+        for n in range(3):
+            store.put(f"/gone/{n}", b"gone %d\n" % n, 1)
+            store.delete(f"/gone/{n}")
+    result = CliRunner().invoke(cli, ["--root", str(tmp_path / "store"), "gc"], env={"CASTORE_PROGRESS": "1"})
+    assert result.exit_code == 0, result.output
+    assert "removed 3 blobs" in result.stdout
+    assert "gc: " in result.stderr and " blobs" in result.stderr  # the bar: "gc: N blobs [...]"
