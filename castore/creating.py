@@ -42,6 +42,9 @@ SCHEMA_FILE = "schema.sql"
 
 _REVISION_LINE = "-- revision: "
 
+SEEDED_TABLES = ("totals",)
+"""Tables whose rows the schema file holds too: a new store's totals row (all zeros)."""
+
 CREATION_ERRORS = (OSError, sqlite3.Error, RuntimeError)
 """What :func:`create_database` and :func:`create_folder` raise when they cannot make the store
 (a disk fault, a database error, a schema file for another revision): callers fall back to
@@ -81,6 +84,9 @@ def render_schema(connection: sqlite3.Connection, revision: str) -> str:
         "",
     ]
     lines += [f"{sql};\n" for (sql,) in rows]
+    for table in SEEDED_TABLES:  # rows a new store starts with (integers only)
+        for row in connection.execute(f"SELECT * FROM {table}").fetchall():
+            lines.append(f"INSERT INTO {table} VALUES ({', '.join(str(int(v)) for v in row)});")
     lines.append(f"INSERT INTO alembic_version (version_num) VALUES ('{revision}');")
     return "\n".join(lines) + "\n"
 

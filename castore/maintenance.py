@@ -11,6 +11,9 @@ What it looks at, in this order:
    recounts inside a write transaction, so no put or delete slips in between.
 2. **Paths**: each ``paths`` row has its ``versions`` row naming the same blob
    (invariant 1) and the right ``nversions``. Repair recounts ``nversions``.
+   **Totals**: the whole-store totals the write transactions keep
+   (:mod:`castore.metadata.totals`) against a recount of every row. Repair recounts
+   inside a write transaction and keeps the recount.
 3. **Blobs**: every referenced blob has its bytes (inline, or a backend file of the
    recorded stored size); ``verify_content`` also decodes every blob and checks its
    length and key. A blob whose bytes are missing or wrong is *lost*: the paths naming
@@ -35,7 +38,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import MissingBlob
@@ -80,6 +83,7 @@ class CheckProblem:
 
     ``refcount`` (a blob's reference count is wrong), ``dangling`` (versions name a key
     with no blob row), ``path`` (a paths row disagrees with its versions rows),
+    ``totals`` (a kept whole-store total, named by ``subject``, is not what a recount finds),
     ``missing`` (a referenced blob has no bytes), ``corrupt`` (its bytes are wrong).
     """
 
@@ -263,6 +267,7 @@ class _Checker:
         started = time.monotonic()
         self._refcounts()
         self._paths()
+        self._totals()
         counts = self.metadata.counts()
         self.report.paths, self.report.versions = counts.paths, counts.versions
         self.report.unreferenced_blobs = counts.blobs - counts.live_blobs
@@ -310,6 +315,21 @@ class _Checker:
                         txn.recount_path(path)
                     repaired = True
                 self.report.add(CheckProblem("path", path, detail, repaired=repaired))
+
+    def _totals(self) -> None:
+        """The kept totals against a recount; a store written meanwhile is compared under the write lock
+        when repairing, and not at all otherwise (its totals moved while counting: no evidence either way)."""
+        kept = self.metadata.usage()
+        counted = self.metadata.recount_usage()
+        if kept == counted or (not self.repair and self.metadata.usage() != kept):
+            return
+        if self.repair:
+            with self.metadata.write() as txn:
+                kept, counted = txn.totals_recounted()
+        for name, value in asdict(kept).items():
+            if value != getattr(counted, name):
+                detail = f"kept {value}, a recount finds {getattr(counted, name)}"
+                self.report.add(CheckProblem("totals", name, detail, repaired=self.repair))
 
     # -- 3. blobs ---------------------------------------------------------------------
 

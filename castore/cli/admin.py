@@ -146,7 +146,8 @@ def _check_text(report: CheckReport) -> str:
 def check(c: Context, verify_content: bool, repair: bool, grace: float, check_json: bool) -> None:
     """Check the metadata and the blobs page by page; --repair fixes what can be fixed.
 
-    Paths whose blob is missing or corrupt are listed, never dropped.
+    Paths whose blob is missing or corrupt are listed, never dropped. The whole-store
+    totals every write keeps (castore du) are recounted; --repair keeps the recount.
 
     \b
     Exit status:
@@ -218,7 +219,8 @@ DU_SORT_KEYS = ("name", "files", "versions", "logical", "retained", "stored", "f
 def du(c: Context, prefix: str | None, depth: int | None, sort: str, top: int, as_json: bool) -> None:
     """Show logical vs stored bytes; with PREFIX or --by, who shares what below PREFIX.
 
-    Without arguments: the store's totals and deduplication ratio. With PREFIX (default /)
+    Without arguments: the store's totals and deduplication ratio, as every write keeps
+    them (one small query, however large the store; castore check recounts them). With PREFIX (default /)
     or --by: one row per group of paths (their first DEPTH segments below PREFIX) with
     files, versions, logical and retained bytes, stored bytes, what deleting the group
     frees and what it shares with paths outside it, then the most shared contents and

@@ -1,7 +1,8 @@
-"""Moving in from Filetracker (:mod:`castore.migration`): ``import-filetracker`` and ``migrate status``."""
+"""Moving in from Filetracker (:mod:`castore.migration`): ``import-filetracker``, ``migrate status`` and ``migrate finish``."""
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -134,6 +135,30 @@ def migrate_status(c: Context, url: str, versions: bool, show: int) -> None:
         lines.append(f"  ... and {len(status.left) - show} more")
     lines += [f"  problem: {p}" for p in status.problems]
     c.emit({**status.as_dict(), "left_paths": status.left[:show]}, "\n".join(lines))
+
+
+@migrate.command(name="finish")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation (needed without a terminal).")
+@pass_context
+def migrate_finish(c: Context, yes: bool) -> None:
+    """The move from Filetracker is over: forget the deletions remembered while it ran.
+
+    castore serve --migrate-from remembers every path deleted in castore (one row each)
+    so that neither a fetch from the old server nor an import brings it back. The rows are
+    kept until this command: run it once no castore serve --migrate-from runs and no
+    castore import-filetracker from the old server will run again (after that, such an
+    import could bring a deleted file back).
+
+    Example: castore migrate finish --yes
+    """
+    c.local_only("migrate finish")
+    store = c.store()
+    if not yes:
+        if not sys.stdin.isatty():
+            fail("migrate finish forgets every remembered deletion: confirm with --yes", EXIT_USAGE)
+        click.confirm("Forget the deletions remembered while moving in from Filetracker?", abort=True, err=True)
+    forgotten = store.metadata.forget_deletions()
+    c.emit({"deletions_forgotten": forgotten}, f"forgot {forgotten} remembered deletions; the move is finished")
 
 
 COMMANDS = (import_filetracker, migrate)

@@ -32,7 +32,7 @@ __all__ = [
     "upgrade_schema",
 ]
 
-SCHEMA_REVISION = "0006"
+SCHEMA_REVISION = "0008"
 """The Alembic head revision this code is written for."""
 
 ADVISORY_LOCK_KEY = 0x6361_7374_6F72_65  # "castore": one bigint, the same in every process
@@ -150,8 +150,10 @@ def _create_current_schema(connection: Connection) -> None:
     from sqlalchemy import Column, MetaData, PrimaryKeyConstraint, String, Table
 
     from .models import metadata
+    from .totals import install
 
     metadata.create_all(connection)
+    install(connection)
     stamp = Table("alembic_version", MetaData(), Column("version_num", String(32), nullable=False),
                   PrimaryKeyConstraint("version_num", name="alembic_version_pkc"))
     stamp.create(connection)

@@ -10,6 +10,12 @@ Tables (see ``docs/design.md``, "Metadata schema"):
 * ``deletions`` — paths deleted while moving in from a Filetracker server
   (``castore serve --migrate-from``): the old server's copy must not come back.
 * ``tokens`` — access tokens of the HTTP server, stored as SHA-256 digests.
+* ``totals`` — the whole store's totals (what ``usage()`` shows), kept by triggers on
+  ``paths``, ``versions`` and ``blobs`` inside every write transaction (revision 0007).
+
+``paths.blob_key`` and ``versions.blob_key`` are indexed (revision 0008): deleting a
+collected ``blobs`` row makes the database check both foreign keys, which scanned both
+tables for every blob freed without the index.
 
 Core ``Table`` objects rather than ORM declarative classes: nothing in castore maps rows
 to objects, and ``sqlalchemy.orm`` alone costs ~0.1 s of every server's and command's
@@ -32,6 +38,7 @@ __all__ = [
     "paths",
     "settings",
     "tokens",
+    "totals",
     "versions",
 ]
 
@@ -88,7 +95,7 @@ paths = Table(
     metadata,
     Column("path", PathString, primary_key=True),
     Column("version", BigInteger, nullable=False),
-    Column("blob_key", ForeignKey("blobs.key"), nullable=False),
+    Column("blob_key", ForeignKey("blobs.key"), nullable=False, index=True),
     Column("nversions", Integer, nullable=False,
            doc="How many ``versions`` rows this path has (kept so retention costs no COUNT)."),
     sqlite_with_rowid=False,
@@ -100,7 +107,7 @@ versions = Table(
     metadata,
     Column("path", PathString, ForeignKey("paths.path"), primary_key=True),
     Column("version", BigInteger, primary_key=True),
-    Column("blob_key", ForeignKey("blobs.key"), nullable=False),
+    Column("blob_key", ForeignKey("blobs.key"), nullable=False, index=True),
     sqlite_with_rowid=False,
 )
 """One retained version of a path."""
@@ -115,7 +122,9 @@ deletions = Table(
 """A path deleted in castore while a Filetracker server's files were moving in.
 
 Versions of ``path`` on the old server up to ``version`` are dead: neither a live
-migration's fetch-on-miss nor an import may bring them back.
+migration's fetch-on-miss nor an import may bring them back. Retention: one row per path
+deleted while ``castore serve --migrate-from`` runs (a later delete of the path replaces
+it), kept until ``castore migrate finish`` drops them all.
 """
 
 tokens = Table(
@@ -127,3 +136,19 @@ tokens = Table(
     Column("created", BigInteger, nullable=False, doc="Unix time the token was created."),
 )
 """An access token of the HTTP server (see :mod:`castore.server.tokens`); the token itself is never stored."""
+
+totals = Table(
+    "totals",
+    metadata,
+    Column("slot", Integer, primary_key=True, autoincrement=False,
+           doc="SQLite: always 0. PostgreSQL: ``pg_backend_pid() % 16`` of the writer (spreads the row locks)."),
+    *(Column(name, BigInteger, nullable=False) for name in (
+        "files", "logical_bytes", "versions", "retained_bytes", "blobs", "blob_bytes", "stored_bytes",
+        "inline_blobs", "unreferenced_blobs")),
+)
+"""The store's totals, the sum of its rows: the fields of :class:`castore.metadata.rows.Usage`.
+
+Nothing in Python writes them but ``castore check --repair``: triggers made by revision
+0007 (``alembic/versions/step06_rev0007_totals.py``) add each statement's change to them
+in the statement's own transaction, whichever code path made it.
+"""

@@ -50,6 +50,7 @@ from .statements import (
     blob_row,
     blob_tuple,
 )
+from .totals import read_totals, recount
 from .txn import CONFLICT_SQLSTATES, WriteConflict, WriteTxn, file_blobs
 
 __all__ = ["MetadataRepo"]
@@ -436,29 +437,14 @@ class MetadataRepo:
             return [(row.path, int(row.version)) for row in c.execute(query)]
 
     def usage(self) -> Usage:
+        """The store's totals as the write transactions keep them (:mod:`castore.metadata.totals`): O(1)."""
         with self._reader.connect() as c:
-            files, logical = c.execute(
-                select(func.count(), func.coalesce(func.sum(blobs.c.size), 0)).select_from(
-                    paths.join(blobs, blobs.c.key == paths.c.blob_key)
-                )
-            ).one()
-            nversions, retained = c.execute(
-                select(func.count(), func.coalesce(func.sum(blobs.c.size), 0)).select_from(
-                    versions.join(blobs, blobs.c.key == versions.c.blob_key)
-                )
-            ).one()
-            live = blobs.c.refcount > 0
-            nblobs, blob_bytes, stored, inline = c.execute(
-                select(
-                    func.count(),
-                    func.coalesce(func.sum(blobs.c.size), 0),
-                    func.coalesce(func.sum(blobs.c.stored_size), 0),
-                    func.coalesce(func.sum(case((INLINE_LENGTH >= 0, 1), else_=0)), 0),
-                ).where(live)
-            ).one()
-            unreferenced = c.execute(select(func.count()).where(blobs.c.refcount == 0)).scalar_one()
-        counts = (files, logical, nversions, retained, nblobs, blob_bytes, stored, inline, unreferenced)
-        return Usage(*(int(n) for n in counts))  # type: ignore[call-overload]
+            return read_totals(c)
+
+    def recount_usage(self) -> Usage:
+        """The store's totals counted from every row (what ``castore check`` compares :meth:`usage` with)."""
+        with self._reader.connect() as c, c.begin():
+            return recount(c)
 
     def dedup_report(self, low: str, high: str, *, depth: int, top: int) -> DedupReport:
         """Per-group sharing of the paths in ``[low, high)`` (see :mod:`castore.metadata.report`)."""
@@ -627,6 +613,11 @@ class MetadataRepo:
         """The version ``path`` was deleted at while moving in, or None."""
         with self._reader.connect() as c:
             return c.execute(SELECT_DELETION, {"p": path}).scalar()
+
+    def forget_deletions(self) -> int:
+        """Drop every remembered deletion (``castore migrate finish``: the move is over); how many there were."""
+        with self._writer.begin() as c:
+            return int(c.execute(delete(deletions)).rowcount)
 
     def deletions(self, low: str, high: str) -> dict[str, int]:
         """Remembered deletions with ``low <= path < high``."""

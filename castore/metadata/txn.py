@@ -9,13 +9,13 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, func, select, text, update
 
 from ..codec import Codec
 from ..keys import BlobKey
 from ..names import child_range, parent_folders
 from .models import blobs, paths, versions
-from .rows import Acquired, Current, Reservation
+from .rows import Acquired, Current, Reservation, Usage
 from .statements import (
     DELETE_ALL_VERSIONS,
     DELETE_PATH,
@@ -38,6 +38,7 @@ from .statements import (
     in_the_way_statement,
     path_locks_statement,
 )
+from .totals import read_totals, recount, set_totals
 
 __all__ = ["CONFLICT_SQLSTATES", "WriteConflict", "WriteTxn", "file_blobs"]
 
@@ -236,6 +237,33 @@ class WriteTxn:
             return None
         self._c.execute(update(paths).where(paths.c.path == path).values(nversions=new))
         return int(old), int(new)
+
+    def restore_blob(self, key: BlobKey, *, stored_size: int, codec: Codec, data: bytes | None) -> bool:
+        """Store a live content's bytes another way (recompressed, moved inline or out); False: no live row.
+
+        The one way a content's stored size changes after its put (``castore compact``): the
+        store's totals follow it (``stored_bytes``, ``inline_blobs``: :mod:`castore.metadata.totals`).
+        The caller has the new bytes in place (backend or ``data``) before it commits.
+        """
+        changed = (
+            update(blobs)
+            .where(blobs.c.key == key, blobs.c.refcount > 0)
+            .values(stored_size=stored_size, codec=codec.value, data=data)
+        )
+        return self._c.execute(changed).rowcount == 1
+
+    def totals_recounted(self) -> tuple[Usage, Usage]:
+        """Recount the store's totals and keep the recount: ``(kept before, recounted)``.
+
+        For ``castore check --repair``. On PostgreSQL ``totals`` is locked first: a writer
+        that changed rows the recount cannot see yet adds its change after this commit.
+        """
+        if self._raw is None:
+            self._c.execute(text("LOCK TABLE totals IN EXCLUSIVE MODE"))
+        kept, counted = read_totals(self._c), recount(self._c)
+        if kept != counted:
+            set_totals(self._c, counted)
+        return kept, counted
 
     def bulk_add_paths(self, rows: list[tuple[str, int]], key: BlobKey) -> None:
         """Add many new paths (``(path, version)``) naming one existing blob, in one go.

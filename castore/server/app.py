@@ -141,6 +141,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
+        metrics.close()
         if migration is not None:
             migration.close()
         if close_store:

@@ -262,7 +262,13 @@ def run(factory: str, *, host: str, port: int, workers: int, log_level: str,
         def load(self) -> PerWorkerApp:
             return app
 
-    _Master().run()
+    from .metrics import share_metrics, unshare_metrics
+
+    folder = share_metrics()  # /metrics sums every worker's counters (castore.server.metrics)
+    try:
+        _Master().run()
+    finally:
+        unshare_metrics(folder)
 
 
 def serve(config: ServerConfig, *, host: str = "127.0.0.1", port: int = 9999, workers: int = 1,

@@ -4,11 +4,14 @@ Server-rendered HTML (Jinja2 templates in ``castore/server/templates/``, no Java
 inside the server's app by :func:`ui_mount`, so it sits behind whatever guards the API
 (URL prefix, access tokens). Every store call runs in a worker thread.
 
-The usage summary and the dedup report cost seconds of CPU on a large store (~20 s for a
-report over 100 k files), so each is kept for a while (:data:`USAGE_TTL`,
-:data:`REPORT_TTL`) per server worker and per report (prefix and depth), computed by one
-request while the others that want it wait (:class:`_Recent`); the report page says
-when it was computed.
+The landing page's totals are read from what the write transactions keep
+(:mod:`castore.metadata.totals`): one small query, whatever the store holds. A dedup
+report costs what its folder holds (~20 s over a million files), so each is kept
+:data:`REPORT_TTL` seconds per server worker and per report (prefix and depth): a
+folder's report is computed by one request while the others that want it wait
+(:class:`_Recent`); the report of ``/`` (the whole store) is never computed on a
+request's path: a thread computes it once per interval while requests get the last one
+(:class:`_InBackground`). The report page says when it was computed.
 
 Paths go into links percent-encoded (:func:`quote_path`) and into text through Jinja2's
 autoescaping, so a name with spaces, ``%``, ``#``, ``?``, quotes or ``<script>`` shows as
@@ -21,6 +24,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Iterator
@@ -37,7 +42,6 @@ from starlette.templating import Jinja2Templates
 
 from ..errors import InvalidName, NotFound
 from ..metadata.report import SORT_KEYS, DedupReport, GroupUsage
-from ..metadata.rows import Usage
 from ..names import check_prefix, parse_name, parse_version, versioned_name
 from ..protocol import quote_path
 from ..reading import BlobReader
@@ -52,8 +56,6 @@ SAME_CONTENT = 20
 """Other paths shown as sharing a file's content."""
 REPORT_ROWS = 1000
 """Groups shown by the dedup report page (the CLI shows them all)."""
-USAGE_TTL = 30.0
-"""Seconds the usage summary is reused: on a million paths it costs seconds of CPU."""
 REPORT_TTL = 60.0
 """Seconds a dedup report (one prefix and depth) is reused: over 100 k files it costs ~20 s."""
 RECENT_REPORTS = 16
@@ -118,6 +120,49 @@ class _Recent(Generic[T]):
         return lock.statistics().tasks_waiting if lock is not None else 0
 
 
+class _InBackground(Generic[T]):
+    """Results computed by a background thread, at most once per ``ttl`` per key; a caller never waits.
+
+    :meth:`get` hands out the last result (however old, or None before the first) and,
+    when it is older than ``ttl``, starts computing a new one unless one is under way.
+    The threads of one object take turns: one computation at a time. Errors are logged
+    and not kept (the next request after them starts another).
+    """
+
+    def __init__(self, ttl: float, *, size: int, clock: Callable[[], float]) -> None:
+        self.ttl = ttl
+        self.size = size
+        self.clock = clock
+        self._results: OrderedDict[Hashable, Computed[T]] = OrderedDict()
+        self._running: set[Hashable] = set()
+        self._lock = threading.Lock()
+        self._one_at_a_time = threading.Lock()
+
+    def get(self, key: Hashable, compute: Callable[[], T]) -> Computed[T] | None:
+        with self._lock:
+            found = self._results.get(key)
+            if (found is None or self.clock() - found.tick >= self.ttl) and key not in self._running:
+                self._running.add(key)
+                threading.Thread(target=self._compute, args=(key, compute), daemon=True,
+                                 name="castore-ui-report").start()
+        return found
+
+    def _compute(self, key: Hashable, compute: Callable[[], T]) -> None:
+        try:
+            with self._one_at_a_time:
+                value = compute()
+            with self._lock:
+                self._results[key] = Computed(value, time.time(), self.clock())
+                self._results.move_to_end(key)
+                while len(self._results) > self.size:
+                    self._results.popitem(last=False)
+        except Exception:
+            logging.getLogger(__name__).exception("the report of %s could not be computed", key)
+        finally:
+            with self._lock:
+                self._running.discard(key)
+
+
 def content_id(key: str) -> str:
     """A short one-way id of a blob key: equal contents, equal ids; the key is not recoverable."""
     return hashlib.sha256(b"castore-ui-content-id\0" + key.encode()).hexdigest()[:12]
@@ -174,8 +219,8 @@ class _Pages:
     def __init__(self, store: Store, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.templates = _templates()
-        self.usage: _Recent[Usage] = _Recent(USAGE_TTL, clock=clock)
         self.reports: _Recent[_ReportPage] = _Recent(REPORT_TTL, size=RECENT_REPORTS, clock=clock)
+        self.whole_store: _InBackground[_ReportPage] = _InBackground(REPORT_TTL, size=RECENT_REPORTS, clock=clock)
         self._heavy: anyio.CapacityLimiter | None = None
 
     async def _run_heavy(self, function: Callable[[], T]) -> T:
@@ -198,9 +243,8 @@ class _Pages:
                             message=message)
 
     async def index(self, request: Request) -> Response:
-        usage = await self.usage.get(None, lambda: self._run_heavy(self.store.usage))
-        return self._render(request, "index.html", title="castore", usage=usage.value, usage_ttl=USAGE_TTL,
-                            sort_keys=SORT_KEYS)
+        usage = await anyio.to_thread.run_sync(self.store.usage)  # the kept totals: one small query
+        return self._render(request, "index.html", title="castore", usage=usage, sort_keys=SORT_KEYS)
 
     async def browse(self, request: Request) -> Response:
         raw = request.path_params["path"]
@@ -270,17 +314,27 @@ class _Pages:
             if sort not in SORT_KEYS:
                 raise ValueError(f"sort must be one of {', '.join(SORT_KEYS)}")
             folder = check_prefix(prefix)
-            computed = await self.reports.get((folder, depth), lambda: self._run_heavy(
-                lambda: _ReportPage.of(self.store.dedup_report(folder, depth=depth, top=10))))
         except ValueError as e:  # InvalidName is a ValueError
             return self._problem(request, 400, str(e))
+
+        def compute() -> _ReportPage:
+            return _ReportPage.of(self.store.dedup_report(folder, depth=depth, top=10))
+
+        if folder == "/":  # the whole store: never on a request's path
+            computed = self.whole_store.get(depth, compute)
+            if computed is None:
+                return self._render(request, "report_pending.html", title="Dedup report of /", depth=depth,
+                                    crumbs=_crumbs("/"))
+        else:
+            computed = await self.reports.get((folder, depth), lambda: self._run_heavy(compute))
         page = computed.value
         report = page.report
         return self._render(request, "report.html", title=f"Dedup report of {report.prefix}", report=report,
                             groups=page.rows[sort], hidden=max(page.groups - REPORT_ROWS, 0), depth=depth,
                             sort=sort, sort_keys=SORT_KEYS, crumbs=_crumbs(report.prefix),
                             computed_at=time.strftime("%H:%M:%S", time.gmtime(computed.at)),
-                            computed_ago=max(int(self.reports.clock() - computed.tick), 0), report_ttl=REPORT_TTL)
+                            computed_ago=max(int(self.reports.clock() - computed.tick), 0), report_ttl=REPORT_TTL,
+                            background=folder == "/")
 
 
 def _whole(reader: BlobReader) -> bytes:

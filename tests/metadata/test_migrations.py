@@ -112,8 +112,10 @@ def _schema(url: str) -> dict[str, object]:
             found = inspect(c)
             rowid = {name: "WITHOUT ROWID" in (sql or "").upper()
                      for name, sql in c.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'table'"))}
+            triggers = sorted(c.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")).all())
             return {
-                table: (
+                "triggers": [tuple(row) for row in triggers],
+                **{table: (
                     [(col["name"], str(col["type"]), col["nullable"], col["default"], col["primary_key"])
                      for col in found.get_columns(table)],
                     found.get_pk_constraint(table)["constrained_columns"],
@@ -123,7 +125,7 @@ def _schema(url: str) -> dict[str, object]:
                     sorted(tuple(u["column_names"]) for u in found.get_unique_constraints(table)),
                     rowid[table],
                 )
-                for table in found.get_table_names()
+                for table in found.get_table_names()},
             }
     finally:
         engine.dispose()

@@ -25,7 +25,10 @@ from castore.store import Store
 from ..server_process import castore_server, read_response_head, unread_bytes, wait_for
 
 IDLE_UPLOADS = 200
-ANSWER_WITHIN = 1.0  # seconds: the httpx timeout of every other client's request
+ANSWER_WITHIN = 10.0
+"""Seconds: the httpx timeout of every other client's request. A stalled server would hold them until
+the idle uploads' ``--body-timeout`` (300 s); 1 s was too tight for a 3 MiB put at load 15-20 (a clean-clone
+run beside other jobs timed out), and 10 s still tells a stall from a busy machine."""
 V1000 = "Thu, 01 Jan 1970 00:16:40 -0000"
 QUERY = "last_modified=Thu,%2001%20Jan%201970%2000:16:40%20-0000"
 

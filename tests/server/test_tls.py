@@ -268,7 +268,7 @@ def test_serve_with_two_workers_serves_https_and_says_so(pki: Pki, source: Path,
         with pytest.raises(FiletrackerError):
             Client(local_store=None, remote_url=plain).put_file(f"/plain@{VERSION}", str(source))
     first = log.read_text().splitlines()[0]
-    assert f" at {url} (2 workers)" in first, first
+    assert f" at {url} (2 workers, " in first, first
 
 
 def _serve_fails(root: Path, *options: str) -> subprocess.CompletedProcess[str]:

@@ -8,6 +8,7 @@ tests/server/test_ui_browser.py.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -248,27 +249,32 @@ def test_under_a_url_prefix(tmp_path: Path) -> None:
         assert client.get("/ft/files/p/a%20b").content == b"x"
 
 
-def test_the_report_is_computed_once_per_interval_and_says_when(tmp_path: Path) -> None:
-    """Requests for one report within ui.REPORT_TTL share one computation, run once even when they
-    come together; after the interval it is computed again; the page says when it was computed."""
-    import asyncio
-    import threading
-
-    from starlette.applications import Starlette
-
+def _gated_reports(tmp_path: Path, folder: str) -> tuple[Store, list[tuple[str, int]], threading.Event]:
+    """A store with two groups below ``folder`` whose dedup reports are noted and wait for the gate."""
     store = Store.open(tmp_path / "s", create=True)
-    store.put("/r/a/1", b"shared", 1)
-    store.put("/r/b/1", b"shared", 1)
+    store.put(f"{folder}/a/1", b"shared", 1)
+    store.put(f"{folder}/b/1", b"shared", 1)
     computed: list[tuple[str, int]] = []
     gate = threading.Event()
     real = store.dedup_report
 
-    def counting(prefix: str = "/", *, depth: int = 1, top: int = 10) -> object:
+    def gated(prefix: str = "/", *, depth: int = 1, top: int = 10) -> object:
         computed.append((prefix, depth))
         assert gate.wait(10)
         return real(prefix, depth=depth, top=top)
 
-    store.dedup_report = counting  # type: ignore[method-assign]
+    store.dedup_report = gated  # type: ignore[method-assign]
+    return store, computed, gate
+
+
+def test_the_report_is_computed_once_per_interval_and_says_when(tmp_path: Path) -> None:
+    """Requests for one report within ui.REPORT_TTL share one computation, run once even when they
+    come together; after the interval it is computed again; the page says when it was computed."""
+    import asyncio
+
+    from starlette.applications import Starlette
+
+    store, computed, gate = _gated_reports(tmp_path, "/r")
     now = [1000.0]
     mount = ui.ui_mount(store, clock=lambda: now[0])
     reports = mount.routes[0].endpoint.__self__.reports  # type: ignore[attr-defined]
@@ -305,4 +311,56 @@ def test_the_report_is_computed_once_per_interval_and_says_when(tmp_path: Path) 
     ages = [int(stamp.search(page).group(2)) for page in pages]  # type: ignore[union-attr]
     assert ages == [0, 0, 0, 0, int(ui.REPORT_TTL) - 1, 0]
     assert "all of /r/" in pages[0]
+    store.close()
+
+
+def test_the_landing_page_shows_the_totals_as_they_are_now(tmp_path: Path) -> None:
+    """The landing page reads the totals the writes keep (#22): no recount, so no interval to wait for."""
+    with Store.open(tmp_path / "s", create=True) as store:
+        store.put("/now/1", b"one", 1)
+        with castore_server(tmp_path / "s") as url, httpx.Client(base_url=url) as client:
+            assert "1 (1 versions retained)" in client.get("/ui/").text
+            store.put("/now/2", b"two", 1)
+            assert "2 (2 versions retained)" in client.get("/ui/").text
+
+
+def test_the_report_of_the_whole_store_is_computed_in_the_background(tmp_path: Path) -> None:
+    """The report of / (the whole store) is never computed on a request's path (#22): the first request
+    says it is being computed, later ones show the last one computed and when; once per interval."""
+    import asyncio
+
+    from starlette.applications import Starlette
+
+    store, computed, gate = _gated_reports(tmp_path, "/w")
+    now = [1000.0]
+    app = Starlette(routes=[ui.ui_mount(store, clock=lambda: now[0])])
+
+    async def scenario() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
+            async def get() -> str:
+                page = await http.get("/ui/report", params={"prefix": "/", "by": "1"})
+                assert page.status_code == 200
+                return page.text
+
+            first = await get()  # answered while the computation is blocked
+            assert "being computed" in first and computed == [("/", 1)]
+            assert "being computed" in await get() and len(computed) == 1  # one computation at a time
+            gate.set()
+            for _ in range(1000):  # until the background computation is done
+                page = await get()
+                if "all of /" in page:
+                    break
+                await asyncio.sleep(0.01)
+            assert "all of /" in page and "0 s ago" in page and len(computed) == 1
+            now[0] += ui.REPORT_TTL + 5
+            stale = await get()  # the last report at once, and a new one is computed meanwhile
+            assert "all of /" in stale and f"{int(ui.REPORT_TTL) + 5} s ago" in stale
+            for _ in range(1000):
+                if len(computed) == 2 and "0 s ago" in await get():
+                    break
+                await asyncio.sleep(0.01)
+            assert computed == [("/", 1), ("/", 1)]
+
+    asyncio.run(scenario())
     store.close()

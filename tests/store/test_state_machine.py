@@ -113,6 +113,11 @@ class StoreModel(RuleBasedStateMachine):
     def refcounts_match(self) -> None:
         assert self.store.metadata.recount() == {}
 
+    @invariant()
+    def totals_match_a_recount(self) -> None:
+        # usage() reads the totals the write transactions keep (#22); a full recount agrees
+        assert self.store.usage() == self.store.metadata.recount_usage()
+
 
 def test_store_follows_the_model(store_backend: str, new_location: Locations) -> None:
     StoreModel.new_location = new_location
