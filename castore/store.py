@@ -267,6 +267,25 @@ class Store(PutSteps):
         with faults_named():
             return self._put_many(items, targets, max_window)
 
+    def link_new(self, links: Sequence[tuple[str, int, BlobKey]]) -> builtins.list[bool]:
+        """:meth:`put_existing` of many new paths in one transaction; whether each was linked.
+
+        Each of ``links`` is ``(name, version, key)``: a name not stored yet, with no file
+        or folder in its way, is pointed at the live blob ``key``; any other (stored
+        already, in the way, or its blob gone) is left for :meth:`put_existing` or
+        :meth:`put` one by one. For an import's links (:mod:`castore.migration.importer`):
+        a path-per-transaction import queued on SQLite's write lock.
+        """
+        rows = [(*self._put_target(name, version), key) for name, version, key in links]
+
+        def link() -> builtins.list[bool]:
+            with self.metadata.write() as txn:
+                return txn.link_new_paths(rows)
+
+        with faults_named():
+            linked: builtins.list[bool] = self._retrying(link)
+        return linked
+
     def delete(self, name: str, version: int | None = None) -> bool:
         """Remove ``name`` with its whole history; return False when ignored.
 

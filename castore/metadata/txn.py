@@ -7,6 +7,7 @@ published); :meth:`castore.metadata.repo.MetadataRepo.write` opens the transacti
 from __future__ import annotations
 
 import sqlite3
+from collections import Counter
 from typing import Any
 
 from sqlalchemy import Connection, func, select, text, update
@@ -29,6 +30,7 @@ from .statements import (
     RELEASE_BLOB,
     SELECT_CURRENT,
     SELECT_FOR_RESERVE,
+    TAKE_LIVE_BLOB,
     TAKE_OVER,
     UNREFERENCED,
     UPDATE_PATH,
@@ -276,3 +278,30 @@ class WriteTxn:
             update(blobs).where(blobs.c.key == key).values(refcount=blobs.c.refcount + len(rows))
         )
 
+    def link_new_paths(self, rows: list[tuple[str, int, BlobKey]]) -> list[bool]:
+        """Point each new path of ``rows`` (``(path, version, key)``) at the live blob ``key``; whether each was.
+
+        A row is left (False) when its path is stored already, a file or folder is in its
+        way, or its blob has no reference (gone, or being collected): the caller puts
+        those one by one. Each distinct key's references are taken in one statement (and
+        those of rows left given back). For an import's links: a few statements a path
+        and no savepoint.
+        """
+        wanted = Counter(key for _, _, key in rows)
+        live = {key for key, count in sorted(wanted.items()) if self._take(key, count)}
+        unused: Counter[BlobKey] = Counter()
+        linked = []
+        for path, version, key in rows:
+            new = key in live and self.current(path) is None and self.in_the_way(path) is None
+            if new:
+                self.add_path(path, version, key)
+            elif key in live:
+                unused[key] += 1
+            linked.append(new)
+        for key, count in sorted(unused.items()):
+            self.release_blob(key, count)
+        return linked
+
+    def _take(self, key: BlobKey, count: int) -> bool:
+        """Take ``count`` references on ``key`` if it has any now (a live blob); whether it had."""
+        return bool(self._run(TAKE_LIVE_BLOB, {"k": key, "n": count}))
