@@ -120,3 +120,18 @@ def test_a_kill_9_leaves_whole_batches_and_a_rerun_finishes(tmp_path: Path) -> N
         digest = {k: hashlib.sha256(b"content %d" % k * 100).digest() for k in range(2)}
         assert all(hashlib.sha256(store.read_bytes(f"/p/{n:05d}")).digest() == digest[n % 2] for n in range(count))
         assert store.check() == []
+
+
+def test_link_new_links_only_new_paths_to_live_blobs(store: Store) -> None:
+    """Stored already, in the way of a file, or a blob gone: left (False), its reference given back."""
+    store.put("/a", b"x" * 300, 5)
+    store.put("/b/c", b"y" * 300, 5)
+    store.put("/gone", b"z" * 300, 5)
+    key, gone = store.stat("/a").key, store.stat("/gone").key
+    store.delete("/gone")
+    store.collect_garbage()
+    linked = store.link_new([("/n1", 7, key), ("/a", 9, key), ("/b", 7, key), ("/a/below", 7, key), ("/n2", 7, gone)])
+    assert linked == [True, False, False, False, False]
+    assert store.read_bytes("/n1@7") == b"x" * 300 and store.metadata.refcount(key) == 2
+    assert not store.exists("/n2") and store.stat("/a").version == 5
+    assert store.check() == []
