@@ -135,3 +135,14 @@ def test_link_new_links_only_new_paths_to_live_blobs(store: Store) -> None:
     assert store.read_bytes("/n1@7") == b"x" * 300 and store.metadata.refcount(key) == 2
     assert not store.exists("/n2") and store.stat("/a").version == 5
     assert store.check() == []
+
+
+def test_link_new_checks_the_new_paths_against_each_other(store: Store) -> None:
+    """Inserted together at the end: a path below one added before, a folder of one, a repeat are left."""
+    store.put("/a", b"x" * 300, 5)
+    key = store.stat("/a").key
+    rows = [("/m", 7, key), ("/m/x", 7, key), ("/q/r", 7, key), ("/q", 7, key), ("/m", 8, key), ("/s", 7, key)]
+    assert store.link_new(rows) == [True, False, True, False, False, True]
+    assert [store.stat(p).version for p in ("/m", "/q/r", "/s")] == [7, 7, 7]
+    assert not store.exists("/m/x") and store.metadata.refcount(key) == 4
+    assert store.check() == []
