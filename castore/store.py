@@ -270,6 +270,25 @@ class Store(PutSteps):
         with faults_named():
             return self._put_many(items, targets, max_window)
 
+    def link_new(self, links: Sequence[tuple[str, int, BlobKey]]) -> builtins.list[bool]:
+        """:meth:`put_existing` of many new paths in one transaction; whether each was linked.
+
+        Each of ``links`` is ``(name, version, key)``: a name not stored yet, with no file
+        or folder in its way, is pointed at the live blob ``key``; any other (stored
+        already, in the way, or its blob gone) is left for :meth:`put_existing` or
+        :meth:`put` one by one. For an import's links (:mod:`castore.migration.importer`):
+        a path-per-transaction import queued on SQLite's write lock.
+        """
+        rows = [(*self._put_target(name, version), key) for name, version, key in links]
+
+        def link() -> builtins.list[bool]:
+            with self.metadata.write() as txn:
+                return txn.link_new_paths(rows)
+
+        with faults_named():
+            linked: builtins.list[bool] = self._retrying(link)
+        return linked
+
     def delete(self, name: str, version: int | None = None) -> bool:
         """Remove ``name`` with its whole history; return False when ignored.
 
@@ -392,10 +411,17 @@ class Store(PutSteps):
         Raises NotFound when ``folder`` holds no file at all (it is not a folder here),
         whatever ``max_version`` filters out; the root ``/`` is always a folder.
         """
+        return builtins.list(self.iter_folder(folder, max_version=max_version))
+
+    def iter_folder(self, folder: str, *, max_version: int | None = None) -> Iterator[str]:
+        """:meth:`list_folder` a page at a time: memory holds one page, however large the folder.
+
+        Raises NotFound here, before any name is yielded (a server answers 400 before its body).
+        """
         directory = check_prefix(folder if folder.endswith("/") else folder + "/")
         if directory != "/" and next(self.list(directory), None) is None:
             raise NotFound(folder, f"not a folder: {folder}")
-        return [info.path[len(directory):] for info in self.list(directory, max_version=max_version)]
+        return (info.path[len(directory):] for info in self.list(directory, max_version=max_version))
 
     def children(
         self, folder: str = "/", *, after: str | None = None, limit: int = 1000
@@ -459,23 +485,29 @@ class Store(PutSteps):
 
     # -- maintenance ---------------------------------------------------------------
 
-    def collect_garbage(self, *, staging_grace: float = 3600.0, batch: int = 500) -> GcReport:
+    def collect_garbage(
+        self, *, staging_grace: float = 3600.0, batch: int = 500, on_batch: Callable[[int, int], None] | None = None
+    ) -> GcReport:
         """Remove blobs no version references, and staging files older than the grace.
 
         Safe while other processes put and delete: a blob is forgotten only in a
         transaction that sees it unreferenced (``docs/design.md``, "Garbage collection").
         A staging file a live writer holds is never removed, whatever the grace.
+        Works ``batch`` blobs per transaction (memory holds one batch); ``on_batch(blobs,
+        bytes)`` is told what each batch removed (a progress bar).
         """
         self._check_writable()
-        report: GcReport = self._with_reserve(lambda: self._collect(staging_grace, batch))
+        report: GcReport = self._with_reserve(lambda: self._collect(staging_grace, batch, on_batch))
         return report
 
-    def _collect(self, staging_grace: float, batch: int) -> GcReport:
+    def _collect(self, staging_grace: float, batch: int, on_batch: Callable[[int, int], None] | None) -> GcReport:
         removed = freed = 0
         while True:
             counted, found = self._retrying(lambda: self._collect_batch(batch))
             removed += counted[0]
             freed += counted[1]
+            if on_batch is not None:
+                on_batch(*counted)
             if found < batch:
                 break
         staging = self.blobs.sweep_staging(self.clock() - staging_grace)

@@ -31,6 +31,7 @@ from .common import (
     json_line,
     pass_context,
     progress,
+    progress_wanted,
 )
 
 if TYPE_CHECKING:
@@ -190,8 +191,12 @@ def gc(c: Context, staging_grace: float) -> None:
 
     Example: castore gc
     """
+    from tqdm import tqdm
+
     c.local_only("gc")
-    report = c.store().collect_garbage(staging_grace=staging_grace)
+    # blobs removed so far, on a terminal: the total is not known before the end
+    with tqdm(desc="gc", unit=" blobs", disable=not progress_wanted(0, 2), leave=False, file=sys.stderr) as bar:
+        report = c.store().collect_garbage(staging_grace=staging_grace, on_batch=lambda blobs, _: bar.update(blobs))
     c.emit(asdict(report), f"removed {report.blobs} blobs ({format_size(report.stored_bytes)}), "
                            f"{report.staging_files} staging files")
 

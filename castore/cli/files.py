@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -255,13 +256,18 @@ def cat(c: Context, name: str) -> None:
 
 
 def _list(c: Context, client: Client, prefix: str, max_version: int | None) -> list[str]:
-    """Absolute paths of the current files below folder PREFIX; not-a-folder is exit 3."""
+    """Absolute paths of the current files below folder PREFIX, sorted; not-a-folder is exit 3."""
+    return sorted(_iter_list(c, client, prefix, max_version))
+
+
+def _iter_list(c: Context, client: Client, prefix: str, max_version: int | None) -> Iterator[str]:
+    """:func:`_list` as the origin gives it (castore's: path order), a page at a time."""
     folder = check_prefix(prefix).rstrip("/")
     if max_version is None:
         max_version = int(time.time())  # the protocol's default, given here so both origins agree
     check_version(max_version)
     try:
-        paths = client.list_remote_files(max_version, folder, absolute_paths=True)
+        paths = client.iter_remote_files(max_version, folder, absolute_paths=True)
     except FiletrackerError as e:
         if e.status == 400:
             fail(f"not a folder: {folder}", EXIT_NOT_FOUND)
@@ -270,7 +276,7 @@ def _list(c: Context, client: Client, prefix: str, max_version: int | None) -> l
 
             fail(f"no file list at {redact_url(c.url)} (is the --url prefix right?)", EXIT_NOT_FOUND)
         raise
-    return sorted("/" + p.lstrip("/") for p in paths)
+    return ("/" + p.lstrip("/") for p in paths)
 
 
 @click.command(name="ls")
@@ -283,12 +289,14 @@ def ls(c: Context, prefix: str, max_version: int | None, long: bool) -> None:
     """List the current files below the folder PREFIX (default /), one path per line.
 
     A PREFIX that holds no file is "not found" (exit 3). With -l each line is
-    NAME@VERSION<TAB>SIZE (one more request per file with --url).
+    NAME@VERSION<TAB>SIZE (one more request per file with --url). Names are printed as
+    they arrive, in path order from castore (a Filetracker server's own order with
+    --url to one), so a folder of millions of files costs a page of memory.
 
     Example: castore ls -l /problems/12
     """
     client = c.client()
-    for path in _list(c, client, prefix, max_version):
+    for path in _iter_list(c, client, prefix, max_version):  # streamed: a huge folder costs one page
         if not long:
             c.emit({"path": path}, path)
             continue

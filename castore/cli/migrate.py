@@ -54,8 +54,8 @@ def import_filetracker(c: Context, folder: Path | None, source_url: str | None, 
         fail(str(e), EXIT_USAGE)
     show = progress_wanted(0, 2) if progress is None else progress
     store = c.store()
+    importer = Importer(store, source, jobs=jobs)
     try:
-        importer = Importer(store, source, jobs=jobs)
         with _import_bar(source.count() if show else None, "import", show) as advance:
             report = importer.run(advance)
         if verify:
@@ -65,6 +65,7 @@ def import_filetracker(c: Context, folder: Path | None, source_url: str | None, 
             report.problems.extend(differences)
     finally:
         source.close()
+        importer.done.close()
     data = report.as_dict()
     lines = [
         (f"{source.description}: {report.files} files; imported {report.imported} versions "

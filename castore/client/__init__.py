@@ -587,13 +587,30 @@ class Client:
         """
         if self.remote_store is None:
             return []
-        if subpath and not subpath.startswith("/"):
-            raise FiletrackerError(f"HTTP/400: subpath must start with '/', not {subpath!r}", status=400)
-        paths = self.remote_store.list(subpath, version_cutoff_timestamp)
-        if absolute_paths and subpath.strip("/"):
-            prefix = subpath.strip("/") + "/"
-            return [prefix + path for path in paths]
-        return paths
+        return list(_listed(self.remote_store.list, version_cutoff_timestamp, subpath, absolute_paths))
+
+    def iter_remote_files(
+        self, version_cutoff_timestamp: int | None = None, subpath: str = "", absolute_paths: bool = False
+    ) -> Iterator[str]:
+        """:meth:`list_remote_files` read as it arrives, in the origin's order (castore's: path
+        order): memory holds a block of the answer, however many names the folder has.
+
+        A folder that is not one raises here, before any name is yielded.
+        """
+        if self.remote_store is None:
+            return iter(())
+        return _listed(self.remote_store.iter_list, version_cutoff_timestamp, subpath, absolute_paths)
+
+
+def _listed(
+    lister: Callable[[str, int | None], Iterable[str]], cutoff: int | None, subpath: str, absolute_paths: bool
+) -> Iterator[str]:
+    """The names ``lister(subpath, cutoff)`` gives, relative to ``subpath`` or (``absolute_paths``) the root."""
+    if subpath and not subpath.startswith("/"):
+        raise FiletrackerError(f"HTTP/400: subpath must start with '/', not {subpath!r}", status=400)
+    paths = iter(lister(subpath, cutoff))
+    prefix = subpath.strip("/") + "/" if absolute_paths and subpath.strip("/") else ""
+    return (prefix + path for path in paths) if prefix else paths
 
 
 def _is_auto(value: object) -> bool:

@@ -45,6 +45,10 @@ class Origin(Protocol):
 
     def list(self, subpath: str, cutoff: int | None = None) -> list[str]: ...
 
+    def iter_list(self, subpath: str, cutoff: int | None = None) -> Iterator[str]:
+        """:meth:`list` a block at a time; a folder that is not one raises before the first name."""
+        ...
+
 
 class EmbeddedOrigin:
     """A :class:`Store` opened in this process, answering as a server would."""
@@ -86,8 +90,11 @@ class EmbeddedOrigin:
             self.store.delete(path, version)
 
     def list(self, subpath: str, cutoff: int | None = None) -> list[str]:
+        return list(self.iter_list(subpath, cutoff))
+
+    def iter_list(self, subpath: str, cutoff: int | None = None) -> Iterator[str]:
         try:
-            return self.store.list_folder(subpath or "/", max_version=cutoff)
+            return self.store.iter_folder(subpath or "/", max_version=cutoff)
         except NotFound:
             raise FiletrackerError(f"{subpath}: Path doesn't exist or is not a directory", status=400) from None
 

@@ -214,6 +214,10 @@ class ProgressReader(io.RawIOBase):
         super().close()
 
 
+MAX_LISTED_NAME = 64 << 10
+"""Longest name :meth:`Remote.iter_list` takes from a listing (castore's paths are far shorter)."""
+
+
 def _check_status(response: Response, path: str, version: int | None = None) -> None:
     """Raise Filetracker's ``HTTP/<status>: <X-Exception>`` error for a non-2xx answer.
 
@@ -623,9 +627,7 @@ class Remote:
         ``max_bytes``, ``max_names``: a listing longer than this, or of more names, raises
         FiletrackerError before it is split into names (None: no limit).
         """
-        url = f"{self._prefix}/list{quote_path(subpath)}"
-        url += "?last_modified=" + quote(format_version(int(time.time()) if cutoff is None else cutoff))
-        response = self._send("GET", url, watch=watch)
+        response = self._send("GET", self._list_url(subpath, cutoff), watch=watch)
         _check_status(response, subpath)
         body = response.read_all(max_bytes)
         if max_names is not None and body.count(b"\n") + (not body.endswith(b"\n")) > max_names:  # lines (the last may lack "\n")
@@ -637,4 +639,38 @@ class Remote:
         # "\n" only: Filetracker 2.3.3's double-encoded names may hold U+0085, which
         # str.splitlines() would also break on
         return [line for line in text.split("\n") if line]
+
+    def iter_list(self, subpath: str, cutoff: int | None = None) -> Iterator[str]:
+        """:meth:`list` read as it arrives, :data:`IO_BUFFER` bytes at a time, in the server's
+        order; a name over :data:`MAX_LISTED_NAME` bytes raises FiletrackerError."""
+        response = self._send("GET", self._list_url(subpath, cutoff))
+        _check_status(response, subpath)
+        return self._lines(response, subpath)
+
+    def _list_url(self, subpath: str, cutoff: int | None) -> str:
+        url = f"{self._prefix}/list{quote_path(subpath)}"
+        return url + "?last_modified=" + quote(format_version(int(time.time()) if cutoff is None else cutoff))
+
+    def _lines(self, response: Response, subpath: str) -> Iterator[str]:
+        rest = b""
+        try:
+            while True:
+                try:
+                    block = response.raw.read(IO_BUFFER)
+                except (http.client.HTTPException, OSError) as e:
+                    raise FiletrackerError(f"the listing of {subpath} by {self.base_url} was cut short ({e!r})") from None
+                *complete, rest = (rest + block).split(b"\n") if block else (rest, b"")
+                if len(rest) > MAX_LISTED_NAME:
+                    raise FiletrackerError(f"the listing of {subpath} by {self.base_url} has a name over "
+                                           f"{MAX_LISTED_NAME} bytes: not read")
+                for line in complete:
+                    if line:
+                        try:
+                            yield line.decode("utf-8")
+                        except UnicodeDecodeError:  # as list(): Filetracker 2.3.3 lists every name as UTF-8
+                            raise FiletrackerError(f"the listing of {subpath} by {self.base_url} is not UTF-8") from None
+                if not block:
+                    return
+        finally:
+            response.release()
 

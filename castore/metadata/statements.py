@@ -149,6 +149,13 @@ RELEASE_BLOB = HotStatement(
     .values(refcount=blobs.c.refcount - bindparam("n"))
 )
 
+TAKE_LIVE_BLOB = HotStatement(
+    update(blobs)
+    .where(blobs.c.key == bindparam("k"), blobs.c.refcount > 0)
+    .values(refcount=blobs.c.refcount + bindparam("n"))
+    .returning(blobs.c.refcount)
+)
+"""More references on a blob that has some (an import's links); no row when it has none."""
 
 # -- Core only: digests, leases, deletes, garbage collection ----------------------
 

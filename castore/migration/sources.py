@@ -24,6 +24,7 @@ import os
 import re
 import stat
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,6 +189,10 @@ class _OnePass(io.RawIOBase):
         super().close()
 
 
+BLOBS_SEEN = 10_000
+"""Blobs a :class:`FolderV2` remembers having found (~1 MiB)."""
+
+
 class FolderV2(Source):
     """A Filetracker 2.x server's data folder (``filetracker-server -d DIR``), read directly."""
 
@@ -195,6 +200,7 @@ class FolderV2(Source):
         self.root = Path(root)
         self.links = self.root / "links"
         self.blobs = self.root / "blobs"
+        self._blobs_seen: OrderedDict[str, None] = OrderedDict()
         if not self.links.is_dir():
             raise ValueError(f"{self.root} is not a Filetracker 2.x data folder: it has no links/ folder")
         self.description = str(self.root)
@@ -219,7 +225,7 @@ class FolderV2(Source):
         if not _SHA256.fullmatch(digest):
             return ImportProblem(where, f"broken link: target {target!r} does not name a blob")
         blob = self.blobs / digest[:2] / digest
-        if not blob.is_file():
+        if not self._blob_is_file(digest, blob):
             return ImportProblem(where, f"broken link: its blob {blob} is missing")
         parts = tuple(real_name(part) for part in link.relative_to(self.links).parts)
         path = _checked_path(parts, where)
@@ -230,6 +236,19 @@ class FolderV2(Source):
         except CastoreError as e:
             return ImportProblem(where, str(e))
         return Item(path, where, version, digest, str(blob))
+
+    def _blob_is_file(self, digest: str, blob: Path) -> bool:
+        """Whether ``blob`` is a file; the :data:`BLOBS_SEEN` blobs found last are not looked at
+        again (a content has many links: one look at its blob instead of one per link)."""
+        if digest in self._blobs_seen:
+            self._blobs_seen.move_to_end(digest)
+            return True
+        if not blob.is_file():
+            return False
+        self._blobs_seen[digest] = None
+        if len(self._blobs_seen) > BLOBS_SEEN:
+            self._blobs_seen.popitem(last=False)
+        return True
 
     def open(self, item: Item) -> Opened:
         assert item.version is not None and item.content is not None

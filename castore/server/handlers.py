@@ -50,7 +50,7 @@ from .conditional import has_conditions, precondition, range_holds
 from .config import ServerConfig
 from .metrics import Metrics
 from .statuses import HTTPError, int_header, one_line
-from .streaming import gzipped, parse_range, passes_through, stored_frames, verified_content
+from .streaming import gzipped, lines, parse_range, passes_through, stored_frames, verified_content
 from .upload import MemoryBudget, ReceivedBody, UploadLimits, UploadReader, receive_body
 
 if TYPE_CHECKING:  # imported when used: a server starts without them (see OnFirstRequest)
@@ -454,11 +454,12 @@ class FiletrackerApp:
         try:
             if self.migration is not None:
                 paths = await _while_connected(request, self.migration.list_folder(directory, cutoff))
-            else:
-                paths = await anyio.to_thread.run_sync(lambda: self.store.list_folder(directory, max_version=cutoff))
+                return Response("".join(p + "\n" for p in paths), media_type="text/plain; charset=utf-8")
+            names = await anyio.to_thread.run_sync(lambda: self.store.iter_folder(directory, max_version=cutoff))
         except NotFound:
             raise HTTPError(400, "Path doesn't exist or is not a directory") from None
-        return Response("".join(p + "\n" for p in paths), media_type="text/plain; charset=utf-8")
+        # streamed a page at a time: a folder of millions of names costs the server one page
+        return StreamingResponse(lines(names), media_type="text/plain; charset=utf-8")
 
     async def health(self, request: Request) -> Response:
         try:

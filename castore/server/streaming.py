@@ -6,10 +6,13 @@ response (see :func:`verified_content`).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+
+import anyio.to_thread
 
 from ..codec import Codec, compressed_chunks
 from ..errors import CorruptBlob
@@ -95,3 +98,18 @@ def _closing_on_damage(reader: BlobReader, pieces: Iterator[bytes]) -> Iterator[
 
 def gzipped(reader: BlobReader) -> Iterator[bytes]:
     return compressed_chunks(verified_content(reader), zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31))
+
+
+LINES_PER_CHUNK = 1000
+"""Names per chunk of a ``/list/`` body: the server holds one such chunk, not the listing."""
+
+
+async def lines(names: Iterator[str]) -> AsyncIterator[bytes]:
+    """``names`` as ``name\n`` lines, :data:`LINES_PER_CHUNK` at a time, each chunk read in a
+    worker thread (the iterator queries the database page by page)."""
+
+    def chunk() -> bytes:
+        return "".join(name + "\n" for name in itertools.islice(names, LINES_PER_CHUNK)).encode()
+
+    while body := await anyio.to_thread.run_sync(chunk):
+        yield body

@@ -1,0 +1,40 @@
+"""The scale benchmark (#22) runs at its small scale and reports every figure for every store.
+
+No timing is asserted: the benchmark measures; this test keeps it from rotting (its own
+checks: ``ls`` and ``/list/`` give every name of the big folder, the imports import every path).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.scale import SCALES, table
+from tests.backends import postgres_bin
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_small_run_reports_every_figure_on_each_backend(tmp_path: Path) -> None:
+    backends = "sqlite,postgresql" if postgres_bin() is not None else "sqlite"
+    done = subprocess.run([sys.executable, "-m", "benchmarks.scale", "--scale", "small", "--backends", backends,
+                           "--out", str(tmp_path / "out"), "--work", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=1200, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    data = json.loads((tmp_path / "out" / "results.json").read_text())
+    sizes = SCALES["small"]
+    assert sorted(data["backends"]) == sorted(backends.split(","))
+    for backend, rows in data["backends"].items():
+        assert [int(n) for n in rows] == sizes
+        first, last = (rows[str(n)] for n in sizes)
+        assert first.keys() == last.keys()
+        assert all(value > 0 for value in last.values()), last
+        assert last["files in /big/"] == sizes[1]
+        assert "check (no content), peak RSS MiB" in last and "import, new contents, paths/s" in last
+        text = table(backend, sizes, {int(n): row for n, row in rows.items()})
+        assert "x)" in text  # ratios to the smallest store
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert report.count("| put 64 KiB, ms |") == len(data["backends"])
+    assert list(tmp_path.glob("castore-scale-*")) == []  # the scratch stores are removed
