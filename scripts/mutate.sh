@@ -63,7 +63,9 @@ if ! .venv/bin/python -c 'import mutmut' 2>/dev/null; then
     echo "castore: installing $MUTMUT_SPEC into .venv (for scripts/mutate.sh only)" >&2
     .venv/bin/python -m pip install -q --disable-pip-version-check "$MUTMUT_SPEC"
 fi
-MUTMUT=$REPO/.venv/bin/mutmut
+# through the interpreter, not .venv/bin/mutmut: that script's #! line names the python of the
+# folder pip ran in, which may be gone (.venv is shared between worktrees)
+MUTMUT=("$REPO/.venv/bin/python" -m mutmut)
 
 # write_config DIR FILES TESTS: mutmut's settings for one module (setup.cfg in the scratch copy).
 write_config() {
@@ -112,9 +114,9 @@ run_module() {
     [ "$selection" != "-" ] && read -r -a names <<< "$selection"
     local started=$SECONDS
     (cd "$dir" && CASTORE_TEST_BACKENDS=$backends \
-        nice -n 10 "$MUTMUT" run --max-children "$JOBS" "${names[@]}" > "$dir/run.log" 2>&1) || {
+        nice -n 10 "${MUTMUT[@]}" run --max-children "$JOBS" "${names[@]}" > "$dir/run.log" 2>&1) || {
         echo "$name: mutmut failed, see $dir/run.log" >&2; tail -20 "$dir/run.log" >&2; return 1; }
-    (cd "$dir" && "$MUTMUT" results --all true 2>/dev/null) > "$dir/results.txt"
+    (cd "$dir" && "${MUTMUT[@]}" results --all true 2>/dev/null) > "$dir/results.txt"
     report "$name" "$dir" "$((SECONDS - started))" "${names[@]}"
 }
 
@@ -144,7 +146,7 @@ report() {
         "$name" "$total" "$killed" "$timeout" "$survived" "$notests" "$equiv" "$score" "$seconds" | tee -a "$WORK/summary.txt"
     if [ -n "$survivors" ]; then
         echo "$survivors" | sed 's/^/    survived: /'
-        echo "    read one: (cd $dir && $MUTMUT show NAME)"
+        echo "    read one: (cd $dir && ${MUTMUT[*]} show NAME)"
     fi
 }
 
