@@ -348,3 +348,16 @@ def test_a_deleted_path_is_404_while_the_old_server_is_down(store: Store) -> Non
         assert http.delete("/files/gone", params={"last_modified": format_version(OLD_VERSION)}).status_code == 200
         for method in ("GET", "HEAD"):
             assert http.request(method, "/files/gone").status_code == 404
+
+
+def test_a_delete_asking_a_hanging_old_server_ends_at_its_deadline_and_hangs_up(store: Store) -> None:
+    """DELETE of a path castore lacks asks the old server (a HEAD); given up at the deadline,
+    that call's socket is shut down, so its thread does not wait out --migrate-timeout."""
+    with OldServer(lambda h: h.server.old.hang(h)) as old, \
+            TestClient(create_app(store, ServerConfig(migrate_from=old.url,
+                                  migration_limits=MigrationLimits(timeout=600, deadline=1)))) as http:
+        response = http.delete("/files/elsewhere", params={"last_modified": format_version(OLD_VERSION)})
+        assert response.status_code == 502 and "did not answer" in response.headers["x-exception"]
+        assert old.requests == ["/files/elsewhere"]
+        assert old.wait_for(lambda: old.hung_up == 1), "the old server's connection was left open"
+    assert store.metadata.deletion("/elsewhere") is None

@@ -7,7 +7,9 @@ against a real Filetracker 2.3.3.
 
 from __future__ import annotations
 
+import os
 import socket
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ import pytest
 from castore.errors import FiletrackerError, NotFound
 from castore.migration import FolderV2, Importer, ServerSource
 from castore.migration.importer import Outcome
-from castore.migration.live import LiveMigration, _Guard
+from castore.migration.live import FETCH_LOCKS_VARIABLE, LiveMigration, _Guard, share_fetch_locks
 from castore.protocol import format_version
 from castore.store import Store
 from tests.server_process import castore_server, free_port
@@ -246,3 +248,42 @@ def test_a_merged_list_keeps_both_sides_within_the_cutoff_less_the_deleted(migra
     assert anyio.run(migration.list_folder, "/", OLD_VERSION - 5) == ["mine"]
     with pytest.raises(NotFound):
         anyio.run(migration.list_folder, "/nowhere/", OLD_VERSION)
+
+
+def test_verify_leaves_a_path_the_old_server_changed_since_the_import(tmp_path: Path) -> None:
+    """The source's version moved on after the import: NEWER, not a difference."""
+    with castore_server(tmp_path / "old") as url, Store.open(tmp_path / "new", create=True) as store:
+        for path, version in (("/moves", OLD_VERSION), ("/stays", OLD_VERSION)):
+            httpx.put(url + "/files" + path, content=b"v1", params={"last_modified": format_version(version)})
+        source = ServerSource(url)
+        try:
+            importer = Importer(store, source, jobs=1)
+            assert importer.run().imported == 2
+            httpx.put(url + "/files/moves", content=b"v2", params={"last_modified": format_version(OLD_VERSION + 5)})
+            seen: list[tuple[Outcome, int]] = []
+            assert importer.verify(lambda outcome, size: seen.append((outcome, size))) == []
+            assert sorted(seen, key=repr) == sorted([(Outcome.NEWER, 0), (Outcome.ALREADY, 2)], key=repr)
+        finally:
+            source.close()
+
+
+def test_the_workers_share_one_unlinked_lock_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """share_fetch_locks (before the workers fork) leaves its descriptor in the environment, once;
+    a migration made afterwards locks through it."""
+    monkeypatch.delenv(FETCH_LOCKS_VARIABLE, raising=False)
+    share_fetch_locks()
+    value = os.environ[FETCH_LOCKS_VARIABLE]
+    fd = int(value)
+    try:
+        info = os.fstat(fd)
+        assert stat.S_ISREG(info.st_mode) and info.st_nlink == 0  # nothing left behind in the folder
+        share_fetch_locks()
+        assert os.environ[FETCH_LOCKS_VARIABLE] == value  # inherited: not made again
+        with Store.open(tmp_path / "new", create=True) as store:
+            live = LiveMigration(store, f"http://127.0.0.1:{free_port()}")
+            try:
+                assert live._across_workers == fd
+            finally:
+                live.close()
+    finally:
+        os.close(fd)

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from castore.migration import FolderV2, Importer, ImportProblem, Item, real_name
 from castore.migration.importer import ImportReport, Outcome, _reason
 from castore.migration.live import MigrationStatus
+from castore.sizes import IO_BUFFER
 from castore.store import Store
 
 
@@ -125,8 +126,24 @@ def test_verify_reports_a_difference(tmp_path: Path, store: Store) -> None:
     importer = Importer(store, FolderV2(root))
     assert importer.run().imported == 2
     (link.parent / os.readlink(link)).write_bytes(gzip.compress(b"changed"))
-    problems = importer.verify()
-    assert [p.where for p in problems] == [str(link)] and "differs" in problems[0].reason
+    seen: list[tuple[Outcome, int]] = []
+    problems = importer.verify(lambda outcome, size: seen.append((outcome, size)))
+    assert [p.where for p in problems] == [str(link)]
+    assert problems[0].reason == "differs from castore's /v@100 (7 vs 8 bytes)"
+    assert sorted(seen, key=repr) == sorted([(Outcome.PROBLEM, 0), (Outcome.ALREADY, len(b"other"))], key=repr)
+
+
+def test_verify_re_reads_a_content_over_one_buffer_whole(tmp_path: Path, store: Store) -> None:
+    """A content larger than one read's buffer is compared whole and told with its full size."""
+    root = tmp_path / "ft"
+    (root / "links").mkdir(parents=True)
+    big = os.urandom(2 * IO_BUFFER + 123)
+    _ft_put(root, "/big", big, 100)
+    importer = Importer(store, FolderV2(root), jobs=1)
+    assert importer.run().imported == 1
+    seen: list[tuple[Outcome, int]] = []
+    assert importer.verify(lambda outcome, size: seen.append((outcome, size))) == []
+    assert seen == [(Outcome.ALREADY, len(big))]
 
 
 def test_migrating_server_answers_502_when_the_old_server_is_down(store: Store) -> None:
@@ -239,6 +256,7 @@ def test_a_report_as_json() -> None:
     }
     assert ImportReport("/ft", seconds=0.0).as_dict()["files_per_second"] is None
     assert ImportReport("/ft", seconds=0.0).as_dict()["mb_per_second"] is None
+    assert ImportReport("/ft", logical_bytes=10**12, seconds=1.0).as_dict()["mb_per_second"] == 1_000_000.0  # 1e6
     assert ImportReport("/ft", logical_bytes=5).as_dict()["dedup_ratio"] == 1.0
     assert ImportReport("/ft", imported=4, logical_bytes=3_000_000, stored_bytes=1_300_000, seconds=2.12345).as_dict() == {
         **ImportReport("/ft").as_dict(), "imported": 4, "logical_bytes": 3_000_000, "stored_bytes": 1_300_000,
