@@ -166,6 +166,8 @@ def test_a_fetch_counts_the_files_and_their_bytes(migration: LiveMigration) -> N
     assert anyio.run(migration.fetch, "/exact") is True
     assert anyio.run(migration.fetch, "/exact") is True  # castore has it now: not fetched again
     assert (migration.fetched, migration.fetched_bytes) == (1, len(b"old /exact"))
+    assert anyio.run(migration.fetch, "/later") is True
+    assert (migration.fetched, migration.fetched_bytes) == (2, len(b"old /exact") + len(b"old /later"))
 
 
 def test_deleting_an_older_version_than_castores_keeps_castores_file(migration: LiveMigration) -> None:
@@ -246,8 +248,9 @@ def test_a_merged_list_keeps_both_sides_within_the_cutoff_less_the_deleted(migra
     store.metadata.remember_deletion("/later", OLD_VERSION)
     assert anyio.run(migration.list_folder, "/", OLD_VERSION + 5) == ["exact", "mine", "raced"]
     assert anyio.run(migration.list_folder, "/", OLD_VERSION - 5) == ["mine"]
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound) as raised:
         anyio.run(migration.list_folder, "/nowhere/", OLD_VERSION)
+    assert (raised.value.path, str(raised.value)) == ("/nowhere/", "not a folder: /nowhere/")
 
 
 def test_verify_leaves_a_path_the_old_server_changed_since_the_import(tmp_path: Path) -> None:
@@ -287,3 +290,34 @@ def test_the_workers_share_one_unlinked_lock_file(monkeypatch: pytest.MonkeyPatc
                 live.close()
     finally:
         os.close(fd)
+
+
+def test_a_call_given_up_before_its_socket_is_watched_shuts_it_at_once() -> None:
+    """A socket the call opens after it was given up is shut down as it is watched."""
+    a, b = socket.socketpair()
+    with a, b:
+        guard = _Guard()
+        guard.abort()
+        guard.watch(a)
+        a.setblocking(False)
+        assert a.recv(1) == b""  # shut: end of input at once, not "would block"
+
+
+def test_the_migration_metrics_name_help_and_count_each_counter(migration: LiveMigration) -> None:
+    names = ["fetched", "fetched_bytes", "missing", "not_resurrected", "future_versions", "bad_names", "busy", "gave_up"]
+    for value, name in enumerate(names, start=11):
+        setattr(migration, name, value)
+    helps = {
+        "fetched": "Paths fetched from the old server on a miss.",
+        "fetched_bytes": "Logical bytes fetched on a miss.",
+        "missing": "Misses the old server did not have.",
+        "not_resurrected": "Misses deleted in castore, not brought back.",
+        "future_versions": "Misses refused: the old server's version was beyond now + 1 day.",
+        "bad_names": "Names in the old server's listings that castore's name rules refuse (left out).",
+        "busy": "Calls to the old server refused with 503 (too many waiting).",
+        "gave_up": "Calls to the old server given up (deadline, or the client hung up).",
+    }
+    expected = "".join(
+        f"# HELP castore_migration_{name}_total {helps[name]}\n# TYPE castore_migration_{name}_total counter\n"
+        f"castore_migration_{name}_total {value}\n" for value, name in enumerate(names, start=11))
+    assert migration.render_metrics() == expected
