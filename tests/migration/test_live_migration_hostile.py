@@ -23,7 +23,7 @@ import pytest
 import zstandard
 from starlette.testclient import TestClient
 
-from castore.errors import FiletrackerError
+from castore.errors import Busy, FiletrackerError
 from castore.migration.live import LiveMigration, MigrationLimits, MigrationStatus, migration_status
 from castore.protocol import format_version, parse_version_date
 from castore.server.app import create_app
@@ -223,6 +223,9 @@ def test_a_fetch_ends_at_its_deadline(store: Store, answer: Answer) -> None:
         response = http.get("/files/drip")
         assert response.status_code == 502
         assert "did not answer" in response.headers["x-exception"]
+        if answer is not _dripping:  # a hanging old server sees its connection shut at the deadline
+            assert old.wait_for(lambda: old.hung_up == 1), "the old server's connection was left open"
+        assert _metric(http.get("/metrics").text, "castore_migration_gave_up_total") == 1
     assert not store.exists("/drip")
 
 
@@ -475,3 +478,63 @@ def test_requests_for_one_path_share_one_call_to_the_old_server(store: Store, st
     else:
         assert len(outcomes) == 2 and outcomes[0] == outcomes[1]
         assert f"the old server {old.url} failed for /shared: " in str(outcomes[0])
+
+
+def test_calls_beyond_fetches_wait_and_beyond_the_queue_are_busy(store: Store) -> None:
+    """fetches=1, queue=1: one call at the old server, one waiting for its thread, the third
+    refused (Busy, counted, Retry-After the timeout rounded); afterwards there is room again."""
+    go = threading.Event()
+
+    def answer(handler: _Handler) -> None:
+        go.wait(GUARD)
+        not_found(handler)
+
+    refused: list[Busy] = []
+
+    async def three_misses(live: LiveMigration) -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(live.fetch, "/first")
+            assert await anyio.to_thread.run_sync(lambda: old.wait_for(lambda: len(old.requests) == 1))
+            tg.start_soon(live.fetch, "/second")
+            # until the second waits for the one thread (or, wrongly, reaches the old server)
+            while (live._threads is None or live._threads.statistics().tasks_waiting == 0) and len(old.requests) == 1:
+                await anyio.sleep(0.01)
+            try:
+                await live.fetch("/third")
+            except Busy as e:
+                refused.append(e)
+            go.set()
+        assert await live.fetch("/fourth") is False  # every call has ended: room again
+
+    with OldServer(answer) as old:
+        live = LiveMigration(store, old.url, limits=MigrationLimits(timeout=2.6, fetches=1, queue=1))
+        try:
+            anyio.run(three_misses, live)
+        finally:
+            live.close()
+        assert old.requests == ["/files/first", "/files/second", "/files/fourth"]
+    assert len(refused) == 1 and live.busy == 1
+    assert str(refused[0]) == f"2 calls to the old server {old.url} are under way: try again later"
+    assert refused[0].retry_after == 3
+    assert live.missing == 3
+
+
+def test_a_recent_old_version_is_fetched_and_a_short_body_is_refused(store: Store) -> None:
+    """A version of a minute ago is no future one; a body shorter than its Content-Length stores nothing."""
+    recent = int(time.time()) - 60
+
+    def answer(handler: _Handler) -> None:
+        if handler.path == "/files/recent":
+            send_file(handler, b"recent", version=recent)
+            return
+        handler.send_response(200)
+        handler.send_header("Last-Modified", format_version(OLD_VERSION))
+        handler.send_header("Content-Length", "100")
+        handler.end_headers()
+        handler.wfile.write(b"only half")
+        handler.close_connection = True
+
+    with OldServer(answer) as old, TestClient(create_app(store, ServerConfig(migrate_from=old.url))) as http:
+        assert http.get("/files/recent").content == b"recent"
+        assert http.get("/files/short").status_code == 502
+    assert store.stat("/recent").version == recent and not store.exists("/short")

@@ -286,6 +286,8 @@ def test_the_workers_share_one_unlinked_lock_file(monkeypatch: pytest.MonkeyPatc
             live = LiveMigration(store, f"http://127.0.0.1:{free_port()}")
             try:
                 assert live._across_workers == fd
+                with pytest.raises(FiletrackerError, match="failed for /x: "):  # locked by its path, then asked
+                    anyio.run(live.fetch, "/x")
             finally:
                 live.close()
     finally:
