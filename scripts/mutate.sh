@@ -5,6 +5,7 @@
 #   bash scripts/mutate.sh                 every module, one after the other
 #   bash scripts/mutate.sh names upload    only these
 #   bash scripts/mutate.sh --list          the modules, what each mutates and the tests it runs
+#   bash scripts/mutate.sh --report NAME   the figures of NAME's last run again (no run)
 #
 # Not part of CI nor of scripts/test.sh: a full run takes tens of minutes. It installs mutmut
 # into ./.venv if missing, copies the working tree (tracked and new files) to a scratch folder
@@ -151,6 +152,20 @@ report() {
 }
 
 mkdir -p "$WORK"
+if [ "${1:-}" = "--report" ]; then
+    # --report MODULE...: the figures of the last run in $MUTATE_WORK/MODULE again (say, after
+    # scripts/mutate-equivalent.md changed, or of a run stopped early: its unchecked mutants are left out)
+    shift
+    for entry in "${MODULES[@]}"; do
+        name=$(field "$entry" 0)
+        [[ " $* " == *" $name "* ]] || continue
+        selection=$(field "$entry" 2); names=()
+        [ "$selection" != "-" ] && read -r -a names <<< "$selection"
+        (cd "$WORK/$name" && "${MUTMUT[@]}" results --all true 2>/dev/null) > "$WORK/$name/results.txt"
+        report "$name" "$WORK/$name" 0 "${names[@]}"
+    done
+    exit 0
+fi
 wanted=("$@")
 status=0
 for entry in "${MODULES[@]}"; do

@@ -302,6 +302,7 @@ def test_an_import_skips_what_castore_deleted_or_has_already_and_counts_each(tmp
                                             (Outcome.IMPORTED, 14), (Outcome.IMPORTED, 5), (Outcome.IMPORTED, 5)],
                                            key=str)
     assert not store.exists("/deleted_at") and not store.exists("/deleted_after")
+    assert store.usage().unreferenced_blobs == 0  # a deleted path is skipped, not stored and deleted again
     assert store.read_bytes("/deleted_before") == b"deleted_before" and store.read_bytes("/older") == b"older"
     assert store.read_bytes("/newer") == b"castore's" and store.read_bytes("/same") == b"same"
 
