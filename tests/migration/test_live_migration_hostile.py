@@ -481,8 +481,8 @@ def test_requests_for_one_path_share_one_call_to_the_old_server(store: Store, st
 
 
 def test_calls_beyond_fetches_wait_and_beyond_the_queue_are_busy(store: Store) -> None:
-    """fetches=1, queue=1: one call at the old server, one waiting for its thread, the third
-    refused (Busy, counted, Retry-After the timeout rounded); afterwards there is room again."""
+    """fetches=1, queue=1: one call at the old server, one waiting for its thread, a third
+    refused (Busy, each counted, Retry-After the timeout rounded); afterwards there is room again."""
     go = threading.Event()
 
     def answer(handler: _Handler) -> None:
@@ -499,10 +499,11 @@ def test_calls_beyond_fetches_wait_and_beyond_the_queue_are_busy(store: Store) -
             # until the second waits for the one thread (or, wrongly, reaches the old server)
             while (live._threads is None or live._threads.statistics().tasks_waiting == 0) and len(old.requests) == 1:
                 await anyio.sleep(0.01)
-            try:
-                await live.fetch("/third")
-            except Busy as e:
-                refused.append(e)
+            for _ in range(2):
+                try:
+                    await live.fetch("/third")
+                except Busy as e:
+                    refused.append(e)
             go.set()
         assert await live.fetch("/fourth") is False  # every call has ended: room again
 
@@ -513,7 +514,7 @@ def test_calls_beyond_fetches_wait_and_beyond_the_queue_are_busy(store: Store) -
         finally:
             live.close()
         assert old.requests == ["/files/first", "/files/second", "/files/fourth"]
-    assert len(refused) == 1 and live.busy == 1
+    assert len(refused) == 2 and live.busy == 2
     assert str(refused[0]) == f"2 calls to the old server {old.url} are under way: try again later"
     assert refused[0].retry_after == 3
     assert live.missing == 3
