@@ -59,7 +59,9 @@ if [ "${1:-}" = "--list" ]; then
 fi
 
 source scripts/env.sh
-ensure_venv
+# a .venv linked from another tree (a worktree sharing the main one's) is that tree's to
+# install: ensure_venv here would repoint its editable castore at this tree
+[ -L .venv ] || ensure_venv
 if ! .venv/bin/python -c 'import mutmut' 2>/dev/null; then
     echo "castore: installing $MUTMUT_SPEC into .venv (for scripts/mutate.sh only)" >&2
     .venv/bin/python -m pip install -q --disable-pip-version-check "$MUTMUT_SPEC"
