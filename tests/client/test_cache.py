@@ -13,7 +13,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -290,6 +290,25 @@ def test_clean_skips_a_file_in_use_and_counts_only_what_it_removed(tmp_path: Pat
     with cache.locked("/busy", exclusive=False):
         assert cache.clean(100, keep_fraction=0) == CleanReport(2, 200, 1, 100)
     assert [e.name for e in cache.entries()] == ["/busy@1"]
+
+
+def test_clean_does_not_count_a_file_another_process_removed_first(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file deleted by another client between clean's walk and its eviction is not counted as removed."""
+    cache = LocalCache(tmp_path / "cache")
+    _aged(cache, "/gone", 100, 1)
+    _aged(cache, "/kept", 100, 2)
+    real = cache.locked
+
+    def locked(path: str, **kwargs: Any) -> Any:
+        if path == "/gone":
+            with suppress(FileNotFoundError):
+                os.unlink(cache.files / "gone")  # the other client's delete, just before clean locks it
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(cache, "locked", locked)
+    assert cache.clean(100, keep_fraction=0) == CleanReport(2, 200, 1, 100)
+    assert list(cache.entries()) == []
 
 
 def test_clean_removes_a_file_that_cannot_have_a_lock(tmp_path: Path) -> None:
