@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from django.utils import timezone
 from filetracker.client import FiletrackerError as FiletrackerClientError
 
 from django_bridge.filename import FiletrackerFilename
-from django_bridge.storage import FiletrackerStorage, UnsafeName
+from django_bridge.storage import VERSION_SUFFIX_MAX, FiletrackerStorage, UnsafeName, is_missing
 
 from ..server_process import castore_server
 
@@ -191,3 +193,107 @@ def test_each_unsafe_name_is_refused_for_its_reason(name: str, why: str) -> None
     with pytest.raises(UnsafeName, match=why) as refused:
         FiletrackerStorage(prefix="/p")._make_filetracker_path(name)
     assert repr(name.replace("\\", "/")) in str(refused.value) or repr(name) in str(refused.value)
+
+
+def test_which_client_errors_mean_a_missing_file() -> None:
+    """Not found, from castore's clients or Filetracker's; any other error (a server down) is not."""
+    from castore.errors import FiletrackerError
+
+    assert is_missing(FileNotFoundError("/a")) and is_missing(KeyError("/a"))
+    for text in ("HTTP 404: Not Found", "File /a not available"):
+        assert is_missing(FiletrackerClientError(text)) and is_missing(FiletrackerError(text))
+    for error in (FiletrackerClientError("HTTP 500"), FiletrackerError("connection refused"),
+                  ValueError("404 not available"), OSError("404")):
+        assert not is_missing(error), error
+
+
+def test_a_server_that_is_down_is_not_a_free_name(tmp_path: Path) -> None:
+    """exists and delete let a connection error through: a down server never looks like a missing file."""
+    from castore.errors import FiletrackerError
+
+    from ..server_process import free_port
+
+    down = {"FILETRACKER_CLIENT_FACTORY": "django_bridge.client.remote_storage_factory",
+            "FILETRACKER_URL": f"http://127.0.0.1:{free_port()}", "FILETRACKER_CACHE_ROOT": str(tmp_path)}
+    with override_settings(**down):
+        storage = FiletrackerStorage(prefix="/p")
+        with pytest.raises(FiletrackerError, match="Connection refused"):
+            storage.exists("a")
+        with pytest.raises(FiletrackerError, match="Connection refused"):
+            storage.delete("a")
+
+
+def test_exists_with_a_version_is_that_version_only(castore_storage: FiletrackerStorage) -> None:
+    name = castore_storage.save("v/a", ContentFile(b"x"))
+    assert name.version is not None
+    assert castore_storage.exists(f"v/a@{name.version}")
+    assert not castore_storage.exists(f"v/a@{name.version + 1}") and not castore_storage.exists(f"v/a@{name.version - 1}")
+
+
+def test_times_are_the_stored_version(castore_storage: FiletrackerStorage) -> None:
+    name = castore_storage.save("t/a", ContentFile(b"x"))
+    assert name.version is not None
+    when = datetime.datetime.fromtimestamp(name.version, tz=timezone.get_current_timezone())
+    for method in (castore_storage.get_modified_time, castore_storage.get_created_time,
+                   castore_storage.get_accessed_time):
+        assert method("t/a") == when and method("t/a").tzinfo == when.tzinfo
+
+
+def test_max_length_keeps_room_for_the_version(storage: FiletrackerStorage) -> None:
+    """A name is cut to leave room for ``@version`` in the column; a bound with no room is refused."""
+    for too_small in (VERSION_SUFFIX_MAX, VERSION_SUFFIX_MAX - 1, 0):
+        with pytest.raises(SuspiciousFileOperation, match=f"^max_length {too_small} leaves no room"):
+            storage.save("m/a", ContentFile(b"x"), max_length=too_small)
+    bound = VERSION_SUFFIX_MAX + 20
+    first = storage.save("m/a.txt", ContentFile(b"x"), max_length=bound)
+    assert first == "m/a.txt"
+    second = storage.save("m/a.txt", ContentFile(b"y"), max_length=bound)  # taken: a suffix, cut to fit
+    assert second != first and len(second) <= 20 and second.endswith(".txt")
+    assert len(second.versioned_name) <= bound
+
+
+def test_save_replacing_keeps_the_name_unless_the_store_has_a_newer_version(
+        castore_storage: FiletrackerStorage) -> None:
+    storage = castore_storage
+    first = storage.save_replacing("r/a", ContentFile(b"one"))
+    again = storage.save_replacing("r/a", ContentFile(b"two"))
+    assert first == again == "r/a" and storage.open("r/a").read() == b"two"
+    with pytest.raises(ValueError, match="unversioned name"):
+        storage.save_replacing("r/a@5", ContentFile(b"x"))
+    future = int(time.time()) + 3600
+    storage.client.put_file(storage._make_filetracker_path(f"r/b@{future}"), _file(storage, b"newer"),
+                            to_local_store=False)
+    kept = storage.save_replacing("r/b", ContentFile(b"older"))
+    assert kept != "r/b" and kept.startswith("r/b_") and storage.open(kept).read() == b"older"
+    assert storage.open("r/b").read() == b"newer"
+
+
+def _file(storage: FiletrackerStorage, data: bytes) -> str:
+    """A local file holding ``data`` (for a client's put_file)."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(delete=False) as f:
+        f.write(data)
+    return f.name
+
+
+def test_urls_reprs_and_names_with_no_url(storage: FiletrackerStorage) -> None:
+    with pytest.raises(ValueError, match="without a name has no URL"):
+        storage.url(None)
+    with pytest.raises(UnsafeName):
+        storage.url("../x")
+    assert repr(FiletrackerStorage(prefix="/ft")) == "FiletrackerStorage(prefix='/ft')"
+    with pytest.raises(ValueError, match="^FiletrackerStorage prefix must start with /, not 5$"):
+        FiletrackerStorage(prefix=5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="does not support writing"):
+        storage.open("w", "ab")
+
+
+def test_listdir_of_the_root_prefix(tmp_path: Path) -> None:
+    with override_settings(FILETRACKER_CLIENT_FACTORY="django_bridge.client.local_store_factory",
+                           CASTORE_ROOT=str(tmp_path / "root")):
+        storage = FiletrackerStorage(prefix="/")
+        storage.save("top/a", ContentFile(b"a"))
+        storage.save("b", ContentFile(b"b"))
+        assert storage.listdir("") == (["top"], ["b"]) == storage.listdir("/")
+        assert storage.listdir("top") == ([], ["a"])
