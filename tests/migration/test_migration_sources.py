@@ -94,6 +94,34 @@ def test_shared_blobs_are_linked_and_a_deletion_is_kept(tmp_path: Path, store: S
     assert all(store.read_bytes(f"/same/{k}@{2000 + k}") == big for k in range(5))
 
 
+def test_a_link_whose_blob_was_collected_meanwhile_imports_the_bytes(
+        tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first path of a shared blob deleted in castore and its blob collected between the
+    importer's look at it and the link: the second path is imported from its own bytes."""
+    root = tmp_path / "ft"
+    (root / "links").mkdir(parents=True)
+    big = os.urandom(200_000)
+    first = _ft_put(root, "/same/0", big, 2000)
+    os.symlink(os.readlink(first), root / "links/same/1")
+    os.utime(root / "links/same/1", (2001, 2001), follow_symlinks=False)
+    real_stat = store.stat
+    raced: list[str] = []
+
+    def stat(name: str, *args: Any, **kwargs: Any) -> Any:
+        info = real_stat(name, *args, **kwargs)
+        if name.startswith("/same/0") and not raced:
+            raced.append(name)  # another client deletes it, and the garbage collector runs
+            store.delete("/same/0")
+            store.collect_garbage()
+        return info
+
+    monkeypatch.setattr(store, "stat", stat)
+    report = Importer(store, FolderV2(root), jobs=1).run()
+    assert raced == ["/same/0@2000"]
+    assert (report.imported, report.linked, report.problems) == (2, 0, [])
+    assert store.read_bytes("/same/1@2001") == big and not store.exists("/same/0")
+
+
 def test_put_existing(store: Store) -> None:
     store.put("/a", b"x" * 300_000, 5)
     key = store.stat("/a").key
