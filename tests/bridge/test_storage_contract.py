@@ -278,7 +278,7 @@ def _file(storage: FiletrackerStorage, data: bytes) -> str:
 
 
 def test_urls_reprs_and_names_with_no_url(storage: FiletrackerStorage) -> None:
-    with pytest.raises(ValueError, match="without a name has no URL"):
+    with pytest.raises(ValueError, match="^a file without a name has no URL$"):
         storage.url(None)
     with pytest.raises(UnsafeName):
         storage.url("../x")
@@ -297,3 +297,34 @@ def test_listdir_of_the_root_prefix(tmp_path: Path) -> None:
         storage.save("b", ContentFile(b"b"))
         assert storage.listdir("") == (["top"], ["b"]) == storage.listdir("/")
         assert storage.listdir("top") == ([], ["a"])
+
+
+def test_read_using_cache_downloads_into_the_client_cache(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """With a remote server, the file is read from the client's cache folder (put there first)."""
+    for storage in _storage_of("remote", request, tmp_path):
+        name = storage.save("cached/a.pdf", ContentFile(b"%PDF cached"))
+        cached = [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.read_bytes() == b"%PDF cached"]
+        assert cached == []  # a save does not fill the cache (to_local_store=False)
+        with storage.read_using_cache(name.versioned_name) as f:
+            assert f.read() == b"%PDF cached"
+            assert f.name == "cached/a.pdf" and f.name.versioned_name == name.versioned_name
+        cached = [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.read_bytes() == b"%PDF cached"]
+        assert len(cached) == 1
+
+
+def test_listdir_of_odd_folder_names_and_its_refusal(tmp_path: Path) -> None:
+    """A folder named X, a path given with slashes around it, a prefix with a trailing slash."""
+    with override_settings(FILETRACKER_CLIENT_FACTORY="django_bridge.client.local_store_factory",
+                           CASTORE_ROOT=str(tmp_path / "root")):
+        storage = FiletrackerStorage(prefix="/boX/")
+        for name in ("X/a", "X/Y/b", "c"):
+            storage.save(name, ContentFile(b"x"))
+        assert storage.listdir("") == (["X"], ["c"])
+        assert storage.listdir("X") == storage.listdir("/X/") == (["Y"], ["a"])
+        with pytest.raises(FileNotFoundError, match=r"^no folder 'nowhere' in FiletrackerStorage\(prefix='/boX/'\): "):
+            storage.listdir("nowhere")
+        with pytest.raises(NotImplementedError, match="^File is in castore, cannot get its local path$"):
+            storage.path("c")
+        spaced = FiletrackerStorage(prefix="/sp ")  # a folder name may end in a space
+        spaced.save("d", ContentFile(b"x"))
+        assert spaced.listdir("") == ([], ["d"])
