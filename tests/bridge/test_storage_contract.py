@@ -285,8 +285,11 @@ def test_urls_reprs_and_names_with_no_url(storage: FiletrackerStorage) -> None:
     assert repr(FiletrackerStorage(prefix="/ft")) == "FiletrackerStorage(prefix='/ft')"
     with pytest.raises(ValueError, match="^FiletrackerStorage prefix must start with /, not 5$"):
         FiletrackerStorage(prefix=5)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="does not support writing"):
+    with pytest.raises(ValueError, match=r"^FiletrackerStorage\.open does not support writing\. Use save\(\)\.$"):
         storage.open("w", "ab")
+    saved = storage.save("w", ContentFile(b"x"))
+    with storage.open(saved.versioned_name) as f:
+        assert f.name == "w" and f.name.versioned_name == saved.versioned_name and f.read() == b"x"
 
 
 def test_listdir_of_the_root_prefix(tmp_path: Path) -> None:
