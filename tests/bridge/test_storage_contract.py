@@ -331,3 +331,17 @@ def test_listdir_of_odd_folder_names_and_its_refusal(tmp_path: Path) -> None:
         spaced = FiletrackerStorage(prefix="/sp ")  # a folder name may end in a space
         spaced.save("d", ContentFile(b"x"))
         assert spaced.listdir("") == ([], ["d"])
+
+
+def test_a_storage_given_a_client_uses_that_client() -> None:
+    """``client=``: that client's store, not the settings' default one."""
+    from django_bridge.client import get_client, memory_store_factory
+
+    from .conftest import embedded_store
+
+    own = memory_store_factory()
+    storage = FiletrackerStorage(prefix="/own", client=own)
+    assert storage.client is own
+    name = storage.save("a", ContentFile(b"mine"))
+    assert embedded_store(own).read_bytes(f"/own/{name.versioned_name}") == b"mine"
+    assert not embedded_store(get_client()).exists("/own/a")
