@@ -345,3 +345,18 @@ def test_a_storage_given_a_client_uses_that_client() -> None:
     name = storage.save("a", ContentFile(b"mine"))
     assert embedded_store(own).read_bytes(f"/own/{name.versioned_name}") == b"mine"
     assert not embedded_store(get_client()).exists("/own/a")
+
+
+def test_saving_a_file_already_stored_names_it_and_uploads_nothing(castore_storage: FiletrackerStorage) -> None:
+    """A FileInFiletracker is saved as its own name (its version kept), whatever name it is given,
+    also when its ``name`` was set to a plain string afterwards."""
+    from django_bridge.utils import filetracker_to_django_file
+
+    storage = castore_storage
+    stored = storage.save("s/a", ContentFile(b"x"))
+    already = filetracker_to_django_file(f"{storage.prefix}/{stored.versioned_name}", storage)
+    saved = storage.save("other/name", already)
+    assert saved == "s/a" and saved.versioned_name == stored.versioned_name
+    already.name = "s/a"  # a plain str
+    assert storage.save(None, already).versioned_name == "s/a"
+    assert storage.listdir("s") == ([], ["a"])  # nothing uploaded
