@@ -360,3 +360,13 @@ def test_saving_a_file_already_stored_names_it_and_uploads_nothing(castore_stora
     already.name = "s/a"  # a plain str
     assert storage.save(None, already).versioned_name == "s/a"
     assert storage.listdir("s") == ([], ["a"])  # nothing uploaded
+
+
+def test_save_takes_the_content_name_and_plain_file_objects(storage: FiletrackerStorage) -> None:
+    """No name: the content's own; a plain file object (no ``chunks``) is read as a File."""
+    import io
+
+    assert storage.save(None, ContentFile(b"named", name="n/a.txt")) == "n/a.txt"
+    assert storage.open("n/a.txt").read() == b"named"
+    assert storage.save("n/raw", io.BytesIO(b"raw bytes")) == "n/raw"
+    assert storage.open("n/raw").read() == b"raw bytes"
