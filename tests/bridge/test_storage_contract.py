@@ -193,6 +193,8 @@ def test_each_unsafe_name_is_refused_for_its_reason(name: str, why: str) -> None
     with pytest.raises(UnsafeName, match=why) as refused:
         FiletrackerStorage(prefix="/p")._make_filetracker_path(name)
     assert repr(name.replace("\\", "/")) in str(refused.value) or repr(name) in str(refused.value)
+    with pytest.raises(UnsafeName, match=why):  # by save too, before Django's own name checks
+        FiletrackerStorage(prefix="/p", client=object()).save(name, ContentFile(b"x"))
 
 
 def test_which_client_errors_mean_a_missing_file() -> None:
@@ -244,11 +246,12 @@ def test_max_length_keeps_room_for_the_version(storage: FiletrackerStorage) -> N
     for too_small in (VERSION_SUFFIX_MAX, VERSION_SUFFIX_MAX - 1, 0):
         with pytest.raises(SuspiciousFileOperation, match=f"^max_length {too_small} leaves no room"):
             storage.save("m/a", ContentFile(b"x"), max_length=too_small)
+    assert storage.save("b", ContentFile(b"x"), max_length=VERSION_SUFFIX_MAX + 1) == "b"  # room for one
     bound = VERSION_SUFFIX_MAX + 20
-    first = storage.save("m/a.txt", ContentFile(b"x"), max_length=bound)
-    assert first == "m/a.txt"
-    second = storage.save("m/a.txt", ContentFile(b"y"), max_length=bound)  # taken: a suffix, cut to fit
-    assert second != first and len(second) <= 20 and second.endswith(".txt")
+    first = storage.save("m/abcdefghijkl.txt", ContentFile(b"x"), max_length=bound)  # 18 characters
+    assert first == "m/abcdefghijkl.txt"
+    second = storage.save(first, ContentFile(b"y"), max_length=bound)  # taken: a suffix, cut to fit
+    assert second != first and len(second) == 20 and second.endswith(".txt")
     assert len(second.versioned_name) <= bound
 
 
