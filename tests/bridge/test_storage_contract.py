@@ -193,6 +193,9 @@ def test_each_unsafe_name_is_refused_for_its_reason(name: str, why: str) -> None
     with pytest.raises(UnsafeName, match=why) as refused:
         FiletrackerStorage(prefix="/p")._make_filetracker_path(name)
     assert repr(name.replace("\\", "/")) in str(refused.value) or repr(name) in str(refused.value)
+    if why.startswith("does not"):
+        with pytest.raises(UnsafeName, match="^FiletrackerStorage does not support absolute paths: "):
+            FiletrackerStorage(prefix="/p")._make_filetracker_path(name)
     with pytest.raises(UnsafeName, match=why):  # by save too, before Django's own name checks
         FiletrackerStorage(prefix="/p", client=object()).save(name, ContentFile(b"x"))
 
