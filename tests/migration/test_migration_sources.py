@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from castore.migration import FolderV2, Importer, ImportProblem, Item, real_name
-from castore.migration.importer import ImportReport, Outcome, _reason
+from castore.migration.importer import ImportReport, Outcome, _Counted, _reason
 from castore.migration.live import MigrationStatus
 from castore.sizes import IO_BUFFER
 from castore.store import Store
@@ -350,3 +350,13 @@ def test_an_unreadable_blob_is_one_problem_and_the_import_goes_on(tmp_path: Path
     assert report.problems[0].reason.startswith(f"unreadable or corrupt blob {os.path.realpath(blob)}: ")
     assert sorted(seen, key=str) == sorted([Outcome.PROBLEM, Outcome.IMPORTED], key=str)
     assert not store.exists("/bad") and store.read_bytes("/good") == b"good"
+
+
+def test_the_counting_stream_is_a_readable_raw_stream() -> None:
+    """It counts what is read through it, also when buffered (a BufferedReader asks readable() first)."""
+    import io
+
+    counted = _Counted(io.BytesIO(b"x" * 10_000))
+    assert counted.readable()
+    assert io.BufferedReader(counted, buffer_size=4096).read() == b"x" * 10_000
+    assert counted.size == 10_000
