@@ -5,9 +5,12 @@ tests/compat/test_filetracker_import.py does the same against a real Filetracker
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import os
+import threading
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -360,3 +363,61 @@ def test_the_counting_stream_is_a_readable_raw_stream() -> None:
     assert counted.readable()
     assert io.BufferedReader(counted, buffer_size=4096).read() == b"x" * 10_000
     assert counted.size == 10_000
+
+
+class _ListedLikeAServer(FolderV2):
+    """A Filetracker folder listed the way a server is: a problem first, no versions in the
+    listing (opening, or ``version_of``, tells them)."""
+
+    def items(self) -> Any:
+        yield ImportProblem("first", "a problem before any item")
+        for entry in super().items():
+            yield dataclasses.replace(entry, version=None) if isinstance(entry, Item) else entry
+
+    def version_of(self, item: Item) -> int:
+        return int(os.lstat(item.where).st_mtime)
+
+    def open(self, item: Item) -> Any:
+        return super().open(dataclasses.replace(item, version=self.version_of(item)))
+
+
+def test_an_import_from_a_source_without_versions_verifies_and_reports_each_item(
+        tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Items listed without versions are recorded at the version opening told (verify re-reads
+    them from where they are); a problem does not stop the items after it; the report names
+    the source, the bytes the store grew by and a time within the run's; the work runs in
+    threads named castore-import."""
+    store.put("/before", os.urandom(50_000), 1)  # stored bytes before the run are not counted
+    root = tmp_path / "ft"
+    (root / "links").mkdir(parents=True)
+    contents = {f"/d/{k}": os.urandom(30_000 + k) for k in range(3)}
+    links = {path: _ft_put(root, path, data, 3000 + k) for k, (path, data) in enumerate(contents.items())}
+    importer = Importer(store, _ListedLikeAServer(root), jobs=2)
+    threads: list[str] = []
+    real = importer._import_one
+
+    def watched(item: Item) -> Any:
+        threads.append(threading.current_thread().name)
+        return real(item)
+
+    monkeypatch.setattr(importer, "_import_one", watched)
+    started = time.perf_counter()
+    report = importer.run()
+    elapsed = time.perf_counter() - started
+    assert report.source == str(root) and report.imported == 3
+    assert report.problems == [ImportProblem("first", "a problem before any item")]
+    assert sum(map(len, contents.values())) <= report.stored_bytes <= sum(map(len, contents.values())) + 3000
+    assert 0 < report.seconds <= elapsed
+    assert threads and all(name.startswith("castore-import_") for name in threads), threads
+    assert importer.verify() == []
+    blob = links["/d/1"].parent / os.readlink(links["/d/1"])  # the same version, other bytes
+    blob.write_bytes(gzip.compress(b"changed behind castore's back"))
+    [problem] = importer.verify()
+    assert problem.where == str(links["/d/1"]) and "differs from castore's /d/1@3001" in problem.reason
+    assert Importer(store, _ListedLikeAServer(root), jobs=2).run().stored_bytes == 0  # nothing new
+
+
+def test_importer_jobs() -> None:
+    with pytest.raises(ValueError, match="^jobs must be at least 1$"):
+        Importer(None, None, jobs=0)  # type: ignore[arg-type]
+    assert Importer(None, None).jobs == 4  # type: ignore[arg-type]
