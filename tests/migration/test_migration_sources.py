@@ -421,3 +421,30 @@ def test_importer_jobs() -> None:
     with pytest.raises(ValueError, match="^jobs must be at least 1$"):
         Importer(None, None, jobs=0)  # type: ignore[arg-type]
     assert Importer(None, None).jobs == 4  # type: ignore[arg-type]
+
+
+def test_a_rerun_links_new_paths_to_a_blob_imported_before(tmp_path: Path, store: Store) -> None:
+    """A path castore has at the old version (ALREADY) offers its blob to the new paths sharing it;
+    paths castore has newer do not (their old version is not there to link to), and each is counted."""
+    root = tmp_path / "ft"
+    (root / "links").mkdir(parents=True)
+    shared = os.urandom(100_000)
+    first = _ft_put(root, "/same/0", shared, 2000)
+    assert Importer(store, FolderV2(root), jobs=1).run().imported == 1
+    for k in (1, 2):
+        os.symlink(os.readlink(first), root / f"links/same/{k}")
+        os.utime(root / f"links/same/{k}", (2000 + k, 2000 + k), follow_symlinks=False)
+    report = Importer(store, FolderV2(root), jobs=1).run()
+    assert (report.already, report.imported, report.linked, report.problems) == (1, 2, 2, [])
+    assert store.read_bytes("/same/2@2002") == shared
+
+    other = os.urandom(100_000)
+    newer = [_ft_put(root, f"/x/{k}", other, 3000 + k) for k in range(2)]
+    for k in (2, 3):
+        os.symlink(os.readlink(newer[0]), root / f"links/x/{k}")
+        os.utime(root / f"links/x/{k}", (3000 + k, 3000 + k), follow_symlinks=False)
+    for k in range(2):
+        store.put(f"/x/{k}", b"put by a client meanwhile", 9000)
+    report = Importer(store, FolderV2(root), jobs=1).run()
+    assert (report.newer_in_castore, report.already, report.imported, report.linked) == (2, 3, 2, 1)
+    assert store.read_bytes("/x/3@3003") == other
