@@ -377,7 +377,12 @@ class _ListedLikeAServer(FolderV2):
     def version_of(self, item: Item) -> int:
         return int(os.lstat(item.where).st_mtime)
 
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.opened: list[str] = []
+
     def open(self, item: Item) -> Any:
+        self.opened.append(item.path)
         return super().open(dataclasses.replace(item, version=self.version_of(item)))
 
 
@@ -414,7 +419,22 @@ def test_an_import_from_a_source_without_versions_verifies_and_reports_each_item
     blob.write_bytes(gzip.compress(b"changed behind castore's back"))
     [problem] = importer.verify()
     assert problem.where == str(links["/d/1"]) and "differs from castore's /d/1@3001" in problem.reason
-    assert Importer(store, _ListedLikeAServer(root), jobs=2).run().stored_bytes == 0  # nothing new
+    again = _ListedLikeAServer(root)
+    report = Importer(store, again, jobs=2).run()  # a re-run: versions asked, nothing downloaded
+    assert (report.already, report.imported, report.stored_bytes, again.opened) == (3, 0, 0, [])
+
+
+def test_an_item_without_a_version_deleted_in_castore_is_not_stored(tmp_path: Path, store: Store) -> None:
+    """Its version is known once opened: a deletion at or after it skips the put (nothing stored)."""
+    root = tmp_path / "ft"
+    (root / "links").mkdir(parents=True)
+    _ft_put(root, "/gone", os.urandom(40_000), 4000)
+    store.metadata.remember_deletion("/gone", 4000)
+    source = _ListedLikeAServer(root)
+    report = Importer(store, source, jobs=1).run()
+    assert (report.deleted_in_castore, report.imported, report.stored_bytes) == (1, 0, 0)
+    assert source.opened == ["/gone"] and not store.exists("/gone")
+    assert store.usage().unreferenced_blobs == 0  # skipped, not stored and deleted again
 
 
 def test_importer_jobs() -> None:
