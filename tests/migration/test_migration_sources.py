@@ -364,6 +364,16 @@ def test_the_counting_stream_is_a_readable_raw_stream() -> None:
     assert io.BufferedReader(counted, buffer_size=4096).read() == b"x" * 10_000
     assert counted.size == 10_000
 
+    class ReadOnly:  # a stream with read() only (no readinto)
+        def __init__(self, data: bytes) -> None:
+            self.inner = io.BytesIO(data)
+
+        def read(self, size: int = -1) -> bytes:
+            return self.inner.read(size)
+
+    counted = _Counted(ReadOnly(b"y" * 10_000))  # type: ignore[arg-type]
+    assert io.BufferedReader(counted, buffer_size=4096).read() == b"y" * 10_000 and counted.size == 10_000
+
 
 class _ListedLikeAServer(FolderV2):
     """A Filetracker folder listed the way a server is: a problem first, no versions in the
@@ -468,3 +478,45 @@ def test_a_rerun_links_new_paths_to_a_blob_imported_before(tmp_path: Path, store
     report = Importer(store, FolderV2(root), jobs=1).run()
     assert (report.newer_in_castore, report.already, report.imported, report.linked) == (2, 3, 2, 1)
     assert store.read_bytes("/x/3@3003") == other
+
+
+def test_a_newer_version_put_while_importing_wins_and_is_never_linked_to(
+        tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client puts /same/0 at a newer version while the importer stores the old one: the newer
+    stays, counted newer_in_castore, and /same/1 (the same old blob) gets the old bytes, not a link
+    to the client's content."""
+    root = tmp_path / "ft"
+    (root / "links").mkdir(parents=True)
+    big = os.urandom(100_000)
+    first = _ft_put(root, "/same/0", big, 2000)
+    os.symlink(os.readlink(first), root / "links/same/1")
+    os.utime(root / "links/same/1", (2001, 2001), follow_symlinks=False)
+    real_put = store.put
+
+    def put(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "/same/0":
+            real_put("/same/0", b"the client's newer bytes", 9999)
+        return real_put(name, *args, **kwargs)
+
+    monkeypatch.setattr(store, "put", put)
+    report = Importer(store, FolderV2(root), jobs=1).run()
+    assert (report.newer_in_castore, report.imported, report.linked, report.problems) == (1, 1, 0, [])
+    assert store.read_bytes("/same/0") == b"the client's newer bytes"
+    assert store.read_bytes("/same/1@2001") == big
+
+
+class _ClaimsMore(_ListedLikeAServer):
+    """A source whose stated size is larger than the bytes it sends (a body cut short)."""
+
+    def open(self, item: Item) -> Any:
+        return dataclasses.replace(super().open(item), size=10**6)
+
+
+def test_a_content_shorter_than_its_stated_size_is_not_stored(tmp_path: Path, store: Store) -> None:
+    root = tmp_path / "ft"
+    (root / "links").mkdir(parents=True)
+    _ft_put(root, "/short", os.urandom(20_000), 5000)
+    report = Importer(store, _ClaimsMore(root), jobs=1).run()
+    assert report.imported == 0 and not store.exists("/short")
+    assert [p.reason for p in report.problems if p.where != "first"] == [
+        "SourceError: content is 20000 bytes, 1000000 were promised"]
