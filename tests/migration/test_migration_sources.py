@@ -520,3 +520,28 @@ def test_a_content_shorter_than_its_stated_size_is_not_stored(tmp_path: Path, st
     assert report.imported == 0 and not store.exists("/short")
     assert [p.reason for p in report.problems if p.where != "first"] == [
         "SourceError: content is 20000 bytes, 1000000 were promised"]
+
+
+class _ListedAhead(FolderV2):
+    """A listing that tells a later version than opening finds (it went stale the other way)."""
+
+    def items(self) -> Any:
+        for entry in super().items():
+            is_item = isinstance(entry, Item) and entry.version is not None
+            yield dataclasses.replace(entry, version=entry.version + 1) if is_item else entry  # type: ignore[union-attr,operator]
+
+    def open(self, item: Item) -> Any:
+        return super().open(dataclasses.replace(item, version=int(os.lstat(item.where).st_mtime)))
+
+
+def test_an_item_castore_has_at_the_version_opening_finds_is_already_there_and_verifies(
+        tmp_path: Path, store: Store) -> None:
+    root = tmp_path / "ft"
+    (root / "links").mkdir(parents=True)
+    data = os.urandom(30_000)
+    _ft_put(root, "/p", data, 4001)
+    assert Importer(store, FolderV2(root), jobs=1).run().imported == 1
+    importer = Importer(store, _ListedAhead(root), jobs=1)
+    report = importer.run()  # listed at 4002, opened at 4001: castore has that one
+    assert (report.already, report.imported, report.problems) == (1, 0, [])
+    assert importer.verify() == []  # recorded at the version opening told
