@@ -325,6 +325,7 @@ def test_a_far_future_version_is_refused_counted_and_reported(store: Store) -> N
             TestClient(create_app(store, ServerConfig(migrate_from=old.url))) as http:
         response = http.get("/files/future")
         assert response.status_code == 502 and "future" in response.headers["x-exception"]
+        assert "version (" in response.headers["x-exception"] and "(now + 1 day): not taken" in response.headers["x-exception"]
         assert http.get("/files/fine").content == b"old fine"
         assert _metric(http.get("/metrics").text, "castore_migration_future_versions_total") == 1
         status = migration_status(store, old.url)

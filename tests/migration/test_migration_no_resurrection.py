@@ -58,6 +58,7 @@ def test_a_path_deleted_at_exactly_the_old_version_is_not_fetched_back(migration
     assert migration._fetch("/exact", _Guard()) is False
     assert not migration.store.exists("/exact")
     assert (migration.not_resurrected, migration.fetched) == (1, 0)
+    assert migration.store.usage().unreferenced_blobs == 0  # skipped before the put, not stored and undone
 
 
 def test_a_later_path_is_still_fetched(migration: LiveMigration) -> None:

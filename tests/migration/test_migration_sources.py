@@ -20,7 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from castore.migration import FolderV2, Importer, ImportProblem, Item, real_name
-from castore.migration.importer import ImportReport, Outcome, _Counted, _reason
+from castore.migration.importer import ImportReport, Outcome, _Counted, _reason, undo_if_deleted
 from castore.migration.live import MigrationStatus
 from castore.sizes import IO_BUFFER
 from castore.store import Store
@@ -545,3 +545,13 @@ def test_an_item_castore_has_at_the_version_opening_finds_is_already_there_and_v
     report = importer.run()  # listed at 4002, opened at 4001: castore has that one
     assert (report.already, report.imported, report.problems) == (1, 0, [])
     assert importer.verify() == []  # recorded at the version opening told
+
+
+def test_undoing_a_put_spares_a_newer_version_put_since(store: Store) -> None:
+    """A deletion covering version 10 undoes /p@10 only: a client's /p@11 put since stays."""
+    store.put("/p", b"imported", 10)
+    store.metadata.remember_deletion("/p", 10)
+    store.put("/p", b"the client's newer", 11)
+    assert undo_if_deleted(store, "/p", 10) is True
+    assert store.read_bytes("/p") == b"the client's newer"
+    assert undo_if_deleted(store, "/p", 12) is False and store.exists("/p")
