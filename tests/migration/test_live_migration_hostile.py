@@ -500,6 +500,7 @@ def test_calls_beyond_fetches_wait_and_beyond_the_queue_are_busy(store: Store) -
             # until the second waits for the one thread (or, wrongly, reaches the old server)
             while (live._threads is None or live._threads.statistics().tasks_waiting == 0) and len(old.requests) == 1:
                 await anyio.sleep(0.01)
+            assert len(old.requests) == 1, "the second call waits for the one thread, not at the old server"
             for _ in range(2):
                 try:
                     await live.fetch("/third")
