@@ -324,3 +324,22 @@ def test_the_migration_metrics_name_help_and_count_each_counter(migration: LiveM
         f"# HELP castore_migration_{name}_total {helps[name]}\n# TYPE castore_migration_{name}_total counter\n"
         f"castore_migration_{name}_total {value}\n" for value, name in enumerate(names, start=11))
     assert migration.render_metrics() == expected
+
+
+def test_only_the_inherited_unlinked_lock_file_is_used(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No variable, or a descriptor of a file that still has a name: no shared lock (each worker
+    then fetches on its own) rather than locking a file someone else may use."""
+    from castore.migration.live import _fetch_lock_fd
+
+    monkeypatch.delenv(FETCH_LOCKS_VARIABLE, raising=False)
+    assert _fetch_lock_fd() is None
+    named = tmp_path / "named"
+    named.write_bytes(b"")
+    fd = os.open(named, os.O_RDWR)
+    try:
+        monkeypatch.setenv(FETCH_LOCKS_VARIABLE, str(fd))
+        assert _fetch_lock_fd() is None
+        os.unlink(named)
+        assert _fetch_lock_fd() == fd  # unlinked: the lock file the workers share
+    finally:
+        os.close(fd)
