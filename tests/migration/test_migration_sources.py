@@ -97,16 +97,22 @@ def test_shared_blobs_are_linked_and_a_deletion_is_kept(tmp_path: Path, store: S
     assert all(store.read_bytes(f"/same/{k}@{2000 + k}") == big for k in range(5))
 
 
+def _two_links_to_one_blob(tmp_path: Path, size: int) -> tuple[Path, bytes]:
+    """A Filetracker folder with /same/0@2000 and /same/1@2001 sharing one random blob."""
+    root = tmp_path / "ft"
+    (root / "links").mkdir(parents=True)
+    big = os.urandom(size)
+    first = _ft_put(root, "/same/0", big, 2000)
+    os.symlink(os.readlink(first), root / "links/same/1")
+    os.utime(root / "links/same/1", (2001, 2001), follow_symlinks=False)
+    return root, big
+
+
 def test_a_link_whose_blob_was_collected_meanwhile_imports_the_bytes(
         tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     """The first path of a shared blob deleted in castore and its blob collected between the
     importer's look at it and the link: the second path is imported from its own bytes."""
-    root = tmp_path / "ft"
-    (root / "links").mkdir(parents=True)
-    big = os.urandom(200_000)
-    first = _ft_put(root, "/same/0", big, 2000)
-    os.symlink(os.readlink(first), root / "links/same/1")
-    os.utime(root / "links/same/1", (2001, 2001), follow_symlinks=False)
+    root, big = _two_links_to_one_blob(tmp_path, 200_000)
     real_stat = store.stat
     raced: list[str] = []
 
@@ -485,12 +491,7 @@ def test_a_newer_version_put_while_importing_wins_and_is_never_linked_to(
     """A client puts /same/0 at a newer version while the importer stores the old one: the newer
     stays, counted newer_in_castore, and /same/1 (the same old blob) gets the old bytes, not a link
     to the client's content."""
-    root = tmp_path / "ft"
-    (root / "links").mkdir(parents=True)
-    big = os.urandom(100_000)
-    first = _ft_put(root, "/same/0", big, 2000)
-    os.symlink(os.readlink(first), root / "links/same/1")
-    os.utime(root / "links/same/1", (2001, 2001), follow_symlinks=False)
+    root, big = _two_links_to_one_blob(tmp_path, 100_000)
     real_put = store.put
 
     def put(name: str, *args: Any, **kwargs: Any) -> Any:
