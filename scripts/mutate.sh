@@ -5,6 +5,7 @@
 #   bash scripts/mutate.sh                 every module, one after the other
 #   bash scripts/mutate.sh names upload    only these
 #   bash scripts/mutate.sh --list          the modules, what each mutates and the tests it runs
+#   bash scripts/mutate.sh --report NAME   the figures of NAME's last run again (no run)
 #
 # Not part of CI nor of scripts/test.sh: a full run takes tens of minutes. It installs mutmut
 # into ./.venv if missing, copies the working tree (tracked and new files) to a scratch folder
@@ -44,7 +45,7 @@ MODULES=(
   "blobs-s3|castore/blobs/s3.py|castore.blobs.s3.xǁS3BlobBackendǁpublish__* castore.blobs.s3.xǁ_S3Stagedǁ*|tests/blobs/test_blob_backends.py|sqlite+s3"
   "cache|castore/client/cache.py|-|tests/client/test_cache.py tests/client/test_client.py"
   "migration|castore/migration/live.py castore/migration/importer.py|-|tests/migration/test_migration_sources.py tests/migration/test_migration_no_resurrection.py tests/migration/test_live_migration_hostile.py"
-  "bridge-storage|django_bridge/storage.py|-|tests/bridge/test_storage_contract.py tests/bridge/test_newcomer_safety.py"
+  "bridge-storage|django_bridge/storage.py|-|tests/bridge/test_storage_contract.py tests/bridge/test_newcomer_safety.py tests/bridge/test_storing_files.py tests/bridge/test_fixtures.py"
 )
 
 field() { local IFS="|"; read -r -a parts <<< "$1"; echo "${parts[$2]:-}"; }
@@ -58,12 +59,16 @@ if [ "${1:-}" = "--list" ]; then
 fi
 
 source scripts/env.sh
-ensure_venv
+# a .venv linked from another tree (a worktree sharing the main one's) is that tree's to
+# install: ensure_venv here would repoint its editable castore at this tree
+[ -L .venv ] || ensure_venv
 if ! .venv/bin/python -c 'import mutmut' 2>/dev/null; then
     echo "castore: installing $MUTMUT_SPEC into .venv (for scripts/mutate.sh only)" >&2
     .venv/bin/python -m pip install -q --disable-pip-version-check "$MUTMUT_SPEC"
 fi
-MUTMUT=$REPO/.venv/bin/mutmut
+# through the interpreter, not .venv/bin/mutmut: that script's #! line names the python of the
+# folder pip ran in, which may be gone (.venv is shared between worktrees)
+MUTMUT=("$REPO/.venv/bin/python" -m mutmut)
 
 # write_config DIR FILES TESTS: mutmut's settings for one module (setup.cfg in the scratch copy).
 write_config() {
@@ -112,9 +117,9 @@ run_module() {
     [ "$selection" != "-" ] && read -r -a names <<< "$selection"
     local started=$SECONDS
     (cd "$dir" && CASTORE_TEST_BACKENDS=$backends \
-        nice -n 10 "$MUTMUT" run --max-children "$JOBS" "${names[@]}" > "$dir/run.log" 2>&1) || {
+        nice -n 10 "${MUTMUT[@]}" run --max-children "$JOBS" "${names[@]}" > "$dir/run.log" 2>&1) || {
         echo "$name: mutmut failed, see $dir/run.log" >&2; tail -20 "$dir/run.log" >&2; return 1; }
-    (cd "$dir" && "$MUTMUT" results --all true 2>/dev/null) > "$dir/results.txt"
+    (cd "$dir" && "${MUTMUT[@]}" results --all true 2>/dev/null) > "$dir/results.txt"
     report "$name" "$dir" "$((SECONDS - started))" "${names[@]}"
 }
 
@@ -144,11 +149,25 @@ report() {
         "$name" "$total" "$killed" "$timeout" "$survived" "$notests" "$equiv" "$score" "$seconds" | tee -a "$WORK/summary.txt"
     if [ -n "$survivors" ]; then
         echo "$survivors" | sed 's/^/    survived: /'
-        echo "    read one: (cd $dir && $MUTMUT show NAME)"
+        echo "    read one: (cd $dir && ${MUTMUT[*]} show NAME)"
     fi
 }
 
 mkdir -p "$WORK"
+if [ "${1:-}" = "--report" ]; then
+    # --report MODULE...: the figures of the last run in $MUTATE_WORK/MODULE again (say, after
+    # scripts/mutate-equivalent.md changed, or of a run stopped early: its unchecked mutants are left out)
+    shift
+    for entry in "${MODULES[@]}"; do
+        name=$(field "$entry" 0)
+        [[ " $* " == *" $name "* ]] || continue
+        selection=$(field "$entry" 2); names=()
+        [ "$selection" != "-" ] && read -r -a names <<< "$selection"
+        (cd "$WORK/$name" && "${MUTMUT[@]}" results --all true 2>/dev/null) > "$WORK/$name/results.txt"
+        report "$name" "$WORK/$name" 0 "${names[@]}"
+    done
+    exit 0
+fi
 wanted=("$@")
 status=0
 for entry in "${MODULES[@]}"; do

@@ -269,6 +269,36 @@ class TestS3Backend(BackendContract):
         assert sum((tmp_path / "cache" / name).stat().st_size for name in cached) <= 1 << 20
         assert BlobKey(f"{13:032x}") in cached and keys[1] not in cached
 
+    def test_a_staged_blob_is_a_file_in_the_staging_folder_until_aborted(
+        self, s3_server: S3Server, tmp_path: Path
+    ) -> None:
+        """Staged bytes live in the backend's staging folder, are read back from there (a put that
+        settles again compares them), and abort closes and removes that file."""
+        backend = open_blobs(s3_server.new_bucket() + f"&staging_dir={tmp_path}")  # not the shared /tmp one
+        assert isinstance(backend, S3BlobBackend)
+        staging = tmp_path / "castore-s3-staging"
+        before = len(os.listdir("/proc/self/fd"))
+        staged = backend.stage()
+        staged.write(b"staged bytes")
+        [file] = list(staging.iterdir())
+        staged.abort()
+        assert list(staging.iterdir()) == [] and not file.exists()
+        assert len(os.listdir("/proc/self/fd")) == before, "abort closes the staging file"
+        with pytest.raises(AssertionError, match=r"^open\(\) needs a finished blob$"):
+            staged.open()
+        with pytest.raises(AssertionError):
+            backend.publish(staged, KEY_A)
+        assert KEY_A not in backend
+
+        staged = backend.stage()
+        staged.write(b"staged bytes")
+        assert staged.finish() == 12
+        with staged.open() as f:
+            assert f.read() == b"staged bytes"
+        assert backend.sweep_staging(time.time() + 60) == 1  # swept from under it (a crash's leftover)
+        staged.abort()  # the file is gone already: nothing to do
+        assert list(staging.iterdir()) == []
+
     def test_unknown_url_options_are_refused(self, s3_server: S3Server) -> None:
         with pytest.raises(TypeError, match="bogus"):
             open_blobs(s3_server.new_bucket() + "&bogus=1")

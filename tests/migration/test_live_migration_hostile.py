@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Self
 from urllib.parse import parse_qs, urlsplit
 
+import anyio
 import httpx
 import pytest
 import zstandard
 from starlette.testclient import TestClient
 
-from castore.migration.live import MigrationLimits, migration_status
+from castore.errors import Busy, FiletrackerError
+from castore.migration.live import LiveMigration, MigrationLimits, MigrationStatus, migration_status
 from castore.protocol import format_version, parse_version_date
 from castore.server.app import create_app
 from castore.server.config import ServerConfig
@@ -221,6 +223,9 @@ def test_a_fetch_ends_at_its_deadline(store: Store, answer: Answer) -> None:
         response = http.get("/files/drip")
         assert response.status_code == 502
         assert "did not answer" in response.headers["x-exception"]
+        if answer is not _dripping:  # a hanging old server sees its connection shut at the deadline
+            assert old.wait_for(lambda: old.hung_up == 1), "the old server's connection was left open"
+        assert _metric(http.get("/metrics").text, "castore_migration_gave_up_total") == 1
     assert not store.exists("/drip")
 
 
@@ -320,6 +325,7 @@ def test_a_far_future_version_is_refused_counted_and_reported(store: Store) -> N
             TestClient(create_app(store, ServerConfig(migrate_from=old.url))) as http:
         response = http.get("/files/future")
         assert response.status_code == 502 and "future" in response.headers["x-exception"]
+        assert "version (" in response.headers["x-exception"] and "(now + 1 day): not taken" in response.headers["x-exception"]
         assert http.get("/files/fine").content == b"old fine"
         assert _metric(http.get("/metrics").text, "castore_migration_future_versions_total") == 1
         status = migration_status(store, old.url)
@@ -348,3 +354,190 @@ def test_a_deleted_path_is_404_while_the_old_server_is_down(store: Store) -> Non
         assert http.delete("/files/gone", params={"last_modified": format_version(OLD_VERSION)}).status_code == 200
         for method in ("GET", "HEAD"):
             assert http.request(method, "/files/gone").status_code == 404
+
+
+def test_a_delete_asking_a_hanging_old_server_ends_at_its_deadline_and_hangs_up(store: Store) -> None:
+    """DELETE of a path castore lacks asks the old server (a HEAD); given up at the deadline,
+    that call's socket is shut down, so its thread does not wait out --migrate-timeout."""
+    with OldServer(lambda h: h.server.old.hang(h)) as old, \
+            TestClient(create_app(store, ServerConfig(migrate_from=old.url,
+                                  migration_limits=MigrationLimits(timeout=600, deadline=1)))) as http:
+        response = http.delete("/files/elsewhere", params={"last_modified": format_version(OLD_VERSION)})
+        assert response.status_code == 502 and "did not answer" in response.headers["x-exception"]
+        assert old.requests == ["/files/elsewhere"]
+        assert old.wait_for(lambda: old.hung_up == 1), "the old server's connection was left open"
+    assert store.metadata.deletion("/elsewhere") is None
+
+
+def test_a_listing_asking_a_hanging_old_server_ends_at_its_deadline_and_hangs_up(store: Store) -> None:
+    with OldServer(lambda h: h.server.old.hang(h)) as old, \
+            TestClient(create_app(store, ServerConfig(migrate_from=old.url,
+                                  migration_limits=MigrationLimits(timeout=600, deadline=1)))) as http:
+        response = http.get("/list/d/")
+        assert response.status_code == 502
+        assert response.headers["x-exception"].endswith("did not answer for /d/ within 1 s")
+        assert old.wait_for(lambda: old.hung_up == 1), "the old server's connection was left open"
+
+
+def test_an_old_servers_listing_of_too_many_names_is_refused(store: Store) -> None:
+    """``listing`` bytes allow one name per LISTING_BYTES_PER_NAME of them: 320 bytes, 10 names."""
+    names = {f"n{i}": OLD_VERSION for i in range(11)}  # 44 bytes: within the bytes, over the names
+    with OldServer(_listing(names)) as old, TestClient(create_app(
+            store, ServerConfig(migrate_from=old.url, migration_limits=MigrationLimits(listing=320)))) as http:
+        response = http.get("/list/")
+        assert response.status_code == 502 and "has over 10 names" in response.headers["x-exception"]
+        del names["n10"]
+        assert http.get("/list/").text == "".join(f"n{i}\n" for i in range(10))
+
+
+def test_a_folder_only_castore_has_is_listed_when_the_old_server_says_404(store: Store) -> None:
+    store.put("/mine/x", b"mine", OLD_VERSION)
+    with OldServer(not_found) as old, TestClient(create_app(store, ServerConfig(migrate_from=old.url))) as http:
+        assert http.get("/list/mine/").text == "x\n"
+
+
+def _double_encoded(name: str) -> str:
+    """How Filetracker 2.3.3 lists a non-ASCII name."""
+    return name.encode("utf-8").decode("latin-1")
+
+
+def test_each_part_of_an_old_name_is_decoded_on_its_own(store: Store) -> None:
+    """A double-encoded folder holding a name that is not (real non-Latin-1 text): both read right."""
+    with OldServer(_listing({_double_encoded("ą") + "/ł": OLD_VERSION})) as old, \
+            TestClient(create_app(store, ServerConfig(migrate_from=old.url))) as http:
+        assert http.get("/list/").text == "ą/ł\n"
+        status = migration_status(store, old.url)
+    assert (status.left, status.problems) == (["/ą/ł"], [])
+
+
+def test_migration_status_counts_each_old_path_once(store: Store) -> None:
+    """Moved (castore has the old version or newer), deleted, left (in the listing's order),
+    a refused name and the paths beyond the horizon (ten named, then "..."); with ``versions``
+    a path castore has at an older version is left too."""
+    now = int(time.time())
+    store.put("/same", b"same", OLD_VERSION)
+    store.put("/stale", b"stale", OLD_VERSION - 10)
+    store.put("/newer", b"newer", OLD_VERSION + 10)
+    store.metadata.remember_deletion("/deleted", OLD_VERSION)
+    store.metadata.remember_deletion("/deleted2", OLD_VERSION)
+    names = {"same": OLD_VERSION, "left1": OLD_VERSION, "stale": OLD_VERSION, "deleted": OLD_VERSION,
+             "newer": OLD_VERSION, "recent": now - 60, "soon": now + 3600, "left2": OLD_VERSION,
+             "deleted2": OLD_VERSION, "bad//name": OLD_VERSION}
+    names.update({f"f{i:02}": FUTURE for i in range(11)})
+    futures = ", ".join(f"/f{i:02}" for i in range(10))
+    with OldServer(_listing(names)) as old:
+        plain = migration_status(store, old.url)
+        with_versions = migration_status(store, old.url, versions=True)
+        del names["f10"]
+        ten = migration_status(store, old.url)  # exactly ten: all named
+    bad = "invalid path '/bad//name': a path must not have empty segments or end with '/'"
+    assert plain == MigrationStatus(21, 3, 2, ["/left1", "/recent", "/soon", "/left2"], [
+        bad, f"11 paths have a version beyond the horizon (now + 1 day): {futures}, ..."])
+    assert with_versions == MigrationStatus(21, 2, 2, ["/left1", "/stale", "/recent", "/soon", "/left2"], plain.problems)
+    assert ten.problems[1] == f"10 paths have a version beyond the horizon (now + 1 day): {futures}"
+
+
+@pytest.mark.parametrize("status", [404, 500])
+def test_requests_for_one_path_share_one_call_to_the_old_server(store: Store, status: int) -> None:
+    """A second miss of a path being fetched waits for that fetch and shares its outcome: not
+    there (False), or its error (naming the path); the old server is asked once."""
+    go = threading.Event()
+
+    def answer(handler: _Handler) -> None:
+        go.wait(GUARD)
+        handler.send_response(status)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    outcomes: list[object] = []
+
+    async def two_misses(live: LiveMigration) -> None:
+        async def miss() -> None:
+            try:
+                outcomes.append(await live.fetch("/shared"))
+            except FiletrackerError as e:
+                outcomes.append(str(e))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(miss)
+            assert await anyio.to_thread.run_sync(lambda: old.wait_for(lambda: len(old.requests) == 1))
+            tg.start_soon(miss)
+            # until the second waits for the first's fetch (or, wrongly, asks the old server itself)
+            while live._flights["/shared"].done.statistics().tasks_waiting == 0 and len(old.requests) == 1:
+                await anyio.sleep(0.01)
+            go.set()
+
+    with OldServer(answer) as old:
+        live = LiveMigration(store, old.url)
+        try:
+            anyio.run(two_misses, live)
+        finally:
+            live.close()
+        assert old.requests == ["/files/shared"]
+    if status == 404:
+        assert outcomes == [False, False]
+    else:
+        assert len(outcomes) == 2 and outcomes[0] == outcomes[1]
+        assert f"the old server {old.url} failed for /shared: " in str(outcomes[0])
+
+
+def test_calls_beyond_fetches_wait_and_beyond_the_queue_are_busy(store: Store) -> None:
+    """fetches=1, queue=1: one call at the old server, one waiting for its thread, a third
+    refused (Busy, each counted, Retry-After the timeout rounded); afterwards there is room again."""
+    go = threading.Event()
+
+    def answer(handler: _Handler) -> None:
+        go.wait(GUARD)
+        not_found(handler)
+
+    refused: list[Busy] = []
+
+    async def three_misses(live: LiveMigration) -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(live.fetch, "/first")
+            assert await anyio.to_thread.run_sync(lambda: old.wait_for(lambda: len(old.requests) == 1))
+            tg.start_soon(live.fetch, "/second")
+            # until the second waits for the one thread (or, wrongly, reaches the old server)
+            while (live._threads is None or live._threads.statistics().tasks_waiting == 0) and len(old.requests) == 1:
+                await anyio.sleep(0.01)
+            assert len(old.requests) == 1, "the second call waits for the one thread, not at the old server"
+            for _ in range(2):
+                try:
+                    await live.fetch("/third")
+                except Busy as e:
+                    refused.append(e)
+            go.set()
+        assert await live.fetch("/fourth") is False  # every call has ended: room again
+
+    with OldServer(answer) as old:
+        live = LiveMigration(store, old.url, limits=MigrationLimits(timeout=2.6, fetches=1, queue=1))
+        try:
+            anyio.run(three_misses, live)
+        finally:
+            live.close()
+        assert old.requests == ["/files/first", "/files/second", "/files/fourth"]
+    assert len(refused) == 2 and live.busy == 2
+    assert str(refused[0]) == f"2 calls to the old server {old.url} are under way: try again later"
+    assert refused[0].retry_after == 3
+    assert live.missing == 3
+
+
+def test_a_recent_old_version_is_fetched_and_a_short_body_is_refused(store: Store) -> None:
+    """A version of a minute ago is no future one; a body shorter than its Content-Length stores nothing."""
+    recent = int(time.time()) - 60
+
+    def answer(handler: _Handler) -> None:
+        if handler.path == "/files/recent":
+            send_file(handler, b"recent", version=recent)
+            return
+        handler.send_response(200)
+        handler.send_header("Last-Modified", format_version(OLD_VERSION))
+        handler.send_header("Content-Length", "100")
+        handler.end_headers()
+        handler.wfile.write(b"only half")
+        handler.close_connection = True
+
+    with OldServer(answer) as old, TestClient(create_app(store, ServerConfig(migrate_from=old.url))) as http:
+        assert http.get("/files/recent").content == b"recent"
+        assert http.get("/files/short").status_code == 502
+    assert store.stat("/recent").version == recent and not store.exists("/short")

@@ -7,7 +7,9 @@ against a real Filetracker 2.3.3.
 
 from __future__ import annotations
 
+import os
 import socket
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ import pytest
 from castore.errors import FiletrackerError, NotFound
 from castore.migration import FolderV2, Importer, ServerSource
 from castore.migration.importer import Outcome
-from castore.migration.live import LiveMigration, _Guard
+from castore.migration.live import FETCH_LOCKS_VARIABLE, LiveMigration, _Guard, share_fetch_locks
 from castore.protocol import format_version
 from castore.store import Store
 from tests.server_process import castore_server, free_port
@@ -56,6 +58,7 @@ def test_a_path_deleted_at_exactly_the_old_version_is_not_fetched_back(migration
     assert migration._fetch("/exact", _Guard()) is False
     assert not migration.store.exists("/exact")
     assert (migration.not_resurrected, migration.fetched) == (1, 0)
+    assert migration.store.usage().unreferenced_blobs == 0  # skipped before the put, not stored and undone
 
 
 def test_a_later_path_is_still_fetched(migration: LiveMigration) -> None:
@@ -164,6 +167,8 @@ def test_a_fetch_counts_the_files_and_their_bytes(migration: LiveMigration) -> N
     assert anyio.run(migration.fetch, "/exact") is True
     assert anyio.run(migration.fetch, "/exact") is True  # castore has it now: not fetched again
     assert (migration.fetched, migration.fetched_bytes) == (1, len(b"old /exact"))
+    assert anyio.run(migration.fetch, "/later") is True
+    assert (migration.fetched, migration.fetched_bytes) == (2, len(b"old /exact") + len(b"old /later"))
 
 
 def test_deleting_an_older_version_than_castores_keeps_castores_file(migration: LiveMigration) -> None:
@@ -244,5 +249,97 @@ def test_a_merged_list_keeps_both_sides_within_the_cutoff_less_the_deleted(migra
     store.metadata.remember_deletion("/later", OLD_VERSION)
     assert anyio.run(migration.list_folder, "/", OLD_VERSION + 5) == ["exact", "mine", "raced"]
     assert anyio.run(migration.list_folder, "/", OLD_VERSION - 5) == ["mine"]
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound) as raised:
         anyio.run(migration.list_folder, "/nowhere/", OLD_VERSION)
+    assert (raised.value.path, str(raised.value)) == ("/nowhere/", "not a folder: /nowhere/")
+
+
+def test_verify_leaves_a_path_the_old_server_changed_since_the_import(tmp_path: Path) -> None:
+    """The source's version moved on after the import: NEWER, not a difference."""
+    with castore_server(tmp_path / "old") as url, Store.open(tmp_path / "new", create=True) as store:
+        for path, version in (("/moves", OLD_VERSION), ("/stays", OLD_VERSION)):
+            httpx.put(url + "/files" + path, content=b"v1", params={"last_modified": format_version(version)})
+        source = ServerSource(url)
+        try:
+            importer = Importer(store, source, jobs=1)
+            assert importer.run().imported == 2
+            httpx.put(url + "/files/moves", content=b"v2", params={"last_modified": format_version(OLD_VERSION + 5)})
+            seen: list[tuple[Outcome, int]] = []
+            assert importer.verify(lambda outcome, size: seen.append((outcome, size))) == []
+            assert sorted(seen, key=repr) == sorted([(Outcome.NEWER, 0), (Outcome.ALREADY, 2)], key=repr)
+        finally:
+            source.close()
+
+
+def test_the_workers_share_one_unlinked_lock_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """share_fetch_locks (before the workers fork) leaves its descriptor in the environment, once;
+    a migration made afterwards locks through it."""
+    monkeypatch.delenv(FETCH_LOCKS_VARIABLE, raising=False)
+    share_fetch_locks()
+    value = os.environ[FETCH_LOCKS_VARIABLE]
+    fd = int(value)
+    try:
+        info = os.fstat(fd)
+        assert stat.S_ISREG(info.st_mode) and info.st_nlink == 0  # nothing left behind in the folder
+        share_fetch_locks()
+        assert os.environ[FETCH_LOCKS_VARIABLE] == value  # inherited: not made again
+        with Store.open(tmp_path / "new", create=True) as store:
+            live = LiveMigration(store, f"http://127.0.0.1:{free_port()}")
+            try:
+                assert live._across_workers == fd
+                with pytest.raises(FiletrackerError, match="failed for /x: "):  # locked by its path, then asked
+                    anyio.run(live.fetch, "/x")
+            finally:
+                live.close()
+    finally:
+        os.close(fd)
+
+
+def test_a_call_given_up_before_its_socket_is_watched_shuts_it_at_once() -> None:
+    """A socket the call opens after it was given up is shut down as it is watched."""
+    a, b = socket.socketpair()
+    with a, b:
+        guard = _Guard()
+        guard.abort()
+        guard.watch(a)
+        a.setblocking(False)
+        assert a.recv(1) == b""  # shut: end of input at once, not "would block"
+
+
+def test_the_migration_metrics_name_help_and_count_each_counter(migration: LiveMigration) -> None:
+    names = ["fetched", "fetched_bytes", "missing", "not_resurrected", "future_versions", "bad_names", "busy", "gave_up"]
+    for value, name in enumerate(names, start=11):
+        setattr(migration, name, value)
+    helps = {
+        "fetched": "Paths fetched from the old server on a miss.",
+        "fetched_bytes": "Logical bytes fetched on a miss.",
+        "missing": "Misses the old server did not have.",
+        "not_resurrected": "Misses deleted in castore, not brought back.",
+        "future_versions": "Misses refused: the old server's version was beyond now + 1 day.",
+        "bad_names": "Names in the old server's listings that castore's name rules refuse (left out).",
+        "busy": "Calls to the old server refused with 503 (too many waiting).",
+        "gave_up": "Calls to the old server given up (deadline, or the client hung up).",
+    }
+    expected = "".join(
+        f"# HELP castore_migration_{name}_total {helps[name]}\n# TYPE castore_migration_{name}_total counter\n"
+        f"castore_migration_{name}_total {value}\n" for value, name in enumerate(names, start=11))
+    assert migration.render_metrics() == expected
+
+
+def test_only_the_inherited_unlinked_lock_file_is_used(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No variable, or a descriptor of a file that still has a name: no shared lock (each worker
+    then fetches on its own) rather than locking a file someone else may use."""
+    from castore.migration.live import _fetch_lock_fd
+
+    monkeypatch.delenv(FETCH_LOCKS_VARIABLE, raising=False)
+    assert _fetch_lock_fd() is None
+    named = tmp_path / "named"
+    named.write_bytes(b"")
+    fd = os.open(named, os.O_RDWR)
+    try:
+        monkeypatch.setenv(FETCH_LOCKS_VARIABLE, str(fd))
+        assert _fetch_lock_fd() is None
+        os.unlink(named)
+        assert _fetch_lock_fd() == fd  # unlinked: the lock file the workers share
+    finally:
+        os.close(fd)
