@@ -139,7 +139,9 @@ class FiletrackerStorage(Storage):
             content = File(content, name)
         assert name is not None
         self._make_filetracker_path(name)
-        name = self.normalised_name(name)  # "d/./e.txt" is saved (and named) as "d/e.txt", as in OIOIOI
+        # "d/./e.txt" is saved (and named) as "d/e.txt", as in OIOIOI; a FiletrackerFilename by its
+        # plain name, as Django's get_available_name (str(name)) treats it in OIOIOI
+        name = self.normalised_name(str(name))
         room = None if max_length is None else max_length - VERSION_SUFFIX_MAX
         if room is not None and room < 1:
             raise SuspiciousFileOperation(f"max_length {max_length} leaves no room for a name and its version")
