@@ -20,9 +20,7 @@ with its process, and its file is swept.
 
 from __future__ import annotations
 
-import fcntl
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -30,6 +28,7 @@ from typing import BinaryIO
 from ..errors import MissingBlob, ReadOnlyStore
 from ..keys import BlobKey, is_stored_name
 from .base import BlobBackend, StagedBlob
+from .staging import locked_new_file, sweep_unheld
 
 __all__ = ["FileBlobBackend", "key_to_relpath"]
 
@@ -50,23 +49,6 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _locked_new_file(directory: Path) -> tuple[int, Path]:
-    """A new staging file, opened and exclusively locked, still linked under its name.
-
-    A sweep may lock and unlink a file between its creation and our lock: then the
-    name no longer leads to our file, and we make another.
-    """
-    while True:
-        fd, name = tempfile.mkstemp(prefix="tmp-", dir=directory)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            if os.stat(name).st_ino == os.fstat(fd).st_ino:
-                return fd, Path(name)
-        except FileNotFoundError:
-            pass
-        os.close(fd)
-
-
 def _linked_spare(path: Path, directory: Path) -> Path:
     """A new hard link to ``path`` under an unused name in ``directory``."""
     while True:
@@ -80,7 +62,7 @@ def _linked_spare(path: Path, directory: Path) -> Path:
 
 class _FileStaged(StagedBlob):
     def __init__(self, directory: Path) -> None:
-        fd, path = _locked_new_file(directory)
+        fd, path = locked_new_file(directory)
         self.path: Path | None = path
         self._file = os.fdopen(fd, "wb", buffering=0)  # open (and locked) until published or aborted
 
@@ -196,25 +178,4 @@ class FileBlobBackend(BlobBackend):
         """Remove staging files older than ``older_than`` that no live writer holds (locks)."""
         if self.read_only or not self._staging.is_dir():
             return 0
-        removed = 0
-        for entry in os.scandir(self._staging):
-            try:
-                if entry.stat().st_mtime >= older_than:
-                    continue
-                fd = os.open(entry.path, os.O_RDONLY)
-            except FileNotFoundError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)  # a live writer holds it
-                continue
-            try:
-                if os.stat(entry.path).st_ino == os.fstat(fd).st_ino:
-                    os.unlink(entry.path)
-                    removed += 1
-            except FileNotFoundError:
-                pass
-            finally:
-                os.close(fd)
-        return removed
+        return sweep_unheld(self._staging, older_than)

@@ -32,6 +32,7 @@ from ..keys import BlobKey, is_stored_name
 from ..sizes import parse_size
 from .base import BlobBackend, StagedBlob
 from .fs import key_to_relpath
+from .staging import locked_new_file, sweep_unheld
 
 __all__ = ["S3BlobBackend"]
 
@@ -81,10 +82,17 @@ def _client(endpoint_url: str | None, region: str | None) -> Any:
 
 
 class _S3Staged(StagedBlob):
+    """Bytes staged in a local file until uploaded; the file stays locked until aborted.
+
+    The lock (:mod:`castore.blobs.staging`) keeps a sweep of the staging folder, which
+    every S3 store of the machine may share, from removing the file while this put still
+    uploads or may upload it again.
+    """
+
     def __init__(self, directory: Path) -> None:
-        fd, name = tempfile.mkstemp(prefix="tmp-", dir=directory)
-        self.path: Path | None = Path(name)
-        self._file = os.fdopen(fd, "wb")
+        self._held, path = locked_new_file(directory)
+        self.path: Path | None = path
+        self._file = os.fdopen(os.dup(self._held), "wb")  # closing it at finish keeps the lock
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._file.write(data)
@@ -105,6 +113,7 @@ class _S3Staged(StagedBlob):
         if self.path is not None:
             self.path.unlink(missing_ok=True)
             self.path = None
+            os.close(self._held)
 
 
 class _ObjectReader(io.RawIOBase):
@@ -300,15 +309,8 @@ class S3BlobBackend(BlobBackend):
         return True
 
     def sweep_staging(self, older_than: float) -> int:
-        removed = 0
-        for entry in os.scandir(self._staging):
-            try:
-                if entry.stat().st_mtime < older_than:
-                    os.unlink(entry.path)
-                    removed += 1
-            except FileNotFoundError:
-                continue
-        return removed
+        """Remove staging files older than ``older_than`` that no live writer holds (locks)."""
+        return sweep_unheld(self._staging, older_than)
 
     # -- reading -------------------------------------------------------------------
 
