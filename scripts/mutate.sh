@@ -41,7 +41,7 @@ MODULES=(
   "reading|castore/reading.py|-|tests/store/test_verified_reads.py tests/store/test_integrity.py"
   "batch|castore/batch.py castore/server/batch.py|-|tests/server/test_batch.py tests/server/test_batch_attacks.py"
   "dedup|castore/putting.py|castore.putting.x__same_bytes__* castore.putting.x__part__* castore.putting.x__nonempty_bytes__* castore.putting.xǁPutStepsǁ_holds__* castore.putting.xǁPutStepsǁ_probe__*|tests/store/test_dedup.py tests/store/test_collisions.py tests/store/test_store_semantics.py"
-  "blobs-fs|castore/blobs/fs.py|-|tests/blobs/test_blob_backends.py tests/store/test_faults.py"
+  "blobs-fs|castore/blobs/fs.py castore/blobs/staging.py|-|tests/blobs/test_blob_backends.py tests/store/test_faults.py"
   "blobs-s3|castore/blobs/s3.py|castore.blobs.s3.xǁS3BlobBackendǁpublish__* castore.blobs.s3.xǁ_S3Stagedǁ*|tests/blobs/test_blob_backends.py|sqlite+s3"
   "cache|castore/client/cache.py|-|tests/client/test_cache.py tests/client/test_client.py"
   "migration|castore/migration/live.py castore/migration/importer.py|-|tests/migration/test_migration_sources.py tests/migration/test_migration_no_resurrection.py tests/migration/test_live_migration_hostile.py"
