@@ -308,6 +308,14 @@ class TestS3Backend(BackendContract):
         assert list(staging.iterdir()) == [] and not kept.exists()
         assert len(os.listdir("/proc/self/fd")) == before, "abort closes the staging file and its lock"
 
+        staged = backend.stage()
+        staged.write(b"staged bytes")
+        staged.finish()
+        [kept] = list(staging.iterdir())
+        kept.unlink()  # a tmp cleaner (systemd-tmpfiles) took it: the put fails elsewhere, abort still cleans up
+        staged.abort()
+        assert len(os.listdir("/proc/self/fd")) == before
+
     def test_unknown_url_options_are_refused(self, s3_server: S3Server) -> None:
         with pytest.raises(TypeError, match="bogus"):
             open_blobs(s3_server.new_bucket() + "&bogus=1")
