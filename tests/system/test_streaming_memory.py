@@ -18,9 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from castore.cli import cli
-from castore.migration import FolderV2, Importer
+from castore.migration import FolderV2, Importer, sources
 from castore.store import Store
 
 from ..server_process import free_port
@@ -128,7 +129,8 @@ def filetracker_folder(root: Path, count: int) -> None:
         os.utime(link, (1000, 1000), follow_symlinks=False)
 
 
-def test_import_runs_in_bounded_memory(tmp_path: Path) -> None:
+def test_import_runs_in_bounded_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sources, "BLOBS_SEEN", 100)  # the blob files known to exist: bounded too
     filetracker_folder(tmp_path / "ft-small", 300)
     filetracker_folder(tmp_path / "ft-large", 3_000)
 
