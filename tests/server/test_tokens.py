@@ -25,7 +25,7 @@ from castore.cli import cli
 from castore.client import Client
 from castore.client.remote import Remote
 from castore.errors import FiletrackerError
-from castore.server.auth import TokenAuth, _Refused, token_from_header
+from castore.server.auth import TokenAuth, _refuse, _Refused, token_from_header
 from castore.server.tokens import (
     TOKEN_PREFIX,
     Role,
@@ -436,6 +436,27 @@ def test_every_answer_of_the_middleware() -> None:
         response = http.get("/files/x")
         assert (response.status_code, response.headers["x-exception"]) == (503, "cannot read the access tokens: OSError")
         assert http.get("/health").text == "ok"
+
+
+def test_a_refusal_is_a_well_formed_asgi_answer() -> None:
+    """Header names in lower case as ASGI requires; a message Latin-1 cannot carry is replaced in the
+    header (a ``?`` per character) and whole in the UTF-8 body, never a crash in the middleware."""
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    message = "no entry for Łódź"
+    anyio.run(_refuse, send, 401, message)
+    start, body = sent
+    assert start["status"] == 401
+    assert start["headers"] == [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len((message + "\n").encode())).encode()),
+        (b"x-exception", "no entry for ?ód?".encode("latin-1")),
+        (b"www-authenticate", b'Basic realm="castore", charset="UTF-8"'),
+    ]
+    assert body == {"type": "http.response.body", "body": (message + "\n").encode()}
 
 
 def test_the_token_cache_reloads_only_when_due() -> None:
