@@ -117,9 +117,13 @@ def test_open_access_refuses_while_tokens_exist(store: Store) -> None:
     assert not store.metadata.access_closed()
     create_token(store.metadata, "read", "r")
     assert store.metadata.access_closed()
-    with pytest.raises(ValueError, match=r"1 token exists \(r\): revoke it first"):
+    with pytest.raises(ValueError, match=r"^1 token exists \(r\): revoke it first \(castore token revoke NAME\)$"):
+        open_access(store.metadata)
+    create_token(store.metadata, "write", "w")
+    with pytest.raises(ValueError, match=r"^2 tokens exist \(r, w\): revoke them first \(castore token revoke NAME\)$"):
         open_access(store.metadata)
     assert store.metadata.access_closed()
+    revoke_token(store.metadata, "w")
     revoke_token(store.metadata, "r")
     assert store.metadata.access_closed()
     open_access(store.metadata)
