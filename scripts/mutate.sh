@@ -38,7 +38,7 @@ MODULES=(
   "names|castore/names.py|-|tests/store/test_names.py"
   "upload|castore/server/upload.py|-|tests/server/test_upload_bounds.py tests/store/test_put_zstd.py"
   "auth|castore/server/auth.py castore/server/tokens.py|-|tests/server/test_tokens.py tests/server/test_access_stays_closed.py"
-  "reading|castore/reading.py|-|tests/store/test_verified_reads.py tests/store/test_integrity.py"
+  "reading|castore/reading.py|-|tests/store/test_verified_reads.py tests/store/test_integrity.py tests/store/test_random_access.py"
   "batch|castore/batch.py castore/server/batch.py|-|tests/server/test_batch.py tests/server/test_batch_attacks.py"
   "dedup|castore/putting.py|castore.putting.x__same_bytes__* castore.putting.x__part__* castore.putting.x__nonempty_bytes__* castore.putting.xǁPutStepsǁ_holds__* castore.putting.xǁPutStepsǁ_probe__*|tests/store/test_dedup.py tests/store/test_collisions.py tests/store/test_store_semantics.py"
   "blobs-fs|castore/blobs/fs.py castore/blobs/staging.py|-|tests/blobs/test_blob_backends.py tests/store/test_faults.py"
