@@ -32,7 +32,7 @@ __all__ = [
     "upgrade_schema",
 ]
 
-SCHEMA_REVISION = "0009"
+SCHEMA_REVISION = "0010"
 """The Alembic head revision this code is written for."""
 
 ADVISORY_LOCK_KEY = 0x6361_7374_6F72_65  # "castore": one bigint, the same in every process
@@ -148,12 +148,16 @@ def _create_current_schema(connection: Connection) -> None:
     of what ``castore serve --init`` on a new folder costs before its first answer.
     """
     from sqlalchemy import Column, MetaData, PrimaryKeyConstraint, String, Table
+    from sqlalchemy.schema import CreateIndex, CreateTable
 
     from .models import metadata
     from .totals import install
 
     connection.exec_driver_sql("PRAGMA auto_vacuum = INCREMENTAL")  # before the first table (metadata/space.py)
-    metadata.create_all(connection)
+    for table in metadata.sorted_tables:  # create_all, but each table's indexes by name: a set's order varies
+        connection.execute(CreateTable(table))
+        for index in sorted(table.indexes, key=lambda index: str(index.name)):
+            connection.execute(CreateIndex(index))
     install(connection)
     stamp = Table("alembic_version", MetaData(), Column("version_num", String(32), nullable=False),
                   PrimaryKeyConstraint("version_num", name="alembic_version_pkc"))

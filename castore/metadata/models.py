@@ -38,10 +38,14 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    func,
     text,
 )
 
+from ..digests import DIGEST_SIZE
+
 __all__ = [
+    "HEAD",
     "PATH_LENGTH",
     "PathString",
     "blobs",
@@ -103,9 +107,16 @@ blobs = Table(
            doc="Which frame of the content the blob backend holds (revision 0009): 0 is the one a put "
                "wrote, under the key; ``castore compact`` writes another under ``<key>.<frame>`` "
                "(:func:`castore.keys.frame_name`). Ignored while the bytes are inline."),
+    Column("base", String(32), nullable=True,
+           doc="For a delta frame (codec ``zdelta``, revision 0010): the key of the content it was "
+               "compressed against, which must stay stored while this row names it; NULL otherwise."),
     Index("ix_blobs_created_key", "created", "key"),  # castore compact's order (revision 0009)
+    Index("ix_blobs_base", "base"),  # gc: is a content some delta's reference? (revision 0010)
 )
 """One distinct content, stored once."""
+HEAD = func.substr(blobs.c.digests, 1, DIGEST_SIZE)
+"""A content's first chunk digest: contents sharing it are compact's delta candidates (``castore.compacting``)."""
+Index("ix_blobs_head", HEAD)  # revision 0010: a lookup, not a scan, per content compacted
 
 paths = Table(
     "paths",
