@@ -54,6 +54,7 @@ class BlobReader(io.RawIOBase):
     content is checked against ``key`` when its end is read (key mode). ``refetch``,
     called at most once after the stored bytes failed verification, returns a fresh
     stream of them from the backend's source, or None when there is no other copy.
+    ``reference``: for a ``zdelta`` frame, its reference's content (read verified).
     """
 
     def __init__(
@@ -69,12 +70,14 @@ class BlobReader(io.RawIOBase):
         version: int,
         key_hasher: Callable[[], Hasher] | None = None,
         refetch: Callable[[], BinaryIO | None] | None = None,
+        reference: bytes | None = None,
     ) -> None:
         super().__init__()
         if digests is None and key_hasher is None:
             raise ValueError("a BlobReader needs the blob's digests or its key function")
         self._stored = stored
-        self._decoded = decoding_reader(stored, codec)
+        self._reference = reference
+        self._decoded = decoding_reader(stored, codec, reference)
         self._digests = digests
         self._key_hasher = key_hasher
         self._hasher = key_hasher() if digests is None and key_hasher is not None else None
@@ -223,7 +226,7 @@ class BlobReader(io.RawIOBase):
         if stored is None:
             return False
         old_stored, old_decoded = self._stored, self._decoded
-        self._stored, self._decoded = stored, decoding_reader(stored, self.codec)
+        self._stored, self._decoded = stored, decoding_reader(stored, self.codec, self._reference)
         try:
             if old_decoded is not old_stored:
                 old_decoded.close()

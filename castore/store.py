@@ -33,6 +33,7 @@ from .blobs.base import BlobBackend
 from .compacting import CompactOptions, CompactReport
 from .digests import content_digest
 from .errors import (
+    CorruptBlob,
     IntegrityError,
     InvalidVersion,
     MissingBlob,
@@ -508,8 +509,8 @@ class Store(PutSteps):
             freed += counted[1]
             if on_batch is not None:
                 on_batch(*counted)
-            if found < batch:
-                break
+            if found < batch and not counted[0]:
+                break  # else once more: a content kept only for a delta removed now is collectable
         staging = self.blobs.sweep_staging(self.clock() - staging_grace)
         return GcReport(removed, freed, staging, self.metadata.reclaim_free_pages())
 
@@ -616,9 +617,15 @@ class Store(PutSteps):
                 raise
             blob = now.blob
             stored = self._stored_bytes(blob)
+        try:
+            reference = None if blob.base is None else self._reference_content(blob, name)
+        except BaseException:
+            stored.close()
+            raise
         return BlobReader(
             stored,
             codec=blob.codec,
+            reference=reference,
             key=blob.key,
             size=blob.size,
             stored_size=blob.stored_size,
@@ -628,6 +635,19 @@ class Store(PutSteps):
             key_hasher=lambda: Hasher(self.seed, self.key_function),
             refetch=None if blob.data is not None else lambda: self._refetch(frame_name(blob.key, blob.frame)),
         )
+
+    def _reference_content(self, delta: BlobRow, name: str) -> bytes:
+        """The content a delta frame decodes against, read verified (its own chunk digests).
+
+        The reference is never itself a delta (``WriteTxn.settle_frame``) and gc keeps it
+        while a row names it; one missing or not fit to be a reference is damage.
+        """
+        found = self.metadata.dedup_candidate(delta.base) if delta.base is not None else None
+        if found is None or found.blob.base is not None or found.blob.digests is None:
+            problem = "is missing" if found is None else "is no content to decode against"
+            raise CorruptBlob(f"{name}: the reference {delta.base} of its delta frame {problem}")
+        with self.open_blob(found.blob, f"{name} (its reference {delta.base})") as reader:
+            return reader.readall()
 
     def _refetch(self, key: BlobKey) -> BinaryIO | None:
         """The stored bytes of ``key`` again, past the backend's local copy (None when it keeps none)."""

@@ -39,6 +39,7 @@ from sqlalchemy import (
     Table,
     Text,
     func,
+    literal_column,
     text,
 )
 
@@ -114,8 +115,11 @@ blobs = Table(
     Index("ix_blobs_base", "base"),  # gc: is a content some delta's reference? (revision 0010)
 )
 """One distinct content, stored once."""
-HEAD = func.substr(blobs.c.digests, 1, DIGEST_SIZE)
-"""A content's first chunk digest: contents sharing it are compact's delta candidates (``castore.compacting``)."""
+HEAD = func.substr(blobs.c.digests, literal_column("1"), literal_column(str(DIGEST_SIZE)))
+"""A content's first chunk digest: contents sharing it are compact's delta candidates (``castore.compacting``).
+
+Constants, not bound parameters, so that a query's expression is the index's (SQLite and
+PostgreSQL match an index expression textually)."""
 Index("ix_blobs_head", HEAD)  # revision 0010: a lookup, not a scan, per content compacted
 
 paths = Table(

@@ -326,7 +326,7 @@ class MetadataRepo:
             row = self._read_first(SELECT_CURRENT_ENTRY, {"p": path})
         else:
             row = self._read_first(SELECT_VERSION_ENTRY, {"p": path, "v": version})
-        return None if row is None else Entry(row[0], row[1], blob_tuple(row[2:9]))
+        return None if row is None else Entry(row[0], row[1], blob_tuple(row[2:10]))
 
     def current_version(self, path: str) -> int | None:
         row = self._read_first(SELECT_CURRENT_VERSION, {"p": path})
@@ -335,7 +335,7 @@ class MetadataRepo:
     def dedup_candidate(self, key: BlobKey) -> DedupCandidate | None:
         """The row of ``key`` (with inline bytes, refcount and creation time), or None."""
         row = self._read_first(SELECT_BLOB_STATE, {"k": key})
-        return None if row is None else DedupCandidate(blob_tuple(row[:7]), row[7], row[8])
+        return None if row is None else DedupCandidate(blob_tuple(row[:8]), row[8], row[9])
 
     def set_digests(self, key: BlobKey, size: int, digests: bytes) -> bool:
         """Record the chunk digests of a blob that has none yet; False if it had some (or changed)."""
@@ -348,6 +348,11 @@ class MetadataRepo:
         """The next blobs for ``castore compact`` (:func:`.compaction.candidates`)."""
         with self._reader.connect() as c:
             return compaction.candidates(c, after, created_before=created_before, limit=limit)
+
+    def delta_reference(self, row: BlobRow, created: int, *, max_size: int) -> BlobRow | None:
+        """The content ``castore compact`` may store ``row`` as a delta against (:func:`.compaction.reference`)."""
+        with self._reader.connect() as c:
+            return compaction.reference(c, row, created, max_size=max_size)
 
     def compact_backlog(self, after: tuple[int, str] | None, *, created_before: int) -> Backlog:
         """What ``castore compact`` has still to look at (:func:`.compaction.backlog`)."""

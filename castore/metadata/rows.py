@@ -42,6 +42,8 @@ class BlobRow:
     """Chunk digests of the content; None when not known yet (a blob from before 0002)."""
     frame: int = 0
     """Which frame of the content the blob backend holds (:func:`castore.keys.frame_name`); 0 for a put's own."""
+    base: BlobKey | None = None
+    """For a ``zdelta`` frame, the key of the content it decodes against (its reference); None otherwise."""
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, delete, func, or_, select, update
+from sqlalchemy import and_, bindparam, case, delete, exists, func, or_, select, update
 from sqlalchemy.dialects import sqlite
 
 from ..codec import Codec
@@ -32,6 +32,7 @@ __all__ = [
     "INSERT_PATH",
     "INSERT_RESERVED",
     "INSERT_VERSION",
+    "NO_DELTA_NEEDS_IT",
     "OLDEST_VERSIONS",
     "PATH_LOCK_CLASS",
     "RELEASE_BLOB",
@@ -61,19 +62,22 @@ INLINE_LENGTH = func.coalesce(func.length(blobs.c.data), -1).label("inline_lengt
 """-1 for a blob kept by the backend, else the length of its inline bytes."""
 
 BLOB_COLUMNS = (
-    blobs.c.key, blobs.c.size, blobs.c.stored_size, blobs.c.codec, blobs.c.data, blobs.c.digests, blobs.c.frame
+    blobs.c.key, blobs.c.size, blobs.c.stored_size, blobs.c.codec, blobs.c.data, blobs.c.digests, blobs.c.frame,
+    blobs.c.base,
 )
 
 
 def blob_row(row: Any) -> BlobRow:
     """A BlobRow from a Core row with the columns of :data:`BLOB_COLUMNS` (by name)."""
-    return BlobRow(BlobKey(row.key), row.size, row.stored_size, Codec(row.codec), row.data, row.digests, row.frame)
+    return BlobRow(BlobKey(row.key), row.size, row.stored_size, Codec(row.codec), row.data, row.digests, row.frame,
+                   None if row.base is None else BlobKey(row.base))
 
 
 def blob_tuple(row: tuple[Any, ...]) -> BlobRow:
     """A BlobRow from the values of :data:`BLOB_COLUMNS`, in that order."""
-    key, size, stored_size, codec, data, digests, frame = row
-    return BlobRow(BlobKey(key), size, stored_size, Codec(codec), data, digests, frame)
+    key, size, stored_size, codec, data, digests, frame, base = row
+    return BlobRow(BlobKey(key), size, stored_size, Codec(codec), data, digests, frame,
+                   None if base is None else BlobKey(base))
 
 
 _SQLITE_NAMED = sqlite.dialect(paramstyle="named")
@@ -167,11 +171,15 @@ SET_DIGESTS = (
 VERSION_KEYS = select(versions.c.blob_key).where(versions.c.path == bindparam("p"))
 DELETE_ALL_VERSIONS = delete(versions).where(versions.c.path == bindparam("p"))
 DELETE_PATH = delete(paths).where(paths.c.path == bindparam("p"))
+_DELTA = blobs.alias("delta")
+NO_DELTA_NEEDS_IT = ~exists().where(_DELTA.c.base == blobs.c.key)
+"""No delta frame decodes against this content (``ix_blobs_base``): gc may collect it once unreferenced."""
 UNREFERENCED = (
     select(blobs.c.key, INLINE_LENGTH, blobs.c.stored_size, blobs.c.frame)
     .where(
         blobs.c.refcount == 0,
         (blobs.c.pending_until.is_(None)) | (blobs.c.pending_until < bindparam("now")),
+        NO_DELTA_NEEDS_IT,
     )
     .limit(bindparam("limit"))
     .with_for_update()
@@ -198,14 +206,14 @@ TAKE_OVER = (
     update(blobs)
     .where(blobs.c.key == bindparam("k"), blobs.c.refcount == 0)
     .values(size=bindparam("b_size"), stored_size=bindparam("b_stored_size"), codec=bindparam("b_codec"),
-            data=None, digests=bindparam("b_digests"), pending_until=bindparam("until"), frame=0)
+            data=None, digests=bindparam("b_digests"), pending_until=bindparam("until"), frame=0, base=None)
 )
 END_LEASE = (
     update(blobs)
     .where(blobs.c.key == bindparam("k"), blobs.c.pending_until == bindparam("until"))
     .values(pending_until=None)
 )
-DELETE_UNREFERENCED = delete(blobs).where(blobs.c.key == bindparam("k"), blobs.c.refcount == 0)
+DELETE_UNREFERENCED = delete(blobs).where(blobs.c.key == bindparam("k"), blobs.c.refcount == 0, NO_DELTA_NEEDS_IT)
 
 
 def acquire_statement(dialect: str) -> HotStatement:
@@ -232,6 +240,7 @@ def acquire_statement(dialect: str) -> HotStatement:
         created=bindparam("b_created"),
         digests=bindparam("b_digests"),
         frame=0,
+        base=None,
     )
     # A row at refcount 0 may be half collected (its bytes already deleted), or hold
     # another content with the same key: reviving it takes the new content whole, and
@@ -239,7 +248,7 @@ def acquire_statement(dialect: str) -> HotStatement:
     dead = blobs.c.refcount == 0
     revive = {
         column: case((dead, getattr(statement.excluded, column)), else_=blobs.c[column])
-        for column in ("codec", "stored_size", "data", "size", "created", "frame")
+        for column in ("codec", "stored_size", "data", "size", "created", "frame", "base")
     }
     # A live row from before revision 0002 learns its digests from a put that compared
     # its bytes (the store only shares a blob it compared).

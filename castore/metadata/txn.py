@@ -208,7 +208,10 @@ class WriteTxn:
         rows = self._c.execute(UNREFERENCED, {"limit": limit, "now": now}).all()
         return [(BlobKey(row.key), row.inline_length >= 0, row.stored_size, row.frame) for row in rows]
 
-    def settle_frame(self, was: BlobRow, *, codec: Codec, stored_size: int, data: bytes | None, frame: int) -> bool:
+    def settle_frame(
+        self, was: BlobRow, *, codec: Codec, stored_size: int, data: bytes | None, frame: int,
+        reference: BlobRow | None = None,
+    ) -> bool:
         """Switch a live blob's stored bytes from ``was`` to another frame of the same content.
 
         ``data``: the new frame kept inline; None when the blob backend holds it under
@@ -218,7 +221,16 @@ class WriteTxn:
         compare-and-swap: False, changing nothing, when the row is no longer ``was``
         (collected, revived with other bytes, settled by another process) or no version
         references it.
+
+        ``reference``: the new frame is a delta (``zdelta``) against that content, which
+        must then be live, not itself a delta, and still the content the frame was made
+        against; and no delta may decode against ``was`` (depth one: never a chain, never
+        a cycle). Both rows are locked first (PostgreSQL: ``FOR UPDATE``, in key order),
+        so two compactors switching the two rows of one pair wait for each other and the
+        second sees the first's switch.
         """
+        if reference is not None and not self._may_be_delta(was, reference):
+            return False
         same = [
             blobs.c.key == was.key,
             blobs.c.refcount > 0,
@@ -227,10 +239,27 @@ class WriteTxn:
             blobs.c.stored_size == was.stored_size,
             blobs.c.digests == was.digests,
             blobs.c.frame == was.frame,
+            blobs.c.base.is_(None) if was.base is None else blobs.c.base == was.base,
             blobs.c.data.is_(None) if was.data is None else func.length(blobs.c.data) == len(was.data),
         ]
-        values = {"codec": codec.value, "stored_size": stored_size, "data": data, "frame": 0 if data is not None else frame}
+        values = {"codec": codec.value, "stored_size": stored_size, "data": data,
+                  "frame": 0 if data is not None else frame, "base": None if reference is None else reference.key}
         return self._c.execute(update(blobs).where(*same).values(**values)).rowcount == 1
+
+    def _may_be_delta(self, was: BlobRow, reference: BlobRow) -> bool:
+        """Whether ``was`` may become a delta against ``reference`` now (both rows locked by this call)."""
+        locked = {
+            row.key: row for row in self._c.execute(
+                select(blobs.c.key, blobs.c.refcount, blobs.c.base, blobs.c.size, blobs.c.digests)
+                .where(blobs.c.key.in_(sorted({was.key, reference.key}))).order_by(blobs.c.key).with_for_update())
+        }
+        ref = locked.get(reference.key)
+        if was.key == reference.key or ref is None or ref.refcount <= 0 or ref.base is not None:
+            return False
+        if (ref.size, ref.digests) != (reference.size, reference.digests):
+            return False  # another content took the key over meanwhile
+        # A statement after the locks: on PostgreSQL it sees every delta committed before them.
+        return self._c.execute(select(blobs.c.key).where(blobs.c.base == was.key).limit(1)).first() is None
 
     def forget_blob(self, key: BlobKey) -> bool:
         """Delete the row of an unreferenced blob; False if it was referenced again."""

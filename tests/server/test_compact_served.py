@@ -7,9 +7,12 @@ from pathlib import Path
 import httpx
 import zstandard
 
+from castore.codec import Codec
+from castore.compacting import DELTA_MIN_LEVEL
 from castore.store import Store
 
 from ..server_process import castore_server
+from ..store.test_compact_delta import reference_content, tail_changed
 from ..store.test_compacting import numbers
 
 NAMES = {"/inline.in": numbers(1, 2000), "/file.in": numbers(2, 16_000)}
@@ -50,3 +53,27 @@ def test_compact_changes_nothing_a_client_sees_but_the_zstd_length(tmp_path: Pat
         for header in ("etag", "digest", "range", "zstd_etag"):
             assert before[path][header] == after[path][header], (path, header)
         assert after[path]["zstd_length"] < before[path]["zstd_length"]  # the smaller frame is what is sent
+
+
+def test_a_delta_frame_is_served_as_its_content_never_as_zstd(tmp_path: Path) -> None:
+    """A client lacks a delta's reference: it gets the content (identity or gzip), same ETag and digest."""
+    base = reference_content()
+    contents = {"/tests/1.in": base, "/tests/2.in": tail_changed(base, 2)}
+    root = tmp_path / "store"
+    with Store.open(root, create=True) as store:
+        for version, (path, data) in enumerate(contents.items(), start=1):
+            store.put(path, data, version)  # /tests/1.in first: it stays the reference
+    with castore_server(root) as url, httpx.Client(base_url=url, headers={"Host": "127.0.0.1"}) as http:
+        before = http.get("/files/tests/2.in", headers={"Accept-Encoding": "identity"})
+        with Store.open(root) as store:
+            assert store.compact(level=DELTA_MIN_LEVEL).deltas == 1
+            assert store.lookup("/tests/2.in").blob.codec is Codec.ZSTD_DELTA
+        for accepted in ("zstd", "zstd, gzip", "identity"):
+            with http.stream("GET", "/files/tests/2.in", headers={"Accept-Encoding": accepted}) as answer:
+                body = b"".join(answer.iter_bytes())  # decoded: gzip if the server chose it
+                assert answer.headers.get("content-encoding") in (None, "gzip"), accepted
+                assert body == contents["/tests/2.in"]
+                assert answer.headers["etag"] == before.headers["etag"]
+                assert answer.headers["castore-content-digest"] == before.headers["castore-content-digest"]
+        ranged = http.get("/files/tests/2.in", headers={"Range": "bytes=2097000-2097999"})
+        assert ranged.status_code == 206 and ranged.content == contents["/tests/2.in"][2097000:2098000]

@@ -3,7 +3,9 @@
 The child process kills itself with SIGKILL at the N-th step of its compaction (N drawn
 by the parent): before or after staging a new frame, publishing it, the row's switch (inside
 the transaction, before its commit), the old frame's removal, or saving the cursor. No
-timing: every point between two steps is reached by counting steps, not by sleeping.
+timing: every point between two steps is reached by counting steps, not by sleeping. The
+first rounds add tail-changed copies of one content (delta frames, #23), and the parent
+deletes their reference and then one of them, with gc, between two kills.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from castore.metadata.txn import WriteTxn
 from castore.opening import Location, open_store
 from castore.store import Store
 
+from .test_compact_delta import reference_content, tail_changed
 from .test_compacting import numbers
 
 FORK = multiprocessing.get_context("fork")
@@ -58,13 +61,35 @@ def _compact_until_killed(where: tuple[str, str], kill_at: int) -> None:
     os._exit(0)
 
 
+BASE = reference_content()
+DELTA_ROUNDS = 4
+"""Rounds that add a tail-changed copy of :data:`BASE` (a delta frame's content)."""
+
+
 def _contents(round_: int) -> dict[str, bytes]:
-    """New contents for a round: kept inline, in a file that moves inline, in a file that stays one."""
-    return {
+    """New contents for a round: kept inline, in a file that moves inline, in a file that stays one.
+
+    The first rounds add a content compact stores as a delta against ``/base.in`` too.
+    """
+    contents = {
         f"/r{round_}/small.in": numbers(round_ * 10 + 1, 2000),
         f"/r{round_}/medium.in": numbers(round_ * 10 + 2, 12_000),
         f"/r{round_}/large.in": numbers(round_ * 10 + 3, 30_000),
     }
+    if round_ == 0:
+        contents["/base.in"] = BASE
+    if round_ < DELTA_ROUNDS:
+        contents[f"/r{round_}/tail.in"] = tail_changed(BASE, round_ + 2)
+    return contents
+
+
+def _delete_and_collect(store: Store, model: dict[str, bytes], round_: int) -> None:
+    """Between kills: delete the deltas' reference (round 2), then one delta (round 3), and collect."""
+    gone = {2: "/base.in", 3: "/r1/tail.in"}.get(round_)
+    if gone is not None and gone in model:
+        store.delete(gone)
+        del model[gone]
+        store.collect_garbage()
 
 
 def _backend_names(store: Store) -> set[str]:
@@ -86,7 +111,8 @@ def test_sigkill_at_any_step_of_compact_leaves_a_clean_store(store_location: Loc
         for name, data in _contents(round_).items():
             store.put(name, data, 1)
             model[name] = data
-        child = FORK.Process(target=_compact_until_killed, args=(where, rng.randrange(1, 14)))
+        _delete_and_collect(store, model, round_)
+        child = FORK.Process(target=_compact_until_killed, args=(where, rng.randrange(1, 18)))
         child.start()
         child.join(300)
         assert child.exitcode in (0, -signal.SIGKILL), child.exitcode
@@ -97,6 +123,7 @@ def test_sigkill_at_any_step_of_compact_leaves_a_clean_store(store_location: Loc
             for name, data in model.items():
                 assert reopened.read_bytes(name) == data, (round_, name)
     assert killed > rounds // 2
+    assert any(store.lookup(name).blob.base is not None for name in model)  # deltas were made and kept
     # The next run goes on and finishes; what the kills left behind is only orphans that repair removes.
     report = store.compact()
     assert report.finished

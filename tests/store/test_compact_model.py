@@ -9,6 +9,7 @@ from hypothesis.stateful import invariant, rule, run_state_machine_as_test
 from castore.keys import frame_name
 
 from ..conftest import Locations
+from .test_compact_delta import reference_content, tail_changed
 from .test_compacting import numbers
 from .test_state_machine import PATHS, VERSIONS, StoreModel
 
@@ -53,3 +54,38 @@ def test_compact_slices_follow_the_model(store_backend: str, new_location: Locat
     run_state_machine_as_test(
         CompactingModel, settings=settings(max_examples=examples, stateful_step_count=30, deadline=None)
     )
+
+
+_BASE = reference_content()
+DERIVED = st.sampled_from([_BASE, tail_changed(_BASE, 2), tail_changed(_BASE, 3), tail_changed(tail_changed(_BASE, 2), 4, 9000)])
+"""Contents of more than two chunks that repeat one another but for their tails: compact makes deltas of them."""
+
+
+class DeltaModel(CompactingModel):
+    """The compacting model with contents compact stores as deltas: deletes and gc of references and deltas interleave."""
+
+    deltas_seen = 0
+    """Delta rows the invariant found, over all examples (the test asserts some were made)."""
+
+    @rule(path=PATHS, version=VERSIONS, content=DERIVED)
+    def put_derived(self, path: str, version: int, content: bytes) -> None:
+        self.put(path, version, content)
+
+    @invariant()
+    def deltas_are_one_level_deep_on_live_references(self) -> None:
+        """A delta's reference has a row (live, or kept for it) that is no delta itself."""
+        for info in self.store.list("/"):
+            base = self.store.lookup(info.path).blob.base
+            if base is not None:
+                DeltaModel.deltas_seen += 1
+                found = self.store.metadata.dedup_candidate(base)
+                assert found is not None and found.blob.base is None
+
+
+def test_deltas_follow_the_model(store_backend: str, new_location: Locations) -> None:
+    DeltaModel.new_location = new_location
+    examples = 12 if store_backend == "sqlite+file" else 4
+    run_state_machine_as_test(
+        DeltaModel, settings=settings(max_examples=examples, stateful_step_count=25, deadline=None)
+    )
+    assert DeltaModel.deltas_seen > 0

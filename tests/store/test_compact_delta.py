@@ -1,0 +1,149 @@
+"""``castore compact`` stores a content that repeats another as a delta frame against it (#23).
+
+A tail-changed test input keeps all but its last bytes of another stored input: zstd
+compresses it against that content (a raw-content dictionary) to ~1 % of a plain frame.
+The reference stays stored while a delta needs it, never is itself a delta, and every
+read decodes the delta against the reference's verified content.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+
+from castore.codec import Codec
+from castore.compacting import DELTA_MIN_LEVEL, DELTA_SHARE
+from castore.digests import CHUNK_SIZE
+from castore.location import locate
+from castore.maintenance import check
+from castore.metadata.models import blobs
+from castore.metadata.rows import BlobRow
+from castore.moving import copy_store, verify_copy
+from castore.store import Store
+
+from ..conftest import Clock
+from .test_compacting import numbers, row
+
+SIZE = 2 * CHUNK_SIZE + 100_000
+"""Above two chunks: contents of one chunk or less are left to a plain frame."""
+LEVEL = DELTA_MIN_LEVEL
+"""The fastest level deltas are tried at."""
+
+
+def reference_content(seed: int = 1) -> bytes:
+    """A compressible content of :data:`SIZE` bytes (contest-like lines of integers)."""
+    data = numbers(seed, SIZE // 12)
+    while len(data) < SIZE:
+        data += data
+    return data[:SIZE]
+
+
+def tail_changed(base: bytes, seed: int, tail: int = 20_000) -> bytes:
+    """``base`` with its last ``tail`` bytes replaced (the benchmark's "tail" kind)."""
+    rnd = random.Random(seed)
+    return base[:-tail] + bytes(rnd.choice(b"0123456789 \n") for _ in range(tail))
+
+
+def put_in_order(store: Store, clock: Clock, contents: dict[str, bytes]) -> None:
+    """Put ``contents`` in this order, each first stored 10 seconds after the one before."""
+    for name, data in contents.items():
+        clock.now += 10
+        store.put(name, data, 1)
+
+
+def test_a_tail_changed_content_becomes_a_delta_and_reads_back(store: Store, clock: Clock) -> None:
+    base = reference_content()
+    derived = tail_changed(base, 2)
+    put_in_order(store, clock, {"/t/1.in": base, "/t/2.in": derived})
+    before = row(store, "/t/2.in")
+    report = store.compact(level=LEVEL)
+    assert report.deltas == 1 and report.delta_bytes_saved > 0
+    after = row(store, "/t/2.in")
+    assert after.codec is Codec.ZSTD_DELTA and after.base == row(store, "/t/1.in").key
+    assert after.stored_size <= before.stored_size * DELTA_SHARE
+    assert row(store, "/t/1.in").base is None  # the reference stays a plain frame
+    assert store.read_bytes("/t/2.in") == derived and store.read_bytes("/t/1.in") == base
+    with store.open_entry(store.lookup("/t/2.in")) as reader:  # a Range: from the middle of a chunk
+        reader.seek_content(CHUNK_SIZE + 5)
+        assert reader.read(100) == derived[CHUNK_SIZE + 5:CHUNK_SIZE + 105]
+    assert store.usage() == store.metadata.recount_usage()
+    assert store.check() == []
+    assert store.compact(level=LEVEL).contents == 0  # a run at the same level: nothing left
+
+
+def test_gc_keeps_a_reference_while_a_delta_needs_it(store: Store, clock: Clock) -> None:
+    base = reference_content()
+    derived = tail_changed(base, 2)
+    put_in_order(store, clock, {"/r": base, "/d": derived})
+    assert store.compact(level=LEVEL).deltas == 1
+    reference = row(store, "/r")
+    store.delete("/r")
+    store.collect_garbage()
+    assert store.metadata.dedup_candidate(reference.key) is not None  # kept for /d
+    assert store.read_bytes("/d") == derived
+    assert store.check() == []
+    store.put("/r2", base, 1)  # the same content again: the kept row is revived
+    assert store.read_bytes("/r2") == base and store.read_bytes("/d") == derived
+    store.delete("/r2")
+    store.delete("/d")
+    store.collect_garbage()
+    assert store.metadata.dedup_candidate(reference.key) is None  # its last delta gone: collected
+    assert store.usage().blobs == 0
+    assert store.check() == []
+
+
+def test_deltas_are_one_level_deep(store: Store, clock: Clock) -> None:
+    base = reference_content()
+    first = tail_changed(base, 2)
+    second = tail_changed(first, 3, tail=10_000)
+    put_in_order(store, clock, {f"/{number}": data for number, data in enumerate([base, first, second])})
+    assert store.compact(level=LEVEL).deltas == 2
+    rows = [row(store, f"/{number}") for number in range(3)]
+    assert rows[0].base is None and rows[1].base == rows[2].base == rows[0].key
+    for number, data in enumerate([base, first, second]):
+        assert store.read_bytes(f"/{number}") == data
+
+
+def _switch(store: Store, was: BlobRow, reference: BlobRow) -> bool:
+    with store.metadata.write() as txn:
+        return txn.settle_frame(was, codec=Codec.ZSTD_DELTA, stored_size=was.stored_size, data=was.data,
+                                frame=0, reference=reference)
+
+
+def test_the_switch_refuses_a_chain_and_a_dead_reference(store: Store, clock: Clock) -> None:
+    base = reference_content()
+    put_in_order(store, clock, {"/r": base, "/d": tail_changed(base, 2), "/e": tail_changed(base, 3)})
+    assert store.compact(level=LEVEL, limit=2).deltas == 1  # /r plain, /d a delta of it
+    r, d, e = (row(store, name) for name in ("/r", "/d", "/e"))
+    assert not _switch(store, e, d)  # a delta is no reference
+    assert not _switch(store, r, e)  # a reference does not become a delta
+    store.delete("/e")
+    assert not _switch(store, row(store, "/d"), e)  # the switch wants a live reference (and /d is settled)
+    assert store.check() == []
+
+
+def test_check_reports_a_delta_whose_reference_is_gone(store: Store, clock: Clock) -> None:
+    base = reference_content()
+    put_in_order(store, clock, {"/r": base, "/d": tail_changed(base, 2)})
+    store.compact(level=LEVEL)
+    with store.metadata.write() as txn:  # damage: the row names a reference the store lacks
+        txn._c.execute(update(blobs).where(blobs.c.key == row(store, "/d").key).values(base="0" * 32))
+    problems = check(store, verify_content=True).problems
+    assert [p.kind for p in problems] == ["corrupt"] and "reference" in str(problems[0])
+
+
+@pytest.mark.backends("sqlite+file")
+def test_migrate_store_copies_a_delta_as_its_content(store: Store, clock: Clock, tmp_path: Path) -> None:
+    base = reference_content()
+    derived = tail_changed(base, 2)
+    put_in_order(store, clock, {"/r": base, "/d": derived})
+    store.compact(level=LEVEL)
+    target = locate(tmp_path / "copy")
+    copy_store(store, target)
+    assert verify_copy(store, target) == []
+    with Store.open(tmp_path / "copy") as copy:
+        assert copy.read_bytes("/d") == derived
+        assert row(copy, "/d").codec is not Codec.ZSTD_DELTA and row(copy, "/d").base is None
