@@ -41,6 +41,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .codec import Codec
 from .errors import MissingBlob
 from .keys import BlobKey, frame_name
 from .metadata.rows import BlobState
@@ -359,6 +360,11 @@ class _Checker:
             if size != blob.row.stored_size:
                 self._lose(blob, "corrupt", f"blob file has {size} bytes, {blob.row.stored_size} recorded")
                 return
+        problem = self._reference_problem(blob.row)
+        if problem is not None:
+            if self._still_referenced(blob.key):
+                self._lose(blob, "corrupt", problem)
+            return
         self.report.stored_bytes_checked += blob.row.stored_size
         if not self.verify:
             return
@@ -371,6 +377,27 @@ class _Checker:
                 self._lose(blob, "corrupt", f"{type(e).__name__}: {e}")
             return
         self.report.verified_bytes += blob.row.size
+
+    def _reference_problem(self, row: BlobRow) -> str | None:
+        """What keeps a delta frame (``castore compact``) from decoding, short of reading it; None if nothing.
+
+        Its reference must have a row that is no delta itself, and its stored bytes.
+        """
+        if (row.codec is Codec.ZSTD_DELTA) != (row.base is not None):
+            return f"codec {row.codec.value} does not go with reference {row.base}"
+        if row.base is None:
+            return None
+        found = self.metadata.dedup_candidate(row.base)
+        if found is None:
+            return f"the reference {row.base} of its delta frame is missing"
+        if found.blob.base is not None:
+            return f"the reference {row.base} of its delta frame is a delta itself"
+        if found.blob.data is None:
+            try:
+                self.store.blobs.stored_size(frame_name(found.blob.key, found.blob.frame))
+            except MissingBlob:
+                return f"the bytes of its delta frame's reference {row.base} are missing"
+        return None
 
     def _still_referenced(self, key: BlobKey) -> bool:
         """False when a concurrent delete and gc removed the blob since it was listed."""

@@ -242,7 +242,9 @@ def _du_totals(c: Context) -> None:
     store = c.store()
     usage = store.usage()
     overhead = store.overhead()
-    data = {**asdict(usage), "dedup_ratio": round(usage.dedup_ratio, 4), "overhead": overhead}
+    kept = store.metadata.kept_references()
+    data = {**asdict(usage), "dedup_ratio": round(usage.dedup_ratio, 4), "overhead": overhead,
+            "kept_references": kept}
     text = "\n".join(
         [
             f"files:          {usage.files} ({usage.versions} versions retained)",
@@ -250,7 +252,8 @@ def _du_totals(c: Context) -> None:
             f"blobs:          {usage.blobs} ({usage.inline_blobs} inline), {format_size(usage.blob_bytes)} distinct",
             f"stored bytes:   {format_size(usage.stored_bytes)}",
             f"dedup ratio:    {usage.dedup_ratio:.2f}x (retained / stored)",
-            f"collectable:    {usage.unreferenced_blobs} blobs (castore gc)",
+            f"collectable:    {usage.unreferenced_blobs - kept} blobs (castore gc)"
+            + (f"; {kept} more kept for the delta frames that decode against them" if kept else ""),
             _overhead_text(overhead),
         ]
     )

@@ -354,6 +354,14 @@ class MetadataRepo:
         with self._reader.connect() as c:
             return compaction.reference(c, row, created, max_size=max_size)
 
+    def kept_references(self) -> int:
+        """Unreferenced contents gc keeps because a delta frame decodes against them (counted over the deltas)."""
+        reference = blobs.alias("reference")
+        query = (select(func.count(func.distinct(blobs.c.base)))
+                 .join(reference, reference.c.key == blobs.c.base).where(reference.c.refcount == 0))
+        with self._reader.connect() as c:
+            return int(c.execute(query).scalar_one())
+
     def compact_backlog(self, after: tuple[int, str] | None, *, created_before: int) -> Backlog:
         """What ``castore compact`` has still to look at (:func:`.compaction.backlog`)."""
         with self._reader.connect() as c:

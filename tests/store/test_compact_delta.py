@@ -8,7 +8,9 @@ read decodes the delta against the reference's verified content.
 
 from __future__ import annotations
 
+import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -131,8 +133,9 @@ def test_check_reports_a_delta_whose_reference_is_gone(store: Store, clock: Cloc
     store.compact(level=LEVEL)
     with store.metadata.write() as txn:  # damage: the row names a reference the store lacks
         txn._c.execute(update(blobs).where(blobs.c.key == row(store, "/d").key).values(base="0" * 32))
-    problems = check(store, verify_content=True).problems
-    assert [p.kind for p in problems] == ["corrupt"] and "reference" in str(problems[0])
+    for verify in (False, True):  # found without reading a byte too
+        problems = check(store, verify_content=verify).problems
+        assert [p.kind for p in problems] == ["corrupt"] and "reference" in str(problems[0]), verify
 
 
 @pytest.mark.backends("sqlite+file")
@@ -147,3 +150,28 @@ def test_migrate_store_copies_a_delta_as_its_content(store: Store, clock: Clock,
     with Store.open(tmp_path / "copy") as copy:
         assert copy.read_bytes("/d") == derived
         assert row(copy, "/d").codec is not Codec.ZSTD_DELTA and row(copy, "/d").base is None
+
+
+def test_compact_and_du_say_what_deltas_did_and_keep(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from castore.cli import cli
+
+    base = reference_content()
+    root = tmp_path / "store"
+    with Store.open(root, create=True, clock=lambda: 1_700_000_000) as store:
+        store.put("/r", base, 1)
+    with Store.open(root, clock=lambda: 1_700_000_010) as store:  # /d after /r: /r is the reference
+        store.put("/d", tail_changed(base, 2), 2)
+
+    def run(*args: str) -> str:
+        result = CliRunner().invoke(cli, ["--root", str(root), *args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert re.search(r"1 as deltas saving [\d.]+ [KMG]?i?B", run("compact", "--level", str(LEVEL)))
+    with Store.open(root) as store:
+        store.delete("/r")
+        store.collect_garbage()
+    assert "collectable:    0 blobs (castore gc); 1 more kept for the delta frames" in run("du")
+    assert json.loads(run("--json", "du"))["kept_references"] == 1
