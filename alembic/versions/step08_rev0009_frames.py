@@ -15,7 +15,7 @@ from __future__ import annotations
 from alembic import op
 import sqlalchemy as sa
 
-from castore.metadata.totals import install, uninstall
+from castore.metadata.totals import drop_blobs_column
 
 revision = '0009'
 down_revision = '0008'
@@ -30,13 +30,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index('ix_blobs_created_key', table_name='blobs')
-    bind = op.get_bind()
-    if bind.dialect.name != "sqlite":
-        op.drop_column('blobs', 'frame')
-        return
-    # SQLite: batch mode copies blobs into a new table and renames it, which the totals'
-    # triggers (0007), naming blobs, would refuse; they are dropped and made again around it.
-    uninstall(bind)
-    with op.batch_alter_table('blobs') as batch:
-        batch.drop_column('frame')
-    install(bind)
+    drop_blobs_column(op, 'frame')

@@ -16,7 +16,7 @@ from __future__ import annotations
 from alembic import op
 import sqlalchemy as sa
 
-from castore.metadata.totals import install, uninstall
+from castore.metadata.totals import drop_blobs_column
 
 revision = '0010'
 down_revision = '0009'
@@ -33,12 +33,4 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index('ix_blobs_head', table_name='blobs')
     op.drop_index('ix_blobs_base', table_name='blobs')
-    bind = op.get_bind()
-    if bind.dialect.name != "sqlite":
-        op.drop_column('blobs', 'base')
-        return
-    # SQLite: batch mode copies blobs into a new table (see 0009's downgrade for the triggers).
-    uninstall(bind)
-    with op.batch_alter_table('blobs') as batch:
-        batch.drop_column('base')
-    install(bind)
+    drop_blobs_column(op, 'base')

@@ -37,7 +37,7 @@ from .models import blobs, paths, totals, versions
 from .rows import Usage
 from .statements import INLINE_LENGTH
 
-__all__ = ["COLUMNS", "SLOTS", "install", "read_totals", "recount", "set_totals", "uninstall"]
+__all__ = ["COLUMNS", "SLOTS", "drop_blobs_column", "install", "read_totals", "recount", "set_totals", "uninstall"]
 
 COLUMNS = ("files", "logical_bytes", "versions", "retained_bytes", "blobs", "blob_bytes", "stored_bytes",
            "inline_blobs", "unreferenced_blobs")
@@ -180,3 +180,19 @@ def set_totals(connection: Connection, usage: Usage) -> None:
     """Make ``totals`` hold ``usage`` (one row, slot 0), inside the caller's transaction."""
     connection.execute(totals.delete())
     connection.execute(totals.insert().values(slot=0, **{c: getattr(usage, c) for c in COLUMNS}))
+
+
+def drop_blobs_column(operations: Any, column: str) -> None:
+    """A revision's downgrade: drop ``column`` of ``blobs`` (``operations``: Alembic's ``op``).
+
+    SQLite: batch mode copies ``blobs`` into a new table and renames it, which the totals'
+    triggers, naming ``blobs``, would refuse; they are dropped and made again around it.
+    """
+    bind = operations.get_bind()
+    if bind.dialect.name != "sqlite":
+        operations.drop_column("blobs", column)
+        return
+    uninstall(bind)
+    with operations.batch_alter_table("blobs") as batch:
+        batch.drop_column(column)
+    install(bind)
