@@ -12,6 +12,7 @@ import json
 import random
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import update
@@ -19,6 +20,7 @@ from sqlalchemy import update
 from castore.codec import Codec
 from castore.compacting import DELTA_MIN_LEVEL, DELTA_SHARE
 from castore.digests import CHUNK_SIZE
+from castore.keys import frame_name
 from castore.location import locate
 from castore.maintenance import check
 from castore.metadata.models import blobs
@@ -175,3 +177,18 @@ def test_compact_and_du_say_what_deltas_did_and_keep(tmp_path: Path) -> None:
         store.collect_garbage()
     assert "collectable:    0 blobs (castore gc); 1 more kept for the delta frames" in run("du")
     assert json.loads(run("--json", "du"))["kept_references"] == 1
+
+
+def test_deltas_of_one_reference_read_it_once(store: Store, clock: Clock) -> None:
+    """Reading the deltas of one reference one after another reads the reference's bytes once (read MB/s)."""
+    base = reference_content()
+    put_in_order(store, clock, {"/r": base, "/d1": tail_changed(base, 2), "/d2": tail_changed(base, 3)})
+    assert store.compact(level=LEVEL).deltas == 2
+    reference = row(store, "/r")
+    opened: list[str] = []
+    backend: Any = store.blobs
+    real_open = backend.open
+    backend.open = lambda name: opened.append(name) or real_open(name)
+    for name in ("/d1", "/d2", "/d1"):
+        assert store.read_bytes(name) == {"/d1": tail_changed(base, 2), "/d2": tail_changed(base, 3)}[name]
+    assert opened.count(frame_name(reference.key, reference.frame)) == 1
