@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import random
 import re
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import text, update
 
 from castore.codec import Codec
 from castore.compacting import DELTA_MIN_LEVEL, DELTA_SHARE
@@ -26,6 +28,7 @@ from castore.maintenance import check
 from castore.metadata.models import blobs
 from castore.metadata.rows import BlobRow
 from castore.moving import copy_store, verify_copy
+from castore.opening import Location, open_store
 from castore.store import Store
 
 from ..conftest import Clock
@@ -192,3 +195,36 @@ def test_deltas_of_one_reference_read_it_once(store: Store, clock: Clock) -> Non
     for name in ("/d1", "/d2", "/d1"):
         assert store.read_bytes(name) == {"/d1": tail_changed(base, 2), "/d2": tail_changed(base, 3)}[name]
     assert opened.count(frame_name(reference.key, reference.frame)) == 1
+
+
+def _until_waiting_or_done(txn: Any, done: list[bool]) -> None:
+    """PostgreSQL: until another backend waits for a lock (the second switch, on the first's rows) or ``done``."""
+    for _ in range(6000):
+        if done or txn._c.execute(text("SELECT count(*) FROM pg_locks WHERE NOT granted")).scalar_one():
+            return
+        time.sleep(0.01)
+
+
+def test_a_switch_waits_for_one_under_way_and_makes_no_chain(
+    store_location: Location, store: Store, clock: Clock
+) -> None:
+    """Two compactors at once: /b becoming a delta of /a, /c of /b. The second waits and is refused.
+
+    The first switch's transaction is still open when the second starts (in a thread, in
+    another store on the same metadata, as another process would): on PostgreSQL only the
+    row locks make the second see the first.
+    """
+    base = reference_content()
+    put_in_order(store, clock, {"/a": base, "/b": tail_changed(base, 2), "/c": tail_changed(base, 3)})
+    a, b, c = (row(store, name) for name in ("/a", "/b", "/c"))
+    second: list[bool] = []
+    with open_store(metadata=store_location.metadata, blobs=store_location.blobs) as other:
+        thread = threading.Thread(target=lambda: second.append(_switch(other, c, b)))
+        with store.metadata.write() as txn:
+            assert txn.settle_frame(b, codec=Codec.ZSTD_DELTA, stored_size=b.stored_size, data=b.data,
+                                    frame=b.frame, reference=a)  # the row only: its bytes are not read here
+            thread.start()
+            if store_location.metadata.startswith("postgresql"):
+                _until_waiting_or_done(txn, second)
+        thread.join(60)
+    assert second == [False] and row(store, "/c").base is None
