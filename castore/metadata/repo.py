@@ -328,6 +328,20 @@ class MetadataRepo:
             row = self._read_first(SELECT_VERSION_ENTRY, {"p": path, "v": version})
         return None if row is None else Entry(row[0], row[1], blob_tuple(row[2:9]))
 
+    def version_blobs(self, names: builtins.list[tuple[str, int]]) -> dict[tuple[str, int], tuple[BlobKey, int]]:
+        """``(path, version) -> (blob key, size)`` of those of ``names`` retained: one query for them all
+        (an import's batch of links: a :meth:`entry` each was a round trip each on PostgreSQL)."""
+        if not names:
+            return {}
+        # by path only: PostgreSQL plans a list of (path, version) pairs as one index search each
+        query = (select(versions.c.path, versions.c.version, blobs.c.key, blobs.c.size)
+                 .join(blobs, blobs.c.key == versions.c.blob_key)
+                 .where(versions.c.path.in_(sorted({path for path, _ in names}))))
+        wanted = set(names)
+        with self._reader.connect() as c:
+            found = {(row.path, int(row.version)): (BlobKey(row.key), int(row.size)) for row in c.execute(query)}
+        return {name: blob for name, blob in found.items() if name in wanted}
+
     def current_version(self, path: str) -> int | None:
         row = self._read_first(SELECT_CURRENT_VERSION, {"p": path})
         return None if row is None else int(row[0])
