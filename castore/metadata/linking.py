@@ -3,16 +3,20 @@
 :meth:`castore.metadata.txn.WriteTxn.link_new_paths` links the paths an import finds naming
 contents castore holds already. Statement by statement that cost five round trips a path
 on PostgreSQL (the name's lock, its current row, what is in its way, two inserts, each
-insert firing the totals' statement triggers): ~500 paths/s. Here a batch costs four
+insert firing the totals' statement triggers): ~500 paths/s. Here a batch costs six
 statements whatever its size, each taking the whole batch as arrays (``unnest``):
 
 1. lock every name (exclusive) and every parent folder (shared), in name order, as a put
    of one new path does (:func:`~castore.metadata.statements.path_locks_statement`);
 2. find the names taken: a row among the names or their parent folders, or a row below
    a name (then the name is a folder);
-3. take the references of the paths left, per blob, only on a live blob (refcount > 0);
+3. of their blobs, those live (refcount > 0), locked ``FOR KEY SHARE``: garbage collection
+   (which locks a row ``FOR UPDATE`` before it deletes a file) waits, and then finds the
+   row referenced again; other batches' locks do not conflict;
 4. insert their ``paths`` and their ``versions`` rows (two statements; the totals
-   triggers fire once for each).
+   triggers fire once for each), and last add their references, per blob: a blob's row
+   lock, which batches naming one content queue on, is held from there to the commit only
+   (taken first, it held the batches of an import one behind the other).
 
 Which paths of the batch stand in each other's way is decided before, in Python
 (:func:`free_of_each_other`). SQLite keeps its statement per step and path (a local call,
@@ -51,10 +55,12 @@ _TAKEN = text(
 )
 """Of ``names`` (new paths and their folders), those stored; of ``news``, those with a path below them."""
 
-_TAKE_LIVE = text(
+_LIVE = text(
+    "SELECT key FROM blobs WHERE key = ANY(CAST(:keys AS text[])) AND refcount > 0 ORDER BY key FOR KEY SHARE"
+)
+_ADD_REFERENCES = text(
     "UPDATE blobs SET refcount = blobs.refcount + u.n "
-    "FROM unnest(CAST(:keys AS text[]), CAST(:counts AS bigint[])) AS u(key, n) "
-    "WHERE blobs.key = u.key AND blobs.refcount > 0 RETURNING blobs.key"
+    "FROM unnest(CAST(:keys AS text[]), CAST(:counts AS bigint[])) AS u(key, n) WHERE blobs.key = u.key"
 )
 
 _INSERT_PATHS = text(
@@ -87,7 +93,7 @@ def free_of_each_other(paths: Sequence[str]) -> list[bool]:
 
 
 def link_new_postgresql(connection: Connection, rows: Sequence[tuple[str, int, BlobKey]]) -> list[bool]:
-    """:meth:`~castore.metadata.txn.WriteTxn.link_new_paths` on PostgreSQL, in four statements."""
+    """:meth:`~castore.metadata.txn.WriteTxn.link_new_paths` on PostgreSQL, in six statements."""
     free = free_of_each_other([path for path, _, _ in rows])
     news = [path for (path, _, _), ok in zip(rows, free, strict=True) if ok]
     if not news:
@@ -101,11 +107,10 @@ def link_new_postgresql(connection: Connection, rows: Sequence[tuple[str, int, B
                                    "high": [high for _, high in ranges]}).scalars())
     wanted = [ok and path not in taken and taken.isdisjoint(parent_folders(path))
               for (path, _, _), ok in zip(rows, free, strict=True)]
-    counts = Counter(key for (_, _, key), want in zip(rows, wanted, strict=True) if want)
-    if not counts:
+    keys = sorted({key for (_, _, key), want in zip(rows, wanted, strict=True) if want})
+    if not keys:
         return wanted
-    keys = sorted(counts)
-    live: set[str] = set(c.execute(_TAKE_LIVE, {"keys": keys, "counts": [counts[key] for key in keys]}).scalars())
+    live: set[str] = set(c.execute(_LIVE, {"keys": keys}).scalars())
     linked = [want and key in live for (_, _, key), want in zip(rows, wanted, strict=True)]
     chosen = [row for row, link in zip(rows, linked, strict=True) if link]
     if chosen:
@@ -113,4 +118,7 @@ def link_new_postgresql(connection: Connection, rows: Sequence[tuple[str, int, B
                  "keys": [key for _, _, key in chosen]}
         c.execute(_INSERT_PATHS, given)
         c.execute(_INSERT_VERSIONS, given)
+        counts = Counter(key for _, _, key in chosen)
+        ordered = sorted(counts)
+        c.execute(_ADD_REFERENCES, {"keys": ordered, "counts": [counts[key] for key in ordered]})
     return linked

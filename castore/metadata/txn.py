@@ -309,7 +309,7 @@ class WriteTxn:
 
         A row is left (False) when its path is stored already, a file or folder is in its
         way, or its blob has no reference (gone, or being collected): the caller puts
-        those one by one. On PostgreSQL four statements for all the rows
+        those one by one. On PostgreSQL six statements for all the rows
         (:func:`.linking.link_new_postgresql`: a path that an earlier row names, is below
         or holds is left too); on SQLite, rows in turn (a local call a statement, no round
         trip), each distinct key's references taken in one statement (and those of rows

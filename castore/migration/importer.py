@@ -47,10 +47,12 @@ from .sources import ImportProblem, Item, Source
 __all__ = ["LINK_BATCH", "ImportReport", "Importer", "Outcome", "deleted_in_castore", "undo_if_deleted"]
 
 
-LINK_BATCH = 200
+LINK_BATCH = 1000
 """Paths whose content is stored already linked in one write transaction: a transaction per
-path queued the import's threads on SQLite's write lock (~300 paths/s); a batch holds the
-lock for tens of milliseconds, so a live server's puts wait no longer than that."""
+path queued the import's threads on SQLite's write lock (~300 paths/s). A batch of 1,000 holds
+SQLite's lock for a few tens of milliseconds (a live server's puts wait no longer than that);
+on PostgreSQL it is six statements (:mod:`castore.metadata.linking`). 200 a batch imported
+~20 % fewer paths a second (10 k paths into a 1 M store, both databases)."""
 
 
 

@@ -169,5 +169,5 @@ def test_a_batch_of_links_is_a_few_statements_on_postgresql(tmp_path: Path, stor
         event.listen(engine, "before_cursor_execute", count)
     report = Importer(store, FolderV2(tmp_path / "ft"), jobs=1).run()
     assert (report.imported, report.linked, report.problems) == (600, 597, [])
-    assert statements[0] < 150, statements[0]  # 3 puts of ~15, then ~10 a batch of 200 links
+    assert statements[0] < 150, statements[0]  # 3 puts of ~15, then ~10 for the batch of links
     assert store.check() == []
