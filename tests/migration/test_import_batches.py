@@ -171,3 +171,14 @@ def test_a_batch_of_links_is_a_few_statements_on_postgresql(tmp_path: Path, stor
     assert (report.imported, report.linked, report.problems) == (600, 597, [])
     assert statements[0] < 150, statements[0]  # 3 puts of ~15, then ~10 for the batch of links
     assert store.check() == []
+
+
+def test_link_new_leaves_a_blob_at_refcount_0_not_yet_collected(store: Store) -> None:
+    """A blob whose last path was deleted may be half collected: a batch never links to it."""
+    store.put("/z", b"z" * 300, 5)
+    key = store.stat("/z").key
+    store.delete("/z")
+    assert store.metadata.refcount(key) == 0
+    assert store.link_new([("/n", 7, key)]) == [False]
+    assert not store.exists("/n") and store.metadata.refcount(key) == 0
+    assert store.check() == []
