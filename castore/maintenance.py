@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .codec import Codec
 from .errors import MissingBlob
 from .keys import BlobKey, frame_name
-from .metadata.rows import BlobState
+from .metadata.rows import BlobState, Usage
 from .names import versioned_name
 from .sizes import IO_BUFFER
 
@@ -268,12 +268,11 @@ class _Checker:
         started = time.monotonic()
         self._refcounts()
         self._paths()
-        self._totals()
-        counts = self.metadata.counts()
-        self.report.paths, self.report.versions = counts.paths, counts.versions
-        self.report.unreferenced_blobs = counts.blobs - counts.live_blobs
+        counted = self._totals()
+        self.report.paths, self.report.versions = counted.files, counted.versions
+        self.report.unreferenced_blobs = counted.unreferenced_blobs
         if self.progress is not None:
-            self.progress.start(counts.live_blobs, counts.live_bytes if self.verify else 0)
+            self.progress.start(counted.blobs, counted.blob_bytes if self.verify else 0)
         blobs_started = time.monotonic()
         self._blobs()
         self.report.blob_seconds = time.monotonic() - blobs_started
@@ -317,13 +316,17 @@ class _Checker:
                     repaired = True
                 self.report.add(CheckProblem("path", path, detail, repaired=repaired))
 
-    def _totals(self) -> None:
+    def _totals(self) -> Usage:
         """The kept totals against a recount; a store written meanwhile is compared under the write lock
-        when repairing, and not at all otherwise (its totals moved while counting: no evidence either way)."""
+        when repairing, and not at all otherwise (its totals moved while counting: no evidence either way).
+
+        Returns the recount: the report's counts of paths, versions and blobs come from it (counting
+        them again cost two more scans of the tables).
+        """
         kept = self.metadata.usage()
         counted = self.metadata.recount_usage()
         if kept == counted or (not self.repair and self.metadata.usage() != kept):
-            return
+            return counted
         if self.repair:
             with self.metadata.write() as txn:
                 kept, counted = txn.totals_recounted()
@@ -331,6 +334,7 @@ class _Checker:
             if value != getattr(counted, name):
                 detail = f"kept {value}, a recount finds {getattr(counted, name)}"
                 self.report.add(CheckProblem("totals", name, detail, repaired=self.repair))
+        return counted
 
     # -- 3. blobs ---------------------------------------------------------------------
 

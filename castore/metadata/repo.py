@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, cast
 
-from sqlalchemy import Connection, and_, case, delete, func, null, select, update
+from sqlalchemy import Connection, and_, delete, func, null, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ..codec import Codec
@@ -36,7 +36,7 @@ from .engine import make_engines
 from .migrate import check_schema
 from .models import blobs, deletions, paths, settings, tokens, versions
 from .report import DedupReport, dedup_report
-from .rows import BlobRow, BlobState, Child, Counts, DedupCandidate, Entry, TokenRow, Usage
+from .rows import BlobRow, BlobState, Child, DedupCandidate, Entry, TokenRow, Usage
 from .space import MetadataSpace, make_incremental, reclaim, space
 from .sqlite import SqliteReads, WriteTurn, busy_timeout_off, driver_connection, is_busy, turn_file
 from .statements import (
@@ -328,6 +328,20 @@ class MetadataRepo:
             row = self._read_first(SELECT_VERSION_ENTRY, {"p": path, "v": version})
         return None if row is None else Entry(row[0], row[1], blob_tuple(row[2:10]))
 
+    def version_blobs(self, names: builtins.list[tuple[str, int]]) -> dict[tuple[str, int], tuple[BlobKey, int]]:
+        """``(path, version) -> (blob key, size)`` of those of ``names`` retained: one query for them all
+        (an import's batch of links: a :meth:`entry` each was a round trip each on PostgreSQL)."""
+        if not names:
+            return {}
+        # by path only: PostgreSQL plans a list of (path, version) pairs as one index search each
+        query = (select(versions.c.path, versions.c.version, blobs.c.key, blobs.c.size)
+                 .join(blobs, blobs.c.key == versions.c.blob_key)
+                 .where(versions.c.path.in_(sorted({path for path, _ in names}))))
+        wanted = set(names)
+        with self._reader.connect() as c:
+            found = {(row.path, int(row.version)): (BlobKey(row.key), int(row.size)) for row in c.execute(query)}
+        return {name: blob for name, blob in found.items() if name in wanted}
+
     def current_version(self, path: str) -> int | None:
         row = self._read_first(SELECT_CURRENT_VERSION, {"p": path})
         return None if row is None else int(row[0])
@@ -506,23 +520,6 @@ class MetadataRepo:
 
     # -- scans for castore check (page by page: memory does not grow with the store) --
 
-    def counts(self) -> Counts:
-        """How many paths, versions and blobs (live, inline) the store has."""
-        live = blobs.c.refcount > 0
-        with self._reader.connect() as c:
-            npaths = c.execute(select(func.count()).select_from(paths)).scalar_one()
-            nversions = c.execute(select(func.count()).select_from(versions)).scalar_one()
-            nblobs, nlive, size, stored = c.execute(
-                select(
-                    func.count(),
-                    func.coalesce(func.sum(case((live, 1), else_=0)), 0),
-                    func.coalesce(func.sum(case((live, blobs.c.size), else_=0)), 0),
-                    func.coalesce(func.sum(case((live, blobs.c.stored_size), else_=0)), 0),
-                )
-            ).one()
-        numbers: list[Any] = [npaths, nversions, nblobs, nlive, size, stored]
-        return Counts(*(int(n) for n in numbers))
-
     def blob_page(self, after: BlobKey | None, *, with_data: bool, limit: int | None = None) -> builtins.list[BlobState]:
         """Up to ``limit`` (default :attr:`SCAN_PAGE`) referenced blobs with keys after ``after``, in key order.
 
@@ -577,20 +574,19 @@ class MetadataRepo:
         """``(path, problem)`` for paths whose row disagrees with their ``versions`` rows.
 
         Invariant 1 (the current version has a ``versions`` row naming the same blob)
-        and ``nversions`` (the number of ``versions`` rows of the path).
+        and ``nversions`` (the number of ``versions`` rows of the path). One pass: both
+        tables read in path order (their primary keys) side by side, each path's versions
+        counted as they go by; joining a grouped ``versions`` and ``versions`` again by hash
+        spilled to disk on PostgreSQL (3.4 s at 1.3 M paths, now 2.2 s; SQLite 6-9 s, now 2.5 s).
         """
-        counted = select(versions.c.path, func.count().label("n")).group_by(versions.c.path).subquery()
-        current = versions.alias("current")
+        n = func.count(versions.c.path)
+        version_key = func.min(versions.c.blob_key).filter(versions.c.version == paths.c.version)
         query = (
-            select(paths.c.path, paths.c.version, paths.c.blob_key, paths.c.nversions,
-                   func.coalesce(counted.c.n, 0).label("n"), current.c.blob_key.label("version_key"))
-            .outerjoin(counted, counted.c.path == paths.c.path)
-            .outerjoin(current, and_(current.c.path == paths.c.path, current.c.version == paths.c.version))
-            .where(
-                (paths.c.nversions != func.coalesce(counted.c.n, 0))
-                | current.c.blob_key.is_(None)
-                | (current.c.blob_key != paths.c.blob_key)
-            )
+            select(paths.c.path, paths.c.version, paths.c.blob_key, paths.c.nversions, n.label("n"),
+                   version_key.label("version_key"))
+            .outerjoin(versions, versions.c.path == paths.c.path)
+            .group_by(paths.c.path)  # its primary key: the other columns of paths follow from it
+            .having((paths.c.nversions != n) | version_key.is_(None) | (version_key != paths.c.blob_key))
         )
         with self._reader.connect() as c:
             for row in c.execute(query):

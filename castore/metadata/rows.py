@@ -18,7 +18,6 @@ __all__ = [
     "BlobRow",
     "BlobState",
     "Child",
-    "Counts",
     "Current",
     "DedupCandidate",
     "Entry",
@@ -118,19 +117,6 @@ class BlobState:
     @property
     def key(self) -> BlobKey:
         return self.row.key
-
-
-@dataclass(frozen=True)
-class Counts:
-    """Row counts of a store (see :meth:`~castore.metadata.repo.MetadataRepo.counts`)."""
-
-    paths: int
-    versions: int
-    blobs: int
-    live_blobs: int
-    live_bytes: int
-    """Logical bytes of the referenced blobs."""
-    live_stored_bytes: int
 
 
 @dataclass(frozen=True)

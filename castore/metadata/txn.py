@@ -15,6 +15,7 @@ from sqlalchemy import Connection, func, select, text, update
 from ..codec import Codec
 from ..keys import BlobKey, frame_name, stored_name_key
 from ..names import child_range, parent_folders
+from .linking import link_new_postgresql
 from .models import blobs, paths, versions
 from .rows import Acquired, BlobRow, Current, Reservation, Usage
 from .statements import (
@@ -337,10 +338,14 @@ class WriteTxn:
 
         A row is left (False) when its path is stored already, a file or folder is in its
         way, or its blob has no reference (gone, or being collected): the caller puts
-        those one by one. Each distinct key's references are taken in one statement (and
-        those of rows left given back). For an import's links: a few statements a path
-        and no savepoint.
+        those one by one. On PostgreSQL six statements for all the rows
+        (:func:`.linking.link_new_postgresql`: a path that an earlier row names, is below
+        or holds is left too); on SQLite, rows in turn (a local call a statement, no round
+        trip), each distinct key's references taken in one statement (and those of rows
+        left given back). No savepoint.
         """
+        if self._raw is None:
+            return link_new_postgresql(self._c, rows)
         wanted = Counter(key for _, _, key in rows)
         live = {key for key, count in sorted(wanted.items()) if self._take(key, count)}
         unused: Counter[BlobKey] = Counter()

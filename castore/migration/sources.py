@@ -129,20 +129,22 @@ class Source(ABC):
         """Release connections; the source is not used afterwards."""
 
 
-def _walk_files(top: Path) -> Iterator[Path | ImportProblem]:
-    """Every non-directory under ``top`` (symlinks not followed), in sorted order.
+def _walk_files(top: Path) -> Iterator[tuple[str, tuple[str, ...]] | ImportProblem]:
+    """Every non-directory under ``top`` (symlinks not followed), in sorted order: its file path,
+    and the names leading to it from ``top``.
 
     A folder that cannot be listed is an :class:`ImportProblem`, never skipped in silence: the
-    files in it would be missing from the import without a word.
+    files in it would be missing from the import without a word. Plain strings, no
+    :class:`~pathlib.Path` a file: an import of links spent a third of its walk in pathlib.
     """
-    folders = [top]
+    folders: list[tuple[str, tuple[str, ...]]] = [(str(top), ())]
     while folders:
-        folder = folders.pop()
+        folder, parts = folders.pop()
         try:
             with os.scandir(folder) as listing:
                 entries = sorted(listing, key=lambda entry: entry.name)
         except OSError as e:
-            yield ImportProblem(str(folder), f"unreadable folder: {e.strerror}")
+            yield ImportProblem(folder, f"unreadable folder: {e.strerror}")
             continue
         below = []
         for entry in entries:
@@ -152,9 +154,9 @@ def _walk_files(top: Path) -> Iterator[Path | ImportProblem]:
                 yield ImportProblem(entry.path, f"unreadable: {e.strerror}")
                 continue
             if is_folder:
-                below.append(Path(entry.path))
+                below.append((entry.path, (*parts, entry.name)))
             else:
-                yield Path(entry.path)
+                yield entry.path, (*parts, entry.name)
         folders.extend(reversed(below))  # depth first, in name order
 
 
@@ -200,6 +202,7 @@ class FolderV2(Source):
         self.root = Path(root)
         self.links = self.root / "links"
         self.blobs = self.root / "blobs"
+        self._blobs = str(self.blobs)
         self._blobs_seen: OrderedDict[str, None] = OrderedDict()
         if not self.links.is_dir():
             raise ValueError(f"{self.root} is not a Filetracker 2.x data folder: it has no links/ folder")
@@ -210,40 +213,38 @@ class FolderV2(Source):
 
     def items(self) -> Iterator[Item | ImportProblem]:
         for link in _walk_files(self.links):
-            yield link if isinstance(link, ImportProblem) else self._item(link)
+            yield link if isinstance(link, ImportProblem) else self._item(*link)
 
-    def _item(self, link: Path) -> Item | ImportProblem:
-        where = str(link)
+    def _item(self, where: str, parts: tuple[str, ...]) -> Item | ImportProblem:
         try:
-            info = link.lstat()
+            info = os.lstat(where)
             if not stat.S_ISLNK(info.st_mode):
                 return ImportProblem(where, "not a symlink: a Filetracker 2.x link must point at a blob")
-            target = os.readlink(link)
+            target = os.readlink(where)
         except OSError as e:
             return ImportProblem(where, f"unreadable link: {e.strerror}")
         digest = os.path.basename(target)
         if not _SHA256.fullmatch(digest):
             return ImportProblem(where, f"broken link: target {target!r} does not name a blob")
-        blob = self.blobs / digest[:2] / digest
+        blob = os.path.join(self._blobs, digest[:2], digest)
         if not self._blob_is_file(digest, blob):
             return ImportProblem(where, f"broken link: its blob {blob} is missing")
-        parts = tuple(real_name(part) for part in link.relative_to(self.links).parts)
-        path = _checked_path(parts, where)
+        path = _checked_path(tuple(real_name(part) for part in parts), where)
         if isinstance(path, ImportProblem):
             return path
         try:
             version = check_version(int(info.st_mtime))
         except CastoreError as e:
             return ImportProblem(where, str(e))
-        return Item(path, where, version, digest, str(blob))
+        return Item(path, where, version, digest, blob)
 
-    def _blob_is_file(self, digest: str, blob: Path) -> bool:
+    def _blob_is_file(self, digest: str, blob: str) -> bool:
         """Whether ``blob`` is a file; the :data:`BLOBS_SEEN` blobs found last are not looked at
         again (a content has many links: one look at its blob instead of one per link)."""
         if digest in self._blobs_seen:
             self._blobs_seen.move_to_end(digest)
             return True
-        if not blob.is_file():
+        if not os.path.isfile(blob):
             return False
         self._blobs_seen[digest] = None
         if len(self._blobs_seen) > BLOBS_SEEN:
@@ -272,16 +273,16 @@ class FolderV1(Source):
             if isinstance(file, ImportProblem):
                 yield file
                 continue
-            where = str(file)
+            where, parts = file
             try:
-                info = file.stat()
+                info = os.stat(where)
             except OSError as e:
                 yield ImportProblem(where, f"unreadable: {e.strerror}")
                 continue
             if not stat.S_ISREG(info.st_mode):
                 yield ImportProblem(where, "not a regular file")
                 continue
-            path = _checked_path(file.relative_to(self.root).parts, where)
+            path = _checked_path(parts, where)
             if isinstance(path, ImportProblem):
                 yield path
                 continue

@@ -17,7 +17,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import pytest
 from sqlalchemy import event
 
 from castore.migration import FolderV2, Importer
@@ -76,18 +78,21 @@ def test_a_batch_keeps_newer_versions_deletions_and_reports_a_path_in_the_way(tm
     assert store.check() == []
 
 
-def test_a_deletion_remembered_while_a_batch_is_written_is_applied_after_it(tmp_path: Path, store: Store) -> None:
+def test_a_deletion_remembered_while_a_batch_is_written_is_applied_after_it(
+        tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     """The live server's DELETE landing during the run: the linked path is deleted again right after."""
     _shared_folder(tmp_path / "ft", 300, contents=1)
     importer = Importer(store, FolderV2(tmp_path / "ft"), jobs=1)
-    seen = [0]
+    link_new = store.link_new
 
-    def delete_meanwhile(*_: object) -> None:
-        seen[0] += 1
-        if seen[0] == 2:  # after the first path's put: later ones are linked in batches
+    def delete_meanwhile(links: Any) -> list[bool]:
+        linked = link_new(links)
+        if any(path == "/p/00200" for path, _, _ in links):  # while the batch holding it is written
             store.metadata.remember_deletion("/p/00200", 1000)
+        return linked
 
-    report = importer.run(delete_meanwhile)
+    monkeypatch.setattr(store, "link_new", delete_meanwhile)
+    report = importer.run()
     assert (report.imported, report.deleted_in_castore, report.problems) == (299, 1, [])
     assert not store.exists("/p/00200")
 
@@ -145,4 +150,35 @@ def test_link_new_checks_the_new_paths_against_each_other(store: Store) -> None:
     assert store.link_new(rows) == [True, False, True, False, False, True]
     assert [store.stat(p).version for p in ("/m", "/q/r", "/s")] == [7, 7, 7]
     assert not store.exists("/m/x") and store.metadata.refcount(key) == 4
+    assert store.check() == []
+
+
+def test_a_batch_of_links_is_a_few_statements_on_postgresql(tmp_path: Path, store: Store) -> None:
+    """PostgreSQL answers each statement in a round trip: a batch of links is written by a few
+    statements for all its paths (it was five a path, and a look-up a content: ~500 paths/s)."""
+    if not store.metadata.where.startswith("postgresql"):
+        pytest.skip("SQLite's statements are local calls, not round trips")
+    _shared_folder(tmp_path / "ft", 600, contents=3)
+    statements = [0]
+
+    def count(*_: object) -> None:
+        statements[0] += 1
+
+    engines = {id(e): e for e in (store.metadata._reader, store.metadata._writer)}.values()
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", count)
+    report = Importer(store, FolderV2(tmp_path / "ft"), jobs=1).run()
+    assert (report.imported, report.linked, report.problems) == (600, 597, [])
+    assert statements[0] < 150, statements[0]  # 3 puts of ~15, then ~10 for the batch of links
+    assert store.check() == []
+
+
+def test_link_new_leaves_a_blob_at_refcount_0_not_yet_collected(store: Store) -> None:
+    """A blob whose last path was deleted may be half collected: a batch never links to it."""
+    store.put("/z", b"z" * 300, 5)
+    key = store.stat("/z").key
+    store.delete("/z")
+    assert store.metadata.refcount(key) == 0
+    assert store.link_new([("/n", 7, key)]) == [False]
+    assert not store.exists("/n") and store.metadata.refcount(key) == 0
     assert store.check() == []

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from castore.cli import cli
-from castore.migration import FolderV2, Importer, sources
+from castore.migration import FolderV2, Importer, importer, sources
 from castore.store import Store
 
 from ..server_process import free_port
@@ -131,6 +131,7 @@ def filetracker_folder(root: Path, count: int) -> None:
 
 def test_import_runs_in_bounded_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sources, "BLOBS_SEEN", 100)  # the blob files known to exist: bounded too
+    monkeypatch.setattr(importer, "LINK_BATCH", 100)  # batches in flight are a bounded buffer: keep it small here
     filetracker_folder(tmp_path / "ft-small", 300)
     filetracker_folder(tmp_path / "ft-large", 3_000)
 
