@@ -45,6 +45,7 @@ MODULES=(
   "blobs-s3|castore/blobs/s3.py|castore.blobs.s3.xǁS3BlobBackendǁpublish__* castore.blobs.s3.xǁ_S3Stagedǁ*|tests/blobs/test_blob_backends.py|sqlite+s3"
   "cache|castore/client/cache.py|-|tests/client/test_cache.py tests/client/test_client.py"
   "migration|castore/migration/live.py castore/migration/importer.py|-|tests/migration/test_migration_sources.py tests/migration/test_migration_no_resurrection.py tests/migration/test_live_migration_hostile.py tests/migration/test_import_batches.py"
+  "linking|castore/metadata/linking.py|-|tests/migration/test_import_batches.py tests/metadata/test_totals.py|postgresql+file"
   "bridge-storage|django_bridge/storage.py|-|tests/bridge/test_storage_contract.py tests/bridge/test_newcomer_safety.py tests/bridge/test_storing_files.py tests/bridge/test_fixtures.py tests/bridge/test_oioioi_call_sites.py"
 )
 
