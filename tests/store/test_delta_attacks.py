@@ -1,0 +1,177 @@
+"""Attacks on delta frames (#23): damaged bytes and rows around a delta and its reference.
+
+Every read must fail loudly or return the right bytes, never wrong ones; ``check`` must
+name the damage; nothing loops. Hand-made damage stands for a failing disk or a bad edit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+
+from castore.codec import Codec
+from castore.errors import IntegrityError
+from castore.keys import frame_name
+from castore.maintenance import check
+from castore.metadata.models import blobs
+from castore.metadata.rows import BlobRow
+from castore.store import Store
+
+from ..conftest import Clock
+from .test_compact_delta import LEVEL, put_in_order, reference_content, tail_changed
+from .test_compacting import row
+
+
+def _pair(store: Store, clock: Clock) -> tuple[bytes, bytes]:
+    """/r stored plain, /d a delta frame against it; their contents."""
+    base = reference_content()
+    derived = tail_changed(base, 2)
+    put_in_order(store, clock, {"/r": base, "/d": derived})
+    assert store.compact(level=LEVEL).deltas == 1
+    assert row(store, "/d").codec is Codec.ZSTD_DELTA
+    return base, derived
+
+
+def _set(store: Store, key: str, **values: object) -> None:
+    """Hand-made damage: change columns of one blob row."""
+    with store.metadata.write() as txn:
+        txn._c.execute(update(blobs).where(blobs.c.key == key).values(**values))
+
+
+def _flip_file(store: Store, blob: BlobRow, at: int) -> None:
+    """A failing disk: one byte of a blob file changes (blob folder only)."""
+    path: Path = store.blobs.path_of(frame_name(blob.key, blob.frame))  # type: ignore[attr-defined]
+    data = bytearray(path.read_bytes())
+    data[at % len(data)] ^= 0x01
+    path.chmod(0o644)
+    path.write_bytes(bytes(data))
+
+
+def _flipped(data: bytes, at: int) -> bytes:
+    changed = bytearray(data)
+    changed[at % len(changed)] ^= 0x01
+    return bytes(changed)
+
+
+def _reads_fail(store: Store, name: str) -> None:
+    """Every way of reading ``name`` raises an IntegrityError (never hands out bytes)."""
+    store._last_reference = None  # as a fresh process: no reference kept from before
+    with pytest.raises(IntegrityError):
+        store.read_bytes(name)
+    store._last_reference = None
+    with pytest.raises(IntegrityError), store.open_entry(store.lookup(name)) as reader:  # a Range from the middle
+        reader.seek_content(2 * 1024 * 1024 + 5)
+        reader.read(100)
+
+
+def _corrupt_subjects(store: Store) -> dict[str, str]:
+    store._last_reference = None
+    return {p.subject: p.detail for p in check(store, verify_content=True).problems if p.kind == "corrupt"}
+
+
+@pytest.mark.backends("sqlite+file")
+def test_a_flipped_byte_in_the_references_file_fails_every_read_of_both(store: Store, clock: Clock) -> None:
+    _pair(store, clock)
+    reference, delta = row(store, "/r"), row(store, "/d")
+    assert reference.data is None
+    _flip_file(store, reference, reference.stored_size // 2)
+    _reads_fail(store, "/r")
+    _reads_fail(store, "/d")
+    found = _corrupt_subjects(store)
+    assert reference.key in found  # check names the damaged content
+    assert delta.key in found and reference.key in found[delta.key]  # and says why the delta cannot be read
+
+
+@pytest.mark.backends("sqlite+file")
+def test_a_flipped_byte_in_a_kept_references_file_is_named_by_check(store: Store, clock: Clock) -> None:
+    """The reference is kept only for the delta (refcount 0): check still finds its damage through the delta."""
+    _pair(store, clock)
+    reference, delta = row(store, "/r"), row(store, "/d")
+    store.delete("/r")
+    store.collect_garbage()
+    _flip_file(store, reference, reference.stored_size // 3)
+    _reads_fail(store, "/d")
+    found = _corrupt_subjects(store)
+    assert delta.key in found and reference.key in found[delta.key]
+
+
+def test_a_flipped_byte_in_the_delta_fails_its_reads(store: Store, clock: Clock) -> None:
+    _pair(store, clock)
+    delta = row(store, "/d")
+    for at in (delta.stored_size // 2, delta.stored_size - 3):  # in the frame and in its checksum
+        if delta.data is not None:
+            _set(store, delta.key, data=_flipped(delta.data, at))
+        elif hasattr(store.blobs, "path_of"):
+            _flip_file(store, delta, at)
+        else:
+            pytest.skip("no way to damage an object's bytes on this backend")
+        _reads_fail(store, "/d")
+        assert delta.key in _corrupt_subjects(store)
+        if delta.data is not None:
+            _set(store, delta.key, data=delta.data)
+        else:
+            _flip_file(store, delta, at)
+        store._last_reference = None
+        assert check(store, verify_content=True).problems == []
+
+
+def test_an_inline_reference_flipped_fails_the_deltas_reads(make_store, clock: Clock) -> None:  # type: ignore[no-untyped-def]
+    """A reference small enough to be kept inline (a store with a large inline_max)."""
+    store: Store = make_store(inline_max=1 << 20, clock=clock)
+    _pair(store, clock)
+    reference, delta = row(store, "/r"), row(store, "/d")
+    assert reference.data is not None
+    _set(store, reference.key, data=_flipped(reference.data, len(reference.data) // 2))
+    _reads_fail(store, "/r")
+    _reads_fail(store, "/d")
+    found = _corrupt_subjects(store)
+    assert reference.key in found and delta.key in found
+
+
+def test_a_delta_naming_itself_or_another_delta_is_refused_and_reported(store: Store, clock: Clock) -> None:
+    base = reference_content()
+    put_in_order(store, clock, {"/r": base, "/d": tail_changed(base, 2), "/e": tail_changed(base, 3)})
+    assert store.compact(level=LEVEL).deltas == 2
+    d, e = row(store, "/d"), row(store, "/e")
+    for base_key in (d.key, e.key):  # itself; another delta
+        _set(store, d.key, base=base_key)
+        _reads_fail(store, "/d")
+        problems = check(store).problems
+        assert [p.subject for p in problems] == [d.key] and "delta itself" in problems[0].detail
+    _set(store, d.key, base=None)  # a zdelta frame that names no reference
+    _reads_fail(store, "/d")
+    assert [p.subject for p in check(store).problems] == [d.key]
+
+
+def test_a_delta_naming_another_plain_content_never_reads_wrong_bytes(store: Store, clock: Clock) -> None:
+    """The base column changed to another stored content of the same first chunk: the decode must not pass."""
+    base = reference_content()
+    other = tail_changed(base, 7, tail=300_000)
+    put_in_order(store, clock, {"/r": base, "/d": tail_changed(base, 2)})
+    assert store.compact(level=LEVEL).deltas == 1
+    clock.now += 10
+    store.put("/o", other, 1)  # a plain content, not compacted
+    _set(store, row(store, "/d").key, base=row(store, "/o").key)
+    _reads_fail(store, "/d")
+    assert row(store, "/d").key in _corrupt_subjects(store)
+
+
+@pytest.mark.backends("sqlite+file")
+def test_the_references_file_deleted_is_reported_and_reads_fail(store: Store, clock: Clock) -> None:
+    _pair(store, clock)
+    reference = row(store, "/r")
+    store.blobs.delete(frame_name(reference.key, reference.frame))
+    _reads_fail(store, "/d")
+    kinds = {p.subject: p.kind for p in check(store).problems}
+    assert kinds.get(reference.key) == "missing" and kinds.get(row(store, "/d").key) == "corrupt"
+
+
+def test_the_references_digests_changed_fail_the_deltas_reads(store: Store, clock: Clock) -> None:
+    _pair(store, clock)
+    reference = row(store, "/r")
+    assert reference.digests is not None
+    _set(store, reference.key, digests=_flipped(reference.digests, 20))
+    _reads_fail(store, "/d")
+    assert row(store, "/d").key in _corrupt_subjects(store)
