@@ -7,16 +7,22 @@ name the damage; nothing loops. Hand-made damage stands for a failing disk or a 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import update
 
+from alembic import command
 from castore.codec import Codec
 from castore.errors import IntegrityError
 from castore.keys import frame_name
+from castore.location import migrate
 from castore.maintenance import check
+from castore.metadata.migrate import SCHEMA_REVISION, alembic_config
 from castore.metadata.models import blobs
 from castore.metadata.rows import BlobRow
+from castore.moving import copy_store, verify_copy
+from castore.opening import Location, open_store
 from castore.store import Store
 
 from ..conftest import Clock
@@ -175,3 +181,67 @@ def test_the_references_digests_changed_fail_the_deltas_reads(store: Store, cloc
     _set(store, reference.key, digests=_flipped(reference.digests, 20))
     _reads_fail(store, "/d")
     assert row(store, "/d").key in _corrupt_subjects(store)
+
+
+def _contents() -> dict[str, bytes]:
+    """A reference and two tail-changed copies of it, and an unrelated content."""
+    base = reference_content()
+    return {"/t/1.in": base, "/t/2.in": tail_changed(base, 2), "/t/3.in": tail_changed(base, 3),
+            "/u.in": reference_content(9)}
+
+
+def _all_read_back(store: Store, contents: dict[str, bytes]) -> None:
+    store._last_reference = None
+    for name, data in contents.items():
+        assert store.read_bytes(name) == data, name
+    assert store.usage() == store.metadata.recount_usage()
+    assert check(store, verify_content=True).problems == []
+
+
+@pytest.mark.backends("sqlite+file", "postgresql+file")
+def test_a_compacted_store_at_0009_upgraded_then_compacted_into_deltas(
+    store_location: Location, clock: Clock
+) -> None:
+    """A store compacted before delta frames (revision 0009, recompressed frames) upgrades and makes deltas."""
+    contents = _contents()
+    first = {name: contents[name] for name in ("/t/1.in", "/u.in")}
+    with open_store(metadata=store_location.metadata, blobs=store_location.blobs, create=True, clock=clock) as store:
+        put_in_order(store, clock, first)
+        assert store.compact(level=19).settled == 2  # plain frames <key>.<frame>: nothing to make a delta of
+        put_in_order(store, clock, {name: data for name, data in contents.items() if name not in first})
+    command.downgrade(alembic_config(store_location.metadata), "0009")
+    assert migrate(store_location) == ("0009", SCHEMA_REVISION)
+    with open_store(metadata=store_location.metadata, blobs=store_location.blobs, clock=clock) as store:
+        _all_read_back(store, contents)
+        assert store.compact(level=19).deltas == 2  # continues after the cursor of the run at 0009
+        assert {row(store, name).codec for name in ("/t/2.in", "/t/3.in")} == {Codec.ZSTD_DELTA}
+        _all_read_back(store, contents)
+
+
+def test_compact_rerun_at_a_higher_level_over_deltas(store: Store, clock: Clock) -> None:
+    """A run at level 20 over a store with deltas: the reference may be settled again, deltas stay, every byte reads."""
+    contents = _contents()
+    put_in_order(store, clock, contents)
+    assert store.compact(level=LEVEL).deltas == 2
+    deltas = {name: row(store, name) for name in ("/t/2.in", "/t/3.in")}
+    report = store.compact(level=20)
+    assert report.deltas == 0
+    assert {name: row(store, name) for name in deltas} == deltas  # a delta is never looked at again
+    _all_read_back(store, contents)
+    assert store.compact(level=20).contents == 0
+
+
+def test_migrate_store_of_deltas_to_every_backend(store: Store, clock: Clock, new_location: Any) -> None:
+    """``migrate-store`` (copy_store) of a store holding deltas, also a kept reference, reads back every byte."""
+    contents = _contents()
+    put_in_order(store, clock, contents)
+    assert store.compact(level=LEVEL).deltas == 2
+    store.delete("/t/1.in")  # the reference now kept for its deltas only
+    store.collect_garbage()
+    del contents["/t/1.in"]
+    target = new_location("copy")
+    copy_store(store, target)
+    assert verify_copy(store, target) == []
+    with open_store(metadata=target.metadata, blobs=target.blobs) as copy:
+        _all_read_back(copy, contents)
+        assert copy.usage().blobs == len(contents)  # the kept reference was not copied
