@@ -8,6 +8,7 @@ serves the intact contents first.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import filetracker.client
@@ -15,7 +16,9 @@ import httpx
 import pytest
 
 from castore.client import Client, FiletrackerError
+from castore.codec import Codec
 from castore.compacting import DELTA_MIN_LEVEL
+from castore.maintenance import check
 from castore.store import Store
 
 from ..server_process import castore_server
@@ -82,3 +85,42 @@ def test_a_damaged_reference_fails_every_client(tmp_path: Path) -> None:
             finally:
                 own.close()
             assert not (tmp_path / "own.out").exists()
+
+
+def _idle_figure(url: str, name: str) -> int:
+    text = httpx.get(url + "/metrics", timeout=10).text
+    found = re.search(rf"^castore_idle_compact_{name} (\d+)$", text, re.MULTILINE)
+    assert found, text
+    return int(found.group(1))
+
+
+def test_idle_compaction_makes_deltas_while_another_server_serves_them(tmp_path: Path) -> None:
+    """One server settles the store into deltas when idle; another on the same store serves it all along.
+
+    Every answer the reading server gives while contents switch to delta frames (and old
+    frames are removed) is the whole right content.
+    """
+    base = reference_content()
+    contents = {f"/tests/{i}.in": tail_changed(base, i) for i in range(1, 5)}
+    root = tmp_path / "store"
+    with Store.open(root, create=True) as store:
+        for version, (path, data) in enumerate(contents.items(), start=1):
+            store.put(path, data, version)
+    with castore_server(root, "--compact-when-idle", "--compact-idle", "0.1", "--compact-cpu", "1") as idle, \
+            castore_server(root) as url, httpx.Client(base_url=url, headers={"Host": "127.0.0.1"}) as http:
+        reads = 0
+        while _idle_figure(idle, "contents_total") < len(contents) or _idle_figure(idle, "running"):
+            for path, data in contents.items():
+                for headers in ({"Accept-Encoding": "identity"}, {"Accept-Encoding": "zstd"},
+                                {"Range": "bytes=2097000-2097999"}):
+                    answer = http.get(f"/files{path}", headers=headers)
+                    assert answer.status_code in (200, 206), answer.text
+                    assert answer.content == (data[2097000:2098000] if "Range" in headers else data), (path, headers)
+                    reads += 1
+            assert reads < 100_000, "the idle server never finished"
+    with Store.open(root) as store:
+        codecs = [store.lookup(path).blob.codec for path in contents]
+        assert codecs.count(Codec.ZSTD_DELTA) == len(contents) - 1
+        assert check(store, verify_content=True).problems == []
+        assert store.usage() == store.metadata.recount_usage()
+        assert all(store.read_bytes(path) == data for path, data in contents.items())
