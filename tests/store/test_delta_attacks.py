@@ -14,6 +14,7 @@ from sqlalchemy import update
 
 from alembic import command
 from castore.codec import Codec
+from castore.compacting import MAX_REFERENCE
 from castore.errors import IntegrityError
 from castore.keys import frame_name
 from castore.location import migrate
@@ -27,7 +28,7 @@ from castore.store import Store
 
 from ..conftest import Clock
 from .test_compact_delta import LEVEL, put_in_order, reference_content, tail_changed
-from .test_compacting import row
+from .test_compacting import numbers, row
 
 
 def _pair(store: Store, clock: Clock) -> tuple[bytes, bytes]:
@@ -245,3 +246,24 @@ def test_migrate_store_of_deltas_to_every_backend(store: Store, clock: Clock, ne
     with open_store(metadata=target.metadata, blobs=target.blobs) as copy:
         _all_read_back(copy, contents)
         assert copy.usage().blobs == len(contents)  # the kept reference was not copied
+
+
+def _sized(seed: int, size: int) -> bytes:
+    data = numbers(seed, 200_000)
+    while len(data) < size:
+        data += data
+    return data[:size]
+
+
+@pytest.mark.backends("sqlite+file")
+def test_the_largest_reference_and_one_byte_more(store: Store, clock: Clock) -> None:
+    """A reference of MAX_REFERENCE bytes serves a delta; one a byte larger is no candidate: a plain frame, no error."""
+    at_bound, above = _sized(1, MAX_REFERENCE), _sized(2, MAX_REFERENCE + 1)
+    contents = {"/a/1.in": at_bound, "/b/1.in": above,
+                "/a/2.in": tail_changed(at_bound, 2), "/b/2.in": tail_changed(above, 3)}
+    put_in_order(store, clock, contents)
+    report = store.compact(level=LEVEL)
+    assert report.deltas == 1 and report.damaged is None
+    assert row(store, "/a/2.in").base == row(store, "/a/1.in").key
+    assert row(store, "/b/2.in").base is None and row(store, "/b/2.in").codec is not Codec.ZSTD_DELTA
+    _all_read_back(store, contents)
