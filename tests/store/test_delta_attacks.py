@@ -267,3 +267,26 @@ def test_the_largest_reference_and_one_byte_more(store: Store, clock: Clock) -> 
     assert row(store, "/a/2.in").base == row(store, "/a/1.in").key
     assert row(store, "/b/2.in").base is None and row(store, "/b/2.in").codec is not Codec.ZSTD_DELTA
     _all_read_back(store, contents)
+
+
+def test_a_kept_reference_revived_repaired_and_collected(store: Store, clock: Clock) -> None:
+    """Reference kept at refcount 0, check --repair (grace 0) keeps its bytes, a put revives it, all collected at last."""
+    base, derived = _pair(store, clock)
+    store.delete("/r")
+    store.collect_garbage()
+    report = check(store, repair=True, grace=0)
+    assert report.problems == [] and report.orphan_files_removed == 0  # the kept reference's bytes are needed
+    _all_read_back(store, {"/d": derived})
+    clock.now += 10
+    store.put("/r2", base, 1)  # revives the kept row
+    assert store.compact(level=LEVEL).deltas == 0  # the revived reference settles again as a plain frame, or stays
+    assert row(store, "/r2").base is None and row(store, "/d").codec is Codec.ZSTD_DELTA
+    check(store, repair=True, grace=0)  # removes the frame the revival left behind, if any
+    _all_read_back(store, {"/r2": base, "/d": derived})
+    store.delete("/d")
+    store.collect_garbage()
+    _all_read_back(store, {"/r2": base})
+    store.delete("/r2")
+    store.collect_garbage()
+    assert store.usage().blobs == 0 and list(store.blobs) == []
+    assert check(store, verify_content=True).problems == [] and store.usage() == store.metadata.recount_usage()
