@@ -290,3 +290,25 @@ def test_a_kept_reference_revived_repaired_and_collected(store: Store, clock: Cl
     store.collect_garbage()
     assert store.usage().blobs == 0 and list(store.blobs) == []
     assert check(store, verify_content=True).problems == [] and store.usage() == store.metadata.recount_usage()
+
+
+def test_a_put_of_a_deltas_content_shares_it(store: Store, clock: Clock) -> None:
+    """The same content as a delta's put again (another path, the same path again): shared, read back, clean."""
+    base, derived = _pair(store, clock)
+    delta = row(store, "/d")
+    blobs_before = store.usage().blobs
+    store.put("/d2", derived, 1)
+    store.put("/d", derived, 2)
+    assert row(store, "/d2") == delta and row(store, "/d") == delta  # shared: the delta frame stays
+    assert store.usage().blobs == blobs_before
+    _all_read_back(store, {"/r": base, "/d": derived, "/d2": derived, "/d@1": derived})
+    store.put("/r3", base, 1)  # and the reference's content again
+    _all_read_back(store, {"/r3": base, "/d": derived})
+
+
+@pytest.mark.backends("sqlite+file")
+def test_a_read_only_store_reads_deltas(store_root: Path, store: Store, clock: Clock) -> None:
+    base, derived = _pair(store, clock)
+    with Store.open(store_root, read_only=True) as reader:
+        assert reader.read_bytes("/d") == derived and reader.read_bytes("/r") == base
+        assert check(reader, verify_content=True).problems == []
