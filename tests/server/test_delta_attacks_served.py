@@ -8,7 +8,6 @@ serves the intact contents first.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import filetracker.client
@@ -24,6 +23,7 @@ from castore.store import Store
 from ..server_process import castore_server
 from ..store.test_compact_delta import reference_content, tail_changed
 from ..store.test_delta_attacks import _flip_file, _flipped, _set
+from .test_idle_compact import _figure
 
 CONTENTS = {"/tests/1.in": reference_content(), "/tests/2.in": tail_changed(reference_content(), 2)}
 
@@ -87,13 +87,6 @@ def test_a_damaged_reference_fails_every_client(tmp_path: Path) -> None:
             assert not (tmp_path / "own.out").exists()
 
 
-def _idle_figure(url: str, name: str) -> int:
-    text = httpx.get(url + "/metrics", timeout=10).text
-    found = re.search(rf"^castore_idle_compact_{name} (\d+)$", text, re.MULTILINE)
-    assert found, text
-    return int(found.group(1))
-
-
 def test_idle_compaction_makes_deltas_while_another_server_serves_them(tmp_path: Path) -> None:
     """One server settles the store into deltas when idle; another on the same store serves it all along.
 
@@ -109,7 +102,7 @@ def test_idle_compaction_makes_deltas_while_another_server_serves_them(tmp_path:
     with castore_server(root, "--compact-when-idle", "--compact-idle", "0.1", "--compact-cpu", "1") as idle, \
             castore_server(root) as url, httpx.Client(base_url=url, headers={"Host": "127.0.0.1"}) as http:
         reads = 0
-        while _idle_figure(idle, "contents_total") < len(contents) or _idle_figure(idle, "running"):
+        while _figure(idle, "contents_total") < len(contents) or _figure(idle, "running"):
             for path, data in contents.items():
                 for headers in ({"Accept-Encoding": "identity"}, {"Accept-Encoding": "zstd"},
                                 {"Range": "bytes=2097000-2097999"}):
