@@ -312,3 +312,30 @@ def test_a_read_only_store_reads_deltas(store_root: Path, store: Store, clock: C
     with Store.open(store_root, read_only=True) as reader:
         assert reader.read_bytes("/d") == derived and reader.read_bytes("/r") == base
         assert check(reader, verify_content=True).problems == []
+
+
+def test_a_failed_put_of_a_kept_references_content_loses_no_delta(store: Store, clock: Clock) -> None:
+    """A put of the kept reference's content, dying if it publishes (kill -9 between its lease and its publish).
+
+    Before the fix the put leased the kept row, which took the put's representation (frame
+    0, no inline bytes) before any byte was published: killed there, the delta's reference
+    was gone (MissingBlob), and check --repair removed its old frame as an orphan. Now the
+    put shares the kept row, whose bytes it compared, and publishes nothing.
+    """
+    base, derived = _pair(store, clock)
+    reference = row(store, "/r")
+    store.delete("/r")
+    store.collect_garbage()
+    backend: Any = store.blobs
+
+    def killed(*args: object) -> None:
+        raise KeyboardInterrupt  # the process dies here: nothing after it runs
+
+    backend.publish = killed
+    store.put("/r2", base, 1)
+    del backend.publish
+    assert row(store, "/r2") == reference  # shared as it was: same frame, same bytes
+    clock.now += 7200
+    store.collect_garbage()
+    check(store, repair=True, grace=0)
+    _all_read_back(store, {"/d": derived, "/r2": base})
