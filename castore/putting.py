@@ -191,8 +191,10 @@ class PutSteps:
         """The first probe key that holds exactly this content (with its row) or is free (None)."""
         for candidate in probe_keys(self.seed, key, digests):
             state = self.metadata.dedup_candidate(candidate)
-            if state is None or state.refcount == 0:
+            if state is None or (state.refcount == 0 and not self.metadata.needed_by_delta(candidate)):
                 return candidate, None
+            # live, or kept at refcount 0 for the delta frames decoding against it: a put shares it
+            # when it holds this content, and never takes it over (its bytes are the deltas' reference)
             if self._holds(state, size, digests, content):
                 return candidate, state
         raise CastoreError(f"{size} bytes of content collide with other contents at every probe key")
@@ -332,7 +334,10 @@ class PutSteps:
             if acquired.refcount == 1:
                 # New, or revived from 0 with this content (its old bytes may be gone).
                 if not acquired.inline:
-                    if prepared.inline is not None:
+                    if matched is not None and until is None and txn.needed_by_delta(key):
+                        pass  # kept for a delta at refcount 0, not revived (acquire_statement): its bytes,
+                        # which this put compared, stay as they are (they are the deltas' reference)
+                    elif prepared.inline is not None:
                         # A small content whose row keeps its bytes in the backend (revived):
                         # a few bytes, written under the row lock.
                         self.blobs.put_bytes(key, prepared.inline)

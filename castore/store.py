@@ -30,6 +30,7 @@ from typing import Any, BinaryIO, Self, Unpack
 
 from . import compacting, maintenance
 from .blobs.base import BlobBackend
+from .codec import Codec
 from .compacting import CompactOptions, CompactReport
 from .digests import content_digest
 from .errors import (
@@ -620,7 +621,9 @@ class Store(PutSteps):
             blob = now.blob
             stored = self._stored_bytes(blob)
         try:
-            reference = None if blob.base is None else self._reference_content(blob, name)
+            # a zdelta frame without a reference is damage too (CorruptBlob, not a decoder's ValueError)
+            needs = blob.base is not None or blob.codec is Codec.ZSTD_DELTA
+            reference = self._reference_content(blob, name) if needs else None
         except BaseException:
             stored.close()
             raise

@@ -40,6 +40,7 @@ from .rows import BlobRow, BlobState, Child, DedupCandidate, Entry, TokenRow, Us
 from .space import MetadataSpace, make_incremental, reclaim, space
 from .sqlite import SqliteReads, WriteTurn, busy_timeout_off, driver_connection, is_busy, turn_file
 from .statements import (
+    A_DELTA_OF,
     BLOB_COLUMNS,
     INLINE_LENGTH,
     SELECT_BLOB_STATE,
@@ -345,6 +346,10 @@ class MetadataRepo:
     def current_version(self, path: str) -> int | None:
         row = self._read_first(SELECT_CURRENT_VERSION, {"p": path})
         return None if row is None else int(row[0])
+
+    def needed_by_delta(self, key: BlobKey) -> bool:
+        """Whether a delta frame decodes against ``key``'s content (gc keeps it, a put shares it)."""
+        return self._read_first(A_DELTA_OF, {"k": key}) is not None
 
     def dedup_candidate(self, key: BlobKey) -> DedupCandidate | None:
         """The row of ``key`` (with inline bytes, refcount and creation time), or None."""

@@ -22,6 +22,7 @@ from .models import blobs, deletions, paths, versions
 from .rows import BlobRow
 
 __all__ = [
+    "A_DELTA_OF",
     "BLOB_COLUMNS",
     "DELETE_ALL_VERSIONS",
     "DELETE_PATH",
@@ -174,6 +175,8 @@ DELETE_PATH = delete(paths).where(paths.c.path == bindparam("p"))
 _DELTA = blobs.alias("delta")
 NO_DELTA_NEEDS_IT = ~exists().where(_DELTA.c.base == blobs.c.key)
 """No delta frame decodes against this content (``ix_blobs_base``): gc may collect it once unreferenced."""
+A_DELTA_OF = HotStatement(select(blobs.c.key).where(blobs.c.base == bindparam("k")).limit(1))
+"""A delta frame decoding against the content ``:k``, if any (``ix_blobs_base``)."""
 UNREFERENCED = (
     select(blobs.c.key, INLINE_LENGTH, blobs.c.stored_size, blobs.c.frame)
     .where(
@@ -244,8 +247,9 @@ def acquire_statement(dialect: str) -> HotStatement:
     )
     # A row at refcount 0 may be half collected (its bytes already deleted), or hold
     # another content with the same key: reviving it takes the new content whole, and
-    # the store then publishes the new bytes.
-    dead = blobs.c.refcount == 0
+    # the store then publishes the new bytes. A row kept for a delta frame (a reference at
+    # refcount 0) is not dead: its bytes stay, and a put that compared them shares it.
+    dead = (blobs.c.refcount == 0) & NO_DELTA_NEEDS_IT
     revive = {
         column: case((dead, getattr(statement.excluded, column)), else_=blobs.c[column])
         for column in ("codec", "stored_size", "data", "size", "created", "frame", "base")

@@ -19,6 +19,7 @@ from .linking import link_new_postgresql
 from .models import blobs, paths, versions
 from .rows import Acquired, BlobRow, Current, Reservation, Usage
 from .statements import (
+    A_DELTA_OF,
     DELETE_ALL_VERSIONS,
     DELETE_PATH,
     DELETE_UNREFERENCED,
@@ -164,6 +165,10 @@ class WriteTxn:
         params["until"] = max(until, row.pending_until or 0)
         self._c.execute(TAKE_OVER, params)
         return Reservation.OWN
+
+    def needed_by_delta(self, key: BlobKey) -> bool:
+        """Like :meth:`.MetadataRepo.needed_by_delta`, inside this transaction."""
+        return bool(self._run(A_DELTA_OF, {"k": key}))
 
     def end_lease(self, key: BlobKey, until: int) -> None:
         """Drop the lease a put took with ``until`` (if still its own): the row may be collected."""
