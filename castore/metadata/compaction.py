@@ -16,7 +16,7 @@ from sqlalchemy import Connection, func, literal, select, tuple_
 from ..digests import DIGEST_SIZE
 from .models import HEAD, blobs
 from .rows import BlobRow
-from .statements import BLOB_COLUMNS, blob_row
+from .statements import A_DELTA_OF, BLOB_COLUMNS, blob_row
 
 __all__ = ["REFERENCES_LOOKED_AT", "Backlog", "backlog", "candidates", "reference"]
 
@@ -82,7 +82,7 @@ def reference(c: Connection, row: BlobRow, created: int, *, max_size: int) -> Bl
     digests = row.digests
     if digests is None or len(digests) < 2 * DIGEST_SIZE:
         return None
-    if c.execute(select(blobs.c.key).where(blobs.c.base == row.key).limit(1)).first() is not None:
+    if c.execute(A_DELTA_OF.core, {"k": row.key}).first() is not None:
         return None
     query = (
         select(*BLOB_COLUMNS)

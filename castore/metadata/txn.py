@@ -265,7 +265,7 @@ class WriteTxn:
         if (ref.size, ref.digests) != (reference.size, reference.digests):
             return False  # another content took the key over meanwhile
         # A statement after the locks: on PostgreSQL it sees every delta committed before them.
-        return self._c.execute(select(blobs.c.key).where(blobs.c.base == was.key).limit(1)).first() is None
+        return not self.needed_by_delta(was.key)
 
     def forget_blob(self, key: BlobKey) -> bool:
         """Delete the row of an unreferenced blob; False if it was referenced again."""
