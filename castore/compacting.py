@@ -101,6 +101,8 @@ class CompactedStore(Protocol):
 
     def open_blob(self, blob: BlobRow, name: str, version: int = 0) -> BlobReader: ...
 
+    def reference_content(self, reference: BlobRow, name: str) -> bytes: ...
+
 
 class CompactOptions(TypedDict, total=False):
     """The options of :func:`compact` (and :meth:`castore.store.Store.compact`)."""
@@ -327,8 +329,7 @@ def _reference(run: _Run, row: BlobRow, created: int) -> tuple[BlobRow, bytes] |
     if found is None:
         return None
     try:
-        with run.store.open_blob(found, f"blob {found.key}") as reader:
-            return found, reader.readall()
+        return found, run.store.reference_content(found, f"blob {found.key}")
     except IntegrityError:
         return None  # collected meanwhile, or damaged (check names it): a plain frame then
 

@@ -143,9 +143,9 @@ class Store(PutSteps):
             key_function=key_function,
         )
         self.read_only = read_only
-        self._last_reference: tuple[BlobKey, bytes, bytes] | None = None
-        """The last delta reference read: key, chunk digests, content (see :meth:`_reference_content`)."""
         """True when opened read-only: reads work, every write raises ReadOnlyStore."""
+        self._last_reference: tuple[BlobKey, bytes, bytes] | None = None
+        """The last delta reference read: key, chunk digests, content (see :meth:`reference_content`)."""
         self.reserve = reserve
         """Space kept aside so that deletes work on a full disk (``castore/reserve.py``), made here."""
         if reserve is not None:
@@ -645,21 +645,29 @@ class Store(PutSteps):
         """The content a delta frame decodes against, read verified (its own chunk digests).
 
         The reference is never itself a delta (``WriteTxn.settle_frame``) and gc keeps it
-        while a row names it; one missing or not fit to be a reference is damage. The last
-        one read is kept (at most ``compacting.MAX_REFERENCE``, 32 MiB) with its chunk
-        digests, which it matched: reading the deltas of one reference one after another
-        (a folder's tail-changed inputs) reads and verifies it once.
+        while a row names it; one missing or not fit to be a reference is damage. Read
+        through :meth:`reference_content`, which keeps the last one.
         """
         found = self.metadata.dedup_candidate(delta.base) if delta.base is not None else None
         if found is None or found.blob.base is not None or found.blob.digests is None:
             problem = "is missing" if found is None else "is no content to decode against"
             raise CorruptBlob(f"{name}: the reference {delta.base} of its delta frame {problem}")
+        return self.reference_content(found.blob, f"{name} (its reference {delta.base})")
+
+    def reference_content(self, reference: BlobRow, name: str) -> bytes:
+        """The whole content of ``reference`` (a delta frame's, or one compact makes a delta
+        against), read verified; the last one read is kept with the chunk digests it matched,
+        so that the deltas of one reference, read or made one after another, read it once
+        (at most ``compacting.MAX_REFERENCE``, 32 MiB; dropped before another is read, so
+        that two are never held for this)."""
         last = self._last_reference  # one tuple, read once: threads may replace it meanwhile
-        if last is not None and (last[0], last[1]) == (found.blob.key, found.blob.digests):
+        if last is not None and (last[0], last[1]) == (reference.key, reference.digests):
             return last[2]  # the tail-changed inputs of one test folder share a reference: read once
-        with self.open_blob(found.blob, f"{name} (its reference {delta.base})") as reader:
+        self._last_reference = None
+        with self.open_blob(reference, name) as reader:
             content = reader.readall()
-        self._last_reference = (found.blob.key, found.blob.digests, content)
+        if reference.digests is not None:
+            self._last_reference = (reference.key, reference.digests, content)
         return content
 
     def _refetch(self, key: BlobKey) -> BinaryIO | None:
