@@ -423,9 +423,12 @@ class Store(PutSteps):
         Raises NotFound here, before any name is yielded (a server answers 400 before its body).
         """
         directory = check_prefix(folder if folder.endswith("/") else folder + "/")
-        if directory != "/" and next(self.list(directory), None) is None:
+        if max_version is not None:
+            check_version(max_version)
+        low, high = child_range(directory)
+        if directory != "/" and not self.metadata.any_path(low, high):
             raise NotFound(folder, f"not a folder: {folder}")
-        return (info.path[len(directory):] for info in self.list(directory, max_version=max_version))
+        return (path[len(directory):] for path in self.metadata.paths(low, high, max_version))
 
     def children(
         self, folder: str = "/", *, after: str | None = None, limit: int = 1000

@@ -446,6 +446,34 @@ class MetadataRepo:
                 return
             after = rows[-1].path
 
+    def any_path(self, low: str, high: str) -> bool:
+        """True when some current path lies in ``[low, high)`` (one index probe)."""
+        query = select(paths.c.path).where(paths.c.path >= low, paths.c.path < high).limit(1)
+        with self._reader.connect() as c:
+            return c.execute(query).first() is not None
+
+    def paths(self, low: str, high: str, max_version: int | None = None) -> Iterator[str]:
+        """Current paths with ``low <= path < high``, in path order, page by page.
+
+        :meth:`list` without the contents: only the ``paths`` table's primary key is read,
+        whose rows below one folder lie side by side, so a folder's listing costs its own
+        pages however many contents the store holds (a join reads a row of ``blobs`` per
+        file, and those lie anywhere).
+        """
+        after = None
+        while True:
+            conditions = [paths.c.path < high]
+            conditions.append(paths.c.path > after if after is not None else paths.c.path >= low)
+            if max_version is not None:
+                conditions.append(paths.c.version <= max_version)
+            query = select(paths.c.path).where(and_(*conditions)).order_by(paths.c.path).limit(self.LIST_PAGE)
+            with self._reader.connect() as c:
+                page: builtins.list[str] = list(c.execute(query).scalars())
+            yield from page
+            if len(page) < self.LIST_PAGE:
+                return
+            after = page[-1]
+
     def children(self, low: str, high: str, *, after: str | None = None, limit: int = 1000) -> builtins.list[Child]:
         """Up to ``limit`` files and subfolders directly below the folder ``low``, by name.
 
