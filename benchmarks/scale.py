@@ -220,12 +220,41 @@ def database_bytes(where: Location) -> int:
         engine.dispose()
 
 
-def measure(where: Location, count: int, big: int, imports: int, work: Path, say: Callable[[str], None]) -> dict[str, float]:
-    """Every figure of one store of ``count`` paths (built here)."""
+def built_copy(kept: Path, where: Location, count: int, big: int, say: Callable[[str], None]) -> dict[str, float]:
+    """Copy the SQLite store ``kept`` holds into ``where`` (building it there first if it is not
+    there yet); the figures of its build, which a copy reuses.
+
+    A copy is measured, never the kept store, since the measuring changes it (puts, gc,
+    imports). The copy is made with SQLite's backup API and ``shutil.copytree``, both
+    of which read the whole store, so the copy's pages are as warm as a fresh build's.
+    """
+    import sqlite3
+
+    figures_file = kept.with_suffix(".json")
+    kept_at = locate(kept)
+    if not figures_file.exists():
+        with open_store(metadata=kept_at.metadata, blobs=kept_at.blobs, create=True) as store:
+            figures_file.write_text(json.dumps(build(store, count, big)))
+        say(f"built and kept in {kept}")
+    target = Path(where.metadata.removeprefix("sqlite:///"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(kept_at.metadata.removeprefix("sqlite:///")) as source, sqlite3.connect(target) as copy:
+        source.backup(copy)
+    shutil.copytree(kept_at.blobs.removeprefix("file://"), where.blobs.removeprefix("file://"), dirs_exist_ok=True)
+    figures: dict[str, float] = json.loads(figures_file.read_text())
+    return figures
+
+
+def measure(where: Location, count: int, big: int, imports: int, work: Path, say: Callable[[str], None],
+            kept: Path | None = None) -> dict[str, float]:
+    """Every figure of one store of ``count`` paths (built here, or copied from ``kept``: :func:`built_copy`)."""
     figures: dict[str, float] = {}
     rng = random.Random(count)
+    if kept is not None:
+        figures.update(built_copy(kept, where, count, big, say))
     with open_store(metadata=where.metadata, blobs=where.blobs, create=True) as store:
-        figures.update(build(store, count, big))
+        if kept is None:
+            figures.update(build(store, count, big))
         figures["files in /big/"], figures["paths imported"] = big, imports
         say(f"built in {figures['build (bulk), s']:.0f} s")
         contents = int(figures["contents"])
@@ -343,8 +372,13 @@ def main() -> None:
     parser.add_argument("--backends", default="sqlite,postgresql", help="comma-separated: sqlite,postgresql")
     parser.add_argument("--out", type=Path, default=None, help="report folder (default benchmarks/results/DATE-scale-SCALE)")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp folder)")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="SQLite only: build each store once into this folder and keep it; every run (this one "
+                        "too) measures a copy, and a later run skips the build (its figures are the first build's)")
     args = parser.parse_args()
     names = [n.strip() for n in args.backends.split(",") if n.strip()]
+    if args.keep is not None and names != ["sqlite"]:
+        parser.error("--keep keeps SQLite stores only: give --backends sqlite")
     sizes = SCALES[args.scale]
     out = args.out or RESULTS / f"{datetime.date.today().isoformat()}-scale-{args.scale}"
     work = Path(tempfile.mkdtemp(prefix="castore-scale-", dir=args.work))
@@ -364,11 +398,9 @@ def main() -> None:
                     where = location(f"{backend}-{n}")
                     big = min(BIG_FOLDER, n)
                     imports = args.import_paths or max(n // 100, 1_000)
-                    rows[n] = measure(where, n, big, imports, work / f"scratch-{backend}-{n}", say)
-                    if where.metadata.startswith("sqlite"):
-                        shutil.rmtree(work / f"{backend}-{n}", ignore_errors=True)
-                    else:
-                        shutil.rmtree(work / f"{backend}-{n}", ignore_errors=True)
+                    kept = None if args.keep is None else args.keep.resolve() / f"{backend}-{n}"
+                    rows[n] = measure(where, n, big, imports, work / f"scratch-{backend}-{n}", say, kept)
+                    shutil.rmtree(work / f"{backend}-{n}", ignore_errors=True)  # a PostgreSQL store's blobs
                 data["backends"][backend] = {str(n): row for n, row in rows.items()}
                 print(table(backend, sizes, rows), flush=True)
     finally:

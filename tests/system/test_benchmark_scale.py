@@ -7,6 +7,7 @@ checks: ``ls`` and ``/list/`` give every name of the big folder, the imports imp
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -38,3 +39,31 @@ def test_small_run_reports_every_figure_on_each_backend(tmp_path: Path) -> None:
     report = (tmp_path / "out" / "report.md").read_text()
     assert report.count("| put 64 KiB, ms |") == len(data["backends"])
     assert list(tmp_path.glob("castore-scale-*")) == []  # the scratch stores are removed
+
+
+def test_kept_stores_are_built_once_and_never_measured_themselves(tmp_path: Path) -> None:
+    kept = tmp_path / "kept"
+
+    def run(out: str) -> dict[str, dict[str, float]]:
+        done = subprocess.run([sys.executable, "-m", "benchmarks.scale", "--scale", "small", "--backends", "sqlite",
+                               "--keep", str(kept), "--out", str(tmp_path / out), "--work", str(tmp_path)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=1200, check=False)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        rows: dict[str, dict[str, float]] = json.loads((tmp_path / out / "results.json").read_text())["backends"]["sqlite"]
+        return rows
+
+    first = run("one")
+    database = kept / f"sqlite-{SCALES['small'][1]}" / "metadata.sqlite3"
+    before = database.read_bytes()
+    second = run("two")
+    assert database.read_bytes() == before  # measured on a copy: the kept store is as built
+    for n in SCALES["small"]:
+        assert second[str(n)]["build (bulk), s"] == first[str(n)]["build (bulk), s"]  # not built again
+        assert second[str(n)].keys() == first[str(n)].keys()
+        assert all(value > 0 for value in second[str(n)].values())
+    with sqlite3.connect(database) as c:
+        assert c.execute("select count(*) from paths where path like '/bench/%' or path like '/imported-%'"
+                         ).fetchone() == (0,)
+    assert subprocess.run([sys.executable, "-m", "benchmarks.scale", "--keep", str(kept), "--backends",
+                           "sqlite,postgresql"], cwd=ROOT, capture_output=True, timeout=60,
+                          check=False).returncode == 2
