@@ -48,12 +48,28 @@ def driver_connection(engine: Engine, *, read_only: bool) -> sqlite3.Connection:
     return connection
 
 
+POINT_READ_CACHE_KIB = 16 * 1024
+"""SQLite's page cache of each hot-read connection, in KiB (SQLite's default: 2 MiB).
+
+A point read descends three B-trees (``paths``, the ``blobs`` key index, ``blobs``).
+At 10 M paths their upper pages no longer fit in 2 MiB beside the leaves a few hundred
+reads bring in, and stat and read took 1.6-2x their time at 100 k paths (each page again
+a ``pread`` from the OS cache); with 16 MiB, 1.05-1.2x (issue #22, benchmarks/README.md).
+The cache fills as pages are read: a connection holds at most this much."""
+
+MAX_IDLE_READS = 4
+"""Hot-read connections kept between reads; one given back beyond these is closed, so
+a burst of concurrent reads does not leave a page cache per reader behind."""
+
+
 class SqliteReads:
     """Autocommit connections of SQLite's own driver for the hot reads, reused LIFO.
 
     Each SELECT is its own read transaction, so it sees every commit made before it
     (as a Core connection per read does). A connection is taken for one statement and
-    given back: as many exist as reads ever ran at once (a few), none is tied to a thread.
+    given back: as many exist as reads run at once, none is tied to a thread, and at
+    most :data:`MAX_IDLE_READS` wait between reads (each with up to
+    :data:`POINT_READ_CACHE_KIB` of cached pages).
     """
 
     def __init__(self, engine: Engine, *, read_only: bool) -> None:
@@ -63,7 +79,16 @@ class SqliteReads:
         self._closed = False
 
     def _new(self) -> sqlite3.Connection:
-        return driver_connection(self._engine, read_only=self._read_only)
+        connection = driver_connection(self._engine, read_only=self._read_only)
+        connection.execute(f"PRAGMA cache_size = -{POINT_READ_CACHE_KIB}")
+        return connection
+
+    def _give_back(self, connection: sqlite3.Connection) -> None:
+        """Keep ``connection`` for the next read, or close it when enough are kept already."""
+        if len(self._idle) >= MAX_IDLE_READS:  # racy by a connection or two at most: a bound, not a count
+            connection.close()
+        else:
+            self._idle.append(connection)
 
     def first(self, hot: HotStatement, given: dict[str, Any]) -> tuple[Any, ...] | None:
         try:
@@ -75,7 +100,7 @@ class SqliteReads:
         except BaseException:
             connection.close()  # in an unknown state: not reused
             raise
-        self._idle.append(connection)
+        self._give_back(connection)
         if self._closed:
             self.close()  # closed meanwhile: the connection just given back must not outlive it
         return row
