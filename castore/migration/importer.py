@@ -188,6 +188,7 @@ class Importer:
         started = time.perf_counter()
         stored_before = self.store.usage().stored_bytes
         self._deleted = self.store.metadata.deletions(*child_range("/"))
+        self.store.metadata.prepare_for_bulk_writes()  # batches of links: large write transactions
         for result in self._results(self._batched(self.source.items()), self._import_alone):
             report.files += 1
             self._count(report, result)

@@ -182,3 +182,44 @@ def test_link_new_leaves_a_blob_at_refcount_0_not_yet_collected(store: Store) ->
     assert store.link_new([("/n", 7, key)]) == [False]
     assert not store.exists("/n") and store.metadata.refcount(key) == 0
     assert store.check() == []
+
+
+@pytest.mark.backends("sqlite+file")
+def test_an_import_writes_its_batches_with_room_for_their_pages(tmp_path: Path, store: Store) -> None:
+    """The import's writer connections cache up to BULK_WRITE_CACHE_KIB (a batch of links dirties
+    thousands of pages in a large store: in SQLite's default 2 MiB they spilled into the log
+    mid-transaction), and the log is checkpointed in a thread, not inside the batches' commits."""
+    from castore.metadata.repo import BULK_WRITE_CACHE_KIB
+
+    sizes: list[int] = []
+
+    def cache_size(connection: Any, *_: object) -> None:
+        sizes.append(connection.connection.driver_connection.execute("PRAGMA cache_size").fetchone()[0])
+
+    event.listen(store.metadata._writer, "commit", cache_size)
+    with store.metadata.write():
+        pass
+    assert sizes == [-2000]  # SQLite's default, before the import
+    _shared_folder(tmp_path / "ft", 300)
+    report = Importer(store, FolderV2(tmp_path / "ft"), jobs=2).run()
+    assert (report.imported, report.problems) == (300, [])
+    assert set(sizes[1:]) == {-BULK_WRITE_CACHE_KIB}, sizes
+    assert store.metadata._checkpointer is not None
+    assert store.read_bytes("/p/00299") == b"content 2" * 100 and store.check() == []
+
+
+def test_bulk_writes_change_nothing_on_a_read_only_store_or_postgresql(tmp_path: Path, store: Store) -> None:
+    from castore.opening import open_store
+
+    store.put("/a", b"a", version=1)
+    store.metadata.prepare_for_bulk_writes()
+    store.put("/b", b"b", version=1)  # writes go on
+    assert store.read_bytes("/b") == b"b"
+    if not store.metadata.where.startswith("sqlite"):
+        assert store.metadata._checkpointer is None
+        return
+    root = Path(store.metadata.where.removeprefix("sqlite:///")).parent
+    with open_store(root, read_only=True) as readonly:
+        readonly.metadata.prepare_for_bulk_writes()
+        assert readonly.metadata._checkpointer is None
+        assert readonly.read_bytes("/a") == b"a"
