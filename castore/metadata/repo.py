@@ -85,6 +85,8 @@ class MetadataRepo:
         sqlite_file = self._reader.dialect.name == "sqlite"
         self._fast_reads = SqliteReads(self._reader, read_only=read_only) if sqlite_file else None
         self._checkpointer: Checkpointer | None = None
+        self._bulk_writes = False
+        """Whether :meth:`prepare_for_bulk_writes` ran."""
         self._write_turn: AbstractContextManager[Any] = (
             WriteTurn(None if read_only else turn_file(self._writer)) if sqlite_file else nullcontext())
         self._shares_commits = sqlite_file
@@ -129,8 +131,9 @@ class MetadataRepo:
         this 5,200-5,800). The writers take turns, so a process has one or two such
         connections. Nothing on other databases or read-only stores.
         """
-        if self._fast_reads is None or self.read_only:
+        if self._fast_reads is None or self.read_only or self._bulk_writes:
             return
+        self._bulk_writes = True
 
         @event.listens_for(self._writer, "connect")
         def _roomy(dbapi_connection: Any, _record: Any) -> None:

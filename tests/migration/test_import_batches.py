@@ -205,6 +205,9 @@ def test_an_import_writes_its_batches_with_room_for_their_pages(tmp_path: Path, 
     assert (report.imported, report.problems) == (300, [])
     assert set(sizes[1:]) == {-BULK_WRITE_CACHE_KIB}, sizes
     assert store.metadata._checkpointer is not None
+    listeners = len(store.metadata._writer.pool.dispatch.connect)
+    Importer(store, FolderV2(tmp_path / "ft"), jobs=1).run()  # again: nothing more is set up
+    assert len(store.metadata._writer.pool.dispatch.connect) == listeners
     assert store.read_bytes("/p/00299") == b"content 2" * 100 and store.check() == []
 
 
