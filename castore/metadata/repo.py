@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, cast
 
-from sqlalchemy import Connection, and_, delete, event, func, null, select, update
+from sqlalchemy import Connection, Row, Select, and_, delete, func, null, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ..codec import Codec
@@ -33,12 +33,21 @@ from . import compaction
 from .checkpoint import Checkpointer
 from .compaction import Backlog
 from .engine import make_engines
+from .folders import children
 from .migrate import check_schema
 from .models import blobs, deletions, paths, settings, tokens, versions
 from .report import DedupReport, dedup_report
 from .rows import BlobRow, BlobState, Child, DedupCandidate, Entry, TokenRow, Usage
 from .space import MetadataSpace, make_incremental, reclaim, space
-from .sqlite import SqliteReads, WriteTurn, busy_timeout_off, driver_connection, is_busy, turn_file
+from .sqlite import (
+    SqliteReads,
+    WriteTurn,
+    busy_timeout_off,
+    driver_connection,
+    give_writers_room,
+    is_busy,
+    turn_file,
+)
 from .statements import (
     A_DELTA_OF,
     BLOB_COLUMNS,
@@ -57,11 +66,7 @@ from .statements import (
 from .totals import read_totals, recount
 from .txn import CONFLICT_SQLSTATES, WriteConflict, WriteTxn, file_blobs
 
-__all__ = ["BULK_WRITE_CACHE_KIB", "MetadataRepo"]
-
-
-BULK_WRITE_CACHE_KIB = 32 * 1024
-"""SQLite's page cache of a writer connection after :meth:`MetadataRepo.prepare_for_bulk_writes`, in KiB."""
+__all__ = ["MetadataRepo"]
 
 
 class MetadataRepo:
@@ -120,26 +125,16 @@ class MetadataRepo:
             self._checkpointer = Checkpointer(writer, lambda: driver_connection(writer, read_only=False))
 
     def prepare_for_bulk_writes(self) -> None:
-        """Set this process up for long runs of large write transactions (an import's batches).
+        """Set this process up for large write transactions (an import's batches of links).
 
-        On a SQLite file: the log is checkpointed in a thread (:meth:`checkpoint_in_background`),
-        and the writer's connections cache up to :data:`BULK_WRITE_CACHE_KIB` of pages. A
-        batch of 1,000 links dirties some 5,000 pages at 10 M paths (index leaves that lie
-        anywhere); in SQLite's default 2 MiB they spilled into the log mid-transaction and
-        were written again at the commit, and the log was copied back inside nearly every
-        commit (issue #22: an import into a 10 M-path store ran at 3,300-4,500 paths/s, with
-        this 5,200-5,800). The writers take turns, so a process has one or two such
-        connections. Nothing on other databases or read-only stores.
+        On a SQLite file: writer connections with room for a batch's pages
+        (:func:`.sqlite.give_writers_room`) and the log checkpointed in a thread
+        (:meth:`checkpoint_in_background`). Once; nothing on other databases or read-only stores.
         """
         if self._fast_reads is None or self.read_only or self._bulk_writes:
             return
         self._bulk_writes = True
-
-        @event.listens_for(self._writer, "connect")
-        def _roomy(dbapi_connection: Any, _record: Any) -> None:
-            dbapi_connection.execute(f"PRAGMA cache_size = -{BULK_WRITE_CACHE_KIB}")
-
-        self._writer.pool.dispose()  # connections made before this get the setting when made again
+        give_writers_room(self._writer)
         self.checkpoint_in_background()
 
     def close(self) -> None:
@@ -452,25 +447,26 @@ class MetadataRepo:
 
     def list(self, low: str, high: str, max_version: int | None = None) -> Iterator[Entry]:
         """Current entries with ``low <= path < high``, in path order, page by page."""
+        columns = (paths.c.path, paths.c.version, blobs.c.key, blobs.c.size, blobs.c.stored_size, blobs.c.codec)
+        query = select(*columns).join(blobs, blobs.c.key == paths.c.blob_key)
+        for row in self._path_pages(query, low, high, max_version):
+            yield Entry(row.path, row.version, BlobRow(BlobKey(row.key), row.size, row.stored_size, Codec(row.codec), None))
+
+    def paths(self, low: str, high: str, max_version: int | None = None) -> Iterator[str]:
+        """Current paths with ``low <= path < high``, in path order, page by page: :meth:`list`
+        without the ``blobs`` rows a join would read per file, which lie anywhere in a large store."""
+        return (row.path for row in self._path_pages(select(paths.c.path), low, high, max_version))
+
+    def _path_pages(self, query: Select[Any], low: str, high: str, max_version: int | None) -> Iterator[Row[Any]]:
+        """The rows of ``query`` (over ``paths``) with ``low <= path < high``, in path order, a page a query."""
         after = None
         while True:
-            conditions = [paths.c.path < high]
-            conditions.append(paths.c.path > after if after is not None else paths.c.path >= low)
+            conditions = [paths.c.path > after if after is not None else paths.c.path >= low, paths.c.path < high]
             if max_version is not None:
                 conditions.append(paths.c.version <= max_version)
-            query = (
-                select(paths.c.path, paths.c.version, blobs.c.key, blobs.c.size, blobs.c.stored_size,
-                       blobs.c.codec)
-                .join(blobs, blobs.c.key == paths.c.blob_key)
-                .where(and_(*conditions))
-                .order_by(paths.c.path)
-                .limit(self.LIST_PAGE)
-            )
             with self._reader.connect() as c:
-                rows = c.execute(query).all()
-            for row in rows:
-                blob = BlobRow(BlobKey(row.key), row.size, row.stored_size, Codec(row.codec), None)
-                yield Entry(row.path, row.version, blob)
+                rows = c.execute(query.where(*conditions).order_by(paths.c.path).limit(self.LIST_PAGE)).all()
+            yield from rows
             if len(rows) < self.LIST_PAGE:
                 return
             after = rows[-1].path
@@ -481,69 +477,11 @@ class MetadataRepo:
         with self._reader.connect() as c:
             return c.execute(query).first() is not None
 
-    def paths(self, low: str, high: str, max_version: int | None = None) -> Iterator[str]:
-        """Current paths with ``low <= path < high``, in path order, page by page.
-
-        :meth:`list` without the contents: only the ``paths`` table's primary key is read,
-        whose rows below one folder lie side by side, so a folder's listing costs its own
-        pages however many contents the store holds (a join reads a row of ``blobs`` per
-        file, and those lie anywhere).
-        """
-        after = None
-        while True:
-            conditions = [paths.c.path < high]
-            conditions.append(paths.c.path > after if after is not None else paths.c.path >= low)
-            if max_version is not None:
-                conditions.append(paths.c.version <= max_version)
-            query = select(paths.c.path).where(and_(*conditions)).order_by(paths.c.path).limit(self.LIST_PAGE)
-            with self._reader.connect() as c:
-                page: builtins.list[str] = list(c.execute(query).scalars())
-            yield from page
-            if len(page) < self.LIST_PAGE:
-                return
-            after = page[-1]
-
     def children(self, low: str, high: str, *, after: str | None = None, limit: int = 1000) -> builtins.list[Child]:
-        """Up to ``limit`` files and subfolders directly below the folder ``low``, by name.
-
-        ``[low, high)`` is the folder's range; ``after`` resumes after that child name.
-        A skip scan: a page of rows is read from the primary key, files are taken from
-        it, and a subfolder costs one more page started past its whole range, so a
-        folder above a million files lists in a few dozen index lookups.
-        """
-        found: builtins.list[Child] = []
-        lower, inclusive = low, True
-        if after is not None:
-            # past the file ``after``, or past the whole subfolder ``after/``
-            lower, inclusive = (low + after[:-1] + "0", True) if after.endswith("/") else (low + after, False)
-        page = 64
+        """Up to ``limit`` files and subfolders directly below the folder ``low``, by name
+        (:func:`.folders.children`: a skip scan, a few dozen lookups above a million files)."""
         with self._reader.connect() as c:
-            while len(found) < limit:
-                start = paths.c.path >= lower if inclusive else paths.c.path > lower
-                query = (
-                    select(paths.c.path, paths.c.version, *BLOB_COLUMNS[:4])
-                    .join(blobs, blobs.c.key == paths.c.blob_key)
-                    .where(start, paths.c.path < high)
-                    .order_by(paths.c.path)
-                    .limit(page)
-                )
-                rows = c.execute(query).all()
-                for row in rows:
-                    rest = row.path[len(low):]
-                    folder, slash, _ = rest.partition("/")
-                    if slash:
-                        found.append(Child(folder + "/", None))
-                        lower, inclusive = low + folder + "0", True  # past every path below it
-                        break
-                    blob = BlobRow(BlobKey(row.key), row.size, row.stored_size, Codec(row.codec), None)
-                    found.append(Child(rest, Entry(row.path, row.version, blob)))
-                    lower, inclusive = row.path, False
-                    if len(found) == limit:
-                        break
-                else:
-                    if len(rows) < page:
-                        break
-        return found
+            return children(c, low, high, after=after, limit=limit)
 
     def paths_naming(self, key: BlobKey, *, limit: int) -> builtins.list[tuple[str, int]]:
         """Up to ``limit`` retained versions ``(path, version)`` naming blob ``key``, in path order."""

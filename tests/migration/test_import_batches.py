@@ -189,7 +189,7 @@ def test_an_import_writes_its_batches_with_room_for_their_pages(tmp_path: Path, 
     """The import's writer connections cache up to BULK_WRITE_CACHE_KIB (a batch of links dirties
     thousands of pages in a large store: in SQLite's default 2 MiB they spilled into the log
     mid-transaction), and the log is checkpointed in a thread, not inside the batches' commits."""
-    from castore.metadata.repo import BULK_WRITE_CACHE_KIB
+    from castore.metadata.sqlite import BULK_WRITE_CACHE_KIB
 
     sizes: list[int] = []
 
