@@ -403,11 +403,18 @@ class Store(PutSteps):
 
         ``max_version`` keeps only files whose current version is not newer.
         """
-        low, high = child_range(check_prefix(prefix))
-        if max_version is not None:
-            check_version(max_version)
+        _, low, high = self._listed_range(prefix, max_version)
         for entry in self.metadata.list(low, high, max_version):
             yield FileInfo.of(entry)
+
+    @staticmethod
+    def _listed_range(prefix: str, max_version: int | None) -> tuple[str, str, str]:
+        """A listing's checked folder (ending with ``/``) and its path range; ``max_version`` checked."""
+        directory = check_prefix(prefix)
+        if max_version is not None:
+            check_version(max_version)
+        low, high = child_range(directory)
+        return directory, low, high
 
     def list_folder(self, folder: str, *, max_version: int | None = None) -> builtins.list[str]:
         """Paths of the current files below ``folder``, relative to it (Filetracker's list).
@@ -422,10 +429,7 @@ class Store(PutSteps):
 
         Raises NotFound here, before any name is yielded (a server answers 400 before its body).
         """
-        directory = check_prefix(folder if folder.endswith("/") else folder + "/")
-        if max_version is not None:
-            check_version(max_version)
-        low, high = child_range(directory)
+        directory, low, high = self._listed_range(folder, max_version)
         if directory != "/" and not self.metadata.any_path(low, high):
             raise NotFound(folder, f"not a folder: {folder}")
         return (path[len(directory):] for path in self.metadata.paths(low, high, max_version))

@@ -62,6 +62,7 @@ from .statements import (
     acquire_statement,
     blob_row,
     blob_tuple,
+    in_the_way_statement,
 )
 from .totals import read_totals, recount
 from .txn import CONFLICT_SQLSTATES, WriteConflict, WriteTxn, file_blobs
@@ -472,10 +473,9 @@ class MetadataRepo:
             after = rows[-1].path
 
     def any_path(self, low: str, high: str) -> bool:
-        """True when some current path lies in ``[low, high)`` (one index probe)."""
-        query = select(paths.c.path).where(paths.c.path >= low, paths.c.path < high).limit(1)
-        with self._reader.connect() as c:
-            return c.execute(query).first() is not None
+        """True when some current path lies in ``[low, high)``: a put's "a file below it"
+        probe (:func:`.in_the_way_statement` with no parent folders), as a hot read."""
+        return self._read_first(in_the_way_statement(0), {"lo": low, "hi": high}) is not None
 
     def children(self, low: str, high: str, *, after: str | None = None, limit: int = 1000) -> builtins.list[Child]:
         """Up to ``limit`` files and subfolders directly below the folder ``low``, by name
