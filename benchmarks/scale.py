@@ -32,6 +32,7 @@ import json
 import os
 import random
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -228,8 +229,6 @@ def built_copy(kept: Path, where: Location, count: int, big: int, say: Callable[
     imports). The copy is made with SQLite's backup API and ``shutil.copytree``, both
     of which read the whole store, so the copy's pages are as warm as a fresh build's.
     """
-    import sqlite3
-
     figures_file = kept.with_suffix(".json")
     kept_at = locate(kept)
     if not figures_file.exists():
@@ -400,7 +399,7 @@ def main() -> None:
                     imports = args.import_paths or max(n // 100, 1_000)
                     kept = None if args.keep is None else args.keep.resolve() / f"{backend}-{n}"
                     rows[n] = measure(where, n, big, imports, work / f"scratch-{backend}-{n}", say, kept)
-                    shutil.rmtree(work / f"{backend}-{n}", ignore_errors=True)  # a PostgreSQL store's blobs
+                    shutil.rmtree(work / f"{backend}-{n}", ignore_errors=True)  # the store (PostgreSQL: its blobs)
                 data["backends"][backend] = {str(n): row for n, row in rows.items()}
                 print(table(backend, sizes, rows), flush=True)
     finally:
