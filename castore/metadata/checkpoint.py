@@ -23,7 +23,9 @@ import logging
 import threading
 from typing import Any
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine
+
+from .sqlite import set_on_new_connections
 
 __all__ = ["BACKSTOP_PAGES", "INTERVAL", "Checkpointer"]
 
@@ -46,12 +48,7 @@ class Checkpointer:
         """Commits noted so far (:meth:`noted`); approximate across threads, which is enough."""
         self.checkpoints = 0
         """Checkpoints run so far (for tests and curiosity)."""
-
-        @event.listens_for(writer, "connect")
-        def _backstop(dbapi_connection: Any, _record: Any) -> None:
-            dbapi_connection.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
-
-        writer.pool.dispose()  # connections made before this get the setting when made again
+        set_on_new_connections(writer, f"wal_autocheckpoint = {BACKSTOP_PAGES}")
         self._thread = threading.Thread(target=self._run, name="castore-checkpoint", daemon=True)
         self._thread.start()
 

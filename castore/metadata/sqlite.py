@@ -36,6 +36,7 @@ __all__ = [
     "flock_within",
     "give_writers_room",
     "is_busy",
+    "set_on_new_connections",
     "turn_file",
 ]
 
@@ -87,11 +88,18 @@ def give_writers_room(writer: Engine) -> None:
     take turns, so a process has one or two such connections.
     """
 
-    @event.listens_for(writer, "connect")
-    def _roomy(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.execute(f"PRAGMA cache_size = -{BULK_WRITE_CACHE_KIB}")
+    set_on_new_connections(writer, f"cache_size = -{BULK_WRITE_CACHE_KIB}")
 
-    writer.pool.dispose()  # connections made before this get the setting when made again
+
+def set_on_new_connections(engine: Engine, pragma: str) -> None:
+    """Run ``PRAGMA <pragma>`` on each connection ``engine`` makes from now on; its idle
+    connections are dropped, so that every connection it hands out has the setting."""
+
+    @event.listens_for(engine, "connect")
+    def _set(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.execute(f"PRAGMA {pragma}")
+
+    engine.pool.dispose()  # connections made before this get the setting when made again
 
 
 class SqliteReads:
