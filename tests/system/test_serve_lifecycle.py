@@ -25,12 +25,14 @@ def children(pid: int) -> set[int]:
 
 
 def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not). The process may end between any two looks at it, and
+    reading /proc/PID/stat of a process that has just been reaped raises ProcessLookupError (ESRCH),
+    not FileNotFoundError: both mean gone."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
         return False
-    status = Path(f"/proc/{pid}/stat").read_text().split()[2] if Path(f"/proc/{pid}/stat").exists() else "X"
-    return status != "Z"
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # the state follows the name, which may hold spaces
 
 
 def outliving(workers: set[int], within: float) -> list[int]:
@@ -40,7 +42,10 @@ def outliving(workers: set[int], within: float) -> list[int]:
         time.sleep(0.05)
     leftover = [w for w in workers if alive(w)]
     for w in leftover:
-        os.kill(w, signal.SIGKILL)
+        try:
+            os.kill(w, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # it ended after the last look
     return leftover
 
 
