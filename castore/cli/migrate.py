@@ -89,12 +89,19 @@ def import_filetracker(c: Context, folder: Path | None, source_url: str | None, 
 
 @contextmanager
 def _import_bar(total: int | None, description: str, show: bool) -> Iterator[Callable[[Any, int], None]]:
-    """A progress bar of files with bytes and MB/s; yields the per-file callback."""
+    """A progress bar of files with bytes and MB/s; yields the per-file callback.
+
+    Without a bar (``--json``, no terminal) the callback does nothing: formatting the bar's
+    text cost 2 us a file that nobody saw (~1 % of an import of links at 10 M paths).
+    """
+    if not show:
+        yield lambda _outcome, _size: None
+        return
     from tqdm import tqdm
 
     started = time.perf_counter()
     done_bytes = 0
-    with tqdm(total=total, desc=description, unit="file", disable=not show, leave=False, smoothing=0.1) as bar:
+    with tqdm(total=total, desc=description, unit="file", leave=False, smoothing=0.1) as bar:
 
         def advance(_outcome: Any, size: int) -> None:
             nonlocal done_bytes
