@@ -32,7 +32,7 @@ __all__ = [
     "upgrade_schema",
 ]
 
-SCHEMA_REVISION = "0010"
+SCHEMA_REVISION = "0011"
 """The Alembic head revision this code is written for."""
 
 ADVISORY_LOCK_KEY = 0x6361_7374_6F72_65  # "castore": one bigint, the same in every process

@@ -13,9 +13,11 @@ Tables (see ``docs/design.md``, "Metadata schema"):
 * ``totals`` — the whole store's totals (what ``usage()`` shows), kept by triggers on
   ``paths``, ``versions`` and ``blobs`` inside every write transaction (revision 0007).
 
-``paths.blob_key`` and ``versions.blob_key`` are indexed (revision 0008): deleting a
-collected ``blobs`` row makes the database check both foreign keys, which scanned both
-tables for every blob freed without the index.
+``versions.blob_key`` is indexed (revision 0008): deleting a collected ``blobs`` row makes
+the database check its foreign key, which scanned the table for every blob freed without
+the index. ``paths.blob_key`` repeats the current version's key, with neither a foreign key
+nor an index since revision 0011: the ``versions`` row keeps the blob, and an index by
+content key cost every put and imported link a write at a random place of a large store.
 
 Core ``Table`` objects rather than ORM declarative classes: nothing in castore maps rows
 to objects, and ``sqlalchemy.orm`` alone costs ~0.1 s of every server's and command's
@@ -127,7 +129,9 @@ paths = Table(
     metadata,
     Column("path", PathString, primary_key=True),
     Column("version", BigInteger, nullable=False),
-    Column("blob_key", ForeignKey("blobs.key"), nullable=False, index=True),
+    Column("blob_key", String(32), nullable=False,
+           doc="The current version's content, as its ``versions`` row names it (revision 0011: no foreign "
+               "key or index of its own; that row's keep the blob)."),
     Column("nversions", Integer, nullable=False,
            doc="How many ``versions`` rows this path has (kept so retention costs no COUNT)."),
     sqlite_with_rowid=False,

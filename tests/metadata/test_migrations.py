@@ -148,3 +148,95 @@ def test_a_new_sqlite_store_made_without_alembic_has_the_migrated_schema(tmp_pat
         engine.dispose()
     assert _schema(direct) == _schema(migrated)
     command.check(alembic_config(direct))  # and Alembic sees no drift from the models
+
+
+def _blob_key_references(url: str) -> dict[str, tuple[list[str], list[str]]]:
+    """For ``paths`` and ``versions``: the tables their foreign keys name, and their indexes."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as c:
+            found = inspect(c)
+            return {table: (sorted(fk["referred_table"] for fk in found.get_foreign_keys(table)),
+                            sorted(str(i["name"]) for i in found.get_indexes(table)))
+                    for table in ("paths", "versions")}
+    finally:
+        engine.dispose()
+
+
+BEFORE_0011 = {"paths": (["blobs"], ["ix_paths_blob_key"]),
+               "versions": (["blobs", "paths"], ["ix_versions_blob_key"])}
+SINCE_0011 = {"paths": ([], []), "versions": (["blobs", "paths"], ["ix_versions_blob_key"])}
+
+
+def _filled(store_at: Path | None = None, *, metadata: str | None = None, blobs: str | None = None) -> None:
+    with open_store(store_at, metadata=metadata, blobs=blobs, create=True) as store:
+        store.put("/a", b"first", 5)
+        store.put("/a", b"second" * 50_000, 6)  # a blob file
+        store.put("/b", b"first", 7)
+
+
+def _still_there(store_at: Path | None = None, *, metadata: str | None = None, blobs: str | None = None) -> None:
+    with open_store(store_at, metadata=metadata, blobs=blobs) as store:
+        assert store.read_bytes("/a@5") == b"first" and store.read_bytes("/a") == b"second" * 50_000
+        assert store.read_bytes("/b") == b"first"
+        assert store.check() == []
+
+
+def test_0011_leaves_the_blob_references_to_versions_on_sqlite(tmp_path: Path) -> None:
+    """0011 drops paths.blob_key's foreign key (edited in SQLite's schema, no copy of the
+    table) and its index, keeps every row, and a blob that a version names still cannot go."""
+    import sqlite3
+
+    root = tmp_path / "store"
+    _filled(root)
+    url = f"sqlite:///{root / 'metadata.sqlite3'}"
+    assert _blob_key_references(url) == SINCE_0011  # a new store
+    command.downgrade(alembic_config(url), "0010")
+    assert _blob_key_references(url) == BEFORE_0011
+    assert migrate(locate(root)) == ("0010", SCHEMA_REVISION)
+    assert _blob_key_references(url) == SINCE_0011
+    _still_there(root)
+    with sqlite3.connect(root / "metadata.sqlite3") as db:
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        db.execute("PRAGMA foreign_keys = ON")
+        with pytest.raises(sqlite3.IntegrityError):
+            db.execute("DELETE FROM blobs WHERE key = (SELECT blob_key FROM paths WHERE path = '/b')")
+
+
+def test_0011_refuses_a_paths_table_it_does_not_know_and_changes_nothing(tmp_path: Path) -> None:
+    import sqlite3
+
+    root = tmp_path / "store"
+    _filled(root)
+    url = f"sqlite:///{root / 'metadata.sqlite3'}"
+    command.downgrade(alembic_config(url), "0010")
+    with sqlite3.connect(root / "metadata.sqlite3") as db:  # someone's own foreign key, spelt otherwise
+        (definition,) = db.execute("SELECT sql FROM sqlite_master WHERE name = 'paths'").fetchone()
+        (schema_version,) = db.execute("PRAGMA schema_version").fetchone()
+        db.execute("PRAGMA writable_schema = ON")
+        db.execute("UPDATE sqlite_master SET sql = ? WHERE name = 'paths'",
+                   (definition.replace("fk_paths_blob_key_blobs", "my_own_key"),))
+        db.execute(f"PRAGMA schema_version = {schema_version + 1}")
+        db.execute("PRAGMA writable_schema = OFF")
+    with pytest.raises(RuntimeError, match="not castore's, nothing changed"):
+        migrate(locate(root))
+    engine = create_engine(url)
+    try:
+        with engine.connect() as c:
+            assert current_revision(c) == "0010"
+    finally:
+        engine.dispose()
+    assert _blob_key_references(url) == BEFORE_0011
+
+
+def test_0011_on_postgresql(postgres: PostgresCluster, tmp_path: Path) -> None:
+    url = postgres.new_database()
+    where = {"metadata": url, "blobs": (tmp_path / "blobs").as_uri()}
+    _filled(**where)
+    assert _blob_key_references(url) == SINCE_0011
+    command.downgrade(alembic_config(url), "0010")
+    assert _blob_key_references(url) == BEFORE_0011
+    command.upgrade(alembic_config(url), "head")
+    assert _blob_key_references(url) == SINCE_0011
+    command.check(alembic_config(url))
+    _still_there(**where)
