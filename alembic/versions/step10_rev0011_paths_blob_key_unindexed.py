@@ -5,9 +5,10 @@ row of its current version (``castore check`` reports a path where the two diffe
 ``blobs.refcount`` counts ``versions`` rows, and ``versions.blob_key``'s foreign key and
 index (revision 0008) already keep a named blob from being deleted. The second foreign
 key, on ``paths.blob_key``, needed an index of its own, whose entries lie wherever a
-content's key sorts: at 10 M paths every put and every imported link wrote one more
-random leaf for it (an import of 100 k links into a copy of a 10 M-path store, three
-runs each: 3,128-4,061 paths/s with it, 4,289-5,544 without).
+content's key sorts: at 10 M paths every imported link wrote one more random leaf for
+it (an import of 100 k links into copies of a 10 M-path store, three runs each:
+4,281-6,001 paths/s with it, 5,711-7,749 without). The freed pages are given back after
+the upgrade (``castore.metadata.migrate.upgrade_schema``).
 
 SQLite cannot drop a constraint with ALTER TABLE, and copying a table of millions of rows
 to drop one would take minutes and twice its space. Removing a foreign key changes

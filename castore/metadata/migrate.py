@@ -120,16 +120,26 @@ def upgrade_schema(engine: Engine) -> str | None:
     """Upgrade the database to :data:`SCHEMA_REVISION` under the migration lock.
 
     Returns the revision found before (None for an empty database). Concurrent callers
-    wait for each other; the later ones find nothing left to do.
+    wait for each other; the later ones find nothing left to do. After an upgrade, the
+    pages a revision freed are given back (:func:`.space.reclaim`): left on SQLite's free
+    list, they were taken again one by one by later writes, and a 10 M-path store whose
+    dropped index (revision 0011) had left 200 k free pages answered a put in 0.64-1.1 ms
+    instead of 0.43 (giving them back took 14 s).
     """
     with migration_lock(engine) as connection:
         before = current_revision(connection)
+        upgraded = False
         if before is None and engine.dialect.name == "sqlite" and _is_empty(connection):
             _create_current_schema(connection)
         elif before != SCHEMA_REVISION:
             from alembic import command  # only when there is work: Alembic costs ~0.1 s of start-up
 
             command.upgrade(alembic_config(connection=connection), "head")
+            upgraded = True
+    if upgraded:
+        from .space import reclaim
+
+        reclaim(engine)
     return before
 
 
