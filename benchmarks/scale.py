@@ -48,7 +48,7 @@ import httpx
 
 from benchmarks.dedup_report import load, machine
 from castore.keys import BlobKey
-from castore.opening import Location, locate, open_store
+from castore.opening import Location, locate, migrate, open_store
 from castore.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -240,6 +240,9 @@ def built_copy(kept: Path, where: Location, count: int, big: int, say: Callable[
     with sqlite3.connect(kept_at.metadata.removeprefix("sqlite:///")) as source, sqlite3.connect(target) as copy:
         source.backup(copy)
     shutil.copytree(kept_at.blobs.removeprefix("file://"), where.blobs.removeprefix("file://"), dirs_exist_ok=True)
+    before, now = migrate(where)  # a store kept by an older castore: its copy is upgraded, as a site's would be
+    if before != now:
+        say(f"the copy upgraded from schema {before} to {now}")
     figures: dict[str, float] = json.loads(figures_file.read_text())
     return figures
 

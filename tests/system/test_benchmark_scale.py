@@ -67,3 +67,25 @@ def test_kept_stores_are_built_once_and_never_measured_themselves(tmp_path: Path
     assert subprocess.run([sys.executable, "-m", "benchmarks.scale", "--keep", str(kept), "--backends",
                            "sqlite,postgresql"], cwd=ROOT, capture_output=True, timeout=60,
                           check=False).returncode == 2
+
+
+def test_a_store_kept_by_an_older_castore_is_measured_upgraded(tmp_path: Path) -> None:
+    """A kept store at an older schema revision: its copy is upgraded and opens; the kept one stays as it was."""
+    from alembic import command
+    from benchmarks.scale import built_copy
+    from castore.metadata.migrate import SCHEMA_REVISION, alembic_config
+    from castore.opening import locate, open_store
+
+    kept = tmp_path / "kept" / "sqlite-2000"
+    with open_store(kept, create=True) as store:
+        store.put("/a", b"kept", 5)
+    kept.with_suffix(".json").write_text(json.dumps({"build (bulk), s": 1.0, "contents": 1}))
+    database = kept / "metadata.sqlite3"
+    command.downgrade(alembic_config(f"sqlite:///{database}"), "0010")
+    said: list[str] = []
+    built_copy(kept, locate(tmp_path / "copy"), 0, 0, said.append)
+    assert said == [f"the copy upgraded from schema 0010 to {SCHEMA_REVISION}"]
+    with open_store(tmp_path / "copy") as store:
+        assert store.read_bytes("/a") == b"kept"
+    with sqlite3.connect(database) as c:
+        assert c.execute("SELECT version_num FROM alembic_version").fetchone() == ("0010",)
