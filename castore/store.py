@@ -250,10 +250,13 @@ class Store(PutSteps):
 
         For imports that know two paths share one content (Filetracker's link targets).
         Returns the versioned name now current, like :meth:`put`, or None when no live
-        blob has that key (then the caller must :meth:`put` the bytes).
+        blob has that key (then the caller must :meth:`put` the bytes). Refused like a put
+        (StoreFull) while the space kept for deletes is in use.
         """
         path, version = self._put_target(name, version)
-        return self._put_existing(path, version, key)
+        self._check_room()
+        with faults_named():
+            return self._put_existing(path, version, key)
 
     def put_many(
         self, items: Sequence[tuple[str, int | None, bytes, int | None]], *, max_window: int | None = None
@@ -281,9 +284,11 @@ class Store(PutSteps):
         or folder in its way, is pointed at the live blob ``key``; any other (stored
         already, in the way, or its blob gone) is left for :meth:`put_existing` or
         :meth:`put` one by one. For an import's links (:mod:`castore.migration.importer`):
-        a path-per-transaction import queued on SQLite's write lock.
+        a path-per-transaction import queued on SQLite's write lock. Refused like a put
+        (StoreFull) while the space kept for deletes is in use.
         """
         rows = [(*self._put_target(name, version), key) for name, version, key in links]
+        self._check_room()
 
         def link() -> builtins.list[bool]:
             with self.metadata.write() as txn:
