@@ -284,8 +284,7 @@ class Store(PutSteps):
         or folder in its way, is pointed at the live blob ``key``; any other (stored
         already, in the way, or its blob gone) is left for :meth:`put_existing` or
         :meth:`put` one by one. For an import's links (:mod:`castore.migration.importer`):
-        a path-per-transaction import queued on SQLite's write lock. Refused like a put
-        (StoreFull) while the space kept for deletes is in use.
+        a path-per-transaction import queued on SQLite's write lock.
         """
         rows = [(*self._put_target(name, version), key) for name, version, key in links]
         self._check_room()
@@ -326,8 +325,9 @@ class Store(PutSteps):
             try:
                 return operation()
             except Exception as e:
-                if self.reserve is None or not is_disk_full(e) or not self.reserve.release():
+                if self.reserve is None or not is_disk_full(e):
                     raise
+                self.reserve.release()  # if still there: _make_room may have lent it already
             try:
                 return operation()
             finally:

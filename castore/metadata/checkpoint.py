@@ -17,7 +17,8 @@ Durability is unchanged: a commit is in the log before it returns (``synchronous
 see ``docs/design.md``), whoever copies it to the database file later.
 
 On a full disk a checkpoint fails (the database file cannot grow) and the log keeps what
-it holds; that is logged at debug level only: the writes that need room fail with
+it holds, until a write that needs room has it truncated (``PutSteps._make_room``); that is
+logged at debug level only: the writes that still find no room fail with
 :class:`~castore.errors.StoreFull` and say so (an import's one line, a put's 507).
 """
 
