@@ -43,6 +43,7 @@ from .blobs.base import BlobBackend
 from .codec import decode_bytes, decoding_reader
 from .digests import CHUNK_SIZE
 from .errors import CastoreError, IntegrityError, PathConflict
+from .faults import is_disk_full
 from .ingest import Ingest, Prepared, Source
 from .keys import BlobKey, probe_keys
 from .metadata.repo import MetadataRepo
@@ -50,6 +51,7 @@ from .metadata.rows import BlobRow, DedupCandidate, Reservation
 from .metadata.txn import WriteConflict
 from .names import versioned_name
 from .reading import BlobReader
+from .reserve import SpaceReserve
 
 __all__ = ["LEASE_MARGIN", "UPLOAD_LEASE", "WRITE_ATTEMPTS", "PutSteps"]
 
@@ -89,6 +91,7 @@ class PutSteps:
     clock: Callable[[], float]
     seed: int
     retention: int
+    reserve: SpaceReserve | None
     _ingest: Ingest
 
     def open_blob(self, blob: BlobRow, name: str, version: int = 0) -> BlobReader:
@@ -377,15 +380,32 @@ class PutSteps:
 
     # -- write transactions (shared with the store's delete and garbage collection) --------
 
-    @staticmethod
-    def _retrying(attempt: Callable[[], _T]) -> _T:
-        """Run one write transaction, again while the database reports a conflict."""
+    def _retrying(self, attempt: Callable[[], _T]) -> _T:
+        """Run one write transaction, again while the database reports a conflict, and once more
+        after a full disk if SQLite's log gave room back (:meth:`_make_room`)."""
+        room_made = False
         for _ in range(WRITE_ATTEMPTS - 1):
             try:
                 return attempt()
             except WriteConflict:
                 continue
+            except Exception as e:
+                if room_made or not is_disk_full(e) or not self._make_room():
+                    raise
+                room_made = True
         return attempt()
+
+    def _make_room(self) -> bool:
+        """After a write failed on a full disk: SQLite's log copied back and truncated
+        (:meth:`MetadataRepo.make_room`), with the space reserve lent when the database file must
+        grow for it (the failed write's pages took the last free bytes); whether the write may be
+        tried again: the log gave room back, and the reserve is whole again."""
+        if self.metadata.make_room():
+            return True
+        if self.reserve is None or not self.reserve.release():
+            return False
+        made = self.metadata.make_room()
+        return self.reserve.ensure() and made
 
     @staticmethod
     def _release(txn: Any, keys: list[BlobKey]) -> None:

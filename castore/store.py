@@ -250,10 +250,13 @@ class Store(PutSteps):
 
         For imports that know two paths share one content (Filetracker's link targets).
         Returns the versioned name now current, like :meth:`put`, or None when no live
-        blob has that key (then the caller must :meth:`put` the bytes).
+        blob has that key (then the caller must :meth:`put` the bytes). Refused like a put
+        (StoreFull) while the space kept for deletes is in use.
         """
         path, version = self._put_target(name, version)
-        return self._put_existing(path, version, key)
+        self._check_room()
+        with faults_named():
+            return self._put_existing(path, version, key)
 
     def put_many(
         self, items: Sequence[tuple[str, int | None, bytes, int | None]], *, max_window: int | None = None
@@ -284,6 +287,7 @@ class Store(PutSteps):
         a path-per-transaction import queued on SQLite's write lock.
         """
         rows = [(*self._put_target(name, version), key) for name, version, key in links]
+        self._check_room()
 
         def link() -> builtins.list[bool]:
             with self.metadata.write() as txn:
@@ -321,8 +325,9 @@ class Store(PutSteps):
             try:
                 return operation()
             except Exception as e:
-                if self.reserve is None or not is_disk_full(e) or not self.reserve.release():
+                if self.reserve is None or not is_disk_full(e):
                     raise
+                self.reserve.release()  # if still there: _make_room may have lent it already
             try:
                 return operation()
             finally:

@@ -35,7 +35,9 @@ def import_filetracker(c: Context, folder: Path | None, source_url: str | None, 
     FOLDER is a Filetracker 2.x server's data folder (links/ and blobs/), or with --v1
     a 1.x folder of plain files. Paths already stored at the same or a newer version
     are skipped, so a killed import resumes when run again; broken or corrupt files
-    are reported and skipped. Safe while castore serve uses the same store.
+    are reported and skipped. A full disk stops it (one line, exit 1; what it stored
+    stays whole): run it again once there is room. Safe while castore serve uses the
+    same store.
 
     Example: castore import-filetracker /var/lib/filetracker --verify
     """

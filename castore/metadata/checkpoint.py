@@ -15,6 +15,11 @@ larger size (:data:`BACKSTOP_PAGES`), in case this thread falls behind.
 
 Durability is unchanged: a commit is in the log before it returns (``synchronous=NORMAL``,
 see ``docs/design.md``), whoever copies it to the database file later.
+
+On a full disk a checkpoint fails (the database file cannot grow) and the log keeps what
+it holds, until a write that needs room has it truncated (``PutSteps._make_room``); that is
+logged at debug level only: the writes that still find no room fail with
+:class:`~castore.errors.StoreFull` and say so (an import's one line, a put's 507).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from ..faults import is_disk_full
 from .sqlite import set_on_new_connections
 
 __all__ = ["BACKSTOP_PAGES", "INTERVAL", "Checkpointer"]
@@ -69,7 +75,8 @@ class Checkpointer:
                     connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                     self.checkpoints += 1
                 except Exception as e:  # noqa: BLE001 - the writers' own checkpoint is the backstop
-                    log.warning("castore: a background checkpoint failed: %s", e)
+                    log.log(logging.DEBUG if is_disk_full(e) else logging.WARNING,
+                            "castore: a background checkpoint failed: %s", e)
         except Exception as e:  # noqa: BLE001 - cannot connect: the writers checkpoint as before
             log.warning("castore: no background checkpoints: %s", e)
         finally:

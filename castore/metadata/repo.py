@@ -46,6 +46,7 @@ from .sqlite import (
     driver_connection,
     give_writers_room,
     is_busy,
+    truncate_log,
     turn_file,
 )
 from .statements import (
@@ -137,6 +138,23 @@ class MetadataRepo:
         self._bulk_writes = True
         give_writers_room(self._writer)
         self.checkpoint_in_background()
+
+    def make_room(self) -> bool:
+        """After a write failed on a full disk: give back the room SQLite's write-ahead log holds
+        (:func:`.sqlite.truncate_log`, in this process's write turn); whether the log shrank, so
+        that the write may be tried once more. False on other databases and read-only stores."""
+        if self._fast_reads is None or self.read_only:
+            return False
+        turn = self._write_turn
+        if getattr(self._waiting, "off", False) and isinstance(turn, WriteTurn):  # never wait (not_waiting)
+            if not turn.try_enter():
+                return False
+            try:
+                return truncate_log(self._writer)
+            finally:
+                turn.__exit__(None, None, None)
+        with turn:
+            return truncate_log(self._writer)
 
     def close(self) -> None:
         if self._checkpointer is not None:

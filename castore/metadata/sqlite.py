@@ -37,6 +37,7 @@ __all__ = [
     "give_writers_room",
     "is_busy",
     "set_on_new_connections",
+    "truncate_log",
     "turn_file",
 ]
 
@@ -286,6 +287,39 @@ def flock_within(descriptor: int, timeout: float) -> bool:
     with guard:
         gave_up = not taken.is_set()
     return not gave_up
+
+
+def truncate_log(engine: Engine) -> bool:
+    """Copy SQLite's write-ahead log back into the database and truncate it, if nothing is in the way;
+    whether the log file shrank.
+
+    For a write that failed on a full disk (:meth:`~castore.metadata.repo.MetadataRepo.make_room`):
+    checkpoints of a :class:`~castore.metadata.checkpoint.Checkpointer` never shrink the file, and
+    while one falls behind the log grows towards the writers' 64 MiB backstop, most of it pages
+    logged again and again; only the database's new pages take room back. Never waits: a reader or
+    writer in the way (``busy_timeout`` 0), or a database that cannot grow, leaves the log as it is.
+    """
+    database = engine.url.database
+    if not database:
+        return False
+    log = f"{os.path.abspath(database)}-wal"
+    try:
+        before = os.path.getsize(log)
+    except OSError:
+        return False
+    try:
+        connection = driver_connection(engine, read_only=False)
+        try:
+            with busy_timeout_off(connection):
+                connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        finally:
+            connection.close()
+    except sqlite3.Error:
+        return False
+    try:
+        return os.path.getsize(log) < before
+    except OSError:
+        return True  # gone: the last connection closed and removed it
 
 
 def is_busy(error: OperationalError) -> bool:

@@ -17,7 +17,11 @@ The rules, so that an import can be killed and re-run, and can run beside
   the stored blob without being decompressed again; castore hashes every content it
   stores the first time it stores it;
 * anything unreadable (broken link, corrupt gzip, a file gone from the server) is a
-  :class:`~castore.migration.sources.ImportProblem` in the report; the import goes on.
+  :class:`~castore.migration.sources.ImportProblem` in the report; the import goes on;
+* a store that refuses every write (:data:`STORE_FAULTS`: a full disk, a read-only store)
+  stops the import: no more items are started, those in flight end (a batch of links that
+  failed is not tried path by path), and :meth:`Importer.run` raises the fault saying how
+  far it got. What was imported stays, whole; a re-run once there is room does the rest.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any, BinaryIO, cast
 
-from ..errors import NotFound
+from ..errors import CastoreError, NotFound, ReadOnlyStore, StoreFull
 from ..keys import BlobKey
 from ..names import child_range, parse_name, versioned_name
 from ..reading import BlobReader
@@ -44,7 +48,8 @@ from ..sizes import IO_BUFFER
 from ..store import Store
 from .sources import ImportProblem, Item, Source
 
-__all__ = ["LINK_BATCH", "ImportReport", "Importer", "Outcome", "deleted_in_castore", "undo_if_deleted"]
+__all__ = ["LINK_BATCH", "STORE_FAULTS", "ImportReport", "Importer", "Outcome", "deleted_in_castore",
+           "undo_if_deleted"]
 
 
 LINK_BATCH = 1000
@@ -54,6 +59,9 @@ SQLite's lock for a few tens of milliseconds (a live server's puts wait no longe
 on PostgreSQL it is six statements (:mod:`castore.metadata.linking`). 200 a batch imported
 ~20 % fewer paths a second (10 k paths into a 1 M store, both databases)."""
 
+STORE_FAULTS = (StoreFull, ReadOnlyStore)
+"""Errors that say the store takes no write at all (the store layer names them: castore/faults.py):
+every later item would fail alike, so the import stops at the first instead of reporting each."""
 
 
 class Outcome(Enum):
@@ -69,6 +77,8 @@ class Outcome(Enum):
     DELETED = "deleted"
     """Deleted in castore while moving in: not brought back."""
     PROBLEM = "problem"
+    STOPPED = "stopped"
+    """Not tried, or refused by the store, after the store refused a write (:data:`STORE_FAULTS`)."""
 
 
 @dataclass
@@ -177,6 +187,8 @@ class Importer:
         """Deletions remembered when the run began (later ones are caught after each put)."""
         self.done = ItemLog()
         """Items castore now holds at the source's version (what ``verify`` re-reads), on disk."""
+        self._fault: CastoreError | None = None
+        """The first of :data:`STORE_FAULTS` a write raised: the import stops (:meth:`_stop`)."""
 
     SEEN_MAX = 100_000
     """Contents :attr:`_seen` remembers (~20 MiB): the import's memory does not grow with the source."""
@@ -184,16 +196,25 @@ class Importer:
     # -- importing -----------------------------------------------------------------------
 
     def run(self, progress: ProgressHook | None = None) -> ImportReport:
+        """Import every item of the source; the summary.
+
+        Raises StoreFull or ReadOnlyStore (:data:`STORE_FAULTS`) when the store refused a write:
+        the items in flight end, no other is started, and the message says how many were imported.
+        """
         report = ImportReport(self.source.description)
         started = time.perf_counter()
         stored_before = self.store.usage().stored_bytes
         self._deleted = self.store.metadata.deletions(*child_range("/"))
         self.store.metadata.prepare_for_bulk_writes()  # batches of links: large write transactions
         for result in self._results(self._batched(self.source.items()), self._import_alone):
+            if result.outcome is Outcome.STOPPED:
+                continue
             report.files += 1
             self._count(report, result)
             if progress is not None:
                 progress(result.outcome, result.size)
+        if self._fault is not None:
+            raise _stopped(self._fault, report) from self._fault
         report.stored_bytes = max(self.store.usage().stored_bytes - stored_before, 0)
         report.seconds = time.perf_counter() - started
         return report
@@ -202,10 +223,13 @@ class Importer:
         self, entries: Iterator[Item | ImportProblem | list[Item]], work: Callable[[Item], _Done]
     ) -> Iterator[_Done]:
         """Run ``work`` on every item, and :meth:`_link_batch` on every list of items, in a bounded
-        thread pool; problems pass straight through."""
+        thread pool; problems pass straight through. Once the store refused a write (:meth:`_stop`),
+        no entry is started: those in flight end."""
         with ThreadPoolExecutor(self.jobs, thread_name_prefix="castore-import") as pool:
             pending: set[Future[list[_Done]]] = set()
             for entry in entries:
+                if self._fault is not None:
+                    break
                 if isinstance(entry, ImportProblem):
                     yield _Done(None, Outcome.PROBLEM, problem=entry)
                     continue
@@ -220,16 +244,28 @@ class Importer:
             for future in pending:
                 yield from future.result()
 
-    @classmethod
-    def _guarded_list(cls, work: Callable[[Item], _Done], item: Item) -> list[_Done]:
-        return [cls._guarded(work, item)]
+    def _guarded_list(self, work: Callable[[Item], _Done], item: Item) -> list[_Done]:
+        return [self._guarded(work, item)]
 
-    @staticmethod
-    def _guarded(work: Callable[[Item], _Done], item: Item) -> _Done:
+    def _guarded(self, work: Callable[[Item], _Done], item: Item) -> _Done:
+        """``work(item)``; a failure is a problem (the import goes on), but a store that takes no
+        write stops the import (STOPPED: :meth:`_stop`)."""
         try:
             return work(item)
+        except STORE_FAULTS as e:
+            self._stop(e)
+            return _Done(item, Outcome.STOPPED)
         except Exception as e:  # noqa: BLE001 - every failure is reported, the import goes on
             return _Done(item, Outcome.PROBLEM, problem=ImportProblem(item.where, _reason(item, e)))
+
+    def _stop(self, fault: CastoreError) -> None:
+        """The store refused a write: start nothing more (the first fault is the one told).
+
+        Work submitted before ends as STOPPED when it begins (:meth:`_import_one`,
+        :meth:`_link_batch`); a batch that committed meanwhile is still counted.
+        """
+        if self._fault is None:
+            self._fault = fault
 
     def _count(self, report: ImportReport, result: _Done) -> None:
         outcome = result.outcome
@@ -265,6 +301,8 @@ class Importer:
         return Outcome.ALREADY if current == version else Outcome.NEWER
 
     def _import_one(self, item: Item) -> _Done:
+        if self._fault is not None:
+            return _Done(item, Outcome.STOPPED)
         if item.version is None and self.store.metadata.current_version(item.path) is not None:
             item = _stamped(item, self.source.version_of(item))  # a re-run: maybe no download needed
         if item.version is not None:
@@ -329,6 +367,8 @@ class Importer:
         batch that failed, is imported one by one (:meth:`_import_one`), which tells them
         apart. Deletions remembered while the batch was written are read once after it.
         """
+        if self._fault is not None:
+            return [_Done(item, Outcome.STOPPED) for item in items]
         done: list[_Done] = []
         links: list[tuple[Item, BlobKey, int]] = []
         alone: list[Item] = []
@@ -346,6 +386,9 @@ class Importer:
                 links.append((item, *found))
         try:
             linked = self.store.link_new([(item.path, item.version or 0, key) for item, key, _ in links])
+        except STORE_FAULTS as e:  # rolled back, and not tried one by one: _import_one stops each
+            self._stop(e)
+            linked = [False] * len(links)
         except Exception:  # noqa: BLE001 - rolled back: each is tried again on its own
             linked = [False] * len(links)
         remembered = self._deletions_of([item.path for (item, _, _), new in zip(links, linked) if new])
@@ -510,6 +553,13 @@ class ItemLog:
 
     def close(self) -> None:
         self._file.close()
+
+
+def _stopped(fault: CastoreError, report: ImportReport) -> CastoreError:
+    """``fault`` (StoreFull, ReadOnlyStore) saying also how far the import got and what to do: one line."""
+    when = "there is room" if isinstance(fault, StoreFull) else "the store takes writes"
+    return type(fault)(f"{fault}: the import stopped after storing {report.imported} versions "
+                       f"(they stay; run it again once {when}: it goes on from there)")
 
 
 def _stamped(item: Item, version: int) -> Item:
