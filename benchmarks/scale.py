@@ -13,13 +13,19 @@ Filetracker 2.x folder (contents already stored, and new), plus ``/list/`` of th
 through a real ``castore serve`` (the server's peak RSS) and the database size per path.
 Each figure is printed beside its ratio to the first (smallest) store's.
 
-The store is contest-like and filled through ``WriteTxn.bulk_add_paths`` (metadata only,
-no bytes per path): contest ``c`` holds 10 k paths, 80 problems of 100 tests plus 2,000
-submissions; a content is named by about 100 paths (tests reused by the contests of one
-family of three, the same file in several package versions, identical submissions); one
-content in ten is a 200 KiB file blob, the others are kept inline. ``/big/`` holds the
-100 k-file folder (fewer at ``--scale small``). Results go to
-``benchmarks/results/DATE-scale-SCALE/`` (``results.json``, ``report.md``).
+The store is contest-like: its contents are put through ``store.put`` (``/seeds/I``), then
+the paths naming them are added as metadata only, no bytes per path: contest ``c`` holds
+10 k paths, 80 problems of 100 tests plus 2,000 submissions; a content is named by about
+100 paths (tests reused by the contests of one family of three, the same file in several
+package versions, identical submissions); one content in ten is a 200 KiB file blob, the
+others are kept inline. ``/big/`` holds the 100 k-file folder (fewer at ``--scale small``).
+On SQLite the paths go through ``WriteTxn.bulk_add_paths`` (multi-row INSERTs: 10 M paths
+in ~40 minutes); on PostgreSQL, where those INSERTs would take hours at 10 M, the same rows
+are written with COPY, with the totals' triggers, the foreign keys and the ``blob_key``
+indexes set aside and made again, refcounts and totals recounted, then ``VACUUM (ANALYZE)``
+(``benchmarks/pgcopy.py``; a test compares such a store with one the INSERTs make). The
+build's seconds, and on PostgreSQL each step's, are in ``results.json`` (``build_*``).
+Results go to ``benchmarks/results/DATE-scale-SCALE/`` (``results.json``, ``report.md``).
 """
 
 from __future__ import annotations
@@ -88,28 +94,52 @@ def content_bytes(i: int, salt: bytes = b"") -> bytes:
     return (line * (size // len(line) + 1))[:size]
 
 
-def build(store: Store, count: int, big: int) -> dict[str, float]:
-    """Fill ``store`` with ``count`` contest paths and a ``big``-file folder; the seconds each part took."""
-    contents = max(count // PER_CONTENT, 100)
-    started = time.perf_counter()
+def seed(store: Store, count: int) -> list[BlobKey]:
+    """Put the contents a store of ``count`` paths shares (``/seeds/I``, through ``store.put``); their keys."""
     keys: list[BlobKey] = []
-    for i in range(contents):
+    for i in range(max(count // PER_CONTENT, 100)):
         name = store.put(f"/seeds/{i}", content_bytes(i), VERSION)
         keys.append(store.stat(name).key)
-    puts = time.perf_counter() - started
+    return keys
+
+
+def batches(count: int, big: int, contents: int) -> Iterator[list[tuple[int, list[tuple[str, int]]]]]:
+    """The store's paths in the write transactions :func:`build` gives them: each a list of
+    ``(content, [(path, version), ...])``, the paths naming one content together, in that order."""
     chunk = max(100_000, contents * 10)
     for low in range(0, count, chunk):
         groups: dict[int, list[tuple[str, int]]] = defaultdict(list)
         for n in range(low, min(low + chunk, count)):
             groups[content_of(n, contents)].append((path_of(n), VERSION))
-        with store.metadata.write() as txn:
-            for i, rows in groups.items():
-                txn.bulk_add_paths(rows, keys[i])
+        yield list(groups.items())
     for low in range(0, big, chunk):
-        rows = [(f"/big/f{n:07d}", VERSION) for n in range(low, min(low + chunk, big))]
+        yield [(1, [(f"/big/f{n:07d}", VERSION) for n in range(low, min(low + chunk, big))])]
+
+
+def build(store: Store, count: int, big: int) -> dict[str, float]:
+    """Fill ``store`` with ``count`` contest paths and a ``big``-file folder; the seconds each part took."""
+    started = time.perf_counter()
+    keys = seed(store, count)
+    puts = time.perf_counter() - started
+    for batch in batches(count, big, len(keys)):
         with store.metadata.write() as txn:
-            txn.bulk_add_paths(rows, keys[1])
-    return {"build_puts_s": puts, "build (bulk), s": time.perf_counter() - started, "contents": contents}
+            for i, rows in batch:
+                txn.bulk_add_paths(rows, keys[i])
+    return {"build_puts_s": puts, "build (bulk), s": time.perf_counter() - started, "contents": len(keys)}
+
+
+def build_by_copy(store: Store, url: str, count: int, big: int) -> dict[str, float]:
+    """:func:`build` on PostgreSQL, the same rows written with COPY (:func:`benchmarks.pgcopy.copy_paths`).
+
+    The contents still go through ``store.put``; the figures also hold each step's seconds.
+    """
+    from benchmarks.pgcopy import copy_paths
+
+    started = time.perf_counter()
+    keys = seed(store, count)
+    puts = time.perf_counter() - started
+    steps = copy_paths(url, lambda: ((keys[i], rows) for batch in batches(count, big, len(keys)) for i, rows in batch))
+    return {"build_puts_s": puts, **steps, "build (bulk), s": time.perf_counter() - started, "contents": len(keys)}
 
 
 # -- measuring ------------------------------------------------------------------------------------------
@@ -255,7 +285,9 @@ def measure(where: Location, count: int, big: int, imports: int, work: Path, say
     if kept is not None:
         figures.update(built_copy(kept, where, count, big, say))
     with open_store(metadata=where.metadata, blobs=where.blobs, create=True) as store:
-        if kept is None:
+        if kept is None and where.metadata.startswith("postgresql"):
+            figures.update(build_by_copy(store, where.metadata, count, big))
+        elif kept is None:
             figures.update(build(store, count, big))
         figures["files in /big/"], figures["paths imported"] = big, imports
         say(f"built in {figures['build (bulk), s']:.0f} s")
@@ -345,7 +377,7 @@ def table(backend: str, sizes: list[int], rows: dict[int, dict[str, float]]) -> 
     first = sizes[0]
     head = "| " + backend + " | " + " | ".join(f"{n // 1000:,} k paths" for n in sizes) + " |"
     lines = [head, "|---" + "|---:" * len(sizes) + "|"]
-    names = [name for name in rows[first] if name not in ("build_puts_s", "contents")]
+    names = [name for name in rows[first] if not name.startswith("build_") and name != "contents"]
     constant = {"files in /big/", "paths imported", "database bytes per path"}
     for name in names:
         cells = []

@@ -7,13 +7,21 @@ checks: ``ls`` and ``/list/`` give every name of the big folder, the imports imp
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.scale import SCALES, table
-from tests.backends import postgres_bin
+import psycopg
+import pytest
+
+from benchmarks.scale import CONTEST, SCALES, build, build_by_copy, table
+from castore.metadata.totals import COLUMNS
+from castore.opening import open_store
+
+from ..backends import PostgresCluster, postgres_bin
+from ..conftest import Clock
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -89,3 +97,56 @@ def test_a_store_kept_by_an_older_castore_is_measured_upgraded(tmp_path: Path) -
         assert store.read_bytes("/a") == b"kept"
     with sqlite3.connect(database) as c:
         assert c.execute("SELECT version_num FROM alembic_version").fetchone() == ("0010",)
+
+
+SCHEMA_QUERIES = {
+    "indexes": "SELECT indexdef FROM pg_indexes WHERE schemaname = 'public'",
+    "constraints": "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                   "WHERE connamespace = 'public'::regnamespace",
+    "triggers": "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE NOT tgisinternal",
+    # a foreign key's own triggers (named after their OIDs): which table, which function, when
+    "internal triggers": "SELECT tgrelid::regclass::text, tgfoid::regproc::text, tgtype, tgenabled FROM pg_trigger "
+                         "WHERE tgisinternal",
+    "functions": "SELECT pg_get_functiondef(oid) FROM pg_proc WHERE pronamespace = 'public'::regnamespace",
+}
+
+
+def contents(url: str) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of the store's tables, and its schema: indexes, constraints, triggers, functions."""
+    with psycopg.connect(url.replace("postgresql+psycopg", "postgresql")) as c:
+        found = {table: sorted(c.execute(f"SELECT * FROM {table}").fetchall())  # type: ignore[arg-type]
+                 for table in ("paths", "versions", "blobs", "settings", "deletions", "tokens")}
+        found["totals"] = [c.execute("SELECT " + ", ".join(f"sum({column})" for column in COLUMNS)  # type: ignore[arg-type]
+                                     + " FROM totals").fetchone() or ()]
+        for name, query in SCHEMA_QUERIES.items():
+            found[name] = sorted(c.execute(query).fetchall())  # type: ignore[arg-type]
+    return found
+
+
+@pytest.mark.skipif(postgres_bin() is None, reason="PostgreSQL is not installed")
+def test_postgresql_store_written_with_copy_is_the_store_inserts_make(postgres: PostgresCluster,
+                                                                       tmp_path: Path, clock: Clock) -> None:
+    count, big = CONTEST + 2_000, 500  # a whole contest (tests and submissions) and part of the next
+    template = postgres.new_database()  # both stores start from one created store: the same key seed
+    open_store(metadata=template, blobs=(tmp_path / "unused").as_uri(), create=True, clock=clock).close()
+    urls = {}
+    with psycopg.connect(postgres.url("postgres").replace("postgresql+psycopg", "postgresql"), autocommit=True) as c:
+        for way in ("inserts", "copy"):
+            urls[way] = postgres.url(f"scale_{way}_{os.getpid()}")
+            c.execute(f"CREATE DATABASE {urls[way].rsplit('/', 1)[1]} "  # type: ignore[arg-type]
+                      f"TEMPLATE {template.rsplit('/', 1)[1]}")
+    blobs = {way: (tmp_path / way).as_uri() for way in urls}
+    with open_store(metadata=urls["inserts"], blobs=blobs["inserts"], clock=clock) as store:
+        build(store, count, big)
+    with open_store(metadata=urls["copy"], blobs=blobs["copy"], clock=clock) as store:
+        figures = build_by_copy(store, urls["copy"], count, big)
+    assert {"build_copy_paths_s", "build_foreign_keys_s", "build_totals_s"} <= figures.keys()
+
+    made, copied = contents(urls["inserts"]), contents(urls["copy"])
+    assert len(copied["paths"]) == len(copied["versions"]) == count + big + figures["contents"]
+    for part in made:
+        assert copied[part] == made[part], part
+    done = subprocess.run([sys.executable, "-m", "castore", "--metadata", urls["copy"], "--blobs", blobs["copy"],
+                           "--json", "check", "--verify-content"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["problems"] == []
