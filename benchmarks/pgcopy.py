@@ -9,8 +9,9 @@ number of ``versions`` rows naming it; the whole-store totals) in one transactio
    statement triggers (:func:`castore.metadata.totals.uninstall`; their transition
    tables hold every row, and each row's blob size is looked up), the foreign keys of
    ``paths`` and ``versions`` (a lookup and a row lock in ``blobs``/``paths`` per row) and
-   their secondary indexes (``ix_paths_blob_key``, ``ix_versions_blob_key``). The primary
-   keys stay: they check that every path is new.
+   their secondary indexes, as the models have them (since revision 0011 only
+   ``versions``' reference to ``blobs`` and ``ix_versions_blob_key``: ``paths.blob_key``
+   has neither). The primary keys stay: they check that every path is new.
 2. ``COPY paths`` and ``COPY versions`` (psycopg 3's ``cursor.copy``), in the order given.
 3. make the indexes and foreign keys again from the models' tables
    (:mod:`castore.metadata.models`: the same statements the schema's revisions made; a
