@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, delete, exists, func, or_, select, update
+from sqlalchemy import and_, bindparam, case, delete, exists, func, literal_column, or_, select, update
 from sqlalchemy.dialects import sqlite
 
 from ..codec import Codec
@@ -175,6 +175,11 @@ DELETE_PATH = delete(paths).where(paths.c.path == bindparam("p"))
 _DELTA = blobs.alias("delta")
 NO_DELTA_NEEDS_IT = ~exists().where(_DELTA.c.base == blobs.c.key)
 """No delta frame decodes against this content (``ix_blobs_base``): gc may collect it once unreferenced."""
+_NO_DELTA_NEEDS_THE_ROW = ~exists().where(_DELTA.c.base == literal_column('blobs."key"'))
+""":data:`NO_DELTA_NEEDS_IT` of the row an upsert's ``DO UPDATE`` meets. There SQLAlchemy does not
+correlate a subquery with the statement's table: ``blobs.c.key`` added ``blobs`` to the subquery's
+own FROM, which asked whether any delta of any content existed (and scanned ``blobs`` twice per
+put meeting a row at refcount 0). Named as SQL, the row's key stays the outer row's on both databases."""
 A_DELTA_OF = HotStatement(select(blobs.c.key).where(blobs.c.base == bindparam("k")).limit(1))
 """A delta frame decoding against the content ``:k``, if any (``ix_blobs_base``)."""
 UNREFERENCED = (
@@ -249,7 +254,7 @@ def acquire_statement(dialect: str) -> HotStatement:
     # another content with the same key: reviving it takes the new content whole, and
     # the store then publishes the new bytes. A row kept for a delta frame (a reference at
     # refcount 0) is not dead: its bytes stay, and a put that compared them shares it.
-    dead = (blobs.c.refcount == 0) & NO_DELTA_NEEDS_IT
+    dead = (blobs.c.refcount == 0) & _NO_DELTA_NEEDS_THE_ROW
     revive = {
         column: case((dead, getattr(statement.excluded, column)), else_=blobs.c[column])
         for column in ("codec", "stored_size", "data", "size", "created", "frame", "base")
