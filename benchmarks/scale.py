@@ -21,7 +21,7 @@ package versions, identical submissions); one content in ten is a 200 KiB file b
 others are kept inline. ``/big/`` holds the 100 k-file folder (fewer at ``--scale small``).
 On SQLite the paths go through ``WriteTxn.bulk_add_paths`` (multi-row INSERTs: 10 M paths
 in ~40 minutes); on PostgreSQL, where those INSERTs would take hours at 10 M, the same rows
-are written with COPY, with the totals' triggers, the foreign keys and the ``blob_key``
+are written with COPY, with the totals' triggers, the foreign keys and the secondary
 indexes set aside and made again, refcounts and totals recounted, then ``VACUUM (ANALYZE)``
 (``benchmarks/pgcopy.py``; a test compares such a store with one the INSERTs make). The
 build's seconds, and on PostgreSQL each step's, are in ``results.json`` (``build_*``).

@@ -173,13 +173,13 @@ VERSION_KEYS = select(versions.c.blob_key).where(versions.c.path == bindparam("p
 DELETE_ALL_VERSIONS = delete(versions).where(versions.c.path == bindparam("p"))
 DELETE_PATH = delete(paths).where(paths.c.path == bindparam("p"))
 _DELTA = blobs.alias("delta")
-NO_DELTA_NEEDS_IT = ~exists().where(_DELTA.c.base == blobs.c.key)
-"""No delta frame decodes against this content (``ix_blobs_base``): gc may collect it once unreferenced."""
-_NO_DELTA_NEEDS_THE_ROW = ~exists().where(_DELTA.c.base == literal_column('blobs."key"'))
-""":data:`NO_DELTA_NEEDS_IT` of the row an upsert's ``DO UPDATE`` meets. There SQLAlchemy does not
-correlate a subquery with the statement's table: ``blobs.c.key`` added ``blobs`` to the subquery's
-own FROM, which asked whether any delta of any content existed (and scanned ``blobs`` twice per
-put meeting a row at refcount 0). Named as SQL, the row's key stays the outer row's on both databases."""
+NO_DELTA_NEEDS_IT = ~exists().where(_DELTA.c.base == literal_column('blobs."key"'))
+"""No delta frame decodes against this content (``ix_blobs_base``): gc may collect it once unreferenced.
+
+The row's key is named as SQL, so that it is always the statement's own ``blobs`` row: a
+SELECT or DELETE correlates ``blobs.c.key`` by itself, but an upsert's ``DO UPDATE`` does
+not, and there ``blobs`` was added to the subquery's own FROM, which asked whether any delta
+of any content existed (and scanned ``blobs`` twice per put meeting a row at refcount 0)."""
 A_DELTA_OF = HotStatement(select(blobs.c.key).where(blobs.c.base == bindparam("k")).limit(1))
 """A delta frame decoding against the content ``:k``, if any (``ix_blobs_base``)."""
 UNREFERENCED = (
@@ -254,7 +254,7 @@ def acquire_statement(dialect: str) -> HotStatement:
     # another content with the same key: reviving it takes the new content whole, and
     # the store then publishes the new bytes. A row kept for a delta frame (a reference at
     # refcount 0) is not dead: its bytes stay, and a put that compared them shares it.
-    dead = (blobs.c.refcount == 0) & _NO_DELTA_NEEDS_THE_ROW
+    dead = (blobs.c.refcount == 0) & NO_DELTA_NEEDS_IT
     revive = {
         column: case((dead, getattr(statement.excluded, column)), else_=blobs.c[column])
         for column in ("codec", "stored_size", "data", "size", "created", "frame", "base")
