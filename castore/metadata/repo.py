@@ -64,6 +64,9 @@ from .statements import (
     blob_row,
     blob_tuple,
     in_the_way_statement,
+    remember_deletion_statement,
+    set_setting_statement,
+    upsert_insert,
 )
 from .totals import read_totals, recount
 from .txn import CONFLICT_SQLSTATES, WriteConflict, WriteTxn, file_blobs
@@ -291,11 +294,11 @@ class MetadataRepo:
 
     def init_settings(self, values: dict[str, str]) -> dict[str, str]:
         """Store the settings that are not set yet; return all settings."""
-        with self._writer.begin() as c:
-            present = {row.name for row in c.execute(select(settings.c.name))}
-            missing = [{"name": k, "value": v} for k, v in values.items() if k not in present]
-            if missing:
-                c.execute(settings.insert(), missing)
+        if values:
+            with self._writer.begin() as c:
+                insert = upsert_insert(c.dialect.name)(settings)
+                c.execute(insert.on_conflict_do_nothing(index_elements=[settings.c.name]),
+                          [{"name": k, "value": v} for k, v in values.items()])
         return self.settings()
 
     def set_setting(self, name: str, value: str | None) -> None:
@@ -308,9 +311,12 @@ class MetadataRepo:
     def add_token(self, row: TokenRow) -> bool:
         """Store a new token and close the store to requests without one; False (nothing done) when its name is taken."""
         with self._writer.begin() as c:
-            if c.execute(select(tokens.c.name).where(tokens.c.name == row.name)).first() is not None:
+            new = upsert_insert(c.dialect.name)(tokens).values(
+                name=row.name, role=row.role, digest=row.digest, created=row.created)
+            # RETURNING, not rowcount: SQLAlchemy gives -1 for this insert on psycopg
+            if c.execute(new.on_conflict_do_nothing(index_elements=[tokens.c.name]).returning(tokens.c.name)
+                         ).first() is None:
                 return False
-            c.execute(tokens.insert().values(name=row.name, role=row.role, digest=row.digest, created=row.created))
             _set_setting(c, ACCESS_SETTING, ACCESS_CLOSED)
         return True
 
@@ -650,22 +656,16 @@ class MetadataRepo:
     def remember_deletion(self, path: str, version: int) -> None:
         """Record that ``path`` was deleted at ``version`` (the highest such version is kept)."""
         with self._writer.begin() as c:
-            known = c.execute(SELECT_DELETION, {"p": path}).scalar()
-            if known is None:
-                c.execute(deletions.insert().values(path=path, version=version))
-            elif known < version:
-                c.execute(update(deletions).where(deletions.c.path == path).values(version=version))
+            c.execute(remember_deletion_statement(c.dialect.name), {"p": path, "v": version})
 
     def restore_deletion(self, path: str, version: int | None, written: int) -> None:
         """Put back what :meth:`deletion` said (``version``; None: no row) before a failed
         delete that remembered ``written``, unless another delete has remembered a later
         version since: that deletion stands (its own request answered for it)."""
         with self._writer.begin() as c:
-            if c.execute(SELECT_DELETION, {"p": path}).scalar() != written:
-                return
-            c.execute(delete(deletions).where(deletions.c.path == path))
-            if version is not None:
-                c.execute(deletions.insert().values(path=path, version=version))
+            same = and_(deletions.c.path == path, deletions.c.version == written)  # else: a later delete stands
+            c.execute(delete(deletions).where(same) if version is None
+                      else update(deletions).where(same).values(version=version))
 
     def deletion(self, path: str) -> int | None:
         """The version ``path`` was deleted at while moving in, or None."""
@@ -687,8 +687,13 @@ class MetadataRepo:
 
 
 def _set_setting(c: Connection, name: str, value: str | None) -> None:
-    """Replace the setting ``name`` by ``value`` (None: remove it) inside the transaction ``c``."""
-    c.execute(delete(settings).where(settings.c.name == name))
-    if value is not None:
-        c.execute(settings.insert().values(name=name, value=value))
+    """Replace the setting ``name`` by ``value`` (None: remove it) inside the transaction ``c``.
+
+    One upsert: a delete then an insert let two PostgreSQL transactions both delete the old
+    row and both insert (two compactors saving their cursor: a unique violation).
+    """
+    if value is None:
+        c.execute(delete(settings).where(settings.c.name == name))
+    else:
+        c.execute(set_setting_statement(c.dialect.name), {"n": name, "v": value})
 

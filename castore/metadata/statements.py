@@ -18,7 +18,7 @@ from sqlalchemy.dialects import sqlite
 
 from ..codec import Codec
 from ..keys import BlobKey
-from .models import blobs, deletions, paths, versions
+from .models import blobs, deletions, paths, settings, versions
 from .rows import BlobRow
 
 __all__ = [
@@ -56,6 +56,9 @@ __all__ = [
     "blob_tuple",
     "in_the_way_statement",
     "path_locks_statement",
+    "remember_deletion_statement",
+    "set_setting_statement",
+    "upsert_insert",
 ]
 
 
@@ -224,21 +227,40 @@ END_LEASE = (
 DELETE_UNREFERENCED = delete(blobs).where(blobs.c.key == bindparam("k"), blobs.c.refcount == 0, NO_DELTA_NEEDS_IT)
 
 
+def upsert_insert(dialect: str) -> Any:
+    """The dialect's ``insert`` construct, which has ``on_conflict_do_update``/``_do_nothing``
+    (the same arguments on both databases): an upsert is one statement, never a look then a
+    write, which two PostgreSQL transactions can both pass."""
+    if dialect == "sqlite":
+        return sqlite.insert
+    if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql  # here: a SQLite store never loads it (start-up)
+
+        return postgresql.insert
+    raise NotImplementedError(f"castore metadata does not support the {dialect} dialect yet")
+
+
+@functools.lru_cache(maxsize=4)
+def set_setting_statement(dialect: str) -> Any:
+    """Set the setting ``:n`` to ``:v``, whether it exists or not."""
+    insert = upsert_insert(dialect)(settings).values(name=bindparam("n"), value=bindparam("v"))
+    return insert.on_conflict_do_update(index_elements=[settings.c.name], set_={"value": insert.excluded.value})
+
+
+@functools.lru_cache(maxsize=4)
+def remember_deletion_statement(dialect: str) -> Any:
+    """Remember that ``:p`` was deleted at ``:v``, keeping the later of that and a version remembered before."""
+    insert = upsert_insert(dialect)(deletions).values(path=bindparam("p"), version=bindparam("v"))
+    later = case((insert.excluded.version > deletions.c.version, insert.excluded.version), else_=deletions.c.version)
+    return insert.on_conflict_do_update(index_elements=[deletions.c.path], set_={"version": later})
+
+
 def acquire_statement(dialect: str) -> HotStatement:
     """Insert a blob row with refcount 1, or add one reference to the existing row.
 
     Built per dialect (an upsert), once per :class:`~castore.metadata.repo.MetadataRepo`.
     """
-    insert: Any
-    if dialect == "sqlite":
-        insert = sqlite.insert
-    elif dialect == "postgresql":
-        from sqlalchemy.dialects import postgresql  # here: a SQLite store never loads it (start-up)
-
-        insert = postgresql.insert
-    else:
-        raise NotImplementedError(f"castore metadata does not support the {dialect} dialect yet")
-    statement: Any = insert(blobs).values(
+    statement: Any = upsert_insert(dialect)(blobs).values(
         key=bindparam("k"),
         size=bindparam("b_size"),
         stored_size=bindparam("b_stored_size"),
