@@ -133,9 +133,27 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def warm_up(client: FiletrackerClient | CastoreClient, out: Path, tag: str) -> None:
+    """Each kind of request once, with contents of its own, before a client's timed rows.
+
+    A new client process pays once for its first request of each kind (the Filetracker
+    client's version negotiation and connection; castore's client importing its decoder
+    and batch code: 5-12 ms for the first get, 15-30 ms for the first batch, against
+    0.6-1 ms for a get and 8 ms for a batch of 10 afterwards). The rows measure clients
+    that keep working, as a judging machine's do, so this is paid before the clock starts.
+    """
+    first, *batch = (out / f"{tag}.warm{i}" for i in range(3))
+    for file in (first, *batch):
+        file.write_bytes(os.urandom(64 * 1024))
+    timed(lambda: client.put_file(f"/bench/{tag}/warm/put", str(first)))
+    timed(lambda: client.get_file(f"/bench/{tag}/warm/put", str(out / f"{tag}.warm-get")))
+    timed(lambda: put_many(client, f"/bench/{tag}/warm/batched", batch))
+
+
 def run_suite(client: FiletrackerClient | CastoreClient, files: dict[str, list[Path]], out: Path,
               tag: str) -> dict[str, float]:
     results: dict[str, float] = {}
+    warm_up(client, out, tag)
     small = files["small"]
     seconds = timed(lambda: [client.put_file(f"/bench/{tag}/small/{f.name}", str(f)) for f in small])
     results["put 64 KiB files/s"] = len(small) / seconds
@@ -184,7 +202,7 @@ def _client_process(kind: str, url: str, small: list[Path], batched: list[Path],
                     results: Any) -> None:
     """One of several client processes: put, then get, every small file, then put ``batched``; times each."""
     client = make_client(kind, url)
-    timed(lambda: client.put_file(f"/bench/{tag}/warm", str(small[0])))  # version negotiation, connection
+    warm_up(client, out, tag)
     barrier.wait()
     start = time.monotonic()
     timed(lambda: [client.put_file(f"/bench/{tag}/{f.name}", str(f)) for f in small])

@@ -624,7 +624,7 @@ class MetadataRepo:
     def versions_naming(self, keys: builtins.list[BlobKey]) -> Iterator[tuple[str, int, BlobKey]]:
         """``(path, version, key)`` of every retained version naming one of ``keys``, in path order.
 
-        ``versions`` has no index on ``blob_key``: this scans the table, in pages.
+        Found through ``versions``' index on ``blob_key`` (revision 0008), in pages.
         """
         after: tuple[str, int] | None = None
         while True:
