@@ -25,9 +25,9 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-__all__ = ["ANY", "ANY_ADDRESS", "LISTEN_ALL", "LOCAL_NAMES", "AllowedHosts", "default_allowed_hosts", "host_name"]
+__all__ = ["ANSWERS_KEPT", "ANY", "ANY_ADDRESS", "LISTEN_ALL", "LOCAL_NAMES", "AllowedHosts", "default_allowed_hosts", "host_name"]
 
 ANY = "*"
 """The entry that allows any ``Host``."""
@@ -37,6 +37,9 @@ LISTEN_ALL = ("", "0.0.0.0", "::")
 """``--host`` values that listen on every address of the machine."""
 ANY_ADDRESS = ("0.0.0.0/0", "::/0")
 """Networks holding every IPv4 and IPv6 address."""
+
+ANSWERS_KEPT = 256
+"""``Host`` values whose answer a server remembers (per process)."""
 
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -99,6 +102,9 @@ class AllowedHosts:
     names: frozenset[str]
     networks: tuple[_Network, ...] = ()
     any: bool = False
+    _answers: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
+    """``Host`` values looked at before and the answer (a client sends the same one every
+    time: normalising it costs more than the rest of a small request's routing)."""
 
     @classmethod
     def parse(cls, entries: Iterable[str]) -> AllowedHosts:
@@ -122,6 +128,14 @@ class AllowedHosts:
         """Whether a ``Host`` header value names this server."""
         if self.any:
             return True
+        known = self._answers.get(host)
+        if known is None:
+            if len(self._answers) >= ANSWERS_KEPT:
+                self._answers.clear()  # many different values (a scan): start again, never grow
+            known = self._answers[host] = self._allows(host)
+        return known
+
+    def _allows(self, host: str) -> bool:
         name = host_name(host)
         if name is None:
             return False

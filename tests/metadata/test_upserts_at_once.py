@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -60,62 +61,50 @@ def _while_another_transaction_writes(url: str, statements: list[str], write: ob
     return failures
 
 
+@pytest.fixture
+def database(postgres: PostgresCluster) -> Iterator[tuple[str, MetadataRepo]]:
+    """A new PostgreSQL database and a repository on it."""
+    url = postgres.new_database()
+    repo = MetadataRepo(url)
+    yield url, repo
+    repo.close()
+    postgres.recycle(url)
+
+
 @pytest.mark.parametrize("existing", [True, False], ids=["replaced", "new"])
-def test_set_setting_waits_for_another_writer_and_wins(postgres: PostgresCluster, existing: bool) -> None:
-    url = postgres.new_database()
-    repo = MetadataRepo(url)
-    try:
-        if existing:
-            repo.set_setting("compact_cursor", "first")
-        failures = _while_another_transaction_writes(url, REPLACE_CURSOR,
-                                                      lambda: repo.set_setting("compact_cursor", "mine"))
-        assert failures == []
-        assert repo.settings()["compact_cursor"] == "mine"
-    finally:
-        repo.close()
-        postgres.recycle(url)
+def test_set_setting_waits_for_another_writer_and_wins(database: tuple[str, MetadataRepo], existing: bool) -> None:
+    url, repo = database
+    if existing:
+        repo.set_setting("compact_cursor", "first")
+    failures = _while_another_transaction_writes(url, REPLACE_CURSOR, lambda: repo.set_setting("compact_cursor", "mine"))
+    assert failures == []
+    assert repo.settings()["compact_cursor"] == "mine"
 
 
-def test_init_settings_keeps_what_another_writer_stored(postgres: PostgresCluster) -> None:
-    url = postgres.new_database()
-    repo = MetadataRepo(url)
-    try:
-        failures = _while_another_transaction_writes(
-            url, REPLACE_CURSOR, lambda: repo.init_settings({"compact_cursor": "default", "other": "2"}))
-        assert failures == []
-        assert {k: v for k, v in repo.settings().items() if k in ("compact_cursor", "other")} == {
-            "compact_cursor": "theirs", "other": "2"}
-    finally:
-        repo.close()
-        postgres.recycle(url)
+def test_init_settings_keeps_what_another_writer_stored(database: tuple[str, MetadataRepo]) -> None:
+    url, repo = database
+    failures = _while_another_transaction_writes(
+        url, REPLACE_CURSOR, lambda: repo.init_settings({"compact_cursor": "default", "other": "2"}))
+    assert failures == []
+    assert {k: v for k, v in repo.settings().items() if k in ("compact_cursor", "other")} == {
+        "compact_cursor": "theirs", "other": "2"}
 
 
 @pytest.mark.parametrize(("theirs", "mine", "kept"), [(30, 20, 30), (20, 30, 30)])
-def test_remember_deletion_keeps_the_later_of_two_at_once(postgres: PostgresCluster, theirs: int, mine: int,
+def test_remember_deletion_keeps_the_later_of_two_at_once(database: tuple[str, MetadataRepo], theirs: int, mine: int,
                                                          kept: int) -> None:
-    url = postgres.new_database()
-    repo = MetadataRepo(url)
-    try:
-        failures = _while_another_transaction_writes(
-            url, [f"INSERT INTO deletions (path, version) VALUES ('/a', {theirs})"],
-            lambda: repo.remember_deletion("/a", mine))
-        assert failures == []
-        assert repo.deletion("/a") == kept
-    finally:
-        repo.close()
-        postgres.recycle(url)
+    url, repo = database
+    failures = _while_another_transaction_writes(
+        url, [f"INSERT INTO deletions (path, version) VALUES ('/a', {theirs})"], lambda: repo.remember_deletion("/a", mine))
+    assert failures == []
+    assert repo.deletion("/a") == kept
 
 
-def test_add_token_of_a_name_another_admin_just_took_says_so(postgres: PostgresCluster) -> None:
-    url = postgres.new_database()
-    repo = MetadataRepo(url)
-    try:
-        answers: list[bool] = []
-        failures = _while_another_transaction_writes(
-            url, ["INSERT INTO tokens (name, role, digest, created) VALUES ('ci', 'read', 'theirs', 1)"],
-            lambda: answers.append(repo.add_token(TokenRow("ci", "admin", "mine", 2))))
-        assert failures == [] and answers == [False]
-        assert [(t.name, t.role, t.digest) for t in repo.tokens()] == [("ci", "read", "theirs")]
-    finally:
-        repo.close()
-        postgres.recycle(url)
+def test_add_token_of_a_name_another_admin_just_took_says_so(database: tuple[str, MetadataRepo]) -> None:
+    url, repo = database
+    answers: list[bool] = []
+    failures = _while_another_transaction_writes(
+        url, ["INSERT INTO tokens (name, role, digest, created) VALUES ('ci', 'read', 'theirs', 1)"],
+        lambda: answers.append(repo.add_token(TokenRow("ci", "admin", "mine", 2))))
+    assert failures == [] and answers == [False]
+    assert [(t.name, t.role, t.digest) for t in repo.tokens()] == [("ci", "read", "theirs")]

@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from castore.client import Client
 from castore.server.app import early_answers
-from castore.server.hosts import AllowedHosts, default_allowed_hosts, host_name
+from castore.server.hosts import ANSWERS_KEPT, AllowedHosts, default_allowed_hosts, host_name
 from castore.server.serving import PerWorkerApp
 from castore.server.tokens import create_token
 from castore.server.upload import UploadLimits
@@ -187,3 +187,14 @@ def test_early_version_answers_only_allowed_hosts() -> None:
         assert await lifespan.send("shutdown") == "lifespan.shutdown.complete"
 
     asyncio.run(scenario())
+
+
+def test_remembered_answers_stay_right_and_bounded() -> None:
+    """A server remembers the answer for each ``Host`` value it met; a scan of many values
+    neither grows that memory past ANSWERS_KEPT nor changes an answer."""
+    hosts = AllowedHosts.parse(["files.example", "10.0.0.0/8"])
+    asked = [f"10.0.{i // 256}.{i % 256}" if i % 2 else f"name{i}.example" for i in range(3 * ANSWERS_KEPT)]
+    for _ in range(2):  # the second time from what is remembered (or looked at again after a clear)
+        assert [hosts.allows(h) for h in asked] == [i % 2 == 1 for i in range(len(asked))]
+        assert hosts.allows("FILES.example.:8080") and not hosts.allows("files.example.evil")
+        assert len(hosts._answers) <= ANSWERS_KEPT
