@@ -26,9 +26,10 @@ Where the time of 1 M paths went (2026-12-07, load 3-4, the same 10 k contents p
 aside 31 s; also the ``blob_key`` indexes 39 s (the foreign keys' per-row checks dominate);
 also the foreign keys 18 s, 12-15 s with 512 MB for the index builds, 13 s with the
 ``VACUUM`` (0.7 s). Then the Python side (making and formatting the rows, ~4 µs a row) is
-most of it (``benchmarks/README.md``, "Ten million paths (PostgreSQL …)", has the table). Dropping the primary keys too saved ~2 s but made them by sorting, a fifth
-smaller than the B-trees the INSERTs grow (402 against 503 MB): not the store the normal
-code makes, so they stay.
+most of it (``benchmarks/README.md``, "Ten million paths (PostgreSQL …)", has the table).
+Dropping the primary keys too saved ~2 s but made them by sorting, a fifth smaller than
+the B-trees the INSERTs grow (402 against 503 MB): not the store the normal code makes, so
+they stay.
 
 Nothing else may write to the store meanwhile (the tables are locked until the commit).
 ``tests/system/test_benchmark_scale.py`` builds a store both ways and compares every

@@ -97,13 +97,13 @@ class PostgresCluster:
         import psycopg
 
         name = url.rsplit("/", 1)[1]
-        with psycopg.connect(self._dsn("postgres"), autocommit=True) as c:
+        with psycopg.connect(self.dsn("postgres"), autocommit=True) as c:
             c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
         if self._schema_of(name) != self._schema:
             self._admin(f"DROP DATABASE {name} WITH (FORCE)")
             return
         tables = ", ".join(table for table in self._schema[0] if table != "alembic_version")
-        with psycopg.connect(self._dsn(name), autocommit=True) as c:
+        with psycopg.connect(self.dsn(name), autocommit=True) as c:
             c.execute(f"TRUNCATE {tables} RESTART IDENTITY")  # type: ignore[arg-type]
         self._free.append(name)
 
@@ -111,14 +111,16 @@ class PostgresCluster:
         """A database's tables and Alembic revision."""
         import psycopg
 
-        with psycopg.connect(self._dsn(name), autocommit=True) as c:
+        with psycopg.connect(self.dsn(name), autocommit=True) as c:
             tables = tuple(sorted(row[0] for row in c.execute(
                 "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")))
             revision = tuple(row[0] for row in c.execute("SELECT version_num FROM alembic_version")) \
                 if "alembic_version" in tables else ()
         return tables, revision
 
-    def _dsn(self, database: str) -> str:
+    def dsn(self, database: str) -> str:
+        """psycopg's connection string for ``database`` (a name, or a URL :meth:`url` made)."""
+        database = database.rsplit("/", 1)[-1]
         return f"host=127.0.0.1 port={self.port} user=postgres dbname={database}"
 
     def empty_database(self) -> str:
@@ -130,7 +132,7 @@ class PostgresCluster:
     def _admin(self, sql: str) -> None:
         import psycopg
 
-        with psycopg.connect(self._dsn("postgres"), autocommit=True) as c:
+        with psycopg.connect(self.dsn("postgres"), autocommit=True) as c:
             c.execute(sql)  # type: ignore[arg-type]
 
     def _run(self, program: str, *args: str) -> None:

@@ -27,7 +27,9 @@ import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["ANSWERS_KEPT", "ANY", "ANY_ADDRESS", "LISTEN_ALL", "LOCAL_NAMES", "AllowedHosts", "default_allowed_hosts", "host_name"]
+__all__ = [
+    "ANSWERS_KEPT", "ANY", "ANY_ADDRESS", "LISTEN_ALL", "LOCAL_NAMES", "AllowedHosts", "default_allowed_hosts", "host_name",
+]
 
 ANY = "*"
 """The entry that allows any ``Host``."""
@@ -102,7 +104,7 @@ class AllowedHosts:
     names: frozenset[str]
     networks: tuple[_Network, ...] = ()
     any: bool = False
-    _answers: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
+    _answers: dict[str, bool] = field(default_factory=dict, init=False, compare=False, repr=False)
     """``Host`` values looked at before and the answer (a client sends the same one every
     time: normalising it costs more than the rest of a small request's routing)."""
 

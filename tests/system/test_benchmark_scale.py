@@ -82,7 +82,7 @@ def test_a_store_kept_by_an_older_castore_is_measured_upgraded(tmp_path: Path) -
     from alembic import command
     from benchmarks.scale import built_copy
     from castore.metadata.migrate import SCHEMA_REVISION, alembic_config
-    from castore.opening import locate, open_store
+    from castore.opening import locate
 
     kept = tmp_path / "kept" / "sqlite-2000"
     with open_store(kept, create=True) as store:
@@ -111,9 +111,9 @@ SCHEMA_QUERIES = {
 }
 
 
-def contents(url: str) -> dict[str, list[tuple[object, ...]]]:
+def contents(dsn: str) -> dict[str, list[tuple[object, ...]]]:
     """Every row of the store's tables, and its schema: indexes, constraints, triggers, functions."""
-    with psycopg.connect(url.replace("postgresql+psycopg", "postgresql")) as c:
+    with psycopg.connect(dsn) as c:
         found = {table: sorted(c.execute(f"SELECT * FROM {table}").fetchall())  # type: ignore[arg-type]
                  for table in ("paths", "versions", "blobs", "settings", "deletions", "tokens")}
         found["totals"] = [c.execute("SELECT " + ", ".join(f"sum({column})" for column in COLUMNS)  # type: ignore[arg-type]
@@ -130,7 +130,7 @@ def test_postgresql_store_written_with_copy_is_the_store_inserts_make(postgres: 
     template = postgres.new_database()  # both stores start from one created store: the same key seed
     open_store(metadata=template, blobs=(tmp_path / "unused").as_uri(), create=True, clock=clock).close()
     urls = {}
-    with psycopg.connect(postgres.url("postgres").replace("postgresql+psycopg", "postgresql"), autocommit=True) as c:
+    with psycopg.connect(postgres.dsn("postgres"), autocommit=True) as c:
         for way in ("inserts", "copy"):
             urls[way] = postgres.url(f"scale_{way}_{os.getpid()}")
             c.execute(f"CREATE DATABASE {urls[way].rsplit('/', 1)[1]} "  # type: ignore[arg-type]
@@ -142,7 +142,7 @@ def test_postgresql_store_written_with_copy_is_the_store_inserts_make(postgres: 
         figures = build_by_copy(store, urls["copy"], count, big)
     assert {"build_copy_paths_s", "build_foreign_keys_s", "build_totals_s"} <= figures.keys()
 
-    made, copied = contents(urls["inserts"]), contents(urls["copy"])
+    made, copied = contents(postgres.dsn(urls["inserts"])), contents(postgres.dsn(urls["copy"]))
     assert len(copied["paths"]) == len(copied["versions"]) == count + big + figures["contents"]
     for part in made:
         assert copied[part] == made[part], part
