@@ -53,7 +53,7 @@ __all__ = ["app_from_environment", "create_app", "early_answers"]
 
 def create_app(
     store: Store, config: ServerConfig | None = None, *, close_store: bool = False, lean: bool = True,
-    loop_puts: bool = True,
+    loop_puts: bool = True, group_puts: bool = True,
 ) -> ASGIApp:
     """The ASGI app serving ``store`` as ``config`` says (:class:`castore.server.config.ServerConfig`;
     None: its defaults).
@@ -92,11 +92,13 @@ def create_app(
     (SQLite then folds its write-ahead log back into the database file): who made the
     store, not how to serve it.
 
-    ``lean`` and ``loop_puts``, test hooks: ``lean`` answers ``/files/`` requests past
+    ``lean``, ``loop_puts`` and ``group_puts``, test hooks: ``lean`` answers ``/files/`` requests past
     Starlette's router (:class:`HotFiles`), False sends them through it like every other
     request; ``loop_puts`` stores small bodies on the event loop when the database is free
     at once (:meth:`FiletrackerApp._store_on_loop`), False stores every body in a worker
-    thread. Both are on in every server; the tests turn them off to compare the two paths.
+    thread; ``group_puts`` stores the small puts that find the database busy together, in
+    one transaction (:mod:`castore.server.grouping`), False each in a thread of its own. All
+    three are on in every server; the tests turn them off to compare the paths.
     """
     config = config or ServerConfig()
     metrics = Metrics()
@@ -107,7 +109,7 @@ def create_app(
         migration = LiveMigration(store, config.migrate_from, limits=config.migration_limits, uploads=config.limits)
     activity, compactor = _idle_compactor(store, config)
     handlers = FiletrackerApp(store, config, metrics=metrics, migration=migration, activity=activity,
-                              loop_puts=loop_puts)
+                              loop_puts=loop_puts, group_puts=group_puts)
     routes: list[BaseRoute] = [
         Route("/version", handlers.version, methods=["GET"]),
         Route("/version/", handlers.version, methods=["GET"]),
@@ -149,6 +151,8 @@ def create_app(
         yield
         if compactor is not None:
             await anyio.to_thread.run_sync(compactor.close)  # a slice stops at its next step
+        if handlers.groups is not None:
+            await anyio.to_thread.run_sync(handlers.groups.close)  # puts still queued are stored first
         metrics.close()
         if migration is not None:
             migration.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
 
 import anyio
@@ -48,6 +48,7 @@ from ..sizes import WHOLE_IN_MEMORY
 from .batch import store_batch
 from .conditional import has_conditions, precondition, range_holds
 from .config import ServerConfig
+from .grouping import GroupWriter
 from .metrics import Metrics
 from .statuses import HTTPError, int_header, one_line
 from .streaming import gzipped, lines, parse_range, passes_through, stored_frames, verified_content
@@ -59,6 +60,20 @@ if TYPE_CHECKING:  # imported when used: a server starts without them (see OnFir
     from .idle import Activity
 
 T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class SmallPut:
+    """A small put waiting for its group (:mod:`castore.server.grouping`): the request's
+    path, version and headers, and a reference to its body's bytes (a request that ends
+    meanwhile does not take them away)."""
+
+    path: str
+    version: int
+    body: bytes
+    encoding: str
+    logical_size: int | None
+    sha256: str | None
 
 __all__ = ["FiletrackerApp", "batch_limits", "version_answer"]
 
@@ -102,6 +117,7 @@ class FiletrackerApp:
         migration: LiveMigration | None = None,
         activity: Activity | None = None,
         loop_puts: bool = True,
+        group_puts: bool = True,
     ) -> None:
         limits = config.limits
         self.store = store
@@ -120,6 +136,11 @@ class FiletrackerApp:
         self.inline_max = store.settings()["inline_max"]
         self.loop_puts = loop_puts and store.metadata.local_reads and store.blobs.local
         """Small puts may be stored on the event loop (:meth:`_store_on_loop`); tests turn it off."""
+        self.groups: GroupWriter[SmallPut] | None = (
+            GroupWriter(self._store_group, self._store_alone, lambda put: len(put.body))
+            if self.loop_puts and group_puts else None
+        )
+        """Small puts that find the database busy are stored together (:mod:`castore.server.grouping`)."""
 
     @property
     def heavy_uploads(self) -> anyio.CapacityLimiter:
@@ -356,7 +377,7 @@ class FiletrackerApp:
             spool_dir=self.spool_dir,
         )
         try:
-            name = self._store_on_loop(path, version, received, encoding, logical_size, sha256)
+            name = await self._store_small(path, version, received, encoding, logical_size, sha256)
             if name is None:
                 name = await anyio.to_thread.run_sync(
                     self._store_body, path, version, received, encoding, logical_size, sha256,
@@ -368,33 +389,92 @@ class FiletrackerApp:
         assert stored is not None
         return Response(status_code=200, headers={"Last-Modified": format_version(stored)}, media_type="text/plain")
 
+    def _small(self, received: ReceivedBody, logical_size: int | None) -> bool:
+        """Whether a put is small enough to be stored on the event loop or in a group: a
+        body kept in memory, whose content is stored inline in a local SQLite database."""
+        if not self.loop_puts or received.spooled or logical_size is None or logical_size > self.inline_max:
+            return False
+        # a body far larger than its content (e.g. 1 MiB of empty zstd frames: ~1 s to decode) is
+        # decoded in a thread: the work done on the loop stays bounded by the content's size
+        return received.size <= max_frame_size(logical_size)
+
+    async def _store_small(
+        self, path: str, version: int, received: ReceivedBody, encoding: str, logical_size: int | None,
+        sha256: str | None,
+    ) -> str | None:
+        """A small put (:meth:`_small`): stored at once on the event loop when the database
+        is free (:meth:`_store_on_loop`), else with the others waiting
+        (:mod:`castore.server.grouping`); None for any other put (a thread stores it)."""
+        if not self._small(received, logical_size):
+            return None
+        if self.groups is None or not self.groups.busy:
+            name = self._store_on_loop(path, version, received, encoding, logical_size, sha256)
+            if name is not None or self.groups is None:
+                return name
+        body = received.in_memory
+        assert body is not None
+        return await self.groups.submit(SmallPut(path, version, body, encoding, logical_size, sha256))
+
     def _store_on_loop(
         self, path: str, version: int, received: ReceivedBody, encoding: str, logical_size: int | None,
         sha256: str | None,
     ) -> str | None:
-        """Store a small body on the event loop when nothing there can wait; None: use a thread.
+        """Store a small body on the event loop when nothing there can wait; None: it would wait.
 
         The hop to a worker thread and back costs more than storing a small content
         (decoding, hashing and one SQLite transaction: well under a millisecond), so a
-        body kept in memory whose content is stored inline in a local SQLite database is
-        stored here, at once. Nothing here may wait: the write goes ahead only when the
-        database's write lock is free at once (:meth:`MetadataRepo.not_waiting`); when
-        another writer holds it, nothing was written and the same work is done in a thread
-        (which waits its turn). Bodies in a spool file, bodies far larger than the content
-        they declare, contents stored as blob files, and stores whose metadata or blobs are
-        not local always go to a thread.
+        small body (:meth:`_small`) is stored here, at once. Nothing here may wait: the
+        write goes ahead only when the database's write lock is free at once
+        (:meth:`MetadataRepo.not_waiting`); when another writer holds it, nothing was
+        written and the put is stored with others (or, without groups, in a thread).
         """
-        if not self.loop_puts or received.spooled or logical_size is None or logical_size > self.inline_max:
-            return None
-        if received.size > max_frame_size(logical_size):
-            # a body far larger than its content (e.g. 1 MiB of empty zstd frames: ~1 s to decode) is
-            # decoded in a thread: the work done here stays bounded by the content's size
-            return None
         try:
             with self.store.metadata.not_waiting():
                 return self._store_body(path, version, received, encoding, logical_size, sha256)
         except WouldWait:
             return None
+
+    def _store_group(self, puts: Sequence[SmallPut]) -> list[str | BaseException | None]:
+        """Small puts in one transaction (:meth:`Store.put_many`), in the group writer's thread.
+
+        Each body is decoded and checked first, as :meth:`_store_body` does (a bad one gets
+        its own error); one that :meth:`_store_body` would answer with an error of its own
+        (a plain body whose size is not its ``Logical-Size``) is left to be stored alone (None).
+        """
+        results: list[str | BaseException | None] = [None] * len(puts)
+        items: list[tuple[str, int | None, bytes, int | None]] = []
+        placed: list[int] = []
+        for i, put in enumerate(puts):
+            try:
+                item = self._group_item(put)
+            except Exception as e:  # noqa: BLE001 - this put's own error (its decoding or checks), for its answer
+                results[i] = e
+                continue
+            if item is not None:
+                items.append(item)
+                placed.append(i)
+        if items:
+            for i, name in zip(placed, self.store.put_many(items, max_window=self.limits.max_zstd_window), strict=True):
+                results[i] = name
+        return results
+
+    def _group_item(self, put: SmallPut) -> tuple[str, int | None, bytes, int | None] | None:
+        """``put`` as an item of :meth:`Store.put_many` (decoded and checked), or None: store it alone."""
+        if put.sha256 is None and put.encoding == "zstd":
+            return put.path, put.version, put.body, put.logical_size
+        if put.sha256 is None and put.encoding == "identity":
+            if put.logical_size is not None and put.logical_size != len(put.body):
+                return None
+            return put.path, put.version, put.body, None
+        assert put.logical_size is not None  # a small put says its size (_small)
+        data = self._upload_reader(ReceivedBody.holding(put.body), put.encoding, put.logical_size,
+                                   put.sha256).read_whole(put.logical_size)
+        return put.path, put.version, data, None
+
+    def _store_alone(self, put: SmallPut) -> str:
+        """One small put in a transaction of its own (its group's transaction failed, or :meth:`_group_item` said so)."""
+        return self._store_body(put.path, put.version, ReceivedBody.holding(put.body), put.encoding,
+                                put.logical_size, put.sha256)
 
     def _store_body(
         self, path: str, version: int, received: ReceivedBody, encoding: str, logical_size: int | None,
@@ -411,6 +491,18 @@ class FiletrackerApp:
             data = received.in_memory
             source = data if data is not None else received.open()  # a file: hashed first, dedup'd
             return self.store.put(path, source, version, expected_size=logical_size)
+        body = self._upload_reader(received, encoding, logical_size, sha256)
+        if logical_size is not None and logical_size <= self.inline_max:
+            # Small (Filetracker's client: gzip with its SHA-256): decoded and checked whole
+            # first, then stored as bytes, which spares the store a stream's extra lookup.
+            return self.store.put(path, body.read_whole(logical_size), version, expected_size=logical_size)
+        return self.store.put(path, cast(BinaryIO, body), version)  # the reader holds it to its Logical-Size
+
+    def _upload_reader(
+        self, received: ReceivedBody, encoding: str, logical_size: int | None, sha256: str | None
+    ) -> UploadReader:
+        """A reader of the content of a coded (or checksummed) body, every check and limit of an upload in it."""
+        limits = self.limits
         max_size, too_large = limits.max_upload_size, f"the content is over this server's limit of {limits.max_upload_size} bytes"
         if logical_size is None and encoding != "identity":
             cap = max(limits.max_expansion * received.size, limits.expansion_floor)
@@ -420,7 +512,7 @@ class FiletrackerApp:
                     f"the {encoding} body decodes to more than {cap} bytes ({limits.max_expansion} times its size); "
                     "send its Logical-Size to store it"
                 )
-        body = UploadReader(
+        return UploadReader(
             received.open(),
             encoding=encoding,
             logical_size=logical_size,
@@ -429,11 +521,6 @@ class FiletrackerApp:
             too_large=too_large,
             max_window=limits.max_zstd_window,
         )
-        if logical_size is not None and logical_size <= self.inline_max:
-            # Small (Filetracker's client: gzip with its SHA-256): decoded and checked whole
-            # first, then stored as bytes, which spares the store a stream's extra lookup.
-            return self.store.put(path, body.read_whole(logical_size), version, expected_size=logical_size)
-        return self.store.put(path, cast(BinaryIO, body), version)  # the reader holds it to its Logical-Size
 
     async def _delete(self, request: Request, path: str) -> Response:
         if self.store.read_only:

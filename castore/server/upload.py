@@ -97,6 +97,12 @@ class ReceivedBody:
         self._budget = budget
         self._held = sum(len(p) for p in parts)  # counted in the budget until closed
 
+    @classmethod
+    def holding(cls, data: bytes) -> ReceivedBody:
+        """A body of ``data``, counted in no worker's budget (a copy kept past its request:
+        :mod:`castore.server.grouping`)."""
+        return cls([data], None, len(data), MemoryBudget(len(data)))
+
     @property
     def spooled(self) -> bool:
         """True when the body waits in a spool file rather than in memory."""

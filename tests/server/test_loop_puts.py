@@ -25,6 +25,7 @@ from starlette.testclient import TestClient
 
 from castore.errors import WouldWait
 from castore.metadata.engine import BUSY_TIMEOUT_MS
+from castore.names import parse_name
 from castore.server.app import create_app
 from castore.server.handlers import FiletrackerApp
 from castore.store import METADATA_FILE, Store
@@ -195,10 +196,28 @@ def _hold_write_lock(database: Path, seconds: float) -> threading.Thread:
     return holder
 
 
-def test_a_put_finding_the_database_locked_is_stored_in_a_thread(
-    tmp_path: Path, where_puts_run: list[tuple[str, bool, str]],
+@pytest.fixture
+def grouped(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The names of every group the group writer stored in one transaction (``Store.put_many``), in order."""
+    groups: list[list[str]] = []
+    original = Store.put_many
+
+    def watched(self: Store, items: Any, **kwargs: Any) -> Any:
+        names = original(self, items, **kwargs)
+        groups.append([parse_name(name).path for name in names])
+        return names
+
+    monkeypatch.setattr(Store, "put_many", watched)
+    return groups
+
+
+@pytest.mark.parametrize("group_puts", [True, False], ids=["grouped", "thread"])
+def test_a_put_finding_the_database_locked_is_stored_later(
+    tmp_path: Path, where_puts_run: list[tuple[str, bool, str]], grouped: list[list[str]], group_puts: bool,
 ) -> None:
-    with Store.open(tmp_path / "s", create=True) as store, TestClient(create_app(store)) as client:
+    """It is stored by the group writer (:mod:`castore.server.grouping`), or without groups in a thread."""
+    with Store.open(tmp_path / "s", create=True) as store, \
+            TestClient(create_app(store, group_puts=group_puts)) as client:
         holder = _hold_write_lock(tmp_path / "s" / METADATA_FILE, 0.5)
         try:
             response = client.request(*_filetracker_put("/a.bin", RANDOM, V1)[:2],
@@ -208,15 +227,22 @@ def test_a_put_finding_the_database_locked_is_stored_in_a_thread(
             holder.join()
         assert response.status_code == 200, response.headers.get("X-Exception")
         assert response.headers["Last-Modified"] == V1
-        assert where_puts_run == [("/a.bin", True, "WouldWait"), ("/a.bin", False, "stored")]
+        if group_puts:
+            assert where_puts_run == [("/a.bin", True, "WouldWait")]
+            assert grouped == [["/a.bin"]]
+        else:
+            assert where_puts_run == [("/a.bin", True, "WouldWait"), ("/a.bin", False, "stored")]
+            assert grouped == []
         assert store.read_bytes("/a.bin") == RANDOM
         assert [v.version for v in store.versions("/a.bin")] == [1000]
 
 
-def test_a_put_waiting_for_this_process_s_turn_is_stored_in_a_thread(
-    tmp_path: Path, where_puts_run: list[tuple[str, bool, str]],
+@pytest.mark.parametrize("group_puts", [True, False], ids=["grouped", "thread"])
+def test_a_put_waiting_for_this_process_s_turn_is_stored_later(
+    tmp_path: Path, where_puts_run: list[tuple[str, bool, str]], grouped: list[list[str]], group_puts: bool,
 ) -> None:
-    with Store.open(tmp_path / "s", create=True) as store, TestClient(create_app(store)) as client:
+    with Store.open(tmp_path / "s", create=True) as store, \
+            TestClient(create_app(store, group_puts=group_puts)) as client:
         turn = store.metadata._write_turn
         released = threading.Event()
 
@@ -233,7 +259,9 @@ def test_a_put_waiting_for_this_process_s_turn_is_stored_in_a_thread(
             released.set()
             holder.join()
         assert response.status_code == 200
-        assert where_puts_run == [("/a.txt", True, "WouldWait"), ("/a.txt", False, "stored")]
+        stored_later = [] if group_puts else [("/a.txt", False, "stored")]
+        assert where_puts_run == [("/a.txt", True, "WouldWait"), *stored_later]
+        assert grouped == ([["/a.txt"]] if group_puts else [])
         assert store.read_bytes("/a.txt") == TEXT
 
 
