@@ -5,9 +5,10 @@ A small put is stored at once on the event loop when SQLite's write lock is free
 seldom is: another put of this worker or of another worker process holds it. Each such
 put used to wait for the lock in a thread of its own and commit alone, so every put paid a
 thread, a turn on the lock between processes, a transaction and a commit, and SQLite
-re-read the pages the other process had changed since. With 16 Filetracker-style clients
-on the 2-core machine, ``castore serve``'s two workers spent 1.4-1.7 ms of CPU per 64 KiB
-put where one worker alone spent 0.9 (``/work/exp/prof/mput.py``, session 13).
+re-read the pages the other process had changed since. With 16 castore clients putting
+64 KiB files on a 2-core machine, ``castore serve``'s two workers spent 1.4-1.7 ms of CPU
+a put where one worker alone spent 0.9; grouped, 0.8-1.0 ms, and ``benchmarks/server.py``'s
+16-client put row went from 1.9-2.5x Filetracker's rate to 3.7x (``benchmarks/README.md``).
 
 Here the puts that cannot be stored at once join a queue, and one writer thread per
 worker process stores everything queued so far in one transaction

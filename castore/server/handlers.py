@@ -61,6 +61,8 @@ if TYPE_CHECKING:  # imported when used: a server starts without them (see OnFir
 
 T = TypeVar("T")
 
+__all__ = ["FiletrackerApp", "SmallPut", "batch_limits", "version_answer"]
+
 
 @dataclasses.dataclass(frozen=True)
 class SmallPut:
@@ -74,8 +76,6 @@ class SmallPut:
     encoding: str
     logical_size: int | None
     sha256: str | None
-
-__all__ = ["FiletrackerApp", "batch_limits", "version_answer"]
 
 
 def batch_limits(limits: UploadLimits) -> BatchLimits:
