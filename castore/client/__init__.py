@@ -25,6 +25,7 @@ is also a ``FileNotFoundError``. Invalid names raise ``ValueError``, as Filetrac
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import time
@@ -631,10 +632,29 @@ def _file_version(file: Path) -> int:
 
 
 def _write_whole(stream: BinaryIO, destination: Path) -> None:
-    """Write ``stream`` to ``destination``, replacing it only once complete."""
+    """Write ``stream`` to ``destination``, replacing it only once complete.
+
+    A small download is whole in memory already (``io.BytesIO``): written with one
+    system call, without a buffered file object and a copy loop.
+    """
     import shutil
 
     from .cache import replaced_whole
 
-    with replaced_whole(destination) as temporary, open(temporary, "wb") as out:
-        shutil.copyfileobj(stream, out, IO_BUFFER)
+    with replaced_whole(destination) as temporary:
+        if isinstance(stream, io.BytesIO):
+            with stream.getbuffer() as content:
+                _write_bytes(temporary, content)
+            return
+        with open(temporary, "wb") as out:
+            shutil.copyfileobj(stream, out, IO_BUFFER)
+
+
+def _write_bytes(file: Path, content: memoryview) -> None:
+    """Create ``file`` (as ``open(file, "wb")`` would) holding ``content``."""
+    fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+    try:
+        while content:
+            content = content[os.write(fd, content):]
+    finally:
+        os.close(fd)

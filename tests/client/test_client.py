@@ -19,7 +19,9 @@ from hypothesis import strategies as st
 
 from castore.client import Client
 from castore.client.remote import Remote
+from castore.digests import chunk_digest, content_digest
 from castore.errors import FileNotAvailable, FiletrackerError
+from castore.protocol import CONTENT_DIGEST_HEADER, format_content_digest
 from castore.store import Store
 
 from ..server_process import castore_server, free_port
@@ -391,8 +393,12 @@ HEAD = b"HTTP/1.1 200 OK\r\nLast-Modified: Thu, 01 Jan 1970 00:16:40 -0000\r\nCo
         % (len(BOMB), BOMB),  # decodes far past its size: stopped there
         HEAD + b"Transfer-Encoding: chunked\r\nLogical-Size: 5\r\n\r\n" + b"0" * 70_000 + b"5\r\n12345\r\n0\r\n\r\n",
         # a chunk-size line over http.client's 64 KiB line limit (was a raw LineTooLong)
+        HEAD + b"Content-Length: 10\r\nLogical-Size: 5\r\n\r\n1234567890",  # longer than announced
+        HEAD + b"Content-Length: 5\r\nLogical-Size: 5\r\n%s: %s\r\n\r\n12345"
+        % (CONTENT_DIGEST_HEADER.encode(), format_content_digest(content_digest(chunk_digest(b"54321"))).encode()),
+        # the bytes of another content than the server's digest says
     ],
-    ids=["truncated", "short", "corrupt", "unknown-coding", "bomb", "long-chunk-line"],
+    ids=["truncated", "short", "corrupt", "unknown-coding", "bomb", "long-chunk-line", "long", "wrong-digest"],
 )
 def test_a_bad_download_raises_and_writes_nothing(answer: bytes, tmp_path: Path) -> None:
     for base in _one_answer_server(answer):
