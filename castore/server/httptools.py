@@ -33,7 +33,7 @@ from typing import Any
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from .config import server_config
+from .config import DEFAULT_HEADER_TIMEOUT, server_config
 
 __all__ = ["MAX_REQUEST_HEAD", "BoundedHttpToolsProtocol"]
 
@@ -128,6 +128,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     _tail = b""  # the last bytes of the previous chunk, for a CRLFCRLF split across two
     _head_timer: asyncio.TimerHandle | None = None
     _refused = False  # a refusal was sent: drop whatever else comes, then close
+    _head_timeout = DEFAULT_HEADER_TIMEOUT  # this server's --header-timeout, read when the connection is made
 
     def _refuse(self, response: bytes) -> None:
         """Send ``response``, stop writing, drain the client's bytes for :data:`LINGER` s, close."""
@@ -141,6 +142,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._head_timeout = _header_timeout()  # read once a connection, not at every request's head
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -153,7 +155,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _start_head_timer(self) -> None:
         if self._head_timer is None:
-            self._head_timer = self.loop.call_later(_header_timeout(), self._head_timed_out)
+            self._head_timer = self.loop.call_later(self._head_timeout, self._head_timed_out)
 
     def _stop_head_timer(self) -> None:
         if self._head_timer is not None:
@@ -163,7 +165,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def _head_timed_out(self) -> None:
         self._head_timer = None
         if self._in_head and not self.transport.is_closing():
-            timeout = f"{_header_timeout():g}".encode()
+            timeout = f"{self._head_timeout:g}".encode()
             self._refuse(
                 _refusal(b"408 Request Timeout", b"the request line and headers did not come within " + timeout + b" s")
             )
