@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,17 @@ from castore.server.app import create_app
 from castore.server.grouping import MAX_GROUP_BYTES, MAX_GROUP_PUTS, GroupWriter
 from castore.store import METADATA_FILE, Store
 
-from .test_loop_puts import SEQUENCE, TEXT, V2, Request, _answer, _filetracker_put, _state, q
+from .test_loop_puts import (
+    SEQUENCE,
+    TEXT,
+    V2,
+    Request,
+    _answer,
+    _filetracker_put,
+    _hold_write_lock,
+    _state,
+    q,
+)
 
 SMALL_PUTS = [r for r in SEQUENCE if r[0] == "PUT" and "/large.bin" not in r[1]]
 BAD_FRAME = next(r for r in SMALL_PUTS if r[1].startswith("/files/z.txt") and r[2]["Logical-Size"] != str(len(TEXT)))
@@ -80,21 +90,7 @@ def _queued_while_locked(client: TestClient, database: Path, requests: Sequence[
     """Send ``requests`` one at a time (each once queued) while another connection holds the
     write lock, then release it; their answers, in order."""
     release = threading.Event()
-    taken = threading.Event()
-
-    def hold() -> None:
-        connection = sqlite3.connect(database, isolation_level=None)
-        try:
-            connection.execute("BEGIN IMMEDIATE")
-            taken.set()
-            release.wait(30)
-            connection.execute("ROLLBACK")
-        finally:
-            connection.close()
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    assert taken.wait(10)
+    holder = _hold_write_lock(database, 30, release)
     answers: list[Any] = [None] * len(requests)
     senders = []
     try:
@@ -160,26 +156,19 @@ def test_many_clients_at_once_lose_no_put(tmp_path: Path, grouped: list[int]) ->
         def content(path: int, version: int) -> bytes:
             return f"{path}@{version} ".encode() * 500
 
-        errors: list[BaseException] = []
-
         def putter(seed: int) -> None:
-            try:
-                for k in range(30):
-                    path, version = (seed + k) % 5, 1000 + (seed * 7 + k * 13) % 40
-                    response = client.put(f"/files/p{path}" + q(time.strftime(
-                        "%a, %d %b %Y %H:%M:%S -0000", time.gmtime(version))), content=content(path, version))
-                    assert response.status_code == 200, response.headers.get("X-Exception")
-            except BaseException as e:  # noqa: BLE001 - reported below
-                errors.append(e)
+            for k in range(30):
+                path, version = (seed + k) % 5, 1000 + (seed * 7 + k * 13) % 40
+                response = client.put(f"/files/p{path}" + q(time.strftime(
+                    "%a, %d %b %Y %H:%M:%S -0000", time.gmtime(version))), content=content(path, version))
+                assert response.status_code == 200, response.headers.get("X-Exception")
 
-        threads = [threading.Thread(target=putter, args=(seed,)) for seed in range(12)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        stop.set()
-        noisy.join()
-        assert errors == []
+        try:
+            with ThreadPoolExecutor(12) as pool:
+                list(pool.map(putter, range(12)))  # a failed put raises here
+        finally:
+            stop.set()
+            noisy.join()
         for path in range(5):
             given = {1000 + (seed * 7 + k * 13) % 40 for seed in range(12) for k in range(30) if (seed + k) % 5 == path}
             newest = max(given)

@@ -176,16 +176,18 @@ def test_the_bad_uploads_are_refused_on_the_loop_too(
     assert list(store.list("/")) == []
 
 
-def _hold_write_lock(database: Path, seconds: float) -> threading.Thread:
-    """Another connection (as another process would) holds SQLite's write lock for ``seconds``."""
+def _hold_write_lock(database: Path, seconds: float, release: threading.Event | None = None) -> threading.Thread:
+    """Another connection (as another process would) holds SQLite's write lock for ``seconds``
+    (or until ``release`` is set, if sooner)."""
     taken = threading.Event()
+    release = release or threading.Event()
 
     def hold() -> None:
         connection = sqlite3.connect(database, isolation_level=None)
         try:
             connection.execute("BEGIN IMMEDIATE")
             taken.set()
-            threading.Event().wait(seconds)
+            release.wait(seconds)
             connection.execute("ROLLBACK")
         finally:
             connection.close()
