@@ -75,7 +75,7 @@ class GroupWriter(Generic[T]):
             if self._closed:
                 raise RuntimeError("the server is stopping: no more puts are stored")
             self._queue.append((put, future))
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():  # first put, or the thread died (a bug)
                 self._thread = threading.Thread(target=self._run, name="castore-group-commit", daemon=True)
                 self._thread.start()
             self._wake.notify()

@@ -12,6 +12,7 @@ queue directly with plain functions.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import threading
 import time
@@ -27,6 +28,7 @@ from castore.server.app import create_app
 from castore.server.grouping import MAX_GROUP_BYTES, MAX_GROUP_PUTS, GroupWriter
 from castore.store import METADATA_FILE, Store
 
+from ..store.test_faults import _fill, small_disk
 from .test_loop_puts import (
     SEQUENCE,
     TEXT,
@@ -38,6 +40,8 @@ from .test_loop_puts import (
     _state,
     q,
 )
+
+__all__ = ["small_disk"]  # the fixture (a 12 MiB tmpfs), used by name
 
 SMALL_PUTS = [r for r in SEQUENCE if r[0] == "PUT" and "/large.bin" not in r[1]]
 BAD_FRAME = next(r for r in SMALL_PUTS if r[1].startswith("/files/z.txt") and r[2]["Logical-Size"] != str(len(TEXT)))
@@ -176,6 +180,34 @@ def test_many_clients_at_once_lose_no_put(tmp_path: Path, grouped: list[int]) ->
             assert store.read_bytes(f"/p{path}") == content(path, newest)
         assert store.check() == []
         assert sum(grouped) > 0  # the noise made puts wait: some were stored in groups
+
+
+def test_a_group_on_a_full_disk_answers_each_put_on_its_own_and_leaves_nothing_half_written(
+    small_disk: Path, submitted: list[str],
+) -> None:
+    """Puts queued while the disk fills: each answers 200 (and is there, whole) or 507 (and is
+    not there), the store checks clean, and once there is room again the same puts are stored."""
+    root = small_disk / "store"
+    Store.open(root, create=True).close()
+    bodies = {f"/full/{i}": os.urandom(3000) for i in range(40)}
+    requests: list[Request] = [("PUT", f"/files{path}" + q(V2), {}, body) for path, body in bodies.items()]
+    with Store.open(root) as store, TestClient(create_app(store), raise_server_exceptions=False) as client:
+        _fill(small_disk, "filler")
+        answers = _queued_while_locked(client, root / METADATA_FILE, requests, submitted)
+        statuses = [status for status, _, _ in answers]
+        assert set(statuses) <= {200, 507}, statuses
+        assert 507 in statuses, "the disk was not full: nothing was refused"
+        for (path, body), (status, headers, _) in zip(bodies.items(), answers, strict=True):
+            if status == 200:
+                assert store.read_bytes(path) == body
+            else:
+                assert dict(headers)["x-exception"].startswith("no space left"), headers
+                assert not store.exists(path)
+        os.unlink(small_disk / "filler")
+        again = _queued_while_locked(client, root / METADATA_FILE, requests, submitted)
+        assert [status for status, _, _ in again] == [200] * len(requests)
+        assert all(store.read_bytes(path) == body for path, body in bodies.items())
+        assert store.check() == []
 
 
 # -- the queue itself ------------------------------------------------------------------------
