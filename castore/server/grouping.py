@@ -74,10 +74,11 @@ class GroupWriter(Generic[T]):
         with self._wake:
             if self._closed:
                 raise RuntimeError("the server is stopping: no more puts are stored")
-            self._queue.append((put, future))
             if self._thread is None or not self._thread.is_alive():  # first put, or the thread died (a bug)
-                self._thread = threading.Thread(target=self._run, name="castore-group-commit", daemon=True)
-                self._thread.start()
+                thread = threading.Thread(target=self._run, name="castore-group-commit", daemon=True)
+                thread.start()  # before the put is queued: if it cannot start, the put is refused, not left queued
+                self._thread = thread
+            self._queue.append((put, future))
             self._wake.notify()
         return await asyncio.wrap_future(future)  # cancelled while queued: not stored (see the module)
 
@@ -89,6 +90,11 @@ class GroupWriter(Generic[T]):
             thread = self._thread
         if thread is not None:
             thread.join()
+        with self._wake:  # left only if the thread died (a bug): answered, not left waiting
+            while self._queue:
+                _, future = self._queue.popleft()
+                if future.set_running_or_notify_cancel():
+                    future.set_exception(RuntimeError("the server stopped before the put was stored"))
 
     def _take(self) -> list[tuple[T, Future[str]]] | None:
         """The next group (FIFO, within the bounds), waiting for one; None once closed and empty."""
@@ -97,7 +103,6 @@ class GroupWriter(Generic[T]):
                 if self._closed:
                     return None
                 self._wake.wait()
-            self._writing = True
             group: list[tuple[T, Future[str]]] = []
             total = 0
             while self._queue and len(group) < MAX_GROUP_PUTS:
@@ -109,6 +114,7 @@ class GroupWriter(Generic[T]):
                 if future.set_running_or_notify_cancel():  # False: its request was cancelled
                     group.append((put, future))
                     total += size
+            self._writing = True  # until _run has answered the group
             return group
 
     def _run(self) -> None:

@@ -78,6 +78,16 @@ class SmallPut:
     sha256: str | None
 
 
+def _locked_out(error: Exception) -> bool:
+    """Whether ``error`` is SQLite's "database is locked" after a whole busy timeout: another
+    process held the write lock (or the writers' turn) all along."""
+    from sqlalchemy.exc import OperationalError  # loaded by then: the store is open
+
+    from ..metadata.sqlite import is_busy
+
+    return isinstance(error, OperationalError) and is_busy(error)
+
+
 def batch_limits(limits: UploadLimits) -> BatchLimits:
     """What one ``PUT /batch/`` may hold on a server with these upload limits."""
     upload_cap = limits.max_upload_size
@@ -454,7 +464,13 @@ class FiletrackerApp:
                 items.append(item)
                 placed.append(i)
         if items:
-            for i, name in zip(placed, self.store.put_many(items, max_window=self.limits.max_zstd_window), strict=True):
+            try:
+                names: Sequence[str | Exception] = self.store.put_many(items, max_window=self.limits.max_zstd_window)
+            except Exception as e:
+                if not _locked_out(e):
+                    raise  # the group as a whole: each put is stored again alone, for its own answer
+                names = [e] * len(items)  # alone, each would wait a whole busy timeout again, one after another
+            for i, name in zip(placed, names, strict=True):
                 results[i] = name
         return results
 

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from castore.metadata import engine, sqlite
 from castore.server.app import create_app
 from castore.server.grouping import MAX_GROUP_BYTES, MAX_GROUP_PUTS, GroupWriter
 from castore.store import METADATA_FILE, Store
@@ -210,6 +211,35 @@ def test_a_group_on_a_full_disk_answers_each_put_on_its_own_and_leaves_nothing_h
         assert store.check() == []
 
 
+def test_a_group_that_finds_the_database_locked_throughout_fails_at_once_not_put_after_put(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another process holds the write lock past the busy timeout: each queued put gets the
+    error after one timeout of its group's wait, not after one more timeout per put before it
+    (the group's puts are not retried one by one for an error each would meet alone too)."""
+    timeout = 1.0
+    monkeypatch.setattr(engine, "BUSY_TIMEOUT_MS", int(timeout * 1000))
+    monkeypatch.setattr(sqlite, "BUSY_TIMEOUT_MS", int(timeout * 1000))
+    with Store.open(tmp_path / "s", create=True) as store, \
+            TestClient(create_app(store), raise_server_exceptions=False) as client:
+        release = threading.Event()
+        holder = _hold_write_lock(tmp_path / "s" / METADATA_FILE, 60, release)
+        start = time.monotonic()
+        try:
+            with ThreadPoolExecutor(6) as pool:
+                answers = list(pool.map(
+                    lambda i: (client.put(f"/files/locked/{i}" + q(V2), content=TEXT), time.monotonic() - start),
+                    range(6)))
+        finally:
+            release.set()
+            holder.join()
+        # as one put alone answers a lock held past the timeout (a 500 naming SQLite's error)
+        assert {(r.status_code, r.headers["X-Exception"]) for r, _ in answers} == {(500, "internal error: OperationalError")}
+        assert max(seconds for _, seconds in answers) < 4 * timeout  # put after put: ~8 timeouts
+        assert not any(store.exists(f"/locked/{i}") for i in range(6))
+        assert client.put("/files/locked/0" + q(V2), content=TEXT).status_code == 200  # free again
+
+
 # -- the queue itself ------------------------------------------------------------------------
 
 
@@ -339,3 +369,48 @@ def test_groups_are_bounded_in_puts_and_bytes() -> None:
     assert all(total <= MAX_GROUP_BYTES for _, total in sizes)
     assert sizes[0] == (1, 3)  # the first put started a group alone; the rest queued meanwhile
     assert sizes[1][0] == MAX_GROUP_PUTS
+
+
+class _Died(BaseException):
+    """Not an Exception: ends the writer thread (a bug's stand-in)."""
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the thread's end, on purpose
+def test_a_writer_thread_that_dies_answers_its_group_and_a_new_one_takes_the_next_puts() -> None:
+    def write_many(puts: Sequence[str]) -> list[str | BaseException | None]:
+        if puts == ["dies"]:
+            raise _Died()
+        return [f"{p}@1" for p in puts]
+
+    writer = _writer(write_many, lambda put: f"{put}@1")
+
+    async def main() -> tuple[BaseException | str, str]:
+        died = await asyncio.gather(writer.submit("dies"), return_exceptions=True)
+        await asyncio.sleep(0.05)  # the thread has ended
+        return died[0], await asyncio.wait_for(writer.submit("after"), 10)  # not queued forever
+
+    died, after = asyncio.run(main())
+    writer.close()
+    assert isinstance(died, RuntimeError) and after == "after@1"
+
+
+def test_a_writer_thread_that_cannot_start_refuses_the_put_and_queues_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    stored: list[str] = []
+
+    def write_many(puts: Sequence[str]) -> list[str | BaseException | None]:
+        stored.extend(puts)
+        return [f"{p}@1" for p in puts]
+
+    writer = _writer(write_many, lambda put: f"{put}@1")
+    original = threading.Thread.start
+
+    def cannot(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", cannot)
+    with pytest.raises(RuntimeError, match="can't start"):
+        asyncio.run(writer.submit("refused"))
+    monkeypatch.setattr(threading.Thread, "start", original)
+    assert asyncio.run(writer.submit("later")) == "later@1"
+    writer.close()
+    assert stored == ["later"] and not writer.busy
