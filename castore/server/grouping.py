@@ -15,8 +15,11 @@ worker process stores everything queued so far in one transaction
 (:meth:`castore.store.Store.put_many`), then the next group: the more puts wait, the more
 share a commit. Each put's answer is its own: when the group's transaction fails, every
 put of it is stored again alone (:data:`WriteOne`), so one bad put gets its error and the
-others are stored as they would have been. A put whose request is cancelled before its
-group starts is not stored; once its group started, it is stored like any other.
+others are stored as they would have been; but an error every put would meet alone too
+(the database locked by another process past the busy timeout) is given to each at once
+(:data:`WriteMany` returns it for each), not met again put after put. A put whose request
+is cancelled before its group starts is not stored; once its group started, it is stored
+like any other.
 """
 
 from __future__ import annotations
