@@ -6,6 +6,9 @@ log cannot; both mean the same thing to a user. :func:`as_store_fault` turns eit
 into one :class:`~castore.errors.StoreFull`, and ``EROFS`` or SQLite's ``attempt to
 write a readonly database`` into :class:`~castore.errors.ReadOnlyStore`, each with a
 one-line message naming the cause. Anything else is left alone (None).
+
+:func:`locked_out` tells one more condition that is not a bug: SQLite's ``database is
+locked``, another process having held the write lock through a whole busy timeout.
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ from contextlib import contextmanager
 
 from .errors import CastoreError, ReadOnlyStore, StoreFull
 
-__all__ = ["as_store_fault", "faults_named", "is_disk_full", "on_read_only_filesystem"]
+__all__ = ["as_store_fault", "faults_named", "is_disk_full", "locked_out", "on_read_only_filesystem"]
 
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 _SQLITE_FULL = ("database or disk is full",)
 _SQLITE_READ_ONLY = ("attempt to write a readonly database",)
+_SQLITE_LOCKED = "database is locked"
 
 
 def _causes(error: BaseException) -> list[BaseException]:
@@ -62,6 +66,12 @@ def faults_named() -> Iterator[None]:
         if fault is None or fault is e:
             raise
         raise fault from e
+
+
+def locked_out(error: BaseException) -> bool:
+    """True when ``error`` (or what it wraps) is SQLite's ``database is locked``: another process
+    held the write lock (or the writers' turn) through a whole busy timeout."""
+    return any(_SQLITE_LOCKED in str(cause).lower() for cause in _causes(error))
 
 
 def is_disk_full(error: BaseException) -> bool:

@@ -30,6 +30,7 @@ from ..errors import (
     VersionNotFound,
     WouldWait,
 )
+from ..faults import locked_out
 from ..keys import BlobKey
 from ..names import check_prefix, parse_name, parse_version, versioned_name
 from ..protocol import (
@@ -76,16 +77,6 @@ class SmallPut:
     encoding: str
     logical_size: int | None
     sha256: str | None
-
-
-def _locked_out(error: Exception) -> bool:
-    """Whether ``error`` is SQLite's "database is locked" after a whole busy timeout: another
-    process held the write lock (or the writers' turn) all along."""
-    from sqlalchemy.exc import OperationalError  # loaded by then: the store is open
-
-    from ..metadata.sqlite import is_busy
-
-    return isinstance(error, OperationalError) and is_busy(error)
 
 
 def batch_limits(limits: UploadLimits) -> BatchLimits:
@@ -467,7 +458,7 @@ class FiletrackerApp:
             try:
                 names: Sequence[str | Exception] = self.store.put_many(items, max_window=self.limits.max_zstd_window)
             except Exception as e:
-                if not _locked_out(e):
+                if not locked_out(e):
                     raise  # the group as a whole: each put is stored again alone, for its own answer
                 names = [e] * len(items)  # alone, each would wait a whole busy timeout again, one after another
             for i, name in zip(placed, names, strict=True):

@@ -31,7 +31,7 @@ from ..errors import (
     UploadTooLarge,
     VersionNotFound,
 )
-from ..faults import as_store_fault
+from ..faults import as_store_fault, locked_out
 from ..protocol import (
     RETAINED_HEADER,
     format_retained,
@@ -77,6 +77,9 @@ def error_response(error: Exception) -> Response:
     """The answer for ``error``: its status (:class:`HTTPError`'s own, else from ``_STATUSES``) and one line."""
     if not isinstance(error, (HTTPError, CastoreError)):
         error = as_store_fault(error) or error  # ENOSPC, SQLITE_FULL, EROFS: say so
+        if locked_out(error):
+            error = Busy("the store's metadata database stayed locked by another process through "
+                         "the busy timeout; try again")
     if isinstance(error, HTTPError):
         status = error.status
     elif isinstance(error, IntegrityError):

@@ -211,17 +211,19 @@ def test_a_group_on_a_full_disk_answers_each_put_on_its_own_and_leaves_nothing_h
         assert store.check() == []
 
 
+@pytest.mark.parametrize("group_puts", [True, False], ids=["grouped", "thread"])
 def test_a_group_that_finds_the_database_locked_throughout_fails_at_once_not_put_after_put(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, group_puts: bool,
 ) -> None:
-    """Another process holds the write lock past the busy timeout: each queued put gets the
-    error after one timeout of its group's wait, not after one more timeout per put before it
-    (the group's puts are not retried one by one for an error each would meet alone too)."""
+    """Another process holds the write lock past the busy timeout: each queued put gets a 503
+    after one timeout of its group's wait, not after one more timeout per put before it (the
+    group's puts are not retried one by one for an error each would meet alone too); puts
+    stored each in a thread (no groups) answer the same."""
     timeout = 1.0
     monkeypatch.setattr(engine, "BUSY_TIMEOUT_MS", int(timeout * 1000))
     monkeypatch.setattr(sqlite, "BUSY_TIMEOUT_MS", int(timeout * 1000))
     with Store.open(tmp_path / "s", create=True) as store, \
-            TestClient(create_app(store), raise_server_exceptions=False) as client:
+            TestClient(create_app(store, group_puts=group_puts), raise_server_exceptions=False) as client:
         release = threading.Event()
         holder = _hold_write_lock(tmp_path / "s" / METADATA_FILE, 60, release)
         start = time.monotonic()
@@ -233,8 +235,9 @@ def test_a_group_that_finds_the_database_locked_throughout_fails_at_once_not_put
         finally:
             release.set()
             holder.join()
-        # as one put alone answers a lock held past the timeout (a 500 naming SQLite's error)
-        assert {(r.status_code, r.headers["X-Exception"]) for r, _ in answers} == {(500, "internal error: OperationalError")}
+        # as one put alone answers a lock held past the timeout: 503, try again
+        assert {(r.status_code, r.headers["Retry-After"]) for r, _ in answers} == {(503, "1")}
+        assert all("locked by another process" in r.headers["X-Exception"] for r, _ in answers)
         assert max(seconds for _, seconds in answers) < 4 * timeout  # put after put: ~8 timeouts
         assert not any(store.exists(f"/locked/{i}") for i in range(6))
         assert client.put("/files/locked/0" + q(V2), content=TEXT).status_code == 200  # free again
